@@ -1,0 +1,201 @@
+//! JWTs signed with Ed25519 (`alg: EdDSA`), published as a JWKS.
+//!
+//! Every token carries `iss`, `sub`, `aud`, `exp`, `iat`, `nbf`, `jti` and a
+//! `kid` header. Verification accepts only EdDSA (so `alg: none` and HMAC
+//! key-confusion tokens fail), only keys in the given set, and requires every
+//! one of those claims.
+
+use std::collections::HashMap;
+
+use aws_lc_rs::signature::{Ed25519KeyPair, KeyPair};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation, errors::ErrorKind};
+use serde::{Deserialize, Serialize};
+
+use crate::{Secret, sha256_hex};
+
+/// Clock skew tolerated on `exp` and `nbf`, in seconds.
+pub const LEEWAY_SECS: u64 = 30;
+
+#[derive(Debug, thiserror::Error)]
+pub enum JwtError {
+    #[error("could not generate a signing key")]
+    Generate,
+    #[error("stored signing key is not a valid Ed25519 PKCS#8 key")]
+    BadKey,
+    #[error("could not sign token")]
+    Sign,
+}
+
+/// Why a token was refused. The messages are safe to show a client.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum VerifyError {
+    #[error("token is malformed")]
+    Malformed,
+    #[error("token is signed with an algorithm other than EdDSA")]
+    Algorithm,
+    #[error("token is signed by an unknown key")]
+    UnknownKey,
+    #[error("token signature is invalid")]
+    Signature,
+    #[error("token has expired")]
+    Expired,
+    #[error("token is not valid yet")]
+    NotYetValid,
+    #[error("token is for another audience")]
+    Audience,
+    #[error("token is from another issuer")]
+    Issuer,
+    #[error("token is missing claim {0}")]
+    MissingClaim(String),
+}
+
+/// A private signing key with its key id.
+pub struct SigningKey {
+    pub kid: String,
+    pkcs8: Secret<Vec<u8>>,
+    /// The public key, base64url (the JWK `x`).
+    pub public_x: String,
+}
+
+impl std::fmt::Debug for SigningKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SigningKey").field("kid", &self.kid).finish_non_exhaustive()
+    }
+}
+
+impl SigningKey {
+    pub fn generate() -> Result<Self, JwtError> {
+        let rng = aws_lc_rs::rand::SystemRandom::new();
+        let doc = Ed25519KeyPair::generate_pkcs8(&rng).map_err(|_| JwtError::Generate)?;
+        Self::from_pkcs8(doc.as_ref().to_vec())
+    }
+
+    /// Loads a key; the kid is derived from the public key so it is the
+    /// same on every replica.
+    pub fn from_pkcs8(pkcs8: Vec<u8>) -> Result<Self, JwtError> {
+        let pair = Ed25519KeyPair::from_pkcs8(&pkcs8).map_err(|_| JwtError::BadKey)?;
+        let public = pair.public_key().as_ref().to_vec();
+        let kid = sha256_hex(&public)[..16].to_owned();
+        Ok(Self { kid, pkcs8: Secret::new(pkcs8), public_x: URL_SAFE_NO_PAD.encode(public) })
+    }
+
+    pub fn pkcs8(&self) -> &[u8] {
+        self.pkcs8.expose()
+    }
+
+    pub fn jwk(&self) -> Jwk {
+        Jwk::ed25519(&self.kid, &self.public_x)
+    }
+
+    pub fn sign(&self, claims: &Claims) -> Result<String, JwtError> {
+        let mut header = Header::new(Algorithm::EdDSA);
+        header.kid = Some(self.kid.clone());
+        header.typ = Some("JWT".into());
+        jsonwebtoken::encode(&header, claims, &EncodingKey::from_ed_der(self.pkcs8.expose())).map_err(|_| JwtError::Sign)
+    }
+}
+
+/// The claims of an Infra token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Claims {
+    pub iss: String,
+    /// The user's id.
+    pub sub: String,
+    /// The destination (or service) the token is for.
+    pub aud: String,
+    pub exp: i64,
+    pub iat: i64,
+    pub nbf: i64,
+    pub jti: String,
+    /// The user's name (their email for people).
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    #[serde(default)]
+    pub groups: Vec<String>,
+}
+
+/// One public key in a JWKS (RFC 8037 OKP key).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Jwk {
+    pub kty: String,
+    pub crv: String,
+    pub x: String,
+    pub kid: String,
+    pub alg: String,
+    #[serde(rename = "use")]
+    pub use_: String,
+}
+
+impl Jwk {
+    pub fn ed25519(kid: &str, x: &str) -> Self {
+        Self {
+            kty: "OKP".into(),
+            crv: "Ed25519".into(),
+            x: x.into(),
+            kid: kid.into(),
+            alg: "EdDSA".into(),
+            use_: "sig".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Jwks {
+    pub keys: Vec<Jwk>,
+}
+
+/// Verifies tokens against a key set, offline.
+pub struct Verifier {
+    keys: HashMap<String, DecodingKey>,
+    issuer: String,
+}
+
+impl Verifier {
+    /// Keys that are not Ed25519 are skipped: they can never verify a token
+    /// this verifier accepts.
+    pub fn new(jwks: &Jwks, issuer: &str) -> Self {
+        let keys = jwks
+            .keys
+            .iter()
+            .filter(|k| k.kty == "OKP" && k.crv == "Ed25519")
+            .filter_map(|k| Some((k.kid.clone(), DecodingKey::from_ed_components(&k.x).ok()?)))
+            .collect();
+        Self { keys, issuer: issuer.to_owned() }
+    }
+
+    /// Checks signature, issuer, audience and time; returns the claims.
+    pub fn verify(&self, token: &str, audience: &str) -> Result<Claims, VerifyError> {
+        let header = jsonwebtoken::decode_header(token).map_err(|e| match e.kind() {
+            ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => VerifyError::Algorithm,
+            _ => VerifyError::Malformed,
+        })?;
+        if header.alg != Algorithm::EdDSA {
+            return Err(VerifyError::Algorithm);
+        }
+        let kid = header.kid.ok_or(VerifyError::UnknownKey)?;
+        let key = self.keys.get(&kid).ok_or(VerifyError::UnknownKey)?;
+        let mut v = Validation::new(Algorithm::EdDSA);
+        v.leeway = LEEWAY_SECS;
+        v.validate_nbf = true;
+        v.set_audience(&[audience]);
+        v.set_issuer(&[&self.issuer]);
+        v.set_required_spec_claims(&["exp", "nbf", "aud", "iss", "sub"]);
+        let data = jsonwebtoken::decode::<Claims>(token, key, &v).map_err(|e| match e.kind() {
+            ErrorKind::InvalidSignature => VerifyError::Signature,
+            ErrorKind::ExpiredSignature => VerifyError::Expired,
+            ErrorKind::ImmatureSignature => VerifyError::NotYetValid,
+            ErrorKind::InvalidAudience => VerifyError::Audience,
+            ErrorKind::InvalidIssuer => VerifyError::Issuer,
+            ErrorKind::MissingRequiredClaim(c) => VerifyError::MissingClaim(c.clone()),
+            ErrorKind::InvalidAlgorithm => VerifyError::Algorithm,
+            _ => VerifyError::Malformed,
+        })?;
+        Ok(data.claims)
+    }
+}
+
+#[cfg(test)]
+mod tests;

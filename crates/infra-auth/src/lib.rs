@@ -1,0 +1,52 @@
+//! Credentials: JWT signing and verification with rotating Ed25519 keys,
+//! password hashing, access keys, envelope encryption of secrets at rest,
+//! and the X.509 CA behind the server's TLS.
+//!
+//! Everything here is synchronous and free of storage: callers load keys
+//! and hashes from the store and hand them in.
+
+pub mod access_key;
+pub mod envelope;
+pub mod jwt;
+pub mod lockout;
+pub mod password;
+pub mod secret;
+pub mod tls_ca;
+
+pub use secret::Secret;
+
+/// Fills a buffer from the operating system's CSPRNG.
+///
+/// The OS generator failing is not recoverable for a credential authority,
+/// so the error carries no detail.
+pub fn random_bytes<const N: usize>() -> Result<[u8; N], RandomError> {
+    let mut buf = [0u8; N];
+    aws_lc_rs::rand::fill(&mut buf).map_err(|_| RandomError)?;
+    Ok(buf)
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("the system random number generator failed")]
+pub struct RandomError;
+
+/// Lower-case hex SHA-256.
+pub fn sha256_hex(data: &[u8]) -> String {
+    hex::encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, data))
+}
+
+/// Random identifier from an alphabet without look-alike characters.
+pub fn random_token(len: usize) -> Result<String, RandomError> {
+    const ALPHABET: &[u8] = b"abcdefghijkmnpqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789";
+    let mut out = String::with_capacity(len);
+    while out.len() < len {
+        let bytes: [u8; 64] = random_bytes()?;
+        for b in bytes {
+            // Rejection sampling keeps the distribution uniform.
+            let limit = 256 - (256 % ALPHABET.len());
+            if usize::from(b) < limit && out.len() < len {
+                out.push(char::from(ALPHABET[usize::from(b) % ALPHABET.len()]));
+            }
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,14 @@
+//! Domain types and the access decision. No I/O lives here: every input is
+//! validated at the edge (API, CLI, store) into these types, and the
+//! decision is a pure function so it can be benchmarked and tested alone.
+
+pub mod access;
+pub mod duration;
+pub mod names;
+
+pub use access::{GrantIndex, InfraRole, Subject};
+pub use duration::{format_duration, parse_duration};
+pub use names::{Email, GroupName, NameError, Resource, Role};
+
+/// The resource that governs Infra itself.
+pub const INFRA_RESOURCE: &str = "infra";
