@@ -1,1 +1,262 @@
-//! placeholder
+//! Wire types of the REST API, shared by the server and the CLI.
+//!
+//! These are separate from the domain types in `infra-core`: they carry
+//! strings as clients send them, and the server validates them at the edge.
+//! Requests reject unknown fields so a typo is an error, not a silent no-op.
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// Every error the API returns.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ErrorBody {
+    /// The HTTP status code.
+    pub code: u16,
+    /// What went wrong and, where it helps, what to do.
+    pub message: String,
+}
+
+/// A page of a list. Every list endpoint takes `page` (from 1) and `limit`
+/// (default 100, at most 1000).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub page: u32,
+    pub limit: u32,
+    pub total_count: u64,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema, utoipa::IntoParams)]
+#[serde(rename_all = "camelCase")]
+pub struct PageQuery {
+    pub page: Option<u32>,
+    pub limit: Option<u32>,
+}
+
+pub const DEFAULT_LIMIT: u32 = 100;
+pub const MAX_LIMIT: u32 = 1000;
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LoginRequest {
+    pub email: Option<String>,
+    pub password: Option<String>,
+    /// Log in with an existing access key instead of a password.
+    pub access_key: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LoginResponse {
+    /// A session key: send it as `Authorization: Bearer <key>`.
+    pub access_key: String,
+    pub expires: String,
+    pub user: User,
+    /// The password was set by an admin and must be changed now.
+    pub password_update_required: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct User {
+    pub id: String,
+    pub email: String,
+    pub created: String,
+    pub last_seen: Option<String>,
+    pub groups: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CreateUserRequest {
+    pub email: String,
+    /// Without it the server makes a one-time password that must be
+    /// changed at first login.
+    pub password: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CreateUserResponse {
+    pub user: User,
+    pub one_time_password: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct UpdateUserRequest {
+    pub password: String,
+    /// Required when changing your own password.
+    pub old_password: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Group {
+    pub id: String,
+    pub name: String,
+    pub created: String,
+    pub members: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CreateGroupRequest {
+    pub name: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Grant {
+    pub id: String,
+    pub user: Option<String>,
+    pub group: Option<String>,
+    pub role: String,
+    pub resource: String,
+    pub created: String,
+    pub created_by: String,
+    pub expires: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CreateGrantRequest {
+    /// A user's email; give this or `group`.
+    pub user: Option<String>,
+    pub group: Option<String>,
+    pub role: String,
+    pub resource: String,
+    /// Such as `8h` or `7d`.
+    pub expires_in: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema, utoipa::IntoParams)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct GrantQuery {
+    pub user: Option<String>,
+    pub group: Option<String>,
+    pub resource: Option<String>,
+    pub role: Option<String>,
+    pub page: Option<u32>,
+    pub limit: Option<u32>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AccessKey {
+    pub id: String,
+    pub name: String,
+    /// `user`, `connector` or `session`.
+    pub kind: String,
+    pub user: Option<String>,
+    pub created: String,
+    pub expires: Option<String>,
+    pub last_used: String,
+    pub inactivity_timeout: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CreateKeyRequest {
+    /// The user the key acts as; default the caller. Not with `connector`.
+    pub user: Option<String>,
+    /// A key for `infra connector`.
+    #[serde(default)]
+    pub connector: bool,
+    pub name: Option<String>,
+    pub expires_in: Option<String>,
+    /// The key stops working after this long unused, such as `720h`.
+    pub inactivity_timeout: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CreateKeyResponse {
+    /// Shown once; only a hash is stored.
+    pub access_key: String,
+    pub key: AccessKey,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AuditEvent {
+    pub seq: i64,
+    pub time: String,
+    pub actor: String,
+    pub action: String,
+    pub target: String,
+    pub source: String,
+    /// `success`, `denied` or `failure`.
+    pub result: String,
+    pub detail: String,
+    pub prev_hash: String,
+    pub hash: String,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema, utoipa::IntoParams)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AuditQuery {
+    /// RFC 3339 time or a duration ago such as `1h`.
+    pub since: Option<String>,
+    /// Events by or about this user (email).
+    pub user: Option<String>,
+    pub destination: Option<String>,
+    pub action: Option<String>,
+    /// Only events after this sequence number (for `tail`).
+    pub after: Option<i64>,
+    pub page: Option<u32>,
+    pub limit: Option<u32>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AuditVerifyResponse {
+    pub ok: bool,
+    pub events_checked: u64,
+    /// The first event that does not match the chain, when not ok.
+    pub bad_seq: Option<i64>,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TokenRequest {
+    /// The destination the token is for; without it, a token for Infra's
+    /// own API audience.
+    pub destination: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TokenResponse {
+    pub token: String,
+    pub expires: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SigningKeyInfo {
+    pub kid: String,
+    pub created: String,
+    /// The key that signs new tokens.
+    pub active: bool,
+    pub retired: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Info {
+    pub server_version: String,
+    pub user: User,
+    /// The caller's strongest role on Infra itself, if any.
+    pub infra_role: Option<String>,
+    pub grants: Vec<Grant>,
+    pub session_expires: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Health {
+    pub status: String,
+}

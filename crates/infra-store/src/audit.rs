@@ -1,0 +1,194 @@
+//! The audit log: an append-only hash chain.
+//!
+//! Each event stores the hash of the one before it and its own hash over
+//! its fields and that link. `audit_head` holds the last sequence number and
+//! hash, so editing, deleting or reordering any event, the last included,
+//! breaks the chain at a point `verify` can name.
+
+use sqlx::{FromRow, QueryBuilder};
+
+use crate::{Conn, StoreError};
+
+#[derive(Debug, Clone)]
+pub struct NewAuditEvent {
+    pub actor: String,
+    pub action: String,
+    pub target: String,
+    pub source: String,
+    /// `success`, `denied` or `failure`.
+    pub result: String,
+    pub detail: String,
+}
+
+#[derive(Debug, Clone, FromRow, serde::Serialize)]
+pub struct AuditRow {
+    pub seq: i64,
+    pub time_ms: i64,
+    pub actor: String,
+    pub action: String,
+    pub target: String,
+    pub source: String,
+    pub result: String,
+    pub detail: String,
+    pub prev_hash: String,
+    pub hash: String,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct AuditFilter {
+    pub since_ms: Option<i64>,
+    /// Matches actor or target.
+    pub who: Option<String>,
+    /// Matches a target that is the destination or a part of it.
+    pub destination: Option<String>,
+    pub action: Option<String>,
+    pub after_seq: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VerifyOutcome {
+    Ok { events: u64 },
+    Broken { events: u64, seq: i64, reason: String },
+}
+
+fn chain_hash(e: &AuditRow) -> String {
+    // A JSON array is an unambiguous encoding of the fields: no separator
+    // in a field can make two different events hash alike.
+    let fields = serde_json::json!([
+        e.seq, e.time_ms, e.actor, e.action, e.target, e.source, e.result, e.detail, e.prev_hash
+    ]);
+    infra_auth::sha256_hex(fields.to_string().as_bytes())
+}
+
+/// Appends an event inside the caller's write transaction.
+pub async fn append(c: &mut Conn, ev: NewAuditEvent, now_ms: i64) -> Result<AuditRow, StoreError> {
+    let (seq, prev_hash): (i64, String) =
+        sqlx::query_as("UPDATE audit_head SET seq = seq + 1 WHERE id = 1 RETURNING seq, hash")
+            .fetch_one(&mut *c)
+            .await?;
+    let mut row = AuditRow {
+        seq,
+        time_ms: now_ms,
+        actor: ev.actor,
+        action: ev.action,
+        target: ev.target,
+        source: ev.source,
+        result: ev.result,
+        detail: ev.detail,
+        prev_hash,
+        hash: String::new(),
+    };
+    row.hash = chain_hash(&row);
+    sqlx::query("UPDATE audit_head SET hash = $1 WHERE id = 1").bind(&row.hash).execute(&mut *c).await?;
+    sqlx::query(
+        "INSERT INTO audit_events (seq, time_ms, actor, action, target, source, result, detail, prev_hash, hash) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+    )
+    .bind(row.seq)
+    .bind(row.time_ms)
+    .bind(&row.actor)
+    .bind(&row.action)
+    .bind(&row.target)
+    .bind(&row.source)
+    .bind(&row.result)
+    .bind(&row.detail)
+    .bind(&row.prev_hash)
+    .bind(&row.hash)
+    .execute(c)
+    .await?;
+    Ok(row)
+}
+
+fn filter(qb: &mut QueryBuilder<sqlx::Any>, f: &AuditFilter) {
+    qb.push(" WHERE 1 = 1");
+    if let Some(t) = f.since_ms {
+        qb.push(" AND time_ms >= ").push_bind(t);
+    }
+    if let Some(w) = &f.who {
+        qb.push(" AND (actor = ").push_bind(w).push(" OR target = ").push_bind(w).push(")");
+    }
+    if let Some(d) = &f.destination {
+        qb.push(" AND (target = ").push_bind(d).push(" OR target LIKE ").push_bind(format!("{d}.%")).push(")");
+    }
+    if let Some(a) = &f.action {
+        qb.push(" AND action = ").push_bind(a);
+    }
+    if let Some(s) = f.after_seq {
+        qb.push(" AND seq > ").push_bind(s);
+    }
+}
+
+/// Events matching `f`, newest last; `limit` from the end unless paging
+/// forward from `after_seq`.
+pub async fn list(c: &mut Conn, f: &AuditFilter, page: u32, limit: u32) -> Result<(Vec<AuditRow>, u64), StoreError> {
+    let (l, o) = crate::limit_offset(page, limit);
+    let mut qb = QueryBuilder::new(
+        "SELECT seq, time_ms, actor, action, target, source, result, detail, prev_hash, hash FROM audit_events",
+    );
+    filter(&mut qb, f);
+    qb.push(" ORDER BY seq LIMIT ").push_bind(l).push(" OFFSET ").push_bind(o);
+    let rows = qb.build_query_as().fetch_all(&mut *c).await?;
+    let mut qb = QueryBuilder::new("SELECT COUNT(*) FROM audit_events");
+    filter(&mut qb, f);
+    let n: i64 = qb.build_query_scalar().fetch_one(c).await?;
+    Ok((rows, u64::try_from(n).unwrap_or(0)))
+}
+
+/// Walks the whole chain in order, in batches, and checks every link.
+pub async fn verify(c: &mut Conn) -> Result<VerifyOutcome, StoreError> {
+    const BATCH: i64 = 5000;
+    let (head_seq, head_hash): (i64, String) =
+        sqlx::query_as("SELECT seq, hash FROM audit_head WHERE id = 1").fetch_one(&mut *c).await?;
+    let mut expected_seq = 1i64;
+    let mut prev = "0".repeat(64);
+    let mut events = 0u64;
+    loop {
+        let rows: Vec<AuditRow> = sqlx::query_as(
+            "SELECT seq, time_ms, actor, action, target, source, result, detail, prev_hash, hash FROM audit_events \
+             WHERE seq >= $1 ORDER BY seq LIMIT $2",
+        )
+        .bind(expected_seq)
+        .bind(BATCH)
+        .fetch_all(&mut *c)
+        .await?;
+        let done = i64::try_from(rows.len()).unwrap_or(0) < BATCH;
+        for r in rows {
+            let broken = |reason: String| Ok(VerifyOutcome::Broken { events, seq: r.seq, reason });
+            if r.seq != expected_seq {
+                return Ok(VerifyOutcome::Broken {
+                    events,
+                    seq: expected_seq,
+                    reason: format!("event {expected_seq} is missing (deleted?); the next event is {}", r.seq),
+                });
+            }
+            if r.prev_hash != prev {
+                return broken(format!("event {} does not link to the event before it", r.seq));
+            }
+            if chain_hash(&r) != r.hash {
+                return broken(format!("event {} was modified: its contents do not match its hash", r.seq));
+            }
+            prev = r.hash.clone();
+            expected_seq += 1;
+            events += 1;
+        }
+        if done {
+            break;
+        }
+    }
+    let last = expected_seq - 1;
+    if last != head_seq {
+        return Ok(VerifyOutcome::Broken {
+            events,
+            seq: last + 1,
+            reason: format!("the log ends at event {last}, but {head_seq} events were written (deleted at the end?)"),
+        });
+    }
+    if prev != head_hash {
+        return Ok(VerifyOutcome::Broken {
+            events,
+            seq: last,
+            reason: format!("event {last} does not match the recorded head of the chain"),
+        });
+    }
+    Ok(VerifyOutcome::Ok { events })
+}

@@ -1,0 +1,201 @@
+//! Access keys, signing keys, sealed secrets, settings and login throttling.
+
+use sqlx::FromRow;
+
+use crate::{Conn, StoreError};
+
+#[derive(Debug, Clone, FromRow)]
+pub struct AccessKeyRow {
+    pub id: String,
+    pub name: String,
+    pub kind: String,
+    pub user_id: Option<String>,
+    pub user_email: Option<String>,
+    pub secret_hash: String,
+    pub created_at: i64,
+    pub expires_at: Option<i64>,
+    pub inactivity_timeout_ms: Option<i64>,
+    pub last_used_at: i64,
+}
+
+#[derive(Debug, Clone, FromRow)]
+pub struct SigningKeyRow {
+    pub kid: String,
+    pub public_x: String,
+    pub private_sealed: String,
+    pub created_at: i64,
+    pub retired_at: Option<i64>,
+}
+
+#[derive(Debug, Clone, FromRow)]
+pub struct LoginFailure {
+    pub bucket: String,
+    pub failures: i64,
+    pub locked_until: i64,
+    pub last_failure_at: i64,
+}
+
+const KEY_SELECT: &str = "SELECT k.id, k.name, k.kind, k.user_id, u.email AS user_email, k.secret_hash, k.created_at, \
+     k.expires_at, k.inactivity_timeout_ms, k.last_used_at FROM access_keys k LEFT JOIN users u ON u.id = k.user_id";
+
+pub async fn insert_key(c: &mut Conn, k: &AccessKeyRow) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO access_keys (id, name, kind, user_id, secret_hash, created_at, expires_at, inactivity_timeout_ms, last_used_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+    )
+    .bind(&k.id)
+    .bind(&k.name)
+    .bind(&k.kind)
+    .bind(&k.user_id)
+    .bind(&k.secret_hash)
+    .bind(k.created_at)
+    .bind(k.expires_at)
+    .bind(k.inactivity_timeout_ms)
+    .bind(k.last_used_at)
+    .execute(c)
+    .await?;
+    Ok(())
+}
+
+pub async fn key_by_id(c: &mut Conn, id: &str) -> Result<Option<AccessKeyRow>, StoreError> {
+    let q = format!("{KEY_SELECT} WHERE k.id = $1");
+    Ok(sqlx::query_as(sqlx::AssertSqlSafe(q)).bind(id).fetch_optional(c).await?)
+}
+
+/// Keys by name or id (names are unique per user, not globally).
+pub async fn keys_by_name_or_id(c: &mut Conn, name: &str) -> Result<Vec<AccessKeyRow>, StoreError> {
+    let q = format!("{KEY_SELECT} WHERE k.name = $1 OR k.id = $1 ORDER BY k.created_at");
+    Ok(sqlx::query_as(sqlx::AssertSqlSafe(q)).bind(name).fetch_all(c).await?)
+}
+
+/// Lists keys; `user_id` narrows to one user's; sessions only if asked.
+pub async fn list_keys(
+    c: &mut Conn,
+    user_id: Option<&str>,
+    include_sessions: bool,
+    page: u32,
+    limit: u32,
+) -> Result<(Vec<AccessKeyRow>, u64), StoreError> {
+    let (l, o) = crate::limit_offset(page, limit);
+    let cond = "($1 IS NULL OR k.user_id = $1) AND ($2 = 1 OR k.kind <> 'session')";
+    let q = format!("{KEY_SELECT} WHERE {cond} ORDER BY k.created_at LIMIT $3 OFFSET $4");
+    let rows = sqlx::query_as(sqlx::AssertSqlSafe(q))
+        .bind(user_id)
+        .bind(i64::from(include_sessions))
+        .bind(l)
+        .bind(o)
+        .fetch_all(&mut *c)
+        .await?;
+    let q = format!("SELECT COUNT(*) FROM access_keys k WHERE {cond}");
+    let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(q))
+        .bind(user_id)
+        .bind(i64::from(include_sessions))
+        .fetch_one(c)
+        .await?;
+    Ok((rows, u64::try_from(n).unwrap_or(0)))
+}
+
+pub async fn touch_key(c: &mut Conn, id: &str, now: i64) -> Result<(), StoreError> {
+    sqlx::query("UPDATE access_keys SET last_used_at = $1 WHERE id = $2").bind(now).bind(id).execute(c).await?;
+    Ok(())
+}
+
+pub async fn delete_key(c: &mut Conn, id: &str) -> Result<bool, StoreError> {
+    let r = sqlx::query("DELETE FROM access_keys WHERE id = $1").bind(id).execute(c).await?;
+    Ok(r.rows_affected() > 0)
+}
+
+/// Ends every session of a user (password change, removal).
+pub async fn delete_sessions_of_user(c: &mut Conn, user_id: &str) -> Result<u64, StoreError> {
+    let r = sqlx::query("DELETE FROM access_keys WHERE user_id = $1 AND kind = 'session'")
+        .bind(user_id)
+        .execute(c)
+        .await?;
+    Ok(r.rows_affected())
+}
+
+pub async fn insert_signing_key(c: &mut Conn, k: &SigningKeyRow) -> Result<(), StoreError> {
+    sqlx::query("INSERT INTO signing_keys (kid, public_x, private_sealed, created_at, retired_at) VALUES ($1, $2, $3, $4, $5)")
+        .bind(&k.kid)
+        .bind(&k.public_x)
+        .bind(&k.private_sealed)
+        .bind(k.created_at)
+        .bind(k.retired_at)
+        .execute(c)
+        .await?;
+    Ok(())
+}
+
+/// All signing keys, newest first.
+pub async fn signing_keys(c: &mut Conn) -> Result<Vec<SigningKeyRow>, StoreError> {
+    Ok(sqlx::query_as(
+        "SELECT kid, public_x, private_sealed, created_at, retired_at FROM signing_keys ORDER BY created_at DESC, kid",
+    )
+    .fetch_all(c)
+    .await?)
+}
+
+pub async fn retire_signing_keys(c: &mut Conn, now: i64) -> Result<(), StoreError> {
+    sqlx::query("UPDATE signing_keys SET retired_at = $1 WHERE retired_at IS NULL").bind(now).execute(c).await?;
+    Ok(())
+}
+
+/// Drops retired keys whose every token has expired.
+pub async fn prune_signing_keys(c: &mut Conn, retired_before: i64) -> Result<(), StoreError> {
+    sqlx::query("DELETE FROM signing_keys WHERE retired_at IS NOT NULL AND retired_at < $1")
+        .bind(retired_before)
+        .execute(c)
+        .await?;
+    Ok(())
+}
+
+/// A sealed secret and its public part (e.g. the CA key and certificate).
+pub async fn sealed_secret(c: &mut Conn, name: &str) -> Result<Option<(String, String)>, StoreError> {
+    Ok(sqlx::query_as("SELECT public_part, sealed FROM sealed_secrets WHERE name = $1")
+        .bind(name)
+        .fetch_optional(c)
+        .await?)
+}
+
+pub async fn insert_sealed_secret(c: &mut Conn, name: &str, public: &str, sealed: &str) -> Result<(), StoreError> {
+    sqlx::query("INSERT INTO sealed_secrets (name, public_part, sealed) VALUES ($1, $2, $3)")
+        .bind(name)
+        .bind(public)
+        .bind(sealed)
+        .execute(c)
+        .await?;
+    Ok(())
+}
+
+pub async fn setting(c: &mut Conn, name: &str) -> Result<Option<String>, StoreError> {
+    Ok(sqlx::query_scalar("SELECT value FROM settings WHERE name = $1").bind(name).fetch_optional(c).await?)
+}
+
+pub async fn insert_setting(c: &mut Conn, name: &str, value: &str) -> Result<(), StoreError> {
+    sqlx::query("INSERT INTO settings (name, value) VALUES ($1, $2)").bind(name).bind(value).execute(c).await?;
+    Ok(())
+}
+
+pub async fn login_failure(c: &mut Conn, bucket: &str) -> Result<Option<LoginFailure>, StoreError> {
+    Ok(sqlx::query_as("SELECT bucket, failures, locked_until, last_failure_at FROM login_failures WHERE bucket = $1")
+        .bind(bucket)
+        .fetch_optional(c)
+        .await?)
+}
+
+pub async fn put_login_failure(c: &mut Conn, f: &LoginFailure) -> Result<(), StoreError> {
+    sqlx::query("DELETE FROM login_failures WHERE bucket = $1").bind(&f.bucket).execute(&mut *c).await?;
+    sqlx::query("INSERT INTO login_failures (bucket, failures, locked_until, last_failure_at) VALUES ($1, $2, $3, $4)")
+        .bind(&f.bucket)
+        .bind(f.failures)
+        .bind(f.locked_until)
+        .bind(f.last_failure_at)
+        .execute(c)
+        .await?;
+    Ok(())
+}
+
+pub async fn clear_login_failures(c: &mut Conn, bucket: &str) -> Result<(), StoreError> {
+    sqlx::query("DELETE FROM login_failures WHERE bucket = $1").bind(bucket).execute(c).await?;
+    Ok(())
+}
