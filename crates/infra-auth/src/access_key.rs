@@ -23,7 +23,11 @@ pub fn generate() -> Result<NewAccessKey, RandomError> {
     let id = random_token(ID_LEN)?;
     let secret = Secret::new(random_token(SECRET_LEN)?);
     let full = Secret::new(format!("{id}.{}", secret.expose()));
-    Ok(NewAccessKey { secret_hash: sha256_hex(secret.expose().as_bytes()), id, full })
+    Ok(NewAccessKey {
+        secret_hash: sha256_hex(secret.expose().as_bytes()),
+        id,
+        full,
+    })
 }
 
 /// Splits a presented key into id and secret, or `None` if it is not
@@ -31,7 +35,8 @@ pub fn generate() -> Result<NewAccessKey, RandomError> {
 pub fn parse(key: &str) -> Option<(&str, &str)> {
     let (id, secret) = key.split_once('.')?;
     let alnum = |s: &str| s.chars().all(|c| c.is_ascii_alphanumeric());
-    (id.len() == ID_LEN && secret.len() == SECRET_LEN && alnum(id) && alnum(secret)).then_some((id, secret))
+    (id.len() == ID_LEN && secret.len() == SECRET_LEN && alnum(id) && alnum(secret))
+        .then_some((id, secret))
 }
 
 /// Constant-time check of a presented secret against the stored hash.

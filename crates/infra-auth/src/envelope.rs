@@ -17,7 +17,9 @@ use crate::{RandomError, Secret, random_bytes, sha256_hex};
 pub enum EnvelopeError {
     #[error("sealed value is malformed")]
     Malformed,
-    #[error("sealed value was made with root key {found}, but the configured root key is {expected}")]
+    #[error(
+        "sealed value was made with root key {found}, but the configured root key is {expected}"
+    )]
     WrongRootKey { found: String, expected: String },
     #[error("sealed value failed to decrypt: it was altered, or the root key is wrong")]
     Decrypt,
@@ -44,7 +46,10 @@ impl RootKey {
             return Err(EnvelopeError::BadRootKey);
         }
         let id = sha256_hex(&bytes)[..8].to_owned();
-        Ok(Self { bytes: Secret::new(bytes), id })
+        Ok(Self {
+            bytes: Secret::new(bytes),
+            id,
+        })
     }
 
     /// Parses the base64 text form (as kept in the key file).
@@ -67,14 +72,20 @@ impl RootKey {
 }
 
 fn aead(key: &[u8]) -> Result<LessSafeKey, EnvelopeError> {
-    Ok(LessSafeKey::new(UnboundKey::new(&AES_256_GCM, key).map_err(|_| EnvelopeError::Decrypt)?))
+    Ok(LessSafeKey::new(
+        UnboundKey::new(&AES_256_GCM, key).map_err(|_| EnvelopeError::Decrypt)?,
+    ))
 }
 
 fn encrypt(key: &[u8], plaintext: &[u8], aad: &[u8]) -> Result<Vec<u8>, EnvelopeError> {
     let nonce: [u8; NONCE_LEN] = random_bytes()?;
     let mut buf = plaintext.to_vec();
     aead(key)?
-        .seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::from(aad), &mut buf)
+        .seal_in_place_append_tag(
+            Nonce::assume_unique_for_key(nonce),
+            Aad::from(aad),
+            &mut buf,
+        )
         .map_err(|_| EnvelopeError::Decrypt)?;
     let mut out = nonce.to_vec();
     out.extend_from_slice(&buf);
@@ -82,10 +93,14 @@ fn encrypt(key: &[u8], plaintext: &[u8], aad: &[u8]) -> Result<Vec<u8>, Envelope
 }
 
 fn decrypt(key: &[u8], data: &[u8], aad: &[u8]) -> Result<Vec<u8>, EnvelopeError> {
-    let (nonce, ct) = data.split_at_checked(NONCE_LEN).ok_or(EnvelopeError::Malformed)?;
+    let (nonce, ct) = data
+        .split_at_checked(NONCE_LEN)
+        .ok_or(EnvelopeError::Malformed)?;
     let nonce = Nonce::try_assume_unique_for_key(nonce).map_err(|_| EnvelopeError::Malformed)?;
     let mut buf = ct.to_vec();
-    let pt = aead(key)?.open_in_place(nonce, Aad::from(aad), &mut buf).map_err(|_| EnvelopeError::Decrypt)?;
+    let pt = aead(key)?
+        .open_in_place(nonce, Aad::from(aad), &mut buf)
+        .map_err(|_| EnvelopeError::Decrypt)?;
     Ok(pt.to_vec())
 }
 
@@ -95,18 +110,30 @@ pub fn seal(root: &RootKey, context: &str, plaintext: &[u8]) -> Result<String, E
     let dek = Secret::new(random_bytes::<32>()?.to_vec());
     let wrapped = encrypt(root.bytes.expose(), dek.expose(), context.as_bytes())?;
     let ct = encrypt(dek.expose(), plaintext, context.as_bytes())?;
-    Ok(format!("v1.{}.{}.{}", root.id, B64.encode(wrapped), B64.encode(ct)))
+    Ok(format!(
+        "v1.{}.{}.{}",
+        root.id,
+        B64.encode(wrapped),
+        B64.encode(ct)
+    ))
 }
 
 pub fn open(root: &RootKey, context: &str, sealed: &str) -> Result<Secret<Vec<u8>>, EnvelopeError> {
     let mut parts = sealed.split('.');
-    let (Some("v1"), Some(id), Some(wrapped), Some(ct), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next(), parts.next())
-    else {
+    let (Some("v1"), Some(id), Some(wrapped), Some(ct), None) = (
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+    ) else {
         return Err(EnvelopeError::Malformed);
     };
     if id != root.id {
-        return Err(EnvelopeError::WrongRootKey { found: id.into(), expected: root.id.clone() });
+        return Err(EnvelopeError::WrongRootKey {
+            found: id.into(),
+            expected: root.id.clone(),
+        });
     }
     let wrapped = B64.decode(wrapped).map_err(|_| EnvelopeError::Malformed)?;
     let ct = B64.decode(ct).map_err(|_| EnvelopeError::Malformed)?;
@@ -124,9 +151,15 @@ mod tests {
         let s = seal(&root, "ctx", b"private key").unwrap();
         assert!(!s.contains("private"));
         assert_eq!(open(&root, "ctx", &s).unwrap().expose(), b"private key");
-        assert!(matches!(open(&root, "other", &s), Err(EnvelopeError::Decrypt)));
+        assert!(matches!(
+            open(&root, "other", &s),
+            Err(EnvelopeError::Decrypt)
+        ));
         let other = RootKey::generate().unwrap();
-        assert!(matches!(open(&other, "ctx", &s), Err(EnvelopeError::WrongRootKey { .. })));
+        assert!(matches!(
+            open(&other, "ctx", &s),
+            Err(EnvelopeError::WrongRootKey { .. })
+        ));
         let mut bad = s.clone().into_bytes();
         let n = bad.len() - 3;
         bad[n] = if bad[n] == b'A' { b'B' } else { b'A' };

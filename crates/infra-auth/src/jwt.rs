@@ -61,7 +61,9 @@ pub struct SigningKey {
 
 impl std::fmt::Debug for SigningKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SigningKey").field("kid", &self.kid).finish_non_exhaustive()
+        f.debug_struct("SigningKey")
+            .field("kid", &self.kid)
+            .finish_non_exhaustive()
     }
 }
 
@@ -78,7 +80,11 @@ impl SigningKey {
         let pair = Ed25519KeyPair::from_pkcs8(&pkcs8).map_err(|_| JwtError::BadKey)?;
         let public = pair.public_key().as_ref().to_vec();
         let kid = sha256_hex(&public)[..16].to_owned();
-        Ok(Self { kid, pkcs8: Secret::new(pkcs8), public_x: URL_SAFE_NO_PAD.encode(public) })
+        Ok(Self {
+            kid,
+            pkcs8: Secret::new(pkcs8),
+            public_x: URL_SAFE_NO_PAD.encode(public),
+        })
     }
 
     pub fn pkcs8(&self) -> &[u8] {
@@ -93,7 +99,12 @@ impl SigningKey {
         let mut header = Header::new(Algorithm::EdDSA);
         header.kid = Some(self.kid.clone());
         header.typ = Some("JWT".into());
-        jsonwebtoken::encode(&header, claims, &EncodingKey::from_ed_der(self.pkcs8.expose())).map_err(|_| JwtError::Sign)
+        jsonwebtoken::encode(
+            &header,
+            claims,
+            &EncodingKey::from_ed_der(self.pkcs8.expose()),
+        )
+        .map_err(|_| JwtError::Sign)
     }
 }
 
@@ -163,7 +174,10 @@ impl Verifier {
             .filter(|k| k.kty == "OKP" && k.crv == "Ed25519")
             .filter_map(|k| Some((k.kid.clone(), DecodingKey::from_ed_components(&k.x).ok()?)))
             .collect();
-        Self { keys, issuer: issuer.to_owned() }
+        Self {
+            keys,
+            issuer: issuer.to_owned(),
+        }
     }
 
     /// Checks signature, issuer, audience and time; returns the claims.

@@ -45,7 +45,9 @@ pub fn check_policy(pw: &str) -> Result<(), PasswordError> {
 
 /// Hashes a password into a PHC string (`$argon2id$v=19$m=19456,t=2,p=1$…`).
 pub fn hash(pw: &Secret<String>) -> Result<String, PasswordError> {
-    let h = hasher()?.hash_password(pw.expose().as_bytes()).map_err(|_| PasswordError::Hash)?;
+    let h = hasher()?
+        .hash_password(pw.expose().as_bytes())
+        .map_err(|_| PasswordError::Hash)?;
     Ok(h.to_string())
 }
 

@@ -6,8 +6,8 @@
 //! start), so replicas and restarts keep working with the same pin.
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose, PKCS_ECDSA_P256_SHA256, SanType,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, PKCS_ECDSA_P256_SHA256, SanType,
 };
 
 use crate::Secret;
@@ -39,7 +39,11 @@ fn ca_params() -> CertificateParams {
     dn.push(DnType::OrganizationName, "Infra");
     p.distinguished_name = dn;
     p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+    p.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
     p.not_before = rcgen::date_time_ymd(2025, 1, 1);
     p.not_after = rcgen::date_time_ymd(2045, 1, 1);
     p
@@ -49,7 +53,10 @@ impl Ca {
     pub fn generate() -> Result<Self, CaError> {
         let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(e)?;
         let cert = ca_params().self_signed(&key).map_err(e)?;
-        Ok(Self { cert_pem: cert.pem(), key_pem: Secret::new(key.serialize_pem()) })
+        Ok(Self {
+            cert_pem: cert.pem(),
+            key_pem: Secret::new(key.serialize_pem()),
+        })
     }
 
     /// Issues a serving certificate for `names` (DNS names or IP addresses),
@@ -67,14 +74,20 @@ impl Ca {
                 Err(_) => n.clone().try_into().map(SanType::DnsName).map_err(e),
             })
             .collect::<Result<_, _>>()?;
-        p.distinguished_name.push(DnType::CommonName, names.first().cloned().unwrap_or_default());
+        p.distinguished_name.push(
+            DnType::CommonName,
+            names.first().cloned().unwrap_or_default(),
+        );
         p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
         let now = time_now();
         p.not_before = now - time::Duration::hours(1);
         p.not_after = now + time::Duration::days(365);
         let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(e)?;
         let cert = p.signed_by(&key, &issuer).map_err(e)?;
-        Ok(ServingCert { chain_pem: format!("{}{}", cert.pem(), self.cert_pem), key_pem: Secret::new(key.serialize_pem()) })
+        Ok(ServingCert {
+            chain_pem: format!("{}{}", cert.pem(), self.cert_pem),
+            key_pem: Secret::new(key.serialize_pem()),
+        })
     }
 }
 
@@ -86,13 +99,23 @@ fn time_now() -> time::OffsetDateTime {
 /// (the form `openssl x509 -fingerprint -sha256` prints).
 pub fn fingerprint(der: &[u8]) -> String {
     let h = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, der);
-    h.as_ref().iter().map(|b| format!("{b:02X}")).collect::<Vec<_>>().join(":")
+    h.as_ref()
+        .iter()
+        .map(|b| format!("{b:02X}"))
+        .collect::<Vec<_>>()
+        .join(":")
 }
 
 /// Normalises a fingerprint as a user may type it (any case, with or
 /// without colons, optional `SHA256:` prefix) for comparison.
 pub fn normalize_fingerprint(s: &str) -> String {
     let s = s.trim();
-    let s = s.strip_prefix("SHA256:").or_else(|| s.strip_prefix("sha256:")).unwrap_or(s);
-    s.chars().filter(|c| *c != ':').collect::<String>().to_ascii_uppercase()
+    let s = s
+        .strip_prefix("SHA256:")
+        .or_else(|| s.strip_prefix("sha256:"))
+        .unwrap_or(s);
+    s.chars()
+        .filter(|c| *c != ':')
+        .collect::<String>()
+        .to_ascii_uppercase()
 }

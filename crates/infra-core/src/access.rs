@@ -37,7 +37,10 @@ impl GrantIndex {
     pub fn new(grants: impl IntoIterator<Item = GrantRule>) -> Self {
         let mut by_subject: HashMap<Subject, Vec<_>> = HashMap::new();
         for g in grants {
-            by_subject.entry(g.subject).or_default().push((g.resource, g.role, g.expires_at));
+            by_subject
+                .entry(g.subject)
+                .or_default()
+                .push((g.resource, g.role, g.expires_at));
         }
         Self { by_subject }
     }
@@ -65,7 +68,14 @@ impl GrantIndex {
     }
 
     /// Whether `user` holds `role` on `resource`.
-    pub fn allows(&self, user: &str, groups: &[String], resource: &Resource, role: &Role, now: i64) -> bool {
+    pub fn allows(
+        &self,
+        user: &str,
+        groups: &[String],
+        resource: &Resource,
+        role: &Role,
+        now: i64,
+    ) -> bool {
         self.roles(user, groups, resource, now).contains(&role)
     }
 }
@@ -128,7 +138,11 @@ mod tests {
         ]);
         let ns = Resource::parse("prod.payments").unwrap();
         let groups = vec!["g1".to_owned()];
-        let roles: Vec<_> = idx.roles("u1", &groups, &ns, 50).into_iter().map(|r| r.as_str()).collect();
+        let roles: Vec<_> = idx
+            .roles("u1", &groups, &ns, 50)
+            .into_iter()
+            .map(|r| r.as_str())
+            .collect();
         assert_eq!(roles, ["view", "edit"]);
         // Without the group the edit role is gone, the view role stays.
         assert!(!idx.allows("u1", &[], &ns, &Role::parse("edit").unwrap(), 50));
@@ -145,7 +159,10 @@ mod tests {
 
     #[test]
     fn infra_roles() {
-        assert_eq!(InfraRole::strongest(["view", "admin", "x"]), Some(InfraRole::Admin));
+        assert_eq!(
+            InfraRole::strongest(["view", "admin", "x"]),
+            Some(InfraRole::Admin)
+        );
         assert_eq!(InfraRole::strongest(["edit"]), None);
         assert!(InfraRole::Admin.satisfies(InfraRole::View));
         assert!(!InfraRole::View.satisfies(InfraRole::Admin));

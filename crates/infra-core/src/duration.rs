@@ -18,7 +18,10 @@ pub fn parse_duration(s: &str) -> Result<Duration, DurationError> {
     let mut num: Option<u64> = None;
     for c in s_trim.chars() {
         if let Some(d) = c.to_digit(10) {
-            let n = num.unwrap_or(0).checked_mul(10).and_then(|n| n.checked_add(u64::from(d)));
+            let n = num
+                .unwrap_or(0)
+                .checked_mul(10)
+                .and_then(|n| n.checked_add(u64::from(d)));
             num = Some(n.ok_or_else(fail)?);
             continue;
         }
@@ -31,7 +34,10 @@ pub fn parse_duration(s: &str) -> Result<Duration, DurationError> {
             _ => return Err(fail()),
         };
         let n = num.take().ok_or_else(fail)?;
-        total = n.checked_mul(unit).and_then(|v| total.checked_add(v)).ok_or_else(fail)?;
+        total = n
+            .checked_mul(unit)
+            .and_then(|v| total.checked_add(v))
+            .ok_or_else(fail)?;
     }
     // A trailing number without a unit is ambiguous.
     if num.is_some() || total == 0 || total > 100 * 365 * 86_400 {
@@ -61,7 +67,11 @@ mod tests {
     use super::*;
 
     fn check(input: &str, expected: Option<u64>) {
-        assert_eq!(parse_duration(input).ok().map(|d| d.as_secs()), expected, "{input}");
+        assert_eq!(
+            parse_duration(input).ok().map(|d| d.as_secs()),
+            expected,
+            "{input}"
+        );
     }
 
     #[test]

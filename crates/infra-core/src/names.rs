@@ -19,7 +19,11 @@ pub struct NameError {
 fn err(what: &'static str, value: &str, reason: &'static str) -> NameError {
     // Cap what we echo back so a huge input does not become a huge error.
     let value: String = value.chars().take(64).collect();
-    NameError { what, value, reason }
+    NameError {
+        what,
+        value,
+        reason,
+    }
 }
 
 /// A user's email address, stored lower-cased.
@@ -47,7 +51,11 @@ impl Email {
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || "!#$%&'*+-/=?^_`{|}~.".contains(c));
         if !local_ok || local.starts_with('.') || local.ends_with('.') || local.contains("..") {
-            return Err(err(W, s, "the part before '@' has a character that is not allowed"));
+            return Err(err(
+                W,
+                s,
+                "the part before '@' has a character that is not allowed",
+            ));
         }
         if domain.is_empty() || !domain.split('.').all(valid_dns_label) {
             return Err(err(W, s, "the domain after '@' is not a valid host name"));
@@ -80,7 +88,10 @@ impl GroupName {
         if s.is_empty() || s.len() > 256 {
             return Err(err(W, s, "must be 1 to 256 characters"));
         }
-        if !s.chars().all(|c| c.is_ascii_alphanumeric() || "-_.@/: ".contains(c)) {
+        if !s
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.@/: ".contains(c))
+        {
             return Err(err(W, s, "use letters, digits, spaces and - _ . @ / :"));
         }
         Ok(Self(s.to_owned()))
@@ -108,7 +119,8 @@ impl Resource {
         let sub = parts.next();
         let ok_part = |p: &str| {
             !p.is_empty()
-                && p.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+                && p.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
                 && !p.starts_with('-')
         };
         if !ok_part(dest) || !sub.is_none_or(ok_part) {
@@ -149,7 +161,10 @@ impl Role {
         if s.is_empty() || s.len() > 128 {
             return Err(err(W, s, "must be 1 to 128 characters"));
         }
-        if !s.chars().all(|c| c.is_ascii_alphanumeric() || "-_.:".contains(c)) {
+        if !s
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.:".contains(c))
+        {
             return Err(err(W, s, "use letters, digits and - _ . :"));
         }
         Ok(Self(s.to_owned()))
@@ -192,7 +207,9 @@ mod tests {
             assert!(Email::parse(ok).is_ok(), "{ok}");
         }
         assert_eq!(Email::parse("A@B.CO").map(|e| e.0), Ok("a@b.co".to_owned()));
-        for bad in ["", "a", "@b.co", "a@", "a@b..co", "a b@c.co", "a@-b.co", ".a@b.co", "a@b_c.co"] {
+        for bad in [
+            "", "a", "@b.co", "a@", "a@b..co", "a b@c.co", "a@-b.co", ".a@b.co", "a@b_c.co",
+        ] {
             assert!(Email::parse(bad).is_err(), "{bad}");
         }
     }

@@ -47,15 +47,29 @@ pub struct AuditFilter {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum VerifyOutcome {
-    Ok { events: u64 },
-    Broken { events: u64, seq: i64, reason: String },
+    Ok {
+        events: u64,
+    },
+    Broken {
+        events: u64,
+        seq: i64,
+        reason: String,
+    },
 }
 
 fn chain_hash(e: &AuditRow) -> String {
     // A JSON array is an unambiguous encoding of the fields: no separator
     // in a field can make two different events hash alike.
     let fields = serde_json::json!([
-        e.seq, e.time_ms, e.actor, e.action, e.target, e.source, e.result, e.detail, e.prev_hash
+        e.seq,
+        e.time_ms,
+        e.actor,
+        e.action,
+        e.target,
+        e.source,
+        e.result,
+        e.detail,
+        e.prev_hash
     ]);
     infra_auth::sha256_hex(fields.to_string().as_bytes())
 }
@@ -79,7 +93,10 @@ pub async fn append(c: &mut Conn, ev: NewAuditEvent, now_ms: i64) -> Result<Audi
         hash: String::new(),
     };
     row.hash = chain_hash(&row);
-    sqlx::query("UPDATE audit_head SET hash = $1 WHERE id = 1").bind(&row.hash).execute(&mut *c).await?;
+    sqlx::query("UPDATE audit_head SET hash = $1 WHERE id = 1")
+        .bind(&row.hash)
+        .execute(&mut *c)
+        .await?;
     sqlx::query(
         "INSERT INTO audit_events (seq, time_ms, actor, action, target, source, result, detail, prev_hash, hash) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
@@ -105,10 +122,18 @@ fn filter(qb: &mut QueryBuilder<sqlx::Any>, f: &AuditFilter) {
         qb.push(" AND time_ms >= ").push_bind(t);
     }
     if let Some(w) = &f.who {
-        qb.push(" AND (actor = ").push_bind(w).push(" OR target = ").push_bind(w).push(")");
+        qb.push(" AND (actor = ")
+            .push_bind(w)
+            .push(" OR target = ")
+            .push_bind(w)
+            .push(")");
     }
     if let Some(d) = &f.destination {
-        qb.push(" AND (target = ").push_bind(d).push(" OR target LIKE ").push_bind(format!("{d}.%")).push(")");
+        qb.push(" AND (target = ")
+            .push_bind(d)
+            .push(" OR target LIKE ")
+            .push_bind(format!("{d}.%"))
+            .push(")");
     }
     if let Some(a) = &f.action {
         qb.push(" AND action = ").push_bind(a);
@@ -120,13 +145,21 @@ fn filter(qb: &mut QueryBuilder<sqlx::Any>, f: &AuditFilter) {
 
 /// Events matching `f`, newest last; `limit` from the end unless paging
 /// forward from `after_seq`.
-pub async fn list(c: &mut Conn, f: &AuditFilter, page: u32, limit: u32) -> Result<(Vec<AuditRow>, u64), StoreError> {
+pub async fn list(
+    c: &mut Conn,
+    f: &AuditFilter,
+    page: u32,
+    limit: u32,
+) -> Result<(Vec<AuditRow>, u64), StoreError> {
     let (l, o) = crate::limit_offset(page, limit);
     let mut qb = QueryBuilder::new(
         "SELECT seq, time_ms, actor, action, target, source, result, detail, prev_hash, hash FROM audit_events",
     );
     filter(&mut qb, f);
-    qb.push(" ORDER BY seq LIMIT ").push_bind(l).push(" OFFSET ").push_bind(o);
+    qb.push(" ORDER BY seq LIMIT ")
+        .push_bind(l)
+        .push(" OFFSET ")
+        .push_bind(o);
     let rows = qb.build_query_as().fetch_all(&mut *c).await?;
     let mut qb = QueryBuilder::new("SELECT COUNT(*) FROM audit_events");
     filter(&mut qb, f);
@@ -138,7 +171,9 @@ pub async fn list(c: &mut Conn, f: &AuditFilter, page: u32, limit: u32) -> Resul
 pub async fn verify(c: &mut Conn) -> Result<VerifyOutcome, StoreError> {
     const BATCH: i64 = 5000;
     let (head_seq, head_hash): (i64, String) =
-        sqlx::query_as("SELECT seq, hash FROM audit_head WHERE id = 1").fetch_one(&mut *c).await?;
+        sqlx::query_as("SELECT seq, hash FROM audit_head WHERE id = 1")
+            .fetch_one(&mut *c)
+            .await?;
     let mut expected_seq = 1i64;
     let mut prev = "0".repeat(64);
     let mut events = 0u64;
@@ -153,19 +188,34 @@ pub async fn verify(c: &mut Conn) -> Result<VerifyOutcome, StoreError> {
         .await?;
         let done = i64::try_from(rows.len()).unwrap_or(0) < BATCH;
         for r in rows {
-            let broken = |reason: String| Ok(VerifyOutcome::Broken { events, seq: r.seq, reason });
+            let broken = |reason: String| {
+                Ok(VerifyOutcome::Broken {
+                    events,
+                    seq: r.seq,
+                    reason,
+                })
+            };
             if r.seq != expected_seq {
                 return Ok(VerifyOutcome::Broken {
                     events,
                     seq: expected_seq,
-                    reason: format!("event {expected_seq} is missing (deleted?); the next event is {}", r.seq),
+                    reason: format!(
+                        "event {expected_seq} is missing (deleted?); the next event is {}",
+                        r.seq
+                    ),
                 });
             }
             if r.prev_hash != prev {
-                return broken(format!("event {} does not link to the event before it", r.seq));
+                return broken(format!(
+                    "event {} does not link to the event before it",
+                    r.seq
+                ));
             }
             if chain_hash(&r) != r.hash {
-                return broken(format!("event {} was modified: its contents do not match its hash", r.seq));
+                return broken(format!(
+                    "event {} was modified: its contents do not match its hash",
+                    r.seq
+                ));
             }
             prev = r.hash.clone();
             expected_seq += 1;
@@ -180,7 +230,9 @@ pub async fn verify(c: &mut Conn) -> Result<VerifyOutcome, StoreError> {
         return Ok(VerifyOutcome::Broken {
             events,
             seq: last + 1,
-            reason: format!("the log ends at event {last}, but {head_seq} events were written (deleted at the end?)"),
+            reason: format!(
+                "the log ends at event {last}, but {head_seq} events were written (deleted at the end?)"
+            ),
         });
     }
     if prev != head_hash {

@@ -46,7 +46,8 @@ pub struct GrantFilter {
     pub role: Option<String>,
 }
 
-const USER_COLS: &str = "id, email, password_hash, password_update_required, created_at, last_seen_at";
+const USER_COLS: &str =
+    "id, email, password_hash, password_update_required, created_at, last_seen_at";
 
 pub async fn insert_user(c: &mut Conn, u: &UserRow) -> Result<(), StoreError> {
     sqlx::query(
@@ -64,23 +65,44 @@ pub async fn insert_user(c: &mut Conn, u: &UserRow) -> Result<(), StoreError> {
 
 pub async fn user_by_email(c: &mut Conn, email: &str) -> Result<Option<UserRow>, StoreError> {
     let q = format!("SELECT {USER_COLS} FROM users WHERE email = $1");
-    Ok(sqlx::query_as(AssertSqlSafe(q)).bind(email).fetch_optional(c).await?)
+    Ok(sqlx::query_as(AssertSqlSafe(q))
+        .bind(email)
+        .fetch_optional(c)
+        .await?)
 }
 
 pub async fn user_by_id(c: &mut Conn, id: &str) -> Result<Option<UserRow>, StoreError> {
     let q = format!("SELECT {USER_COLS} FROM users WHERE id = $1");
-    Ok(sqlx::query_as(AssertSqlSafe(q)).bind(id).fetch_optional(c).await?)
+    Ok(sqlx::query_as(AssertSqlSafe(q))
+        .bind(id)
+        .fetch_optional(c)
+        .await?)
 }
 
-pub async fn list_users(c: &mut Conn, page: u32, limit: u32) -> Result<(Vec<UserRow>, u64), StoreError> {
+pub async fn list_users(
+    c: &mut Conn,
+    page: u32,
+    limit: u32,
+) -> Result<(Vec<UserRow>, u64), StoreError> {
     let (l, o) = limit_offset(page, limit);
     let q = format!("SELECT {USER_COLS} FROM users ORDER BY email LIMIT $1 OFFSET $2");
-    let rows = sqlx::query_as(AssertSqlSafe(q)).bind(l).bind(o).fetch_all(&mut *c).await?;
-    let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM users").fetch_one(c).await?;
+    let rows = sqlx::query_as(AssertSqlSafe(q))
+        .bind(l)
+        .bind(o)
+        .fetch_all(&mut *c)
+        .await?;
+    let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM users")
+        .fetch_one(c)
+        .await?;
     Ok((rows, u64::try_from(n).unwrap_or(0)))
 }
 
-pub async fn set_password(c: &mut Conn, user_id: &str, hash: &str, update_required: bool) -> Result<(), StoreError> {
+pub async fn set_password(
+    c: &mut Conn,
+    user_id: &str,
+    hash: &str,
+    update_required: bool,
+) -> Result<(), StoreError> {
     sqlx::query("UPDATE users SET password_hash = $1, password_update_required = $2 WHERE id = $3")
         .bind(hash)
         .bind(i64::from(update_required))
@@ -91,16 +113,32 @@ pub async fn set_password(c: &mut Conn, user_id: &str, hash: &str, update_requir
 }
 
 pub async fn touch_user(c: &mut Conn, user_id: &str, now: i64) -> Result<(), StoreError> {
-    sqlx::query("UPDATE users SET last_seen_at = $1 WHERE id = $2").bind(now).bind(user_id).execute(c).await?;
+    sqlx::query("UPDATE users SET last_seen_at = $1 WHERE id = $2")
+        .bind(now)
+        .bind(user_id)
+        .execute(c)
+        .await?;
     Ok(())
 }
 
 /// Removes a user, their grants and keys (memberships and keys cascade).
 pub async fn delete_user(c: &mut Conn, user_id: &str) -> Result<bool, StoreError> {
-    sqlx::query("DELETE FROM grants WHERE subject_kind = 'user' AND subject_id = $1").bind(user_id).execute(&mut *c).await?;
-    sqlx::query("DELETE FROM access_keys WHERE user_id = $1").bind(user_id).execute(&mut *c).await?;
-    sqlx::query("DELETE FROM group_members WHERE user_id = $1").bind(user_id).execute(&mut *c).await?;
-    let r = sqlx::query("DELETE FROM users WHERE id = $1").bind(user_id).execute(c).await?;
+    sqlx::query("DELETE FROM grants WHERE subject_kind = 'user' AND subject_id = $1")
+        .bind(user_id)
+        .execute(&mut *c)
+        .await?;
+    sqlx::query("DELETE FROM access_keys WHERE user_id = $1")
+        .bind(user_id)
+        .execute(&mut *c)
+        .await?;
+    sqlx::query("DELETE FROM group_members WHERE user_id = $1")
+        .bind(user_id)
+        .execute(&mut *c)
+        .await?;
+    let r = sqlx::query("DELETE FROM users WHERE id = $1")
+        .bind(user_id)
+        .execute(c)
+        .await?;
     Ok(r.rows_affected() > 0)
 }
 
@@ -115,27 +153,46 @@ pub async fn insert_group(c: &mut Conn, g: &GroupRow) -> Result<(), StoreError> 
 }
 
 pub async fn group_by_name(c: &mut Conn, name: &str) -> Result<Option<GroupRow>, StoreError> {
-    Ok(sqlx::query_as("SELECT id, name, created_at FROM infra_groups WHERE name = $1")
-        .bind(name)
-        .fetch_optional(c)
-        .await?)
+    Ok(
+        sqlx::query_as("SELECT id, name, created_at FROM infra_groups WHERE name = $1")
+            .bind(name)
+            .fetch_optional(c)
+            .await?,
+    )
 }
 
-pub async fn list_groups(c: &mut Conn, page: u32, limit: u32) -> Result<(Vec<GroupRow>, u64), StoreError> {
+pub async fn list_groups(
+    c: &mut Conn,
+    page: u32,
+    limit: u32,
+) -> Result<(Vec<GroupRow>, u64), StoreError> {
     let (l, o) = limit_offset(page, limit);
-    let rows = sqlx::query_as("SELECT id, name, created_at FROM infra_groups ORDER BY name LIMIT $1 OFFSET $2")
-        .bind(l)
-        .bind(o)
-        .fetch_all(&mut *c)
+    let rows = sqlx::query_as(
+        "SELECT id, name, created_at FROM infra_groups ORDER BY name LIMIT $1 OFFSET $2",
+    )
+    .bind(l)
+    .bind(o)
+    .fetch_all(&mut *c)
+    .await?;
+    let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM infra_groups")
+        .fetch_one(c)
         .await?;
-    let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM infra_groups").fetch_one(c).await?;
     Ok((rows, u64::try_from(n).unwrap_or(0)))
 }
 
 pub async fn delete_group(c: &mut Conn, group_id: &str) -> Result<bool, StoreError> {
-    sqlx::query("DELETE FROM grants WHERE subject_kind = 'group' AND subject_id = $1").bind(group_id).execute(&mut *c).await?;
-    sqlx::query("DELETE FROM group_members WHERE group_id = $1").bind(group_id).execute(&mut *c).await?;
-    let r = sqlx::query("DELETE FROM infra_groups WHERE id = $1").bind(group_id).execute(c).await?;
+    sqlx::query("DELETE FROM grants WHERE subject_kind = 'group' AND subject_id = $1")
+        .bind(group_id)
+        .execute(&mut *c)
+        .await?;
+    sqlx::query("DELETE FROM group_members WHERE group_id = $1")
+        .bind(group_id)
+        .execute(&mut *c)
+        .await?;
+    let r = sqlx::query("DELETE FROM infra_groups WHERE id = $1")
+        .bind(group_id)
+        .execute(c)
+        .await?;
     Ok(r.rows_affected() > 0)
 }
 
@@ -148,7 +205,11 @@ pub async fn add_member(c: &mut Conn, group_id: &str, user_id: &str) -> Result<(
     Ok(())
 }
 
-pub async fn remove_member(c: &mut Conn, group_id: &str, user_id: &str) -> Result<bool, StoreError> {
+pub async fn remove_member(
+    c: &mut Conn,
+    group_id: &str,
+    user_id: &str,
+) -> Result<bool, StoreError> {
     let r = sqlx::query("DELETE FROM group_members WHERE group_id = $1 AND user_id = $2")
         .bind(group_id)
         .bind(user_id)
@@ -203,14 +264,20 @@ const GRANT_SELECT: &str = "SELECT g.id, g.subject_kind, g.subject_id, \
      LEFT JOIN infra_groups gr ON g.subject_kind = 'group' AND gr.id = g.subject_id";
 
 fn grant_where(qb: &mut QueryBuilder<sqlx::Any>, f: &GrantFilter, now: i64) {
-    qb.push(" WHERE (g.expires_at IS NULL OR g.expires_at > ").push_bind(now).push(")");
+    qb.push(" WHERE (g.expires_at IS NULL OR g.expires_at > ")
+        .push_bind(now)
+        .push(")");
     if f.user_id.is_some() || f.group_id.is_some() {
         qb.push(" AND (1 = 0");
         if let Some(u) = &f.user_id {
-            qb.push(" OR (g.subject_kind = 'user' AND g.subject_id = ").push_bind(u).push(")");
+            qb.push(" OR (g.subject_kind = 'user' AND g.subject_id = ")
+                .push_bind(u)
+                .push(")");
         }
         for gid in f.via_groups.iter().chain(f.group_id.iter()) {
-            qb.push(" OR (g.subject_kind = 'group' AND g.subject_id = ").push_bind(gid).push(")");
+            qb.push(" OR (g.subject_kind = 'group' AND g.subject_id = ")
+                .push_bind(gid)
+                .push(")");
         }
         qb.push(")");
     }
@@ -232,7 +299,10 @@ pub async fn list_grants(
     let (l, o) = limit_offset(page, limit);
     let mut qb = QueryBuilder::new(GRANT_SELECT);
     grant_where(&mut qb, f, now);
-    qb.push(" ORDER BY g.resource, g.role, subject_name LIMIT ").push_bind(l).push(" OFFSET ").push_bind(o);
+    qb.push(" ORDER BY g.resource, g.role, subject_name LIMIT ")
+        .push_bind(l)
+        .push(" OFFSET ")
+        .push_bind(o);
     let rows = qb.build_query_as().fetch_all(&mut *c).await?;
     let mut qb = QueryBuilder::new("SELECT COUNT(*) FROM grants g");
     grant_where(&mut qb, f, now);
@@ -242,17 +312,28 @@ pub async fn list_grants(
 
 pub async fn grant_by_id(c: &mut Conn, id: &str) -> Result<Option<GrantRow>, StoreError> {
     let q = format!("{GRANT_SELECT} WHERE g.id = $1");
-    Ok(sqlx::query_as(AssertSqlSafe(q)).bind(id).fetch_optional(c).await?)
+    Ok(sqlx::query_as(AssertSqlSafe(q))
+        .bind(id)
+        .fetch_optional(c)
+        .await?)
 }
 
 pub async fn delete_grant(c: &mut Conn, id: &str) -> Result<bool, StoreError> {
-    let r = sqlx::query("DELETE FROM grants WHERE id = $1").bind(id).execute(c).await?;
+    let r = sqlx::query("DELETE FROM grants WHERE id = $1")
+        .bind(id)
+        .execute(c)
+        .await?;
     Ok(r.rows_affected() > 0)
 }
 
 /// The roles a user holds on `resource` (exact match) directly or through
 /// their groups, unexpired.
-pub async fn roles_on(c: &mut Conn, user_id: &str, resource: &str, now: i64) -> Result<Vec<String>, StoreError> {
+pub async fn roles_on(
+    c: &mut Conn,
+    user_id: &str,
+    resource: &str,
+    now: i64,
+) -> Result<Vec<String>, StoreError> {
     Ok(sqlx::query_scalar(
         "SELECT DISTINCT g.role FROM grants g WHERE g.resource = $1 AND (g.expires_at IS NULL OR g.expires_at > $2) \
          AND ((g.subject_kind = 'user' AND g.subject_id = $3) OR (g.subject_kind = 'group' AND g.subject_id IN \

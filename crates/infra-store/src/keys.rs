@@ -59,13 +59,19 @@ pub async fn insert_key(c: &mut Conn, k: &AccessKeyRow) -> Result<(), StoreError
 
 pub async fn key_by_id(c: &mut Conn, id: &str) -> Result<Option<AccessKeyRow>, StoreError> {
     let q = format!("{KEY_SELECT} WHERE k.id = $1");
-    Ok(sqlx::query_as(sqlx::AssertSqlSafe(q)).bind(id).fetch_optional(c).await?)
+    Ok(sqlx::query_as(sqlx::AssertSqlSafe(q))
+        .bind(id)
+        .fetch_optional(c)
+        .await?)
 }
 
 /// Keys by name or id (names are unique per user, not globally).
 pub async fn keys_by_name_or_id(c: &mut Conn, name: &str) -> Result<Vec<AccessKeyRow>, StoreError> {
     let q = format!("{KEY_SELECT} WHERE k.name = $1 OR k.id = $1 ORDER BY k.created_at");
-    Ok(sqlx::query_as(sqlx::AssertSqlSafe(q)).bind(name).fetch_all(c).await?)
+    Ok(sqlx::query_as(sqlx::AssertSqlSafe(q))
+        .bind(name)
+        .fetch_all(c)
+        .await?)
 }
 
 /// Lists keys; `user_id` narrows to one user's; sessions only if asked.
@@ -96,12 +102,19 @@ pub async fn list_keys(
 }
 
 pub async fn touch_key(c: &mut Conn, id: &str, now: i64) -> Result<(), StoreError> {
-    sqlx::query("UPDATE access_keys SET last_used_at = $1 WHERE id = $2").bind(now).bind(id).execute(c).await?;
+    sqlx::query("UPDATE access_keys SET last_used_at = $1 WHERE id = $2")
+        .bind(now)
+        .bind(id)
+        .execute(c)
+        .await?;
     Ok(())
 }
 
 pub async fn delete_key(c: &mut Conn, id: &str) -> Result<bool, StoreError> {
-    let r = sqlx::query("DELETE FROM access_keys WHERE id = $1").bind(id).execute(c).await?;
+    let r = sqlx::query("DELETE FROM access_keys WHERE id = $1")
+        .bind(id)
+        .execute(c)
+        .await?;
     Ok(r.rows_affected() > 0)
 }
 
@@ -136,7 +149,10 @@ pub async fn signing_keys(c: &mut Conn) -> Result<Vec<SigningKeyRow>, StoreError
 }
 
 pub async fn retire_signing_keys(c: &mut Conn, now: i64) -> Result<(), StoreError> {
-    sqlx::query("UPDATE signing_keys SET retired_at = $1 WHERE retired_at IS NULL").bind(now).execute(c).await?;
+    sqlx::query("UPDATE signing_keys SET retired_at = $1 WHERE retired_at IS NULL")
+        .bind(now)
+        .execute(c)
+        .await?;
     Ok(())
 }
 
@@ -150,14 +166,24 @@ pub async fn prune_signing_keys(c: &mut Conn, retired_before: i64) -> Result<(),
 }
 
 /// A sealed secret and its public part (e.g. the CA key and certificate).
-pub async fn sealed_secret(c: &mut Conn, name: &str) -> Result<Option<(String, String)>, StoreError> {
-    Ok(sqlx::query_as("SELECT public_part, sealed FROM sealed_secrets WHERE name = $1")
-        .bind(name)
-        .fetch_optional(c)
-        .await?)
+pub async fn sealed_secret(
+    c: &mut Conn,
+    name: &str,
+) -> Result<Option<(String, String)>, StoreError> {
+    Ok(
+        sqlx::query_as("SELECT public_part, sealed FROM sealed_secrets WHERE name = $1")
+            .bind(name)
+            .fetch_optional(c)
+            .await?,
+    )
 }
 
-pub async fn insert_sealed_secret(c: &mut Conn, name: &str, public: &str, sealed: &str) -> Result<(), StoreError> {
+pub async fn insert_sealed_secret(
+    c: &mut Conn,
+    name: &str,
+    public: &str,
+    sealed: &str,
+) -> Result<(), StoreError> {
     sqlx::query("INSERT INTO sealed_secrets (name, public_part, sealed) VALUES ($1, $2, $3)")
         .bind(name)
         .bind(public)
@@ -168,11 +194,20 @@ pub async fn insert_sealed_secret(c: &mut Conn, name: &str, public: &str, sealed
 }
 
 pub async fn setting(c: &mut Conn, name: &str) -> Result<Option<String>, StoreError> {
-    Ok(sqlx::query_scalar("SELECT value FROM settings WHERE name = $1").bind(name).fetch_optional(c).await?)
+    Ok(
+        sqlx::query_scalar("SELECT value FROM settings WHERE name = $1")
+            .bind(name)
+            .fetch_optional(c)
+            .await?,
+    )
 }
 
 pub async fn insert_setting(c: &mut Conn, name: &str, value: &str) -> Result<(), StoreError> {
-    sqlx::query("INSERT INTO settings (name, value) VALUES ($1, $2)").bind(name).bind(value).execute(c).await?;
+    sqlx::query("INSERT INTO settings (name, value) VALUES ($1, $2)")
+        .bind(name)
+        .bind(value)
+        .execute(c)
+        .await?;
     Ok(())
 }
 
@@ -184,7 +219,10 @@ pub async fn login_failure(c: &mut Conn, bucket: &str) -> Result<Option<LoginFai
 }
 
 pub async fn put_login_failure(c: &mut Conn, f: &LoginFailure) -> Result<(), StoreError> {
-    sqlx::query("DELETE FROM login_failures WHERE bucket = $1").bind(&f.bucket).execute(&mut *c).await?;
+    sqlx::query("DELETE FROM login_failures WHERE bucket = $1")
+        .bind(&f.bucket)
+        .execute(&mut *c)
+        .await?;
     sqlx::query("INSERT INTO login_failures (bucket, failures, locked_until, last_failure_at) VALUES ($1, $2, $3, $4)")
         .bind(&f.bucket)
         .bind(f.failures)
@@ -196,6 +234,9 @@ pub async fn put_login_failure(c: &mut Conn, f: &LoginFailure) -> Result<(), Sto
 }
 
 pub async fn clear_login_failures(c: &mut Conn, bucket: &str) -> Result<(), StoreError> {
-    sqlx::query("DELETE FROM login_failures WHERE bucket = $1").bind(bucket).execute(c).await?;
+    sqlx::query("DELETE FROM login_failures WHERE bucket = $1")
+        .bind(bucket)
+        .execute(c)
+        .await?;
     Ok(())
 }

@@ -1,1 +1,66 @@
-fn main() {}
+//! The `infra` binary: argument parsing and dispatch only.
+
+use clap::{CommandFactory, Parser, Subcommand};
+
+/// Infra: identity-aware access to Kubernetes, PostgreSQL, SSH and HTTP
+/// services, with short-lived credentials and a complete audit trail.
+#[derive(Debug, Parser)]
+#[command(
+    name = "infra",
+    version,
+    propagate_version = true,
+    after_help = "Start a server: infra server\nThen log in:    infra login localhost:4443 --tls-trusted-fingerprint <printed fingerprint>"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Run the Infra server (control plane).
+    Server(infra_server::ServerArgs),
+    /// Print shell completions: infra completions bash > /etc/bash_completion.d/infra
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    #[command(flatten)]
+    Client(infra_cli::Command),
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let result = rt.block_on(async {
+        match cli.command {
+            Cmd::Server(a) => infra_server::run(a).await,
+            Cmd::Completions { shell } => {
+                clap_complete::generate(
+                    shell,
+                    &mut Cli::command(),
+                    "infra",
+                    &mut std::io::stdout(),
+                );
+                Ok(())
+            }
+            Cmd::Client(c) => infra_cli::run(c).await,
+        }
+    });
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,203 @@
+//! The REST API: routes, request extractors that turn every malformed input
+//! into a JSON 4xx, and the OpenAPI document generated from the handlers.
+
+mod audit_api;
+mod grants;
+mod groups;
+mod keys_api;
+mod login;
+mod tokens;
+mod users;
+mod wellknown;
+
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Request};
+use axum::http::StatusCode;
+use axum::http::request::Parts;
+use axum::routing::{delete, get, post, put};
+use axum::{Json, Router};
+use infra_api::{DEFAULT_LIMIT, MAX_LIMIT};
+use serde::de::DeserializeOwned;
+use utoipa::OpenApi;
+
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// Requests larger than this are refused with 413: nothing in the API
+/// needs more, and it bounds memory per request.
+pub(crate) const MAX_BODY_BYTES: usize = 64 * 1024;
+
+pub(crate) fn router(state: AppState) -> Router {
+    let api = Router::new()
+        .route("/login", post(login::login))
+        .route("/logout", post(login::logout))
+        .route("/info", get(login::info))
+        .route("/users", get(users::list).post(users::create))
+        .route(
+            "/users/{email}",
+            get(users::get_one).put(users::update).delete(users::remove),
+        )
+        .route("/groups", get(groups::list).post(groups::create))
+        .route("/groups/{name}", delete(groups::remove))
+        .route(
+            "/groups/{name}/members/{email}",
+            put(groups::add_member).delete(groups::remove_member),
+        )
+        .route("/grants", get(grants::list).post(grants::create))
+        .route("/grants/{id}", delete(grants::remove))
+        .route("/keys", get(keys_api::list).post(keys_api::create))
+        .route("/keys/{id}", delete(keys_api::remove))
+        .route("/tokens", post(tokens::issue))
+        .route("/signing-keys", get(tokens::list_signing_keys))
+        .route("/signing-keys/rotate", post(tokens::rotate))
+        .route("/audit", get(audit_api::list))
+        .route("/audit/verify", get(audit_api::verify))
+        .route(
+            "/openapi.json",
+            get(|| async { ([("content-type", "application/json")], openapi_json()) }),
+        )
+        .fallback(|| async { ApiError::not_found("no such API endpoint; see /api/openapi.json") });
+    Router::new()
+        .nest("/api", api)
+        .route("/healthz", get(wellknown::healthz))
+        .route("/.well-known/jwks.json", get(wellknown::jwks))
+        .route(
+            "/.well-known/openid-configuration",
+            get(wellknown::discovery),
+        )
+        .fallback(|| async { ApiError::not_found("not found") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method not allowed for this endpoint; see /api/openapi.json",
+            )
+        })
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(state)
+}
+
+/// A JSON body whose every rejection is a JSON error naming the problem.
+pub(crate) struct Body<T>(pub(crate) T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Body<T> {
+    type Rejection = ApiError;
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        match Json::<T>::from_request(req, state).await {
+            Ok(Json(v)) => Ok(Body(v)),
+            Err(e) => Err(json_rejection(e)),
+        }
+    }
+}
+
+fn json_rejection(e: JsonRejection) -> ApiError {
+    let status = e.status();
+    let msg = match &e {
+        JsonRejection::MissingJsonContentType(_) => {
+            "send the body as JSON with Content-Type: application/json".into()
+        }
+        JsonRejection::JsonSyntaxError(_) => format!("malformed JSON: {}", e.body_text()),
+        JsonRejection::JsonDataError(_) => format!("invalid request body: {}", e.body_text()),
+        JsonRejection::BytesRejection(_) if status == StatusCode::PAYLOAD_TOO_LARGE => {
+            format!("request body too large: at most {MAX_BODY_BYTES} bytes")
+        }
+        _ => e.body_text(),
+    };
+    // Data errors are client errors too; keep the status axum chose (400,
+    // 413, 415 or 422).
+    ApiError::new(status, msg)
+}
+
+/// Query parameters; unknown or malformed ones are a 400 naming them.
+pub(crate) struct Query<T>(pub(crate) T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Query<T> {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Query(v)) => Ok(Query(v)),
+            Err(e) => Err(query_rejection(e)),
+        }
+    }
+}
+
+fn query_rejection(e: QueryRejection) -> ApiError {
+    ApiError::bad_request(format!("invalid query: {}", e.body_text()))
+}
+
+/// Page and limit with defaults and bounds.
+pub(crate) fn paging(page: Option<u32>, limit: Option<u32>) -> Result<(u32, u32), ApiError> {
+    let page = page.unwrap_or(1);
+    let limit = limit.unwrap_or(DEFAULT_LIMIT);
+    if page == 0 {
+        return Err(ApiError::bad_request("page starts at 1"));
+    }
+    if limit == 0 || limit > MAX_LIMIT {
+        return Err(ApiError::bad_request(format!(
+            "limit must be 1 to {MAX_LIMIT}"
+        )));
+    }
+    Ok((page, limit))
+}
+
+pub(crate) fn page_of<T>(
+    items: Vec<T>,
+    page: u32,
+    limit: u32,
+    total: u64,
+) -> Json<infra_api::Page<T>> {
+    Json(infra_api::Page {
+        items,
+        page,
+        limit,
+        total_count: total,
+    })
+}
+
+/// RFC 3339 time from unix milliseconds.
+pub(crate) fn time(ms: i64) -> String {
+    let t = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+pub(crate) fn ms(d: std::time::Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX / 2)
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Infra API", description = "Identity-aware access to Kubernetes, PostgreSQL, SSH and HTTP services. Authenticate with `Authorization: Bearer <access key>` (from `POST /api/login` or `infra keys add`). Errors are `{\"code\": <status>, \"message\": \"...\"}`."),
+    paths(
+        login::login, login::logout, login::info,
+        users::list, users::create, users::get_one, users::update, users::remove,
+        groups::list, groups::create, groups::remove, groups::add_member, groups::remove_member,
+        grants::list, grants::create, grants::remove,
+        keys_api::list, keys_api::create, keys_api::remove,
+        tokens::issue, tokens::list_signing_keys, tokens::rotate,
+        audit_api::list, audit_api::verify,
+        wellknown::healthz, wellknown::jwks, wellknown::discovery,
+    ),
+    components(schemas(infra_api::ErrorBody)),
+    modifiers(&BearerAuth)
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "accessKey",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+pub(crate) fn openapi_json() -> String {
+    ApiDoc::openapi()
+        .to_pretty_json()
+        .unwrap_or_else(|_| "{}".into())
+}

@@ -1,0 +1,270 @@
+//! Login, logout and "who am I".
+//!
+//! Password checks take the same time and give the same answer whether or
+//! not the account exists. Failures are counted per account and per source
+//! address in the store; past a few, attempts are refused with a growing
+//! wait (see `infra_auth::lockout`).
+
+use axum::Json;
+use axum::extract::State;
+use infra_api::{Info, LoginRequest, LoginResponse};
+use infra_auth::lockout::{FREE_FAILURES, FREE_FAILURES_PER_ADDRESS, lock_for};
+use infra_auth::{Secret, access_key, password};
+use infra_store::{AccessKeyRow, LoginFailure, UserRow, identity, keys, now_ms};
+
+use super::{Body, ms, time};
+use crate::audit::{self, Event};
+use crate::authn::{Caller, Source};
+use crate::error::{ApiError, ApiResult};
+use crate::state::AppState;
+
+const BAD_LOGIN: &str = "invalid email or password";
+
+/// Log in with a password or an access key; returns a session key.
+#[utoipa::path(post, path = "/api/login", tag = "auth", request_body = LoginRequest,
+    responses((status = 200, body = LoginResponse), (status = 401, body = infra_api::ErrorBody), (status = 429, body = infra_api::ErrorBody)))]
+pub(crate) async fn login(
+    State(state): State<AppState>,
+    Source(source): Source,
+    Body(req): Body<LoginRequest>,
+) -> ApiResult<Json<LoginResponse>> {
+    let addr_bucket = format!("addr:{source}");
+    match (req.email, req.password, req.access_key) {
+        (Some(email), Some(pw), None) => {
+            let email = email.trim().to_ascii_lowercase();
+            let account_bucket = format!("email:{email}");
+            check_lock(&state, &[&account_bucket, &addr_bucket], &email, &source).await?;
+            let mut c = state.store.conn().await?;
+            let user = identity::user_by_email(&mut c, &email).await?;
+            drop(c);
+            let stored = user.as_ref().and_then(|u| u.password_hash.clone());
+            let pw = Secret::new(pw);
+            let ok = tokio::task::spawn_blocking(move || password::verify(&pw, stored.as_deref()))
+                .await
+                .map_err(ApiError::internal)?;
+            match user {
+                Some(user) if ok => {
+                    let required = user.password_update_required != 0;
+                    start_session(
+                        &state,
+                        user,
+                        &source,
+                        "password",
+                        &[&account_bucket, &addr_bucket],
+                        required,
+                    )
+                    .await
+                }
+                _ => Err(fail(
+                    &state,
+                    &[
+                        (&account_bucket, FREE_FAILURES),
+                        (&addr_bucket, FREE_FAILURES_PER_ADDRESS),
+                    ],
+                    &email,
+                    &source,
+                )
+                .await),
+            }
+        }
+        (None, None, Some(key)) => {
+            check_lock(&state, &[&addr_bucket], "access key", &source).await?;
+            let mut c = state.store.conn().await?;
+            let now = now_ms();
+            let found = match access_key::parse(&key) {
+                Some((id, secret)) => keys::key_by_id(&mut c, id)
+                    .await?
+                    .filter(|k| access_key::secret_matches(secret, &k.secret_hash))
+                    .filter(|k| k.expires_at.is_none_or(|e| e > now))
+                    .filter(|k| {
+                        k.inactivity_timeout_ms
+                            .is_none_or(|t| k.last_used_at + t > now)
+                    }),
+                None => None,
+            };
+            let user = match found.as_ref().and_then(|k| k.user_id.clone()) {
+                Some(uid) => identity::user_by_id(&mut c, &uid).await?,
+                None => None,
+            };
+            drop(c);
+            match (found, user) {
+                (Some(k), Some(user)) => {
+                    let mut c = state.store.conn().await?;
+                    keys::touch_key(&mut c, &k.id, now).await?;
+                    drop(c);
+                    start_session(&state, user, &source, "access key", &[&addr_bucket], false).await
+                }
+                _ => {
+                    let err = fail(
+                        &state,
+                        &[(&addr_bucket, FREE_FAILURES_PER_ADDRESS)],
+                        "access key",
+                        &source,
+                    )
+                    .await;
+                    Err(if err.status == axum::http::StatusCode::UNAUTHORIZED {
+                        ApiError::unauthorized("access key is invalid, expired or revoked")
+                    } else {
+                        err
+                    })
+                }
+            }
+        }
+        _ => Err(ApiError::bad_request(
+            "send either email and password, or accessKey",
+        )),
+    }
+}
+
+/// Refuses while any bucket is locked; audits the refusal.
+async fn check_lock(state: &AppState, buckets: &[&str], who: &str, source: &str) -> ApiResult<()> {
+    let mut c = state.store.conn().await?;
+    let now = now_ms();
+    let mut until = 0;
+    for b in buckets {
+        if let Some(f) = keys::login_failure(&mut c, b).await? {
+            until = until.max(f.locked_until);
+        }
+    }
+    drop(c);
+    if until > now {
+        let secs = (until - now + 999) / 1000;
+        let ev = Event::new(who, "login", who, source)
+            .result("failure")
+            .detail(format!(
+                "refused: locked for {secs}s after repeated failures"
+            ));
+        audit::record(state, ev).await?;
+        return Err(ApiError::new(
+            axum::http::StatusCode::TOO_MANY_REQUESTS,
+            format!("too many failed logins; try again in {secs} seconds"),
+        ));
+    }
+    Ok(())
+}
+
+/// Counts a failure in each bucket, audits it, and returns the error.
+async fn fail(state: &AppState, buckets: &[(&str, i64)], who: &str, source: &str) -> ApiError {
+    let r: ApiResult<()> = async {
+        let mut tx = state.store.write().await?;
+        let now = now_ms();
+        for (b, free) in buckets {
+            let prev = keys::login_failure(tx.conn(), b).await?;
+            // Failures older than the longest lock are forgotten.
+            let failures = match prev {
+                Some(p) if now - p.last_failure_at < ms(infra_auth::lockout::MAX_LOCK) => {
+                    p.failures + 1
+                }
+                _ => 1,
+            };
+            let lock = ms(lock_for(failures, *free));
+            let row = LoginFailure {
+                bucket: (*b).to_owned(),
+                failures,
+                locked_until: now + lock,
+                last_failure_at: now,
+            };
+            keys::put_login_failure(tx.conn(), &row).await?;
+        }
+        let row = audit::append(
+            &mut tx,
+            Event::new(who, "login", who, source)
+                .result("failure")
+                .detail(BAD_LOGIN),
+        )
+        .await?;
+        tx.commit().await?;
+        audit::emit(&row);
+        Ok(())
+    }
+    .await;
+    match r {
+        Ok(()) => ApiError::unauthorized(BAD_LOGIN),
+        Err(e) => e,
+    }
+}
+
+async fn start_session(
+    state: &AppState,
+    user: UserRow,
+    source: &str,
+    method: &str,
+    clear: &[&str],
+    password_update_required: bool,
+) -> ApiResult<Json<LoginResponse>> {
+    let now = now_ms();
+    let k = access_key::generate().map_err(ApiError::internal)?;
+    let expires = now + ms(state.settings.session_ttl);
+    let mut tx = state.store.write().await?;
+    for b in clear {
+        keys::clear_login_failures(tx.conn(), b).await?;
+    }
+    keys::insert_key(
+        tx.conn(),
+        &AccessKeyRow {
+            id: k.id.clone(),
+            name: format!("session-{}", &k.id[..6]),
+            kind: "session".into(),
+            user_id: Some(user.id.clone()),
+            user_email: None,
+            secret_hash: k.secret_hash.clone(),
+            created_at: now,
+            expires_at: Some(expires),
+            inactivity_timeout_ms: Some(ms(state.settings.session_inactivity)),
+            last_used_at: now,
+        },
+    )
+    .await?;
+    identity::touch_user(tx.conn(), &user.id, now).await?;
+    let groups = identity::groups_of_user(tx.conn(), &user.id).await?;
+    let ev = Event::new(&user.email, "login", &user.email, source)
+        .detail(format!("method={method} session={}", k.id));
+    let row = audit::append(&mut tx, ev).await?;
+    tx.commit().await?;
+    audit::emit(&row);
+    Ok(Json(LoginResponse {
+        access_key: k.full.expose().clone(),
+        expires: time(expires),
+        user: super::users::to_api(&user, groups.into_iter().map(|g| g.name).collect()),
+        password_update_required,
+    }))
+}
+
+/// End the current session.
+#[utoipa::path(post, path = "/api/logout", tag = "auth", responses((status = 204)), security(("accessKey" = [])))]
+pub(crate) async fn logout(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> ApiResult<axum::http::StatusCode> {
+    let mut tx = state.store.write().await?;
+    if caller.key_kind == "session" {
+        keys::delete_key(tx.conn(), &caller.key_id).await?;
+    }
+    let row = audit::append(&mut tx, caller.event("logout", caller.email())).await?;
+    tx.commit().await?;
+    audit::emit(&row);
+    Ok(axum::http::StatusCode::NO_CONTENT)
+}
+
+/// The caller, their role on Infra and their grants.
+#[utoipa::path(get, path = "/api/info", tag = "auth", responses((status = 200, body = Info)), security(("accessKey" = [])))]
+pub(crate) async fn info(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<Info>> {
+    let mut c = state.store.conn().await?;
+    let filter = infra_store::GrantFilter {
+        user_id: Some(caller.user.id.clone()),
+        via_groups: caller.groups.iter().map(|g| g.id.clone()).collect(),
+        ..Default::default()
+    };
+    let (grants, _) =
+        identity::list_grants(&mut c, &filter, now_ms(), 1, infra_api::MAX_LIMIT).await?;
+    Ok(Json(Info {
+        server_version: env!("CARGO_PKG_VERSION").into(),
+        user: super::users::to_api(
+            &caller.user,
+            caller.groups.iter().map(|g| g.name.clone()).collect(),
+        ),
+        infra_role: caller.role.map(|r| r.as_str().to_owned()),
+        grants: grants.iter().map(super::grants::to_api).collect(),
+        session_expires: caller.key_expires.map(time),
+    }))
+}

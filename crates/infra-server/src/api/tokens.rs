@@ -1,0 +1,138 @@
+//! Short-lived tokens for destinations, and signing key rotation.
+
+use axum::Json;
+use axum::extract::State;
+use infra_api::{SigningKeyInfo, TokenRequest, TokenResponse};
+use infra_auth::jwt::Claims;
+use infra_core::{InfraRole, Resource};
+use infra_store::{GrantFilter, identity, keys, now_ms};
+
+use super::{Body, ms, time};
+use crate::audit;
+use crate::authn::Caller;
+use crate::error::{ApiError, ApiResult};
+use crate::signing;
+use crate::state::AppState;
+
+/// Issue a token for a destination (`aud` = its name) the caller has a
+/// grant on, or for Infra's own audience (the server URL) without one.
+#[utoipa::path(post, path = "/api/tokens", tag = "tokens", request_body = TokenRequest,
+    responses((status = 200, body = TokenResponse), (status = 403, body = infra_api::ErrorBody)), security(("accessKey" = [])))]
+pub(crate) async fn issue(
+    State(state): State<AppState>,
+    caller: Caller,
+    Body(req): Body<TokenRequest>,
+) -> ApiResult<Json<TokenResponse>> {
+    let now = now_ms();
+    let aud = match &req.destination {
+        Some(d) => {
+            let dest = Resource::parse(d)?;
+            let mut c = state.store.conn().await?;
+            let f = GrantFilter {
+                user_id: Some(caller.user.id.clone()),
+                via_groups: caller.groups.iter().map(|g| g.id.clone()).collect(),
+                ..Default::default()
+            };
+            let (grants, _) =
+                identity::list_grants(&mut c, &f, now, 1, infra_api::MAX_LIMIT).await?;
+            let granted = grants
+                .iter()
+                .filter_map(|g| Resource::parse(&g.resource).ok())
+                .any(|r| r.destination() == dest.destination());
+            if !granted {
+                let ev = caller
+                    .event("token.issue", dest.as_str())
+                    .result("denied")
+                    .detail("no grant on this destination");
+                audit::record(&state, ev).await?;
+                return Err(ApiError::forbidden(format!(
+                    "you have no grant on {dest}; see 'infra list', or ask an admin: infra grants add {} {dest} --role ROLE",
+                    caller.email()
+                )));
+            }
+            dest.destination().to_owned()
+        }
+        None => state.settings.public_url.clone(),
+    };
+    let key = signing::active(&state).await?;
+    let secs = now / 1000;
+    let exp = secs + ms(state.settings.token_ttl) / 1000;
+    let jti = infra_auth::random_token(20).map_err(ApiError::internal)?;
+    let claims = Claims {
+        iss: state.settings.public_url.clone(),
+        sub: caller.user.id.clone(),
+        aud: aud.clone(),
+        exp,
+        iat: secs,
+        nbf: secs,
+        jti: jti.clone(),
+        name: caller.user.email.clone(),
+        email: Some(caller.user.email.clone()),
+        groups: caller.groups.iter().map(|g| g.name.clone()).collect(),
+    };
+    let token = key.sign(&claims).map_err(ApiError::internal)?;
+    let ev = caller
+        .event("token.issue", &aud)
+        .detail(format!("jti={jti} kid={} exp={exp}", key.kid));
+    audit::record(&state, ev).await?;
+    Ok(Json(TokenResponse {
+        token,
+        expires: time(exp * 1000),
+    }))
+}
+
+/// List signing keys (public information only).
+#[utoipa::path(get, path = "/api/signing-keys", tag = "tokens",
+    responses((status = 200, body = Vec<SigningKeyInfo>)), security(("accessKey" = [])))]
+pub(crate) async fn list_signing_keys(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> ApiResult<Json<Vec<SigningKeyInfo>>> {
+    caller
+        .require(&state, InfraRole::View, "list signing keys", "signing-keys")
+        .await?;
+    let mut c = state.store.conn().await?;
+    let rows = keys::signing_keys(&mut c).await?;
+    Ok(Json(
+        rows.iter()
+            .map(|r| SigningKeyInfo {
+                kid: r.kid.clone(),
+                created: time(r.created_at),
+                active: r.retired_at.is_none(),
+                retired: r.retired_at.map(time),
+            })
+            .collect(),
+    ))
+}
+
+/// Rotate: a new key signs from now on; the old one stays published until
+/// every token it signed has expired.
+#[utoipa::path(post, path = "/api/signing-keys/rotate", tag = "tokens",
+    responses((status = 200, body = SigningKeyInfo)), security(("accessKey" = [])))]
+pub(crate) async fn rotate(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> ApiResult<Json<SigningKeyInfo>> {
+    caller
+        .require(
+            &state,
+            InfraRole::Admin,
+            "rotate signing keys",
+            "signing-keys",
+        )
+        .await?;
+    let now = now_ms();
+    let mut tx = state.store.write().await?;
+    keys::prune_signing_keys(tx.conn(), now - signing::retention_ms(&state)).await?;
+    keys::retire_signing_keys(tx.conn(), now).await?;
+    let key = signing::create(tx.conn(), &state).await?;
+    let row = audit::append(&mut tx, caller.event("signing-key.rotate", &key.kid)).await?;
+    tx.commit().await?;
+    audit::emit(&row);
+    Ok(Json(SigningKeyInfo {
+        kid: key.kid,
+        created: time(now),
+        active: true,
+        retired: None,
+    }))
+}

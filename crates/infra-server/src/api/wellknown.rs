@@ -1,0 +1,60 @@
+//! Health, the JWKS and OIDC discovery, so standard JWT consumers can
+//! verify Infra tokens.
+
+use axum::Json;
+use axum::extract::State;
+use axum::response::IntoResponse;
+use infra_api::Health;
+
+use crate::error::ApiResult;
+use crate::signing;
+use crate::state::AppState;
+
+/// 200 when the server can reach its database.
+#[utoipa::path(get, path = "/healthz", tag = "health", responses((status = 200, body = Health), (status = 503, body = infra_api::ErrorBody)))]
+pub(crate) async fn healthz(State(state): State<AppState>) -> axum::response::Response {
+    let ok = async {
+        let mut c = state.store.conn().await.ok()?;
+        sqlx_ping(&mut c).await
+    }
+    .await;
+    match ok {
+        Some(()) => Json(Health {
+            status: "ok".into(),
+        })
+        .into_response(),
+        None => crate::error::ApiError::new(
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            "database unreachable",
+        )
+        .into_response(),
+    }
+}
+
+async fn sqlx_ping(c: &mut infra_store::Conn) -> Option<()> {
+    infra_store::keys::setting(c, "bootstrapped")
+        .await
+        .ok()
+        .map(|_| ())
+}
+
+/// The public keys that verify Infra tokens.
+#[utoipa::path(get, path = "/.well-known/jwks.json", tag = "tokens", responses((status = 200)))]
+pub(crate) async fn jwks(State(state): State<AppState>) -> ApiResult<impl IntoResponse> {
+    let set = signing::jwks(&state).await?;
+    Ok(([("cache-control", "public, max-age=60")], Json(set)))
+}
+
+/// OpenID Connect discovery metadata for the token issuer.
+#[utoipa::path(get, path = "/.well-known/openid-configuration", tag = "tokens", responses((status = 200)))]
+pub(crate) async fn discovery(State(state): State<AppState>) -> Json<serde_json::Value> {
+    let iss = &state.settings.public_url;
+    Json(serde_json::json!({
+        "issuer": iss,
+        "jwks_uri": format!("{iss}/.well-known/jwks.json"),
+        "id_token_signing_alg_values_supported": ["EdDSA"],
+        "subject_types_supported": ["public"],
+        "response_types_supported": ["id_token"],
+        "claims_supported": ["iss", "sub", "aud", "exp", "iat", "nbf", "jti", "name", "email", "groups"],
+    }))
+}

@@ -1,0 +1,70 @@
+//! Recording audit events: durably in the store, in the same transaction as
+//! the change they describe, then as a JSON line on stdout.
+
+use infra_store::{AuditRow, NewAuditEvent, WriteTx, now_ms};
+
+use crate::error::{ApiError, ApiResult};
+use crate::state::AppState;
+
+/// Who did what, before it is numbered and chained.
+pub(crate) struct Event {
+    pub(crate) actor: String,
+    pub(crate) action: &'static str,
+    pub(crate) target: String,
+    pub(crate) source: String,
+    pub(crate) result: &'static str,
+    pub(crate) detail: String,
+}
+
+impl Event {
+    pub(crate) fn new(actor: &str, action: &'static str, target: &str, source: &str) -> Self {
+        Self {
+            actor: actor.into(),
+            action,
+            target: target.into(),
+            source: source.into(),
+            result: "success",
+            detail: String::new(),
+        }
+    }
+
+    pub(crate) fn result(mut self, r: &'static str) -> Self {
+        self.result = r;
+        self
+    }
+
+    pub(crate) fn detail(mut self, d: impl Into<String>) -> Self {
+        self.detail = d.into();
+        self
+    }
+}
+
+/// Appends `ev` inside `tx`. The caller commits, then calls [`emit`].
+pub(crate) async fn append(tx: &mut WriteTx, ev: Event) -> ApiResult<AuditRow> {
+    let new = NewAuditEvent {
+        actor: ev.actor,
+        action: ev.action.into(),
+        target: ev.target,
+        source: ev.source,
+        result: ev.result.into(),
+        detail: ev.detail,
+    };
+    Ok(infra_store::audit::append(tx.conn(), new, now_ms()).await?)
+}
+
+/// Writes a committed event to stdout as one JSON line.
+pub(crate) fn emit(row: &AuditRow) {
+    if let Ok(line) = serde_json::to_string(&serde_json::json!({ "audit": row })) {
+        println!("{line}");
+    }
+}
+
+/// Records a stand-alone event (a denial, a failed login) in its own
+/// transaction.
+pub(crate) async fn record(state: &AppState, ev: Event) -> ApiResult<()> {
+    let mut tx = state.store.write().await?;
+    let row = append(&mut tx, ev).await?;
+    tx.commit().await.map_err(ApiError::from)?;
+    emit(&row);
+    Ok(())
+}

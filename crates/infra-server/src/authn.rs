@@ -1,0 +1,157 @@
+//! Who is calling: the access key in `Authorization: Bearer`, checked
+//! against the store on every request (so a revoked key or removed user is
+//! refused at once, on every replica), and what they may do to Infra.
+
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, FromRequestParts};
+use axum::http::request::Parts;
+use infra_core::{INFRA_RESOURCE, InfraRole};
+use infra_store::{GroupRow, UserRow, identity, keys, now_ms};
+
+use crate::audit::{self, Event};
+use crate::error::{ApiError, ApiResult};
+use crate::state::AppState;
+
+/// An authenticated caller.
+pub(crate) struct Caller {
+    pub(crate) user: UserRow,
+    pub(crate) groups: Vec<GroupRow>,
+    pub(crate) key_id: String,
+    pub(crate) key_kind: String,
+    pub(crate) key_expires: Option<i64>,
+    pub(crate) role: Option<InfraRole>,
+    pub(crate) source: String,
+}
+
+/// The client's address, for audit and throttling.
+pub(crate) struct Source(pub(crate) String);
+
+impl<S: Send + Sync> FromRequestParts<S> for Source {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> ApiResult<Self> {
+        let addr = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.ip().to_string());
+        Ok(Source(addr.unwrap_or_else(|| "unknown".into())))
+    }
+}
+
+/// Don't write `last_used_at` on every request: once a minute is enough
+/// precision for inactivity timeouts and saves a write per call.
+const TOUCH_EVERY_MS: i64 = 60_000;
+
+fn bearer(parts: &Parts) -> Option<&str> {
+    let v = parts
+        .headers
+        .get(axum::http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
+    let (scheme, rest) = v.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
+}
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> ApiResult<Self> {
+        let Source(source) = Source::from_request_parts(parts, state).await?;
+        let Some(key) = bearer(parts) else {
+            return Err(ApiError::unauthorized(
+                "not logged in; run 'infra login' (send Authorization: Bearer <access key>)",
+            ));
+        };
+        let invalid = || {
+            ApiError::unauthorized(
+                "access key is invalid, expired or revoked; run 'infra login' again",
+            )
+        };
+        let (id, secret) = infra_auth::access_key::parse(key).ok_or_else(invalid)?;
+        let mut c = state.store.conn().await?;
+        let row = keys::key_by_id(&mut c, id).await?.ok_or_else(invalid)?;
+        if !infra_auth::access_key::secret_matches(secret, &row.secret_hash) {
+            return Err(invalid());
+        }
+        let now = now_ms();
+        if row.expires_at.is_some_and(|e| e <= now) {
+            return Err(invalid());
+        }
+        if row
+            .inactivity_timeout_ms
+            .is_some_and(|t| row.last_used_at + t <= now)
+        {
+            return Err(invalid());
+        }
+        let Some(user_id) = row.user_id.as_deref() else {
+            return Err(ApiError::forbidden(
+                "connector keys cannot call the user API",
+            ));
+        };
+        let user = identity::user_by_id(&mut c, user_id)
+            .await?
+            .ok_or_else(invalid)?;
+        let groups = identity::groups_of_user(&mut c, user_id).await?;
+        let roles = identity::roles_on(&mut c, user_id, INFRA_RESOURCE, now).await?;
+        if now - row.last_used_at > TOUCH_EVERY_MS {
+            keys::touch_key(&mut c, &row.id, now).await?;
+            identity::touch_user(&mut c, user_id, now).await?;
+        }
+        Ok(Caller {
+            role: InfraRole::strongest(roles.iter().map(String::as_str)),
+            user,
+            groups,
+            key_id: row.id,
+            key_kind: row.kind,
+            key_expires: row.expires_at,
+            source,
+        })
+    }
+}
+
+impl Caller {
+    pub(crate) fn email(&self) -> &str {
+        &self.user.email
+    }
+
+    pub(crate) fn event(&self, action: &'static str, target: &str) -> Event {
+        Event::new(&self.user.email, action, target, &self.source)
+    }
+
+    /// Refuses, and audits the denial, unless the caller holds `needed` on
+    /// `infra`. `what` completes "you need role X on infra to …".
+    pub(crate) async fn require(
+        &self,
+        state: &AppState,
+        needed: InfraRole,
+        what: &str,
+        target: &str,
+    ) -> ApiResult<()> {
+        if self.role.is_some_and(|r| r.satisfies(needed)) {
+            return Ok(());
+        }
+        self.deny(state, needed, what, target).await
+    }
+
+    pub(crate) async fn deny(
+        &self,
+        state: &AppState,
+        needed: InfraRole,
+        what: &str,
+        target: &str,
+    ) -> ApiResult<()> {
+        let have = self.role.map_or("no role", InfraRole::as_str);
+        let msg = format!(
+            "you need role {} on infra to {what} (you have {have}); ask an admin to run: infra grants add {} infra --role {}",
+            needed.as_str(),
+            self.email(),
+            needed.as_str()
+        );
+        let ev = self
+            .event("authz.deny", target)
+            .result("denied")
+            .detail(format!("{what}: needs {}", needed.as_str()));
+        audit::record(state, ev).await?;
+        Err(ApiError::forbidden(msg))
+    }
+}

@@ -1,0 +1,183 @@
+//! Server settings: flags, `INFRA_*` environment variables and an optional
+//! YAML file, with every default in one place.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context;
+use serde::Deserialize;
+
+/// `infra server` flags. Each can also come from the environment variable
+/// shown, or from the YAML file given with `--config` (same names in
+/// camelCase); flags win over the file.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServerArgs {
+    /// YAML settings file.
+    #[arg(long, env = "INFRA_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Where the SQLite database, root key and CA copy live.
+    #[arg(long, env = "INFRA_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Database URL: sqlite://PATH or postgres://USER@HOST/DB. Default: SQLite in the data directory.
+    #[arg(long, env = "INFRA_DB")]
+    pub db: Option<String>,
+    /// Address to serve HTTPS on [default: 127.0.0.1:4443].
+    #[arg(long, env = "INFRA_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// URL clients use to reach this server; the token issuer (`iss`).
+    /// Default: https://<listen address>, with localhost for loopback.
+    #[arg(long, env = "INFRA_PUBLIC_URL")]
+    pub public_url: Option<String>,
+    /// Extra DNS names or IPs for the serving certificate (repeatable).
+    #[arg(long = "tls-san", env = "INFRA_TLS_SAN", value_delimiter = ',')]
+    pub tls_san: Vec<String>,
+    /// File holding the base64 root key that encrypts secrets at rest.
+    /// Default: DATA_DIR/root.key, created on first start. INFRA_ROOT_KEY may hold the key itself.
+    #[arg(long, env = "INFRA_ROOT_KEY_FILE")]
+    pub root_key_file: Option<PathBuf>,
+    /// Log format: text or json.
+    #[arg(long, env = "INFRA_LOG_FORMAT", value_parser = ["text", "json"])]
+    pub log_format: Option<String>,
+    /// Lifetime of tokens for destinations [default: 5m].
+    #[arg(long, env = "INFRA_TOKEN_TTL")]
+    pub token_ttl: Option<String>,
+    /// Longest a CLI session lasts before logging in again [default: 12h].
+    #[arg(long, env = "INFRA_SESSION_TTL")]
+    pub session_ttl: Option<String>,
+    /// A session unused this long ends [default: 1h].
+    #[arg(long, env = "INFRA_SESSION_INACTIVITY")]
+    pub session_inactivity: Option<String>,
+    /// How long SIGTERM waits for requests in flight [default: 10s].
+    #[arg(long, env = "INFRA_SHUTDOWN_GRACE")]
+    pub shutdown_grace: Option<String>,
+    /// Print the OpenAPI document and exit.
+    #[arg(long)]
+    pub openapi: bool,
+}
+
+/// The YAML file's shape; unknown keys are an error naming the key.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct FileConfig {
+    data_dir: Option<PathBuf>,
+    db: Option<String>,
+    listen: Option<SocketAddr>,
+    public_url: Option<String>,
+    #[serde(default)]
+    tls_san: Vec<String>,
+    root_key_file: Option<PathBuf>,
+    log_format: Option<String>,
+    token_ttl: Option<String>,
+    session_ttl: Option<String>,
+    session_inactivity: Option<String>,
+    shutdown_grace: Option<String>,
+}
+
+/// Settings after defaults are applied and values validated.
+#[derive(Debug, Clone)]
+pub(crate) struct Settings {
+    pub(crate) data_dir: PathBuf,
+    pub(crate) db_url: String,
+    pub(crate) listen: SocketAddr,
+    pub(crate) public_url: String,
+    pub(crate) tls_sans: Vec<String>,
+    pub(crate) root_key_file: PathBuf,
+    pub(crate) json_logs: bool,
+    pub(crate) token_ttl: Duration,
+    pub(crate) session_ttl: Duration,
+    pub(crate) session_inactivity: Duration,
+    pub(crate) shutdown_grace: Duration,
+}
+
+fn dur(name: &str, v: Option<String>, default: Duration) -> anyhow::Result<Duration> {
+    match v {
+        None => Ok(default),
+        Some(s) => infra_core::parse_duration(&s).with_context(|| format!("setting {name}")),
+    }
+}
+
+fn default_data_dir() -> PathBuf {
+    match std::env::var_os("HOME") {
+        Some(h) => Path::new(&h).join(".infra").join("server"),
+        None => PathBuf::from("infra-data"),
+    }
+}
+
+impl Settings {
+    pub(crate) fn resolve(a: ServerArgs) -> anyhow::Result<Self> {
+        let f: FileConfig = match &a.config {
+            None => FileConfig::default(),
+            Some(p) => {
+                let text = std::fs::read_to_string(p)
+                    .with_context(|| format!("read config file {}", p.display()))?;
+                yaml_serde::from_str(&text)
+                    .with_context(|| format!("config file {}", p.display()))?
+            }
+        };
+        let data_dir = a.data_dir.or(f.data_dir).unwrap_or_else(default_data_dir);
+        let db_url = a.db.or(f.db).unwrap_or_else(|| {
+            format!("sqlite://{}?mode=rwc", data_dir.join("infra.db").display())
+        });
+        let listen = a
+            .listen
+            .or(f.listen)
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 4443)));
+        let public_url = a.public_url.or(f.public_url).unwrap_or_else(|| {
+            let host = if listen.ip().is_loopback() || listen.ip().is_unspecified() {
+                "localhost".to_owned()
+            } else {
+                match listen {
+                    SocketAddr::V6(v6) => format!("[{}]", v6.ip()),
+                    SocketAddr::V4(v4) => v4.ip().to_string(),
+                }
+            };
+            format!("https://{host}:{}", listen.port())
+        });
+        let public_url = public_url.trim_end_matches('/').to_owned();
+        if !public_url.starts_with("https://") {
+            anyhow::bail!("public URL must start with https://, got {public_url}");
+        }
+        let mut tls_sans = a.tls_san;
+        tls_sans.extend(f.tls_san);
+        let log_format = a
+            .log_format
+            .or(f.log_format)
+            .unwrap_or_else(|| "text".into());
+        if log_format != "text" && log_format != "json" {
+            anyhow::bail!("log format must be text or json, got {log_format}");
+        }
+        Ok(Self {
+            root_key_file: a
+                .root_key_file
+                .or(f.root_key_file)
+                .unwrap_or_else(|| data_dir.join("root.key")),
+            data_dir,
+            db_url,
+            listen,
+            public_url,
+            tls_sans,
+            json_logs: log_format == "json",
+            token_ttl: dur(
+                "token TTL",
+                a.token_ttl.or(f.token_ttl),
+                Duration::from_secs(300),
+            )?,
+            session_ttl: dur(
+                "session TTL",
+                a.session_ttl.or(f.session_ttl),
+                Duration::from_secs(12 * 3600),
+            )?,
+            session_inactivity: dur(
+                "session inactivity",
+                a.session_inactivity.or(f.session_inactivity),
+                Duration::from_secs(3600),
+            )?,
+            shutdown_grace: dur(
+                "shutdown grace",
+                a.shutdown_grace.or(f.shutdown_grace),
+                Duration::from_secs(10),
+            )?,
+        })
+    }
+}

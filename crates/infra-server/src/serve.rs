@@ -1,0 +1,253 @@
+//! The HTTPS listener: TLS with the CA-signed serving certificate, HTTP/1.1
+//! and HTTP/2, and graceful shutdown (SIGTERM drains requests in flight
+//! within the grace period; a second signal exits at once).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use axum::extract::ConnectInfo;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::service::TowerToHyperService;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tower::ServiceExt;
+
+use crate::bootstrap::{self, FirstAdmin};
+use crate::config::{ServerArgs, Settings};
+use crate::state::{AppState, Inner};
+
+pub(crate) async fn run(args: ServerArgs) -> anyhow::Result<()> {
+    if args.openapi {
+        println!("{}", crate::api::openapi_json());
+        return Ok(());
+    }
+    let settings = Settings::resolve(args)?;
+    init_logs(settings.json_logs);
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+
+    std::fs::create_dir_all(&settings.data_dir)
+        .with_context(|| format!("create data directory {}", settings.data_dir.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let _ =
+            std::fs::set_permissions(&settings.data_dir, std::fs::Permissions::from_mode(0o700));
+    }
+    let root_key = bootstrap::root_key(&settings.root_key_file)?;
+    let store = infra_store::Store::open(&settings.db_url)
+        .await
+        .with_context(|| format!("open database {}", redact_url(&settings.db_url)))?;
+    let state = AppState(Arc::new(Inner {
+        store,
+        root_key,
+        settings: settings.clone(),
+    }));
+
+    let ca = bootstrap::ca(&state).await?;
+    bootstrap::signing_key(&state).await?;
+    let first_admin = bootstrap::first_admin(&state).await?;
+
+    let mut names = vec![
+        "localhost".to_owned(),
+        "*.localhost".into(),
+        "127.0.0.1".into(),
+        "::1".into(),
+    ];
+    if let Some(host) = url_host(&settings.public_url) {
+        names.push(host);
+    }
+    if !settings.listen.ip().is_unspecified() {
+        names.push(settings.listen.ip().to_string());
+    }
+    names.extend(settings.tls_sans.iter().cloned());
+    names.dedup();
+    let serving = ca.issue_server_cert(&names)?;
+    let ca_path = settings.data_dir.join("ca.pem");
+    std::fs::write(&ca_path, &ca.cert_pem)
+        .with_context(|| format!("write {}", ca_path.display()))?;
+    let ca_der =
+        CertificateDer::from_pem_slice(ca.cert_pem.as_bytes()).context("parse CA certificate")?;
+    let fingerprint = infra_auth::tls_ca::fingerprint(&ca_der);
+
+    let certs: Vec<CertificateDer<'static>> =
+        CertificateDer::pem_slice_iter(serving.chain_pem.as_bytes()).collect::<Result<_, _>>()?;
+    let key = PrivateKeyDer::from_pem_slice(serving.key_pem.expose().as_bytes())
+        .context("serving key")?;
+    let mut tls = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)?;
+    tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
+
+    let listener = TcpListener::bind(settings.listen).await.with_context(|| {
+        format!(
+            "listen on {} (is another server running? use --listen)",
+            settings.listen
+        )
+    })?;
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, url = %settings.public_url, db = %redact_url(&settings.db_url), "infra server listening");
+    print_banner(&settings, &fingerprint, &ca_path, first_admin);
+
+    let router = crate::api::router(state.clone());
+    let shutdown = CancellationToken::new();
+    tokio::spawn(signals(shutdown.clone()));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+
+    loop {
+        let (tcp, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    continue;
+                }
+            },
+            () = shutdown.cancelled() => break,
+        };
+        let acceptor = acceptor.clone();
+        let router = router.clone();
+        let watcher = graceful.watcher();
+        tokio::spawn(async move {
+            let tls = match tokio::time::timeout(
+                std::time::Duration::from_secs(10),
+                acceptor.accept(tcp),
+            )
+            .await
+            {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => return,
+            };
+            let svc =
+                router.map_request(move |mut req: axum::http::Request<hyper::body::Incoming>| {
+                    req.extensions_mut().insert(ConnectInfo::<SocketAddr>(peer));
+                    req
+                });
+            let builder = auto::Builder::new(TokioExecutor::new());
+            let conn = builder
+                .serve_connection_with_upgrades(TokioIo::new(tls), TowerToHyperService::new(svc));
+            if let Err(e) = watcher.watch(conn.into_owned()).await {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+        });
+    }
+    tracing::info!(grace = ?settings.shutdown_grace, "shutting down: draining requests in flight");
+    if tokio::time::timeout(settings.shutdown_grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("grace period over; closing remaining connections");
+    }
+    state.store.close().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn signals(token: CancellationToken) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let (Ok(mut term), Ok(mut int)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) else {
+            return;
+        };
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        token.cancel();
+        // A second signal means "now".
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        std::process::exit(130);
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+        token.cancel();
+    }
+}
+
+fn print_banner(s: &Settings, fingerprint: &str, ca_path: &std::path::Path, first: FirstAdmin) {
+    let host = s.public_url.trim_start_matches("https://");
+    eprintln!();
+    eprintln!("  Infra server is running at {}", s.public_url);
+    eprintln!("  TLS CA certificate: {}", ca_path.display());
+    eprintln!("  TLS CA fingerprint (SHA-256): {fingerprint}");
+    match first {
+        FirstAdmin::Existing => {
+            eprintln!("  Log in with: infra login {host} --tls-trusted-fingerprint {fingerprint}");
+        }
+        FirstAdmin::FromEnvironment(email) => {
+            eprintln!("  First admin: {email} (password from INFRA_ADMIN_PASSWORD)");
+            eprintln!(
+                "  Log in with: infra login {host} --user {email} --tls-trusted-fingerprint {fingerprint}"
+            );
+        }
+        FirstAdmin::Key(k) => {
+            eprintln!(
+                "  First admin: admin@localhost. One-time admin access key (shown only now):"
+            );
+            eprintln!();
+            eprintln!("    {}", k.expose());
+            eprintln!();
+            eprintln!(
+                "  Log in with: infra login {host} --key {} --tls-trusted-fingerprint {fingerprint}",
+                k.expose()
+            );
+            eprintln!(
+                "  then add yourself: infra users add you@example.com && infra grants add you@example.com infra --role admin"
+            );
+        }
+    }
+    eprintln!();
+}
+
+fn init_logs(json: bool) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("INFRA_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = if json {
+        b.json().try_init()
+    } else {
+        b.try_init()
+    };
+}
+
+fn url_host(url: &str) -> Option<String> {
+    let rest = url.strip_prefix("https://")?;
+    let hostport = rest.split('/').next()?;
+    let host = if let Some(v6) = hostport.strip_prefix('[') {
+        v6.split(']').next()?
+    } else {
+        hostport.rsplit_once(':').map_or(hostport, |(h, _)| h)
+    };
+    Some(host.to_owned())
+}
+
+/// Hides a password in a database URL before it is logged.
+fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let creds = &url[s + 3..at];
+            match creds.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..s + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}

@@ -1,0 +1,24 @@
+//! Shared request state.
+
+use std::sync::Arc;
+
+use infra_auth::envelope::RootKey;
+use infra_store::Store;
+
+use crate::config::Settings;
+
+#[derive(Clone)]
+pub(crate) struct AppState(pub(crate) Arc<Inner>);
+
+pub(crate) struct Inner {
+    pub(crate) store: Store,
+    pub(crate) root_key: RootKey,
+    pub(crate) settings: Settings,
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
