@@ -108,12 +108,11 @@ impl Api {
     }
 
     pub(crate) async fn get<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
-        Ok(self
-            .send::<()>(Method::GET, path, None)
+        self.send::<()>(Method::GET, path, None)
             .await?
             .json()
             .await
-            .context("read server response")?)
+            .context("read server response")
     }
 
     pub(crate) async fn post<B: Serialize, T: DeserializeOwned>(
@@ -121,12 +120,11 @@ impl Api {
         path: &str,
         body: &B,
     ) -> anyhow::Result<T> {
-        Ok(self
-            .send(Method::POST, path, Some(body))
+        self.send(Method::POST, path, Some(body))
             .await?
             .json()
             .await
-            .context("read server response")?)
+            .context("read server response")
     }
 
     pub(crate) async fn put<B: Serialize>(

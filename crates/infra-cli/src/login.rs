@@ -169,8 +169,16 @@ pub(crate) async fn login(args: LoginArgs) -> anyhow::Result<()> {
         access_key: resp.access_key.clone(),
         expires: Some(resp.expires.clone()),
     })?;
-    if resp.password_update_required {
-        change_password(&cfg, &resp, password.unwrap_or_default()).await?;
+    if resp.password_update_required
+        && let Err(e) = change_password(&cfg, &resp, password.unwrap_or_default()).await
+    {
+        // A session that cannot be used until the password changes is
+        // no use to keep.
+        let _ = Api::new(&cfg, Some(resp.access_key.clone()))?
+            .post_empty("/api/logout")
+            .await;
+        config::clear()?;
+        return Err(e);
     }
     eprintln!("Logged in as {} at {base}", resp.user.email);
     Ok(())
@@ -233,7 +241,7 @@ mod tests {
 
     #[test]
     fn servers() {
-        let p = |s| parse_server(s).map(|(b, h, port)| (b, h, port)).ok();
+        let p = |s| parse_server(s).ok();
         assert_eq!(
             p("localhost:4443"),
             Some(("https://localhost:4443".into(), "localhost".into(), 4443))

@@ -91,6 +91,11 @@ impl FromRequestParts<AppState> for Caller {
         let user = identity::user_by_id(&mut c, user_id)
             .await?
             .ok_or_else(invalid)?;
+        if user.password_update_required != 0 && !may_act_before_password_change(parts) {
+            return Err(ApiError::forbidden(
+                "you must change your password first: run 'infra login' again (it asks for a new one)",
+            ));
+        }
         let groups = identity::groups_of_user(&mut c, user_id).await?;
         let roles = identity::roles_on(&mut c, user_id, INFRA_RESOURCE, now).await?;
         if now - row.last_used_at > TOUCH_EVERY_MS {
@@ -107,6 +112,15 @@ impl FromRequestParts<AppState> for Caller {
             source,
         })
     }
+}
+
+/// With a password set by an admin, a session may only change it, look
+/// at itself, or end.
+fn may_act_before_password_change(parts: &Parts) -> bool {
+    let path = parts.uri.path();
+    (parts.method == axum::http::Method::PUT && path.contains("/users/"))
+        || path.ends_with("/logout")
+        || path.ends_with("/info")
 }
 
 impl Caller {

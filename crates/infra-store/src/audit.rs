@@ -5,7 +5,9 @@
 //! hash, so editing, deleting or reordering any event, the last included,
 //! breaks the chain at a point `verify` can name.
 
-use sqlx::{FromRow, QueryBuilder};
+use sqlx::FromRow;
+
+use crate::sql::Sql;
 
 use crate::{Conn, StoreError};
 
@@ -116,35 +118,34 @@ pub async fn append(c: &mut Conn, ev: NewAuditEvent, now_ms: i64) -> Result<Audi
     Ok(row)
 }
 
-fn filter(qb: &mut QueryBuilder<sqlx::Any>, f: &AuditFilter) {
-    qb.push(" WHERE 1 = 1");
+fn filter(q: &mut Sql, f: &AuditFilter) {
+    q.push(" WHERE 1 = 1");
     if let Some(t) = f.since_ms {
-        qb.push(" AND time_ms >= ").push_bind(t);
+        q.push(" AND time_ms >= ").int(t);
     }
     if let Some(w) = &f.who {
-        qb.push(" AND (actor = ")
-            .push_bind(w)
+        q.push(" AND (actor = ")
+            .text(w)
             .push(" OR target = ")
-            .push_bind(w)
+            .text(w)
             .push(")");
     }
     if let Some(d) = &f.destination {
-        qb.push(" AND (target = ")
-            .push_bind(d)
+        q.push(" AND (target = ")
+            .text(d)
             .push(" OR target LIKE ")
-            .push_bind(format!("{d}.%"))
+            .text(&format!("{d}.%"))
             .push(")");
     }
     if let Some(a) = &f.action {
-        qb.push(" AND action = ").push_bind(a);
+        q.push(" AND action = ").text(a);
     }
     if let Some(s) = f.after_seq {
-        qb.push(" AND seq > ").push_bind(s);
+        q.push(" AND seq > ").int(s);
     }
 }
 
-/// Events matching `f`, newest last; `limit` from the end unless paging
-/// forward from `after_seq`.
+/// Events matching `f`, oldest first.
 pub async fn list(
     c: &mut Conn,
     f: &AuditFilter,
@@ -152,19 +153,18 @@ pub async fn list(
     limit: u32,
 ) -> Result<(Vec<AuditRow>, u64), StoreError> {
     let (l, o) = crate::limit_offset(page, limit);
-    let mut qb = QueryBuilder::new(
+    let mut q = Sql::new(
         "SELECT seq, time_ms, actor, action, target, source, result, detail, prev_hash, hash FROM audit_events",
     );
-    filter(&mut qb, f);
-    qb.push(" ORDER BY seq LIMIT ")
-        .push_bind(l)
+    filter(&mut q, f);
+    q.push(" ORDER BY seq LIMIT ")
+        .int(l)
         .push(" OFFSET ")
-        .push_bind(o);
-    let rows = qb.build_query_as().fetch_all(&mut *c).await?;
-    let mut qb = QueryBuilder::new("SELECT COUNT(*) FROM audit_events");
-    filter(&mut qb, f);
-    let n: i64 = qb.build_query_scalar().fetch_one(c).await?;
-    Ok((rows, u64::try_from(n).unwrap_or(0)))
+        .int(o);
+    let rows = q.fetch_all(&mut *c).await?;
+    let mut q = Sql::new("SELECT COUNT(*) FROM audit_events");
+    filter(&mut q, f);
+    Ok((rows, q.fetch_count(c).await?))
 }
 
 /// Walks the whole chain in order, in batches, and checks every link.

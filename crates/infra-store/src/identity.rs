@@ -1,6 +1,8 @@
 //! Users, groups, memberships and grants.
 
-use sqlx::{AssertSqlSafe, FromRow, QueryBuilder};
+use sqlx::{AssertSqlSafe, FromRow};
+
+use crate::sql::Sql;
 
 use crate::{Conn, StoreError, limit_offset};
 
@@ -263,29 +265,29 @@ const GRANT_SELECT: &str = "SELECT g.id, g.subject_kind, g.subject_id, \
      LEFT JOIN users u ON g.subject_kind = 'user' AND u.id = g.subject_id \
      LEFT JOIN infra_groups gr ON g.subject_kind = 'group' AND gr.id = g.subject_id";
 
-fn grant_where(qb: &mut QueryBuilder<sqlx::Any>, f: &GrantFilter, now: i64) {
-    qb.push(" WHERE (g.expires_at IS NULL OR g.expires_at > ")
-        .push_bind(now)
+fn grant_where(q: &mut Sql, f: &GrantFilter, now: i64) {
+    q.push(" WHERE (g.expires_at IS NULL OR g.expires_at > ")
+        .int(now)
         .push(")");
     if f.user_id.is_some() || f.group_id.is_some() {
-        qb.push(" AND (1 = 0");
+        q.push(" AND (1 = 0");
         if let Some(u) = &f.user_id {
-            qb.push(" OR (g.subject_kind = 'user' AND g.subject_id = ")
-                .push_bind(u)
+            q.push(" OR (g.subject_kind = 'user' AND g.subject_id = ")
+                .text(u)
                 .push(")");
         }
         for gid in f.via_groups.iter().chain(f.group_id.iter()) {
-            qb.push(" OR (g.subject_kind = 'group' AND g.subject_id = ")
-                .push_bind(gid)
+            q.push(" OR (g.subject_kind = 'group' AND g.subject_id = ")
+                .text(gid)
                 .push(")");
         }
-        qb.push(")");
+        q.push(")");
     }
     if let Some(r) = &f.resource {
-        qb.push(" AND g.resource = ").push_bind(r);
+        q.push(" AND g.resource = ").text(r);
     }
     if let Some(r) = &f.role {
-        qb.push(" AND g.role = ").push_bind(r);
+        q.push(" AND g.role = ").text(r);
     }
 }
 
@@ -297,17 +299,16 @@ pub async fn list_grants(
     limit: u32,
 ) -> Result<(Vec<GrantRow>, u64), StoreError> {
     let (l, o) = limit_offset(page, limit);
-    let mut qb = QueryBuilder::new(GRANT_SELECT);
-    grant_where(&mut qb, f, now);
-    qb.push(" ORDER BY g.resource, g.role, subject_name LIMIT ")
-        .push_bind(l)
+    let mut q = Sql::new(GRANT_SELECT);
+    grant_where(&mut q, f, now);
+    q.push(" ORDER BY g.resource, g.role, subject_name LIMIT ")
+        .int(l)
         .push(" OFFSET ")
-        .push_bind(o);
-    let rows = qb.build_query_as().fetch_all(&mut *c).await?;
-    let mut qb = QueryBuilder::new("SELECT COUNT(*) FROM grants g");
-    grant_where(&mut qb, f, now);
-    let n: i64 = qb.build_query_scalar().fetch_one(c).await?;
-    Ok((rows, u64::try_from(n).unwrap_or(0)))
+        .int(o);
+    let rows = q.fetch_all(&mut *c).await?;
+    let mut q = Sql::new("SELECT COUNT(*) FROM grants g");
+    grant_where(&mut q, f, now);
+    Ok((rows, q.fetch_count(c).await?))
 }
 
 pub async fn grant_by_id(c: &mut Conn, id: &str) -> Result<Option<GrantRow>, StoreError> {

@@ -15,6 +15,7 @@ pub mod audit;
 mod error;
 pub mod identity;
 pub mod keys;
+mod sql;
 
 use std::time::Duration;
 

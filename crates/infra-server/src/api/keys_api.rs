@@ -94,13 +94,13 @@ pub(crate) async fn create(
         .as_deref()
         .map(parse_duration)
         .transpose()?;
-    if let Some(n) = &req.name {
-        if !valid_key_name(n) {
-            return Err(ApiError::bad_request(format!(
-                "invalid key name '{}': use 1 to 64 letters, digits, - _ .",
-                n.chars().take(64).collect::<String>()
-            )));
-        }
+    if let Some(n) = &req.name
+        && !valid_key_name(n)
+    {
+        return Err(ApiError::bad_request(format!(
+            "invalid key name '{}': use 1 to 64 letters, digits, - _ .",
+            n.chars().take(64).collect::<String>()
+        )));
     }
     let mut c = state.store.conn().await?;
     let (kind, user) = match (req.connector, &req.user) {

@@ -146,6 +146,11 @@ pub(crate) async fn update(
     let u = find(&mut c, &email).await?;
     drop(c);
     let own = u.id == caller.user.id;
+    if !own && caller.user.password_update_required != 0 {
+        return Err(ApiError::forbidden(
+            "change your own password first: run 'infra login' again",
+        ));
+    }
     if own {
         let old = Secret::new(req.old_password.clone().unwrap_or_default());
         let stored = u.password_hash.clone();

@@ -1,0 +1,74 @@
+//! A small SQL builder for queries with optional filters.
+//!
+//! sqlx's `QueryBuilder<Any>` writes `?` placeholders, which PostgreSQL
+//! rejects; this writes `$1, $2, …`, which both engines accept.
+
+use std::fmt::Write;
+
+use sqlx::any::AnyRow;
+use sqlx::{AssertSqlSafe, FromRow};
+
+use crate::{Conn, StoreError};
+
+enum Arg {
+    Int(i64),
+    Text(String),
+}
+
+pub(crate) struct Sql {
+    text: String,
+    args: Vec<Arg>,
+}
+
+impl Sql {
+    pub(crate) fn new(s: &str) -> Self {
+        Self {
+            text: s.to_owned(),
+            args: Vec::new(),
+        }
+    }
+
+    pub(crate) fn push(&mut self, s: &str) -> &mut Self {
+        self.text.push_str(s);
+        self
+    }
+
+    fn placeholder(&mut self, a: Arg) -> &mut Self {
+        self.args.push(a);
+        let _ = write!(self.text, "${}", self.args.len());
+        self
+    }
+
+    pub(crate) fn int(&mut self, v: i64) -> &mut Self {
+        self.placeholder(Arg::Int(v))
+    }
+
+    pub(crate) fn text(&mut self, v: &str) -> &mut Self {
+        self.placeholder(Arg::Text(v.to_owned()))
+    }
+
+    pub(crate) async fn fetch_all<T>(&self, c: &mut Conn) -> Result<Vec<T>, StoreError>
+    where
+        T: for<'r> FromRow<'r, AnyRow> + Send + Unpin,
+    {
+        let mut q = sqlx::query_as::<_, T>(AssertSqlSafe(self.text.clone()));
+        for a in &self.args {
+            q = match a {
+                Arg::Int(v) => q.bind(*v),
+                Arg::Text(s) => q.bind(s.clone()),
+            };
+        }
+        Ok(q.fetch_all(c).await?)
+    }
+
+    pub(crate) async fn fetch_count(&self, c: &mut Conn) -> Result<u64, StoreError> {
+        let mut q = sqlx::query_scalar::<_, i64>(AssertSqlSafe(self.text.clone()));
+        for a in &self.args {
+            q = match a {
+                Arg::Int(v) => q.bind(*v),
+                Arg::Text(s) => q.bind(s.clone()),
+            };
+        }
+        Ok(u64::try_from(q.fetch_one(c).await?).unwrap_or(0))
+    }
+}

@@ -1,0 +1,19 @@
+#![allow(
+    unreachable_pub,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic
+)]
+
+//! End-to-end tests: the real `infra` binary as server and CLI, on SQLite
+//! and on a real PostgreSQL started by the testkit. One test binary, many
+//! tests, so the large dependency graph links once.
+
+mod e2e {
+    pub mod admin;
+    pub mod audit;
+    pub mod bad_input;
+    pub mod common;
+    pub mod login;
+    pub mod tokens;
+}

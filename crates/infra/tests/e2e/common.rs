@@ -1,0 +1,125 @@
+//! Shared set-up: a server on a chosen backend with a logged-in admin.
+
+use std::path::PathBuf;
+
+use infra_testkit::{Cli, Output, Postgres, Server, ServerOpts};
+
+pub const ADMIN: &str = "admin@example.com";
+pub const ADMIN_PW: &str = "admin-password-1";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+pub struct Env {
+    pub server: Server,
+    pub admin: Cli,
+    // Dropped after the server (fields drop in order).
+    pub pg: Option<Postgres>,
+}
+
+pub fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_infra"))
+}
+
+pub fn start(backend: Backend) -> Env {
+    start_with(backend, vec![])
+}
+
+pub fn start_with(backend: Backend, extra_args: Vec<String>) -> Env {
+    let pg = match backend {
+        Backend::Sqlite => None,
+        Backend::Postgres => Some(Postgres::start().expect("start PostgreSQL")),
+    };
+    let db_url = pg
+        .as_ref()
+        .map(|p| p.create_database("infra").expect("create database"));
+    let server = Server::start(
+        &bin(),
+        ServerOpts {
+            db_url,
+            admin_email: Some(ADMIN.into()),
+            admin_password: Some(ADMIN_PW.into()),
+            extra_args,
+            ..Default::default()
+        },
+    )
+    .expect("start infra server");
+    let admin = Cli::new(&bin()).expect("cli");
+    login(&admin, &server, ADMIN, ADMIN_PW).ok();
+    Env { server, admin, pg }
+}
+
+pub fn login(cli: &Cli, server: &Server, email: &str, password: &str) -> Output {
+    let ca = server.ca_path();
+    let addr = format!("127.0.0.1:{}", server.port);
+    cli.run_env(
+        &[
+            "login",
+            &addr,
+            "--user",
+            email,
+            "--tls-ca",
+            ca.to_str().unwrap(),
+        ],
+        &[("INFRA_PASSWORD", password)],
+        None,
+    )
+}
+
+/// The session key a CLI saved at login.
+pub fn session_key(cli: &Cli) -> String {
+    let text =
+        std::fs::read_to_string(cli.home().join(".infra/credentials.json")).expect("credentials");
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    v["accessKey"].as_str().unwrap().to_owned()
+}
+
+pub fn json(out: &Output) -> serde_json::Value {
+    serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {}", out.stdout))
+}
+
+/// Runs SQL directly against the server's database, bypassing Infra.
+pub fn raw_sql(env: &Env, sql: &str) {
+    match &env.pg {
+        Some(pg) => {
+            pg.psql("infra", sql).expect("psql");
+        }
+        None => {
+            let url = format!(
+                "sqlite://{}",
+                env.server.data_dir.join("infra.db").display()
+            );
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                sqlx::any::install_default_drivers();
+                let mut c = <sqlx::AnyConnection as sqlx::Connection>::connect(&url)
+                    .await
+                    .unwrap();
+                sqlx::query(sqlx::AssertSqlSafe(sql.to_owned()))
+                    .execute(&mut c)
+                    .await
+                    .unwrap();
+            });
+        }
+    }
+}
+
+impl Drop for Env {
+    /// A failing test shows what the server said.
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let log = self.server.log();
+            let tail: Vec<&str> = log.lines().rev().take(40).collect();
+            eprintln!("--- last lines of the server log ---");
+            for l in tail.iter().rev() {
+                eprintln!("{l}");
+            }
+        }
+    }
+}
