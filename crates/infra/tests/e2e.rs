@@ -14,6 +14,8 @@ mod e2e {
     pub mod audit;
     pub mod bad_input;
     pub mod common;
+    pub mod lifecycle;
     pub mod login;
+    pub mod replicas;
     pub mod tokens;
 }

@@ -1,0 +1,112 @@
+//! Several server replicas on one PostgreSQL: no state lives only in one
+//! replica's memory.
+
+use std::thread;
+
+use infra_testkit::{Cli, Postgres, Server, ServerOpts};
+
+use super::common::{ADMIN, ADMIN_PW, bin, json, login};
+
+const ROOT_KEY: &str = "q4Lk0aWmvC0J9w1m8b5yQm6v1fQ0Yl4F2k3v8p9s7aE=";
+
+fn replica(db: &str) -> Server {
+    Server::start(
+        &bin(),
+        ServerOpts {
+            db_url: Some(db.to_owned()),
+            admin_email: Some(ADMIN.into()),
+            admin_password: Some(ADMIN_PW.into()),
+            env: vec![("INFRA_ROOT_KEY".into(), ROOT_KEY.into())],
+            ..Default::default()
+        },
+    )
+    .expect("start replica")
+}
+
+#[test]
+fn replicas_share_everything_through_the_database() {
+    let pg = Postgres::start().unwrap();
+    let db = pg.create_database("infra").unwrap();
+    // Both start at once: migrations and first-start set-up must not race.
+    let (d1, d2) = (db.clone(), db.clone());
+    let a = thread::spawn(move || replica(&d1));
+    let b = thread::spawn(move || replica(&d2));
+    let (a, b) = (a.join().unwrap(), b.join().unwrap());
+
+    // One CA for both, so one pin trusts every replica.
+    let ca_a = std::fs::read_to_string(a.ca_path()).unwrap();
+    assert_eq!(ca_a, std::fs::read_to_string(b.ca_path()).unwrap());
+
+    let on_a = Cli::new(&bin()).unwrap();
+    let on_b = Cli::new(&bin()).unwrap();
+    login(&on_a, &a, ADMIN, ADMIN_PW).ok();
+    login(&on_b, &b, ADMIN, ADMIN_PW).ok();
+    let users = json(on_b.run(&["users", "list", "-o", "json"]).ok());
+    assert_eq!(
+        users.as_array().unwrap().len(),
+        1,
+        "exactly one first admin"
+    );
+
+    // A change on A is seen on B.
+    on_a.run_stdin(
+        &["users", "add", "alice@example.com", "--password-stdin"],
+        "alice-password-1",
+    )
+    .ok();
+    on_a.run(&[
+        "grants",
+        "add",
+        "alice@example.com",
+        "prod",
+        "--role",
+        "view",
+    ])
+    .ok();
+    let grants = json(
+        on_b.run(&["grants", "list", "--resource", "prod", "-o", "json"])
+            .ok(),
+    );
+    assert_eq!(grants[0]["user"], "alice@example.com");
+
+    // A key made on A works on B, and revoking it on A ends it on B.
+    let key = on_a
+        .run(&["keys", "add", "--name", "k1", "--quiet"])
+        .ok()
+        .stdout
+        .trim()
+        .to_owned();
+    let with_key = |args: &[&str]| on_b.run_env(args, &[("INFRA_ACCESS_KEY", key.as_str())], None);
+    with_key(&["info"]).ok();
+    on_a.run(&["keys", "remove", "k1"]).ok();
+    with_key(&["info"]).failed();
+
+    // Rotation on A: B publishes the same keys.
+    on_a.run(&["signing-keys", "rotate"]).ok();
+    assert_eq!(
+        a.get_json("/.well-known/jwks.json", None).unwrap().1,
+        b.get_json("/.well-known/jwks.json", None).unwrap().1
+    );
+
+    // Both write to one audit chain, which verifies from either.
+    on_b.run(&["groups", "add", "devs"]).ok();
+    on_a.run(&["audit", "verify"]).ok();
+    on_b.run(&["audit", "verify"]).ok();
+}
+
+#[test]
+fn a_replica_with_another_root_key_refuses_to_start() {
+    let pg = Postgres::start().unwrap();
+    let db = pg.create_database("infra").unwrap();
+    let _a = replica(&db);
+    let err = Server::start(
+        &bin(),
+        ServerOpts {
+            db_url: Some(db),
+            ..Default::default()
+        },
+    )
+    .unwrap_err();
+    let text = format!("{err:#}");
+    assert!(text.contains("root key"), "{text}");
+}
