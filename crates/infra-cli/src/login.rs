@@ -137,6 +137,8 @@ pub(crate) async fn login(args: LoginArgs) -> anyhow::Result<()> {
         cfg.skip_tls_verify = old.skip_tls_verify;
     }
     let api = Api::new(&cfg, None)?;
+    // Check reachability and trust before asking for a password.
+    let _: serde_json::Value = api.get("/healthz").await?;
     let (req, password) = match &args.key {
         Some(k) => (
             LoginRequest {
