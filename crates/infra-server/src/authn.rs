@@ -98,7 +98,12 @@ impl FromRequestParts<AppState> for Caller {
         }
         let groups = identity::groups_of_user(&mut c, user_id).await?;
         let roles = identity::roles_on(&mut c, user_id, INFRA_RESOURCE, now).await?;
-        if now - row.last_used_at > TOUCH_EVERY_MS {
+        // Touch often enough that a short inactivity timeout never ends a
+        // key that is in use.
+        let touch_every = row
+            .inactivity_timeout_ms
+            .map_or(TOUCH_EVERY_MS, |t| (t / 4).min(TOUCH_EVERY_MS));
+        if now - row.last_used_at > touch_every {
             keys::touch_key(&mut c, &row.id, now).await?;
             identity::touch_user(&mut c, user_id, now).await?;
         }

@@ -196,3 +196,52 @@ fn old_keys_leave_the_jwks_once_their_tokens_expired() {
     env.admin.run(&["signing-keys", "rotate"]).ok();
     assert_eq!(jwks(&env).keys.len(), 2);
 }
+
+#[test]
+fn expired_tokens_and_idle_keys_are_refused() {
+    let env = super::common::start_with(Backend::Sqlite, vec!["--token-ttl".into(), "1s".into()]);
+    // A token for Infra's own audience (no destination), living 1 s.
+    let token = env
+        .admin
+        .run(&["tokens", "--quiet"])
+        .ok()
+        .stdout
+        .trim()
+        .to_owned();
+    pyjwt(&env, &token, &issuer(&env)).expect("fresh token verifies");
+    infra_testkit::eventually!(15, || match pyjwt(&env, &token, &issuer(&env)) {
+        Err(why) if why.contains("xpired") => Ok(()),
+        other => Err(anyhow::anyhow!("not rejected as expired yet: {other:?}")),
+    });
+
+    // A key with a 2 s inactivity timeout works while used, then ends.
+    let key = env
+        .admin
+        .run(&["keys", "add", "--inactivity-timeout", "2s", "--quiet"])
+        .ok()
+        .stdout
+        .trim()
+        .to_owned();
+    let cli = Cli::new(&bin()).unwrap();
+    login(
+        &cli,
+        &env.server,
+        super::common::ADMIN,
+        super::common::ADMIN_PW,
+    )
+    .ok();
+    let info = || cli.run_env(&["info"], &[("INFRA_ACCESS_KEY", key.as_str())], None);
+    // In use every half second for 4 s: each use extends it.
+    for _ in 0..8 {
+        info().ok();
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    // Then left alone past its timeout: refused.
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    assert!(
+        info()
+            .failed()
+            .stderr
+            .contains("invalid, expired or revoked")
+    );
+}
