@@ -9,6 +9,7 @@
 use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
+use infra_auth::tls_ca::{fingerprint, normalize_fingerprint};
 use rustls::DigitallySignedStruct;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime, pem::PemObject};
@@ -97,14 +98,14 @@ pub(crate) async fn ca_from_fingerprint(
         .connect(name, tcp)
         .await
         .context("TLS handshake")?;
-    let want = infra_tls_fp_normalize(pin);
+    let want = normalize_fingerprint(pin);
     let chain = rec
         .chain
         .lock()
         .map_err(|_| anyhow::anyhow!("internal lock"))?
         .clone();
     for der in &chain {
-        if fingerprint(der) == want {
+        if normalize_fingerprint(&fingerprint(der)) == want {
             return Ok(to_pem(der));
         }
     }
@@ -114,23 +115,6 @@ pub(crate) async fn ca_from_fingerprint(
          Check the fingerprint the server printed at start; if they really differ, someone may be intercepting the connection",
         seen.join(", ")
     )
-}
-
-fn fingerprint(der: &[u8]) -> String {
-    let h = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, der);
-    hex::encode_upper(h.as_ref())
-}
-
-fn infra_tls_fp_normalize(s: &str) -> String {
-    let s = s.trim();
-    let s = s
-        .strip_prefix("SHA256:")
-        .or_else(|| s.strip_prefix("sha256:"))
-        .unwrap_or(s);
-    s.chars()
-        .filter(|c| *c != ':')
-        .collect::<String>()
-        .to_ascii_uppercase()
 }
 
 fn to_pem(der: &[u8]) -> String {
