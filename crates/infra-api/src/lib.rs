@@ -253,10 +253,31 @@ pub struct Info {
     pub infra_role: Option<String>,
     pub grants: Vec<Grant>,
     pub session_expires: Option<String>,
+    /// Where to reach each destination the caller has a grant on.
+    #[serde(default)]
+    pub urls: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Health {
     pub status: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Destination {
+    pub name: String,
+    /// `http`, `kubernetes`, `postgres` or `ssh`.
+    pub kind: String,
+    pub connector: String,
+    pub labels: std::collections::BTreeMap<String, String>,
+    /// `connected` or `disconnected`.
+    pub health: String,
+    /// Tunnels serving it now.
+    pub tunnels: u32,
+    pub last_seen: String,
+    /// Where users reach it through the gateway.
+    pub url: String,
+    pub direct_url: Option<String>,
 }

@@ -35,8 +35,7 @@ pub fn generate() -> Result<NewAccessKey, RandomError> {
 pub fn parse(key: &str) -> Option<(&str, &str)> {
     let (id, secret) = key.split_once('.')?;
     let alnum = |s: &str| s.chars().all(|c| c.is_ascii_alphanumeric());
-    (id.len() == ID_LEN && secret.len() == SECRET_LEN && alnum(id) && alnum(secret))
-        .then_some((id, secret))
+    (id.len() == ID_LEN && secret.len() == SECRET_LEN && alnum(id) && alnum(secret)).then_some((id, secret))
 }
 
 /// Constant-time check of a presented secret against the stored hash.

@@ -17,9 +17,7 @@ use crate::{RandomError, Secret, random_bytes, sha256_hex};
 pub enum EnvelopeError {
     #[error("sealed value is malformed")]
     Malformed,
-    #[error(
-        "sealed value was made with root key {found}, but the configured root key is {expected}"
-    )]
+    #[error("sealed value was made with root key {found}, but the configured root key is {expected}")]
     WrongRootKey { found: String, expected: String },
     #[error("sealed value failed to decrypt: it was altered, or the root key is wrong")]
     Decrypt,
@@ -81,11 +79,7 @@ fn encrypt(key: &[u8], plaintext: &[u8], aad: &[u8]) -> Result<Vec<u8>, Envelope
     let nonce: [u8; NONCE_LEN] = random_bytes()?;
     let mut buf = plaintext.to_vec();
     aead(key)?
-        .seal_in_place_append_tag(
-            Nonce::assume_unique_for_key(nonce),
-            Aad::from(aad),
-            &mut buf,
-        )
+        .seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::from(aad), &mut buf)
         .map_err(|_| EnvelopeError::Decrypt)?;
     let mut out = nonce.to_vec();
     out.extend_from_slice(&buf);
@@ -93,9 +87,7 @@ fn encrypt(key: &[u8], plaintext: &[u8], aad: &[u8]) -> Result<Vec<u8>, Envelope
 }
 
 fn decrypt(key: &[u8], data: &[u8], aad: &[u8]) -> Result<Vec<u8>, EnvelopeError> {
-    let (nonce, ct) = data
-        .split_at_checked(NONCE_LEN)
-        .ok_or(EnvelopeError::Malformed)?;
+    let (nonce, ct) = data.split_at_checked(NONCE_LEN).ok_or(EnvelopeError::Malformed)?;
     let nonce = Nonce::try_assume_unique_for_key(nonce).map_err(|_| EnvelopeError::Malformed)?;
     let mut buf = ct.to_vec();
     let pt = aead(key)?
@@ -110,23 +102,14 @@ pub fn seal(root: &RootKey, context: &str, plaintext: &[u8]) -> Result<String, E
     let dek = Secret::new(random_bytes::<32>()?.to_vec());
     let wrapped = encrypt(root.bytes.expose(), dek.expose(), context.as_bytes())?;
     let ct = encrypt(dek.expose(), plaintext, context.as_bytes())?;
-    Ok(format!(
-        "v1.{}.{}.{}",
-        root.id,
-        B64.encode(wrapped),
-        B64.encode(ct)
-    ))
+    Ok(format!("v1.{}.{}.{}", root.id, B64.encode(wrapped), B64.encode(ct)))
 }
 
 pub fn open(root: &RootKey, context: &str, sealed: &str) -> Result<Secret<Vec<u8>>, EnvelopeError> {
     let mut parts = sealed.split('.');
-    let (Some("v1"), Some(id), Some(wrapped), Some(ct), None) = (
-        parts.next(),
-        parts.next(),
-        parts.next(),
-        parts.next(),
-        parts.next(),
-    ) else {
+    let (Some("v1"), Some(id), Some(wrapped), Some(ct), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next(), parts.next())
+    else {
         return Err(EnvelopeError::Malformed);
     };
     if id != root.id {
@@ -151,10 +134,7 @@ mod tests {
         let s = seal(&root, "ctx", b"private key").unwrap();
         assert!(!s.contains("private"));
         assert_eq!(open(&root, "ctx", &s).unwrap().expose(), b"private key");
-        assert!(matches!(
-            open(&root, "other", &s),
-            Err(EnvelopeError::Decrypt)
-        ));
+        assert!(matches!(open(&root, "other", &s), Err(EnvelopeError::Decrypt)));
         let other = RootKey::generate().unwrap();
         assert!(matches!(
             open(&other, "ctx", &s),

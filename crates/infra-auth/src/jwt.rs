@@ -99,12 +99,8 @@ impl SigningKey {
         let mut header = Header::new(Algorithm::EdDSA);
         header.kid = Some(self.kid.clone());
         header.typ = Some("JWT".into());
-        jsonwebtoken::encode(
-            &header,
-            claims,
-            &EncodingKey::from_ed_der(self.pkcs8.expose()),
-        )
-        .map_err(|_| JwtError::Sign)
+        jsonwebtoken::encode(&header, claims, &EncodingKey::from_ed_der(self.pkcs8.expose()))
+            .map_err(|_| JwtError::Sign)
     }
 }
 
@@ -126,6 +122,10 @@ pub struct Claims {
     pub email: Option<String>,
     #[serde(default)]
     pub groups: Vec<String>,
+    /// The session or access key the token was issued through, so that
+    /// ending it can end the token too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sid: Option<String>,
 }
 
 /// One public key in a JWKS (RFC 8037 OKP key).

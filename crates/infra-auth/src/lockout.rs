@@ -32,10 +32,7 @@ mod tests {
         assert_eq!(lock_for(4, FREE_FAILURES), Duration::ZERO);
         assert_eq!(lock_for(5, FREE_FAILURES), Duration::from_secs(1));
         assert_eq!(lock_for(8, FREE_FAILURES), Duration::from_secs(8));
-        assert_eq!(
-            lock_for(20, FREE_FAILURES),
-            Duration::from_secs(1024).min(MAX_LOCK)
-        );
+        assert_eq!(lock_for(20, FREE_FAILURES), Duration::from_secs(1024).min(MAX_LOCK));
         assert_eq!(lock_for(1000, FREE_FAILURES), MAX_LOCK);
     }
 }

@@ -56,7 +56,8 @@ pub fn hash(pw: &Secret<String>) -> Result<String, PasswordError> {
 /// takes the same time either way and reveals nothing.
 pub fn verify(pw: &Secret<String>, phc: Option<&str>) -> bool {
     // A valid hash of a random password nobody knows, with the same cost.
-    const DUMMY: &str = "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$Jb3kUfvP9Hs0yR1v8cXxPb7lZ7Jm0Q3V5nR3yq1r2yU";
+    const DUMMY: &str =
+        "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$Jb3kUfvP9Hs0yR1v8cXxPb7lZ7Jm0Q3V5nR3yq1r2yU";
     let Ok(h) = hasher() else { return false };
     if pw.expose().len() > MAX_PASSWORD_LEN {
         let _ = h.verify_password(b"x", DUMMY);

@@ -6,8 +6,8 @@
 //! start), so replicas and restarts keep working with the same pin.
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    Issuer, KeyPair, KeyUsagePurpose, PKCS_ECDSA_P256_SHA256, SanType,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose, PKCS_ECDSA_P256_SHA256, SanType,
 };
 
 use crate::Secret;
@@ -74,10 +74,8 @@ impl Ca {
                 Err(_) => n.clone().try_into().map(SanType::DnsName).map_err(e),
             })
             .collect::<Result<_, _>>()?;
-        p.distinguished_name.push(
-            DnType::CommonName,
-            names.first().cloned().unwrap_or_default(),
-        );
+        p.distinguished_name
+            .push(DnType::CommonName, names.first().cloned().unwrap_or_default());
         p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
         let now = time_now();
         p.not_before = now - time::Duration::hours(1);
@@ -114,8 +112,5 @@ pub fn normalize_fingerprint(s: &str) -> String {
         .strip_prefix("SHA256:")
         .or_else(|| s.strip_prefix("sha256:"))
         .unwrap_or(s);
-    s.chars()
-        .filter(|c| *c != ':')
-        .collect::<String>()
-        .to_ascii_uppercase()
+    s.chars().filter(|c| *c != ':').collect::<String>().to_ascii_uppercase()
 }

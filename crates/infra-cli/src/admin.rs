@@ -5,9 +5,9 @@ use std::io::{IsTerminal, Read};
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use infra_api::{
-    AccessKey, AuditEvent, AuditVerifyResponse, CreateGrantRequest, CreateGroupRequest,
-    CreateKeyRequest, CreateKeyResponse, CreateUserRequest, CreateUserResponse, Grant, Group, Info,
-    SigningKeyInfo, TokenRequest, TokenResponse, UpdateUserRequest, User,
+    AccessKey, AuditEvent, AuditVerifyResponse, CreateGrantRequest, CreateGroupRequest, CreateKeyRequest,
+    CreateKeyResponse, CreateUserRequest, CreateUserResponse, Grant, Group, Info, SigningKeyInfo, TokenRequest,
+    TokenResponse, UpdateUserRequest, User,
 };
 
 use crate::client::{Api, enc};
@@ -41,6 +41,9 @@ pub enum Command {
     /// Read and verify the audit log.
     #[command(subcommand)]
     Audit(AuditCmd),
+    /// List or remove destinations (registered by connectors).
+    #[command(subcommand)]
+    Destinations(DestinationsCmd),
     /// Manage the keys that sign tokens.
     #[command(subcommand, name = "signing-keys")]
     SigningKeys(SigningKeysCmd),
@@ -200,6 +203,14 @@ pub enum AuditCmd {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum DestinationsCmd {
+    /// List destinations with their connector, kind, health and last seen.
+    List(OutputArg),
+    /// Forget a destination; grants on it stay.
+    Remove { name: String },
+}
+
+#[derive(Debug, Subcommand)]
 pub enum SigningKeysCmd {
     /// List signing keys.
     List(OutputArg),
@@ -228,6 +239,7 @@ pub(crate) async fn run(cmd: Command) -> anyhow::Result<()> {
         Command::Keys(c) => keys(c).await,
         Command::Audit(c) => audit(c).await,
         Command::SigningKeys(c) => signing_keys(c).await,
+        Command::Destinations(c) => destinations(c).await,
     }
 }
 
@@ -243,10 +255,7 @@ async fn info() -> anyhow::Result<()> {
             i.user.groups.join(", ")
         }
     );
-    println!(
-        "Infra role: {}",
-        i.infra_role.as_deref().unwrap_or("(none)")
-    );
+    println!("Infra role: {}", i.infra_role.as_deref().unwrap_or("(none)"));
     if let Some(e) = &i.session_expires {
         println!("Session expires: {}", when(e));
     }
@@ -260,15 +269,15 @@ async fn list(o: OutputArg) -> anyhow::Result<()> {
     print(
         o.output,
         &i.grants,
-        &["resource", "role", "via", "expires"],
+        &["resource", "role", "via", "expires", "url"],
         |g| {
+            let dest = g.resource.split('.').next().unwrap_or(&g.resource);
             vec![
                 g.resource.clone(),
                 g.role.clone(),
-                g.group
-                    .as_ref()
-                    .map_or_else(|| "you".into(), |n| format!("group {n}")),
+                g.group.as_ref().map_or_else(|| "you".into(), |n| format!("group {n}")),
                 g.expires.as_deref().map(when).unwrap_or_default(),
+                i.urls.get(dest).cloned().unwrap_or_default(),
             ]
         },
     )
@@ -300,18 +309,13 @@ async fn tokens(t: TokensArgs) -> anyhow::Result<()> {
 async fn users(c: UsersCmd) -> anyhow::Result<()> {
     let api = Api::from_login()?;
     match c {
-        UsersCmd::Add {
-            email,
-            password_stdin,
-        } => {
+        UsersCmd::Add { email, password_stdin } => {
             let password = if password_stdin {
                 Some(read_stdin_secret()?)
             } else {
                 None
             };
-            let r: CreateUserResponse = api
-                .post("/api/users", &CreateUserRequest { email, password })
-                .await?;
+            let r: CreateUserResponse = api.post("/api/users", &CreateUserRequest { email, password }).await?;
             eprintln!("Added user {}", r.user.email);
             if let Some(otp) = r.one_time_password {
                 eprintln!("One-time password (they must change it at first login):");
@@ -320,37 +324,21 @@ async fn users(c: UsersCmd) -> anyhow::Result<()> {
         }
         UsersCmd::List(o) => {
             let items: Vec<User> = api.list_all("/api/users", "").await?;
-            print(
-                o.output,
-                &items,
-                &["email", "groups", "last seen", "created"],
-                |u| {
-                    vec![
-                        u.email.clone(),
-                        u.groups.join(","),
-                        u.last_seen
-                            .as_deref()
-                            .map(when)
-                            .unwrap_or_else(|| "never".into()),
-                        when(&u.created),
-                    ]
-                },
-            )?;
+            print(o.output, &items, &["email", "groups", "last seen", "created"], |u| {
+                vec![
+                    u.email.clone(),
+                    u.groups.join(","),
+                    u.last_seen.as_deref().map(when).unwrap_or_else(|| "never".into()),
+                    when(&u.created),
+                ]
+            })?;
         }
-        UsersCmd::Edit {
-            email,
-            password_stdin,
-        } => {
+        UsersCmd::Edit { email, password_stdin } => {
             let (password, old) = if password_stdin {
-                (
-                    read_stdin_secret()?,
-                    std::env::var("INFRA_OLD_PASSWORD").ok(),
-                )
+                (read_stdin_secret()?, std::env::var("INFRA_OLD_PASSWORD").ok())
             } else {
                 if !std::io::stdin().is_terminal() {
-                    anyhow::bail!(
-                        "use --password-stdin to give the new password without a terminal"
-                    );
+                    anyhow::bail!("use --password-stdin to give the new password without a terminal");
                 }
                 let me: Info = api.get("/api/info").await?;
                 let old = if me.user.email == email.to_ascii_lowercase() {
@@ -382,9 +370,7 @@ async fn groups(c: GroupsCmd) -> anyhow::Result<()> {
     let api = Api::from_login()?;
     match c {
         GroupsCmd::Add { name } => {
-            let g: Group = api
-                .post("/api/groups", &CreateGroupRequest { name })
-                .await?;
+            let g: Group = api.post("/api/groups", &CreateGroupRequest { name }).await?;
             eprintln!("Added group {}", g.name);
         }
         GroupsCmd::List(o) => {
@@ -398,20 +384,13 @@ async fn groups(c: GroupsCmd) -> anyhow::Result<()> {
             eprintln!("Removed group {name}");
         }
         GroupsCmd::Adduser { group, email } => {
-            api.put::<()>(
-                &format!("/api/groups/{}/members/{}", enc(&group), enc(&email)),
-                None,
-            )
-            .await?;
+            api.put::<()>(&format!("/api/groups/{}/members/{}", enc(&group), enc(&email)), None)
+                .await?;
             eprintln!("Added {email} to {group}");
         }
         GroupsCmd::Removeuser { group, email } => {
-            api.delete(&format!(
-                "/api/groups/{}/members/{}",
-                enc(&group),
-                enc(&email)
-            ))
-            .await?;
+            api.delete(&format!("/api/groups/{}/members/{}", enc(&group), enc(&email)))
+                .await?;
             eprintln!("Removed {email} from {group}");
         }
     }
@@ -470,10 +449,10 @@ async fn grants(c: GrantsCmd) -> anyhow::Result<()> {
                     },
                 )
                 .await?;
-            let who = g.user.as_deref().map_or_else(
-                || format!("group {}", g.group.as_deref().unwrap_or("")),
-                str::to_owned,
-            );
+            let who = g
+                .user
+                .as_deref()
+                .map_or_else(|| format!("group {}", g.group.as_deref().unwrap_or("")), str::to_owned);
             eprintln!("Granted {who} role {} on {}", g.role, g.resource);
         }
         GrantsCmd::List {
@@ -580,18 +559,11 @@ async fn keys(c: KeysCmd) -> anyhow::Result<()> {
             if quiet {
                 println!("{}", r.access_key);
             } else {
-                eprintln!(
-                    "Created {} key {} (shown only now):",
-                    r.key.kind, r.key.name
-                );
+                eprintln!("Created {} key {} (shown only now):", r.key.kind, r.key.name);
                 println!("{}", r.access_key);
             }
         }
-        KeysCmd::List {
-            user,
-            sessions,
-            out,
-        } => {
+        KeysCmd::List { user, sessions, out } => {
             let mut q = query(&[("user", &user)]);
             if sessions {
                 q = if q.is_empty() {
@@ -604,15 +576,7 @@ async fn keys(c: KeysCmd) -> anyhow::Result<()> {
             print(
                 out.output,
                 &items,
-                &[
-                    "id",
-                    "name",
-                    "kind",
-                    "user",
-                    "created",
-                    "last used",
-                    "expires",
-                ],
+                &["id", "name", "kind", "user", "created", "last used", "expires"],
                 |k| {
                     vec![
                         k.id.clone(),
@@ -621,10 +585,7 @@ async fn keys(c: KeysCmd) -> anyhow::Result<()> {
                         k.user.clone().unwrap_or_default(),
                         when(&k.created),
                         when(&k.last_used),
-                        k.expires
-                            .as_deref()
-                            .map(when)
-                            .unwrap_or_else(|| "never".into()),
+                        k.expires.as_deref().map(when).unwrap_or_else(|| "never".into()),
                     ]
                 },
             )?;
@@ -650,9 +611,7 @@ fn event_row(e: &AuditEvent) -> Vec<String> {
     ]
 }
 
-const EVENT_HEADERS: [&str; 8] = [
-    "seq", "time", "actor", "action", "target", "result", "source", "detail",
-];
+const EVENT_HEADERS: [&str; 8] = ["seq", "time", "actor", "action", "target", "result", "source", "detail"];
 
 async fn audit(c: AuditCmd) -> anyhow::Result<()> {
     let api = Api::from_login()?;
@@ -679,9 +638,7 @@ async fn audit(c: AuditCmd) -> anyhow::Result<()> {
             let start_page = total.saturating_sub(u64::from(lines)) + 1;
             let mut after = i64::try_from(start_page).unwrap_or(1) - 1;
             loop {
-                let p: infra_api::Page<AuditEvent> = api
-                    .get(&format!("/api/audit?after={after}&limit=1000"))
-                    .await?;
+                let p: infra_api::Page<AuditEvent> = api.get(&format!("/api/audit?after={after}&limit=1000")).await?;
                 for e in &p.items {
                     println!("{}", event_row(e).join("  "));
                     after = e.seq;
@@ -712,19 +669,14 @@ async fn signing_keys(c: SigningKeysCmd) -> anyhow::Result<()> {
     match c {
         SigningKeysCmd::List(o) => {
             let items: Vec<SigningKeyInfo> = api.get("/api/signing-keys").await?;
-            print(
-                o.output,
-                &items,
-                &["kid", "active", "created", "retired"],
-                |k| {
-                    vec![
-                        k.kid.clone(),
-                        k.active.to_string(),
-                        when(&k.created),
-                        k.retired.as_deref().map(when).unwrap_or_default(),
-                    ]
-                },
-            )?;
+            print(o.output, &items, &["kid", "active", "created", "retired"], |k| {
+                vec![
+                    k.kid.clone(),
+                    k.active.to_string(),
+                    when(&k.created),
+                    k.retired.as_deref().map(when).unwrap_or_default(),
+                ]
+            })?;
         }
         SigningKeysCmd::Rotate => {
             let resp = api.post_empty("/api/signing-keys/rotate").await?;
@@ -733,6 +685,36 @@ async fn signing_keys(c: SigningKeysCmd) -> anyhow::Result<()> {
                 "New signing key {}; earlier keys still verify until their tokens expire",
                 k.kid
             );
+        }
+    }
+    Ok(())
+}
+
+async fn destinations(c: DestinationsCmd) -> anyhow::Result<()> {
+    let api = Api::from_login()?;
+    match c {
+        DestinationsCmd::List(o) => {
+            let items: Vec<infra_api::Destination> = api.list_all("/api/destinations", "").await?;
+            print(
+                o.output,
+                &items,
+                &["name", "kind", "connector", "health", "tunnels", "last seen", "url"],
+                |d| {
+                    vec![
+                        d.name.clone(),
+                        d.kind.clone(),
+                        d.connector.clone(),
+                        d.health.clone(),
+                        d.tunnels.to_string(),
+                        when(&d.last_seen),
+                        d.url.clone(),
+                    ]
+                },
+            )?;
+        }
+        DestinationsCmd::Remove { name } => {
+            api.delete(&format!("/api/destinations/{}", enc(&name))).await?;
+            eprintln!("Removed destination {name}");
         }
     }
     Ok(())

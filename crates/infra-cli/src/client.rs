@@ -35,8 +35,7 @@ pub(crate) fn http_client(cfg: &ClientConfig) -> anyhow::Result<reqwest::Client>
         .connect_timeout(std::time::Duration::from_secs(10))
         .timeout(std::time::Duration::from_secs(60));
     if let Some(pem) = &cfg.ca_pem {
-        let cert = reqwest::Certificate::from_pem(pem.as_bytes())
-            .context("the saved server CA is not valid PEM")?;
+        let cert = reqwest::Certificate::from_pem(pem.as_bytes()).context("the saved server CA is not valid PEM")?;
         b = b.tls_certs_only([cert]);
     }
     if cfg.skip_tls_verify {
@@ -57,12 +56,8 @@ impl Api {
     /// The client for a logged-in user: saved config and session key, with
     /// `INFRA_ACCESS_KEY` taking the key's place when set.
     pub(crate) fn from_login() -> anyhow::Result<Self> {
-        let cfg =
-            config::load_config()?.context("not logged in; run 'infra login SERVER' first")?;
-        let key = match std::env::var("INFRA_ACCESS_KEY")
-            .ok()
-            .filter(|k| !k.is_empty())
-        {
+        let cfg = config::load_config()?.context("not logged in; run 'infra login SERVER' first")?;
+        let key = match std::env::var("INFRA_ACCESS_KEY").ok().filter(|k| !k.is_empty()) {
             Some(k) => k,
             None => {
                 config::load_credentials()?
@@ -115,11 +110,7 @@ impl Api {
             .context("read server response")
     }
 
-    pub(crate) async fn post<B: Serialize, T: DeserializeOwned>(
-        &self,
-        path: &str,
-        body: &B,
-    ) -> anyhow::Result<T> {
+    pub(crate) async fn post<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> anyhow::Result<T> {
         self.send(Method::POST, path, Some(body))
             .await?
             .json()
@@ -127,11 +118,7 @@ impl Api {
             .context("read server response")
     }
 
-    pub(crate) async fn put<B: Serialize>(
-        &self,
-        path: &str,
-        body: Option<&B>,
-    ) -> anyhow::Result<()> {
+    pub(crate) async fn put<B: Serialize>(&self, path: &str, body: Option<&B>) -> anyhow::Result<()> {
         self.send(Method::PUT, path, body).await?;
         Ok(())
     }
@@ -146,11 +133,7 @@ impl Api {
     }
 
     /// Fetches every page of a list. `query` is appended (without `?`).
-    pub(crate) async fn list_all<T: DeserializeOwned>(
-        &self,
-        path: &str,
-        query: &str,
-    ) -> anyhow::Result<Vec<T>> {
+    pub(crate) async fn list_all<T: DeserializeOwned>(&self, path: &str, query: &str) -> anyhow::Result<Vec<T>> {
         let mut out = Vec::new();
         let mut page = 1u32;
         loop {
@@ -180,9 +163,7 @@ fn connect_error(base: &str, e: reqwest::Error) -> anyhow::Error {
             "cannot verify the TLS certificate of {base}{chain}\n  trust it with --tls-ca FILE or --tls-trusted-fingerprint SHA256 (printed by 'infra server' at start)"
         )
     } else {
-        anyhow::anyhow!(
-            "cannot reach {base}{chain}\n  is the server running, and is the address right?"
-        )
+        anyhow::anyhow!("cannot reach {base}{chain}\n  is the server running, and is the address right?")
     }
 }
 

@@ -36,10 +36,7 @@ fn read<T: for<'de> Deserialize<'de>>(name: &str) -> anyhow::Result<Option<T>> {
     let p = dir()?.join(name);
     match std::fs::read_to_string(&p) {
         Ok(s) => Ok(Some(serde_json::from_str(&s).with_context(|| {
-            format!(
-                "{} is damaged; run 'infra logout' and log in again",
-                p.display()
-            )
+            format!("{} is damaged; run 'infra logout' and log in again", p.display())
         })?)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e).with_context(|| format!("read {}", p.display())),
@@ -61,9 +58,7 @@ fn write<T: Serialize>(name: &str, v: &T) -> anyhow::Result<()> {
     opts.write(true).create_new(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-    let mut f = opts
-        .open(&tmp)
-        .with_context(|| format!("write {}", tmp.display()))?;
+    let mut f = opts.open(&tmp).with_context(|| format!("write {}", tmp.display()))?;
     std::io::Write::write_all(&mut f, serde_json::to_string_pretty(v)?.as_bytes())?;
     f.sync_all()?;
     std::fs::rename(&tmp, d.join(name))?;

@@ -28,11 +28,7 @@ pub struct LoginArgs {
     #[arg(long, env = "INFRA_TLS_CA", conflicts_with_all = ["tls_trusted_fingerprint", "skip_tls_verify"])]
     pub tls_ca: Option<PathBuf>,
     /// Trust the server whose CA has this SHA-256 fingerprint (printed by 'infra server' at start).
-    #[arg(
-        long,
-        env = "INFRA_TLS_TRUSTED_FINGERPRINT",
-        conflicts_with = "skip_tls_verify"
-    )]
+    #[arg(long, env = "INFRA_TLS_TRUSTED_FINGERPRINT", conflicts_with = "skip_tls_verify")]
     pub tls_trusted_fingerprint: Option<String>,
     /// Do not verify the server's certificate. Unsafe: anyone on the path can read your credentials.
     #[arg(long, env = "INFRA_SKIP_TLS_VERIFY")]
@@ -52,18 +48,11 @@ pub(crate) fn parse_server(s: &str) -> anyhow::Result<(String, String, u16)> {
         let (h, after) = v6.split_once(']').context("unclosed [ in IPv6 address")?;
         (
             h.to_owned(),
-            after
-                .strip_prefix(':')
-                .map(str::parse)
-                .transpose()?
-                .unwrap_or(443),
+            after.strip_prefix(':').map(str::parse).transpose()?.unwrap_or(443),
         )
     } else {
         match hostport.rsplit_once(':') {
-            Some((h, p)) => (
-                h.to_owned(),
-                p.parse().with_context(|| format!("invalid port in {s}"))?,
-            ),
+            Some((h, p)) => (h.to_owned(), p.parse().with_context(|| format!("invalid port in {s}"))?),
             None => (hostport.to_owned(), 443),
         }
     };
@@ -90,9 +79,7 @@ fn read_password(args: &LoginArgs, prompt: &str) -> anyhow::Result<String> {
         return Ok(s.trim_end_matches(['\r', '\n']).to_owned());
     }
     if !std::io::stdin().is_terminal() {
-        anyhow::bail!(
-            "no terminal to ask for a password: use --password-stdin, INFRA_PASSWORD, or --key"
-        );
+        anyhow::bail!("no terminal to ask for a password: use --password-stdin, INFRA_PASSWORD, or --key");
     }
     rpassword::prompt_password(prompt).context("read password")
 }
@@ -112,9 +99,9 @@ pub(crate) async fn login(args: LoginArgs) -> anyhow::Result<()> {
     let server = match (&args.server, &saved) {
         (Some(s), _) => s.clone(),
         (None, Some(c)) => c.server.clone(),
-        (None, None) => anyhow::bail!(
-            "which server? run 'infra login HOST:PORT' (for a local server: infra login localhost:4443)"
-        ),
+        (None, None) => {
+            anyhow::bail!("which server? run 'infra login HOST:PORT' (for a local server: infra login localhost:4443)")
+        }
     };
     let (base, host, port) = parse_server(&server)?;
     let mut cfg = ClientConfig {
@@ -122,8 +109,7 @@ pub(crate) async fn login(args: LoginArgs) -> anyhow::Result<()> {
         ..Default::default()
     };
     if let Some(path) = &args.tls_ca {
-        let pem = std::fs::read_to_string(path)
-            .with_context(|| format!("read CA file {}", path.display()))?;
+        let pem = std::fs::read_to_string(path).with_context(|| format!("read CA file {}", path.display()))?;
         trust::check_ca_pem(&pem).with_context(|| format!("CA file {}", path.display()))?;
         cfg.ca_pem = Some(pem);
     } else if let Some(fp) = &args.tls_trusted_fingerprint {
@@ -187,19 +173,13 @@ pub(crate) async fn login(args: LoginArgs) -> anyhow::Result<()> {
 }
 
 /// A password set by an admin must be replaced before anything else.
-async fn change_password(
-    cfg: &ClientConfig,
-    resp: &LoginResponse,
-    old: String,
-) -> anyhow::Result<()> {
+async fn change_password(cfg: &ClientConfig, resp: &LoginResponse, old: String) -> anyhow::Result<()> {
     eprintln!("Your password was set by an admin and must be changed now.");
     let new = match std::env::var("INFRA_NEW_PASSWORD") {
         Ok(p) => p,
         Err(_) => {
             if !std::io::stdin().is_terminal() {
-                anyhow::bail!(
-                    "a new password is required: run 'infra login' in a terminal, or set INFRA_NEW_PASSWORD"
-                );
+                anyhow::bail!("a new password is required: run 'infra login' in a terminal, or set INFRA_NEW_PASSWORD");
             }
             let a = rpassword::prompt_password("New password: ")?;
             let b = rpassword::prompt_password("Repeat new password: ")?;
@@ -214,11 +194,8 @@ async fn change_password(
         password: new,
         old_password: Some(old),
     };
-    api.put(
-        &format!("/api/users/{}", enc(&resp.user.email)),
-        Some(&body),
-    )
-    .await?;
+    api.put(&format!("/api/users/{}", enc(&resp.user.email)), Some(&body))
+        .await?;
     eprintln!("Password changed.");
     Ok(())
 }
@@ -227,9 +204,7 @@ pub(crate) async fn logout() -> anyhow::Result<()> {
     if let Ok(api) = Api::from_login() {
         // Best effort: the local state goes either way.
         if let Err(e) = api.post_empty("/api/logout").await {
-            eprintln!(
-                "note: the server did not confirm the logout ({e}); local credentials removed anyway"
-            );
+            eprintln!("note: the server did not confirm the logout ({e}); local credentials removed anyway");
         }
     }
     config::clear()?;
@@ -248,14 +223,8 @@ mod tests {
             p("localhost:4443"),
             Some(("https://localhost:4443".into(), "localhost".into(), 4443))
         );
-        assert_eq!(
-            p("https://a.b/"),
-            Some(("https://a.b:443".into(), "a.b".into(), 443))
-        );
-        assert_eq!(
-            p("[::1]:9"),
-            Some(("https://[::1]:9".into(), "::1".into(), 9))
-        );
+        assert_eq!(p("https://a.b/"), Some(("https://a.b:443".into(), "a.b".into(), 443)));
+        assert_eq!(p("[::1]:9"), Some(("https://[::1]:9".into(), "::1".into(), 9)));
         assert_eq!(p("http://x"), None);
         assert_eq!(p(":4443"), None);
     }

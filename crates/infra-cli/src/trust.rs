@@ -44,12 +44,7 @@ impl ServerCertVerifier for Recorder {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
     }
 
     fn verify_tls13_signature(
@@ -58,28 +53,17 @@ impl ServerCertVerifier for Recorder {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
     }
 
     fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
+        self.provider.signature_verification_algorithms.supported_schemes()
     }
 }
 
 /// Connects to `host:port`, finds the certificate in the presented chain
 /// whose SHA-256 matches `pin`, and returns it as PEM.
-pub(crate) async fn ca_from_fingerprint(
-    host: &str,
-    port: u16,
-    pin: &str,
-) -> anyhow::Result<String> {
+pub(crate) async fn ca_from_fingerprint(host: &str, port: u16, pin: &str) -> anyhow::Result<String> {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let rec = Arc::new(Recorder {
         chain: Mutex::new(vec![]),
@@ -99,11 +83,7 @@ pub(crate) async fn ca_from_fingerprint(
         .await
         .context("TLS handshake")?;
     let want = normalize_fingerprint(pin);
-    let chain = rec
-        .chain
-        .lock()
-        .map_err(|_| anyhow::anyhow!("internal lock"))?
-        .clone();
+    let chain = rec.chain.lock().map_err(|_| anyhow::anyhow!("internal lock"))?.clone();
     for der in &chain {
         if normalize_fingerprint(&fingerprint(der)) == want {
             return Ok(to_pem(der));

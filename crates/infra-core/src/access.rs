@@ -47,13 +47,7 @@ impl GrantIndex {
 
     /// The roles `user` holds on `resource` at `now` (unix ms), directly or
     /// through any of `groups`, deduplicated.
-    pub fn roles<'a>(
-        &'a self,
-        user: &str,
-        groups: &[String],
-        resource: &Resource,
-        now: i64,
-    ) -> Vec<&'a Role> {
+    pub fn roles<'a>(&'a self, user: &str, groups: &[String], resource: &Resource, now: i64) -> Vec<&'a Role> {
         let mut out: Vec<&Role> = Vec::new();
         let user_key = Subject::User(user.to_owned());
         let subjects = std::iter::once(user_key).chain(groups.iter().cloned().map(Subject::Group));
@@ -68,14 +62,7 @@ impl GrantIndex {
     }
 
     /// Whether `user` holds `role` on `resource`.
-    pub fn allows(
-        &self,
-        user: &str,
-        groups: &[String],
-        resource: &Resource,
-        role: &Role,
-        now: i64,
-    ) -> bool {
+    pub fn allows(&self, user: &str, groups: &[String], resource: &Resource, role: &Role, now: i64) -> bool {
         self.roles(user, groups, resource, now).contains(&role)
     }
 }
@@ -159,10 +146,7 @@ mod tests {
 
     #[test]
     fn infra_roles() {
-        assert_eq!(
-            InfraRole::strongest(["view", "admin", "x"]),
-            Some(InfraRole::Admin)
-        );
+        assert_eq!(InfraRole::strongest(["view", "admin", "x"]), Some(InfraRole::Admin));
         assert_eq!(InfraRole::strongest(["edit"]), None);
         assert!(InfraRole::Admin.satisfies(InfraRole::View));
         assert!(!InfraRole::View.satisfies(InfraRole::Admin));

@@ -67,11 +67,7 @@ mod tests {
     use super::*;
 
     fn check(input: &str, expected: Option<u64>) {
-        assert_eq!(
-            parse_duration(input).ok().map(|d| d.as_secs()),
-            expected,
-            "{input}"
-        );
+        assert_eq!(parse_duration(input).ok().map(|d| d.as_secs()), expected, "{input}");
     }
 
     #[test]

@@ -19,11 +19,7 @@ pub struct NameError {
 fn err(what: &'static str, value: &str, reason: &'static str) -> NameError {
     // Cap what we echo back so a huge input does not become a huge error.
     let value: String = value.chars().take(64).collect();
-    NameError {
-        what,
-        value,
-        reason,
-    }
+    NameError { what, value, reason }
 }
 
 /// A user's email address, stored lower-cased.
@@ -51,11 +47,7 @@ impl Email {
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || "!#$%&'*+-/=?^_`{|}~.".contains(c));
         if !local_ok || local.starts_with('.') || local.ends_with('.') || local.contains("..") {
-            return Err(err(
-                W,
-                s,
-                "the part before '@' has a character that is not allowed",
-            ));
+            return Err(err(W, s, "the part before '@' has a character that is not allowed"));
         }
         if domain.is_empty() || !domain.split('.').all(valid_dns_label) {
             return Err(err(W, s, "the domain after '@' is not a valid host name"));
@@ -88,10 +80,7 @@ impl GroupName {
         if s.is_empty() || s.len() > 256 {
             return Err(err(W, s, "must be 1 to 256 characters"));
         }
-        if !s
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_.@/: ".contains(c))
-        {
+        if !s.chars().all(|c| c.is_ascii_alphanumeric() || "-_.@/: ".contains(c)) {
             return Err(err(W, s, "use letters, digits, spaces and - _ . @ / :"));
         }
         Ok(Self(s.to_owned()))
@@ -161,10 +150,7 @@ impl Role {
         if s.is_empty() || s.len() > 128 {
             return Err(err(W, s, "must be 1 to 128 characters"));
         }
-        if !s
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_.:".contains(c))
-        {
+        if !s.chars().all(|c| c.is_ascii_alphanumeric() || "-_.:".contains(c)) {
             return Err(err(W, s, "use letters, digits and - _ . :"));
         }
         Ok(Self(s.to_owned()))

@@ -2,6 +2,7 @@
 //! into a JSON 4xx, and the OpenAPI document generated from the handlers.
 
 mod audit_api;
+mod destinations;
 mod grants;
 mod groups;
 mod keys_api;
@@ -50,6 +51,9 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/tokens", post(tokens::issue))
         .route("/signing-keys", get(tokens::list_signing_keys))
         .route("/signing-keys/rotate", post(tokens::rotate))
+        .route("/destinations", get(destinations::list))
+        .route("/destinations/{name}", delete(destinations::remove))
+        .route("/connectors/jwks", get(destinations::assertion_keys))
         .route("/audit", get(audit_api::list))
         .route("/audit/verify", get(audit_api::verify))
         .route(
@@ -61,10 +65,7 @@ pub(crate) fn router(state: AppState) -> Router {
         .nest("/api", api)
         .route("/healthz", get(wellknown::healthz))
         .route("/.well-known/jwks.json", get(wellknown::jwks))
-        .route(
-            "/.well-known/openid-configuration",
-            get(wellknown::discovery),
-        )
+        .route("/.well-known/openid-configuration", get(wellknown::discovery))
         .fallback(|| async { ApiError::not_found("not found") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(
@@ -73,6 +74,10 @@ pub(crate) fn router(state: AppState) -> Router {
             )
         })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::gateway::route,
+        ))
         .with_state(state)
 }
 
@@ -92,9 +97,7 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Body<T> {
 fn json_rejection(e: JsonRejection) -> ApiError {
     let status = e.status();
     let msg = match &e {
-        JsonRejection::MissingJsonContentType(_) => {
-            "send the body as JSON with Content-Type: application/json".into()
-        }
+        JsonRejection::MissingJsonContentType(_) => "send the body as JSON with Content-Type: application/json".into(),
         JsonRejection::JsonSyntaxError(_) => format!("malformed JSON: {}", e.body_text()),
         JsonRejection::JsonDataError(_) => format!("invalid request body: {}", e.body_text()),
         JsonRejection::BytesRejection(_) if status == StatusCode::PAYLOAD_TOO_LARGE => {
@@ -132,19 +135,12 @@ pub(crate) fn paging(page: Option<u32>, limit: Option<u32>) -> Result<(u32, u32)
         return Err(ApiError::bad_request("page starts at 1"));
     }
     if limit == 0 || limit > MAX_LIMIT {
-        return Err(ApiError::bad_request(format!(
-            "limit must be 1 to {MAX_LIMIT}"
-        )));
+        return Err(ApiError::bad_request(format!("limit must be 1 to {MAX_LIMIT}")));
     }
     Ok((page, limit))
 }
 
-pub(crate) fn page_of<T>(
-    items: Vec<T>,
-    page: u32,
-    limit: u32,
-    total: u64,
-) -> Json<infra_api::Page<T>> {
+pub(crate) fn page_of<T>(items: Vec<T>, page: u32, limit: u32, total: u64) -> Json<infra_api::Page<T>> {
     Json(infra_api::Page {
         items,
         page,
@@ -176,6 +172,7 @@ pub(crate) fn ms(d: std::time::Duration) -> i64 {
         keys_api::list, keys_api::create, keys_api::remove,
         tokens::issue, tokens::list_signing_keys, tokens::rotate,
         audit_api::list, audit_api::verify,
+        destinations::list, destinations::remove, destinations::assertion_keys,
         wellknown::healthz, wellknown::jwks, wellknown::discovery,
     ),
     components(schemas(infra_api::ErrorBody)),
@@ -197,7 +194,5 @@ impl utoipa::Modify for BearerAuth {
 }
 
 pub(crate) fn openapi_json() -> String {
-    ApiDoc::openapi()
-        .to_pretty_json()
-        .unwrap_or_else(|_| "{}".into())
+    ApiDoc::openapi().to_pretty_json().unwrap_or_else(|_| "{}".into())
 }

@@ -52,8 +52,20 @@ pub(crate) async fn append(tx: &mut WriteTx, ev: Event) -> ApiResult<AuditRow> {
     Ok(infra_store::audit::append(tx.conn(), new, now_ms()).await?)
 }
 
-/// Writes a committed event to stdout as one JSON line.
-pub(crate) fn emit(row: &AuditRow) {
+/// After commit: writes the event to stdout as one JSON line and, when
+/// it changed something connectors decide with, tells them.
+pub(crate) fn emit(state: &AppState, row: &AuditRow) {
+    emit_quiet(row);
+    if !matches!(
+        row.action.as_str(),
+        "login" | "token.issue" | "authz.deny" | "http.request" | "http.deny"
+    ) {
+        state.hub.changed();
+    }
+}
+
+/// Writes the event to stdout as one JSON line.
+pub(crate) fn emit_quiet(row: &AuditRow) {
     if let Ok(line) = serde_json::to_string(&serde_json::json!({ "audit": row })) {
         println!("{line}");
     }
@@ -65,6 +77,6 @@ pub(crate) async fn record(state: &AppState, ev: Event) -> ApiResult<()> {
     let mut tx = state.store.write().await?;
     let row = append(&mut tx, ev).await?;
     tx.commit().await.map_err(ApiError::from)?;
-    emit(&row);
+    emit(state, &row);
     Ok(())
 }

@@ -43,11 +43,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Source {
 const TOUCH_EVERY_MS: i64 = 60_000;
 
 fn bearer(parts: &Parts) -> Option<&str> {
-    let v = parts
-        .headers
-        .get(axum::http::header::AUTHORIZATION)?
-        .to_str()
-        .ok()?;
+    let v = parts.headers.get(axum::http::header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, rest) = v.split_once(' ')?;
     scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
 }
@@ -62,11 +58,7 @@ impl FromRequestParts<AppState> for Caller {
                 "not logged in; run 'infra login' (send Authorization: Bearer <access key>)",
             ));
         };
-        let invalid = || {
-            ApiError::unauthorized(
-                "access key is invalid, expired or revoked; run 'infra login' again",
-            )
-        };
+        let invalid = || ApiError::unauthorized("access key is invalid, expired or revoked; run 'infra login' again");
         let (id, secret) = infra_auth::access_key::parse(key).ok_or_else(invalid)?;
         let mut c = state.store.conn().await?;
         let row = keys::key_by_id(&mut c, id).await?.ok_or_else(invalid)?;
@@ -77,20 +69,13 @@ impl FromRequestParts<AppState> for Caller {
         if row.expires_at.is_some_and(|e| e <= now) {
             return Err(invalid());
         }
-        if row
-            .inactivity_timeout_ms
-            .is_some_and(|t| row.last_used_at + t <= now)
-        {
+        if row.inactivity_timeout_ms.is_some_and(|t| row.last_used_at + t <= now) {
             return Err(invalid());
         }
         let Some(user_id) = row.user_id.as_deref() else {
-            return Err(ApiError::forbidden(
-                "connector keys cannot call the user API",
-            ));
+            return Err(ApiError::forbidden("connector keys cannot call the user API"));
         };
-        let user = identity::user_by_id(&mut c, user_id)
-            .await?
-            .ok_or_else(invalid)?;
+        let user = identity::user_by_id(&mut c, user_id).await?.ok_or_else(invalid)?;
         if user.password_update_required != 0 && !may_act_before_password_change(parts) {
             return Err(ApiError::forbidden(
                 "you must change your password first: run 'infra login' again (it asks for a new one)",
@@ -139,26 +124,14 @@ impl Caller {
 
     /// Refuses, and audits the denial, unless the caller holds `needed` on
     /// `infra`. `what` completes "you need role X on infra to …".
-    pub(crate) async fn require(
-        &self,
-        state: &AppState,
-        needed: InfraRole,
-        what: &str,
-        target: &str,
-    ) -> ApiResult<()> {
+    pub(crate) async fn require(&self, state: &AppState, needed: InfraRole, what: &str, target: &str) -> ApiResult<()> {
         if self.role.is_some_and(|r| r.satisfies(needed)) {
             return Ok(());
         }
         self.deny(state, needed, what, target).await
     }
 
-    pub(crate) async fn deny(
-        &self,
-        state: &AppState,
-        needed: InfraRole,
-        what: &str,
-        target: &str,
-    ) -> ApiResult<()> {
+    pub(crate) async fn deny(&self, state: &AppState, needed: InfraRole, what: &str, target: &str) -> ApiResult<()> {
         let have = self.role.map_or("no role", InfraRole::as_str);
         let msg = format!(
             "you need role {} on infra to {what} (you have {have}); ask an admin to run: infra grants add {} infra --role {}",

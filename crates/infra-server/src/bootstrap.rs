@@ -25,9 +25,7 @@ pub(crate) fn root_key(path: &Path) -> anyhow::Result<RootKey> {
         return RootKey::from_text(&text).context("INFRA_ROOT_KEY");
     }
     match std::fs::read_to_string(path) {
-        Ok(text) => {
-            RootKey::from_text(&text).with_context(|| format!("root key file {}", path.display()))
-        }
+        Ok(text) => RootKey::from_text(&text).with_context(|| format!("root key file {}", path.display())),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let key = RootKey::generate()?;
             write_private(path, key.to_text().expose().as_bytes())
@@ -54,8 +52,7 @@ pub(crate) async fn ca(state: &AppState) -> anyhow::Result<Ca> {
     let mut tx = state.store.write().await?;
     let ca = match keys::sealed_secret(tx.conn(), CA_SECRET).await? {
         Some((cert_pem, sealed)) => {
-            let key = envelope::open(&state.root_key, CA_SECRET, &sealed)
-                .context("open the stored CA key")?;
+            let key = envelope::open(&state.root_key, CA_SECRET, &sealed).context("open the stored CA key")?;
             let key_pem = String::from_utf8(key.expose().clone()).context("stored CA key")?;
             Ca {
                 cert_pem,
@@ -64,8 +61,7 @@ pub(crate) async fn ca(state: &AppState) -> anyhow::Result<Ca> {
         }
         None => {
             let ca = Ca::generate()?;
-            let sealed =
-                envelope::seal(&state.root_key, CA_SECRET, ca.key_pem.expose().as_bytes())?;
+            let sealed = envelope::seal(&state.root_key, CA_SECRET, ca.key_pem.expose().as_bytes())?;
             keys::insert_sealed_secret(tx.conn(), CA_SECRET, &ca.cert_pem, &sealed).await?;
             ca
         }
@@ -104,9 +100,7 @@ pub(crate) async fn first_admin(state: &AppState) -> anyhow::Result<FirstAdmin> 
         return Ok(FirstAdmin::Existing);
     }
     let now = now_ms();
-    let env_email = std::env::var("INFRA_ADMIN_EMAIL")
-        .ok()
-        .filter(|s| !s.is_empty());
+    let env_email = std::env::var("INFRA_ADMIN_EMAIL").ok().filter(|s| !s.is_empty());
     let (email, hash) = match env_email {
         Some(e) => {
             let email = Email::parse(&e).context("INFRA_ADMIN_EMAIL")?;
@@ -166,13 +160,10 @@ pub(crate) async fn first_admin(state: &AppState) -> anyhow::Result<FirstAdmin> 
         FirstAdmin::Key(k.full)
     };
     keys::insert_setting(tx.conn(), "bootstrapped", &now.to_string()).await?;
-    let row = audit::append(
-        &mut tx,
-        Event::new("system", "bootstrap.admin", &user.email, "local"),
-    )
-    .await
-    .map_err(|e| anyhow::anyhow!(e.message))?;
+    let row = audit::append(&mut tx, Event::new("system", "bootstrap.admin", &user.email, "local"))
+        .await
+        .map_err(|e| anyhow::anyhow!(e.message))?;
     tx.commit().await?;
-    audit::emit(&row);
+    audit::emit(state, &row);
     Ok(result)
 }

@@ -29,6 +29,9 @@ pub struct ServerArgs {
     /// Default: https://<listen address>, with localhost for loopback.
     #[arg(long, env = "INFRA_PUBLIC_URL")]
     pub public_url: Option<String>,
+    /// HTTP destinations are served at https://<destination>.<gateway domain>:<port>/ [default: localhost].
+    #[arg(long, env = "INFRA_GATEWAY_DOMAIN")]
+    pub gateway_domain: Option<String>,
     /// Extra DNS names or IPs for the serving certificate (repeatable).
     #[arg(long = "tls-san", env = "INFRA_TLS_SAN", value_delimiter = ',')]
     pub tls_san: Vec<String>,
@@ -64,6 +67,7 @@ struct FileConfig {
     db: Option<String>,
     listen: Option<SocketAddr>,
     public_url: Option<String>,
+    gateway_domain: Option<String>,
     #[serde(default)]
     tls_san: Vec<String>,
     root_key_file: Option<PathBuf>,
@@ -81,6 +85,9 @@ pub(crate) struct Settings {
     pub(crate) db_url: String,
     pub(crate) listen: SocketAddr,
     pub(crate) public_url: String,
+    /// The host part of `public_url`, lower-cased.
+    pub(crate) public_host: String,
+    pub(crate) gateway_domain: String,
     pub(crate) tls_sans: Vec<String>,
     pub(crate) root_key_file: PathBuf,
     pub(crate) json_logs: bool,
@@ -109,16 +116,14 @@ impl Settings {
         let f: FileConfig = match &a.config {
             None => FileConfig::default(),
             Some(p) => {
-                let text = std::fs::read_to_string(p)
-                    .with_context(|| format!("read config file {}", p.display()))?;
-                yaml_serde::from_str(&text)
-                    .with_context(|| format!("config file {}", p.display()))?
+                let text = std::fs::read_to_string(p).with_context(|| format!("read config file {}", p.display()))?;
+                yaml_serde::from_str(&text).with_context(|| format!("config file {}", p.display()))?
             }
         };
         let data_dir = a.data_dir.or(f.data_dir).unwrap_or_else(default_data_dir);
-        let db_url = a.db.or(f.db).unwrap_or_else(|| {
-            format!("sqlite://{}?mode=rwc", data_dir.join("infra.db").display())
-        });
+        let db_url =
+            a.db.or(f.db)
+                .unwrap_or_else(|| format!("sqlite://{}?mode=rwc", data_dir.join("infra.db").display()));
         let listen = a
             .listen
             .or(f.listen)
@@ -138,12 +143,27 @@ impl Settings {
         if !public_url.starts_with("https://") {
             anyhow::bail!("public URL must start with https://, got {public_url}");
         }
+        let public_host = public_url
+            .trim_start_matches("https://")
+            .split('/')
+            .next()
+            .map(|hp| {
+                if hp.starts_with('[') {
+                    hp.split(']').next().unwrap_or(hp).trim_start_matches('[')
+                } else {
+                    hp.rsplit_once(':').map_or(hp, |(h, _)| h)
+                }
+            })
+            .unwrap_or_default()
+            .to_ascii_lowercase();
+        let gateway_domain = a
+            .gateway_domain
+            .or(f.gateway_domain)
+            .unwrap_or_else(|| "localhost".into())
+            .to_ascii_lowercase();
         let mut tls_sans = a.tls_san;
         tls_sans.extend(f.tls_san);
-        let log_format = a
-            .log_format
-            .or(f.log_format)
-            .unwrap_or_else(|| "text".into());
+        let log_format = a.log_format.or(f.log_format).unwrap_or_else(|| "text".into());
         if log_format != "text" && log_format != "json" {
             anyhow::bail!("log format must be text or json, got {log_format}");
         }
@@ -156,13 +176,11 @@ impl Settings {
             db_url,
             listen,
             public_url,
+            public_host,
+            gateway_domain,
             tls_sans,
             json_logs: log_format == "json",
-            token_ttl: dur(
-                "token TTL",
-                a.token_ttl.or(f.token_ttl),
-                Duration::from_secs(300),
-            )?,
+            token_ttl: dur("token TTL", a.token_ttl.or(f.token_ttl), Duration::from_secs(300))?,
             session_ttl: dur(
                 "session TTL",
                 a.session_ttl.or(f.session_ttl),

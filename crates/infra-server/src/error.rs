@@ -42,10 +42,7 @@ impl ApiError {
     /// Logs the cause; the client sees only that it was internal.
     pub(crate) fn internal(cause: impl std::fmt::Display) -> Self {
         tracing::error!(error = %cause, "internal error");
-        Self::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal error; see the server log",
-        )
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error; see the server log")
     }
 }
 

@@ -11,9 +11,13 @@ mod authn;
 mod bootstrap;
 mod config;
 mod error;
+mod gateway;
+mod hub;
 mod serve;
 mod signing;
 mod state;
+mod tls;
+mod tunnel_server;
 
 pub use config::ServerArgs;
 

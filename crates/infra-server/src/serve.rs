@@ -10,7 +10,7 @@ use axum::extract::ConnectInfo;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
+use rustls::pki_types::{CertificateDer, pem::PemObject};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
@@ -33,8 +33,7 @@ pub(crate) async fn run(args: ServerArgs) -> anyhow::Result<()> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        let _ =
-            std::fs::set_permissions(&settings.data_dir, std::fs::Permissions::from_mode(0o700));
+        let _ = std::fs::set_permissions(&settings.data_dir, std::fs::Permissions::from_mode(0o700));
     }
     let root_key = bootstrap::root_key(&settings.root_key_file)?;
     let store = infra_store::Store::open(&settings.db_url)
@@ -44,6 +43,7 @@ pub(crate) async fn run(args: ServerArgs) -> anyhow::Result<()> {
         store,
         root_key,
         settings: settings.clone(),
+        hub: crate::hub::Hub::new(),
     }));
 
     let ca = bootstrap::ca(&state).await?;
@@ -62,24 +62,28 @@ pub(crate) async fn run(args: ServerArgs) -> anyhow::Result<()> {
     if !settings.listen.ip().is_unspecified() {
         names.push(settings.listen.ip().to_string());
     }
+    if settings.gateway_domain != "localhost" {
+        names.push(format!("*.{}", settings.gateway_domain));
+    }
     names.extend(settings.tls_sans.iter().cloned());
     names.dedup();
     let serving = ca.issue_server_cert(&names)?;
     let ca_path = settings.data_dir.join("ca.pem");
-    std::fs::write(&ca_path, &ca.cert_pem)
-        .with_context(|| format!("write {}", ca_path.display()))?;
-    let ca_der =
-        CertificateDer::from_pem_slice(ca.cert_pem.as_bytes()).context("parse CA certificate")?;
+    std::fs::write(&ca_path, &ca.cert_pem).with_context(|| format!("write {}", ca_path.display()))?;
+    let ca_der = CertificateDer::from_pem_slice(ca.cert_pem.as_bytes()).context("parse CA certificate")?;
     let fingerprint = infra_auth::tls_ca::fingerprint(&ca_der);
 
-    let certs: Vec<CertificateDer<'static>> =
-        CertificateDer::pem_slice_iter(serving.chain_pem.as_bytes()).collect::<Result<_, _>>()?;
-    let key = PrivateKeyDer::from_pem_slice(serving.key_pem.expose().as_bytes())
-        .context("serving key")?;
+    let default_key = crate::tls::certified_key(&serving.chain_pem, serving.key_pem.expose())?;
+    let resolver = crate::tls::SniResolver::new(
+        ca,
+        default_key,
+        settings.gateway_domain.clone(),
+        settings.public_host.clone(),
+    );
     let mut tls = rustls::ServerConfig::builder()
         .with_no_client_auth()
-        .with_single_cert(certs, key)?;
-    tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        .with_cert_resolver(Arc::new(resolver));
+    tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec(), infra_tunnel::ALPN.to_vec()];
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
 
     let listener = TcpListener::bind(settings.listen).await.with_context(|| {
@@ -95,6 +99,7 @@ pub(crate) async fn run(args: ServerArgs) -> anyhow::Result<()> {
     let router = crate::api::router(state.clone());
     let shutdown = CancellationToken::new();
     tokio::spawn(signals(shutdown.clone()));
+    tokio::spawn(watch_changes(state.clone(), shutdown.clone()));
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
 
     loop {
@@ -110,14 +115,10 @@ pub(crate) async fn run(args: ServerArgs) -> anyhow::Result<()> {
         };
         let acceptor = acceptor.clone();
         let router = router.clone();
+        let state = state.clone();
         let watcher = graceful.watcher();
         tokio::spawn(async move {
-            let tls = match tokio::time::timeout(
-                std::time::Duration::from_secs(10),
-                acceptor.accept(tcp),
-            )
-            .await
-            {
+            let tls = match tokio::time::timeout(std::time::Duration::from_secs(10), acceptor.accept(tcp)).await {
                 Ok(Ok(s)) => s,
                 Ok(Err(e)) => {
                     tracing::debug!(%peer, error = %e, "TLS handshake failed");
@@ -125,14 +126,16 @@ pub(crate) async fn run(args: ServerArgs) -> anyhow::Result<()> {
                 }
                 Err(_) => return,
             };
-            let svc =
-                router.map_request(move |mut req: axum::http::Request<hyper::body::Incoming>| {
-                    req.extensions_mut().insert(ConnectInfo::<SocketAddr>(peer));
-                    req
-                });
+            if tls.get_ref().1.alpn_protocol() == Some(infra_tunnel::ALPN) {
+                crate::tunnel_server::serve(state, tls, peer.ip().to_string()).await;
+                return;
+            }
+            let svc = router.map_request(move |mut req: axum::http::Request<hyper::body::Incoming>| {
+                req.extensions_mut().insert(ConnectInfo::<SocketAddr>(peer));
+                req
+            });
             let builder = auto::Builder::new(TokioExecutor::new());
-            let conn = builder
-                .serve_connection_with_upgrades(TokioIo::new(tls), TowerToHyperService::new(svc));
+            let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), TowerToHyperService::new(svc));
             if let Err(e) = watcher.watch(conn.into_owned()).await {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
@@ -150,14 +153,30 @@ pub(crate) async fn run(args: ServerArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Tells connectors' pushers when anything was written, on this replica or
+/// another: the audit chain head moves with every write.
+async fn watch_changes(state: AppState, shutdown: CancellationToken) {
+    let mut last = None;
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(std::time::Duration::from_millis(250)) => {}
+            () = shutdown.cancelled() => return,
+        }
+        let Ok(mut c) = state.store.conn().await else { continue };
+        if let Ok(m) = infra_store::connectors::change_marker(&mut c).await {
+            if last.is_some_and(|l| l != m) {
+                state.hub.changed();
+            }
+            last = Some(m);
+        }
+    }
+}
+
 async fn signals(token: CancellationToken) {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
-        let (Ok(mut term), Ok(mut int)) = (
-            signal(SignalKind::terminate()),
-            signal(SignalKind::interrupt()),
-        ) else {
+        let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
             return;
         };
         tokio::select! {
@@ -191,14 +210,10 @@ fn print_banner(s: &Settings, fingerprint: &str, ca_path: &std::path::Path, firs
         }
         FirstAdmin::FromEnvironment(email) => {
             eprintln!("  First admin: {email} (password from INFRA_ADMIN_PASSWORD)");
-            eprintln!(
-                "  Log in with: infra login {host} --user {email} --tls-trusted-fingerprint {fingerprint}"
-            );
+            eprintln!("  Log in with: infra login {host} --user {email} --tls-trusted-fingerprint {fingerprint}");
         }
         FirstAdmin::Key(k) => {
-            eprintln!(
-                "  First admin: admin@localhost. One-time admin access key (shown only now):"
-            );
+            eprintln!("  First admin: admin@localhost. One-time admin access key (shown only now):");
             eprintln!();
             eprintln!("    {}", k.expose());
             eprintln!();
@@ -220,11 +235,7 @@ fn init_logs(json: bool) {
     let b = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
-    let _ = if json {
-        b.json().try_init()
-    } else {
-        b.try_init()
-    };
+    let _ = if json { b.json().try_init() } else { b.try_init() };
 }
 
 fn url_host(url: &str) -> Option<String> {

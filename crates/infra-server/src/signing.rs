@@ -16,8 +16,7 @@ fn context(kid: &str) -> String {
 /// Makes a key and stores it (sealed) inside the caller's transaction.
 pub(crate) async fn create(c: &mut infra_store::Conn, state: &AppState) -> ApiResult<SigningKey> {
     let key = SigningKey::generate().map_err(ApiError::internal)?;
-    let sealed = envelope::seal(&state.root_key, &context(&key.kid), key.pkcs8())
-        .map_err(ApiError::internal)?;
+    let sealed = envelope::seal(&state.root_key, &context(&key.kid), key.pkcs8()).map_err(ApiError::internal)?;
     keys::insert_signing_key(
         c,
         &SigningKeyRow {
@@ -40,8 +39,7 @@ pub(crate) async fn active(state: &AppState) -> ApiResult<SigningKey> {
         .into_iter()
         .find(|r| r.retired_at.is_none())
         .ok_or_else(|| ApiError::internal("no active signing key"))?;
-    let pkcs8 = envelope::open(&state.root_key, &context(&row.kid), &row.private_sealed)
-        .map_err(ApiError::internal)?;
+    let pkcs8 = envelope::open(&state.root_key, &context(&row.kid), &row.private_sealed).map_err(ApiError::internal)?;
     SigningKey::from_pkcs8(pkcs8.expose().clone()).map_err(ApiError::internal)
 }
 

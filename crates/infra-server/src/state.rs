@@ -14,6 +14,7 @@ pub(crate) struct Inner {
     pub(crate) store: Store,
     pub(crate) root_key: RootKey,
     pub(crate) settings: Settings,
+    pub(crate) hub: crate::hub::Hub,
 }
 
 impl std::ops::Deref for AppState {

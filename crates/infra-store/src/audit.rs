@@ -49,14 +49,8 @@ pub struct AuditFilter {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum VerifyOutcome {
-    Ok {
-        events: u64,
-    },
-    Broken {
-        events: u64,
-        seq: i64,
-        reason: String,
-    },
+    Ok { events: u64 },
+    Broken { events: u64, seq: i64, reason: String },
 }
 
 fn chain_hash(e: &AuditRow) -> String {
@@ -124,11 +118,7 @@ fn filter(q: &mut Sql, f: &AuditFilter) {
         q.push(" AND time_ms >= ").int(t);
     }
     if let Some(w) = &f.who {
-        q.push(" AND (actor = ")
-            .text(w)
-            .push(" OR target = ")
-            .text(w)
-            .push(")");
+        q.push(" AND (actor = ").text(w).push(" OR target = ").text(w).push(")");
     }
     if let Some(d) = &f.destination {
         q.push(" AND (target = ")
@@ -146,21 +136,13 @@ fn filter(q: &mut Sql, f: &AuditFilter) {
 }
 
 /// Events matching `f`, oldest first.
-pub async fn list(
-    c: &mut Conn,
-    f: &AuditFilter,
-    page: u32,
-    limit: u32,
-) -> Result<(Vec<AuditRow>, u64), StoreError> {
+pub async fn list(c: &mut Conn, f: &AuditFilter, page: u32, limit: u32) -> Result<(Vec<AuditRow>, u64), StoreError> {
     let (l, o) = crate::limit_offset(page, limit);
     let mut q = Sql::new(
         "SELECT seq, time_ms, actor, action, target, source, result, detail, prev_hash, hash FROM audit_events",
     );
     filter(&mut q, f);
-    q.push(" ORDER BY seq LIMIT ")
-        .int(l)
-        .push(" OFFSET ")
-        .int(o);
+    q.push(" ORDER BY seq LIMIT ").int(l).push(" OFFSET ").int(o);
     let rows = q.fetch_all(&mut *c).await?;
     let mut q = Sql::new("SELECT COUNT(*) FROM audit_events");
     filter(&mut q, f);
@@ -170,10 +152,9 @@ pub async fn list(
 /// Walks the whole chain in order, in batches, and checks every link.
 pub async fn verify(c: &mut Conn) -> Result<VerifyOutcome, StoreError> {
     const BATCH: i64 = 5000;
-    let (head_seq, head_hash): (i64, String) =
-        sqlx::query_as("SELECT seq, hash FROM audit_head WHERE id = 1")
-            .fetch_one(&mut *c)
-            .await?;
+    let (head_seq, head_hash): (i64, String) = sqlx::query_as("SELECT seq, hash FROM audit_head WHERE id = 1")
+        .fetch_one(&mut *c)
+        .await?;
     let mut expected_seq = 1i64;
     let mut prev = "0".repeat(64);
     let mut events = 0u64;
@@ -206,10 +187,7 @@ pub async fn verify(c: &mut Conn) -> Result<VerifyOutcome, StoreError> {
                 });
             }
             if r.prev_hash != prev {
-                return broken(format!(
-                    "event {} does not link to the event before it",
-                    r.seq
-                ));
+                return broken(format!("event {} does not link to the event before it", r.seq));
             }
             if chain_hash(&r) != r.hash {
                 return broken(format!(
@@ -230,9 +208,7 @@ pub async fn verify(c: &mut Conn) -> Result<VerifyOutcome, StoreError> {
         return Ok(VerifyOutcome::Broken {
             events,
             seq: last + 1,
-            reason: format!(
-                "the log ends at event {last}, but {head_seq} events were written (deleted at the end?)"
-            ),
+            reason: format!("the log ends at event {last}, but {head_seq} events were written (deleted at the end?)"),
         });
     }
     if prev != head_hash {

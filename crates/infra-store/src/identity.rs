@@ -48,8 +48,7 @@ pub struct GrantFilter {
     pub role: Option<String>,
 }
 
-const USER_COLS: &str =
-    "id, email, password_hash, password_update_required, created_at, last_seen_at";
+const USER_COLS: &str = "id, email, password_hash, password_update_required, created_at, last_seen_at";
 
 pub async fn insert_user(c: &mut Conn, u: &UserRow) -> Result<(), StoreError> {
     sqlx::query(
@@ -67,25 +66,15 @@ pub async fn insert_user(c: &mut Conn, u: &UserRow) -> Result<(), StoreError> {
 
 pub async fn user_by_email(c: &mut Conn, email: &str) -> Result<Option<UserRow>, StoreError> {
     let q = format!("SELECT {USER_COLS} FROM users WHERE email = $1");
-    Ok(sqlx::query_as(AssertSqlSafe(q))
-        .bind(email)
-        .fetch_optional(c)
-        .await?)
+    Ok(sqlx::query_as(AssertSqlSafe(q)).bind(email).fetch_optional(c).await?)
 }
 
 pub async fn user_by_id(c: &mut Conn, id: &str) -> Result<Option<UserRow>, StoreError> {
     let q = format!("SELECT {USER_COLS} FROM users WHERE id = $1");
-    Ok(sqlx::query_as(AssertSqlSafe(q))
-        .bind(id)
-        .fetch_optional(c)
-        .await?)
+    Ok(sqlx::query_as(AssertSqlSafe(q)).bind(id).fetch_optional(c).await?)
 }
 
-pub async fn list_users(
-    c: &mut Conn,
-    page: u32,
-    limit: u32,
-) -> Result<(Vec<UserRow>, u64), StoreError> {
+pub async fn list_users(c: &mut Conn, page: u32, limit: u32) -> Result<(Vec<UserRow>, u64), StoreError> {
     let (l, o) = limit_offset(page, limit);
     let q = format!("SELECT {USER_COLS} FROM users ORDER BY email LIMIT $1 OFFSET $2");
     let rows = sqlx::query_as(AssertSqlSafe(q))
@@ -93,18 +82,11 @@ pub async fn list_users(
         .bind(o)
         .fetch_all(&mut *c)
         .await?;
-    let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM users")
-        .fetch_one(c)
-        .await?;
+    let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM users").fetch_one(c).await?;
     Ok((rows, u64::try_from(n).unwrap_or(0)))
 }
 
-pub async fn set_password(
-    c: &mut Conn,
-    user_id: &str,
-    hash: &str,
-    update_required: bool,
-) -> Result<(), StoreError> {
+pub async fn set_password(c: &mut Conn, user_id: &str, hash: &str, update_required: bool) -> Result<(), StoreError> {
     sqlx::query("UPDATE users SET password_hash = $1, password_update_required = $2 WHERE id = $3")
         .bind(hash)
         .bind(i64::from(update_required))
@@ -163,19 +145,13 @@ pub async fn group_by_name(c: &mut Conn, name: &str) -> Result<Option<GroupRow>,
     )
 }
 
-pub async fn list_groups(
-    c: &mut Conn,
-    page: u32,
-    limit: u32,
-) -> Result<(Vec<GroupRow>, u64), StoreError> {
+pub async fn list_groups(c: &mut Conn, page: u32, limit: u32) -> Result<(Vec<GroupRow>, u64), StoreError> {
     let (l, o) = limit_offset(page, limit);
-    let rows = sqlx::query_as(
-        "SELECT id, name, created_at FROM infra_groups ORDER BY name LIMIT $1 OFFSET $2",
-    )
-    .bind(l)
-    .bind(o)
-    .fetch_all(&mut *c)
-    .await?;
+    let rows = sqlx::query_as("SELECT id, name, created_at FROM infra_groups ORDER BY name LIMIT $1 OFFSET $2")
+        .bind(l)
+        .bind(o)
+        .fetch_all(&mut *c)
+        .await?;
     let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM infra_groups")
         .fetch_one(c)
         .await?;
@@ -207,11 +183,7 @@ pub async fn add_member(c: &mut Conn, group_id: &str, user_id: &str) -> Result<(
     Ok(())
 }
 
-pub async fn remove_member(
-    c: &mut Conn,
-    group_id: &str,
-    user_id: &str,
-) -> Result<bool, StoreError> {
+pub async fn remove_member(c: &mut Conn, group_id: &str, user_id: &str) -> Result<bool, StoreError> {
     let r = sqlx::query("DELETE FROM group_members WHERE group_id = $1 AND user_id = $2")
         .bind(group_id)
         .bind(user_id)
@@ -313,10 +285,7 @@ pub async fn list_grants(
 
 pub async fn grant_by_id(c: &mut Conn, id: &str) -> Result<Option<GrantRow>, StoreError> {
     let q = format!("{GRANT_SELECT} WHERE g.id = $1");
-    Ok(sqlx::query_as(AssertSqlSafe(q))
-        .bind(id)
-        .fetch_optional(c)
-        .await?)
+    Ok(sqlx::query_as(AssertSqlSafe(q)).bind(id).fetch_optional(c).await?)
 }
 
 pub async fn delete_grant(c: &mut Conn, id: &str) -> Result<bool, StoreError> {
@@ -329,12 +298,7 @@ pub async fn delete_grant(c: &mut Conn, id: &str) -> Result<bool, StoreError> {
 
 /// The roles a user holds on `resource` (exact match) directly or through
 /// their groups, unexpired.
-pub async fn roles_on(
-    c: &mut Conn,
-    user_id: &str,
-    resource: &str,
-    now: i64,
-) -> Result<Vec<String>, StoreError> {
+pub async fn roles_on(c: &mut Conn, user_id: &str, resource: &str, now: i64) -> Result<Vec<String>, StoreError> {
     Ok(sqlx::query_scalar(
         "SELECT DISTINCT g.role FROM grants g WHERE g.resource = $1 AND (g.expires_at IS NULL OR g.expires_at > $2) \
          AND ((g.subject_kind = 'user' AND g.subject_id = $3) OR (g.subject_kind = 'group' AND g.subject_id IN \

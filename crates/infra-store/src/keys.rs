@@ -68,10 +68,7 @@ pub async fn key_by_id(c: &mut Conn, id: &str) -> Result<Option<AccessKeyRow>, S
 /// Keys by name or id (names are unique per user, not globally).
 pub async fn keys_by_name_or_id(c: &mut Conn, name: &str) -> Result<Vec<AccessKeyRow>, StoreError> {
     let q = format!("{KEY_SELECT} WHERE k.name = $1 OR k.id = $1 ORDER BY k.created_at");
-    Ok(sqlx::query_as(sqlx::AssertSqlSafe(q))
-        .bind(name)
-        .fetch_all(c)
-        .await?)
+    Ok(sqlx::query_as(sqlx::AssertSqlSafe(q)).bind(name).fetch_all(c).await?)
 }
 
 /// Lists keys; `user_id` narrows to one user's; sessions only if asked.
@@ -118,24 +115,17 @@ pub async fn delete_key(c: &mut Conn, id: &str) -> Result<bool, StoreError> {
     Ok(r.rows_affected() > 0)
 }
 
-/// Ends every session of a user (password change, removal).
-pub async fn delete_sessions_of_user(c: &mut Conn, user_id: &str) -> Result<u64, StoreError> {
-    let r = sqlx::query("DELETE FROM access_keys WHERE user_id = $1 AND kind = 'session'")
-        .bind(user_id)
-        .execute(c)
-        .await?;
-    Ok(r.rows_affected())
-}
-
 pub async fn insert_signing_key(c: &mut Conn, k: &SigningKeyRow) -> Result<(), StoreError> {
-    sqlx::query("INSERT INTO signing_keys (kid, public_x, private_sealed, created_at, retired_at) VALUES ($1, $2, $3, $4, $5)")
-        .bind(&k.kid)
-        .bind(&k.public_x)
-        .bind(&k.private_sealed)
-        .bind(k.created_at)
-        .bind(k.retired_at)
-        .execute(c)
-        .await?;
+    sqlx::query(
+        "INSERT INTO signing_keys (kid, public_x, private_sealed, created_at, retired_at) VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(&k.kid)
+    .bind(&k.public_x)
+    .bind(&k.private_sealed)
+    .bind(k.created_at)
+    .bind(k.retired_at)
+    .execute(c)
+    .await?;
     Ok(())
 }
 
@@ -166,10 +156,7 @@ pub async fn prune_signing_keys(c: &mut Conn, retired_before: i64) -> Result<(),
 }
 
 /// A sealed secret and its public part (e.g. the CA key and certificate).
-pub async fn sealed_secret(
-    c: &mut Conn,
-    name: &str,
-) -> Result<Option<(String, String)>, StoreError> {
+pub async fn sealed_secret(c: &mut Conn, name: &str) -> Result<Option<(String, String)>, StoreError> {
     Ok(
         sqlx::query_as("SELECT public_part, sealed FROM sealed_secrets WHERE name = $1")
             .bind(name)
@@ -178,12 +165,7 @@ pub async fn sealed_secret(
     )
 }
 
-pub async fn insert_sealed_secret(
-    c: &mut Conn,
-    name: &str,
-    public: &str,
-    sealed: &str,
-) -> Result<(), StoreError> {
+pub async fn insert_sealed_secret(c: &mut Conn, name: &str, public: &str, sealed: &str) -> Result<(), StoreError> {
     sqlx::query("INSERT INTO sealed_secrets (name, public_part, sealed) VALUES ($1, $2, $3)")
         .bind(name)
         .bind(public)
@@ -194,12 +176,10 @@ pub async fn insert_sealed_secret(
 }
 
 pub async fn setting(c: &mut Conn, name: &str) -> Result<Option<String>, StoreError> {
-    Ok(
-        sqlx::query_scalar("SELECT value FROM settings WHERE name = $1")
-            .bind(name)
-            .fetch_optional(c)
-            .await?,
-    )
+    Ok(sqlx::query_scalar("SELECT value FROM settings WHERE name = $1")
+        .bind(name)
+        .fetch_optional(c)
+        .await?)
 }
 
 pub async fn insert_setting(c: &mut Conn, name: &str, value: &str) -> Result<(), StoreError> {
@@ -212,10 +192,12 @@ pub async fn insert_setting(c: &mut Conn, name: &str, value: &str) -> Result<(),
 }
 
 pub async fn login_failure(c: &mut Conn, bucket: &str) -> Result<Option<LoginFailure>, StoreError> {
-    Ok(sqlx::query_as("SELECT bucket, failures, locked_until, last_failure_at FROM login_failures WHERE bucket = $1")
-        .bind(bucket)
-        .fetch_optional(c)
-        .await?)
+    Ok(
+        sqlx::query_as("SELECT bucket, failures, locked_until, last_failure_at FROM login_failures WHERE bucket = $1")
+            .bind(bucket)
+            .fetch_optional(c)
+            .await?,
+    )
 }
 
 pub async fn put_login_failure(c: &mut Conn, f: &LoginFailure) -> Result<(), StoreError> {

@@ -12,6 +12,7 @@
 //! and every change is audited in the same transaction that makes it.
 
 pub mod audit;
+pub mod connectors;
 mod error;
 pub mod identity;
 pub mod keys;
@@ -70,18 +71,10 @@ impl Store {
                     if backend == Backend::Sqlite {
                         // WAL lets readers run beside the single writer;
                         // a busy timeout makes writers queue instead of fail.
-                        sqlx::query("PRAGMA journal_mode = WAL")
-                            .execute(&mut *conn)
-                            .await?;
-                        sqlx::query("PRAGMA busy_timeout = 10000")
-                            .execute(&mut *conn)
-                            .await?;
-                        sqlx::query("PRAGMA foreign_keys = ON")
-                            .execute(&mut *conn)
-                            .await?;
-                        sqlx::query("PRAGMA synchronous = FULL")
-                            .execute(&mut *conn)
-                            .await?;
+                        sqlx::query("PRAGMA journal_mode = WAL").execute(&mut *conn).await?;
+                        sqlx::query("PRAGMA busy_timeout = 10000").execute(&mut *conn).await?;
+                        sqlx::query("PRAGMA foreign_keys = ON").execute(&mut *conn).await?;
+                        sqlx::query("PRAGMA synchronous = FULL").execute(&mut *conn).await?;
                     }
                     Ok(())
                 })

@@ -100,20 +100,12 @@ impl Cli {
             Err(e) => Output {
                 status: -1,
                 stdout: String::new(),
-                stderr: format!(
-                    "testkit: could not run {} {args:?}: {e:#}",
-                    self.bin.display()
-                ),
+                stderr: format!("testkit: could not run {} {args:?}: {e:#}", self.bin.display()),
             },
         }
     }
 
-    fn try_run(
-        &self,
-        args: &[&str],
-        env: &[(&str, &str)],
-        stdin: Option<&str>,
-    ) -> anyhow::Result<Output> {
+    fn try_run(&self, args: &[&str], env: &[(&str, &str)], stdin: Option<&str>) -> anyhow::Result<Output> {
         let mut cmd = Command::new(&self.bin);
         cmd.args(args).current_dir(self.home.path());
         for (k, _) in std::env::vars_os() {
@@ -127,13 +119,9 @@ impl Cli {
         for (k, v) in env {
             cmd.env(k, v);
         }
-        cmd.stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+        cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
         let mut child = cmd.spawn().context("spawn")?;
 
         // Feed stdin and drain both pipes on their own threads so that no

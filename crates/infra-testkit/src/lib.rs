@@ -42,9 +42,7 @@ pub fn infra_bin() -> anyhow::Result<PathBuf> {
         return Ok(PathBuf::from(p));
     }
     let exe = std::env::current_exe().context("current_exe")?;
-    let mut dir = exe
-        .parent()
-        .context("test executable has no parent directory")?;
+    let mut dir = exe.parent().context("test executable has no parent directory")?;
     if dir.ends_with("deps") {
         dir = dir.parent().context("deps directory has no parent")?;
     }

@@ -39,10 +39,7 @@ impl Postgres {
             .context("creating a temporary directory for PostgreSQL")?;
         if as_postgres {
             run_checked(
-                Command::new("chown")
-                    .arg("-R")
-                    .arg("postgres:postgres")
-                    .arg(dir.path()),
+                Command::new("chown").arg("-R").arg("postgres:postgres").arg(dir.path()),
                 "chown the PostgreSQL directory to postgres",
             )?;
         }
@@ -235,11 +232,7 @@ fn pg_bin_dir() -> anyhow::Result<PathBuf> {
             let bin = e.path().join("bin");
             if bin.join("initdb").is_file() && bin.join("pg_ctl").is_file() {
                 // "15", "16", "9.6": order by the major version number.
-                let major = name
-                    .split('.')
-                    .next()
-                    .and_then(|m| m.parse().ok())
-                    .unwrap_or(0);
+                let major = name.split('.').next().and_then(|m| m.parse().ok()).unwrap_or(0);
                 found.push((major, bin));
             }
         }
@@ -271,9 +264,7 @@ fn running_as_root() -> bool {
 }
 
 fn run_checked(cmd: &mut Command, what: &str) -> anyhow::Result<()> {
-    let out = cmd
-        .output()
-        .with_context(|| format!("{what}: cannot run {cmd:?}"))?;
+    let out = cmd.output().with_context(|| format!("{what}: cannot run {cmd:?}"))?;
     if !out.status.success() {
         bail!("{what} failed ({}):\n{}", out.status, both(&out));
     }
@@ -297,10 +288,7 @@ mod tests {
         let pg = Postgres::start().unwrap();
         assert_eq!(pg.psql("postgres", "SELECT 1").unwrap(), "1");
         let url = pg.create_database("testkit_db").unwrap();
-        assert_eq!(
-            url,
-            format!("postgres://postgres@127.0.0.1:{}/testkit_db", pg.port())
-        );
+        assert_eq!(url, format!("postgres://postgres@127.0.0.1:{}/testkit_db", pg.port()));
         assert_eq!(
             pg.url(),
             format!("postgres://postgres@127.0.0.1:{}/postgres", pg.port())

@@ -67,8 +67,7 @@ impl Server {
     pub fn start(bin: &Path, opts: ServerOpts) -> anyhow::Result<Server> {
         let (data_dir, temp) = match &opts.data_dir {
             Some(d) => {
-                std::fs::create_dir_all(d)
-                    .with_context(|| format!("creating data directory {}", d.display()))?;
+                std::fs::create_dir_all(d).with_context(|| format!("creating data directory {}", d.display()))?;
                 (d.clone(), None)
             }
             None => {
@@ -152,11 +151,7 @@ impl Server {
     /// `GET path` (e.g. `/api/users`), optionally with `Authorization: Bearer`.
     /// Returns the status and the body as JSON (a non-JSON body becomes a
     /// `Value::String`; an empty one `Value::Null`).
-    pub fn get_json(
-        &self,
-        path: &str,
-        bearer: Option<&str>,
-    ) -> anyhow::Result<(u16, serde_json::Value)> {
+    pub fn get_json(&self, path: &str, bearer: Option<&str>) -> anyhow::Result<(u16, serde_json::Value)> {
         self.send_json("GET", path, bearer, &[], "application/json")
     }
 
@@ -181,8 +176,7 @@ impl Server {
         content_type: &str,
         timeout: Duration,
     ) -> anyhow::Result<(u16, serde_json::Value)> {
-        let ca = std::fs::read(self.ca_path())
-            .with_context(|| format!("reading {}", self.ca_path().display()))?;
+        let ca = std::fs::read(self.ca_path()).with_context(|| format!("reading {}", self.ca_path().display()))?;
         let req = Request {
             ca,
             method: method.to_string(),
@@ -324,10 +318,7 @@ async fn send(req: Request) -> anyhow::Result<(u16, Vec<u8>)> {
             .header(reqwest::header::CONTENT_TYPE, &req.content_type)
             .body(req.body);
     }
-    let resp = rb
-        .send()
-        .await
-        .with_context(|| format!("{} {}", req.method, req.url))?;
+    let resp = rb.send().await.with_context(|| format!("{} {}", req.method, req.url))?;
     let status = resp.status().as_u16();
     let bytes = resp
         .bytes()

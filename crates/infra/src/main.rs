@@ -20,6 +20,8 @@ struct Cli {
 enum Cmd {
     /// Run the Infra server (control plane).
     Server(infra_server::ServerArgs),
+    /// Run a connector next to your infrastructure (data plane).
+    Connector(infra_connector::ConnectorArgs),
     /// Print shell completions: infra completions bash > /etc/bash_completion.d/infra
     Completions {
         #[arg(value_enum)]
@@ -31,10 +33,7 @@ enum Cmd {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -44,13 +43,9 @@ fn main() -> std::process::ExitCode {
     let result = rt.block_on(async {
         match cli.command {
             Cmd::Server(a) => infra_server::run(a).await,
+            Cmd::Connector(a) => infra_connector::run(a).await,
             Cmd::Completions { shell } => {
-                clap_complete::generate(
-                    shell,
-                    &mut Cli::command(),
-                    "infra",
-                    &mut std::io::stdout(),
-                );
+                clap_complete::generate(shell, &mut Cli::command(), "infra", &mut std::io::stdout());
                 Ok(())
             }
             Cmd::Client(c) => infra_cli::run(c).await,

@@ -1,9 +1,4 @@
-#![allow(
-    unreachable_pub,
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic
-)]
+#![allow(unreachable_pub, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 //! End-to-end tests: the real `infra` binary as server and CLI, on SQLite
 //! and on a real PostgreSQL started by the testkit. One test binary, many

@@ -21,17 +21,13 @@ fn claims(aud: &str, exp_in: i64, nbf_in: i64) -> Claims {
         name: "alice@example.com".into(),
         email: Some("alice@example.com".into()),
         groups: vec!["devs".into()],
+        sid: None,
     }
 }
 
 fn setup() -> (SigningKey, Verifier) {
     let k = SigningKey::generate().unwrap();
-    let v = Verifier::new(
-        &Jwks {
-            keys: vec![k.jwk()],
-        },
-        ISS,
-    );
+    let v = Verifier::new(&Jwks { keys: vec![k.jwk()] }, ISS);
     (k, v)
 }
 
@@ -91,10 +87,7 @@ fn alg_none_and_hmac_confusion() {
     let (k, v) = setup();
     let payload = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&claims("prod", 300, 0)).unwrap());
     let none_header = URL_SAFE_NO_PAD.encode(format!(r#"{{"alg":"none","kid":"{}"}}"#, k.kid));
-    assert!(
-        v.verify(&format!("{none_header}.{payload}."), "prod")
-            .is_err()
-    );
+    assert!(v.verify(&format!("{none_header}.{payload}."), "prod").is_err());
     // HS256 signed with the public key as the secret (key confusion).
     let mut h = Header::new(Algorithm::HS256);
     h.kid = Some(k.kid.clone());
@@ -110,12 +103,7 @@ fn alg_none_and_hmac_confusion() {
 #[test]
 fn wrong_issuer_and_garbage() {
     let (k, _) = setup();
-    let v = Verifier::new(
-        &Jwks {
-            keys: vec![k.jwk()],
-        },
-        "https://evil.test",
-    );
+    let v = Verifier::new(&Jwks { keys: vec![k.jwk()] }, "https://evil.test");
     let t = k.sign(&claims("prod", 300, 0)).unwrap();
     assert_eq!(v.verify(&t, "prod"), Err(VerifyError::Issuer));
     for junk in ["", "a.b", "a.b.c", "....", "\u{0}"] {
@@ -134,10 +122,7 @@ fn rotated_keys_both_verify() {
         ISS,
     );
     for k in [&old, &new] {
-        assert!(
-            v.verify(&k.sign(&claims("prod", 300, 0)).unwrap(), "prod")
-                .is_ok()
-        );
+        assert!(v.verify(&k.sign(&claims("prod", 300, 0)).unwrap(), "prod").is_ok());
     }
     let reloaded = SigningKey::from_pkcs8(old.pkcs8().to_vec()).unwrap();
     assert_eq!(reloaded.kid, old.kid);

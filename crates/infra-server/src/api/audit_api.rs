@@ -31,7 +31,9 @@ fn since(s: &str) -> ApiResult<i64> {
         return Ok(i64::try_from(t.unix_timestamp_nanos() / 1_000_000).unwrap_or(0));
     }
     let d = parse_duration(s).map_err(|_| {
-        ApiError::bad_request(format!("invalid since '{s}': use an RFC 3339 time (2026-01-02T15:04:05Z) or a duration ago (1h)"))
+        ApiError::bad_request(format!(
+            "invalid since '{s}': use an RFC 3339 time (2026-01-02T15:04:05Z) or a duration ago (1h)"
+        ))
     })?;
     Ok(now_ms() - ms(d))
 }
@@ -57,21 +59,13 @@ pub(crate) async fn list(
     };
     let mut c = state.store.conn().await?;
     let (rows, total) = infra_store::audit::list(&mut c, &f, page, limit).await?;
-    Ok(page_of(
-        rows.into_iter().map(to_api).collect(),
-        page,
-        limit,
-        total,
-    ))
+    Ok(page_of(rows.into_iter().map(to_api).collect(), page, limit, total))
 }
 
 /// Check the hash chain over the whole log.
 #[utoipa::path(get, path = "/api/audit/verify", tag = "audit",
     responses((status = 200, body = AuditVerifyResponse)), security(("accessKey" = [])))]
-pub(crate) async fn verify(
-    State(state): State<AppState>,
-    caller: Caller,
-) -> ApiResult<Json<AuditVerifyResponse>> {
+pub(crate) async fn verify(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<AuditVerifyResponse>> {
     caller
         .require(&state, InfraRole::View, "verify the audit log", "audit")
         .await?;
@@ -83,11 +77,7 @@ pub(crate) async fn verify(
             bad_seq: None,
             message: format!("audit log intact: {events} events, hash chain verified"),
         },
-        VerifyOutcome::Broken {
-            events,
-            seq,
-            reason,
-        } => AuditVerifyResponse {
+        VerifyOutcome::Broken { events, seq, reason } => AuditVerifyResponse {
             ok: false,
             events_checked: events,
             bad_seq: Some(seq),

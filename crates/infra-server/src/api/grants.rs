@@ -53,24 +53,14 @@ pub(crate) async fn list(
             .map(Resource::parse)
             .transpose()?
             .map(String::from),
-        role: q
-            .role
-            .as_deref()
-            .map(Role::parse)
-            .transpose()?
-            .map(String::from),
+        role: q.role.as_deref().map(Role::parse).transpose()?.map(String::from),
         ..Default::default()
     };
     if let Some(email) = &q.user {
         let u = find(&mut c, email).await?;
         if u.id != caller.user.id {
             caller
-                .require(
-                    &state,
-                    InfraRole::View,
-                    "list other users' grants",
-                    &u.email,
-                )
+                .require(&state, InfraRole::View, "list other users' grants", &u.email)
                 .await?;
         }
         f.via_groups = identity::groups_of_user(&mut c, &u.id)
@@ -97,12 +87,7 @@ pub(crate) async fn list(
         f.group_id = Some(g.id);
     }
     let (rows, total) = identity::list_grants(&mut c, &f, now_ms(), page, limit).await?;
-    Ok(page_of(
-        rows.iter().map(to_api).collect(),
-        page,
-        limit,
-        total,
-    ))
+    Ok(page_of(rows.iter().map(to_api).collect(), page, limit, total))
 }
 
 /// Grant a role on a resource to a user or a group.
@@ -116,8 +101,7 @@ pub(crate) async fn create(
     let resource = Resource::parse(&req.resource)?;
     let role = Role::parse(&req.role)?;
     let expires_in = req.expires_in.as_deref().map(parse_duration).transpose()?;
-    if resource.as_str() == infra_core::INFRA_RESOURCE && !matches!(role.as_str(), "admin" | "view")
-    {
+    if resource.as_str() == infra_core::INFRA_RESOURCE && !matches!(role.as_str(), "admin" | "view") {
         return Err(ApiError::bad_request(format!(
             "role {role} does not exist on infra; use admin or view"
         )));
@@ -134,13 +118,9 @@ pub(crate) async fn create(
         }
         (None, Some(name)) => {
             let n = GroupName::parse(name)?;
-            let g = identity::group_by_name(tx.conn(), n.as_str())
-                .await?
-                .ok_or_else(|| {
-                    ApiError::not_found(format!(
-                        "group not found: {n}; create it with 'infra groups add {n}'"
-                    ))
-                })?;
+            let g = identity::group_by_name(tx.conn(), n.as_str()).await?.ok_or_else(|| {
+                ApiError::not_found(format!("group not found: {n}; create it with 'infra groups add {n}'"))
+            })?;
             ("group", g.id, g.name)
         }
         _ => return Err(ApiError::bad_request("give exactly one of user or group")),
@@ -159,19 +139,14 @@ pub(crate) async fn create(
     match identity::insert_grant(tx.conn(), &g).await {
         Ok(()) => {}
         Err(infra_store::StoreError::Conflict) => {
-            return Err(ApiError::conflict(format!(
-                "grant already exists: {}",
-                describe(&g)
-            )));
+            return Err(ApiError::conflict(format!("grant already exists: {}", describe(&g))));
         }
         Err(e) => return Err(e.into()),
     }
-    let ev = caller
-        .event("grant.create", &g.resource)
-        .detail(describe(&g));
+    let ev = caller.event("grant.create", &g.resource).detail(describe(&g));
     let row = audit::append(&mut tx, ev).await?;
     tx.commit().await?;
-    audit::emit(&row);
+    audit::emit(&state, &row);
     Ok((StatusCode::CREATED, Json(to_api(&g))))
 }
 
@@ -183,25 +158,15 @@ pub(crate) async fn remove(
     caller: Caller,
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
-    caller
-        .require(&state, InfraRole::Admin, "remove grants", &id)
-        .await?;
+    caller.require(&state, InfraRole::Admin, "remove grants", &id).await?;
     let mut tx = state.store.write().await?;
     let g = identity::grant_by_id(tx.conn(), &id)
         .await?
-        .ok_or_else(|| {
-            ApiError::not_found(format!("grant not found: {id}; see 'infra grants list'"))
-        })?;
+        .ok_or_else(|| ApiError::not_found(format!("grant not found: {id}; see 'infra grants list'")))?;
     identity::delete_grant(tx.conn(), &id).await?;
     ensure_an_admin_remains(&mut tx, "remove this grant").await?;
-    let row = audit::append(
-        &mut tx,
-        caller
-            .event("grant.delete", &g.resource)
-            .detail(describe(&g)),
-    )
-    .await?;
+    let row = audit::append(&mut tx, caller.event("grant.delete", &g.resource).detail(describe(&g))).await?;
     tx.commit().await?;
-    audit::emit(&row);
+    audit::emit(&state, &row);
     Ok(StatusCode::NO_CONTENT)
 }

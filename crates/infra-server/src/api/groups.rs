@@ -18,9 +18,7 @@ async fn find_group(c: &mut infra_store::Conn, name: &str) -> ApiResult<GroupRow
     let n = GroupName::parse(name)?;
     identity::group_by_name(c, n.as_str())
         .await?
-        .ok_or_else(|| {
-            ApiError::not_found(format!("group not found: {n}; see 'infra groups list'"))
-        })
+        .ok_or_else(|| ApiError::not_found(format!("group not found: {n}; see 'infra groups list'")))
 }
 
 /// List groups with their members.
@@ -31,9 +29,7 @@ pub(crate) async fn list(
     caller: Caller,
     Query(q): Query<PageQuery>,
 ) -> ApiResult<Json<infra_api::Page<Group>>> {
-    caller
-        .require(&state, InfraRole::View, "list groups", "groups")
-        .await?;
+    caller.require(&state, InfraRole::View, "list groups", "groups").await?;
     let (page, limit) = paging(q.page, q.limit)?;
     let mut c = state.store.conn().await?;
     let (rows, total) = identity::list_groups(&mut c, page, limit).await?;
@@ -68,16 +64,13 @@ pub(crate) async fn create(
         created_at: now_ms(),
     };
     let mut tx = state.store.write().await?;
-    if identity::group_by_name(tx.conn(), name.as_str())
-        .await?
-        .is_some()
-    {
+    if identity::group_by_name(tx.conn(), name.as_str()).await?.is_some() {
         return Err(ApiError::conflict(format!("group already exists: {name}")));
     }
     identity::insert_group(tx.conn(), &g).await?;
     let row = audit::append(&mut tx, caller.event("group.create", &g.name)).await?;
     tx.commit().await?;
-    audit::emit(&row);
+    audit::emit(&state, &row);
     Ok((
         StatusCode::CREATED,
         Json(Group {
@@ -97,16 +90,14 @@ pub(crate) async fn remove(
     caller: Caller,
     Path(name): Path<String>,
 ) -> ApiResult<StatusCode> {
-    caller
-        .require(&state, InfraRole::Admin, "remove groups", &name)
-        .await?;
+    caller.require(&state, InfraRole::Admin, "remove groups", &name).await?;
     let mut tx = state.store.write().await?;
     let g = find_group(tx.conn(), &name).await?;
     identity::delete_group(tx.conn(), &g.id).await?;
     ensure_an_admin_remains(&mut tx, "remove this group").await?;
     let row = audit::append(&mut tx, caller.event("group.delete", &g.name)).await?;
     tx.commit().await?;
-    audit::emit(&row);
+    audit::emit(&state, &row);
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -142,7 +133,7 @@ pub(crate) async fn add_member(
     )
     .await?;
     tx.commit().await?;
-    audit::emit(&row);
+    audit::emit(&state, &row);
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -161,10 +152,7 @@ pub(crate) async fn remove_member(
     let g = find_group(tx.conn(), &name).await?;
     let u = find(tx.conn(), &email).await?;
     if !identity::remove_member(tx.conn(), &g.id, &u.id).await? {
-        return Err(ApiError::not_found(format!(
-            "{} is not in group {}",
-            u.email, g.name
-        )));
+        return Err(ApiError::not_found(format!("{} is not in group {}", u.email, g.name)));
     }
     ensure_an_admin_remains(&mut tx, "remove this member").await?;
     let row = audit::append(
@@ -175,6 +163,6 @@ pub(crate) async fn remove_member(
     )
     .await?;
     tx.commit().await?;
-    audit::emit(&row);
+    audit::emit(&state, &row);
     Ok(StatusCode::NO_CONTENT)
 }

@@ -23,11 +23,9 @@ pub(crate) fn to_api(k: &AccessKeyRow) -> AccessKey {
         created: time(k.created_at),
         expires: k.expires_at.map(time),
         last_used: time(k.last_used_at),
-        inactivity_timeout: k.inactivity_timeout_ms.map(|t| {
-            format_duration(std::time::Duration::from_millis(
-                u64::try_from(t).unwrap_or(0),
-            ))
-        }),
+        inactivity_timeout: k
+            .inactivity_timeout_ms
+            .map(|t| format_duration(std::time::Duration::from_millis(u64::try_from(t).unwrap_or(0)))),
     }
 }
 
@@ -63,21 +61,12 @@ pub(crate) async fn list(
             .require(&state, InfraRole::View, "list other users' keys", "keys")
             .await?;
     }
-    let (rows, total) =
-        keys::list_keys(&mut c, user_id.as_deref(), q.sessions, page, limit).await?;
-    Ok(page_of(
-        rows.iter().map(to_api).collect(),
-        page,
-        limit,
-        total,
-    ))
+    let (rows, total) = keys::list_keys(&mut c, user_id.as_deref(), q.sessions, page, limit).await?;
+    Ok(page_of(rows.iter().map(to_api).collect(), page, limit, total))
 }
 
 fn valid_key_name(n: &str) -> bool {
-    !n.is_empty()
-        && n.len() <= 64
-        && n.chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+    !n.is_empty() && n.len() <= 64 && n.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
 }
 
 /// Create an access key; the key is in the response only.
@@ -89,11 +78,7 @@ pub(crate) async fn create(
     Body(req): Body<CreateKeyRequest>,
 ) -> ApiResult<(StatusCode, Json<CreateKeyResponse>)> {
     let expires_in = req.expires_in.as_deref().map(parse_duration).transpose()?;
-    let inactivity = req
-        .inactivity_timeout
-        .as_deref()
-        .map(parse_duration)
-        .transpose()?;
+    let inactivity = req.inactivity_timeout.as_deref().map(parse_duration).transpose()?;
     if let Some(n) = &req.name
         && !valid_key_name(n)
     {
@@ -111,12 +96,7 @@ pub(crate) async fn create(
         }
         (true, None) => {
             caller
-                .require(
-                    &state,
-                    InfraRole::Admin,
-                    "create connector keys",
-                    "connector",
-                )
+                .require(&state, InfraRole::Admin, "create connector keys", "connector")
                 .await?;
             ("connector", None)
         }
@@ -124,12 +104,7 @@ pub(crate) async fn create(
             let u = find(&mut c, email).await?;
             if u.id != caller.user.id {
                 caller
-                    .require(
-                        &state,
-                        InfraRole::Admin,
-                        "create keys for other users",
-                        &u.email,
-                    )
+                    .require(&state, InfraRole::Admin, "create keys for other users", &u.email)
                     .await?;
             }
             ("user", Some(u))
@@ -163,7 +138,7 @@ pub(crate) async fn create(
         .detail(format!("key={} name={} kind={kind}", row.id, row.name));
     let a = audit::append(&mut tx, ev).await?;
     tx.commit().await?;
-    audit::emit(&a);
+    audit::emit(&state, &a);
     Ok((
         StatusCode::CREATED,
         Json(CreateKeyResponse {
@@ -210,10 +185,7 @@ pub(crate) async fn remove(
         }
     };
     keys::delete_key(tx.conn(), &k.id).await?;
-    let target = k
-        .user_email
-        .clone()
-        .unwrap_or_else(|| format!("connector:{}", k.name));
+    let target = k.user_email.clone().unwrap_or_else(|| format!("connector:{}", k.name));
     let row = audit::append(
         &mut tx,
         caller
@@ -222,6 +194,6 @@ pub(crate) async fn remove(
     )
     .await?;
     tx.commit().await?;
-    audit::emit(&row);
+    audit::emit(&state, &row);
     Ok(StatusCode::NO_CONTENT)
 }

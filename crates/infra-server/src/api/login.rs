@@ -76,10 +76,7 @@ pub(crate) async fn login(
                     .await?
                     .filter(|k| access_key::secret_matches(secret, &k.secret_hash))
                     .filter(|k| k.expires_at.is_none_or(|e| e > now))
-                    .filter(|k| {
-                        k.inactivity_timeout_ms
-                            .is_none_or(|t| k.last_used_at + t > now)
-                    }),
+                    .filter(|k| k.inactivity_timeout_ms.is_none_or(|t| k.last_used_at + t > now)),
                 None => None,
             };
             let user = match found.as_ref().and_then(|k| k.user_id.clone()) {
@@ -110,9 +107,7 @@ pub(crate) async fn login(
                 }
             }
         }
-        _ => Err(ApiError::bad_request(
-            "send either email and password, or accessKey",
-        )),
+        _ => Err(ApiError::bad_request("send either email and password, or accessKey")),
     }
 }
 
@@ -131,9 +126,7 @@ async fn check_lock(state: &AppState, buckets: &[&str], who: &str, source: &str)
         let secs = (until - now + 999) / 1000;
         let ev = Event::new(who, "login", who, source)
             .result("failure")
-            .detail(format!(
-                "refused: locked for {secs}s after repeated failures"
-            ));
+            .detail(format!("refused: locked for {secs}s after repeated failures"));
         audit::record(state, ev).await?;
         return Err(ApiError::new(
             axum::http::StatusCode::TOO_MANY_REQUESTS,
@@ -152,9 +145,7 @@ async fn fail(state: &AppState, buckets: &[(&str, i64)], who: &str, source: &str
             let prev = keys::login_failure(tx.conn(), b).await?;
             // Failures older than the longest lock are forgotten.
             let failures = match prev {
-                Some(p) if now - p.last_failure_at < ms(infra_auth::lockout::MAX_LOCK) => {
-                    p.failures + 1
-                }
+                Some(p) if now - p.last_failure_at < ms(infra_auth::lockout::MAX_LOCK) => p.failures + 1,
                 _ => 1,
             };
             let lock = ms(lock_for(failures, *free));
@@ -174,7 +165,7 @@ async fn fail(state: &AppState, buckets: &[(&str, i64)], who: &str, source: &str
         )
         .await?;
         tx.commit().await?;
-        audit::emit(&row);
+        audit::emit(state, &row);
         Ok(())
     }
     .await;
@@ -217,11 +208,10 @@ async fn start_session(
     .await?;
     identity::touch_user(tx.conn(), &user.id, now).await?;
     let groups = identity::groups_of_user(tx.conn(), &user.id).await?;
-    let ev = Event::new(&user.email, "login", &user.email, source)
-        .detail(format!("method={method} session={}", k.id));
+    let ev = Event::new(&user.email, "login", &user.email, source).detail(format!("method={method} session={}", k.id));
     let row = audit::append(&mut tx, ev).await?;
     tx.commit().await?;
-    audit::emit(&row);
+    audit::emit(state, &row);
     Ok(Json(LoginResponse {
         access_key: k.full.expose().clone(),
         expires: time(expires),
@@ -232,17 +222,14 @@ async fn start_session(
 
 /// End the current session.
 #[utoipa::path(post, path = "/api/logout", tag = "auth", responses((status = 204)), security(("accessKey" = [])))]
-pub(crate) async fn logout(
-    State(state): State<AppState>,
-    caller: Caller,
-) -> ApiResult<axum::http::StatusCode> {
+pub(crate) async fn logout(State(state): State<AppState>, caller: Caller) -> ApiResult<axum::http::StatusCode> {
     let mut tx = state.store.write().await?;
     if caller.key_kind == "session" {
         keys::delete_key(tx.conn(), &caller.key_id).await?;
     }
     let row = audit::append(&mut tx, caller.event("logout", caller.email())).await?;
     tx.commit().await?;
-    audit::emit(&row);
+    audit::emit(&state, &row);
     Ok(axum::http::StatusCode::NO_CONTENT)
 }
 
@@ -255,16 +242,20 @@ pub(crate) async fn info(State(state): State<AppState>, caller: Caller) -> ApiRe
         via_groups: caller.groups.iter().map(|g| g.id.clone()).collect(),
         ..Default::default()
     };
-    let (grants, _) =
-        identity::list_grants(&mut c, &filter, now_ms(), 1, infra_api::MAX_LIMIT).await?;
+    let (grants, _) = identity::list_grants(&mut c, &filter, now_ms(), 1, infra_api::MAX_LIMIT).await?;
+    let mut urls = std::collections::BTreeMap::new();
+    for g in &grants {
+        let dest = g.resource.split('.').next().unwrap_or(&g.resource).to_owned();
+        if dest != infra_core::INFRA_RESOURCE {
+            urls.insert(dest.clone(), super::destinations::url_of(&state, &dest));
+        }
+    }
     Ok(Json(Info {
         server_version: env!("CARGO_PKG_VERSION").into(),
-        user: super::users::to_api(
-            &caller.user,
-            caller.groups.iter().map(|g| g.name.clone()).collect(),
-        ),
+        user: super::users::to_api(&caller.user, caller.groups.iter().map(|g| g.name.clone()).collect()),
         infra_role: caller.role.map(|r| r.as_str().to_owned()),
         grants: grants.iter().map(super::grants::to_api).collect(),
         session_expires: caller.key_expires.map(time),
+        urls,
     }))
 }

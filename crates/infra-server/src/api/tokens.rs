@@ -33,8 +33,7 @@ pub(crate) async fn issue(
                 via_groups: caller.groups.iter().map(|g| g.id.clone()).collect(),
                 ..Default::default()
             };
-            let (grants, _) =
-                identity::list_grants(&mut c, &f, now, 1, infra_api::MAX_LIMIT).await?;
+            let (grants, _) = identity::list_grants(&mut c, &f, now, 1, infra_api::MAX_LIMIT).await?;
             let granted = grants
                 .iter()
                 .filter_map(|g| Resource::parse(&g.resource).ok())
@@ -69,6 +68,7 @@ pub(crate) async fn issue(
         name: caller.user.email.clone(),
         email: Some(caller.user.email.clone()),
         groups: caller.groups.iter().map(|g| g.name.clone()).collect(),
+        sid: Some(caller.key_id.clone()),
     };
     let token = key.sign(&claims).map_err(ApiError::internal)?;
     let ev = caller
@@ -109,17 +109,9 @@ pub(crate) async fn list_signing_keys(
 /// every token it signed has expired.
 #[utoipa::path(post, path = "/api/signing-keys/rotate", tag = "tokens",
     responses((status = 200, body = SigningKeyInfo)), security(("accessKey" = [])))]
-pub(crate) async fn rotate(
-    State(state): State<AppState>,
-    caller: Caller,
-) -> ApiResult<Json<SigningKeyInfo>> {
+pub(crate) async fn rotate(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<SigningKeyInfo>> {
     caller
-        .require(
-            &state,
-            InfraRole::Admin,
-            "rotate signing keys",
-            "signing-keys",
-        )
+        .require(&state, InfraRole::Admin, "rotate signing keys", "signing-keys")
         .await?;
     let now = now_ms();
     let mut tx = state.store.write().await?;
@@ -128,7 +120,7 @@ pub(crate) async fn rotate(
     let key = signing::create(tx.conn(), &state).await?;
     let row = audit::append(&mut tx, caller.event("signing-key.rotate", &key.kid)).await?;
     tx.commit().await?;
-    audit::emit(&row);
+    audit::emit(&state, &row);
     Ok(Json(SigningKeyInfo {
         kid: key.kid,
         created: time(now),

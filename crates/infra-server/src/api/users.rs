@@ -48,9 +48,7 @@ pub(crate) async fn list(
     caller: Caller,
     Query(q): Query<PageQuery>,
 ) -> ApiResult<Json<infra_api::Page<User>>> {
-    caller
-        .require(&state, InfraRole::View, "list users", "users")
-        .await?;
+    caller.require(&state, InfraRole::View, "list users", "users").await?;
     let (page, limit) = paging(q.page, q.limit)?;
     let mut c = state.store.conn().await?;
     let (rows, total) = identity::list_users(&mut c, page, limit).await?;
@@ -91,16 +89,13 @@ pub(crate) async fn create(
         last_seen_at: None,
     };
     let mut tx = state.store.write().await?;
-    if identity::user_by_email(tx.conn(), email.as_str())
-        .await?
-        .is_some()
-    {
+    if identity::user_by_email(tx.conn(), email.as_str()).await?.is_some() {
         return Err(ApiError::conflict(format!("user already exists: {email}")));
     }
     identity::insert_user(tx.conn(), &user).await?;
     let row = audit::append(&mut tx, caller.event("user.create", email.as_str())).await?;
     tx.commit().await?;
-    audit::emit(&row);
+    audit::emit(&state, &row);
     Ok((
         StatusCode::CREATED,
         Json(CreateUserResponse {
@@ -126,10 +121,7 @@ pub(crate) async fn get_one(
             .await?;
     }
     let groups = identity::groups_of_user(&mut c, &u.id).await?;
-    Ok(Json(to_api(
-        &u,
-        groups.into_iter().map(|g| g.name).collect(),
-    )))
+    Ok(Json(to_api(&u, groups.into_iter().map(|g| g.name).collect())))
 }
 
 /// Change a password: your own (with `oldPassword`), or anyone's as admin
@@ -164,12 +156,7 @@ pub(crate) async fn update(
         }
     } else {
         caller
-            .require(
-                &state,
-                InfraRole::Admin,
-                "change other users' passwords",
-                &u.email,
-            )
+            .require(&state, InfraRole::Admin, "change other users' passwords", &u.email)
             .await?;
     }
     let h = hash(req.password).await?;
@@ -179,20 +166,14 @@ pub(crate) async fn update(
     let sessions = keys::list_keys(tx.conn(), Some(&u.id), true, 1, infra_api::MAX_LIMIT)
         .await?
         .0;
-    for k in sessions
-        .iter()
-        .filter(|k| k.kind == "session" && k.id != caller.key_id)
-    {
+    for k in sessions.iter().filter(|k| k.kind == "session" && k.id != caller.key_id) {
         keys::delete_key(tx.conn(), &k.id).await?;
     }
     let row = audit::append(&mut tx, caller.event("user.password", &u.email)).await?;
     let groups = identity::groups_of_user(tx.conn(), &u.id).await?;
     tx.commit().await?;
-    audit::emit(&row);
-    Ok(Json(to_api(
-        &u,
-        groups.into_iter().map(|g| g.name).collect(),
-    )))
+    audit::emit(&state, &row);
+    Ok(Json(to_api(&u, groups.into_iter().map(|g| g.name).collect())))
 }
 
 /// Remove a user with their grants, keys and sessions. The last admin
@@ -214,16 +195,13 @@ pub(crate) async fn remove(
     ensure_an_admin_remains(&mut tx, "remove this user").await?;
     let row = audit::append(&mut tx, caller.event("user.delete", &u.email)).await?;
     tx.commit().await?;
-    audit::emit(&row);
+    audit::emit(&state, &row);
     Ok(StatusCode::NO_CONTENT)
 }
 
 /// Called inside a write transaction after a change that may remove admin
 /// rights; the transaction is dropped (rolled back) on error.
-pub(crate) async fn ensure_an_admin_remains(
-    tx: &mut infra_store::WriteTx,
-    what: &str,
-) -> ApiResult<()> {
+pub(crate) async fn ensure_an_admin_remains(tx: &mut infra_store::WriteTx, what: &str) -> ApiResult<()> {
     if identity::count_admins(tx.conn(), now_ms()).await? == 0 {
         return Err(ApiError::conflict(format!(
             "cannot {what}: it would leave Infra without an admin; grant admin to someone else first (infra grants add EMAIL infra --role admin)"

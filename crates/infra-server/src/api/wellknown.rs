@@ -19,23 +19,14 @@ pub(crate) async fn healthz(State(state): State<AppState>) -> axum::response::Re
     }
     .await;
     match ok {
-        Some(()) => Json(Health {
-            status: "ok".into(),
-        })
-        .into_response(),
-        None => crate::error::ApiError::new(
-            axum::http::StatusCode::SERVICE_UNAVAILABLE,
-            "database unreachable",
-        )
-        .into_response(),
+        Some(()) => Json(Health { status: "ok".into() }).into_response(),
+        None => crate::error::ApiError::new(axum::http::StatusCode::SERVICE_UNAVAILABLE, "database unreachable")
+            .into_response(),
     }
 }
 
 async fn sqlx_ping(c: &mut infra_store::Conn) -> Option<()> {
-    infra_store::keys::setting(c, "bootstrapped")
-        .await
-        .ok()
-        .map(|_| ())
+    infra_store::keys::setting(c, "bootstrapped").await.ok().map(|_| ())
 }
 
 /// The public keys that verify Infra tokens.

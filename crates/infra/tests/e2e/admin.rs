@@ -21,11 +21,7 @@ fn scenario(backend: Backend) {
         .stdout
         .trim()
         .to_owned();
-    assert_eq!(
-        bob_otp.len(),
-        16,
-        "one-time password printed alone on stdout"
-    );
+    assert_eq!(bob_otp.len(), 16, "one-time password printed alone on stdout");
     let dup = a.run(&["users", "add", "alice@example.com"]);
     dup.failed();
     assert!(dup.stderr.contains("already exists"), "{}", dup.stderr);
@@ -40,64 +36,24 @@ fn scenario(backend: Backend) {
 
     // Groups and membership.
     a.run(&["groups", "add", "devs"]).ok();
-    a.run(&["groups", "adduser", "devs", "alice@example.com"])
-        .ok();
+    a.run(&["groups", "adduser", "devs", "alice@example.com"]).ok();
     let groups = json(a.run(&["groups", "list", "-o", "json"]).ok());
-    assert_eq!(
-        groups[0]["members"],
-        serde_json::json!(["alice@example.com"])
-    );
+    assert_eq!(groups[0]["members"], serde_json::json!(["alice@example.com"]));
 
     // Grants, additive, to users and groups.
-    a.run(&[
-        "grants",
-        "add",
-        "alice@example.com",
-        "prod",
-        "--role",
-        "view",
-    ])
-    .ok();
-    a.run(&[
-        "grants",
-        "add",
-        "--group",
-        "devs",
-        "prod.payments",
-        "--role",
-        "edit",
-    ])
-    .ok();
-    a.run(&[
-        "grants",
-        "add",
-        "bob@example.com",
-        "infra",
-        "--role",
-        "view",
-    ])
-    .ok();
-    a.run(&[
-        "grants",
-        "add",
-        "alice@example.com",
-        "infra",
-        "--role",
-        "owner",
-    ])
-    .failed();
+    a.run(&["grants", "add", "alice@example.com", "prod", "--role", "view"])
+        .ok();
+    a.run(&["grants", "add", "--group", "devs", "prod.payments", "--role", "edit"])
+        .ok();
+    a.run(&["grants", "add", "bob@example.com", "infra", "--role", "view"])
+        .ok();
+    a.run(&["grants", "add", "alice@example.com", "infra", "--role", "owner"])
+        .failed();
     let grants = json(a.run(&["grants", "list", "-o", "json"]).ok());
     assert_eq!(grants.as_array().unwrap().len(), 4);
     let alice = json(
-        a.run(&[
-            "grants",
-            "list",
-            "--user",
-            "alice@example.com",
-            "-o",
-            "json",
-        ])
-        .ok(),
+        a.run(&["grants", "list", "--user", "alice@example.com", "-o", "json"])
+            .ok(),
     );
     let res: Vec<&str> = alice
         .as_array()
@@ -123,12 +79,7 @@ fn scenario(backend: Backend) {
         .trim()
         .to_owned();
     let keys = json(a.run(&["keys", "list", "-o", "json"]).ok());
-    assert!(
-        keys.as_array()
-            .unwrap()
-            .iter()
-            .any(|k| k["name"] == "bob-ci")
-    );
+    assert!(keys.as_array().unwrap().iter().any(|k| k["name"] == "bob-ci"));
     let other = Cli::new(&bin()).unwrap();
     login(&other, &env.server, ADMIN, super::common::ADMIN_PW).ok();
     let with_key = |args: &[&str]| other.run_env(args, &[("INFRA_ACCESS_KEY", key.as_str())], None);
@@ -155,10 +106,7 @@ fn scenario(backend: Backend) {
     .failed();
     bob.run_env(
         &["login", &addr, "--user", "bob@example.com", "--tls-ca", ca],
-        &[
-            ("INFRA_PASSWORD", &bob_otp),
-            ("INFRA_NEW_PASSWORD", "bob-password-2"),
-        ],
+        &[("INFRA_PASSWORD", &bob_otp), ("INFRA_NEW_PASSWORD", "bob-password-2")],
         None,
     )
     .ok();
@@ -170,14 +118,7 @@ fn scenario(backend: Backend) {
     bob.run(&["grants", "list"]).ok();
     for args in [
         &["users", "add", "eve@example.com"][..],
-        &[
-            "grants",
-            "add",
-            "bob@example.com",
-            "infra",
-            "--role",
-            "admin",
-        ],
+        &["grants", "add", "bob@example.com", "infra", "--role", "admin"],
         &["groups", "add", "x"],
         &["keys", "add", "--connector"],
         &["users", "remove", "alice@example.com"],
@@ -190,24 +131,11 @@ fn scenario(backend: Backend) {
             out.stderr
         );
     }
-    let denials = json(
-        a.run(&["audit", "list", "--action", "authz.deny", "-o", "json"])
-            .ok(),
-    );
-    assert_eq!(
-        denials.as_array().unwrap().len(),
-        5,
-        "every denial is audited"
-    );
+    let denials = json(a.run(&["audit", "list", "--action", "authz.deny", "-o", "json"]).ok());
+    assert_eq!(denials.as_array().unwrap().len(), 5, "every denial is audited");
     // Alice has no Infra role: she cannot even list, but sees her own grants.
     let alice_cli = Cli::new(&bin()).unwrap();
-    login(
-        &alice_cli,
-        &env.server,
-        "alice@example.com",
-        "alice-password-1",
-    )
-    .ok();
+    login(&alice_cli, &env.server, "alice@example.com", "alice-password-1").ok();
     assert!(
         alice_cli
             .run(&["users", "list"])
@@ -215,13 +143,7 @@ fn scenario(backend: Backend) {
             .stderr
             .contains("you need role view")
     );
-    assert!(
-        alice_cli
-            .run(&["list"])
-            .ok()
-            .stdout
-            .contains("prod.payments")
-    );
+    assert!(alice_cli.run(&["list"]).ok().stdout.contains("prod.payments"));
 
     // The last admin stays.
     let out = a.run(&["grants", "remove", ADMIN, "infra", "--role", "admin"]);
@@ -229,12 +151,9 @@ fn scenario(backend: Backend) {
     assert!(out.stderr.contains("without an admin"), "{}", out.stderr);
     a.run(&["users", "remove", ADMIN]).failed();
     // With another admin (through a group) the first may go.
-    a.run(&[
-        "grants", "add", "--group", "devs", "infra", "--role", "admin",
-    ])
-    .ok();
-    a.run(&["grants", "remove", ADMIN, "infra", "--role", "admin"])
+    a.run(&["grants", "add", "--group", "devs", "infra", "--role", "admin"])
         .ok();
+    a.run(&["grants", "remove", ADMIN, "infra", "--role", "admin"]).ok();
     assert!(
         a.run(&["users", "add", "x@example.com"])
             .failed()
@@ -254,25 +173,11 @@ fn scenario(backend: Backend) {
         .ok();
 
     // Removals take exactly what they name.
-    a.run(&[
-        "grants",
-        "remove",
-        "alice@example.com",
-        "prod",
-        "--role",
-        "view",
-    ])
-    .ok();
+    a.run(&["grants", "remove", "alice@example.com", "prod", "--role", "view"])
+        .ok();
     let left = json(
-        a.run(&[
-            "grants",
-            "list",
-            "--user",
-            "alice@example.com",
-            "-o",
-            "json",
-        ])
-        .ok(),
+        a.run(&["grants", "list", "--user", "alice@example.com", "-o", "json"])
+            .ok(),
     );
     let res: Vec<&str> = left
         .as_array()
@@ -292,8 +197,7 @@ fn scenario(backend: Backend) {
     a.run(&["audit", "verify"]).ok();
 
     // Removing a user removes their grants and sessions.
-    a.run(&["groups", "removeuser", "devs", "alice@example.com"])
-        .ok();
+    a.run(&["groups", "removeuser", "devs", "alice@example.com"]).ok();
     a.run(&["users", "remove", "alice@example.com"]).ok();
     alice_cli.run(&["info"]).failed();
     a.run(&["groups", "remove", "devs"]).ok();

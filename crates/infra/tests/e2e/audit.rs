@@ -14,10 +14,7 @@ fn tamper(backend: Backend) {
     assert!(ok.stdout.contains("intact"), "{}", ok.stdout);
 
     // Edit one event's detail directly in the database.
-    raw_sql(
-        &env,
-        "UPDATE audit_events SET actor = 'someone-else' WHERE seq = 3",
-    );
+    raw_sql(&env, "UPDATE audit_events SET actor = 'someone-else' WHERE seq = 3");
     let out = a.run(&["audit", "verify"]);
     out.failed();
     assert!(out.stderr.contains("event 3"), "{}", out.stderr);

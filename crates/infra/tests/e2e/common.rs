@@ -56,14 +56,7 @@ pub fn login(cli: &Cli, server: &Server, email: &str, password: &str) -> Output 
     let ca = server.ca_path();
     let addr = format!("127.0.0.1:{}", server.port);
     cli.run_env(
-        &[
-            "login",
-            &addr,
-            "--user",
-            email,
-            "--tls-ca",
-            ca.to_str().unwrap(),
-        ],
+        &["login", &addr, "--user", email, "--tls-ca", ca.to_str().unwrap()],
         &[("INFRA_PASSWORD", password)],
         None,
     )
@@ -71,8 +64,7 @@ pub fn login(cli: &Cli, server: &Server, email: &str, password: &str) -> Output 
 
 /// The session key a CLI saved at login.
 pub fn session_key(cli: &Cli) -> String {
-    let text =
-        std::fs::read_to_string(cli.home().join(".infra/credentials.json")).expect("credentials");
+    let text = std::fs::read_to_string(cli.home().join(".infra/credentials.json")).expect("credentials");
     let v: serde_json::Value = serde_json::from_str(&text).unwrap();
     v["accessKey"].as_str().unwrap().to_owned()
 }
@@ -88,19 +80,14 @@ pub fn raw_sql(env: &Env, sql: &str) {
             pg.psql("infra", sql).expect("psql");
         }
         None => {
-            let url = format!(
-                "sqlite://{}",
-                env.server.data_dir.join("infra.db").display()
-            );
+            let url = format!("sqlite://{}", env.server.data_dir.join("infra.db").display());
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
                 .unwrap();
             rt.block_on(async {
                 sqlx::any::install_default_drivers();
-                let mut c = <sqlx::AnyConnection as sqlx::Connection>::connect(&url)
-                    .await
-                    .unwrap();
+                let mut c = <sqlx::AnyConnection as sqlx::Connection>::connect(&url).await.unwrap();
                 sqlx::query(sqlx::AssertSqlSafe(sql.to_owned()))
                     .execute(&mut c)
                     .await

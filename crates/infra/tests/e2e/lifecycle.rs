@@ -24,27 +24,13 @@ fn first_start_prints_a_one_time_admin_key_that_logs_in() {
         .to_owned();
     let cli = infra_testkit::Cli::new(&bin()).unwrap();
     let addr = format!("localhost:{}", server.port);
-    cli.run(&[
-        "login",
-        &addr,
-        "--key",
-        &key,
-        "--tls-trusted-fingerprint",
-        &fp,
-    ])
-    .ok();
+    cli.run(&["login", &addr, "--key", &key, "--tls-trusted-fingerprint", &fp])
+        .ok();
     assert!(cli.run(&["info"]).ok().stdout.contains("admin@localhost"));
     // A wrong pin is refused before any credential is sent.
     let other = infra_testkit::Cli::new(&bin()).unwrap();
     let bad = "00:".repeat(31) + "00";
-    let out = other.run(&[
-        "login",
-        &addr,
-        "--key",
-        &key,
-        "--tls-trusted-fingerprint",
-        &bad,
-    ]);
+    let out = other.run(&["login", &addr, "--key", &key, "--tls-trusted-fingerprint", &bad]);
     assert!(
         out.failed().stderr.contains("do not match the fingerprint"),
         "{}",
@@ -64,8 +50,7 @@ fn first_start_prints_a_one_time_admin_key_that_logs_in() {
 
 #[test]
 fn json_logs_openapi_and_graceful_shutdown() {
-    let mut env =
-        super::common::start_with(Backend::Sqlite, vec!["--log-format".into(), "json".into()]);
+    let mut env = super::common::start_with(Backend::Sqlite, vec!["--log-format".into(), "json".into()]);
     let (status, doc) = env.server.get_json("/api/openapi.json", None).unwrap();
     assert_eq!(status, 200);
     for p in [
@@ -86,16 +71,10 @@ fn json_logs_openapi_and_graceful_shutdown() {
         .filter(|l| serde_json::from_str::<serde_json::Value>(l).is_ok())
         .count();
     assert!(json_lines >= 2, "{log}");
-    assert!(
-        log.contains(r#""audit":{"#),
-        "audit events on stdout: {log}"
-    );
+    assert!(log.contains(r#""audit":{"#), "audit events on stdout: {log}");
 
     let pid = env.server.pid().expect("running");
-    Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()
-        .unwrap();
+    Command::new("kill").args(["-TERM", &pid.to_string()]).status().unwrap();
     eventually!(10, || {
         let log = env.server.log();
         if log.contains("stopped") {
@@ -110,21 +89,12 @@ fn json_logs_openapi_and_graceful_shutdown() {
 
 #[test]
 fn openapi_flag_and_completions() {
-    let out = Command::new(bin())
-        .args(["server", "--openapi"])
-        .output()
-        .unwrap();
+    let out = Command::new(bin()).args(["server", "--openapi"]).output().unwrap();
     assert!(out.status.success());
     let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(doc["info"]["title"], "Infra API");
-    let out = Command::new(bin())
-        .args(["completions", "bash"])
-        .output()
-        .unwrap();
+    let out = Command::new(bin()).args(["completions", "bash"]).output().unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).contains("infra"));
-    let out = Command::new(bin())
-        .args(["grants", "add", "--help"])
-        .output()
-        .unwrap();
+    let out = Command::new(bin()).args(["grants", "add", "--help"]).output().unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).contains("--expires-in"));
 }

@@ -5,13 +5,7 @@ use super::common::{Backend, json, start};
 fn attempt(env: &super::common::Env, email: &str, password: &str) -> (u16, serde_json::Value) {
     let body = serde_json::json!({ "email": email, "password": password }).to_string();
     env.server
-        .send_json(
-            "POST",
-            "/api/login",
-            None,
-            body.as_bytes(),
-            "application/json",
-        )
+        .send_json("POST", "/api/login", None, body.as_bytes(), "application/json")
         .unwrap()
 }
 
@@ -100,13 +94,7 @@ fn must_change_one_time_password_before_anything_else() {
     let body = serde_json::json!({ "email": "erin@example.com", "password": otp }).to_string();
     let (s, login) = env
         .server
-        .send_json(
-            "POST",
-            "/api/login",
-            None,
-            body.as_bytes(),
-            "application/json",
-        )
+        .send_json("POST", "/api/login", None, body.as_bytes(), "application/json")
         .unwrap();
     assert_eq!(s, 200);
     assert_eq!(login["passwordUpdateRequired"], true);
@@ -116,10 +104,5 @@ fn must_change_one_time_password_before_anything_else() {
         .send_json("POST", "/api/tokens", Some(key), b"{}", "application/json")
         .unwrap();
     assert_eq!(s, 403, "{body}");
-    assert!(
-        body["message"]
-            .as_str()
-            .unwrap()
-            .contains("change your password")
-    );
+    assert!(body["message"].as_str().unwrap().contains("change your password"));
 }

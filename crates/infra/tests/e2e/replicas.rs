@@ -42,11 +42,7 @@ fn replicas_share_everything_through_the_database() {
     login(&on_a, &a, ADMIN, ADMIN_PW).ok();
     login(&on_b, &b, ADMIN, ADMIN_PW).ok();
     let users = json(on_b.run(&["users", "list", "-o", "json"]).ok());
-    assert_eq!(
-        users.as_array().unwrap().len(),
-        1,
-        "exactly one first admin"
-    );
+    assert_eq!(users.as_array().unwrap().len(), 1, "exactly one first admin");
 
     // A change on A is seen on B.
     on_a.run_stdin(
@@ -54,19 +50,9 @@ fn replicas_share_everything_through_the_database() {
         "alice-password-1",
     )
     .ok();
-    on_a.run(&[
-        "grants",
-        "add",
-        "alice@example.com",
-        "prod",
-        "--role",
-        "view",
-    ])
-    .ok();
-    let grants = json(
-        on_b.run(&["grants", "list", "--resource", "prod", "-o", "json"])
-            .ok(),
-    );
+    on_a.run(&["grants", "add", "alice@example.com", "prod", "--role", "view"])
+        .ok();
+    let grants = json(on_b.run(&["grants", "list", "--resource", "prod", "-o", "json"]).ok());
     assert_eq!(grants[0]["user"], "alice@example.com");
 
     // A key made on A works on B, and revoking it on A ends it on B.

@@ -21,10 +21,7 @@ fn issuer(env: &Env) -> String {
 fn pyjwt(env: &Env, token: &str, audience: &str) -> Result<serde_json::Value, String> {
     let out = Command::new("python3")
         .arg(SCRIPT)
-        .args([
-            "--jwks-url",
-            &format!("{}/.well-known/jwks.json", env.server.url),
-        ])
+        .args(["--jwks-url", &format!("{}/.well-known/jwks.json", env.server.url)])
         .args(["--ca", env.server.ca_path().to_str().unwrap()])
         .args(["--issuer", &issuer(env), "--audience", audience, token])
         .output()
@@ -62,30 +59,16 @@ fn tokens_verify_independently_and_forgeries_fail() {
     )
     .ok();
     a.run(&["groups", "add", "devs"]).ok();
-    a.run(&["groups", "adduser", "devs", "alice@example.com"])
+    a.run(&["groups", "adduser", "devs", "alice@example.com"]).ok();
+    a.run(&["grants", "add", "alice@example.com", "prod.payments", "--role", "edit"])
         .ok();
-    a.run(&[
-        "grants",
-        "add",
-        "alice@example.com",
-        "prod.payments",
-        "--role",
-        "edit",
-    ])
-    .ok();
     let alice = Cli::new(&bin()).unwrap();
     login(&alice, &env.server, "alice@example.com", "alice-password-1").ok();
 
     // Discovery points at the JWKS, as standard consumers expect.
-    let (_, disc) = env
-        .server
-        .get_json("/.well-known/openid-configuration", None)
-        .unwrap();
+    let (_, disc) = env.server.get_json("/.well-known/openid-configuration", None).unwrap();
     assert_eq!(disc["issuer"], issuer(&env));
-    assert_eq!(
-        disc["jwks_uri"],
-        format!("{}/.well-known/jwks.json", issuer(&env))
-    );
+    assert_eq!(disc["jwks_uri"], format!("{}/.well-known/jwks.json", issuer(&env)));
 
     let token = alice
         .run(&["tokens", "--destination", "prod", "--quiet"])
@@ -106,30 +89,19 @@ fn tokens_verify_independently_and_forgeries_fail() {
     assert_eq!(exec["apiVersion"], "client.authentication.k8s.io/v1");
 
     // Wrong audience: a token for prod does not open staging.
-    assert!(
-        pyjwt(&env, &token, "staging")
-            .unwrap_err()
-            .contains("REJECTED")
-    );
+    assert!(pyjwt(&env, &token, "staging").unwrap_err().contains("REJECTED"));
     let verifier = Verifier::new(&jwks(&env), &issuer(&env));
     assert!(verifier.verify(&token, "prod").is_ok());
-    assert_eq!(
-        verifier.verify(&token, "staging"),
-        Err(VerifyError::Audience)
-    );
+    assert_eq!(verifier.verify(&token, "staging"), Err(VerifyError::Audience));
 
     // Tampered payload.
     let parts: Vec<&str> = token.split('.').collect();
-    let mut payload: serde_json::Value =
-        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[1]).unwrap()).unwrap();
+    let mut payload: serde_json::Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[1]).unwrap()).unwrap();
     payload["name"] = "admin@example.com".into();
     let forged_payload = URL_SAFE_NO_PAD.encode(payload.to_string());
     let tampered = format!("{}.{forged_payload}.{}", parts[0], parts[2]);
     assert!(pyjwt(&env, &tampered, "prod").is_err());
-    assert_eq!(
-        verifier.verify(&tampered, "prod"),
-        Err(VerifyError::Signature)
-    );
+    assert_eq!(verifier.verify(&tampered, "prod"), Err(VerifyError::Signature));
     // alg: none with the real kid.
     let none_header = URL_SAFE_NO_PAD.encode(format!(
         r#"{{"alg":"none","typ":"JWT","kid":"{}"}}"#,
@@ -140,23 +112,15 @@ fn tokens_verify_independently_and_forgeries_fail() {
     assert!(verifier.verify(&none, "prod").is_err());
     // Signed by a key that is not the server's.
     let rogue = infra_auth::jwt::SigningKey::generate().unwrap();
-    let mut claims_struct: infra_auth::jwt::Claims =
-        serde_json::from_value(claims.clone()).unwrap();
+    let mut claims_struct: infra_auth::jwt::Claims = serde_json::from_value(claims.clone()).unwrap();
     claims_struct.groups = vec!["admins".into()];
     let rogue_token = rogue.sign(&claims_struct).unwrap();
     assert!(pyjwt(&env, &rogue_token, "prod").is_err());
-    assert_eq!(
-        verifier.verify(&rogue_token, "prod"),
-        Err(VerifyError::UnknownKey)
-    );
+    assert_eq!(verifier.verify(&rogue_token, "prod"), Err(VerifyError::UnknownKey));
 
     // No grant, no token.
     let out = alice.run(&["tokens", "--destination", "staging", "--quiet"]);
-    assert!(
-        out.failed().stderr.contains("no grant on staging"),
-        "{}",
-        out.stderr
-    );
+    assert!(out.failed().stderr.contains("no grant on staging"), "{}", out.stderr);
 
     // Rotation: new tokens carry the new kid; the old token still verifies.
     a.run(&["signing-keys", "rotate"]).ok();
@@ -172,19 +136,12 @@ fn tokens_verify_independently_and_forgeries_fail() {
     pyjwt(&env, &fresh, "prod").expect("new token verifies");
     let keys = super::common::json(a.run(&["signing-keys", "list", "-o", "json"]).ok());
     assert_eq!(
-        keys.as_array()
-            .unwrap()
-            .iter()
-            .filter(|k| k["active"] == true)
-            .count(),
+        keys.as_array().unwrap().iter().filter(|k| k["active"] == true).count(),
         1
     );
 
     // Issuance is audited.
-    let issued = super::common::json(
-        a.run(&["audit", "list", "--action", "token.issue", "-o", "json"])
-            .ok(),
-    );
+    let issued = super::common::json(a.run(&["audit", "list", "--action", "token.issue", "-o", "json"]).ok());
     assert!(issued.as_array().unwrap().len() >= 4);
 }
 
@@ -201,13 +158,7 @@ fn old_keys_leave_the_jwks_once_their_tokens_expired() {
 fn expired_tokens_and_idle_keys_are_refused() {
     let env = super::common::start_with(Backend::Sqlite, vec!["--token-ttl".into(), "1s".into()]);
     // A token for Infra's own audience (no destination), living 1 s.
-    let token = env
-        .admin
-        .run(&["tokens", "--quiet"])
-        .ok()
-        .stdout
-        .trim()
-        .to_owned();
+    let token = env.admin.run(&["tokens", "--quiet"]).ok().stdout.trim().to_owned();
     pyjwt(&env, &token, &issuer(&env)).expect("fresh token verifies");
     infra_testkit::eventually!(15, || match pyjwt(&env, &token, &issuer(&env)) {
         Err(why) if why.contains("xpired") => Ok(()),
@@ -223,13 +174,7 @@ fn expired_tokens_and_idle_keys_are_refused() {
         .trim()
         .to_owned();
     let cli = Cli::new(&bin()).unwrap();
-    login(
-        &cli,
-        &env.server,
-        super::common::ADMIN,
-        super::common::ADMIN_PW,
-    )
-    .ok();
+    login(&cli, &env.server, super::common::ADMIN, super::common::ADMIN_PW).ok();
     let info = || cli.run_env(&["info"], &[("INFRA_ACCESS_KEY", key.as_str())], None);
     // In use every half second for 4 s: each use extends it.
     for _ in 0..8 {
@@ -238,10 +183,5 @@ fn expired_tokens_and_idle_keys_are_refused() {
     }
     // Then left alone past its timeout: refused.
     std::thread::sleep(std::time::Duration::from_secs(3));
-    assert!(
-        info()
-            .failed()
-            .stderr
-            .contains("invalid, expired or revoked")
-    );
+    assert!(info().failed().stderr.contains("invalid, expired or revoked"));
 }

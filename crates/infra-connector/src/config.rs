@@ -1,0 +1,238 @@
+//! Connector configuration: YAML plus `INFRA_*` environment variables,
+//! defaults in one place, unknown keys refused with their name.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use serde::Deserialize;
+
+/// `infra connector` flags; each overrides the file.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ConnectorArgs {
+    /// YAML configuration file (see docs/connectors.md).
+    #[arg(long, env = "INFRA_CONNECTOR_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Server URL, such as https://infra.example.com:4443.
+    #[arg(long, env = "INFRA_SERVER")]
+    pub server: Option<String>,
+    /// Connector access key (from 'infra keys add --connector'). Better: INFRA_ACCESS_KEY or accessKeyFile.
+    #[arg(long, env = "INFRA_ACCESS_KEY", hide_env_values = true)]
+    pub access_key: Option<String>,
+    /// Connector name; several connectors with one name share the load.
+    #[arg(long, env = "INFRA_CONNECTOR_NAME")]
+    pub name: Option<String>,
+    /// Log format: text or json.
+    #[arg(long, env = "INFRA_LOG_FORMAT", value_parser = ["text", "json"])]
+    pub log_format: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub(crate) struct TlsConfig {
+    pub(crate) ca_file: Option<PathBuf>,
+    pub(crate) trusted_fingerprint: Option<String>,
+    #[serde(default)]
+    pub(crate) skip_verify: bool,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub(crate) struct UpstreamAuth {
+    pub(crate) bearer_token_file: Option<PathBuf>,
+    pub(crate) basic_username: Option<String>,
+    pub(crate) basic_password_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub(crate) struct DestinationConfig {
+    pub(crate) name: String,
+    pub(crate) kind: String,
+    pub(crate) url: Option<String>,
+    pub(crate) upstream_auth: Option<UpstreamAuth>,
+    #[serde(default)]
+    pub(crate) labels: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct FileConfig {
+    server: Option<String>,
+    access_key: Option<String>,
+    access_key_file: Option<PathBuf>,
+    name: Option<String>,
+    #[serde(default)]
+    tls: TlsConfig,
+    data_dir: Option<PathBuf>,
+    admin_listen: Option<SocketAddr>,
+    #[serde(default)]
+    destinations: Vec<DestinationConfig>,
+}
+
+/// A validated HTTP destination.
+#[derive(Debug, Clone)]
+pub(crate) struct HttpDestination {
+    pub(crate) name: String,
+    /// `http://host:port` with an optional path prefix, no trailing slash.
+    pub(crate) url: String,
+    pub(crate) authority: String,
+    /// The value of the `Authorization` header to send upstream, if any.
+    pub(crate) upstream_authorization: Option<String>,
+    pub(crate) labels: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Settings {
+    pub(crate) server: String,
+    pub(crate) server_host: String,
+    pub(crate) server_port: u16,
+    pub(crate) access_key: String,
+    pub(crate) name: String,
+    pub(crate) tls: TlsConfig,
+    pub(crate) data_dir: PathBuf,
+    pub(crate) admin_listen: SocketAddr,
+    pub(crate) destinations: Vec<HttpDestination>,
+}
+
+fn read_secret(p: &Path, what: &str) -> anyhow::Result<String> {
+    let s = std::fs::read_to_string(p).with_context(|| format!("read {what} from {}", p.display()))?;
+    Ok(s.trim().to_owned())
+}
+
+fn valid_name(n: &str) -> bool {
+    !n.is_empty()
+        && n.len() <= 63
+        && n.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && !n.starts_with('-')
+}
+
+impl Settings {
+    pub(crate) fn resolve(a: ConnectorArgs) -> anyhow::Result<Self> {
+        let f: FileConfig = match &a.config {
+            None => FileConfig::default(),
+            Some(p) => {
+                let text = std::fs::read_to_string(p).with_context(|| format!("read config file {}", p.display()))?;
+                yaml_serde::from_str(&text).with_context(|| format!("config file {}", p.display()))?
+            }
+        };
+        let server = a
+            .server
+            .or(f.server)
+            .context("no server: set 'server:' in the config, --server or INFRA_SERVER")?;
+        let rest = server
+            .trim_end_matches('/')
+            .strip_prefix("https://")
+            .context("server URL must start with https://")?;
+        let (host, port) = match rest.rsplit_once(':') {
+            Some((h, p)) => (
+                h.trim_matches(['[', ']']).to_owned(),
+                p.parse().context("server URL port")?,
+            ),
+            None => (rest.to_owned(), 443),
+        };
+        let access_key = match (a.access_key, f.access_key, f.access_key_file) {
+            (Some(k), _, _) | (None, Some(k), _) => k,
+            (None, None, Some(p)) => read_secret(&p, "access key")?,
+            (None, None, None) => {
+                bail!(
+                    "no access key: create one with 'infra keys add --connector --name NAME' and set INFRA_ACCESS_KEY or accessKeyFile"
+                )
+            }
+        };
+        let name = a
+            .name
+            .or(f.name)
+            .context("no connector name: set 'name:' in the config or --name")?;
+        if !valid_name(&name) {
+            bail!("invalid connector name '{name}': use lower-case letters, digits and -");
+        }
+        let data_dir = f.data_dir.unwrap_or_else(|| match std::env::var_os("HOME") {
+            Some(h) => Path::new(&h).join(".infra").join("connector").join(&name),
+            None => PathBuf::from("infra-connector-data"),
+        });
+        let mut destinations = Vec::new();
+        for d in f.destinations {
+            if !valid_name(&d.name) {
+                bail!(
+                    "invalid destination name '{}': use lower-case letters, digits and -",
+                    d.name
+                );
+            }
+            if d.kind != "http" {
+                bail!(
+                    "destination {}: kind '{}' is not supported by this connector version (supported: http)",
+                    d.name,
+                    d.kind
+                );
+            }
+            let url = d
+                .url
+                .with_context(|| format!("destination {}: 'url' is required for kind http", d.name))?;
+            let rest = url
+                .strip_prefix("http://")
+                .with_context(|| format!("destination {}: url must start with http:// (got {url})", d.name))?;
+            // A path in the URL is a prefix for every request path.
+            let (authority, path) = match rest.find('/') {
+                Some(i) => (rest[..i].to_owned(), rest[i..].trim_end_matches('/').to_owned()),
+                None => (rest.to_owned(), String::new()),
+            };
+            let upstream_authorization = match d.upstream_auth {
+                None => None,
+                Some(UpstreamAuth {
+                    bearer_token_file: Some(p),
+                    basic_username: None,
+                    basic_password_file: None,
+                }) => Some(format!("Bearer {}", read_secret(&p, "upstream bearer token")?)),
+                Some(UpstreamAuth {
+                    bearer_token_file: None,
+                    basic_username: Some(u),
+                    basic_password_file: Some(p),
+                }) => {
+                    use base64::Engine;
+                    let pw = read_secret(&p, "upstream password")?;
+                    Some(format!(
+                        "Basic {}",
+                        base64::engine::general_purpose::STANDARD.encode(format!("{u}:{pw}"))
+                    ))
+                }
+                Some(_) => bail!(
+                    "destination {}: upstreamAuth takes either bearerTokenFile, or basicUsername with basicPasswordFile",
+                    d.name
+                ),
+            };
+            destinations.push(HttpDestination {
+                name: d.name,
+                url: format!("http://{authority}{path}"),
+                authority,
+                upstream_authorization,
+                labels: d.labels,
+            });
+        }
+        if destinations.is_empty() {
+            bail!("no destinations configured: add at least one under 'destinations:'");
+        }
+        Ok(Self {
+            server: format!(
+                "https://{}:{port}",
+                if host.contains(':') {
+                    format!("[{host}]")
+                } else {
+                    host.clone()
+                }
+            ),
+            server_host: host,
+            server_port: port,
+            access_key,
+            name,
+            tls: f.tls,
+            data_dir,
+            admin_listen: f
+                .admin_listen
+                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 4480))),
+            destinations,
+        })
+    }
+}

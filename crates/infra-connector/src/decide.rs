@@ -1,0 +1,135 @@
+//! The connector's own access decision, from the credential the user sent
+//! and the state the server pushed. No call to the server is made.
+
+use std::collections::{HashMap, HashSet};
+
+use base64::Engine;
+use infra_auth::jwt::{Claims, Verifier, VerifyError};
+use infra_core::access::GrantRule;
+use infra_core::{GrantIndex, Resource, Role, Subject};
+use infra_tunnel::proto::Snapshot;
+
+/// Everything needed to decide, rebuilt on each pushed snapshot.
+pub(crate) struct Decider {
+    verifier: Verifier,
+    index: GrantIndex,
+    groups_of: HashMap<String, Vec<String>>,
+    revoked: HashSet<String>,
+}
+
+/// Who the caller is, once allowed.
+#[derive(Debug, Clone)]
+pub(crate) struct Identity {
+    pub(crate) user_id: String,
+    pub(crate) email: String,
+    pub(crate) groups: Vec<String>,
+    pub(crate) roles: Vec<String>,
+}
+
+/// Why a request was refused; status and a message safe to show.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Denial {
+    pub(crate) status: u16,
+    pub(crate) message: String,
+}
+
+fn deny(status: u16, message: impl Into<String>) -> Denial {
+    Denial {
+        status,
+        message: message.into(),
+    }
+}
+
+impl Decider {
+    pub(crate) fn new(s: &Snapshot, issuer: &str) -> Self {
+        let index = GrantIndex::new(s.grants.iter().filter_map(|g| {
+            Some(GrantRule {
+                subject: match g.subject_kind.as_str() {
+                    "user" => Subject::User(g.subject_id.clone()),
+                    "group" => Subject::Group(g.subject_id.clone()),
+                    _ => return None,
+                },
+                role: Role::parse(&g.role).ok()?,
+                resource: Resource::parse(&g.resource).ok()?,
+                expires_at: g.expires_at,
+            })
+        }));
+        let mut groups_of: HashMap<String, Vec<String>> = HashMap::new();
+        for (g, u) in &s.memberships {
+            groups_of.entry(u.clone()).or_default().push(g.clone());
+        }
+        Self {
+            verifier: Verifier::new(&s.jwks, issuer),
+            index,
+            groups_of,
+            revoked: s.revoked_sessions.iter().cloned().collect(),
+        }
+    }
+
+    /// Verifies `token` for `destination` and checks the current grants.
+    pub(crate) fn decide(&self, token: &str, destination: &str, now_ms: i64) -> Result<Identity, Denial> {
+        let claims: Claims = self.verifier.verify(token, destination).map_err(|e| match e {
+            VerifyError::Audience => deny(
+                403,
+                format!("this token is not for {destination}; get one with 'infra tokens --destination {destination}'"),
+            ),
+            other => deny(
+                401,
+                format!("{other}; log in again or get a new token with 'infra tokens --destination {destination}'"),
+            ),
+        })?;
+        self.authorize(&claims, destination, now_ms)
+    }
+
+    /// Whether the holder of `claims` may still use `destination`: used at
+    /// the start of a request and again for open streams when grants change.
+    pub(crate) fn authorize(&self, claims: &Claims, destination: &str, now_ms: i64) -> Result<Identity, Denial> {
+        if claims.sid.as_ref().is_some_and(|s| self.revoked.contains(s)) {
+            return Err(deny(401, "the session this token came from has ended; log in again"));
+        }
+        let resource = Resource::parse(destination).map_err(|_| deny(404, "no such destination"))?;
+        let groups = self.groups_of.get(&claims.sub).cloned().unwrap_or_default();
+        let roles: Vec<String> = self
+            .index
+            .roles(&claims.sub, &groups, &resource, now_ms)
+            .into_iter()
+            .map(|r| r.to_string())
+            .collect();
+        if roles.is_empty() {
+            return Err(deny(
+                403,
+                format!(
+                    "{} has no grant on {destination}; ask an admin: infra grants add {} {destination} --role ROLE",
+                    claims.name, claims.name
+                ),
+            ));
+        }
+        Ok(Identity {
+            user_id: claims.sub.clone(),
+            email: claims.email.clone().unwrap_or_else(|| claims.name.clone()),
+            groups: claims.groups.clone(),
+            roles,
+        })
+    }
+
+    pub(crate) fn claims(&self, token: &str, destination: &str) -> Option<Claims> {
+        self.verifier.verify(token, destination).ok()
+    }
+}
+
+/// The user's token from `Authorization: Bearer T` or Basic with the token
+/// as the password.
+pub(crate) fn token_from(headers: &http::HeaderMap) -> Option<String> {
+    let v = headers.get(http::header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, rest) = v.split_once(' ')?;
+    if scheme.eq_ignore_ascii_case("bearer") {
+        return Some(rest.trim().to_owned());
+    }
+    if scheme.eq_ignore_ascii_case("basic") {
+        let raw = base64::engine::general_purpose::STANDARD.decode(rest.trim()).ok()?;
+        let text = String::from_utf8(raw).ok()?;
+        let (_, pw) = text.split_once(':')?;
+        return Some(pw.to_owned());
+    }
+    None
+}

@@ -1,0 +1,116 @@
+//! `infra connector`: the data plane, next to the infrastructure.
+//!
+//! It dials out to the server (no inbound port), receives the signing keys
+//! and the grants for its destinations as the server pushes them, and
+//! decides every request itself from the user's token and that state. The
+//! upstream credentials in its configuration never leave it.
+
+mod config;
+mod decide;
+mod proxy;
+mod spool;
+mod state;
+mod trust;
+mod tunnel;
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio_util::sync::CancellationToken;
+
+pub use config::ConnectorArgs;
+
+/// Runs the connector until SIGTERM or SIGINT.
+pub async fn run(args: ConnectorArgs) -> anyhow::Result<()> {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    init_logs(args.log_format.as_deref() == Some("json"));
+    let settings = config::Settings::resolve(args)?;
+    std::fs::create_dir_all(&settings.data_dir)
+        .with_context(|| format!("create data directory {}", settings.data_dir.display()))?;
+    let id_path = settings.data_dir.join("instance-id");
+    let instance_id = match std::fs::read_to_string(&id_path) {
+        Ok(s) if !s.trim().is_empty() => s.trim().to_owned(),
+        _ => {
+            let id = infra_auth::random_token(20)?;
+            std::fs::write(&id_path, &id).with_context(|| format!("write {}", id_path.display()))?;
+            id
+        }
+    };
+    let spool = spool::Spool::open(&settings.data_dir)?;
+    if spool.pending_len() > 0 {
+        tracing::info!(
+            events = spool.pending_len(),
+            "audit events from an earlier run will be shipped"
+        );
+    }
+    let tls = Arc::new(trust::client_config(&settings.tls)?);
+    let admin = tokio::net::TcpListener::bind(settings.admin_listen)
+        .await
+        .with_context(|| format!("listen on admin address {} (set adminListen)", settings.admin_listen))?;
+    tracing::info!(name = %settings.name, server = %settings.server, admin = %admin.local_addr()?, "infra connector starting");
+    let state = Arc::new(state::State::new(settings, spool, instance_id)?);
+
+    let shutdown = CancellationToken::new();
+    tokio::spawn(signals(shutdown.clone()));
+    tokio::spawn(admin_server(admin, state.clone(), shutdown.clone()));
+    tunnel::run(state.clone(), tls, shutdown).await;
+    state.spool.sync();
+    tracing::info!("stopped");
+    Ok(())
+}
+
+fn init_logs(json: bool) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("INFRA_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = if json { b.json().try_init() } else { b.try_init() };
+}
+
+async fn signals(token: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    tracing::info!("draining: finishing requests in flight");
+    token.cancel();
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    std::process::exit(130);
+}
+
+/// `GET /healthz`: 200 once the tunnel is up and grants have arrived.
+async fn admin_server(listener: tokio::net::TcpListener, state: Arc<state::State>, shutdown: CancellationToken) {
+    loop {
+        let (tcp, _) = tokio::select! {
+            r = listener.accept() => match r { Ok(c) => c, Err(_) => continue },
+            () = shutdown.cancelled() => return,
+        };
+        let state = state.clone();
+        tokio::spawn(async move {
+            let svc = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                let state = state.clone();
+                async move {
+                    let (status, body) = match req.uri().path() {
+                        "/healthz" if state.ready() => (200, r#"{"status":"ok"}"#),
+                        "/healthz" => (503, r#"{"status":"connecting"}"#),
+                        _ => (404, r#"{"code":404,"message":"not found"}"#),
+                    };
+                    let mut r = http::Response::new(infra_tunnel::full(body));
+                    *r.status_mut() = http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::OK);
+                    Ok::<_, std::convert::Infallible>(r)
+                }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(hyper_util::rt::TokioIo::new(tcp), svc)
+                .await;
+        });
+    }
+}

@@ -1,0 +1,364 @@
+//! HTTP destinations: check the caller, clean the request, add identity,
+//! forward upstream, stream the answer back, audit it.
+//!
+//! *Architecture Invariant:* nothing the client sends about identity
+//! reaches the upstream. The user's credential, `X-Forwarded-*`,
+//! `X-Infra-*`, `Forwarded`, `Impersonate-*`, hop-by-hop headers and any
+//! header the client names in `Connection` are removed before the
+//! connector sets its own.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Request, Response, StatusCode};
+use http_body::Frame;
+use http_body::Body as _;
+use hyper::body::Incoming;
+use infra_tunnel::proto::AccessEvent;
+use infra_tunnel::{Body, BoxError, HDR_CLIENT_ADDR, HDR_DESTINATION};
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
+
+use crate::decide::{Denial, token_from};
+use crate::state::{Active, State, now_ms};
+
+const HOP_BY_HOP: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "proxy-authorization",
+];
+
+fn json_error(status: u16, message: &str) -> Response<Body> {
+    let body = serde_json::json!({ "code": status, "message": message }).to_string();
+    let mut r = Response::new(infra_tunnel::full(body));
+    *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    if status == 401 {
+        r.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Basic realm=\"infra\", charset=\"UTF-8\""),
+        );
+    }
+    r
+}
+
+/// Removes every header the client must not control.
+pub(crate) fn strip_client_headers(h: &mut HeaderMap) {
+    let named: Vec<HeaderName> = h
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect();
+    for n in named {
+        h.remove(n);
+    }
+    for n in HOP_BY_HOP {
+        h.remove(n);
+    }
+    h.remove(header::AUTHORIZATION);
+    h.remove(header::FORWARDED);
+    let doomed: Vec<HeaderName> = h
+        .keys()
+        .filter(|k| {
+            let s = k.as_str();
+            s.starts_with("x-forwarded-")
+                || s.starts_with("x-infra-")
+                || s.starts_with("impersonate-")
+                || s == "x-real-ip"
+        })
+        .cloned()
+        .collect();
+    for n in doomed {
+        h.remove(n);
+    }
+}
+
+fn hv(s: &str) -> Option<HeaderValue> {
+    HeaderValue::from_str(s).ok()
+}
+
+/// Handles one proxied request for destination `dest_name`.
+pub(crate) async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
+    let started = Instant::now();
+    let dest_name = req
+        .headers()
+        .get(HDR_DESTINATION)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let source = req
+        .headers()
+        .get(HDR_CLIENT_ADDR)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("unknown")
+        .to_owned();
+    let method = req.method().clone();
+    let path = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "/".into());
+    let detail = |status: u16, bytes: u64, reason: &str| {
+        let ms = started.elapsed().as_millis();
+        let mut d = format!(
+            "{method} {path} status={status} bytes={bytes} duration_ms={ms} connector={}",
+            state.settings.name
+        );
+        if !reason.is_empty() {
+            d.push_str(&format!(" reason={reason}"));
+        }
+        d
+    };
+    let Some(dest) = state
+        .settings
+        .destinations
+        .iter()
+        .find(|d| d.name == dest_name)
+        .cloned()
+    else {
+        return json_error(404, &format!("this connector does not serve destination '{dest_name}'"));
+    };
+    let refuse = |user: &str, d: Denial| {
+        state.spool.record(AccessEvent {
+            seq: 0,
+            time_ms: now_ms(),
+            user: user.to_owned(),
+            destination: dest.name.clone(),
+            source: source.clone(),
+            result: "denied".into(),
+            detail: detail(d.status, 0, &d.message),
+        });
+        json_error(d.status, &d.message)
+    };
+    let Some(token) = token_from(req.headers()) else {
+        return refuse(
+            "anonymous",
+            Denial {
+                status: 401,
+                message: format!(
+                    "log in: send 'Authorization: Bearer TOKEN' (get one with 'infra tokens --destination {} --quiet')",
+                    dest.name
+                ),
+            },
+        );
+    };
+    let Some(decider) = state.decider() else {
+        return json_error(
+            503,
+            "this connector has not received its grants from the server yet; try again shortly",
+        );
+    };
+    let ident = match decider.decide(&token, &dest.name, now_ms()) {
+        Ok(i) => i,
+        Err(d) => {
+            let who = decider
+                .claims(&token, &dest.name)
+                .map(|c| c.name)
+                .unwrap_or_else(|| "unknown".into());
+            return refuse(&who, d);
+        }
+    };
+    let claims = decider.claims(&token, &dest.name);
+    drop(decider);
+
+    let (mut parts, body) = req.into_parts();
+    let original_host = parts.headers.get(header::HOST).cloned();
+    strip_client_headers(&mut parts.headers);
+    let h = &mut parts.headers;
+    for (name, value) in [
+        ("x-forwarded-user", ident.email.clone()),
+        ("x-forwarded-email", ident.email.clone()),
+        ("x-forwarded-groups", ident.groups.join(",")),
+        ("x-forwarded-role", ident.roles.join(",")),
+        ("x-forwarded-for", source.clone()),
+        ("x-forwarded-proto", "https".into()),
+    ] {
+        if let Some(v) = hv(&value) {
+            h.insert(HeaderName::from_static(name), v);
+        }
+    }
+    if let Some(host) = original_host {
+        h.insert(HeaderName::from_static("x-forwarded-host"), host);
+    }
+    if let Some(a) = state.assertion(&ident, &dest.name).and_then(|a| hv(&a)) {
+        h.insert(HeaderName::from_static("x-infra-assertion"), a);
+    }
+    if let Some(auth) = dest.upstream_authorization.as_deref().and_then(hv) {
+        h.insert(header::AUTHORIZATION, auth);
+    }
+    if let Some(v) = hv(&dest.authority) {
+        h.insert(header::HOST, v);
+    }
+    let uri = format!("{}{path}", dest.url);
+    parts.uri = match uri.parse() {
+        Ok(u) => u,
+        Err(_) => return json_error(400, "request path is not valid"),
+    };
+    parts.version = http::Version::HTTP_11;
+    let upstream_req = Request::from_parts(parts, infra_tunnel::boxed(body));
+
+    let cancel = CancellationToken::new();
+    let active_id = claims.map(|c| {
+        state.track(Active {
+            claims: c,
+            destination: dest.name.clone(),
+            cancel: cancel.clone(),
+        })
+    });
+    let resp = match state.client.request(upstream_req).await {
+        Ok(r) => r,
+        Err(e) => {
+            if let Some(id) = active_id {
+                state.untrack(id);
+            }
+            tracing::warn!(destination = %dest.name, error = %e, "upstream request failed");
+            let status = 502;
+            state.spool.record(AccessEvent {
+                seq: 0,
+                time_ms: now_ms(),
+                user: ident.email.clone(),
+                destination: dest.name.clone(),
+                source: source.clone(),
+                result: "failure".into(),
+                detail: detail(status, 0, "upstream unreachable"),
+            });
+            return json_error(
+                status,
+                &format!("destination {} is unreachable from its connector: {e}", dest.name),
+            );
+        }
+    };
+    let status = resp.status().as_u16();
+    let (parts, body) = resp.into_parts();
+    let mut out = Response::from_parts(parts, Body::default());
+    for n in HOP_BY_HOP {
+        out.headers_mut().remove(n);
+    }
+    let event = AccessEvent {
+        seq: 0,
+        time_ms: now_ms(),
+        user: ident.email.clone(),
+        destination: dest.name.clone(),
+        source,
+        result: "success".into(),
+        detail: String::new(),
+    };
+    let metered = Metered {
+        inner: body,
+        bytes: 0,
+        cancelled: Box::pin(cancel.cancelled_owned()),
+        done: Some(Done {
+            state: state.clone(),
+            event,
+            active_id,
+            started,
+            method: method.to_string(),
+            path,
+            status,
+        }),
+    };
+    *out.body_mut() = infra_tunnel::boxed(metered);
+    out
+}
+
+struct Done {
+    state: Arc<State>,
+    event: AccessEvent,
+    active_id: Option<u64>,
+    started: Instant,
+    method: String,
+    path: String,
+    status: u16,
+}
+
+/// The upstream response body, counted, cut when access is revoked, and
+/// audited when it ends (or the client goes away).
+struct Metered {
+    inner: Incoming,
+    bytes: u64,
+    cancelled: Pin<Box<WaitForCancellationFutureOwned>>,
+    done: Option<Done>,
+}
+
+impl Metered {
+    fn finish(&mut self, reason: &str) {
+        if let Some(d) = self.done.take() {
+            if let Some(id) = d.active_id {
+                d.state.untrack(id);
+            }
+            let mut ev = d.event;
+            ev.detail = format!(
+                "{} {} status={} bytes={} duration_ms={} connector={}",
+                d.method,
+                d.path,
+                d.status,
+                self.bytes,
+                d.started.elapsed().as_millis(),
+                d.state.settings.name
+            );
+            if !reason.is_empty() {
+                ev.detail.push_str(&format!(" ended={reason}"));
+            }
+            d.state.spool.record(ev);
+        }
+    }
+}
+
+impl http_body::Body for Metered {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        if self.cancelled.as_mut().poll(cx).is_ready() {
+            self.finish("access revoked");
+            return Poll::Ready(Some(Err("access revoked".into())));
+        }
+        match Pin::new(&mut self.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(f))) => {
+                if let Some(d) = f.data_ref() {
+                    self.bytes += d.len() as u64;
+                }
+                Poll::Ready(Some(Ok(f)))
+            }
+            Poll::Ready(Some(Err(e))) => {
+                self.finish("upstream error");
+                Poll::Ready(Some(Err(e.into())))
+            }
+            Poll::Ready(None) => {
+                self.finish("");
+                Poll::Ready(None)
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+}
+
+impl Drop for Metered {
+    fn drop(&mut self) {
+        // hyper stops polling once the body says it has ended; that is a
+        // complete response, not a client that left.
+        let reason = if self.inner.is_end_stream() {
+            ""
+        } else {
+            "client went away"
+        };
+        self.finish(reason);
+    }
+}
+
+use std::future::Future as _;

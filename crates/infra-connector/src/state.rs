@@ -1,0 +1,135 @@
+//! The connector's shared state: settings, the decision state pushed by the
+//! server, open streams (so revocation can cut them), and the audit spool.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use infra_auth::jwt::{Claims, SigningKey};
+use infra_tunnel::Body;
+use infra_tunnel::proto::Snapshot;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Settings;
+use crate::decide::{Decider, Identity};
+use crate::spool::Spool;
+
+/// An open proxied stream, re-checked whenever grants change.
+pub(crate) struct Active {
+    pub(crate) claims: Claims,
+    pub(crate) destination: String,
+    pub(crate) cancel: CancellationToken,
+}
+
+pub(crate) struct State {
+    pub(crate) settings: Settings,
+    pub(crate) spool: Spool,
+    pub(crate) client: Client<HttpConnector, Body>,
+    pub(crate) instance_id: String,
+    pub(crate) assertion_key: SigningKey,
+    issuer: RwLock<String>,
+    decider: RwLock<Option<Arc<Decider>>>,
+    active: Mutex<HashMap<u64, Active>>,
+    next_id: AtomicU64,
+    pub(crate) connected: AtomicBool,
+}
+
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+impl State {
+    pub(crate) fn new(settings: Settings, spool: Spool, instance_id: String) -> anyhow::Result<Self> {
+        let mut http = HttpConnector::new();
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(std::time::Duration::from_secs(10)));
+        let client = Client::builder(hyper_util::rt::TokioExecutor::new())
+            .pool_idle_timeout(std::time::Duration::from_secs(60))
+            .pool_max_idle_per_host(256)
+            .build(http);
+        Ok(Self {
+            settings,
+            spool,
+            client,
+            instance_id,
+            assertion_key: SigningKey::generate()?,
+            issuer: RwLock::new(String::new()),
+            decider: RwLock::new(None),
+            active: Mutex::new(HashMap::new()),
+            next_id: AtomicU64::new(1),
+            connected: AtomicBool::new(false),
+        })
+    }
+
+    pub(crate) fn set_issuer(&self, iss: String) {
+        if let Ok(mut g) = self.issuer.write() {
+            *g = iss;
+        }
+    }
+
+    pub(crate) fn decider(&self) -> Option<Arc<Decider>> {
+        self.decider.read().ok().and_then(|g| g.clone())
+    }
+
+    pub(crate) fn ready(&self) -> bool {
+        self.connected.load(Ordering::Relaxed) && self.decider().is_some()
+    }
+
+    /// Installs a pushed snapshot and cuts open streams it no longer allows.
+    pub(crate) fn apply(&self, s: &Snapshot) {
+        let issuer = self.issuer.read().map(|g| g.clone()).unwrap_or_default();
+        let d = Arc::new(Decider::new(s, &issuer));
+        if let Ok(mut g) = self.decider.write() {
+            *g = Some(d.clone());
+        }
+        let now = now_ms();
+        if let Ok(active) = self.active.lock() {
+            for a in active.values() {
+                if let Err(denial) = d.authorize(&a.claims, &a.destination, now) {
+                    tracing::info!(user = %a.claims.name, destination = %a.destination, reason = %denial.message, "closing stream: access revoked");
+                    a.cancel.cancel();
+                }
+            }
+        }
+    }
+
+    pub(crate) fn track(&self, a: Active) -> u64 {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut g) = self.active.lock() {
+            g.insert(id, a);
+        }
+        id
+    }
+
+    pub(crate) fn untrack(&self, id: u64) {
+        if let Ok(mut g) = self.active.lock() {
+            g.remove(&id);
+        }
+    }
+
+    /// A short-lived JWT saying who the user is, signed with this
+    /// connector's key (published by the server), for the upstream.
+    pub(crate) fn assertion(&self, ident: &Identity, destination: &str) -> Option<String> {
+        let iss = self.issuer.read().ok()?.clone();
+        let now = now_ms() / 1000;
+        let claims = Claims {
+            iss: format!("{iss}/connectors/{}", self.settings.name),
+            sub: ident.user_id.clone(),
+            aud: destination.to_owned(),
+            exp: now + 60,
+            iat: now,
+            nbf: now,
+            jti: infra_auth::random_token(16).ok()?,
+            name: ident.email.clone(),
+            email: Some(ident.email.clone()),
+            groups: ident.groups.clone(),
+            sid: None,
+        };
+        self.assertion_key.sign(&claims).ok()
+    }
+}

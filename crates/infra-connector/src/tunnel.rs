@@ -1,0 +1,172 @@
+//! Keeping the tunnel up: dial out, handshake, serve the server's streams,
+//! and on any failure reconnect with jittered exponential back-off.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use anyhow::Context;
+use http::{Request, Response, StatusCode};
+use hyper::body::Incoming;
+use infra_tunnel::body::{LineReader, channel};
+use infra_tunnel::proto::{ConnectorMsg, ControlMsg, DestinationInfo, Hello, VERSION};
+use infra_tunnel::{Body, CONTROL_PATH, handshake, transport};
+use rustls::pki_types::ServerName;
+use tokio_util::sync::CancellationToken;
+
+use crate::state::State;
+
+const MIN_BACKOFF: Duration = Duration::from_millis(200);
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// Runs until `shutdown`; reconnects forever.
+pub(crate) async fn run(state: Arc<State>, tls: Arc<rustls::ClientConfig>, shutdown: CancellationToken) {
+    let mut backoff = MIN_BACKOFF;
+    loop {
+        let started = std::time::Instant::now();
+        let result = tokio::select! {
+            r = connect_once(&state, tls.clone(), &shutdown) => r,
+            () = shutdown.cancelled() => return,
+        };
+        state.connected.store(false, Ordering::Relaxed);
+        match result {
+            Ok(()) if shutdown.is_cancelled() => return,
+            Ok(()) => tracing::warn!(server = %state.settings.server, "tunnel closed; reconnecting"),
+            Err(e) => {
+                tracing::warn!(server = %state.settings.server, error = %format!("{e:#}"), "tunnel failed; reconnecting")
+            }
+        }
+        // A tunnel that stayed up a while starts the back-off afresh.
+        if started.elapsed() > Duration::from_secs(30) {
+            backoff = MIN_BACKOFF;
+        }
+        let jitter = Duration::from_millis(
+            u64::from(infra_auth::random_bytes::<2>().map(u16::from_le_bytes).unwrap_or(0)) % 250,
+        );
+        tokio::select! {
+            () = tokio::time::sleep(backoff + jitter) => {}
+            () = shutdown.cancelled() => return,
+        }
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+async fn connect_once(
+    state: &Arc<State>,
+    tls: Arc<rustls::ClientConfig>,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<()> {
+    let s = &state.settings;
+    let tcp = tokio::net::TcpStream::connect((s.server_host.as_str(), s.server_port))
+        .await
+        .with_context(|| format!("connect to {}", s.server))?;
+    tcp.set_nodelay(true)?;
+    let name = ServerName::try_from(s.server_host.clone()).context("server host name")?;
+    let tls = tokio_rustls::TlsConnector::from(tls)
+        .connect(name, tcp)
+        .await
+        .context("TLS handshake with the server")?;
+    if tls.get_ref().1.alpn_protocol() != Some(infra_tunnel::ALPN) {
+        anyhow::bail!(
+            "the server does not speak the tunnel protocol (ALPN); is {} an Infra server?",
+            s.server
+        );
+    }
+    let hello = Hello {
+        version: VERSION,
+        access_key: s.access_key.clone(),
+        name: s.name.clone(),
+        instance_id: state.instance_id.clone(),
+        destinations: s
+            .destinations
+            .iter()
+            .map(|d| DestinationInfo {
+                name: d.name.clone(),
+                kind: "http".into(),
+                labels: d.labels.clone(),
+                direct_url: None,
+            })
+            .collect(),
+        assertion_key: state.assertion_key.public_x.clone(),
+    };
+    let (io, reply) = handshake::connect(tls, &hello).await?;
+    state.set_issuer(reply.issuer.clone().unwrap_or_default());
+    state.spool.ack(reply.audit_acked);
+    state.connected.store(true, Ordering::Relaxed);
+    tracing::info!(server = %s.server, destinations = s.destinations.len(), "tunnel up");
+
+    let st = state.clone();
+    let service = move |req: Request<Incoming>| {
+        let st = st.clone();
+        async move {
+            if req.uri().path() == CONTROL_PATH && req.method() == http::Method::POST {
+                return Ok::<_, std::convert::Infallible>(control(st, req));
+            }
+            Ok(crate::proxy::handle(st, req).await)
+        }
+    };
+    let conn = transport::serve(io, service);
+    tokio::pin!(conn);
+    tokio::select! {
+        r = &mut conn => r.context("tunnel connection")?,
+        () = shutdown.cancelled() => {
+            // In-flight streams finish within the grace period (run's caller
+            // bounds it); the server sees the tunnel close after.
+            let _ = tokio::time::timeout(Duration::from_secs(10), &mut conn).await;
+        }
+    }
+    Ok(())
+}
+
+/// The control stream: pushed state in, audit events and health out.
+fn control(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
+    let (tx, body) = channel(64);
+    let reader_state = state.clone();
+    let ack_tx = tx.clone();
+    tokio::spawn(async move {
+        let mut lines = LineReader::new(req.into_body());
+        loop {
+            match lines.next::<ControlMsg>().await {
+                Ok(Some(ControlMsg::Snapshot(s))) => {
+                    tracing::debug!(grants = s.grants.len(), "grants updated");
+                    reader_state.apply(&s);
+                }
+                Ok(Some(ControlMsg::AuditAck { seq })) => reader_state.spool.ack(seq),
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::warn!(error = %e, "control stream failed");
+                    break;
+                }
+            }
+        }
+        drop(ack_tx);
+    });
+    // Ship audit events: what is pending now, then each new one.
+    tokio::spawn(async move {
+        let mut sent = 0i64;
+        loop {
+            let added = state.spool.added.notified();
+            let batch = state.spool.after(sent);
+            if !batch.is_empty() {
+                state.spool.sync();
+            }
+            for ev in batch {
+                sent = ev.seq;
+                if tx.send(&ConnectorMsg::Audit(ev)).await.is_err() {
+                    return;
+                }
+            }
+            tokio::select! {
+                () = added => {}
+                () = tokio::time::sleep(Duration::from_secs(5)) => {
+                    if tx.send(&ConnectorMsg::Health { ok: true }).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    });
+    let mut r = Response::new(infra_tunnel::boxed(body));
+    *r.status_mut() = StatusCode::OK;
+    r
+}

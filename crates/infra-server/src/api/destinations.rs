@@ -1,0 +1,110 @@
+//! Destinations as connectors registered them, and the keys upstreams use
+//! to verify `X-Infra-Assertion`.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use infra_api::{Destination, PageQuery};
+use infra_core::InfraRole;
+use infra_store::connectors;
+
+use super::{Query, page_of, paging, time};
+use crate::audit;
+use crate::authn::Caller;
+use crate::error::{ApiError, ApiResult};
+use crate::state::AppState;
+
+/// How recently a connector must have been seen to count as healthy.
+const HEALTHY_WITHIN_MS: i64 = 60_000;
+
+pub(crate) fn url_of(state: &AppState, name: &str) -> String {
+    let port = state
+        .settings
+        .public_url
+        .rsplit_once(':')
+        .map(|(_, p)| p)
+        .unwrap_or("443");
+    format!("https://{name}.{}:{port}/", state.settings.gateway_domain)
+}
+
+fn to_api(state: &AppState, d: connectors::DestinationRow) -> Destination {
+    let live = state.hub.count(&d.name);
+    let connected = live > 0 || (d.tunnels > 0 && infra_store::now_ms() - d.last_seen_at < HEALTHY_WITHIN_MS);
+    Destination {
+        url: url_of(state, &d.name),
+        name: d.name,
+        kind: d.kind,
+        connector: d.connector,
+        labels: serde_json::from_str(&d.labels).unwrap_or_default(),
+        health: if connected {
+            "connected".into()
+        } else {
+            "disconnected".into()
+        },
+        tunnels: u32::try_from(live.max(usize::try_from(d.tunnels).unwrap_or(0))).unwrap_or(0),
+        last_seen: time(d.last_seen_at),
+        direct_url: d.direct_url,
+    }
+}
+
+/// List destinations with their connector and health.
+#[utoipa::path(get, path = "/api/destinations", tag = "destinations", params(PageQuery),
+    responses((status = 200, body = infra_api::Page<Destination>)), security(("accessKey" = [])))]
+pub(crate) async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(q): Query<PageQuery>,
+) -> ApiResult<Json<infra_api::Page<Destination>>> {
+    caller
+        .require(&state, InfraRole::View, "list destinations", "destinations")
+        .await?;
+    let (page, limit) = paging(q.page, q.limit)?;
+    let mut c = state.store.conn().await?;
+    let (rows, total) = connectors::list_destinations(&mut c, page, limit).await?;
+    Ok(page_of(
+        rows.into_iter().map(|d| to_api(&state, d)).collect(),
+        page,
+        limit,
+        total,
+    ))
+}
+
+/// Forget a destination (its connector registers it again if it still
+/// serves it). Grants on it are kept.
+#[utoipa::path(delete, path = "/api/destinations/{name}", tag = "destinations", params(("name" = String, Path)),
+    responses((status = 204)), security(("accessKey" = [])))]
+pub(crate) async fn remove(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> ApiResult<StatusCode> {
+    caller
+        .require(&state, InfraRole::Admin, "remove destinations", &name)
+        .await?;
+    let mut tx = state.store.write().await?;
+    if !connectors::delete_destination(tx.conn(), &name).await? {
+        return Err(ApiError::not_found(format!(
+            "destination not found: {name}; see 'infra destinations list'"
+        )));
+    }
+    let row = audit::append(&mut tx, caller.event("destination.delete", &name)).await?;
+    tx.commit().await?;
+    audit::emit(&state, &row);
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Public keys connectors sign `X-Infra-Assertion` with (a JWKS). The
+/// assertion's `iss` is `<server URL>/connectors/<name>` and its `aud` the
+/// destination.
+#[utoipa::path(get, path = "/api/connectors/jwks", tag = "destinations", responses((status = 200)))]
+pub(crate) async fn assertion_keys(State(state): State<AppState>) -> ApiResult<Json<infra_auth::jwt::Jwks>> {
+    let mut c = state.store.conn().await?;
+    let since = infra_store::now_ms() - 7 * 24 * 3600 * 1000;
+    let keys = connectors::connector_keys(&mut c, since).await?;
+    Ok(Json(infra_auth::jwt::Jwks {
+        keys: keys
+            .iter()
+            .map(|(kid, _, x)| infra_auth::jwt::Jwk::ed25519(kid, x))
+            .collect(),
+    }))
+}

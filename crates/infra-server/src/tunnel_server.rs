@@ -1,0 +1,386 @@
+//! The server end of connector tunnels: authenticate the connector,
+//! register its destinations, push it the state it decides with, take in
+//! its audit events, and hand its tunnel to the gateway.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use infra_store::connectors::{self, DestinationRow};
+use infra_store::{keys, now_ms};
+use infra_tunnel::body::{LineReader, LineSender, channel};
+use infra_tunnel::proto::{AccessEvent, ConnectorMsg, ControlMsg, GrantEntry, Hello, HelloReply, Snapshot};
+use infra_tunnel::{CONTROL_PATH, handshake, transport};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_util::sync::CancellationToken;
+
+use crate::audit::{self, Event};
+use crate::hub::Tunnel;
+use crate::state::AppState;
+
+/// Re-sends state at least this often, even without changes, so a
+/// connector also notices grants that expired by time.
+const REFRESH: Duration = Duration::from_secs(30);
+
+/// Checks the connector's key; returns the key id or a reason.
+async fn authenticate(state: &AppState, hello: &Hello) -> Result<String, String> {
+    let bad = || {
+        "connector access key is invalid, expired or revoked; create one with 'infra keys add --connector --name NAME'"
+            .to_owned()
+    };
+    let (id, secret) = infra_auth::access_key::parse(&hello.access_key).ok_or_else(bad)?;
+    let mut c = state
+        .store
+        .conn()
+        .await
+        .map_err(|_| "server database unavailable".to_owned())?;
+    let k = keys::key_by_id(&mut c, id)
+        .await
+        .map_err(|_| "server database unavailable".to_owned())?
+        .ok_or_else(bad)?;
+    if !infra_auth::access_key::secret_matches(secret, &k.secret_hash) || k.expires_at.is_some_and(|e| e <= now_ms()) {
+        return Err(bad());
+    }
+    if k.kind != "connector" {
+        return Err("this is not a connector key; create one with 'infra keys add --connector --name NAME'".into());
+    }
+    if k.name != hello.name {
+        return Err(format!("this key is for connector '{}', not '{}'", k.name, hello.name));
+    }
+    for d in &hello.destinations {
+        if infra_core::Resource::parse(&d.name)
+            .map(|r| r.as_str().contains('.'))
+            .unwrap_or(true)
+        {
+            return Err(format!("invalid destination name '{}'", d.name));
+        }
+        if let Ok(Some(existing)) = connectors::destination(&mut c, &d.name).await
+            && existing.connector != hello.name
+        {
+            return Err(format!(
+                "destination '{}' belongs to connector '{}'; remove it first ('infra destinations remove {}') or rename it",
+                d.name, existing.connector, d.name
+            ));
+        }
+    }
+    Ok(k.id)
+}
+
+async fn register(state: &AppState, hello: &Hello, key_id: &str, source: &str) -> Result<i64, String> {
+    let now = now_ms();
+    let r: Result<i64, crate::error::ApiError> = async {
+        let mut tx = state.store.write().await?;
+        for d in &hello.destinations {
+            let row = DestinationRow {
+                name: d.name.clone(),
+                kind: d.kind.clone(),
+                connector: hello.name.clone(),
+                labels: serde_json::to_string(&d.labels).unwrap_or_default(),
+                direct_url: d.direct_url.clone(),
+                created_at: now,
+                last_seen_at: now,
+                tunnels: i64::try_from(state.hub.count(&d.name)).unwrap_or(0) + 1,
+            };
+            connectors::upsert_destination(tx.conn(), &row).await?;
+        }
+        let kid = infra_auth::sha256_hex(hello.assertion_key.as_bytes())[..16].to_owned();
+        connectors::put_connector_key(tx.conn(), &kid, &hello.name, &hello.assertion_key, now).await?;
+        let acked = connectors::audit_acked(tx.conn(), &hello.instance_id).await?;
+        let names: Vec<&str> = hello.destinations.iter().map(|d| d.name.as_str()).collect();
+        let ev = Event::new(
+            &format!("connector:{}", hello.name),
+            "connector.connect",
+            &hello.name,
+            source,
+        )
+        .detail(format!(
+            "key={key_id} instance={} destinations={}",
+            hello.instance_id,
+            names.join(",")
+        ));
+        let row = audit::append(&mut tx, ev).await?;
+        tx.commit().await?;
+        audit::emit(state, &row);
+        Ok(acked)
+    }
+    .await;
+    r.map_err(|e| e.message)
+}
+
+/// Serves one connector connection (after TLS with the tunnel ALPN).
+pub(crate) async fn serve<S>(state: AppState, io: S, source: String)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut io, hello) = match handshake::accept(io).await {
+        Ok(v) => v,
+        Err(e) => {
+            tracing::warn!(%source, error = %e, "tunnel handshake failed");
+            return;
+        }
+    };
+    let key_id = match authenticate(&state, &hello).await {
+        Ok(k) => k,
+        Err(reason) => {
+            tracing::warn!(%source, connector = %hello.name, %reason, "connector refused");
+            let _ = handshake::reply(&mut io, &handshake::refusal(&reason)).await;
+            return;
+        }
+    };
+    let acked = match register(&state, &hello, &key_id, &source).await {
+        Ok(a) => a,
+        Err(reason) => {
+            let _ = handshake::reply(&mut io, &handshake::refusal(&reason)).await;
+            return;
+        }
+    };
+    let reply = HelloReply {
+        ok: true,
+        error: None,
+        issuer: Some(state.settings.public_url.clone()),
+        audit_acked: acked,
+    };
+    if handshake::reply(&mut io, &reply).await.is_err() {
+        return;
+    }
+    let (send, conn) = match transport::open(io).await {
+        Ok(v) => v,
+        Err(e) => {
+            tracing::warn!(connector = %hello.name, error = %e, "tunnel HTTP/2 handshake failed");
+            return;
+        }
+    };
+    let closed = CancellationToken::new();
+    let tunnel = Arc::new(Tunnel {
+        id: state.hub.next_id(),
+        connector: hello.name.clone(),
+        send,
+        closed: closed.clone(),
+    });
+    let destinations: Vec<String> = hello.destinations.iter().map(|d| d.name.clone()).collect();
+    tracing::info!(connector = %hello.name, %source, destinations = %destinations.join(","), "connector connected");
+
+    // The control stream first, so the connector has its grants before
+    // any user request arrives.
+    let (tx, body) = channel(16);
+    let control_req = http::Request::post(format!("http://connector{CONTROL_PATH}")).body(infra_tunnel::boxed(body));
+    let mut sender = tunnel.send.clone();
+    let conn_task = tokio::spawn(conn);
+    let control = async {
+        let req = control_req.map_err(|e| e.to_string())?;
+        sender.ready().await.map_err(|e| e.to_string())?;
+        let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
+        Ok::<_, String>(resp.into_body())
+    };
+    let snapshot = build_snapshot(&state, &destinations).await;
+    let push = match snapshot {
+        Ok(s) => tx
+            .send(&ControlMsg::Snapshot(s.clone()))
+            .await
+            .map(|()| s)
+            .map_err(|e| e.to_string()),
+        Err(e) => Err(e),
+    };
+    let (resp_body, last) = match (control.await, push) {
+        (Ok(b), Ok(s)) => (b, s),
+        (Err(e), _) | (_, Err(e)) => {
+            tracing::warn!(connector = %hello.name, error = %e, "control stream failed");
+            conn_task.abort();
+            return;
+        }
+    };
+    state.hub.add(&destinations, tunnel.clone());
+    update_tunnel_counts(&state, &destinations).await;
+
+    let pusher = tokio::spawn(push_changes(
+        state.clone(),
+        destinations.clone(),
+        key_id.clone(),
+        tx.clone(),
+        last,
+        closed.clone(),
+    ));
+    let ingest = tokio::spawn(ingest(state.clone(), hello.clone(), resp_body, tx, closed.clone()));
+    tokio::select! {
+        _ = conn_task => {}
+        () = closed.cancelled() => {}
+    }
+    closed.cancel();
+    pusher.abort();
+    ingest.abort();
+    state.hub.remove(tunnel.id);
+    update_tunnel_counts(&state, &destinations).await;
+    tracing::info!(connector = %hello.name, %source, "connector disconnected");
+}
+
+async fn update_tunnel_counts(state: &AppState, destinations: &[String]) {
+    if let Ok(mut c) = state.store.conn().await {
+        for d in destinations {
+            let n = i64::try_from(state.hub.count(d)).unwrap_or(0);
+            let _ = connectors::set_tunnels(&mut c, d, n, now_ms()).await;
+        }
+    }
+}
+
+/// The state a connector for `destinations` needs.
+pub(crate) async fn build_snapshot(state: &AppState, destinations: &[String]) -> Result<Snapshot, String> {
+    let r: Result<Snapshot, infra_store::StoreError> = async {
+        let jwks = crate::signing::jwks(state)
+            .await
+            .map_err(|_| infra_store::StoreError::Random)?;
+        let mut c = state.store.conn().await?;
+        let now = now_ms();
+        let grants = connectors::grants_for(&mut c, destinations, now).await?;
+        let mut groups: Vec<String> = grants.iter().filter(|g| g.0 == "group").map(|g| g.1.clone()).collect();
+        groups.sort();
+        groups.dedup();
+        let memberships = connectors::memberships(&mut c, &groups).await?;
+        let since = now - crate::signing::retention_ms(state);
+        let revoked_sessions = connectors::revoked_sessions(&mut c, since).await?;
+        Ok(Snapshot {
+            jwks,
+            grants: grants
+                .into_iter()
+                .map(|(subject_kind, subject_id, role, resource, expires_at)| GrantEntry {
+                    subject_kind,
+                    subject_id,
+                    role,
+                    resource,
+                    expires_at,
+                })
+                .collect(),
+            memberships,
+            revoked_sessions,
+        })
+    }
+    .await;
+    r.map_err(|e| format!("build grants snapshot: {e}"))
+}
+
+/// Pushes a new snapshot whenever something changed; closes the tunnel if
+/// the connector's own key is revoked.
+async fn push_changes(
+    state: AppState,
+    destinations: Vec<String>,
+    key_id: String,
+    tx: LineSender,
+    mut last: Snapshot,
+    closed: CancellationToken,
+) {
+    let mut changes = state.hub.subscribe();
+    loop {
+        tokio::select! {
+            r = changes.changed() => if r.is_err() { return },
+            () = tokio::time::sleep(REFRESH) => {}
+            () = closed.cancelled() => return,
+        }
+        let key_ok = match state.store.conn().await {
+            Ok(mut c) => {
+                matches!(keys::key_by_id(&mut c, &key_id).await, Ok(Some(k)) if k.expires_at.is_none_or(|e| e > now_ms()))
+            }
+            Err(_) => true,
+        };
+        if !key_ok {
+            tracing::warn!(key = %key_id, "connector key revoked: closing its tunnel");
+            closed.cancel();
+            return;
+        }
+        match build_snapshot(&state, &destinations).await {
+            Ok(s) if s != last => {
+                if tx.send(&ControlMsg::Snapshot(s.clone())).await.is_err() {
+                    closed.cancel();
+                    return;
+                }
+                last = s;
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "cannot build snapshot"),
+        }
+    }
+}
+
+/// Reads the connector's messages; stores audit events in batches, each
+/// number once, and acknowledges them.
+async fn ingest(state: AppState, hello: Hello, body: hyper::body::Incoming, tx: LineSender, closed: CancellationToken) {
+    let (etx, mut erx) = tokio::sync::mpsc::channel::<AccessEvent>(4096);
+    let reader_closed = closed.clone();
+    tokio::spawn(async move {
+        let mut lines = LineReader::new(body);
+        loop {
+            match lines.next::<ConnectorMsg>().await {
+                Ok(Some(ConnectorMsg::Audit(ev))) => {
+                    if etx.send(ev).await.is_err() {
+                        return;
+                    }
+                }
+                Ok(Some(ConnectorMsg::Health { .. })) => {}
+                Ok(None) | Err(_) => {
+                    reader_closed.cancel();
+                    return;
+                }
+            }
+        }
+    });
+    while let Some(first) = erx.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < 1000 {
+            match erx.try_recv() {
+                Ok(e) => batch.push(e),
+                Err(_) => break,
+            }
+        }
+        match store_batch(&state, &hello, batch).await {
+            Ok(Some(seq)) => {
+                if tx.send(&ControlMsg::AuditAck { seq }).await.is_err() {
+                    return;
+                }
+            }
+            Ok(None) => {}
+            Err(e) => {
+                // Not acknowledged: the connector keeps the events and
+                // sends them again on its next tunnel.
+                tracing::error!(connector = %hello.name, error = %e, "cannot store connector audit events; closing the tunnel");
+                closed.cancel();
+                return;
+            }
+        }
+    }
+}
+
+async fn store_batch(state: &AppState, hello: &Hello, batch: Vec<AccessEvent>) -> Result<Option<i64>, String> {
+    let r: Result<Option<i64>, crate::error::ApiError> = async {
+        let mut tx = state.store.write().await?;
+        let mut acked = connectors::audit_acked(tx.conn(), &hello.instance_id).await?;
+        let mut rows = Vec::new();
+        for ev in batch {
+            if ev.seq <= acked {
+                continue;
+            }
+            acked = ev.seq;
+            let action = if ev.result == "success" || ev.result == "failure" {
+                "http.request"
+            } else {
+                "http.deny"
+            };
+            let result = match ev.result.as_str() {
+                "success" => "success",
+                "failure" => "failure",
+                _ => "denied",
+            };
+            let e = Event::new(&ev.user, action, &ev.destination, &ev.source)
+                .result(result)
+                .detail(ev.detail);
+            rows.push(audit::append(&mut tx, e).await?);
+        }
+        if rows.is_empty() {
+            return Ok(Some(acked));
+        }
+        connectors::set_audit_acked(tx.conn(), &hello.instance_id, acked).await?;
+        tx.commit().await?;
+        for r in &rows {
+            audit::emit_quiet(r);
+        }
+        Ok(Some(acked))
+    }
+    .await;
+    r.map_err(|e| e.message)
+}

@@ -1,0 +1,227 @@
+//! Destinations, connector audit numbering, revoked sessions and the
+//! connectors' assertion keys.
+
+use sqlx::FromRow;
+
+use crate::sql::Sql;
+use crate::{Conn, StoreError};
+
+#[derive(Debug, Clone, FromRow)]
+pub struct DestinationRow {
+    pub name: String,
+    pub kind: String,
+    pub connector: String,
+    pub labels: String,
+    pub direct_url: Option<String>,
+    pub created_at: i64,
+    pub last_seen_at: i64,
+    pub tunnels: i64,
+}
+
+/// Registers (or refreshes) a destination served by `connector`.
+pub async fn upsert_destination(c: &mut Conn, d: &DestinationRow) -> Result<(), StoreError> {
+    let r = sqlx::query(
+        "UPDATE destinations SET kind = $1, connector = $2, labels = $3, direct_url = $4, last_seen_at = $5, tunnels = $6 WHERE name = $7",
+    )
+    .bind(&d.kind)
+    .bind(&d.connector)
+    .bind(&d.labels)
+    .bind(&d.direct_url)
+    .bind(d.last_seen_at)
+    .bind(d.tunnels)
+    .bind(&d.name)
+    .execute(&mut *c)
+    .await?;
+    if r.rows_affected() == 0 {
+        sqlx::query(
+            "INSERT INTO destinations (name, kind, connector, labels, direct_url, created_at, last_seen_at, tunnels) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(&d.name)
+        .bind(&d.kind)
+        .bind(&d.connector)
+        .bind(&d.labels)
+        .bind(&d.direct_url)
+        .bind(d.created_at)
+        .bind(d.last_seen_at)
+        .bind(d.tunnels)
+        .execute(c)
+        .await?;
+    }
+    Ok(())
+}
+
+pub async fn destination(c: &mut Conn, name: &str) -> Result<Option<DestinationRow>, StoreError> {
+    Ok(sqlx::query_as(
+        "SELECT name, kind, connector, labels, direct_url, created_at, last_seen_at, tunnels FROM destinations WHERE name = $1",
+    )
+    .bind(name)
+    .fetch_optional(c)
+    .await?)
+}
+
+pub async fn list_destinations(c: &mut Conn, page: u32, limit: u32) -> Result<(Vec<DestinationRow>, u64), StoreError> {
+    let (l, o) = crate::limit_offset(page, limit);
+    let mut q = Sql::new(
+        "SELECT name, kind, connector, labels, direct_url, created_at, last_seen_at, tunnels FROM destinations ORDER BY name LIMIT ",
+    );
+    q.int(l).push(" OFFSET ").int(o);
+    let rows = q.fetch_all(&mut *c).await?;
+    let n = Sql::new("SELECT COUNT(*) FROM destinations").fetch_count(c).await?;
+    Ok((rows, n))
+}
+
+pub async fn delete_destination(c: &mut Conn, name: &str) -> Result<bool, StoreError> {
+    let r = sqlx::query("DELETE FROM destinations WHERE name = $1")
+        .bind(name)
+        .execute(c)
+        .await?;
+    Ok(r.rows_affected() > 0)
+}
+
+pub async fn set_tunnels(c: &mut Conn, name: &str, tunnels: i64, now: i64) -> Result<(), StoreError> {
+    sqlx::query("UPDATE destinations SET tunnels = $1, last_seen_at = $2 WHERE name = $3")
+        .bind(tunnels)
+        .bind(now)
+        .bind(name)
+        .execute(c)
+        .await?;
+    Ok(())
+}
+
+/// The highest audit number stored for a connector instance.
+pub async fn audit_acked(c: &mut Conn, instance: &str) -> Result<i64, StoreError> {
+    let v: Option<i64> = sqlx::query_scalar("SELECT last_seq FROM connector_audit WHERE instance_id = $1")
+        .bind(instance)
+        .fetch_optional(c)
+        .await?;
+    Ok(v.unwrap_or(0))
+}
+
+pub async fn set_audit_acked(c: &mut Conn, instance: &str, seq: i64) -> Result<(), StoreError> {
+    let r = sqlx::query("UPDATE connector_audit SET last_seq = $1 WHERE instance_id = $2")
+        .bind(seq)
+        .bind(instance)
+        .execute(&mut *c)
+        .await?;
+    if r.rows_affected() == 0 {
+        sqlx::query("INSERT INTO connector_audit (instance_id, last_seq) VALUES ($1, $2)")
+            .bind(instance)
+            .bind(seq)
+            .execute(c)
+            .await?;
+    }
+    Ok(())
+}
+
+pub async fn revoke_session(c: &mut Conn, id: &str, now: i64) -> Result<(), StoreError> {
+    sqlx::query("DELETE FROM revoked_sessions WHERE id = $1")
+        .bind(id)
+        .execute(&mut *c)
+        .await?;
+    sqlx::query("INSERT INTO revoked_sessions (id, revoked_at) VALUES ($1, $2)")
+        .bind(id)
+        .bind(now)
+        .execute(c)
+        .await?;
+    Ok(())
+}
+
+/// Sessions revoked since `since`; older ones are pruned.
+pub async fn revoked_sessions(c: &mut Conn, since: i64) -> Result<Vec<String>, StoreError> {
+    sqlx::query("DELETE FROM revoked_sessions WHERE revoked_at < $1")
+        .bind(since)
+        .execute(&mut *c)
+        .await?;
+    Ok(sqlx::query_scalar("SELECT id FROM revoked_sessions ORDER BY id")
+        .fetch_all(c)
+        .await?)
+}
+
+pub async fn put_connector_key(c: &mut Conn, kid: &str, connector: &str, x: &str, now: i64) -> Result<(), StoreError> {
+    sqlx::query("DELETE FROM connector_keys WHERE kid = $1")
+        .bind(kid)
+        .execute(&mut *c)
+        .await?;
+    sqlx::query("INSERT INTO connector_keys (kid, connector, public_x, last_seen_at) VALUES ($1, $2, $3, $4)")
+        .bind(kid)
+        .bind(connector)
+        .bind(x)
+        .bind(now)
+        .execute(c)
+        .await?;
+    Ok(())
+}
+
+/// Assertion keys seen since `since`.
+pub async fn connector_keys(c: &mut Conn, since: i64) -> Result<Vec<(String, String, String)>, StoreError> {
+    Ok(
+        sqlx::query_as("SELECT kid, connector, public_x FROM connector_keys WHERE last_seen_at >= $1 ORDER BY kid")
+            .bind(since)
+            .fetch_all(c)
+            .await?,
+    )
+}
+
+/// The grants on `destinations` (or their parts), unexpired, for a
+/// connector's snapshot.
+pub async fn grants_for(
+    c: &mut Conn,
+    destinations: &[String],
+    now: i64,
+) -> Result<Vec<(String, String, String, String, Option<i64>)>, StoreError> {
+    let mut q = Sql::new(
+        "SELECT subject_kind, subject_id, role, resource, expires_at FROM grants WHERE (expires_at IS NULL OR expires_at > ",
+    );
+    q.int(now).push(") AND (1 = 0");
+    for d in destinations {
+        q.push(" OR resource = ")
+            .text(d)
+            .push(" OR resource LIKE ")
+            .text(&format!("{d}.%"));
+    }
+    q.push(") ORDER BY id");
+    #[derive(FromRow)]
+    struct Row {
+        subject_kind: String,
+        subject_id: String,
+        role: String,
+        resource: String,
+        expires_at: Option<i64>,
+    }
+    let rows: Vec<Row> = q.fetch_all(c).await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| (r.subject_kind, r.subject_id, r.role, r.resource, r.expires_at))
+        .collect())
+}
+
+/// (group id, user id) for the given groups.
+pub async fn memberships(c: &mut Conn, groups: &[String]) -> Result<Vec<(String, String)>, StoreError> {
+    if groups.is_empty() {
+        return Ok(vec![]);
+    }
+    let mut q = Sql::new("SELECT group_id, user_id FROM group_members WHERE group_id IN (");
+    for (i, g) in groups.iter().enumerate() {
+        if i > 0 {
+            q.push(", ");
+        }
+        q.text(g);
+    }
+    q.push(") ORDER BY group_id, user_id");
+    #[derive(FromRow)]
+    struct Row {
+        group_id: String,
+        user_id: String,
+    }
+    let rows: Vec<Row> = q.fetch_all(c).await?;
+    Ok(rows.into_iter().map(|r| (r.group_id, r.user_id)).collect())
+}
+
+/// The current head of the audit chain: changes whenever anything is
+/// written, on any replica.
+pub async fn change_marker(c: &mut Conn) -> Result<i64, StoreError> {
+    Ok(sqlx::query_scalar("SELECT seq FROM audit_head WHERE id = 1")
+        .fetch_one(c)
+        .await?)
+}

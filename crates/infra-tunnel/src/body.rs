@@ -1,0 +1,107 @@
+//! Bodies for the control stream: a channel-fed body, and a reader that
+//! splits a body into bounded JSON lines.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::{Bytes, BytesMut};
+use http_body::Frame;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio::sync::mpsc;
+
+use crate::BoxError;
+
+/// Longest control message. A full grant snapshot is one line; 64 MiB
+/// holds hundreds of thousands of grants.
+pub const MAX_MESSAGE: usize = 64 * 1024 * 1024;
+
+/// A body fed through a bounded channel: back-pressure, not an unbounded
+/// queue.
+pub struct ChannelBody {
+    rx: mpsc::Receiver<Bytes>,
+}
+
+impl http_body::Body for ChannelBody {
+    type Data = Bytes;
+    type Error = BoxError;
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        self.rx.poll_recv(cx).map(|o| o.map(|b| Ok(Frame::data(b))))
+    }
+}
+
+/// Sends JSON lines into a [`ChannelBody`].
+#[derive(Clone)]
+pub struct LineSender {
+    tx: mpsc::Sender<Bytes>,
+}
+
+/// A pair: the sender and the body to hand to hyper.
+pub fn channel(capacity: usize) -> (LineSender, ChannelBody) {
+    let (tx, rx) = mpsc::channel(capacity);
+    (LineSender { tx }, ChannelBody { rx })
+}
+
+impl LineSender {
+    /// Sends one message; `Err` when the stream is gone.
+    pub async fn send<T: Serialize>(&self, msg: &T) -> Result<(), BoxError> {
+        let mut v = serde_json::to_vec(msg)?;
+        v.push(b'\n');
+        self.tx
+            .send(Bytes::from(v))
+            .await
+            .map_err(|_| "control stream closed".into())
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.tx.is_closed()
+    }
+}
+
+/// Reads JSON lines from a body.
+pub struct LineReader<B> {
+    body: B,
+    buf: BytesMut,
+}
+
+impl<B> LineReader<B>
+where
+    B: http_body::Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
+    pub fn new(body: B) -> Self {
+        Self {
+            body,
+            buf: BytesMut::new(),
+        }
+    }
+
+    /// The next message, `Ok(None)` at the end of the body.
+    pub async fn next<T: DeserializeOwned>(&mut self) -> Result<Option<T>, BoxError> {
+        loop {
+            if let Some(i) = self.buf.iter().position(|b| *b == b'\n') {
+                let line = self.buf.split_to(i + 1);
+                return Ok(Some(serde_json::from_slice(&line[..i])?));
+            }
+            if self.buf.len() > MAX_MESSAGE {
+                return Err("control message too long".into());
+            }
+            let frame = std::future::poll_fn(|cx| Pin::new(&mut self.body).poll_frame(cx)).await;
+            match frame {
+                None => {
+                    return if self.buf.is_empty() {
+                        Ok(None)
+                    } else {
+                        Err("control stream ended mid-message".into())
+                    };
+                }
+                Some(Err(e)) => return Err(e.into()),
+                Some(Ok(f)) => {
+                    if let Ok(data) = f.into_data() {
+                        self.buf.extend_from_slice(&data);
+                    }
+                }
+            }
+        }
+    }
+}

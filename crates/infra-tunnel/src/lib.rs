@@ -1,0 +1,64 @@
+//! The tunnel between a connector and the server, both ends.
+//!
+//! The connector dials out (TLS, ALPN [`ALPN`]) to the server's one port.
+//! After a one-line JSON handshake in each direction ([`handshake`]) the
+//! connection carries HTTP/2 with the roles turned round: the **server is
+//! the HTTP/2 client** and opens one stream per proxied request, the
+//! **connector is the HTTP/2 server** and answers them. HTTP/2 gives
+//! per-stream flow control (a slow client does not stall other streams),
+//! streaming bodies both ways, cancellation (RST_STREAM) and keepalive
+//! (PING) without a protocol of our own.
+//!
+//! One long-lived stream, `POST /_infra/control`, carries JSON lines both
+//! ways: the server pushes state (signing keys, grants, revocations) down
+//! its request body, the connector sends audit events and health up its
+//! response body.
+//!
+//! The module is transport-agnostic: it works on any `AsyncRead +
+//! AsyncWrite`, so tests use in-memory pipes.
+
+pub mod body;
+pub mod handshake;
+pub mod proto;
+pub mod transport;
+
+/// ALPN protocol id that tells a tunnel apart from HTTPS on the one port.
+pub const ALPN: &[u8] = b"infra-tunnel/1";
+
+/// Path of the control stream.
+pub const CONTROL_PATH: &str = "/_infra/control";
+
+/// Headers the server sets on each proxied request (after removing any a
+/// client sent): which destination, and the client's address.
+pub const HDR_DESTINATION: &str = "x-infra-destination";
+pub const HDR_CLIENT_ADDR: &str = "x-infra-client-addr";
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+/// The body type on both ends of the tunnel.
+pub type Body = http_body_util::combinators::UnsyncBoxBody<bytes::Bytes, BoxError>;
+
+/// Boxes any body into [`Body`].
+pub fn boxed<B>(b: B) -> Body
+where
+    B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    use http_body_util::BodyExt;
+    b.map_err(Into::into).boxed_unsync()
+}
+
+/// An empty body.
+pub fn empty() -> Body {
+    use http_body_util::BodyExt;
+    http_body_util::Empty::new()
+        .map_err(|never: std::convert::Infallible| match never {})
+        .boxed_unsync()
+}
+
+/// A body with these bytes.
+pub fn full(b: impl Into<bytes::Bytes>) -> Body {
+    use http_body_util::BodyExt;
+    http_body_util::Full::new(b.into())
+        .map_err(|never: std::convert::Infallible| match never {})
+        .boxed_unsync()
+}

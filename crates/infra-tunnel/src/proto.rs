@@ -1,0 +1,110 @@
+//! Messages of the handshake and the control stream.
+
+use std::collections::BTreeMap;
+
+use infra_auth::jwt::Jwks;
+use serde::{Deserialize, Serialize};
+
+/// Version of the handshake and control messages.
+pub const VERSION: u32 = 1;
+
+/// What a connector says first.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Hello {
+    pub version: u32,
+    pub access_key: String,
+    pub name: String,
+    /// A random id that lasts as long as the connector's data directory;
+    /// audit events are numbered per instance.
+    pub instance_id: String,
+    pub destinations: Vec<DestinationInfo>,
+    /// Public key (JWK `x`) the connector signs `X-Infra-Assertion` with.
+    pub assertion_key: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DestinationInfo {
+    pub name: String,
+    pub kind: String,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// Where clients reach it directly, if the connector listens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub direct_url: Option<String>,
+}
+
+/// The server's answer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HelloReply {
+    pub ok: bool,
+    #[serde(default)]
+    pub error: Option<String>,
+    /// The token issuer, for verifying tokens offline.
+    #[serde(default)]
+    pub issuer: Option<String>,
+    /// Audit events up to this number (for this instance) are stored; send
+    /// only later ones.
+    #[serde(default)]
+    pub audit_acked: i64,
+}
+
+/// A grant as the connector needs it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GrantEntry {
+    /// `user` or `group`.
+    pub subject_kind: String,
+    pub subject_id: String,
+    pub role: String,
+    pub resource: String,
+    pub expires_at: Option<i64>,
+}
+
+/// Everything a connector needs to decide alone, for its destinations.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Snapshot {
+    pub jwks: Jwks,
+    pub grants: Vec<GrantEntry>,
+    /// (group id, user id) for the groups that appear in `grants`.
+    pub memberships: Vec<(String, String)>,
+    /// Sessions and keys revoked recently enough that tokens minted with
+    /// them may still be unexpired.
+    pub revoked_sessions: Vec<String>,
+}
+
+/// Server → connector, on the control stream.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "camelCase")]
+pub enum ControlMsg {
+    Snapshot(Snapshot),
+    /// Audit events up to `seq` are stored durably.
+    AuditAck {
+        seq: i64,
+    },
+}
+
+/// One proxied request, as the connector reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AccessEvent {
+    pub seq: i64,
+    pub time_ms: i64,
+    pub user: String,
+    pub destination: String,
+    pub source: String,
+    /// `success` or `denied`.
+    pub result: String,
+    pub detail: String,
+}
+
+/// Connector → server, on the control stream.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "camelCase")]
+pub enum ConnectorMsg {
+    Audit(AccessEvent),
+    Health { ok: bool },
+}
