@@ -88,6 +88,7 @@ async fn connect_once(
             })
             .collect(),
         assertion_key: state.assertion_key.public_x.clone(),
+        assertion_kid: state.assertion_key.kid.clone(),
     };
     let (io, reply) = handshake::connect(tls, &hello).await?;
     state.set_issuer(reply.issuer.clone().unwrap_or_default());

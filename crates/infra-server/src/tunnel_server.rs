@@ -82,8 +82,7 @@ async fn register(state: &AppState, hello: &Hello, key_id: &str, source: &str) -
             };
             connectors::upsert_destination(tx.conn(), &row).await?;
         }
-        let kid = infra_auth::sha256_hex(hello.assertion_key.as_bytes())[..16].to_owned();
-        connectors::put_connector_key(tx.conn(), &kid, &hello.name, &hello.assertion_key, now).await?;
+        connectors::put_connector_key(tx.conn(), &hello.assertion_kid, &hello.name, &hello.assertion_key, now).await?;
         let acked = connectors::audit_acked(tx.conn(), &hello.instance_id).await?;
         let names: Vec<&str> = hello.destinations.iter().map(|d| d.name.as_str()).collect();
         let ev = Event::new(
@@ -142,6 +141,8 @@ where
     if handshake::reply(&mut io, &reply).await.is_err() {
         return;
     }
+    let closed = CancellationToken::new();
+    let io = infra_tunnel::cancel::Cancellable::new(io, closed.clone());
     let (send, conn) = match transport::open(io).await {
         Ok(v) => v,
         Err(e) => {
@@ -149,7 +150,6 @@ where
             return;
         }
     };
-    let closed = CancellationToken::new();
     let tunnel = Arc::new(Tunnel {
         id: state.hub.next_id(),
         connector: hello.name.clone(),
@@ -200,10 +200,14 @@ where
         closed.clone(),
     ));
     let ingest = tokio::spawn(ingest(state.clone(), hello.clone(), resp_body, tx, closed.clone()));
+    let mut conn_task = conn_task;
     tokio::select! {
-        _ = conn_task => {}
+        _ = &mut conn_task => {}
         () = closed.cancelled() => {}
     }
+    // Dropping the connection closes the socket; the connector notices and
+    // reconnects (or is refused, if its key was revoked).
+    conn_task.abort();
     closed.cancel();
     pusher.abort();
     ingest.abort();
@@ -306,7 +310,11 @@ async fn ingest(state: AppState, hello: Hello, body: hyper::body::Incoming, tx: 
     tokio::spawn(async move {
         let mut lines = LineReader::new(body);
         loop {
-            match lines.next::<ConnectorMsg>().await {
+            let msg = tokio::select! {
+                m = lines.next::<ConnectorMsg>() => m,
+                () = reader_closed.cancelled() => return,
+            };
+            match msg {
                 Ok(Some(ConnectorMsg::Audit(ev))) => {
                     if etx.send(ev).await.is_err() {
                         return;

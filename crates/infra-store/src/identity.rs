@@ -111,10 +111,13 @@ pub async fn delete_user(c: &mut Conn, user_id: &str) -> Result<bool, StoreError
         .bind(user_id)
         .execute(&mut *c)
         .await?;
-    sqlx::query("DELETE FROM access_keys WHERE user_id = $1")
+    let keys: Vec<String> = sqlx::query_scalar("SELECT id FROM access_keys WHERE user_id = $1")
         .bind(user_id)
-        .execute(&mut *c)
+        .fetch_all(&mut *c)
         .await?;
+    for k in keys {
+        crate::keys::delete_key(c, &k).await?;
+    }
     sqlx::query("DELETE FROM group_members WHERE user_id = $1")
         .bind(user_id)
         .execute(&mut *c)

@@ -107,11 +107,14 @@ pub async fn touch_key(c: &mut Conn, id: &str, now: i64) -> Result<(), StoreErro
     Ok(())
 }
 
+/// Deletes a key and records it as revoked, so connectors refuse tokens
+/// issued through it.
 pub async fn delete_key(c: &mut Conn, id: &str) -> Result<bool, StoreError> {
     let r = sqlx::query("DELETE FROM access_keys WHERE id = $1")
         .bind(id)
-        .execute(c)
+        .execute(&mut *c)
         .await?;
+    crate::connectors::revoke_session(c, id, crate::now_ms()).await?;
     Ok(r.rows_affected() > 0)
 }
 

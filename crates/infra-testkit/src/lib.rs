@@ -6,16 +6,20 @@
 //! work (blocking) from inside an async test.
 
 mod cli;
+mod connector;
 mod postgres;
 mod server;
+mod upstream;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 pub use cli::{Cli, Output};
+pub use connector::{Connector, HttpDest};
 pub use postgres::Postgres;
 pub use server::{Server, ServerOpts};
+pub use upstream::Upstream;
 
 /// A TCP port on 127.0.0.1 that was free a moment ago.
 ///

@@ -125,6 +125,7 @@ mod tests {
             instance_id: "i".into(),
             destinations: vec![],
             assertion_key: "x".into(),
+            assertion_kid: "k".into(),
         }
     }
 

@@ -18,6 +18,7 @@
 //! AsyncWrite`, so tests use in-memory pipes.
 
 pub mod body;
+pub mod cancel;
 pub mod handshake;
 pub mod proto;
 pub mod transport;

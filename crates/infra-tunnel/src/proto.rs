@@ -19,8 +19,10 @@ pub struct Hello {
     /// audit events are numbered per instance.
     pub instance_id: String,
     pub destinations: Vec<DestinationInfo>,
-    /// Public key (JWK `x`) the connector signs `X-Infra-Assertion` with.
+    /// Public key (JWK `x`) the connector signs `X-Infra-Assertion` with,
+    /// and its key id.
     pub assertion_key: String,
+    pub assertion_kid: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
