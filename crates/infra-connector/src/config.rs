@@ -45,6 +45,20 @@ pub(crate) struct UpstreamAuth {
     pub(crate) basic_password_file: Option<PathBuf>,
 }
 
+/// Direct mode: the connector's own TLS listener.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub(crate) struct DirectConfig {
+    pub(crate) listen: SocketAddr,
+    pub(crate) cert_file: Option<PathBuf>,
+    pub(crate) key_file: Option<PathBuf>,
+    /// Extra names for the generated certificate.
+    #[serde(default)]
+    pub(crate) names: Vec<String>,
+    /// The URL clients use, shown by 'infra destinations list'.
+    pub(crate) url: Option<String>,
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub(crate) struct DestinationConfig {
@@ -67,6 +81,7 @@ struct FileConfig {
     tls: TlsConfig,
     data_dir: Option<PathBuf>,
     admin_listen: Option<SocketAddr>,
+    direct: Option<DirectConfig>,
     #[serde(default)]
     destinations: Vec<DestinationConfig>,
 }
@@ -93,6 +108,7 @@ pub(crate) struct Settings {
     pub(crate) tls: TlsConfig,
     pub(crate) data_dir: PathBuf,
     pub(crate) admin_listen: SocketAddr,
+    pub(crate) direct: Option<DirectConfig>,
     pub(crate) destinations: Vec<HttpDestination>,
 }
 
@@ -232,6 +248,7 @@ impl Settings {
             admin_listen: f
                 .admin_listen
                 .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 4480))),
+            direct: f.direct,
             destinations,
         })
     }

@@ -7,6 +7,7 @@
 
 mod config;
 mod decide;
+mod direct;
 mod proxy;
 mod spool;
 mod state;
@@ -53,6 +54,14 @@ pub async fn run(args: ConnectorArgs) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     tokio::spawn(signals(shutdown.clone()));
     tokio::spawn(admin_server(admin, state.clone(), shutdown.clone()));
+    if let Some(d) = state.settings.direct.clone() {
+        let tls = direct::tls_config(&state, &d)?;
+        let l = tokio::net::TcpListener::bind(d.listen)
+            .await
+            .with_context(|| format!("listen on direct.listen {}", d.listen))?;
+        tracing::info!(addr = %l.local_addr()?, "direct mode listening");
+        tokio::spawn(direct::serve(state.clone(), l, tls, shutdown.clone()));
+    }
     tunnel::run(state.clone(), tls, shutdown).await;
     state.spool.sync();
     tracing::info!("stopped");

@@ -36,7 +36,7 @@ const HOP_BY_HOP: [&str; 8] = [
     "proxy-authorization",
 ];
 
-fn json_error(status: u16, message: &str) -> Response<Body> {
+pub(crate) fn json_error(status: u16, message: &str) -> Response<Body> {
     let body = serde_json::json!({ "code": status, "message": message }).to_string();
     let mut r = Response::new(infra_tunnel::full(body));
     *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);

@@ -84,7 +84,11 @@ async fn connect_once(
                 name: d.name.clone(),
                 kind: "http".into(),
                 labels: d.labels.clone(),
-                direct_url: None,
+                direct_url: s.direct.as_ref().map(|x| {
+                    x.url
+                        .clone()
+                        .unwrap_or_else(|| format!("https://{}.localhost:{}/", d.name, x.listen.port()))
+                }),
             })
             .collect(),
         assertion_key: state.assertion_key.public_x.clone(),

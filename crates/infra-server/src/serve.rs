@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use axum::extract::ConnectInfo;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
 use rustls::pki_types::{CertificateDer, pem::PemObject};
@@ -18,6 +18,9 @@ use tower::ServiceExt;
 use crate::bootstrap::{self, FirstAdmin};
 use crate::config::{ServerArgs, Settings};
 use crate::state::{AppState, Inner};
+
+/// How long a client may take to send its request headers.
+const HEADER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 pub(crate) async fn run(args: ServerArgs) -> anyhow::Result<()> {
     if args.openapi {
@@ -134,7 +137,17 @@ pub(crate) async fn run(args: ServerArgs) -> anyhow::Result<()> {
                 req.extensions_mut().insert(ConnectInfo::<SocketAddr>(peer));
                 req
             });
-            let builder = auto::Builder::new(TokioExecutor::new());
+            let mut builder = auto::Builder::new(TokioExecutor::new());
+            // A client that dribbles its headers (slowloris) is cut off;
+            // headers are capped at hyper's default (~400 KiB) → 431.
+            builder
+                .http1()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT);
+            builder
+                .http2()
+                .timer(TokioTimer::new())
+                .keep_alive_interval(Some(std::time::Duration::from_secs(30)));
             let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), TowerToHyperService::new(svc));
             if let Err(e) = watcher.watch(conn.into_owned()).await {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");

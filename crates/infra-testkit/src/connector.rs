@@ -34,6 +34,18 @@ impl Connector {
     /// Starts a connector for `server` with `key` and waits (≤ 30 s) until
     /// its `/healthz` says the tunnel is up and grants have arrived.
     pub fn start(bin: &Path, server: &Server, key: &str, name: &str, dests: &[HttpDest]) -> anyhow::Result<Connector> {
+        Self::start_with(bin, server, key, name, dests, "")
+    }
+
+    /// Like [`Connector::start`], with `extra` appended to the YAML (top-level keys).
+    pub fn start_with(
+        bin: &Path,
+        server: &Server,
+        key: &str,
+        name: &str,
+        dests: &[HttpDest],
+        extra: &str,
+    ) -> anyhow::Result<Connector> {
         let temp = tempfile::Builder::new().prefix("infra-connector-").tempdir()?;
         let dir = temp.path().to_path_buf();
         let admin_port = free_port();
@@ -51,6 +63,7 @@ impl Connector {
                 yaml.push_str(&format!("    upstreamAuth:\n      bearerTokenFile: {}\n", p.display()));
             }
         }
+        yaml.push_str(extra);
         std::fs::write(dir.join("connector.yaml"), yaml)?;
         let mut c = Connector {
             name: name.to_owned(),
@@ -115,6 +128,13 @@ impl Connector {
         while start.elapsed() < Duration::from_secs(30) {
             if self.healthy() {
                 return Ok(());
+            }
+            // A refusal is final for this key: no point waiting it out.
+            if self.log().contains("server refused the connector") {
+                bail!(
+                    "infra connector was refused by the server:\n{}",
+                    tail(&self.log_path(), 20)
+                );
             }
             if let Some(child) = self.child.as_mut()
                 && let Ok(Some(status)) = child.try_wait()

@@ -9,6 +9,7 @@ mod e2e {
     pub mod audit;
     pub mod bad_input;
     pub mod common;
+    pub mod direct;
     pub mod gateway;
     pub mod lifecycle;
     pub mod login;
