@@ -19,7 +19,7 @@ use http_body::Body as _;
 use http_body::Frame;
 use hyper::body::Incoming;
 use infra_tunnel::proto::AccessEvent;
-use infra_tunnel::{Body, BoxError, HDR_CLIENT_ADDR, HDR_DESTINATION};
+use infra_tunnel::{Body, BoxError, HDR_CLIENT_ADDR, HDR_DESTINATION, HDR_UPGRADE};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
 use crate::decide::{Denial, token_from};
@@ -172,6 +172,7 @@ pub(crate) async fn handle(state: Arc<State>, req: Request<Incoming>) -> Respons
     let claims = decider.claims(&token, &dest.name);
     drop(decider);
 
+    let upgrade = req.headers().get(HDR_UPGRADE).cloned();
     let (mut parts, body) = req.into_parts();
     let original_host = parts.headers.get(header::HOST).cloned();
     strip_client_headers(&mut parts.headers);
@@ -206,7 +207,18 @@ pub(crate) async fn handle(state: Arc<State>, req: Request<Incoming>) -> Respons
         Err(_) => return json_error(400, "request path is not valid"),
     };
     parts.version = http::Version::HTTP_11;
-    let upstream_req = Request::from_parts(parts, infra_tunnel::boxed(body));
+    let (upstream_req, client_bytes) = match &upgrade {
+        // An upgrade: the GET goes upstream without a body; the client's
+        // bytes (the tunnel request body) follow once the upstream agrees.
+        Some(proto) => {
+            parts
+                .headers
+                .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+            parts.headers.insert(header::UPGRADE, proto.clone());
+            (Request::from_parts(parts, infra_tunnel::empty()), Some(body))
+        }
+        None => (Request::from_parts(parts, infra_tunnel::boxed(body)), None),
+    };
 
     let cancel = CancellationToken::new();
     let active_id = claims.map(|c| {
@@ -240,8 +252,26 @@ pub(crate) async fn handle(state: Arc<State>, req: Request<Incoming>) -> Respons
         }
     };
     let status = resp.status().as_u16();
-    let (parts, body) = resp.into_parts();
-    let mut out = Response::from_parts(parts, Body::default());
+    let (upstream_body, mut out) = match (client_bytes, upgrade) {
+        (Some(client_bytes), Some(proto)) if status == 101 => {
+            let mut head = Response::new(Body::default());
+            *head.headers_mut() = resp.headers().clone();
+            let io = match hyper::upgrade::on(resp).await {
+                Ok(io) => hyper_util::rt::TokioIo::new(io),
+                Err(e) => return json_error(502, &format!("upstream upgrade failed: {e}")),
+            };
+            let (rd, wr) = tokio::io::split(io);
+            tokio::spawn(infra_tunnel::body::body_to_writer(client_bytes, wr));
+            let (tx, rx) = infra_tunnel::body::bytes_channel(16);
+            tokio::spawn(infra_tunnel::body::reader_to_channel(rd, tx));
+            head.headers_mut().insert(HDR_UPGRADE, proto);
+            (infra_tunnel::boxed(rx), head)
+        }
+        _ => {
+            let (parts, body) = resp.into_parts();
+            (infra_tunnel::boxed(body), Response::from_parts(parts, Body::default()))
+        }
+    };
     for n in HOP_BY_HOP {
         out.headers_mut().remove(n);
     }
@@ -255,7 +285,7 @@ pub(crate) async fn handle(state: Arc<State>, req: Request<Incoming>) -> Respons
         detail: String::new(),
     };
     let metered = Metered {
-        inner: body,
+        inner: upstream_body,
         bytes: 0,
         cancelled: Box::pin(cancel.cancelled_owned()),
         done: Some(Done {
@@ -285,7 +315,7 @@ struct Done {
 /// The upstream response body, counted, cut when access is revoked, and
 /// audited when it ends (or the client goes away).
 struct Metered {
-    inner: Incoming,
+    inner: Body,
     bytes: u64,
     cancelled: Pin<Box<WaitForCancellationFutureOwned>>,
     done: Option<Done>,

@@ -9,7 +9,7 @@ use axum::extract::{ConnectInfo, Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use http::header::{self, HeaderName, HeaderValue};
-use infra_tunnel::{HDR_CLIENT_ADDR, HDR_DESTINATION};
+use infra_tunnel::{HDR_CLIENT_ADDR, HDR_DESTINATION, HDR_UPGRADE};
 
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -64,12 +64,16 @@ fn unavailable(dest: &str) -> Response {
     .into_response()
 }
 
-async fn forward(state: AppState, dest: String, req: Request) -> Response {
+async fn forward(state: AppState, dest: String, mut req: Request) -> Response {
     let peer = req
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0.ip().to_string())
         .unwrap_or_default();
+    // A WebSocket (or other) upgrade: the client's bytes will ride the
+    // tunnel request body, the upstream's the response body.
+    let upgrade = req.headers().get(header::UPGRADE).cloned();
+    let on_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();
     let named: Vec<HeaderName> = parts
         .headers
@@ -106,7 +110,18 @@ async fn forward(state: AppState, dest: String, req: Request) -> Response {
         Err(_) => return ApiError::bad_request("invalid request path").into_response(),
     };
     parts.version = http::Version::HTTP_2;
-    let mut req = http::Request::from_parts(parts, infra_tunnel::boxed(body));
+    let mut client_tx = None;
+    let body = match &upgrade {
+        Some(proto) => {
+            parts.headers.insert(HDR_UPGRADE, proto.clone());
+            let (tx, rx) = infra_tunnel::body::bytes_channel(16);
+            client_tx = Some(tx);
+            drop(body);
+            infra_tunnel::boxed(rx)
+        }
+        None => infra_tunnel::boxed(body),
+    };
+    let mut req = http::Request::from_parts(parts, body);
 
     // Try each tunnel for the destination: a request a dying tunnel did not
     // take is handed to the next one, so losing one connector of several
@@ -114,7 +129,12 @@ async fn forward(state: AppState, dest: String, req: Request) -> Response {
     for t in state.hub.tunnels(&dest) {
         let mut send = t.send.clone();
         match send.try_send_request(req).await {
-            Ok(resp) => return resp.map(AxumBody::new),
+            Ok(resp) => {
+                return match (resp.headers().get(HDR_UPGRADE).cloned(), on_upgrade, client_tx) {
+                    (Some(proto), Some(on_upgrade), Some(tx)) => switch_protocols(resp, proto, on_upgrade, tx),
+                    _ => resp.map(AxumBody::new),
+                };
+            }
             Err(mut e) => {
                 tracing::warn!(connector = %t.connector, destination = %dest, error = %e.error(), "tunnel request failed");
                 match e.take_message() {
@@ -134,6 +154,34 @@ async fn forward(state: AppState, dest: String, req: Request) -> Response {
         }
     }
     unavailable(&dest)
+}
+
+/// The upstream agreed to upgrade: answer the client 101, then join the
+/// client's connection to the tunnel stream both ways.
+fn switch_protocols(
+    resp: http::Response<hyper::body::Incoming>,
+    proto: HeaderValue,
+    on_upgrade: hyper::upgrade::OnUpgrade,
+    tx: tokio::sync::mpsc::Sender<bytes::Bytes>,
+) -> Response {
+    let (parts, upstream) = resp.into_parts();
+    let mut out = Response::new(AxumBody::empty());
+    *out.status_mut() = http::StatusCode::SWITCHING_PROTOCOLS;
+    for (k, v) in &parts.headers {
+        if k.as_str() != HDR_UPGRADE && k != header::CONTENT_LENGTH {
+            out.headers_mut().append(k, v.clone());
+        }
+    }
+    out.headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    out.headers_mut().insert(header::UPGRADE, proto);
+    tokio::spawn(async move {
+        let Ok(client) = on_upgrade.await else { return };
+        let (rd, wr) = tokio::io::split(hyper_util::rt::TokioIo::new(client));
+        tokio::spawn(infra_tunnel::body::reader_to_channel(rd, tx));
+        infra_tunnel::body::body_to_writer(upstream, wr).await;
+    });
+    out
 }
 
 #[cfg(test)]

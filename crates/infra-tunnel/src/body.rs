@@ -105,3 +105,43 @@ where
         }
     }
 }
+
+/// A raw byte channel body (for upgraded connections: WebSocket bytes
+/// ride a request body one way and a response body the other).
+pub fn bytes_channel(capacity: usize) -> (mpsc::Sender<Bytes>, ChannelBody) {
+    let (tx, rx) = mpsc::channel(capacity);
+    (tx, ChannelBody { rx })
+}
+
+/// Copies an HTTP body's data into `w` until it ends.
+pub async fn body_to_writer<B, W>(mut body: B, mut w: W)
+where
+    B: http_body::Body<Data = Bytes> + Unpin,
+    W: tokio::io::AsyncWrite + Unpin,
+{
+    use tokio::io::AsyncWriteExt;
+    while let Some(Ok(frame)) = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await {
+        if let Ok(d) = frame.into_data()
+            && w.write_all(&d).await.is_err()
+        {
+            return;
+        }
+    }
+    let _ = w.shutdown().await;
+}
+
+/// Copies `r` into a channel until EOF or the receiver goes away.
+pub async fn reader_to_channel<R: tokio::io::AsyncRead + Unpin>(mut r: R, tx: mpsc::Sender<Bytes>) {
+    use tokio::io::AsyncReadExt;
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        match r.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => {
+                if tx.send(Bytes::copy_from_slice(&buf[..n])).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}

@@ -415,3 +415,54 @@ fn streams_large_bodies_both_ways() {
     assert_eq!(down, N);
     assert_eq!(up_n, N);
 }
+
+#[test]
+fn websocket_echo_through_the_gateway() {
+    let env = start(Backend::Sqlite);
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/ws_echo.py");
+    let ws_port = infra_testkit::free_port();
+    let mut server = std::process::Command::new("python3")
+        .args([script, "serve", &ws_port.to_string()])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(server.stdout.take().unwrap()), &mut line).unwrap();
+    assert_eq!(line.trim(), "ready");
+    let key = connector_key(&env, "dc1");
+    let dests = [HttpDest {
+        name: "ws".into(),
+        url: format!("http://127.0.0.1:{ws_port}"),
+        upstream_token: None,
+    }];
+    let _c = Connector::start(&bin(), &env.server, &key, "dc1", &dests).unwrap();
+    env.admin.run(&["grants", "add", ADMIN, "ws", "--role", "user"]).ok();
+    let t = token(&env.admin, "ws");
+    let url = format!("wss://ws.localhost:{}/", env.server.port);
+    let ca = env.server.ca_path();
+    let connect = format!("127.0.0.1:{}", env.server.port);
+    let run = |auth: &str| {
+        std::process::Command::new("python3")
+            .args([
+                script,
+                "client",
+                &url,
+                "--ca",
+                ca.to_str().unwrap(),
+                "--connect",
+                &connect,
+                "--header",
+                auth,
+            ])
+            .args(["hello", "wörld"])
+            .output()
+            .unwrap()
+    };
+    let out = run(&format!("Authorization: Bearer {t}"));
+    let _ = server.kill();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(stdout.lines().collect::<Vec<_>>(), ["hello", "wörld"]);
+    let out = run("Authorization: Bearer nope");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("REFUSED: 401"));
+}
