@@ -363,7 +363,7 @@ impl http_body::Body for Metered {
             }
             Poll::Ready(Some(Err(e))) => {
                 self.finish("upstream error");
-                Poll::Ready(Some(Err(e.into())))
+                Poll::Ready(Some(Err(e)))
             }
             Poll::Ready(None) => {
                 self.finish("");
