@@ -460,6 +460,7 @@ fn websocket_echo_through_the_gateway() {
     };
     let out = run(&format!("Authorization: Bearer {t}"));
     let _ = server.kill();
+    let _ = server.wait();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(stdout.lines().collect::<Vec<_>>(), ["hello", "wörld"]);
