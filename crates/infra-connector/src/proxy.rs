@@ -90,6 +90,7 @@ fn hv(s: &str) -> Option<HeaderValue> {
 
 /// Handles one proxied request for destination `dest_name`.
 pub(crate) async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
+    let inflight = state.begin();
     let started = Instant::now();
     let dest_name = req
         .headers()
@@ -289,6 +290,7 @@ pub(crate) async fn handle(state: Arc<State>, req: Request<Incoming>) -> Respons
         bytes: 0,
         cancelled: Box::pin(cancel.cancelled_owned()),
         done: Some(Done {
+            _inflight: inflight,
             state: state.clone(),
             event,
             active_id,
@@ -303,6 +305,7 @@ pub(crate) async fn handle(state: Arc<State>, req: Request<Incoming>) -> Respons
 }
 
 struct Done {
+    _inflight: crate::state::Inflight,
     state: Arc<State>,
     event: AccessEvent,
     active_id: Option<u64>,

@@ -34,6 +34,16 @@ pub(crate) struct State {
     active: Mutex<HashMap<u64, Active>>,
     next_id: AtomicU64,
     pub(crate) connected: AtomicBool,
+    inflight: std::sync::atomic::AtomicUsize,
+}
+
+/// Counts a proxied request from its start until its response body ends.
+pub(crate) struct Inflight(Arc<State>);
+
+impl Drop for Inflight {
+    fn drop(&mut self) {
+        self.0.inflight.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 pub(crate) fn now_ms() -> i64 {
@@ -63,7 +73,17 @@ impl State {
             active: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
             connected: AtomicBool::new(false),
+            inflight: std::sync::atomic::AtomicUsize::new(0),
         })
+    }
+
+    pub(crate) fn begin(self: &Arc<Self>) -> Inflight {
+        self.inflight.fetch_add(1, Ordering::Relaxed);
+        Inflight(self.clone())
+    }
+
+    pub(crate) fn inflight(&self) -> usize {
+        self.inflight.load(Ordering::Relaxed)
     }
 
     pub(crate) fn set_issuer(&self, iss: String) {

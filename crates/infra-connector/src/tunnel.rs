@@ -18,16 +18,16 @@ use crate::state::State;
 
 const MIN_BACKOFF: Duration = Duration::from_millis(200);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// How long requests in flight may take to finish on SIGTERM.
+const DRAIN_GRACE: Duration = Duration::from_secs(10);
 
 /// Runs until `shutdown`; reconnects forever.
 pub(crate) async fn run(state: Arc<State>, tls: Arc<rustls::ClientConfig>, shutdown: CancellationToken) {
     let mut backoff = MIN_BACKOFF;
     loop {
         let started = std::time::Instant::now();
-        let result = tokio::select! {
-            r = connect_once(&state, tls.clone(), &shutdown) => r,
-            () = shutdown.cancelled() => return,
-        };
+        // connect_once watches `shutdown` itself, so that it can drain.
+        let result = connect_once(&state, tls.clone(), &shutdown).await;
         state.connected.store(false, Ordering::Relaxed);
         match result {
             Ok(()) if shutdown.is_cancelled() => return,
@@ -57,44 +57,51 @@ async fn connect_once(
     shutdown: &CancellationToken,
 ) -> anyhow::Result<()> {
     let s = &state.settings;
-    let tcp = tokio::net::TcpStream::connect((s.server_host.as_str(), s.server_port))
-        .await
-        .with_context(|| format!("connect to {}", s.server))?;
-    tcp.set_nodelay(true)?;
-    let name = ServerName::try_from(s.server_host.clone()).context("server host name")?;
-    let tls = tokio_rustls::TlsConnector::from(tls)
-        .connect(name, tcp)
-        .await
-        .context("TLS handshake with the server")?;
-    if tls.get_ref().1.alpn_protocol() != Some(infra_tunnel::ALPN) {
-        anyhow::bail!(
-            "the server does not speak the tunnel protocol (ALPN); is {} an Infra server?",
-            s.server
-        );
-    }
-    let hello = Hello {
-        version: VERSION,
-        access_key: s.access_key.clone(),
-        name: s.name.clone(),
-        instance_id: state.instance_id.clone(),
-        destinations: s
-            .destinations
-            .iter()
-            .map(|d| DestinationInfo {
-                name: d.name.clone(),
-                kind: "http".into(),
-                labels: d.labels.clone(),
-                direct_url: s.direct.as_ref().map(|x| {
-                    x.url
-                        .clone()
-                        .unwrap_or_else(|| format!("https://{}.localhost:{}/", d.name, x.listen.port()))
-                }),
-            })
-            .collect(),
-        assertion_key: state.assertion_key.public_x.clone(),
-        assertion_kid: state.assertion_key.kid.clone(),
+    let setup = async {
+        let tcp = tokio::net::TcpStream::connect((s.server_host.as_str(), s.server_port))
+            .await
+            .with_context(|| format!("connect to {}", s.server))?;
+        tcp.set_nodelay(true)?;
+        let name = ServerName::try_from(s.server_host.clone()).context("server host name")?;
+        let tls = tokio_rustls::TlsConnector::from(tls)
+            .connect(name, tcp)
+            .await
+            .context("TLS handshake with the server")?;
+        if tls.get_ref().1.alpn_protocol() != Some(infra_tunnel::ALPN) {
+            anyhow::bail!(
+                "the server does not speak the tunnel protocol (ALPN); is {} an Infra server?",
+                s.server
+            );
+        }
+        let hello = Hello {
+            version: VERSION,
+            access_key: s.access_key.clone(),
+            name: s.name.clone(),
+            instance_id: state.instance_id.clone(),
+            destinations: s
+                .destinations
+                .iter()
+                .map(|d| DestinationInfo {
+                    name: d.name.clone(),
+                    kind: "http".into(),
+                    labels: d.labels.clone(),
+                    direct_url: s.direct.as_ref().map(|x| {
+                        x.url
+                            .clone()
+                            .unwrap_or_else(|| format!("https://{}.localhost:{}/", d.name, x.listen.port()))
+                    }),
+                })
+                .collect(),
+            assertion_key: state.assertion_key.public_x.clone(),
+            assertion_kid: state.assertion_key.kid.clone(),
+        };
+        let (io, reply) = handshake::connect(tls, &hello).await?;
+        Ok::<_, anyhow::Error>((io, reply))
     };
-    let (io, reply) = handshake::connect(tls, &hello).await?;
+    let (io, reply) = tokio::select! {
+        r = setup => r?,
+        () = shutdown.cancelled() => return Ok(()),
+    };
     state.set_issuer(reply.issuer.clone().unwrap_or_default());
     state.spool.ack(reply.audit_acked);
     state.connected.store(true, Ordering::Relaxed);
@@ -110,16 +117,12 @@ async fn connect_once(
             Ok(crate::proxy::handle(st, req).await)
         }
     };
-    let conn = transport::serve(io, service);
-    tokio::pin!(conn);
-    tokio::select! {
-        r = &mut conn => r.context("tunnel connection")?,
-        () = shutdown.cancelled() => {
-            // In-flight streams finish within the grace period (run's caller
-            // bounds it); the server sees the tunnel close after.
-            let _ = tokio::time::timeout(Duration::from_secs(10), &mut conn).await;
-        }
-    }
+    // The control stream is one of the streams in flight; it ends when the
+    // server closes the connection after GOAWAY, or at the grace period.
+    let st = state.clone();
+    transport::serve(io, service, shutdown.clone(), move || st.inflight() == 0, DRAIN_GRACE)
+        .await
+        .context("tunnel connection")?;
     Ok(())
 }
 

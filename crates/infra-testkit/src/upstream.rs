@@ -3,7 +3,8 @@
 //! - `/echo…` answers `{"method", "path", "headers"}` as JSON;
 //! - `/sse` sends `data: N` events every 100 ms until the client leaves;
 //! - `/bytes?n=N` streams N bytes;
-//! - `/upload` reads the body and answers `{"bytes": N}`.
+//! - `/upload` reads the body and answers `{"bytes": N}`;
+//! - `/slow?ms=N` answers after N milliseconds.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -107,6 +108,10 @@ async fn handle(req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
         Response::builder()
             .header("content-length", n.to_string())
             .body(channel_body(rx))
+    } else if path == "/slow" {
+        let ms: u64 = query.strip_prefix("ms=").and_then(|v| v.parse().ok()).unwrap_or(1000);
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+        Response::builder().body(full("slow done".into()))
     } else if path == "/upload" {
         let mut body = req.into_body();
         let mut n = 0u64;

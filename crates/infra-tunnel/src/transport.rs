@@ -45,20 +45,44 @@ where
 }
 
 /// Connector side: answers the server's streams with `service` until the
-/// connection closes.
-pub async fn serve<S, F, Fut>(io: S, service: F) -> Result<(), hyper::Error>
+/// connection closes. When `drain` fires, sends GOAWAY (the server stops
+/// opening streams here and sends new requests elsewhere), lets streams in
+/// flight finish until `idle()` says none is left or `grace` is over (the
+/// long-lived control stream does not count), then returns.
+pub async fn serve<S, F, Fut>(
+    io: S,
+    service: F,
+    drain: tokio_util::sync::CancellationToken,
+    idle: impl Fn() -> bool,
+    grace: Duration,
+) -> Result<(), hyper::Error>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     F: Fn(http::Request<Incoming>) -> Fut + Send + Clone + 'static,
     Fut: std::future::Future<Output = Result<http::Response<Body>, std::convert::Infallible>> + Send + 'static,
 {
-    hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+    let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
         .timer(TokioTimer::new())
         .keep_alive_interval(KEEPALIVE_INTERVAL)
         .keep_alive_timeout(KEEPALIVE_TIMEOUT)
         .initial_stream_window_size(STREAM_WINDOW)
         .initial_connection_window_size(CONN_WINDOW)
         .max_concurrent_streams(4096)
-        .serve_connection(TokioIo::new(io), hyper::service::service_fn(service))
-        .await
+        .serve_connection(TokioIo::new(io), hyper::service::service_fn(service));
+    tokio::pin!(conn);
+    tokio::select! {
+        r = &mut conn => return r,
+        () = drain.cancelled() => {}
+    }
+    conn.as_mut().graceful_shutdown();
+    let deadline = tokio::time::Instant::now() + grace;
+    loop {
+        tokio::select! {
+            r = &mut conn => return r,
+            () = tokio::time::sleep(Duration::from_millis(50)) => {}
+        }
+        if idle() || tokio::time::Instant::now() >= deadline {
+            return Ok(());
+        }
+    }
 }

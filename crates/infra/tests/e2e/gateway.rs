@@ -467,3 +467,43 @@ fn websocket_echo_through_the_gateway() {
     let out = run("Authorization: Bearer nope");
     assert!(String::from_utf8_lossy(&out.stdout).contains("REFUSED: 401"));
 }
+
+#[test]
+fn sigterm_drains_requests_in_flight() {
+    let env = start(Backend::Sqlite);
+    let up = Upstream::start().unwrap();
+    let key = connector_key(&env, "dc1");
+    let mut c = Connector::start(&bin(), &env.server, &key, "dc1", &web(&up)).unwrap();
+    env.admin.run(&["grants", "add", ADMIN, "web", "--role", "user"]).ok();
+    let t = token(&env.admin, "web");
+    let gw = Gw::new(&env, &["web"], false);
+    eventually!(10, || match gw.get("web", "/echo", Some(&t), &[]) {
+        (200, _) => Ok(()),
+        other => Err(anyhow::anyhow!("{other:?}")),
+    });
+    let slow = {
+        let client = gw.client.clone();
+        let url = gw.url("web", "/slow?ms=1500");
+        let t = t.clone();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Runtime::new().unwrap();
+            rt.block_on(async {
+                let r = client.get(&url).bearer_auth(&t).send().await.unwrap();
+                (r.status().as_u16(), r.text().await.unwrap_or_default())
+            })
+        })
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    c.stop();
+    let (s, body) = slow.join().unwrap();
+    assert_eq!(
+        (s, body.as_str()),
+        (200, "slow done"),
+        "the request in flight was not allowed to finish"
+    );
+    assert!(c.log().contains("stopped"), "{}", c.log());
+    eventually!(10, || match gw.get("web", "/echo", Some(&t), &[]) {
+        (503, _) => Ok(()),
+        other => Err(anyhow::anyhow!("{other:?}")),
+    });
+}
