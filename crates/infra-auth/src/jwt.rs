@@ -211,5 +211,47 @@ impl Verifier {
     }
 }
 
+/// A [`Verifier`] that remembers tokens it has verified, so a client that
+/// sends the same token on every request (the usual case) costs a hash
+/// lookup instead of an Ed25519 check. A hit still checks the audience and
+/// the time; anything else falls through to a full verification. Bounded:
+/// past `capacity` tokens the cache starts afresh.
+pub struct CachingVerifier {
+    inner: Verifier,
+    cache: std::sync::Mutex<HashMap<String, Claims>>,
+    capacity: usize,
+}
+
+impl CachingVerifier {
+    pub fn new(inner: Verifier, capacity: usize) -> Self {
+        Self {
+            inner,
+            cache: std::sync::Mutex::new(HashMap::new()),
+            capacity,
+        }
+    }
+
+    pub fn verify(&self, token: &str, audience: &str) -> Result<Claims, VerifyError> {
+        let now = i64::try_from(jsonwebtoken::get_current_timestamp()).unwrap_or(i64::MAX);
+        let leeway = i64::try_from(LEEWAY_SECS).unwrap_or(0);
+        if let Ok(cache) = self.cache.lock()
+            && let Some(c) = cache.get(token)
+            && c.aud == audience
+            && c.exp + leeway > now
+            && c.nbf - leeway <= now
+        {
+            return Ok(c.clone());
+        }
+        let claims = self.inner.verify(token, audience)?;
+        if let Ok(mut cache) = self.cache.lock() {
+            if cache.len() >= self.capacity {
+                cache.clear();
+            }
+            cache.insert(token.to_owned(), claims.clone());
+        }
+        Ok(claims)
+    }
+}
+
 #[cfg(test)]
 mod tests;

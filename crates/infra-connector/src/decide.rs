@@ -4,14 +4,14 @@
 use std::collections::{HashMap, HashSet};
 
 use base64::Engine;
-use infra_auth::jwt::{Claims, Verifier, VerifyError};
+use infra_auth::jwt::{CachingVerifier, Claims, Verifier, VerifyError};
 use infra_core::access::GrantRule;
 use infra_core::{GrantIndex, Resource, Role, Subject};
 use infra_tunnel::proto::Snapshot;
 
 /// Everything needed to decide, rebuilt on each pushed snapshot.
 pub(crate) struct Decider {
-    verifier: Verifier,
+    verifier: CachingVerifier,
     index: GrantIndex,
     groups_of: HashMap<String, Vec<String>>,
     revoked: HashSet<String>,
@@ -59,7 +59,7 @@ impl Decider {
             groups_of.entry(u.clone()).or_default().push(g.clone());
         }
         Self {
-            verifier: Verifier::new(&s.jwks, issuer),
+            verifier: CachingVerifier::new(Verifier::new(&s.jwks, issuer), 100_000),
             index,
             groups_of,
             revoked: s.revoked_sessions.iter().cloned().collect(),

@@ -127,6 +127,17 @@ fn query_rejection(e: QueryRejection) -> ApiError {
     ApiError::bad_request(format!("invalid query: {}", e.body_text()))
 }
 
+/// Runs a password hash or check (argon2, ~19 MiB and tens of ms each) on
+/// the blocking pool, at most one per core at a time: a flood of logins
+/// queues instead of taking all memory.
+pub(crate) async fn argon<T: Send + 'static>(
+    state: &AppState,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, ApiError> {
+    let _permit = state.hashing.acquire().await.map_err(ApiError::internal)?;
+    tokio::task::spawn_blocking(f).await.map_err(ApiError::internal)
+}
+
 /// Page and limit with defaults and bounds.
 pub(crate) fn paging(page: Option<u32>, limit: Option<u32>) -> Result<(u32, u32), ApiError> {
     let page = page.unwrap_or(1);

@@ -47,6 +47,7 @@ pub(crate) async fn run(args: ServerArgs) -> anyhow::Result<()> {
         root_key,
         settings: settings.clone(),
         hub: crate::hub::Hub::new(),
+        hashing: tokio::sync::Semaphore::new(std::thread::available_parallelism().map_or(2, |n| n.get())),
     }));
 
     let ca = bootstrap::ca(&state).await?;
@@ -116,6 +117,8 @@ pub(crate) async fn run(args: ServerArgs) -> anyhow::Result<()> {
             },
             () = shutdown.cancelled() => break,
         };
+        // Small responses must not wait for Nagle's algorithm (40 ms stalls).
+        let _ = tcp.set_nodelay(true);
         let acceptor = acceptor.clone();
         let router = router.clone();
         let state = state.clone();

@@ -15,6 +15,8 @@ pub(crate) struct Inner {
     pub(crate) root_key: RootKey,
     pub(crate) settings: Settings,
     pub(crate) hub: crate::hub::Hub,
+    /// Bounds concurrent password hashing (see `api::argon`).
+    pub(crate) hashing: tokio::sync::Semaphore,
 }
 
 impl std::ops::Deref for AppState {

@@ -327,3 +327,29 @@ pub async fn count_admins(c: &mut Conn, now: i64) -> Result<i64, StoreError> {
     .fetch_one(c)
     .await?)
 }
+
+/// Whether a user holds any unexpired grant on `destination` or a part of
+/// it (`destination.x`), directly or through a group.
+pub async fn has_grant_on_destination(
+    c: &mut Conn,
+    user_id: &str,
+    destination: &str,
+    now: i64,
+) -> Result<bool, StoreError> {
+    // Parts sort between "dest." and "dest/" ('/' follows '.'); a range,
+    // unlike LIKE, has no wildcard characters to escape.
+    let n: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM grants g WHERE (g.expires_at IS NULL OR g.expires_at > $1) \
+         AND (g.resource = $2 OR (g.resource >= $3 AND g.resource < $4)) \
+         AND ((g.subject_kind = 'user' AND g.subject_id = $5) OR (g.subject_kind = 'group' AND g.subject_id IN \
+         (SELECT group_id FROM group_members WHERE user_id = $5)))",
+    )
+    .bind(now)
+    .bind(destination)
+    .bind(format!("{destination}."))
+    .bind(format!("{destination}/"))
+    .bind(user_id)
+    .fetch_one(c)
+    .await?;
+    Ok(n > 0)
+}

@@ -127,3 +127,29 @@ fn rotated_keys_both_verify() {
     let reloaded = SigningKey::from_pkcs8(old.pkcs8().to_vec()).unwrap();
     assert_eq!(reloaded.kid, old.kid);
 }
+
+#[test]
+fn cache_never_widens_what_a_token_opens() {
+    let (k, v) = setup();
+    let cv = CachingVerifier::new(v, 2);
+    let t = k.sign(&claims("prod", 300, 0)).unwrap();
+    assert!(cv.verify(&t, "prod").is_ok());
+    assert!(cv.verify(&t, "prod").is_ok(), "cached");
+    assert_eq!(
+        cv.verify(&t, "staging"),
+        Err(VerifyError::Audience),
+        "a hit for another audience still fails"
+    );
+    let expired = k.sign(&claims("prod", -120, -300)).unwrap();
+    assert_eq!(cv.verify(&expired, "prod"), Err(VerifyError::Expired));
+    for i in 0..5 {
+        let mut c = claims("prod", 300, 0);
+        c.jti = format!("j{i}");
+        assert!(cv.verify(&k.sign(&c).unwrap(), "prod").is_ok());
+    }
+    let forged = format!("{t}x");
+    assert!(
+        cv.verify(&forged, "prod").is_err(),
+        "a different string is verified in full"
+    );
+}

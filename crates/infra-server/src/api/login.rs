@@ -39,9 +39,7 @@ pub(crate) async fn login(
             drop(c);
             let stored = user.as_ref().and_then(|u| u.password_hash.clone());
             let pw = Secret::new(pw);
-            let ok = tokio::task::spawn_blocking(move || password::verify(&pw, stored.as_deref()))
-                .await
-                .map_err(ApiError::internal)?;
+            let ok = super::argon(&state, move || password::verify(&pw, stored.as_deref())).await?;
             match user {
                 Some(user) if ok => {
                     let required = user.password_update_required != 0;
@@ -242,7 +240,18 @@ pub(crate) async fn info(State(state): State<AppState>, caller: Caller) -> ApiRe
         via_groups: caller.groups.iter().map(|g| g.id.clone()).collect(),
         ..Default::default()
     };
-    let (grants, _) = identity::list_grants(&mut c, &filter, now_ms(), 1, infra_api::MAX_LIMIT).await?;
+    // Every grant, page by page: a user may hold more than one page's worth.
+    let mut grants = Vec::new();
+    let mut page = 1;
+    loop {
+        let (rows, total) = identity::list_grants(&mut c, &filter, now_ms(), page, infra_api::MAX_LIMIT).await?;
+        let n = rows.len();
+        grants.extend(rows);
+        if n == 0 || grants.len() as u64 >= total {
+            break;
+        }
+        page += 1;
+    }
     let mut urls = std::collections::BTreeMap::new();
     for g in &grants {
         let dest = g.resource.split('.').next().unwrap_or(&g.resource).to_owned();

@@ -5,7 +5,7 @@ use axum::extract::State;
 use infra_api::{SigningKeyInfo, TokenRequest, TokenResponse};
 use infra_auth::jwt::Claims;
 use infra_core::{InfraRole, Resource};
-use infra_store::{GrantFilter, identity, keys, now_ms};
+use infra_store::{identity, keys, now_ms};
 
 use super::{Body, ms, time};
 use crate::audit;
@@ -28,16 +28,8 @@ pub(crate) async fn issue(
         Some(d) => {
             let dest = Resource::parse(d)?;
             let mut c = state.store.conn().await?;
-            let f = GrantFilter {
-                user_id: Some(caller.user.id.clone()),
-                via_groups: caller.groups.iter().map(|g| g.id.clone()).collect(),
-                ..Default::default()
-            };
-            let (grants, _) = identity::list_grants(&mut c, &f, now, 1, infra_api::MAX_LIMIT).await?;
-            let granted = grants
-                .iter()
-                .filter_map(|g| Resource::parse(&g.resource).ok())
-                .any(|r| r.destination() == dest.destination());
+            let granted = identity::has_grant_on_destination(&mut c, &caller.user.id, dest.destination(), now).await?;
+            drop(c);
             if !granted {
                 let ev = caller
                     .event("token.issue", dest.as_str())

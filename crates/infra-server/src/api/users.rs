@@ -31,12 +31,11 @@ pub(crate) async fn find(c: &mut infra_store::Conn, email: &str) -> ApiResult<Us
         .ok_or_else(|| ApiError::not_found(format!("user not found: {e}; see 'infra users list'")))
 }
 
-async fn hash(pw: String) -> ApiResult<String> {
+async fn hash(state: &AppState, pw: String) -> ApiResult<String> {
     password::check_policy(&pw).map_err(|e| ApiError::bad_request(e.to_string()))?;
     let pw = Secret::new(pw);
-    tokio::task::spawn_blocking(move || password::hash(&pw))
-        .await
-        .map_err(ApiError::internal)?
+    super::argon(state, move || password::hash(&pw))
+        .await?
         .map_err(ApiError::internal)
 }
 
@@ -74,10 +73,10 @@ pub(crate) async fn create(
         .require(&state, InfraRole::Admin, "add users", email.as_str())
         .await?;
     let (hash, otp) = match req.password {
-        Some(pw) => (hash(pw).await?, None),
+        Some(pw) => (hash(&state, pw).await?, None),
         None => {
             let otp = infra_auth::random_token(16).map_err(ApiError::internal)?;
-            (hash(otp.clone()).await?, Some(otp))
+            (hash(&state, otp.clone()).await?, Some(otp))
         }
     };
     let user = UserRow {
@@ -146,9 +145,7 @@ pub(crate) async fn update(
     if own {
         let old = Secret::new(req.old_password.clone().unwrap_or_default());
         let stored = u.password_hash.clone();
-        let ok = tokio::task::spawn_blocking(move || password::verify(&old, stored.as_deref()))
-            .await
-            .map_err(ApiError::internal)?;
+        let ok = super::argon(&state, move || password::verify(&old, stored.as_deref())).await?;
         if !ok {
             return Err(ApiError::bad_request(
                 "old password is wrong (send oldPassword to change your own password)",
@@ -159,7 +156,7 @@ pub(crate) async fn update(
             .require(&state, InfraRole::Admin, "change other users' passwords", &u.email)
             .await?;
     }
-    let h = hash(req.password).await?;
+    let h = hash(&state, req.password).await?;
     let mut tx = state.store.write().await?;
     identity::set_password(tx.conn(), &u.id, &h, !own).await?;
     // Other sessions of this user end; the caller's own stays.

@@ -19,8 +19,13 @@ fn issuer(env: &Env) -> String {
 /// Runs the PyJWT verifier; Ok(claims) or Err(reason). Exit 2 (could not
 /// check at all) fails the test rather than counting as a rejection.
 fn pyjwt(env: &Env, token: &str, audience: &str) -> Result<serde_json::Value, String> {
+    pyjwt_leeway(env, token, audience, 0)
+}
+
+fn pyjwt_leeway(env: &Env, token: &str, audience: &str, leeway: u32) -> Result<serde_json::Value, String> {
     let out = Command::new("python3")
         .arg(SCRIPT)
+        .args(["--leeway", &leeway.to_string()])
         .args(["--jwks-url", &format!("{}/.well-known/jwks.json", env.server.url)])
         .args(["--ca", env.server.ca_path().to_str().unwrap()])
         .args(["--issuer", &issuer(env), "--audience", audience, token])
@@ -159,7 +164,9 @@ fn expired_tokens_and_idle_keys_are_refused() {
     let env = super::common::start_with(Backend::Sqlite, vec!["--token-ttl".into(), "1s".into()]);
     // A token for Infra's own audience (no destination), living 1 s.
     let token = env.admin.run(&["tokens", "--quiet"]).ok().stdout.trim().to_owned();
-    pyjwt(&env, &token, &issuer(&env)).expect("fresh token verifies");
+    // Python may take longer to start than the token lives: check it is
+    // well formed and signed with leeway, then that it expires without.
+    pyjwt_leeway(&env, &token, &issuer(&env), 60).expect("fresh token verifies");
     infra_testkit::eventually!(15, || match pyjwt(&env, &token, &issuer(&env)) {
         Err(why) if why.contains("xpired") => Ok(()),
         other => Err(anyhow::anyhow!("not rejected as expired yet: {other:?}")),
