@@ -19,7 +19,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use aws_lc_rs::signature::{ED25519, UnparsedPublicKey};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use infra_auth::jwt::{Claims, Jwks, SigningKey, Verifier};
+use infra_auth::jwt::{CachingVerifier, Claims, Jwks, SigningKey, Verifier};
 
 const ISS: &str = "https://infra.example.com";
 const AUD: &str = "prod";
@@ -158,8 +158,17 @@ fn main() {
         }
         Err(e) => println!("  PyJWT baseline skipped: {e}"),
     }
+    // What a connector does per request: the same token again hits the
+    // cache of verified tokens (audience and time still checked).
+    let cached = CachingVerifier::new(Verifier::new(&Jwks { keys: vec![key.jwk()] }, ISS), 100_000);
+    let (cn, cd) = per_second(|| {
+        black_box(cached.verify(black_box(&token), black_box(AUD))).unwrap();
+    });
+    let hit = rate(cn, cd);
+    println!("  CachingVerifier, repeat  {:>9.0} /s  ({:.2} µs each)", hit, 1e6 / hit);
     println!(
-        "  goal >= 50,000 /s: {}",
-        if infra >= 50_000.0 { "met" } else { "NOT met" }
+        "  goal >= 50,000 /s: first sight of a token {}, repeat token {}",
+        if infra >= 50_000.0 { "met" } else { "NOT met" },
+        if hit >= 50_000.0 { "met" } else { "NOT met" }
     );
 }
