@@ -54,6 +54,14 @@ pub async fn run(args: ConnectorArgs) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     tokio::spawn(signals(shutdown.clone()));
     tokio::spawn(admin_server(admin, state.clone(), shutdown.clone()));
+    // The spool reaches the disk within SYNC_EVERY, connected or not.
+    let st = state.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(tunnel::SYNC_EVERY).await;
+            st.spool.flush(true);
+        }
+    });
     if let Some(d) = state.settings.direct.clone() {
         let tls = direct::tls_config(&state, &d)?;
         let l = tokio::net::TcpListener::bind(d.listen)
@@ -63,7 +71,7 @@ pub async fn run(args: ConnectorArgs) -> anyhow::Result<()> {
         tokio::spawn(direct::serve(state.clone(), l, tls, shutdown.clone()));
     }
     tunnel::run(state.clone(), tls, shutdown).await;
-    state.spool.sync();
+    state.spool.flush(true);
     tracing::info!("stopped");
     Ok(())
 }

@@ -7,7 +7,7 @@
 
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -25,7 +25,7 @@ struct Inner {
     next_seq: i64,
     acked: i64,
     pending: VecDeque<AccessEvent>,
-    file: File,
+    file: BufWriter<File>,
     path: PathBuf,
     acked_path: PathBuf,
 }
@@ -55,11 +55,13 @@ impl Spool {
                 }
             }
         }
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .with_context(|| format!("open {}", path.display()))?;
+        let file = BufWriter::new(
+            OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)
+                .with_context(|| format!("open {}", path.display()))?,
+        );
         Ok(Self {
             inner: Mutex::new(Inner {
                 next_seq: last + 1,
@@ -81,6 +83,8 @@ impl Spool {
         match serde_json::to_vec(&ev) {
             Ok(mut line) => {
                 line.push(b'\n');
+                // Handed to the OS at once (it survives this process being
+                // killed); synced to disk by `flush(true)` every SYNC_EVERY.
                 if let Err(e) = g.file.write_all(&line).and_then(|()| g.file.flush()) {
                     tracing::error!(error = %e, "cannot write the audit spool; the event is kept in memory only");
                 }
@@ -92,10 +96,11 @@ impl Spool {
         self.added.notify_waiters();
     }
 
-    /// Events after `after`, for shipping.
-    pub(crate) fn after(&self, after: i64) -> Vec<AccessEvent> {
+    /// Events after `after`, for shipping (at most `max`).
+    pub(crate) fn after(&self, after: i64, max: usize) -> Vec<AccessEvent> {
         let Ok(g) = self.inner.lock() else { return vec![] };
-        g.pending.iter().filter(|e| e.seq > after).cloned().collect()
+        let start = g.pending.partition_point(|e| e.seq <= after);
+        g.pending.range(start..).take(max).cloned().collect()
     }
 
     /// The server stored everything up to `seq`.
@@ -112,7 +117,7 @@ impl Spool {
         if g.pending.is_empty() {
             // Everything is stored: start the file afresh.
             if let Ok(f) = OpenOptions::new().create(true).write(true).truncate(true).open(&g.path) {
-                g.file = f;
+                g.file = BufWriter::new(f);
             }
         }
     }
@@ -121,10 +126,15 @@ impl Spool {
         self.inner.lock().map(|g| g.pending.len()).unwrap_or(0)
     }
 
-    /// Syncs the spool to disk.
-    pub(crate) fn sync(&self) {
-        if let Ok(g) = self.inner.lock() {
-            let _ = g.file.sync_data();
+    /// Hands buffered events to the OS (they survive a crash of this
+    /// process), and with `durable` also to the disk (they survive a crash
+    /// of the machine).
+    pub(crate) fn flush(&self, durable: bool) {
+        if let Ok(mut g) = self.inner.lock() {
+            let _ = g.file.flush();
+            if durable {
+                let _ = g.file.get_ref().sync_data();
+            }
         }
     }
 }
@@ -154,19 +164,21 @@ mod tests {
             s.record(ev());
         }
         s.ack(2);
+        s.flush(true);
         drop(s);
         let s = Spool::open(&dir).unwrap();
-        let seqs: Vec<i64> = s.after(0).iter().map(|e| e.seq).collect();
+        let seqs: Vec<i64> = s.after(0, 100).iter().map(|e| e.seq).collect();
         assert_eq!(seqs, [3, 4, 5]);
         s.record(ev());
-        assert_eq!(s.after(5)[0].seq, 6, "numbering continues");
+        assert_eq!(s.after(5, 100)[0].seq, 6, "numbering continues");
         s.ack(6);
         assert_eq!(s.pending_len(), 0);
+        s.flush(true);
         drop(s);
         let s = Spool::open(&dir).unwrap();
         assert_eq!(s.pending_len(), 0);
         s.record(ev());
-        assert_eq!(s.after(0)[0].seq, 7);
+        assert_eq!(s.after(0, 100)[0].seq, 7);
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -35,7 +35,20 @@ pub(crate) struct State {
     next_id: AtomicU64,
     pub(crate) connected: AtomicBool,
     inflight: std::sync::atomic::AtomicUsize,
+    /// Recent assertions by (user, destination): a signature per request
+    /// would cost more than the rest of the request's checks.
+    assertions: Mutex<HashMap<(String, String), CachedAssertion>>,
 }
+
+struct CachedAssertion {
+    jwt: String,
+    exp: i64,
+    groups: Vec<String>,
+    roles: Vec<String>,
+}
+
+/// Assertions live a minute and are reused while at least half is left.
+const ASSERTION_SECS: i64 = 60;
 
 /// Counts a proxied request from its start until its response body ends.
 pub(crate) struct Inflight(Arc<State>);
@@ -74,6 +87,7 @@ impl State {
             next_id: AtomicU64::new(1),
             connected: AtomicBool::new(false),
             inflight: std::sync::atomic::AtomicUsize::new(0),
+            assertions: Mutex::new(HashMap::new()),
         })
     }
 
@@ -135,13 +149,22 @@ impl State {
     /// A short-lived JWT saying who the user is, signed with this
     /// connector's key (published by the server), for the upstream.
     pub(crate) fn assertion(&self, ident: &Identity, destination: &str) -> Option<String> {
-        let iss = self.issuer.read().ok()?.clone();
         let now = now_ms() / 1000;
+        let key = (ident.user_id.clone(), destination.to_owned());
+        if let Ok(cache) = self.assertions.lock()
+            && let Some(c) = cache.get(&key)
+            && c.exp - now >= ASSERTION_SECS / 2
+            && c.groups == ident.groups
+            && c.roles == ident.roles
+        {
+            return Some(c.jwt.clone());
+        }
+        let iss = self.issuer.read().ok()?.clone();
         let claims = Claims {
             iss: format!("{iss}/connectors/{}", self.settings.name),
             sub: ident.user_id.clone(),
             aud: destination.to_owned(),
-            exp: now + 60,
+            exp: now + ASSERTION_SECS,
             iat: now,
             nbf: now,
             jti: infra_auth::random_token(16).ok()?,
@@ -150,6 +173,19 @@ impl State {
             groups: ident.groups.clone(),
             sid: None,
         };
-        self.assertion_key.sign(&claims).ok()
+        let jwt = self.assertion_key.sign(&claims).ok()?;
+        if let Ok(mut cache) = self.assertions.lock() {
+            if cache.len() > 100_000 {
+                cache.clear();
+            }
+            let c = CachedAssertion {
+                jwt: jwt.clone(),
+                exp: claims.exp,
+                groups: ident.groups.clone(),
+                roles: ident.roles.clone(),
+            };
+            cache.insert(key, c);
+        }
+        Some(jwt)
     }
 }

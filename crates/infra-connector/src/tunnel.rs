@@ -20,6 +20,8 @@ const MIN_BACKOFF: Duration = Duration::from_millis(200);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// How long requests in flight may take to finish on SIGTERM.
 const DRAIN_GRACE: Duration = Duration::from_secs(10);
+/// How often the audit spool is synced to disk while events flow.
+pub(crate) const SYNC_EVERY: Duration = Duration::from_millis(100);
 
 /// Runs until `shutdown`; reconnects forever.
 pub(crate) async fn run(state: Arc<State>, tls: Arc<rustls::ClientConfig>, shutdown: CancellationToken) {
@@ -149,20 +151,22 @@ fn control(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
         }
         drop(ack_tx);
     });
-    // Ship audit events: what is pending now, then each new one.
+    // Ship audit events: what is pending now, then each new one, in
+    // batches.
     tokio::spawn(async move {
         let mut sent = 0i64;
         loop {
             let added = state.spool.added.notified();
-            let batch = state.spool.after(sent);
-            if !batch.is_empty() {
-                state.spool.sync();
-            }
+            let batch = state.spool.after(sent, 1000);
+            let full = batch.len() == 1000;
             for ev in batch {
                 sent = ev.seq;
                 if tx.send(&ConnectorMsg::Audit(ev)).await.is_err() {
                     return;
                 }
+            }
+            if full {
+                continue;
             }
             tokio::select! {
                 () = added => {}

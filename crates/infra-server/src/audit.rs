@@ -64,6 +64,20 @@ pub(crate) fn emit(state: &AppState, row: &AuditRow) {
     }
 }
 
+/// Writes events to stdout as JSON lines, in one write.
+pub(crate) fn emit_batch(rows: &[AuditRow]) {
+    use std::io::Write;
+    let mut buf = Vec::with_capacity(rows.len() * 400);
+    for r in rows {
+        if serde_json::to_writer(&mut buf, &serde_json::json!({ "audit": r })).is_ok() {
+            buf.push(b'\n');
+        }
+    }
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(&buf);
+    let _ = out.flush();
+}
+
 /// Writes the event to stdout as one JSON line.
 pub(crate) fn emit_quiet(row: &AuditRow) {
     if let Ok(line) = serde_json::to_string(&serde_json::json!({ "audit": row })) {

@@ -358,35 +358,33 @@ async fn store_batch(state: &AppState, hello: &Hello, batch: Vec<AccessEvent>) -
     let r: Result<Option<i64>, crate::error::ApiError> = async {
         let mut tx = state.store.write().await?;
         let mut acked = connectors::audit_acked(tx.conn(), &hello.instance_id).await?;
-        let mut rows = Vec::new();
+        let mut events = Vec::with_capacity(batch.len());
         for ev in batch {
             if ev.seq <= acked {
                 continue;
             }
             acked = ev.seq;
-            let action = if ev.result == "success" || ev.result == "failure" {
-                "http.request"
-            } else {
-                "http.deny"
+            let (action, result) = match ev.result.as_str() {
+                "success" => ("http.request", "success"),
+                "failure" => ("http.request", "failure"),
+                _ => ("http.deny", "denied"),
             };
-            let result = match ev.result.as_str() {
-                "success" => "success",
-                "failure" => "failure",
-                _ => "denied",
-            };
-            let e = Event::new(&ev.user, action, &ev.destination, &ev.source)
-                .result(result)
-                .detail(ev.detail);
-            rows.push(audit::append(&mut tx, e).await?);
+            events.push(infra_store::NewAuditEvent {
+                actor: ev.user,
+                action: action.into(),
+                target: ev.destination,
+                source: ev.source,
+                result: result.into(),
+                detail: ev.detail,
+            });
         }
-        if rows.is_empty() {
+        if events.is_empty() {
             return Ok(Some(acked));
         }
+        let rows = infra_store::audit::append_batch(tx.conn(), events, now_ms()).await?;
         connectors::set_audit_acked(tx.conn(), &hello.instance_id, acked).await?;
         tx.commit().await?;
-        for r in &rows {
-            audit::emit_quiet(r);
-        }
+        audit::emit_batch(&rows);
         Ok(Some(acked))
     }
     .await;

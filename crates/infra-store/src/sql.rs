@@ -61,6 +61,17 @@ impl Sql {
         Ok(q.fetch_all(c).await?)
     }
 
+    pub(crate) async fn execute(&self, c: &mut Conn) -> Result<u64, StoreError> {
+        let mut q = sqlx::query(AssertSqlSafe(self.text.clone()));
+        for a in &self.args {
+            q = match a {
+                Arg::Int(v) => q.bind(*v),
+                Arg::Text(s) => q.bind(s.clone()),
+            };
+        }
+        Ok(q.execute(c).await?.rows_affected())
+    }
+
     pub(crate) async fn fetch_count(&self, c: &mut Conn) -> Result<u64, StoreError> {
         let mut q = sqlx::query_scalar::<_, i64>(AssertSqlSafe(self.text.clone()));
         for a in &self.args {
