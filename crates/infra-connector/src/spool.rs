@@ -130,11 +130,20 @@ impl Spool {
     /// process), and with `durable` also to the disk (they survive a crash
     /// of the machine).
     pub(crate) fn flush(&self, durable: bool) {
-        if let Ok(mut g) = self.inner.lock() {
-            let _ = g.file.flush();
-            if durable {
-                let _ = g.file.get_ref().sync_data();
+        let file = match self.inner.lock() {
+            Ok(mut g) => {
+                let _ = g.file.flush();
+                if !durable {
+                    return;
+                }
+                g.file.get_ref().try_clone()
             }
+            Err(_) => return,
+        };
+        // The sync runs without the lock: requests keep recording while the
+        // disk catches up.
+        if let Ok(f) = file {
+            let _ = f.sync_data();
         }
     }
 }
