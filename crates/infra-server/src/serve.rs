@@ -153,7 +153,18 @@ pub(crate) async fn run(args: ServerArgs) -> anyhow::Result<()> {
                 .keep_alive_interval(Some(std::time::Duration::from_secs(30)));
             let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), TowerToHyperService::new(svc));
             if let Err(e) = watcher.watch(conn.into_owned()).await {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
+                // Say plainly when a client was cut off for misbehaving;
+                // ordinary disconnects stay at debug.
+                match e.downcast_ref::<hyper::Error>() {
+                    Some(h) if h.is_timeout() => {
+                        tracing::info!(%peer, "closed a connection that was too slow to send its request headers")
+                    }
+                    Some(h) if h.is_parse_too_large() => {
+                        tracing::warn!(%peer, "refused a request whose headers are too large (431)")
+                    }
+                    Some(h) if h.is_parse() => tracing::info!(%peer, error = %h, "refused a malformed request"),
+                    _ => tracing::debug!(%peer, error = %e, "connection ended with an error"),
+                }
             }
         });
     }
