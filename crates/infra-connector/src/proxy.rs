@@ -25,17 +25,6 @@ use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use crate::decide::{Denial, token_from};
 use crate::state::{Active, State, now_ms};
 
-const HOP_BY_HOP: [&str; 8] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-    "proxy-authorization",
-];
-
 pub(crate) fn json_error(status: u16, message: &str) -> Response<Body> {
     let body = serde_json::json!({ "code": status, "message": message }).to_string();
     let mut r = Response::new(infra_tunnel::full(body));
@@ -53,19 +42,7 @@ pub(crate) fn json_error(status: u16, message: &str) -> Response<Body> {
 
 /// Removes every header the client must not control.
 pub(crate) fn strip_client_headers(h: &mut HeaderMap) {
-    let named: Vec<HeaderName> = h
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
-        .collect();
-    for n in named {
-        h.remove(n);
-    }
-    for n in HOP_BY_HOP {
-        h.remove(n);
-    }
+    infra_tunnel::strip_hop_by_hop(h);
     h.remove(header::AUTHORIZATION);
     h.remove(header::FORWARDED);
     let doomed: Vec<HeaderName> = h
@@ -273,7 +250,7 @@ pub(crate) async fn handle(state: Arc<State>, req: Request<Incoming>) -> Respons
             (infra_tunnel::boxed(body), Response::from_parts(parts, Body::default()))
         }
     };
-    for n in HOP_BY_HOP {
+    for n in infra_tunnel::HOP_BY_HOP {
         out.headers_mut().remove(n);
     }
     let event = AccessEvent {

@@ -14,17 +14,6 @@ use infra_tunnel::{HDR_CLIENT_ADDR, HDR_DESTINATION, HDR_UPGRADE};
 use crate::error::ApiError;
 use crate::state::AppState;
 
-/// Headers that belong to one hop and may not cross into HTTP/2.
-const HOP_BY_HOP: [&str; 7] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-];
-
 /// The destination a request is for, from its Host: `web.localhost:4443`
 /// with gateway domain `localhost` is `web`. The server's own host name is
 /// never a destination.
@@ -75,20 +64,7 @@ async fn forward(state: AppState, dest: String, mut req: Request) -> Response {
     let upgrade = req.headers().get(header::UPGRADE).cloned();
     let on_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();
-    let named: Vec<HeaderName> = parts
-        .headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
-        .collect();
-    for n in named {
-        parts.headers.remove(n);
-    }
-    for n in HOP_BY_HOP {
-        parts.headers.remove(n);
-    }
+    infra_tunnel::strip_hop_by_hop(&mut parts.headers);
     let infra: Vec<HeaderName> = parts
         .headers
         .keys()

@@ -66,3 +66,35 @@ pub fn full(b: impl Into<bytes::Bytes>) -> Body {
         .map_err(|never: std::convert::Infallible| match never {})
         .boxed_unsync()
 }
+
+/// Headers that belong to one connection, not to the request: never
+/// forwarded (and illegal in HTTP/2).
+pub const HOP_BY_HOP: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "proxy-authorization",
+];
+
+/// Removes hop-by-hop headers and every header the sender named in
+/// `Connection` (a client can otherwise ask a proxy to drop a header the
+/// proxy itself set, or smuggle one past it).
+pub fn strip_hop_by_hop(h: &mut http::HeaderMap) {
+    let named: Vec<http::HeaderName> = h
+        .get_all(http::header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| http::HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect();
+    for n in named {
+        h.remove(n);
+    }
+    for n in HOP_BY_HOP {
+        h.remove(n);
+    }
+}
