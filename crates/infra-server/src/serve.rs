@@ -38,6 +38,14 @@ pub(crate) async fn run(args: ServerArgs) -> anyhow::Result<()> {
         use std::os::unix::fs::PermissionsExt;
         let _ = std::fs::set_permissions(&settings.data_dir, std::fs::Permissions::from_mode(0o700));
     }
+    // Take the port before anything is created: a server that cannot
+    // listen must not bootstrap (and print, unseen) a one-time admin key.
+    let listener = TcpListener::bind(settings.listen).await.with_context(|| {
+        format!(
+            "listen on {} (is another server running? use --listen)",
+            settings.listen
+        )
+    })?;
     let root_key = bootstrap::root_key(&settings.root_key_file)?;
     let store = infra_store::Store::open(&settings.db_url)
         .await
@@ -90,12 +98,6 @@ pub(crate) async fn run(args: ServerArgs) -> anyhow::Result<()> {
     tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec(), infra_tunnel::ALPN.to_vec()];
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
 
-    let listener = TcpListener::bind(settings.listen).await.with_context(|| {
-        format!(
-            "listen on {} (is another server running? use --listen)",
-            settings.listen
-        )
-    })?;
     let addr = listener.local_addr()?;
     tracing::info!(%addr, url = %settings.public_url, db = %redact_url(&settings.db_url), "infra server listening");
     print_banner(&settings, &fingerprint, &ca_path, first_admin);

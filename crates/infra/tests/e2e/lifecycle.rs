@@ -98,3 +98,21 @@ fn openapi_flag_and_completions() {
     let out = Command::new(bin()).args(["grants", "add", "--help"]).output().unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).contains("--expires-in"));
 }
+
+#[test]
+fn a_server_that_cannot_listen_creates_nothing() {
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = busy.local_addr().unwrap().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(bin())
+        .args(["server", "--data-dir"])
+        .arg(dir.path())
+        .args(["--listen", &addr])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("is another server running?"), "{err}");
+    // No database: the next start still bootstraps and shows the one-time key.
+    assert!(!dir.path().join("infra.db").exists());
+}
