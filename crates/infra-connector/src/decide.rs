@@ -117,10 +117,22 @@ impl Decider {
     }
 }
 
-/// The user's token from `Authorization: Bearer T` or Basic with the token
-/// as the password.
+/// The cookie a browser carries its token in, set by `/.infra/callback`.
+pub(crate) const TOKEN_COOKIE: &str = "infra_token";
+
+/// The user's token from `Authorization: Bearer T`, Basic with the token as
+/// the password, or the browser's token cookie.
 pub(crate) fn token_from(headers: &http::HeaderMap) -> Option<String> {
-    let v = headers.get(http::header::AUTHORIZATION)?.to_str().ok()?;
+    let Some(v) = headers.get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()) else {
+        return headers
+            .get_all(http::header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(';'))
+            .filter_map(|kv| kv.trim().split_once('='))
+            .find(|(k, _)| *k == TOKEN_COOKIE)
+            .map(|(_, v)| v.to_owned());
+    };
     let (scheme, rest) = v.split_once(' ')?;
     if scheme.eq_ignore_ascii_case("bearer") {
         return Some(rest.trim().to_owned());

@@ -118,6 +118,7 @@ pub(crate) async fn serve(
                     // Clients never choose these; the connector sets them.
                     req.headers_mut().remove(HDR_DESTINATION);
                     req.headers_mut().remove(HDR_CLIENT_ADDR);
+                    req.headers_mut().remove(infra_tunnel::HDR_HOST);
                     let Some(dest) = destination_for(&state, host.as_deref()) else {
                         return Ok::<_, std::convert::Infallible>(crate::proxy::json_error(
                             404,

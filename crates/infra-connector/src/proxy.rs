@@ -22,7 +22,7 @@ use infra_tunnel::proto::AccessEvent;
 use infra_tunnel::{Body, BoxError, HDR_CLIENT_ADDR, HDR_DESTINATION, HDR_UPGRADE};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
-use crate::decide::{Denial, token_from};
+use crate::decide::{Denial, TOKEN_COOKIE, token_from};
 use crate::state::{Active, State, now_ms};
 
 pub(crate) fn json_error(status: u16, message: &str) -> Response<Body> {
@@ -117,8 +117,18 @@ pub(crate) async fn handle(state: Arc<State>, req: Request<Incoming>) -> Respons
             result: "denied".into(),
             detail: detail(d.status, 0, &d.message),
         });
+        // A browser is sent to log in instead of shown a 401.
+        if d.status == 401
+            && wants_html(req.headers(), &method)
+            && let Some(r) = login_redirect(&state, req.headers(), &path)
+        {
+            return r;
+        }
         json_error(d.status, &d.message)
     };
+    if req.uri().path() == CALLBACK_PATH {
+        return callback(&state, &dest.name, req.uri().query().unwrap_or_default());
+    }
     let Some(token) = token_from(req.headers()) else {
         return refuse(
             "anonymous",
@@ -154,6 +164,7 @@ pub(crate) async fn handle(state: Arc<State>, req: Request<Incoming>) -> Respons
     let (mut parts, body) = req.into_parts();
     let original_host = parts.headers.get(header::HOST).cloned();
     strip_client_headers(&mut parts.headers);
+    strip_token_cookie(&mut parts.headers);
     let h = &mut parts.headers;
     for (name, value) in [
         ("x-forwarded-user", ident.email.clone()),
@@ -372,3 +383,101 @@ impl Drop for Metered {
 }
 
 use std::future::Future as _;
+
+/// Where the server sends a browser back with a token.
+const CALLBACK_PATH: &str = "/.infra/callback";
+
+fn wants_html(h: &HeaderMap, method: &http::Method) -> bool {
+    (method == http::Method::GET || method == http::Method::HEAD)
+        && h.get(header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|a| a.contains("text/html"))
+}
+
+fn enc(s: &str) -> String {
+    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+/// 302 to the server's `/authorize`, which comes back to this URL.
+fn login_redirect(state: &State, h: &HeaderMap, path: &str) -> Option<Response<Body>> {
+    let host = h
+        .get(infra_tunnel::HDR_HOST)
+        .or_else(|| h.get(header::HOST))?
+        .to_str()
+        .ok()?;
+    let issuer = state.issuer();
+    if issuer.is_empty() {
+        return None;
+    }
+    let back = format!("https://{host}{path}");
+    let mut r = Response::new(infra_tunnel::empty());
+    *r.status_mut() = StatusCode::FOUND;
+    r.headers_mut()
+        .insert(header::LOCATION, hv(&format!("{issuer}/authorize?rd={}", enc(&back)))?);
+    Some(r)
+}
+
+/// `/.infra/callback?token=…&rd=/path`: keep the token as a cookie for this
+/// host only, and go back to the page. The token is checked first, so a
+/// forged link cannot plant a cookie that would let anyone in.
+fn callback(state: &State, dest: &str, query: &str) -> Response<Body> {
+    let mut token = None;
+    let mut rd = "/".to_owned();
+    for (k, v) in url::form_urlencoded::parse(query.as_bytes()) {
+        match k.as_ref() {
+            "token" => token = Some(v.into_owned()),
+            // Only a path on this host: never an open redirect.
+            "rd" if v.starts_with('/') && !v.starts_with("//") && !v.starts_with("/\\") => rd = v.into_owned(),
+            _ => {}
+        }
+    }
+    let Some(token) = token else {
+        return json_error(400, "missing token");
+    };
+    let Some(decider) = state.decider() else {
+        return json_error(
+            503,
+            "this connector has not received its grants from the server yet; try again shortly",
+        );
+    };
+    let claims = match decider.claims(&token, dest) {
+        Some(c) => c,
+        None => {
+            return json_error(
+                401,
+                "the token in this link is invalid or expired; open the destination again",
+            );
+        }
+    };
+    if let Err(d) = decider.authorize(&claims, dest, now_ms()) {
+        return json_error(d.status, &d.message);
+    }
+    let max_age = (claims.exp - now_ms() / 1000).max(0);
+    let cookie = format!("{TOKEN_COOKIE}={token}; Path=/; Secure; HttpOnly; SameSite=Lax; Max-Age={max_age}");
+    let mut r = Response::new(infra_tunnel::empty());
+    *r.status_mut() = StatusCode::FOUND;
+    if let (Some(loc), Some(c)) = (hv(&rd), hv(&cookie)) {
+        r.headers_mut().insert(header::LOCATION, loc);
+        r.headers_mut().insert(header::SET_COOKIE, c);
+    }
+    r
+}
+
+/// Removes the connector's token cookie (other cookies are the upstream's).
+fn strip_token_cookie(h: &mut HeaderMap) {
+    let kept: Vec<String> = h
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .map(str::trim)
+        .filter(|kv| !kv.is_empty() && kv.split('=').next() != Some(TOKEN_COOKIE))
+        .map(str::to_owned)
+        .collect();
+    h.remove(header::COOKIE);
+    if !kept.is_empty()
+        && let Some(v) = hv(&kept.join("; "))
+    {
+        h.insert(header::COOKIE, v);
+    }
+}

@@ -106,6 +106,10 @@ impl State {
         }
     }
 
+    pub(crate) fn issuer(&self) -> String {
+        self.issuer.read().map(|g| g.clone()).unwrap_or_default()
+    }
+
     pub(crate) fn decider(&self) -> Option<Arc<Decider>> {
         self.decider.read().ok().and_then(|g| g.clone())
     }

@@ -6,8 +6,8 @@ mod destinations;
 mod grants;
 mod groups;
 mod keys_api;
-mod login;
-mod tokens;
+pub(crate) mod login;
+pub(crate) mod tokens;
 mod users;
 mod wellknown;
 
@@ -64,6 +64,9 @@ pub(crate) fn router(state: AppState) -> Router {
     Router::new()
         .nest("/api", api)
         .route("/healthz", get(wellknown::healthz))
+        .route("/login", get(crate::web::login_page).post(crate::web::login_submit))
+        .route("/login/done", get(crate::web::login_done))
+        .route("/authorize", get(crate::web::authorize))
         .route("/.well-known/jwks.json", get(wellknown::jwks))
         .route("/.well-known/openid-configuration", get(wellknown::discovery))
         .fallback(|| async { ApiError::not_found("not found") })

@@ -58,6 +58,20 @@ impl FromRequestParts<AppState> for Caller {
                 "not logged in; run 'infra login' (send Authorization: Bearer <access key>)",
             ));
         };
+        let key = key.to_owned();
+        Caller::from_key(state, &key, source, may_act_before_password_change(parts)).await
+    }
+}
+
+impl Caller {
+    /// Authenticates an access key (from a bearer header or, for the
+    /// browser flow only, the server's session cookie).
+    pub(crate) async fn from_key(
+        state: &AppState,
+        key: &str,
+        source: String,
+        password_change_ok: bool,
+    ) -> ApiResult<Self> {
         let invalid = || ApiError::unauthorized("access key is invalid, expired or revoked; run 'infra login' again");
         let (id, secret) = infra_auth::access_key::parse(key).ok_or_else(invalid)?;
         let mut c = state.store.conn().await?;
@@ -76,7 +90,7 @@ impl FromRequestParts<AppState> for Caller {
             return Err(ApiError::forbidden("connector keys cannot call the user API"));
         };
         let user = identity::user_by_id(&mut c, user_id).await?.ok_or_else(invalid)?;
-        if user.password_update_required != 0 && !may_act_before_password_change(parts) {
+        if user.password_update_required != 0 && !password_change_ok {
             return Err(ApiError::forbidden(
                 "you must change your password first: run 'infra login' again (it asks for a new one)",
             ));

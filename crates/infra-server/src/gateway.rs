@@ -9,7 +9,7 @@ use axum::extract::{ConnectInfo, Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use http::header::{self, HeaderName, HeaderValue};
-use infra_tunnel::{HDR_CLIENT_ADDR, HDR_DESTINATION, HDR_UPGRADE};
+use infra_tunnel::{HDR_CLIENT_ADDR, HDR_DESTINATION, HDR_HOST, HDR_UPGRADE};
 
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -39,8 +39,11 @@ pub(crate) async fn route(State(state): State<AppState>, req: Request, next: Nex
         .map(str::to_owned)
         .or_else(|| req.uri().authority().map(|a| a.to_string()));
     let own = state.settings.public_host.as_str();
-    match host.and_then(|h| destination_of(&h, &state.settings.gateway_domain, own)) {
-        Some(dest) => forward(state, dest, req).await,
+    match host
+        .as_deref()
+        .and_then(|h| destination_of(h, &state.settings.gateway_domain, own))
+    {
+        Some(dest) => forward(state, dest, host.unwrap_or_default(), req).await,
         None => next.run(req).await,
     }
 }
@@ -53,7 +56,7 @@ fn unavailable(dest: &str) -> Response {
     .into_response()
 }
 
-async fn forward(state: AppState, dest: String, mut req: Request) -> Response {
+async fn forward(state: AppState, dest: String, host: String, mut req: Request) -> Response {
     let peer = req
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
@@ -79,6 +82,9 @@ async fn forward(state: AppState, dest: String, mut req: Request) -> Response {
     }
     if let Ok(v) = HeaderValue::from_str(&peer) {
         parts.headers.insert(HDR_CLIENT_ADDR, v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&host) {
+        parts.headers.insert(HDR_HOST, v);
     }
     let path = parts.uri.path_and_query().map_or("/", |p| p.as_str()).to_owned();
     parts.uri = match format!("http://{dest}{path}").parse() {

@@ -18,6 +18,7 @@ mod signing;
 mod state;
 mod tls;
 mod tunnel_server;
+mod web;
 
 pub use config::ServerArgs;
 

@@ -33,6 +33,8 @@ pub const CONTROL_PATH: &str = "/_infra/control";
 /// client sent): which destination, and the client's address.
 pub const HDR_DESTINATION: &str = "x-infra-destination";
 pub const HDR_CLIENT_ADDR: &str = "x-infra-client-addr";
+/// The host name the client used (for redirects back to it).
+pub const HDR_HOST: &str = "x-infra-host";
 /// On a tunnelled request: the client asked to upgrade to this protocol
 /// (WebSocket). On the response: the upstream agreed.
 pub const HDR_UPGRADE: &str = "x-infra-upgrade";

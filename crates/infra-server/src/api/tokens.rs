@@ -23,8 +23,14 @@ pub(crate) async fn issue(
     caller: Caller,
     Body(req): Body<TokenRequest>,
 ) -> ApiResult<Json<TokenResponse>> {
+    Ok(Json(mint(&state, &caller, req.destination.as_deref()).await?))
+}
+
+/// Signs a token for `destination` (or Infra's own audience) if the caller
+/// has a grant on it; audits the issuance or the refusal.
+pub(crate) async fn mint(state: &AppState, caller: &Caller, destination: Option<&str>) -> ApiResult<TokenResponse> {
     let now = now_ms();
-    let aud = match &req.destination {
+    let aud = match destination {
         Some(d) => {
             let dest = Resource::parse(d)?;
             let mut c = state.store.conn().await?;
@@ -35,7 +41,7 @@ pub(crate) async fn issue(
                     .event("token.issue", dest.as_str())
                     .result("denied")
                     .detail("no grant on this destination");
-                audit::record(&state, ev).await?;
+                audit::record(state, ev).await?;
                 return Err(ApiError::forbidden(format!(
                     "you have no grant on {dest}; see 'infra list', or ask an admin: infra grants add {} {dest} --role ROLE",
                     caller.email()
@@ -45,7 +51,7 @@ pub(crate) async fn issue(
         }
         None => state.settings.public_url.clone(),
     };
-    let key = signing::active(&state).await?;
+    let key = signing::active(state).await?;
     let secs = now / 1000;
     let exp = secs + ms(state.settings.token_ttl) / 1000;
     let jti = infra_auth::random_token(20).map_err(ApiError::internal)?;
@@ -66,11 +72,11 @@ pub(crate) async fn issue(
     let ev = caller
         .event("token.issue", &aud)
         .detail(format!("jti={jti} kid={} exp={exp}", key.kid));
-    audit::record(&state, ev).await?;
-    Ok(Json(TokenResponse {
+    audit::record(state, ev).await?;
+    Ok(TokenResponse {
         token,
         expires: time(exp * 1000),
-    }))
+    })
 }
 
 /// List signing keys (public information only).

@@ -507,3 +507,91 @@ fn sigterm_drains_requests_in_flight() {
         other => Err(anyhow::anyhow!("{other:?}")),
     });
 }
+
+/// A browser's round trip, with curl as the browser (cookie jar, following
+/// redirects): the connector sends it to the server's login page, the
+/// server sends it back with a token for that destination only, and the
+/// connector keeps the token in a host-only cookie.
+#[test]
+fn browser_login_round_trip() {
+    let env = start(Backend::Sqlite);
+    let up = Upstream::start().unwrap();
+    let key = connector_key(&env, "dc1");
+    let _c = Connector::start(&bin(), &env.server, &key, "dc1", &web(&up)).unwrap();
+    let _alice = user(&env, "alice@example.com");
+    env.admin
+        .run(&["grants", "add", "alice@example.com", "web", "--role", "user"])
+        .ok();
+    let port = env.server.port;
+    let jar = tempfile::NamedTempFile::new().unwrap();
+    let ca = env.server.ca_path();
+    let curl = |args: &[&str]| {
+        let out = std::process::Command::new("curl")
+            .args(["-sS", "-L", "--max-redirs", "10", "--cacert", ca.to_str().unwrap()])
+            .args(["-c", jar.path().to_str().unwrap(), "-b", jar.path().to_str().unwrap()])
+            .args(["--resolve", &format!("web.localhost:{port}:127.0.0.1")])
+            .args(["--resolve", &format!("localhost:{port}:127.0.0.1")])
+            .args(["-w", "\n%{http_code} %{url_effective}"])
+            .args(args)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    let page = format!("https://web.localhost:{port}/echo/page?x=1");
+    // Not logged in: ends on the server's login form, which will return here.
+    let out = curl(&["-H", "Accept: text/html", &page]);
+    assert!(out.contains("Log in to Infra"), "{out}");
+    assert!(out.contains(&format!("https://localhost:{port}/login?rd=")), "{out}");
+    // Wrong password: the form again, with the reason.
+    let out = curl(&[
+        "--data-urlencode",
+        "email=alice@example.com",
+        "--data-urlencode",
+        "password=wrong-password",
+        "--data-urlencode",
+        &format!("rd={page}"),
+        &format!("https://localhost:{port}/login"),
+    ]);
+    assert!(out.contains("invalid email or password"), "{out}");
+    // Right password: back at the page, as alice, with no token upstream.
+    let out = curl(&[
+        "--data-urlencode",
+        "email=alice@example.com",
+        "--data-urlencode",
+        "password=user-password-1",
+        "--data-urlencode",
+        &format!("rd={page}"),
+        &format!("https://localhost:{port}/login"),
+    ]);
+    assert!(out.ends_with(&format!("200 {page}")), "{out}");
+    let body = out.lines().next().unwrap();
+    let echo: serde_json::Value = serde_json::from_str(body).unwrap();
+    assert_eq!(echo["path"], "/echo/page?x=1");
+    assert_eq!(echo["headers"]["x-forwarded-user"], "alice@example.com");
+    assert!(
+        echo["headers"].get("cookie").is_none(),
+        "the token cookie reached the upstream: {body}"
+    );
+    // Later visits use the cookie directly.
+    let out = curl(&[
+        "-H",
+        "Accept: text/html",
+        &format!("https://web.localhost:{port}/echo/again"),
+    ]);
+    assert!(out.contains("\"x-forwarded-user\":\"alice@example.com\""), "{out}");
+    // Never an open redirect, and a forged callback plants nothing.
+    let out = curl(&[&format!(
+        "https://localhost:{port}/authorize?rd=https://evil.example.com/"
+    )]);
+    assert!(
+        out.contains("Not a destination")
+            && out.ends_with(&format!(
+                "400 https://localhost:{port}/authorize?rd=https://evil.example.com/"
+            )),
+        "{out}"
+    );
+    let out = curl(&[&format!(
+        "https://web.localhost:{port}/.infra/callback?token=forged&rd=//evil.example.com/"
+    )]);
+    assert!(out.contains("invalid or expired") && out.contains("401"), "{out}");
+}
