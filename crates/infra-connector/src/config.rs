@@ -117,6 +117,28 @@ fn read_secret(p: &Path, what: &str) -> anyhow::Result<String> {
     Ok(s.trim().to_owned())
 }
 
+/// `https://host[:port]` → (normalised URL, host, port).
+pub(crate) fn parse_server(server: &str) -> anyhow::Result<(String, String, u16)> {
+    let rest = server
+        .trim_end_matches('/')
+        .strip_prefix("https://")
+        .context("server URL must start with https://")?;
+    let rest = rest.split('/').next().unwrap_or(rest);
+    let (host, port) = match rest.rsplit_once(':') {
+        Some((h, p)) if !h.ends_with(']') || rest.starts_with('[') => (
+            h.trim_matches(['[', ']']).to_owned(),
+            p.parse().context("server URL port")?,
+        ),
+        _ => (rest.trim_matches(['[', ']']).to_owned(), 443),
+    };
+    let url_host = if host.contains(':') {
+        format!("[{host}]")
+    } else {
+        host.clone()
+    };
+    Ok((format!("https://{url_host}:{port}"), host, port))
+}
+
 fn valid_name(n: &str) -> bool {
     !n.is_empty()
         && n.len() <= 63

@@ -2,7 +2,7 @@
 //! server, open streams (so revocation can cut them), and the audit spool.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use hyper_util::client::legacy::Client;
@@ -33,7 +33,8 @@ pub(crate) struct State {
     decider: RwLock<Option<Arc<Decider>>>,
     active: Mutex<HashMap<u64, Active>>,
     next_id: AtomicU64,
-    pub(crate) connected: AtomicBool,
+    /// Tunnels up right now (one per server replica).
+    pub(crate) tunnels_up: std::sync::atomic::AtomicUsize,
     inflight: std::sync::atomic::AtomicUsize,
     /// Recent assertions by (user, destination): a signature per request
     /// would cost more than the rest of the request's checks.
@@ -85,7 +86,7 @@ impl State {
             decider: RwLock::new(None),
             active: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
-            connected: AtomicBool::new(false),
+            tunnels_up: std::sync::atomic::AtomicUsize::new(0),
             inflight: std::sync::atomic::AtomicUsize::new(0),
             assertions: Mutex::new(HashMap::new()),
         })
@@ -115,7 +116,7 @@ impl State {
     }
 
     pub(crate) fn ready(&self) -> bool {
-        self.connected.load(Ordering::Relaxed) && self.decider().is_some()
+        self.tunnels_up.load(Ordering::Relaxed) > 0 && self.decider().is_some()
     }
 
     /// Installs a pushed snapshot and cuts open streams it no longer allows.

@@ -23,19 +23,70 @@ const DRAIN_GRACE: Duration = Duration::from_secs(10);
 /// How often the audit spool is synced to disk while events flow.
 pub(crate) const SYNC_EVERY: Duration = Duration::from_millis(100);
 
-/// Runs until `shutdown`; reconnects forever.
+/// One server replica to keep a tunnel to.
+#[derive(Debug, Clone)]
+pub(crate) struct Target {
+    url: String,
+    host: String,
+    port: u16,
+}
+
+/// Runs until `shutdown`: a tunnel to the configured server, and one to
+/// every other replica the servers name, each reconnecting on its own.
 pub(crate) async fn run(state: Arc<State>, tls: Arc<rustls::ClientConfig>, shutdown: CancellationToken) {
+    let s = &state.settings;
+    let seed = Target {
+        url: s.server.clone(),
+        host: s.server_host.clone(),
+        port: s.server_port,
+    };
+    let (found_tx, mut found_rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let mut known = std::collections::HashSet::from([seed.url.clone()]);
+    let mut tasks = tokio::task::JoinSet::new();
+    tasks.spawn(run_one(
+        state.clone(),
+        tls.clone(),
+        shutdown.clone(),
+        seed,
+        found_tx.clone(),
+    ));
+    loop {
+        tokio::select! {
+            Some(url) = found_rx.recv() => {
+                match crate::config::parse_server(&url) {
+                    Ok((url, host, port)) if known.insert(url.clone()) => {
+                        tracing::info!(replica = %url, "server replica found; opening a tunnel to it too");
+                        let t = Target { url, host, port };
+                        tasks.spawn(run_one(state.clone(), tls.clone(), shutdown.clone(), t, found_tx.clone()));
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(replica = %url, error = %e, "ignoring a replica URL"),
+                }
+            }
+            () = shutdown.cancelled() => break,
+        }
+    }
+    while tasks.join_next().await.is_some() {}
+}
+
+/// Keeps one tunnel up, with jittered exponential back-off.
+async fn run_one(
+    state: Arc<State>,
+    tls: Arc<rustls::ClientConfig>,
+    shutdown: CancellationToken,
+    target: Target,
+    found: tokio::sync::mpsc::UnboundedSender<String>,
+) {
     let mut backoff = MIN_BACKOFF;
     loop {
         let started = std::time::Instant::now();
         // connect_once watches `shutdown` itself, so that it can drain.
-        let result = connect_once(&state, tls.clone(), &shutdown).await;
-        state.connected.store(false, Ordering::Relaxed);
+        let result = connect_once(&state, tls.clone(), &shutdown, &target, &found).await;
         match result {
             Ok(()) if shutdown.is_cancelled() => return,
-            Ok(()) => tracing::warn!(server = %state.settings.server, "tunnel closed; reconnecting"),
+            Ok(()) => tracing::warn!(server = %target.url, "tunnel closed; reconnecting"),
             Err(e) => {
-                tracing::warn!(server = %state.settings.server, error = %format!("{e:#}"), "tunnel failed; reconnecting")
+                tracing::warn!(server = %target.url, error = %format!("{e:#}"), "tunnel failed; reconnecting")
             }
         }
         // A tunnel that stayed up a while starts the back-off afresh.
@@ -53,18 +104,29 @@ pub(crate) async fn run(state: Arc<State>, tls: Arc<rustls::ClientConfig>, shutd
     }
 }
 
+/// Counts a tunnel as up until dropped.
+struct Up(Arc<State>);
+
+impl Drop for Up {
+    fn drop(&mut self) {
+        self.0.tunnels_up.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 async fn connect_once(
     state: &Arc<State>,
     tls: Arc<rustls::ClientConfig>,
     shutdown: &CancellationToken,
+    target: &Target,
+    found: &tokio::sync::mpsc::UnboundedSender<String>,
 ) -> anyhow::Result<()> {
     let s = &state.settings;
     let setup = async {
-        let tcp = tokio::net::TcpStream::connect((s.server_host.as_str(), s.server_port))
+        let tcp = tokio::net::TcpStream::connect((target.host.as_str(), target.port))
             .await
-            .with_context(|| format!("connect to {}", s.server))?;
+            .with_context(|| format!("connect to {}", target.url))?;
         tcp.set_nodelay(true)?;
-        let name = ServerName::try_from(s.server_host.clone()).context("server host name")?;
+        let name = ServerName::try_from(target.host.clone()).context("server host name")?;
         let tls = tokio_rustls::TlsConnector::from(tls)
             .connect(name, tcp)
             .await
@@ -72,7 +134,7 @@ async fn connect_once(
         if tls.get_ref().1.alpn_protocol() != Some(infra_tunnel::ALPN) {
             anyhow::bail!(
                 "the server does not speak the tunnel protocol (ALPN); is {} an Infra server?",
-                s.server
+                target.url
             );
         }
         let hello = Hello {
@@ -106,8 +168,12 @@ async fn connect_once(
     };
     state.set_issuer(reply.issuer.clone().unwrap_or_default());
     state.spool.ack(reply.audit_acked);
-    state.connected.store(true, Ordering::Relaxed);
-    tracing::info!(server = %s.server, destinations = s.destinations.len(), "tunnel up");
+    state.tunnels_up.fetch_add(1, Ordering::Relaxed);
+    let _up = Up(state.clone());
+    for r in &reply.replicas {
+        let _ = found.send(r.clone());
+    }
+    tracing::info!(server = %target.url, destinations = s.destinations.len(), "tunnel up");
 
     let st = state.clone();
     let service = move |req: Request<Incoming>| {

@@ -29,6 +29,10 @@ pub struct ServerArgs {
     /// Default: https://<listen address>, with localhost for loopback.
     #[arg(long, env = "INFRA_PUBLIC_URL")]
     pub public_url: Option<String>,
+    /// URL connectors use to reach this replica (each replica its own;
+    /// the public URL stays shared) [default: the public URL].
+    #[arg(long, env = "INFRA_ADVERTISE_URL")]
+    pub advertise_url: Option<String>,
     /// HTTP destinations are served at https://<destination>.<gateway domain>:<port>/ [default: localhost].
     #[arg(long, env = "INFRA_GATEWAY_DOMAIN")]
     pub gateway_domain: Option<String>,
@@ -67,6 +71,7 @@ struct FileConfig {
     db: Option<String>,
     listen: Option<SocketAddr>,
     public_url: Option<String>,
+    advertise_url: Option<String>,
     gateway_domain: Option<String>,
     #[serde(default)]
     tls_san: Vec<String>,
@@ -85,6 +90,7 @@ pub(crate) struct Settings {
     pub(crate) db_url: String,
     pub(crate) listen: SocketAddr,
     pub(crate) public_url: String,
+    pub(crate) advertise_url: String,
     /// The host part of `public_url`, lower-cased.
     pub(crate) public_host: String,
     pub(crate) gateway_domain: String,
@@ -175,6 +181,10 @@ impl Settings {
             data_dir,
             db_url,
             listen,
+            advertise_url: a
+                .advertise_url
+                .or(f.advertise_url)
+                .unwrap_or_else(|| public_url.clone()),
             public_url,
             public_host,
             gateway_domain,

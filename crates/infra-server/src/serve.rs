@@ -106,6 +106,7 @@ pub(crate) async fn run(args: ServerArgs) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     tokio::spawn(signals(shutdown.clone()));
     tokio::spawn(watch_changes(state.clone(), shutdown.clone()));
+    tokio::spawn(heartbeat(state.clone(), shutdown.clone()));
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
 
     loop {
@@ -197,6 +198,24 @@ async fn watch_changes(state: AppState, shutdown: CancellationToken) {
                 state.hub.changed();
             }
             last = Some(m);
+        }
+    }
+}
+
+/// Tells the store (and through it, connectors) that this replica is
+/// alive and where it is reached.
+async fn heartbeat(state: AppState, shutdown: CancellationToken) {
+    let id = infra_auth::random_token(16).unwrap_or_default();
+    loop {
+        if let Ok(mut c) = state.store.conn().await {
+            let url = &state.settings.advertise_url;
+            if let Err(e) = infra_store::connectors::heartbeat_replica(&mut c, &id, url, infra_store::now_ms()).await {
+                tracing::warn!(error = %e, "cannot record this replica's heartbeat");
+            }
+        }
+        tokio::select! {
+            () = tokio::time::sleep(std::time::Duration::from_secs(10)) => {}
+            () = shutdown.cancelled() => return,
         }
     }
 }

@@ -20,6 +20,9 @@ use crate::state::AppState;
 /// Re-sends state at least this often, even without changes, so a
 /// connector also notices grants that expired by time.
 const REFRESH: Duration = Duration::from_secs(30);
+/// A replica that has not written its heartbeat for this long is not
+/// offered to connectors.
+pub(crate) const REPLICA_ALIVE_MS: i64 = 30_000;
 
 /// Checks the connector's key; returns the key id or a reason.
 async fn authenticate(state: &AppState, hello: &Hello) -> Result<String, String> {
@@ -132,11 +135,18 @@ where
             return;
         }
     };
+    let replicas = match state.store.conn().await {
+        Ok(mut c) => connectors::live_replicas(&mut c, now_ms() - REPLICA_ALIVE_MS)
+            .await
+            .unwrap_or_default(),
+        Err(_) => vec![],
+    };
     let reply = HelloReply {
         ok: true,
         error: None,
         issuer: Some(state.settings.public_url.clone()),
         audit_acked: acked,
+        replicas,
     };
     if handshake::reply(&mut io, &reply).await.is_err() {
         return;

@@ -225,3 +225,36 @@ pub async fn change_marker(c: &mut Conn) -> Result<i64, StoreError> {
         .fetch_one(c)
         .await?)
 }
+
+/// Records that replica `id` is alive at `url`.
+pub async fn heartbeat_replica(c: &mut Conn, id: &str, url: &str, now: i64) -> Result<(), StoreError> {
+    let r = sqlx::query("UPDATE replicas SET url = $1, last_seen_at = $2 WHERE id = $3")
+        .bind(url)
+        .bind(now)
+        .bind(id)
+        .execute(&mut *c)
+        .await?;
+    if r.rows_affected() == 0 {
+        sqlx::query("INSERT INTO replicas (id, url, last_seen_at) VALUES ($1, $2, $3)")
+            .bind(id)
+            .bind(url)
+            .bind(now)
+            .execute(&mut *c)
+            .await?;
+    }
+    sqlx::query("DELETE FROM replicas WHERE last_seen_at < $1")
+        .bind(now - 3_600_000)
+        .execute(c)
+        .await?;
+    Ok(())
+}
+
+/// URLs of replicas seen since `since`.
+pub async fn live_replicas(c: &mut Conn, since: i64) -> Result<Vec<String>, StoreError> {
+    Ok(
+        sqlx::query_scalar("SELECT DISTINCT url FROM replicas WHERE last_seen_at >= $1 ORDER BY url")
+            .bind(since)
+            .fetch_all(c)
+            .await?,
+    )
+}

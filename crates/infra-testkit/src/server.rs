@@ -33,6 +33,8 @@ pub struct ServerOpts {
     pub extra_args: Vec<String>,
     /// Extra environment variables, set last.
     pub env: Vec<(String, String)>,
+    /// The port to listen on; a free one when `None`.
+    pub port: Option<u16>,
 }
 
 /// A running `infra server`: `BIN server --data-dir DIR --listen
@@ -78,7 +80,7 @@ impl Server {
                 (t.path().to_path_buf(), Some(t))
             }
         };
-        let port = free_port();
+        let port = opts.port.unwrap_or_else(free_port);
         let mut server = Server {
             url: format!("https://127.0.0.1:{port}"),
             port,

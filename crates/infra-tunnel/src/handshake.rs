@@ -110,6 +110,7 @@ pub fn refusal(msg: &str) -> HelloReply {
         error: Some(msg.into()),
         issuer: None,
         audit_acked: 0,
+        replicas: vec![],
     }
 }
 
@@ -140,6 +141,7 @@ mod tests {
                 error: None,
                 issuer: Some("iss".into()),
                 audit_acked: 3,
+                replicas: vec![],
             };
             let mut line = serde_json::to_vec(&ok).unwrap();
             line.extend_from_slice(b"\nPRI * HTTP/2.0");

@@ -51,6 +51,10 @@ pub struct HelloReply {
     /// only later ones.
     #[serde(default)]
     pub audit_acked: i64,
+    /// Every server replica's URL: the connector keeps a tunnel to each, so
+    /// a request reaching any replica finds it.
+    #[serde(default)]
+    pub replicas: Vec<String>,
 }
 
 /// A grant as the connector needs it.

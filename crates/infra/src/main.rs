@@ -25,7 +25,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Cmd {
     /// Run the Infra server (control plane).
-    Server(infra_server::ServerArgs),
+    Server(Box<infra_server::ServerArgs>),
     /// Run a connector next to your infrastructure (data plane).
     Connector(infra_connector::ConnectorArgs),
     /// Print shell completions: infra completions bash > /etc/bash_completion.d/infra
@@ -48,7 +48,7 @@ fn main() -> std::process::ExitCode {
     };
     let result = rt.block_on(async {
         match cli.command {
-            Cmd::Server(a) => infra_server::run(a).await,
+            Cmd::Server(a) => infra_server::run(*a).await,
             Cmd::Connector(a) => infra_connector::run(a).await,
             Cmd::Completions { shell } => {
                 clap_complete::generate(shell, &mut Cli::command(), "infra", &mut std::io::stdout());

@@ -10,10 +10,16 @@ use super::common::{ADMIN, ADMIN_PW, bin, json, login};
 const ROOT_KEY: &str = "q4Lk0aWmvC0J9w1m8b5yQm6v1fQ0Yl4F2k3v8p9s7aE=";
 
 fn replica(db: &str) -> Server {
+    replica_with(db, vec![], None)
+}
+
+fn replica_with(db: &str, extra_args: Vec<String>, port: Option<u16>) -> Server {
     Server::start(
         &bin(),
         ServerOpts {
             db_url: Some(db.to_owned()),
+            extra_args,
+            port,
             admin_email: Some(ADMIN.into()),
             admin_password: Some(ADMIN_PW.into()),
             env: vec![("INFRA_ROOT_KEY".into(), ROOT_KEY.into())],
@@ -95,4 +101,74 @@ fn a_replica_with_another_root_key_refuses_to_start() {
     .unwrap_err();
     let text = format!("{err:#}");
     assert!(text.contains("root key"), "{text}");
+}
+
+#[test]
+fn a_connector_is_reachable_through_every_replica() {
+    use infra_testkit::{Connector, Upstream, eventually};
+
+    let pg = Postgres::start().unwrap();
+    let db = pg.create_database("infra").unwrap();
+    // One public URL (the token issuer) for both, as behind a load
+    // balancer; each advertises its own address to connectors.
+    let start = |port: u16| {
+        let args = ["--public-url", "https://infra.example.test:4443", "--advertise-url"];
+        let mut v: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        v.push(format!("https://localhost:{port}"));
+        v
+    };
+    let (pa, pb) = (infra_testkit::free_port(), infra_testkit::free_port());
+    let a = replica_with(&db, start(pa), Some(pa));
+    let b = replica_with(&db, start(pb), Some(pb));
+    let admin = Cli::new(&bin()).unwrap();
+    login(&admin, &a, ADMIN, ADMIN_PW).ok();
+    let up = Upstream::start().unwrap();
+    let key = admin
+        .run(&["keys", "add", "--connector", "--name", "dc1", "--quiet"])
+        .ok()
+        .stdout
+        .trim()
+        .to_owned();
+    // Configured with replica A only; it learns of B from A.
+    let dests = [infra_testkit::HttpDest {
+        name: "web".into(),
+        url: up.url.clone(),
+        upstream_token: None,
+    }];
+    let c = Connector::start(&bin(), &a, &key, "dc1", &dests).unwrap();
+    admin.run(&["grants", "add", ADMIN, "web", "--role", "user"]).ok();
+    let token = admin
+        .run(&["tokens", "--destination", "web", "--quiet"])
+        .ok()
+        .stdout
+        .trim()
+        .to_owned();
+    let ca = a.ca_path();
+    let get = |port: u16| {
+        let out = std::process::Command::new("curl")
+            .args([
+                "-s",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                "--cacert",
+                ca.to_str().unwrap(),
+            ])
+            .args(["--resolve", &format!("web.localhost:{port}:127.0.0.1")])
+            .args(["-H", &format!("Authorization: Bearer {token}")])
+            .arg(format!("https://web.localhost:{port}/echo"))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    eventually!(10, || if get(a.port) == "200" {
+        Ok(())
+    } else {
+        Err(anyhow::anyhow!("not through A yet"))
+    });
+    eventually!(30, || match get(b.port).as_str() {
+        "200" => Ok(()),
+        other => Err(anyhow::anyhow!("through B: {other}\n{}", c.log())),
+    });
 }
