@@ -102,6 +102,39 @@ pub fn web(up: &Upstream) -> Vec<HttpDest> {
     ]
 }
 
+/// A server, an upstream, connector `dc1` serving `web` and `other`, a
+/// client for `web`, and the admin's token for it, once `web` answers.
+/// Fields drop in order: client, connector, upstream, then the server.
+pub struct WebEnv {
+    pub gw: Gw,
+    pub c: Connector,
+    pub t: String,
+    /// Kept alive for the connector to reach.
+    pub _up: Upstream,
+    pub env: Env,
+}
+
+pub fn web_env() -> WebEnv {
+    let env = start(Backend::Sqlite);
+    let up = Upstream::start().unwrap();
+    let key = connector_key(&env, "dc1");
+    let c = Connector::start(&bin(), &env.server, &key, "dc1", &web(&up)).unwrap();
+    env.admin.run(&["grants", "add", ADMIN, "web", "--role", "user"]).ok();
+    let t = token(&env.admin, "web");
+    let gw = Gw::new(&env, &["web"], false);
+    expect(&gw, &t, 200, "");
+    WebEnv { gw, c, t, _up: up, env }
+}
+
+/// Waits (≤ 10 s) until GET web/echo with `t` answers `status` with a
+/// body containing `text`.
+pub fn expect(gw: &Gw, t: &str, status: u16, text: &str) {
+    eventually!(10, || match gw.get("web", "/echo", Some(t), &[]) {
+        (s, body) if s == status && body.contains(text) => Ok(()),
+        other => Err(anyhow::anyhow!("want {status}, got {other:?}")),
+    });
+}
+
 #[test]
 fn gateway_checks_identity_and_strips_client_headers() {
     let env = start(Backend::Sqlite);
@@ -344,55 +377,33 @@ fn same_named_connectors_share_load_and_fail_over() {
 
 #[test]
 fn the_only_connector_down_then_back() {
-    let env = start(Backend::Sqlite);
-    let up = Upstream::start().unwrap();
-    let key = connector_key(&env, "dc1");
-    let mut c = Connector::start(&bin(), &env.server, &key, "dc1", &web(&up)).unwrap();
-    env.admin.run(&["grants", "add", ADMIN, "web", "--role", "user"]).ok();
-    let t = token(&env.admin, "web");
-    let gw = Gw::new(&env, &["web"], false);
-    eventually!(10, || match gw.get("web", "/echo", Some(&t), &[]) {
-        (200, _) => Ok(()),
-        other => Err(anyhow::anyhow!("{other:?}")),
-    });
-    c.kill();
-    eventually!(10, || match gw.get("web", "/echo", Some(&t), &[]) {
-        (503, body) if body.contains("no connector is serving destination 'web'") => Ok(()),
-        other => Err(anyhow::anyhow!("{other:?}")),
-    });
-    c.respawn().unwrap();
-    eventually!(10, || match gw.get("web", "/echo", Some(&t), &[]) {
-        (200, _) => Ok(()),
-        other => Err(anyhow::anyhow!("{other:?}")),
-    });
+    // Bind it whole: a `..` pattern would drop the server and connector.
+    let mut w = web_env();
+    let (gw, t) = (&w.gw, w.t.clone());
+    w.c.kill();
+    expect(gw, &t, 503, "no connector is serving destination 'web'");
+    w.c.respawn().unwrap();
+    expect(gw, &t, 200, "");
     // A revoked connector key closes its tunnel and is refused after.
-    env.admin.run(&["keys", "remove", "dc1"]).ok();
-    eventually!(10, || match gw.get("web", "/echo", Some(&t), &[]) {
-        (503, _) => Ok(()),
-        other => Err(anyhow::anyhow!("{other:?}")),
-    });
-    eventually!(10, || if c.log().contains("invalid, expired or revoked") {
+    w.env.admin.run(&["keys", "remove", "dc1"]).ok();
+    expect(gw, &t, 503, "");
+    eventually!(10, || if w.c.log().contains("invalid, expired or revoked") {
         Ok(())
     } else {
-        Err(anyhow::anyhow!("no refusal logged:\n{}", c.log()))
+        Err(anyhow::anyhow!("no refusal logged:\n{}", w.c.log()))
     });
 }
 
 #[test]
 fn streams_large_bodies_both_ways() {
-    let env = start(Backend::Sqlite);
-    let up = Upstream::start().unwrap();
-    let key = connector_key(&env, "dc1");
-    let _c = Connector::start(&bin(), &env.server, &key, "dc1", &web(&up)).unwrap();
-    env.admin.run(&["grants", "add", ADMIN, "web", "--role", "user"]).ok();
-    let t = token(&env.admin, "web");
-    let gw = Gw::new(&env, &["web"], false);
+    let w = web_env();
+    let (gw, t) = (&w.gw, &w.t);
     const N: u64 = 64 * 1024 * 1024;
     let (down, up_n) = gw.rt.block_on(async {
         let mut resp = gw
             .client
             .get(gw.url("web", &format!("/bytes?n={N}")))
-            .bearer_auth(&t)
+            .bearer_auth(t)
             .send()
             .await
             .unwrap();
@@ -404,7 +415,7 @@ fn streams_large_bodies_both_ways() {
         let r = gw
             .client
             .post(gw.url("web", "/upload"))
-            .bearer_auth(&t)
+            .bearer_auth(t)
             .body(body)
             .send()
             .await
@@ -470,20 +481,11 @@ fn websocket_echo_through_the_gateway() {
 
 #[test]
 fn sigterm_drains_requests_in_flight() {
-    let env = start(Backend::Sqlite);
-    let up = Upstream::start().unwrap();
-    let key = connector_key(&env, "dc1");
-    let mut c = Connector::start(&bin(), &env.server, &key, "dc1", &web(&up)).unwrap();
-    env.admin.run(&["grants", "add", ADMIN, "web", "--role", "user"]).ok();
-    let t = token(&env.admin, "web");
-    let gw = Gw::new(&env, &["web"], false);
-    eventually!(10, || match gw.get("web", "/echo", Some(&t), &[]) {
-        (200, _) => Ok(()),
-        other => Err(anyhow::anyhow!("{other:?}")),
-    });
+    let mut w = web_env();
+    let t = w.t.clone();
     let slow = {
-        let client = gw.client.clone();
-        let url = gw.url("web", "/slow?ms=1500");
+        let client = w.gw.client.clone();
+        let url = w.gw.url("web", "/slow?ms=1500");
         let t = t.clone();
         std::thread::spawn(move || {
             let rt = tokio::runtime::Runtime::new().unwrap();
@@ -494,18 +496,15 @@ fn sigterm_drains_requests_in_flight() {
         })
     };
     std::thread::sleep(Duration::from_millis(300));
-    c.stop();
+    w.c.stop();
     let (s, body) = slow.join().unwrap();
     assert_eq!(
         (s, body.as_str()),
         (200, "slow done"),
         "the request in flight was not allowed to finish"
     );
-    assert!(c.log().contains("stopped"), "{}", c.log());
-    eventually!(10, || match gw.get("web", "/echo", Some(&t), &[]) {
-        (503, _) => Ok(()),
-        other => Err(anyhow::anyhow!("{other:?}")),
-    });
+    assert!(w.c.log().contains("stopped"), "{}", w.c.log());
+    expect(&w.gw, &t, 503, "");
 }
 
 /// A browser's round trip, with curl as the browser (cookie jar, following
