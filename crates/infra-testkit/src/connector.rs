@@ -49,10 +49,15 @@ impl Connector {
         let temp = tempfile::Builder::new().prefix("infra-connector-").tempdir()?;
         let dir = temp.path().to_path_buf();
         let admin_port = free_port();
+        // `extra` may bring its own `tls:` block (to test other kinds of trust).
+        let tls = if extra.contains("tls:") {
+            String::new()
+        } else {
+            format!("tls:\n  caFile: {}\n", server.ca_path().display())
+        };
         let mut yaml = format!(
-            "server: https://localhost:{}\nname: {name}\ntls:\n  caFile: {}\nadminListen: 127.0.0.1:{admin_port}\ndataDir: {}\ndestinations:\n",
+            "server: https://localhost:{}\nname: {name}\n{tls}adminListen: 127.0.0.1:{admin_port}\ndataDir: {}\ndestinations:\n",
             server.port,
-            server.ca_path().display(),
             dir.join("data").display()
         );
         for d in dests {
@@ -129,12 +134,13 @@ impl Connector {
             if self.healthy() {
                 return Ok(());
             }
-            // A refusal is final for this key: no point waiting it out.
-            if self.log().contains("server refused the connector") {
-                bail!(
-                    "infra connector was refused by the server:\n{}",
-                    tail(&self.log_path(), 20)
-                );
+            // Refusals and a wrong pin are final: no point waiting them out.
+            let log = self.log();
+            if ["server refused the connector", "does not match tls.trustedFingerprint"]
+                .iter()
+                .any(|m| log.contains(m))
+            {
+                bail!("infra connector cannot connect:\n{}", tail(&self.log_path(), 20));
             }
             if let Some(child) = self.child.as_mut()
                 && let Ok(Some(status)) = child.try_wait()

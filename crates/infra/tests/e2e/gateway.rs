@@ -594,3 +594,24 @@ fn browser_login_round_trip() {
     )]);
     assert!(out.contains("invalid or expired") && out.contains("401"), "{out}");
 }
+
+#[test]
+fn connector_trusts_the_server_by_pinned_fingerprint() {
+    use rustls::pki_types::{CertificateDer, pem::PemObject};
+    let env = start(Backend::Sqlite);
+    let up = Upstream::start().unwrap();
+    let key = connector_key(&env, "dc1");
+    let pem = std::fs::read(env.server.ca_path()).unwrap();
+    let der = CertificateDer::from_pem_slice(&pem).unwrap();
+    let fp = infra_auth::tls_ca::fingerprint(&der);
+    let extra = format!("tls:\n  trustedFingerprint: \"{fp}\"\n");
+    Connector::start_with(&bin(), &env.server, &key, "dc1", &web(&up), &extra).unwrap();
+    // A different pin is refused before the key is sent.
+    let wrong = format!("tls:\n  trustedFingerprint: \"{}\"\n", "AB:".repeat(31) + "AB");
+    let mut bad = Connector::start_with(&bin(), &env.server, &key, "dc1", &web(&up), &wrong);
+    let err = match bad.as_mut() {
+        Ok(_) => panic!("a connector with a wrong pin became ready"),
+        Err(e) => format!("{e:#}"),
+    };
+    assert!(err.contains("does not match tls.trustedFingerprint"), "{err}");
+}
