@@ -6,6 +6,7 @@
 //! and hashes from the store and hand them in.
 
 pub mod access_key;
+pub mod chain;
 pub mod envelope;
 pub mod jwt;
 pub mod lockout;

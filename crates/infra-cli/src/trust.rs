@@ -6,69 +6,18 @@
 //! becomes the trusted CA, and every later connection verifies normally
 //! against it (name checks included).
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use anyhow::Context;
+use infra_auth::chain::ChainVerifier;
 use infra_auth::tls_ca::{fingerprint, normalize_fingerprint};
-use rustls::DigitallySignedStruct;
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime, pem::PemObject};
-
-/// Records the presented chain and accepts it; used only to read the
-/// chain, never to send anything.
-#[derive(Debug)]
-struct Recorder {
-    chain: Mutex<Vec<Vec<u8>>>,
-    provider: Arc<rustls::crypto::CryptoProvider>,
-}
-
-impl ServerCertVerifier for Recorder {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        _: &ServerName<'_>,
-        _: &[u8],
-        _: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        if let Ok(mut c) = self.chain.lock() {
-            c.push(end_entity.to_vec());
-            c.extend(intermediates.iter().map(|i| i.to_vec()));
-        }
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.provider.signature_verification_algorithms.supported_schemes()
-    }
-}
+use rustls::pki_types::{CertificateDer, ServerName, pem::PemObject};
 
 /// Connects to `host:port`, finds the certificate in the presented chain
 /// whose SHA-256 matches `pin`, and returns it as PEM.
 pub(crate) async fn ca_from_fingerprint(host: &str, port: u16, pin: &str) -> anyhow::Result<String> {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let rec = Arc::new(Recorder {
-        chain: Mutex::new(vec![]),
-        provider: provider.clone(),
-    });
+    let rec = Arc::new(ChainVerifier::new(None, provider.clone()));
     let cfg = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
         .dangerous()
@@ -83,7 +32,7 @@ pub(crate) async fn ca_from_fingerprint(host: &str, port: u16, pin: &str) -> any
         .await
         .context("TLS handshake")?;
     let want = normalize_fingerprint(pin);
-    let chain = rec.chain.lock().map_err(|_| anyhow::anyhow!("internal lock"))?.clone();
+    let chain = rec.seen();
     for der in &chain {
         if normalize_fingerprint(&fingerprint(der)) == want {
             return Ok(to_pem(der));

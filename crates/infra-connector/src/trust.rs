@@ -4,10 +4,8 @@
 use std::sync::Arc;
 
 use anyhow::Context;
-use infra_auth::tls_ca::{fingerprint, normalize_fingerprint};
-use rustls::DigitallySignedStruct;
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime, pem::PemObject};
+use infra_auth::chain::ChainVerifier;
+use rustls::pki_types::{CertificateDer, pem::PemObject};
 
 use crate::config::TlsConfig;
 
@@ -25,19 +23,13 @@ pub(crate) fn client_config(t: &TlsConfig) -> anyhow::Result<rustls::ClientConfi
     } else if let Some(fp) = &t.trusted_fingerprint {
         builder
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(Pinned {
-                want: normalize_fingerprint(fp),
-                provider,
-            }))
+            .with_custom_certificate_verifier(Arc::new(ChainVerifier::new(Some(fp), provider)))
             .with_no_client_auth()
     } else if t.skip_verify {
         tracing::warn!("tls.skipVerify is set: the server's certificate is not checked");
         builder
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(Pinned {
-                want: String::new(),
-                provider,
-            }))
+            .with_custom_certificate_verifier(Arc::new(ChainVerifier::new(None, provider)))
             .with_no_client_auth()
     } else {
         anyhow::bail!(
@@ -46,60 +38,4 @@ pub(crate) fn client_config(t: &TlsConfig) -> anyhow::Result<rustls::ClientConfi
     };
     cfg.alpn_protocols = vec![infra_tunnel::ALPN.to_vec()];
     Ok(cfg)
-}
-
-/// Accepts a chain that contains the pinned certificate (an empty pin
-/// accepts anything: `skipVerify`). Handshake signatures are always
-/// checked, so the server must hold the key of the certificate it shows.
-#[derive(Debug)]
-struct Pinned {
-    want: String,
-    provider: Arc<rustls::crypto::CryptoProvider>,
-}
-
-impl ServerCertVerifier for Pinned {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        _: &ServerName<'_>,
-        _: &[u8],
-        _: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        if self.want.is_empty() {
-            return Ok(ServerCertVerified::assertion());
-        }
-        let hit = std::iter::once(end_entity)
-            .chain(intermediates)
-            .any(|c| normalize_fingerprint(&fingerprint(c)) == self.want);
-        if hit {
-            Ok(ServerCertVerified::assertion())
-        } else {
-            Err(rustls::Error::General(
-                "server certificate does not match tls.trustedFingerprint".into(),
-            ))
-        }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.provider.signature_verification_algorithms.supported_schemes()
-    }
 }

@@ -148,7 +148,14 @@ fn bad_requests_are_refused_cleanly() {
         ),
     ];
     for (method, path, body, ctype, want) in cases {
-        let (status, resp) = s.send_json(method, path, Some(&key), body.as_bytes(), ctype).unwrap();
+        let (status, resp) = match s.send_json(method, path, Some(&key), body.as_bytes(), ctype) {
+            Ok(r) => r,
+            // The server answers 413 as soon as the body passes the limit and
+            // closes; an HTTP/1.1 client still writing may see the close
+            // before it reads the answer. Either way the body was refused.
+            Err(e) if want == "too large" && format!("{e:#}").contains("Broken pipe") => continue,
+            Err(e) => panic!("{method} {path}: {e:#}"),
+        };
         assert!((400..500).contains(&status), "{method} {path}: status {status} {resp}");
         assert_eq!(resp["code"], status, "{method} {path}: {resp}");
         let msg = resp["message"].as_str().unwrap_or_default();
