@@ -23,6 +23,8 @@ const REFRESH: Duration = Duration::from_secs(30);
 /// A replica that has not written its heartbeat for this long is not
 /// offered to connectors.
 pub(crate) const REPLICA_ALIVE_MS: i64 = 30_000;
+/// How long audit events from a connector are gathered into one commit.
+const GROUP_COMMIT_WINDOW: Duration = Duration::from_millis(5);
 
 /// Checks the connector's key; returns the key id or a reason.
 async fn authenticate(state: &AppState, hello: &Hello) -> Result<String, String> {
@@ -339,11 +341,19 @@ async fn ingest(state: AppState, hello: Hello, body: hyper::body::Incoming, tx: 
         }
     });
     while let Some(first) = erx.recv().await {
+        // Group commit: gather what arrives within a few milliseconds, so
+        // a busy destination costs one transaction (and one fsync) per
+        // window rather than per handful of requests.
         let mut batch = vec![first];
+        let window = tokio::time::sleep(GROUP_COMMIT_WINDOW);
+        tokio::pin!(window);
         while batch.len() < 1000 {
-            match erx.try_recv() {
-                Ok(e) => batch.push(e),
-                Err(_) => break,
+            tokio::select! {
+                e = erx.recv() => match e {
+                    Some(e) => batch.push(e),
+                    None => break,
+                },
+                () = &mut window => break,
             }
         }
         match store_batch(&state, &hello, batch).await {
