@@ -52,6 +52,15 @@ pub(crate) async fn append(tx: &mut WriteTx, ev: Event) -> ApiResult<AuditRow> {
     Ok(infra_store::audit::append(tx.conn(), new, now_ms()).await?)
 }
 
+/// Appends `ev` as the last step of `tx`, commits, and emits it: the
+/// common end of every API call that changes state.
+pub(crate) async fn commit(state: &AppState, mut tx: WriteTx, ev: Event) -> ApiResult<()> {
+    let row = append(&mut tx, ev).await?;
+    tx.commit().await?;
+    emit(state, &row);
+    Ok(())
+}
+
 /// After commit: writes the event to stdout as one JSON line and, when
 /// it changed something connectors decide with, tells them.
 pub(crate) fn emit(state: &AppState, row: &AuditRow) {

@@ -87,9 +87,7 @@ pub(crate) async fn remove(
             "destination not found: {name}; see 'infra destinations list'"
         )));
     }
-    let row = audit::append(&mut tx, caller.event("destination.delete", &name)).await?;
-    tx.commit().await?;
-    audit::emit(&state, &row);
+    audit::commit(&state, tx, caller.event("destination.delete", &name)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -144,9 +144,7 @@ pub(crate) async fn create(
         Err(e) => return Err(e.into()),
     }
     let ev = caller.event("grant.create", &g.resource).detail(describe(&g));
-    let row = audit::append(&mut tx, ev).await?;
-    tx.commit().await?;
-    audit::emit(&state, &row);
+    audit::commit(&state, tx, ev).await?;
     Ok((StatusCode::CREATED, Json(to_api(&g))))
 }
 
@@ -165,8 +163,11 @@ pub(crate) async fn remove(
         .ok_or_else(|| ApiError::not_found(format!("grant not found: {id}; see 'infra grants list'")))?;
     identity::delete_grant(tx.conn(), &id).await?;
     ensure_an_admin_remains(&mut tx, "remove this grant").await?;
-    let row = audit::append(&mut tx, caller.event("grant.delete", &g.resource).detail(describe(&g))).await?;
-    tx.commit().await?;
-    audit::emit(&state, &row);
+    audit::commit(
+        &state,
+        tx,
+        caller.event("grant.delete", &g.resource).detail(describe(&g)),
+    )
+    .await?;
     Ok(StatusCode::NO_CONTENT)
 }

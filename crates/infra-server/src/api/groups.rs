@@ -68,9 +68,7 @@ pub(crate) async fn create(
         return Err(ApiError::conflict(format!("group already exists: {name}")));
     }
     identity::insert_group(tx.conn(), &g).await?;
-    let row = audit::append(&mut tx, caller.event("group.create", &g.name)).await?;
-    tx.commit().await?;
-    audit::emit(&state, &row);
+    audit::commit(&state, tx, caller.event("group.create", &g.name)).await?;
     Ok((
         StatusCode::CREATED,
         Json(Group {
@@ -95,9 +93,7 @@ pub(crate) async fn remove(
     let g = find_group(tx.conn(), &name).await?;
     identity::delete_group(tx.conn(), &g.id).await?;
     ensure_an_admin_remains(&mut tx, "remove this group").await?;
-    let row = audit::append(&mut tx, caller.event("group.delete", &g.name)).await?;
-    tx.commit().await?;
-    audit::emit(&state, &row);
+    audit::commit(&state, tx, caller.event("group.delete", &g.name)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -125,15 +121,14 @@ pub(crate) async fn add_member(
         }
         Err(e) => return Err(e.into()),
     }
-    let row = audit::append(
-        &mut tx,
+    audit::commit(
+        &state,
+        tx,
         caller
             .event("group.adduser", &u.email)
             .detail(format!("group={}", g.name)),
     )
     .await?;
-    tx.commit().await?;
-    audit::emit(&state, &row);
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -155,14 +150,13 @@ pub(crate) async fn remove_member(
         return Err(ApiError::not_found(format!("{} is not in group {}", u.email, g.name)));
     }
     ensure_an_admin_remains(&mut tx, "remove this member").await?;
-    let row = audit::append(
-        &mut tx,
+    audit::commit(
+        &state,
+        tx,
         caller
             .event("group.removeuser", &u.email)
             .detail(format!("group={}", g.name)),
     )
     .await?;
-    tx.commit().await?;
-    audit::emit(&state, &row);
     Ok(StatusCode::NO_CONTENT)
 }

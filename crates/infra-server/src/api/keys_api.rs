@@ -136,9 +136,7 @@ pub(crate) async fn create(
     let ev = caller
         .event("key.create", &target)
         .detail(format!("key={} name={} kind={kind}", row.id, row.name));
-    let a = audit::append(&mut tx, ev).await?;
-    tx.commit().await?;
-    audit::emit(&state, &a);
+    audit::commit(&state, tx, ev).await?;
     Ok((
         StatusCode::CREATED,
         Json(CreateKeyResponse {
@@ -186,14 +184,13 @@ pub(crate) async fn remove(
     };
     keys::delete_key(tx.conn(), &k.id).await?;
     let target = k.user_email.clone().unwrap_or_else(|| format!("connector:{}", k.name));
-    let row = audit::append(
-        &mut tx,
+    audit::commit(
+        &state,
+        tx,
         caller
             .event("key.delete", &target)
             .detail(format!("key={} name={}", k.id, k.name)),
     )
     .await?;
-    tx.commit().await?;
-    audit::emit(&state, &row);
     Ok(StatusCode::NO_CONTENT)
 }

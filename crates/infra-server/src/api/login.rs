@@ -155,15 +155,14 @@ async fn fail(state: &AppState, buckets: &[(&str, i64)], who: &str, source: &str
             };
             keys::put_login_failure(tx.conn(), &row).await?;
         }
-        let row = audit::append(
-            &mut tx,
+        audit::commit(
+            state,
+            tx,
             Event::new(who, "login", who, source)
                 .result("failure")
                 .detail(BAD_LOGIN),
         )
         .await?;
-        tx.commit().await?;
-        audit::emit(state, &row);
         Ok(())
     }
     .await;
@@ -207,9 +206,7 @@ async fn start_session(
     identity::touch_user(tx.conn(), &user.id, now).await?;
     let groups = identity::groups_of_user(tx.conn(), &user.id).await?;
     let ev = Event::new(&user.email, "login", &user.email, source).detail(format!("method={method} session={}", k.id));
-    let row = audit::append(&mut tx, ev).await?;
-    tx.commit().await?;
-    audit::emit(state, &row);
+    audit::commit(state, tx, ev).await?;
     Ok(Json(LoginResponse {
         access_key: k.full.expose().clone(),
         expires: time(expires),
@@ -225,9 +222,7 @@ pub(crate) async fn logout(State(state): State<AppState>, caller: Caller) -> Api
     if caller.key_kind == "session" {
         keys::delete_key(tx.conn(), &caller.key_id).await?;
     }
-    let row = audit::append(&mut tx, caller.event("logout", caller.email())).await?;
-    tx.commit().await?;
-    audit::emit(&state, &row);
+    audit::commit(&state, tx, caller.event("logout", caller.email())).await?;
     Ok(axum::http::StatusCode::NO_CONTENT)
 }
 

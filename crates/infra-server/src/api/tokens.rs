@@ -116,9 +116,7 @@ pub(crate) async fn rotate(State(state): State<AppState>, caller: Caller) -> Api
     keys::prune_signing_keys(tx.conn(), now - signing::retention_ms(&state)).await?;
     keys::retire_signing_keys(tx.conn(), now).await?;
     let key = signing::create(tx.conn(), &state).await?;
-    let row = audit::append(&mut tx, caller.event("signing-key.rotate", &key.kid)).await?;
-    tx.commit().await?;
-    audit::emit(&state, &row);
+    audit::commit(&state, tx, caller.event("signing-key.rotate", &key.kid)).await?;
     Ok(Json(SigningKeyInfo {
         kid: key.kid,
         created: time(now),

@@ -92,9 +92,7 @@ pub(crate) async fn create(
         return Err(ApiError::conflict(format!("user already exists: {email}")));
     }
     identity::insert_user(tx.conn(), &user).await?;
-    let row = audit::append(&mut tx, caller.event("user.create", email.as_str())).await?;
-    tx.commit().await?;
-    audit::emit(&state, &row);
+    audit::commit(&state, tx, caller.event("user.create", email.as_str())).await?;
     Ok((
         StatusCode::CREATED,
         Json(CreateUserResponse {
@@ -166,10 +164,8 @@ pub(crate) async fn update(
     for k in sessions.iter().filter(|k| k.kind == "session" && k.id != caller.key_id) {
         keys::delete_key(tx.conn(), &k.id).await?;
     }
-    let row = audit::append(&mut tx, caller.event("user.password", &u.email)).await?;
     let groups = identity::groups_of_user(tx.conn(), &u.id).await?;
-    tx.commit().await?;
-    audit::emit(&state, &row);
+    audit::commit(&state, tx, caller.event("user.password", &u.email)).await?;
     Ok(Json(to_api(&u, groups.into_iter().map(|g| g.name).collect())))
 }
 
@@ -190,9 +186,7 @@ pub(crate) async fn remove(
     let u = find(tx.conn(), target.as_str()).await?;
     identity::delete_user(tx.conn(), &u.id).await?;
     ensure_an_admin_remains(&mut tx, "remove this user").await?;
-    let row = audit::append(&mut tx, caller.event("user.delete", &u.email)).await?;
-    tx.commit().await?;
-    audit::emit(&state, &row);
+    audit::commit(&state, tx, caller.event("user.delete", &u.email)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
