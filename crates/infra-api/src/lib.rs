@@ -256,6 +256,10 @@ pub struct Info {
     /// Where to reach each destination the caller has a grant on.
     #[serde(default)]
     pub urls: std::collections::BTreeMap<String, String>,
+    /// The kind (`http`, `kubernetes`, ...) of each destination in `urls`
+    /// that a connector has registered.
+    #[serde(default)]
+    pub kinds: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]

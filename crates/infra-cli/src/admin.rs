@@ -3,28 +3,53 @@
 use std::io::{IsTerminal, Read};
 
 use anyhow::Context;
-use clap::{Args, Subcommand};
+use clap::Subcommand;
 use infra_api::{
     AccessKey, AuditEvent, AuditVerifyResponse, CreateGrantRequest, CreateGroupRequest, CreateKeyRequest,
-    CreateKeyResponse, CreateUserRequest, CreateUserResponse, Grant, Group, Info, SigningKeyInfo, TokenRequest,
-    TokenResponse, UpdateUserRequest, User,
+    CreateKeyResponse, CreateUserRequest, CreateUserResponse, Grant, Group, Info, SigningKeyInfo, UpdateUserRequest,
+    User,
 };
 
 use crate::client::{Api, enc};
+use crate::kubeconfig;
 use crate::login::{self, LoginArgs};
 use crate::output::{OutputArg, print, when};
+use crate::tokens::{self, TokensArgs};
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Log in to an Infra server.
+    /// Log in to an Infra server; also writes kubeconfig contexts for your clusters.
+    ///
+    /// Saves the server, how to trust it and your session in ~/.infra/. For
+    /// every Kubernetes cluster you have a grant on, writes a context
+    /// infra:CLUSTER (and infra:CLUSTER.NAMESPACE for namespace grants) to
+    /// your kubeconfig ($KUBECONFIG's first file, or ~/.kube/config), whose
+    /// credentials come from 'infra tokens'. Other kubeconfig entries and the
+    /// current context are left alone; pick a context with 'infra use'.
     Login(LoginArgs),
-    /// Log out and remove local credentials.
+    /// Log out: end the session and remove local credentials and kubeconfig entries.
+    ///
+    /// Removes ~/.infra/'s session and token cache, and every infra: cluster,
+    /// user and context from your kubeconfig (unsetting the current context
+    /// if it was one of them). Other kubeconfig entries are left alone.
     Logout,
     /// Show who you are logged in as and what you can reach.
     Info,
     /// List what you have access to.
     List(OutputArg),
-    /// Print a short-lived token (kubectl ExecCredential by default).
+    /// Switch kubectl to a cluster: infra use CLUSTER[.NAMESPACE].
+    ///
+    /// Refreshes the infra: kubeconfig entries from what you can reach now,
+    /// then sets kubectl's current context to infra:CLUSTER (or
+    /// infra:CLUSTER.NAMESPACE, which defaults kubectl to that namespace).
+    #[command(
+        after_help = "Examples:\n  infra use dev          # kubectl now talks to dev through Infra\n  infra use dev.web      # ... in namespace web\n  kubectl get pods"
+    )]
+    Use {
+        /// The cluster, or CLUSTER.NAMESPACE for a namespace grant ('infra list' shows them).
+        target: String,
+    },
+    /// Print a short-lived token: a kubectl ExecCredential, or the bare token with --quiet.
     Tokens(TokensArgs),
     /// Manage users.
     #[command(subcommand)]
@@ -47,16 +72,6 @@ pub enum Command {
     /// Manage the keys that sign tokens.
     #[command(subcommand, name = "signing-keys")]
     SigningKeys(SigningKeysCmd),
-}
-
-#[derive(Debug, Args)]
-pub struct TokensArgs {
-    /// The destination the token is for (its `aud`).
-    #[arg(long, env = "INFRA_DESTINATION")]
-    destination: Option<String>,
-    /// Print only the token.
-    #[arg(long, short)]
-    quiet: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -232,7 +247,8 @@ pub(crate) async fn run(cmd: Command) -> anyhow::Result<()> {
         Command::Logout => login::logout().await,
         Command::Info => info().await,
         Command::List(o) => list(o).await,
-        Command::Tokens(t) => tokens(t).await,
+        Command::Use { target } => kubeconfig::use_context(&target).await,
+        Command::Tokens(t) => tokens::tokens(t).await,
         Command::Users(c) => users(c).await,
         Command::Groups(c) => groups(c).await,
         Command::Grants(c) => grants(c).await,
@@ -281,29 +297,6 @@ async fn list(o: OutputArg) -> anyhow::Result<()> {
             ]
         },
     )
-}
-
-async fn tokens(t: TokensArgs) -> anyhow::Result<()> {
-    let api = Api::from_login()?;
-    let r: TokenResponse = api
-        .post(
-            "/api/tokens",
-            &TokenRequest {
-                destination: t.destination,
-            },
-        )
-        .await?;
-    if t.quiet {
-        println!("{}", r.token);
-    } else {
-        let cred = serde_json::json!({
-            "apiVersion": "client.authentication.k8s.io/v1",
-            "kind": "ExecCredential",
-            "status": { "token": r.token, "expirationTimestamp": r.expires },
-        });
-        println!("{}", serde_json::to_string(&cred)?);
-    }
-    Ok(())
 }
 
 async fn users(c: UsersCmd) -> anyhow::Result<()> {

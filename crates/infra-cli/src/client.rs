@@ -18,6 +18,8 @@ pub(crate) struct Api {
 /// An API error with the server's message.
 #[derive(Debug)]
 pub(crate) struct ApiError {
+    /// The HTTP status, such as 401 when the session ended.
+    pub(crate) status: u16,
     pub(crate) message: String,
 }
 
@@ -99,7 +101,7 @@ impl Api {
         if status == 401 && self.key.is_some() {
             message = format!("{message} (session ended or key revoked)");
         }
-        Err(ApiError { message }.into())
+        Err(ApiError { status, message }.into())
     }
 
     pub(crate) async fn get<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {

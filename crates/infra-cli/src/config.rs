@@ -1,7 +1,8 @@
 //! Client state in `~/.infra/`: `config.json` (server and how to trust it)
-//! and `credentials.json` (the session key), both 0600.
+//! and `credentials.json` (the session key), both 0600, and `tokens/`, the
+//! cache of `infra tokens` for kubectl.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
@@ -43,7 +44,7 @@ fn read<T: for<'de> Deserialize<'de>>(name: &str) -> anyhow::Result<Option<T>> {
     }
 }
 
-/// Writes atomically (temp file, then rename) with mode 0600.
+/// Writes `~/.infra/<name>` atomically with mode 0600, in a 0700 directory.
 fn write<T: Serialize>(name: &str, v: &T) -> anyhow::Result<()> {
     let d = dir()?;
     std::fs::create_dir_all(&d).with_context(|| format!("create {}", d.display()))?;
@@ -52,17 +53,45 @@ fn write<T: Serialize>(name: &str, v: &T) -> anyhow::Result<()> {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o700))?;
     }
-    let tmp = d.join(format!(".{name}.tmp"));
-    let _ = std::fs::remove_file(&tmp);
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create_new(true);
+    write_private(&d.join(name), serde_json::to_string_pretty(v)?.as_bytes())
+}
+
+/// Writes `path` atomically with mode 0600: a temporary file in the same
+/// directory, synced, then renamed over the target, so a reader (kubectl, a
+/// second `infra`) sees the old file or the new one, never half of one. The
+/// temporary name carries the process id because kubectl may run several
+/// `infra tokens` at once. Missing parent directories are created 0700.
+pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
+        _ => PathBuf::from("."),
+    };
+    let mut dirs = std::fs::DirBuilder::new();
+    dirs.recursive(true);
     #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-    let mut f = opts.open(&tmp).with_context(|| format!("write {}", tmp.display()))?;
-    std::io::Write::write_all(&mut f, serde_json::to_string_pretty(v)?.as_bytes())?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, d.join(name))?;
-    Ok(())
+    std::os::unix::fs::DirBuilderExt::mode(&mut dirs, 0o700);
+    dirs.create(&parent)
+        .with_context(|| format!("create {}", parent.display()))?;
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = parent.join(format!(".{name}.{}.tmp", std::process::id()));
+    let _ = std::fs::remove_file(&tmp);
+    let written = (|| {
+        let mut opts = std::fs::OpenOptions::new();
+        opts.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+        let mut f = opts.open(&tmp)?;
+        std::io::Write::write_all(&mut f, bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written.with_context(|| format!("write {}", path.display()))
 }
 
 pub(crate) fn load_config() -> anyhow::Result<Option<ClientConfig>> {
@@ -81,8 +110,25 @@ pub(crate) fn save_credentials(c: &Credentials) -> anyhow::Result<()> {
     write("credentials.json", c)
 }
 
-/// Removes everything `infra login` wrote.
+/// Where `infra tokens` caches tokens for kubectl: `~/.infra/tokens/`.
+pub(crate) fn tokens_dir() -> anyhow::Result<PathBuf> {
+    Ok(dir()?.join("tokens"))
+}
+
+/// Forgets every cached token (at login and logout: a token belongs to the
+/// session that asked for it).
+pub(crate) fn clear_tokens() -> anyhow::Result<()> {
+    let d = tokens_dir()?;
+    match std::fs::remove_dir_all(&d) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e).with_context(|| format!("remove {}", d.display())),
+    }
+}
+
+/// Removes everything `infra login` wrote in `~/.infra/`.
 pub(crate) fn clear() -> anyhow::Result<()> {
+    clear_tokens()?;
     for name in ["credentials.json", "config.json"] {
         match std::fs::remove_file(dir()?.join(name)) {
             Ok(()) => {}

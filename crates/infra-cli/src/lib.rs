@@ -1,4 +1,5 @@
-//! The `infra` command line: login, the admin commands and output formats.
+//! The `infra` command line: login, kubeconfig and the kubectl exec plugin,
+//! the admin commands and output formats.
 //!
 //! Every command is a thin layer over the REST API; the server decides.
 //! Client state lives in `~/.infra/` (files 0600).
@@ -6,8 +7,10 @@
 mod admin;
 mod client;
 mod config;
+mod kubeconfig;
 mod login;
 mod output;
+mod tokens;
 mod trust;
 
 pub use admin::Command;

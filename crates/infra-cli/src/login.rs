@@ -1,4 +1,5 @@
-//! `infra login` and `infra logout`.
+//! `infra login` and `infra logout`: the session in `~/.infra/`, and the
+//! kubeconfig entries that go with it.
 
 use std::io::{IsTerminal, Read};
 use std::path::PathBuf;
@@ -8,7 +9,7 @@ use infra_api::{LoginRequest, LoginResponse, UpdateUserRequest};
 
 use crate::client::{Api, enc};
 use crate::config::{self, ClientConfig, Credentials};
-use crate::trust;
+use crate::{kubeconfig, trust};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct LoginArgs {
@@ -151,6 +152,8 @@ pub(crate) async fn login(args: LoginArgs) -> anyhow::Result<()> {
         }
     };
     let resp: LoginResponse = api.post("/api/login", &req).await?;
+    // Tokens cached for an earlier session (or server) are not this one's.
+    config::clear_tokens()?;
     cfg.user = Some(resp.user.email.clone());
     config::save_config(&cfg)?;
     config::save_credentials(&Credentials {
@@ -169,6 +172,11 @@ pub(crate) async fn login(args: LoginArgs) -> anyhow::Result<()> {
         return Err(e);
     }
     eprintln!("Logged in as {} at {base}", resp.user.email);
+    // The login stands even if the kubeconfig cannot be written.
+    let api = Api::new(&cfg, Some(resp.access_key.clone()))?;
+    if let Err(e) = kubeconfig::write_after_login(&api, &cfg).await {
+        eprintln!("warning: kubeconfig not updated: {e:#}\n  fix that, then run 'infra use CLUSTER' to write it");
+    }
     Ok(())
 }
 
@@ -207,8 +215,13 @@ pub(crate) async fn logout() -> anyhow::Result<()> {
             eprintln!("note: the server did not confirm the logout ({e}); local credentials removed anyway");
         }
     }
+    // Local state goes even if the kubeconfig cannot be edited; say so.
+    let kube = kubeconfig::remove_all();
     config::clear()?;
     eprintln!("Logged out.");
+    if let Err(e) = kube {
+        eprintln!("warning: infra: entries not removed from the kubeconfig: {e:#}");
+    }
     Ok(())
 }
 

@@ -68,7 +68,33 @@ pub(crate) struct DestinationConfig {
     pub(crate) upstream_auth: Option<UpstreamAuth>,
     #[serde(default)]
     pub(crate) labels: BTreeMap<String, String>,
+    /// Kubernetes: the service-account token the connector acts with.
+    pub(crate) token_file: Option<PathBuf>,
+    /// Kubernetes: the CA that signs the API server's certificate.
+    pub(crate) ca_file: Option<PathBuf>,
+    /// Kubernetes: take url, token and CA from the pod's service account.
+    #[serde(default)]
+    pub(crate) in_cluster: bool,
+    /// Kubernetes: turn grants into RoleBindings (default true).
+    pub(crate) rbac_sync: Option<bool>,
 }
+
+/// How a destination is reached.
+#[derive(Debug, Clone)]
+pub(crate) enum Kind {
+    Http,
+    Kubernetes(KubeConfig),
+}
+
+/// A Kubernetes API server and the connector's own credentials for it.
+#[derive(Debug, Clone)]
+pub(crate) struct KubeConfig {
+    pub(crate) token_file: PathBuf,
+    pub(crate) ca_file: PathBuf,
+    pub(crate) rbac_sync: bool,
+}
+
+const SA_DIR: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -86,11 +112,12 @@ struct FileConfig {
     destinations: Vec<DestinationConfig>,
 }
 
-/// A validated HTTP destination.
+/// A validated destination.
 #[derive(Debug, Clone)]
-pub(crate) struct HttpDestination {
+pub(crate) struct Destination {
     pub(crate) name: String,
-    /// `http://host:port` with an optional path prefix, no trailing slash.
+    pub(crate) kind: Kind,
+    /// `http(s)://host:port` with an optional path prefix, no trailing slash.
     pub(crate) url: String,
     pub(crate) authority: String,
     /// The value of the `Authorization` header to send upstream, if any.
@@ -109,10 +136,10 @@ pub(crate) struct Settings {
     pub(crate) data_dir: PathBuf,
     pub(crate) admin_listen: SocketAddr,
     pub(crate) direct: Option<DirectConfig>,
-    pub(crate) destinations: Vec<HttpDestination>,
+    pub(crate) destinations: Vec<Destination>,
 }
 
-fn read_secret(p: &Path, what: &str) -> anyhow::Result<String> {
+pub(crate) fn read_secret(p: &Path, what: &str) -> anyhow::Result<String> {
     let s = std::fs::read_to_string(p).with_context(|| format!("read {what} from {}", p.display()))?;
     Ok(s.trim().to_owned())
 }
@@ -199,24 +226,44 @@ impl Settings {
                     d.name
                 );
             }
-            if d.kind != "http" {
-                bail!(
-                    "destination {}: kind '{}' is not supported by this connector version (supported: http)",
-                    d.name,
-                    d.kind
-                );
-            }
-            let url = d
-                .url
-                .with_context(|| format!("destination {}: 'url' is required for kind http", d.name))?;
+            let (kind, url) = match d.kind.as_str() {
+                "http" => {
+                    if d.token_file.is_some() || d.ca_file.is_some() || d.in_cluster || d.rbac_sync.is_some() {
+                        bail!(
+                            "destination {}: tokenFile, caFile, inCluster and rbacSync are for kind kubernetes",
+                            d.name
+                        );
+                    }
+                    let url = d
+                        .url
+                        .clone()
+                        .with_context(|| format!("destination {}: 'url' is required for kind http", d.name))?;
+                    (Kind::Http, url)
+                }
+                "kubernetes" => kube_destination(&d)?,
+                other => bail!(
+                    "destination {}: kind '{other}' is not supported by this connector version (supported: http, kubernetes)",
+                    d.name
+                ),
+            };
+            let scheme = match kind {
+                Kind::Http => "http",
+                Kind::Kubernetes(_) => "https",
+            };
             let rest = url
-                .strip_prefix("http://")
-                .with_context(|| format!("destination {}: url must start with http:// (got {url})", d.name))?;
+                .strip_prefix(&format!("{scheme}://"))
+                .with_context(|| format!("destination {}: url must start with {scheme}:// (got {url})", d.name))?;
             // A path in the URL is a prefix for every request path.
             let (authority, path) = match rest.find('/') {
                 Some(i) => (rest[..i].to_owned(), rest[i..].trim_end_matches('/').to_owned()),
                 None => (rest.to_owned(), String::new()),
             };
+            if matches!(kind, Kind::Kubernetes(_)) && d.upstream_auth.is_some() {
+                bail!(
+                    "destination {}: kind kubernetes authenticates with tokenFile (or inCluster), not upstreamAuth",
+                    d.name
+                );
+            }
             let upstream_authorization = match d.upstream_auth {
                 None => None,
                 Some(UpstreamAuth {
@@ -241,9 +288,10 @@ impl Settings {
                     d.name
                 ),
             };
-            destinations.push(HttpDestination {
+            destinations.push(Destination {
                 name: d.name,
-                url: format!("http://{authority}{path}"),
+                kind,
+                url: format!("{scheme}://{authority}{path}"),
                 authority,
                 upstream_authorization,
                 labels: d.labels,
@@ -274,4 +322,64 @@ impl Settings {
             destinations,
         })
     }
+}
+
+/// A Kubernetes destination's URL and credentials, from the file or from
+/// the pod it runs in.
+fn kube_destination(d: &DestinationConfig) -> anyhow::Result<(Kind, String)> {
+    let rbac_sync = d.rbac_sync.unwrap_or(true);
+    if d.in_cluster {
+        if d.url.is_some() || d.token_file.is_some() || d.ca_file.is_some() {
+            bail!(
+                "destination {}: inCluster takes url, tokenFile and caFile from the pod; remove them",
+                d.name
+            );
+        }
+        let host = std::env::var("KUBERNETES_SERVICE_HOST").with_context(|| {
+            format!(
+                "destination {}: inCluster is set but KUBERNETES_SERVICE_HOST is not: is the connector running in a pod?",
+                d.name
+            )
+        })?;
+        let port = std::env::var("KUBERNETES_SERVICE_PORT").unwrap_or_else(|_| "443".into());
+        let host = if host.contains(':') { format!("[{host}]") } else { host };
+        let dir = Path::new(SA_DIR);
+        return Ok((
+            Kind::Kubernetes(KubeConfig {
+                token_file: dir.join("token"),
+                ca_file: dir.join("ca.crt"),
+                rbac_sync,
+            }),
+            format!("https://{host}:{port}"),
+        ));
+    }
+    let url = d.url.clone().with_context(|| {
+        format!(
+            "destination {}: kind kubernetes needs 'url' (the API server, https://...) or 'inCluster: true'",
+            d.name
+        )
+    })?;
+    let token_file = d.token_file.clone().with_context(|| {
+        format!(
+            "destination {}: kind kubernetes needs 'tokenFile': the connector's service-account token",
+            d.name
+        )
+    })?;
+    // Read once now, so a wrong path fails at start rather than per request.
+    read_secret(&token_file, "Kubernetes token")?;
+    let ca_file = d.ca_file.clone().with_context(|| {
+        format!(
+            "destination {}: kind kubernetes needs 'caFile': the CA certificate of the API server",
+            d.name
+        )
+    })?;
+    std::fs::metadata(&ca_file).with_context(|| format!("destination {}: caFile {}", d.name, ca_file.display()))?;
+    Ok((
+        Kind::Kubernetes(KubeConfig {
+            token_file,
+            ca_file,
+            rbac_sync,
+        }),
+        url,
+    ))
 }

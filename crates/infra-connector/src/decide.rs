@@ -14,7 +14,12 @@ pub(crate) struct Decider {
     verifier: CachingVerifier,
     index: GrantIndex,
     groups_of: HashMap<String, Vec<String>>,
+    /// Group id → name, for the groups that have grants here.
+    group_names: HashMap<String, String>,
     revoked: HashSet<String>,
+    /// Kubernetes destinations: a grant on any namespace lets a user in,
+    /// and the cluster's RBAC decides the rest.
+    kube: HashSet<String>,
 }
 
 /// Who the caller is, once allowed.
@@ -24,6 +29,10 @@ pub(crate) struct Identity {
     pub(crate) email: String,
     pub(crate) groups: Vec<String>,
     pub(crate) roles: Vec<String>,
+    /// The user's groups now: the token's groups, corrected by the current
+    /// memberships of every group that has a grant here (so removing a
+    /// member takes effect at once, not when the token expires).
+    pub(crate) current_groups: Vec<String>,
 }
 
 /// Why a request was refused; status and a message safe to show.
@@ -41,7 +50,7 @@ fn deny(status: u16, message: impl Into<String>) -> Denial {
 }
 
 impl Decider {
-    pub(crate) fn new(s: &Snapshot, issuer: &str) -> Self {
+    pub(crate) fn new(s: &Snapshot, issuer: &str, kube: &[&str]) -> Self {
         let index = GrantIndex::new(s.grants.iter().filter_map(|g| {
             Some(GrantRule {
                 subject: match g.subject_kind.as_str() {
@@ -58,10 +67,18 @@ impl Decider {
         for (g, u) in &s.memberships {
             groups_of.entry(u.clone()).or_default().push(g.clone());
         }
+        let group_names = s
+            .grants
+            .iter()
+            .filter(|g| g.subject_kind == "group" && !g.subject_name.is_empty())
+            .map(|g| (g.subject_id.clone(), g.subject_name.clone()))
+            .collect();
         Self {
             verifier: CachingVerifier::new(Verifier::new(&s.jwks, issuer), 100_000),
             index,
             groups_of,
+            group_names,
+            kube: kube.iter().map(|k| (*k).to_owned()).collect(),
             revoked: s.revoked_sessions.iter().cloned().collect(),
         }
     }
@@ -89,26 +106,44 @@ impl Decider {
         }
         let resource = Resource::parse(destination).map_err(|_| deny(404, "no such destination"))?;
         let groups = self.groups_of.get(&claims.sub).cloned().unwrap_or_default();
-        let roles: Vec<String> = self
-            .index
-            .roles(&claims.sub, &groups, &resource, now_ms)
-            .into_iter()
-            .map(|r| r.to_string())
-            .collect();
+        let roles: Vec<String> = if self.kube.contains(destination) {
+            self.index
+                .grants_within(&claims.sub, &groups, destination, now_ms)
+                .into_iter()
+                .map(|(res, role)| format!("{role} on {res}"))
+                .collect()
+        } else {
+            self.index
+                .roles(&claims.sub, &groups, &resource, now_ms)
+                .into_iter()
+                .map(|r| r.to_string())
+                .collect()
+        };
         if roles.is_empty() {
+            let what = if self.kube.contains(destination) {
+                format!("cluster {destination} or any of its namespaces")
+            } else {
+                destination.to_owned()
+            };
             return Err(deny(
                 403,
                 format!(
-                    "{} has no grant on {destination}; ask an admin: infra grants add {} {destination} --role ROLE",
+                    "{} has no grant on {what}; ask an admin: infra grants add {} {destination} --role ROLE",
                     claims.name, claims.name
                 ),
             ));
         }
+        let known: HashSet<&String> = self.group_names.values().collect();
+        let mut current_groups: Vec<String> = claims.groups.iter().filter(|g| !known.contains(g)).cloned().collect();
+        current_groups.extend(groups.iter().filter_map(|id| self.group_names.get(id).cloned()));
+        current_groups.sort();
+        current_groups.dedup();
         Ok(Identity {
             user_id: claims.sub.clone(),
             email: claims.email.clone().unwrap_or_else(|| claims.name.clone()),
             groups: claims.groups.clone(),
             roles,
+            current_groups,
         })
     }
 

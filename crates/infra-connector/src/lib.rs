@@ -8,7 +8,9 @@
 mod config;
 mod decide;
 mod direct;
+mod kube;
 mod proxy;
+mod rbac;
 mod spool;
 mod state;
 mod trust;
@@ -62,6 +64,10 @@ pub async fn run(args: ConnectorArgs) -> anyhow::Result<()> {
             st.spool.flush(true);
         }
     });
+    for (name, kube) in &state.kube {
+        tokio::spawn(kube.clone().reload_token_forever());
+        tokio::spawn(rbac::run(state.clone(), name.clone(), kube.clone()));
+    }
     if let Some(d) = state.settings.direct.clone() {
         let tls = direct::tls_config(&state, &d)?;
         let l = tokio::net::TcpListener::bind(d.listen)

@@ -1,4 +1,4 @@
-//! HTTP destinations: check the caller, clean the request, add identity,
+//! HTTP and Kubernetes destinations: check the caller, clean the request, add identity,
 //! forward upstream, stream the answer back, audit it.
 //!
 //! *Architecture Invariant:* nothing the client sends about identity
@@ -87,10 +87,23 @@ pub(crate) async fn handle(state: Arc<State>, req: Request<Incoming>) -> Respons
         .path_and_query()
         .map(|p| p.as_str().to_owned())
         .unwrap_or_else(|| "/".into());
+    let kube = state.kube.get(&dest_name).cloned();
+    // For a cluster, what the request is about: verb, resource, namespace.
+    let about = match &kube {
+        Some(_) => {
+            let info = crate::kube::RequestInfo::parse(&method, req.uri().path(), req.uri().query().unwrap_or(""));
+            format!(" {}", info.describe(req.uri().query().unwrap_or("")))
+        }
+        None => String::new(),
+    };
+    let error = |status: u16, message: &str| match &kube {
+        Some(_) => crate::kube::status(status, message),
+        None => json_error(status, message),
+    };
     let detail = |status: u16, bytes: u64, reason: &str| {
         let ms = started.elapsed().as_millis();
         let mut d = format!(
-            "{method} {path} status={status} bytes={bytes} duration_ms={ms} connector={}",
+            "{method} {path}{about} status={status} bytes={bytes} duration_ms={ms} connector={}",
             state.settings.name
         );
         if !reason.is_empty() {
@@ -119,14 +132,15 @@ pub(crate) async fn handle(state: Arc<State>, req: Request<Incoming>) -> Respons
         });
         // A browser is sent to log in instead of shown a 401.
         if d.status == 401
+            && kube.is_none()
             && wants_html(req.headers(), &method)
             && let Some(r) = login_redirect(&state, req.headers(), &path)
         {
             return r;
         }
-        json_error(d.status, &d.message)
+        error(d.status, &d.message)
     };
-    if req.uri().path() == CALLBACK_PATH {
+    if kube.is_none() && req.uri().path() == CALLBACK_PATH {
         return callback(&state, &dest.name, req.uri().query().unwrap_or_default());
     }
     let Some(token) = token_from(req.headers()) else {
@@ -142,11 +156,29 @@ pub(crate) async fn handle(state: Arc<State>, req: Request<Incoming>) -> Respons
         );
     };
     let Some(decider) = state.decider() else {
-        return json_error(
+        return error(
             503,
             "this connector has not received its grants from the server yet; try again shortly",
         );
     };
+    if kube.is_some()
+        && let Some(h) = crate::kube::impersonation_attempt(req.headers())
+    {
+        // kubectl --as: refused out loud, never quietly replaced.
+        let who = decider
+            .claims(&token, &dest.name)
+            .map(|c| c.name)
+            .unwrap_or_else(|| "unknown".into());
+        return refuse(
+            &who,
+            Denial {
+                status: 403,
+                message: format!(
+                    "impersonation is not allowed through Infra (the request has an {h} header, as kubectl --as/--as-group sends): you act as yourself, with your grants; ask an admin for a grant instead"
+                ),
+            },
+        );
+    }
     let ident = match decider.decide(&token, &dest.name, now_ms()) {
         Ok(i) => i,
         Err(d) => {
@@ -166,6 +198,24 @@ pub(crate) async fn handle(state: Arc<State>, req: Request<Incoming>) -> Respons
     strip_client_headers(&mut parts.headers);
     strip_token_cookie(&mut parts.headers);
     let h = &mut parts.headers;
+    if let Some(k) = &kube {
+        // The cluster sees the connector's service account acting as the
+        // user: RBAC (and the API server's audit log) judge the person.
+        if let Some(auth) = k.authorization() {
+            h.insert(header::AUTHORIZATION, auth);
+        }
+        match hv(&ident.email) {
+            Some(v) => {
+                h.insert(HeaderName::from_static("impersonate-user"), v);
+            }
+            None => return error(400, "your user name cannot be sent to Kubernetes"),
+        }
+        for g in &ident.current_groups {
+            if let Some(v) = hv(g) {
+                h.append(HeaderName::from_static("impersonate-group"), v);
+            }
+        }
+    }
     for (name, value) in [
         ("x-forwarded-user", ident.email.clone()),
         ("x-forwarded-email", ident.email.clone()),
@@ -173,16 +223,21 @@ pub(crate) async fn handle(state: Arc<State>, req: Request<Incoming>) -> Respons
         ("x-forwarded-role", ident.roles.join(",")),
         ("x-forwarded-for", source.clone()),
         ("x-forwarded-proto", "https".into()),
-    ] {
+    ]
+    .into_iter()
+    .filter(|_| kube.is_none())
+    {
         if let Some(v) = hv(&value) {
             h.insert(HeaderName::from_static(name), v);
         }
     }
-    if let Some(host) = original_host {
-        h.insert(HeaderName::from_static("x-forwarded-host"), host);
-    }
-    if let Some(a) = state.assertion(&ident, &dest.name).and_then(|a| hv(&a)) {
-        h.insert(HeaderName::from_static("x-infra-assertion"), a);
+    if kube.is_none() {
+        if let Some(host) = original_host {
+            h.insert(HeaderName::from_static("x-forwarded-host"), host);
+        }
+        if let Some(a) = state.assertion(&ident, &dest.name).and_then(|a| hv(&a)) {
+            h.insert(HeaderName::from_static("x-infra-assertion"), a);
+        }
     }
     if let Some(auth) = dest.upstream_authorization.as_deref().and_then(hv) {
         h.insert(header::AUTHORIZATION, auth);
@@ -193,7 +248,7 @@ pub(crate) async fn handle(state: Arc<State>, req: Request<Incoming>) -> Respons
     let uri = format!("{}{path}", dest.url);
     parts.uri = match uri.parse() {
         Ok(u) => u,
-        Err(_) => return json_error(400, "request path is not valid"),
+        Err(_) => return error(400, "request path is not valid"),
     };
     parts.version = http::Version::HTTP_11;
     let (upstream_req, client_bytes) = match &upgrade {
@@ -217,7 +272,11 @@ pub(crate) async fn handle(state: Arc<State>, req: Request<Incoming>) -> Respons
             cancel: cancel.clone(),
         })
     });
-    let resp = match state.client.request(upstream_req).await {
+    let sent = match &kube {
+        Some(k) => k.client.request(upstream_req).await,
+        None => state.client.request(upstream_req).await,
+    };
+    let resp = match sent {
         Ok(r) => r,
         Err(e) => {
             if let Some(id) = active_id {
@@ -234,7 +293,7 @@ pub(crate) async fn handle(state: Arc<State>, req: Request<Incoming>) -> Respons
                 result: "failure".into(),
                 detail: detail(status, 0, "upstream unreachable"),
             });
-            return json_error(
+            return error(
                 status,
                 &format!("destination {} is unreachable from its connector: {e}", dest.name),
             );
@@ -247,13 +306,26 @@ pub(crate) async fn handle(state: Arc<State>, req: Request<Incoming>) -> Respons
             *head.headers_mut() = resp.headers().clone();
             let io = match hyper::upgrade::on(resp).await {
                 Ok(io) => hyper_util::rt::TokioIo::new(io),
-                Err(e) => return json_error(502, &format!("upstream upgrade failed: {e}")),
+                Err(e) => return error(502, &format!("upstream upgrade failed: {e}")),
             };
             let (rd, wr) = tokio::io::split(io);
             tokio::spawn(infra_tunnel::body::body_to_writer(client_bytes, wr));
             let (tx, rx) = infra_tunnel::body::bytes_channel(16);
             tokio::spawn(infra_tunnel::body::reader_to_channel(rd, tx));
             head.headers_mut().insert(HDR_UPGRADE, proto);
+            if kube.is_some() {
+                // exec, attach, port-forward: the start is an event of its
+                // own; the end (with bytes and duration) follows.
+                state.spool.record(AccessEvent {
+                    seq: 0,
+                    time_ms: now_ms(),
+                    user: ident.email.clone(),
+                    destination: dest.name.clone(),
+                    source: source.clone(),
+                    result: "success".into(),
+                    detail: detail(101, 0, "session started"),
+                });
+            }
             (infra_tunnel::boxed(rx), head)
         }
         _ => {
@@ -284,7 +356,7 @@ pub(crate) async fn handle(state: Arc<State>, req: Request<Incoming>) -> Respons
             active_id,
             started,
             method: method.to_string(),
-            path,
+            path: format!("{path}{about}"),
             status,
         }),
     };

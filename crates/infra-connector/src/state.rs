@@ -9,11 +9,12 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use infra_auth::jwt::{Claims, SigningKey};
 use infra_tunnel::Body;
-use infra_tunnel::proto::Snapshot;
+use infra_tunnel::proto::{Inventory, Snapshot};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Settings;
+use crate::config::{Kind, Settings};
 use crate::decide::{Decider, Identity};
+use crate::kube::KubeUpstream;
 use crate::spool::Spool;
 
 /// An open proxied stream, re-checked whenever grants change.
@@ -27,6 +28,8 @@ pub(crate) struct State {
     pub(crate) settings: Settings,
     pub(crate) spool: Spool,
     pub(crate) client: Client<HttpConnector, Body>,
+    /// Kubernetes API servers by destination name.
+    pub(crate) kube: HashMap<String, Arc<KubeUpstream>>,
     pub(crate) instance_id: String,
     pub(crate) assertion_key: SigningKey,
     issuer: RwLock<String>,
@@ -39,6 +42,10 @@ pub(crate) struct State {
     /// Recent assertions by (user, destination): a signature per request
     /// would cost more than the rest of the request's checks.
     assertions: Mutex<HashMap<(String, String), CachedAssertion>>,
+    /// The last pushed snapshot, for the RBAC sync.
+    snapshots: tokio::sync::watch::Sender<Option<Arc<Snapshot>>>,
+    /// What each Kubernetes destination offers to grant, for the server.
+    inventories: tokio::sync::watch::Sender<std::collections::BTreeMap<String, Inventory>>,
 }
 
 struct CachedAssertion {
@@ -76,10 +83,18 @@ impl State {
             .pool_idle_timeout(std::time::Duration::from_secs(60))
             .pool_max_idle_per_host(256)
             .build(http);
+        let mut kube = HashMap::new();
+        for d in &settings.destinations {
+            if let Kind::Kubernetes(k) = &d.kind {
+                let up = KubeUpstream::new(k, &d.url).map_err(|e| anyhow::anyhow!("destination {}: {e:#}", d.name))?;
+                kube.insert(d.name.clone(), Arc::new(up));
+            }
+        }
         Ok(Self {
             settings,
             spool,
             client,
+            kube,
             instance_id,
             assertion_key: SigningKey::generate()?,
             issuer: RwLock::new(String::new()),
@@ -89,6 +104,8 @@ impl State {
             tunnels_up: std::sync::atomic::AtomicUsize::new(0),
             inflight: std::sync::atomic::AtomicUsize::new(0),
             assertions: Mutex::new(HashMap::new()),
+            snapshots: tokio::sync::watch::Sender::new(None),
+            inventories: tokio::sync::watch::Sender::new(Default::default()),
         })
     }
 
@@ -122,7 +139,8 @@ impl State {
     /// Installs a pushed snapshot and cuts open streams it no longer allows.
     pub(crate) fn apply(&self, s: &Snapshot) {
         let issuer = self.issuer.read().map(|g| g.clone()).unwrap_or_default();
-        let d = Arc::new(Decider::new(s, &issuer));
+        let kube: Vec<&str> = self.kube.keys().map(String::as_str).collect();
+        let d = Arc::new(Decider::new(s, &issuer, &kube));
         if let Ok(mut g) = self.decider.write() {
             *g = Some(d.clone());
         }
@@ -135,6 +153,23 @@ impl State {
                 }
             }
         }
+        self.snapshots.send_replace(Some(Arc::new(s.clone())));
+    }
+
+    pub(crate) fn subscribe_snapshots(&self) -> tokio::sync::watch::Receiver<Option<Arc<Snapshot>>> {
+        self.snapshots.subscribe()
+    }
+
+    pub(crate) fn set_inventory(&self, inv: Inventory) {
+        self.inventories.send_modify(|m| {
+            m.insert(inv.destination.clone(), inv);
+        });
+    }
+
+    pub(crate) fn subscribe_inventories(
+        &self,
+    ) -> tokio::sync::watch::Receiver<std::collections::BTreeMap<String, Inventory>> {
+        self.inventories.subscribe()
     }
 
     pub(crate) fn track(&self, a: Active) -> u64 {

@@ -147,7 +147,10 @@ async fn connect_once(
                 .iter()
                 .map(|d| DestinationInfo {
                     name: d.name.clone(),
-                    kind: "http".into(),
+                    kind: match d.kind {
+                        crate::config::Kind::Http => "http".into(),
+                        crate::config::Kind::Kubernetes(_) => "kubernetes".into(),
+                    },
                     labels: d.labels.clone(),
                     direct_url: s.direct.as_ref().map(|x| {
                         x.url
@@ -216,6 +219,22 @@ fn control(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
             }
         }
         drop(ack_tx);
+    });
+    // What the Kubernetes destinations offer to grant: now, and on change.
+    let inv_tx = tx.clone();
+    let mut inventories = state.subscribe_inventories();
+    tokio::spawn(async move {
+        loop {
+            let all: Vec<_> = inventories.borrow_and_update().values().cloned().collect();
+            for inv in all {
+                if inv_tx.send(&ConnectorMsg::Inventory(inv)).await.is_err() {
+                    return;
+                }
+            }
+            if inventories.changed().await.is_err() {
+                return;
+            }
+        }
     });
     // Ship audit events: what is pending now, then each new one, in
     // batches.

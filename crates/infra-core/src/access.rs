@@ -61,6 +61,30 @@ impl GrantIndex {
         out
     }
 
+    /// Every (resource, role) `user` holds on `destination` or any part of
+    /// it (such as a namespace of a cluster), directly or through `groups`:
+    /// a cluster lets in anyone with a grant on one of its namespaces, and
+    /// the cluster's own RBAC decides the rest.
+    pub fn grants_within<'a>(
+        &'a self,
+        user: &str,
+        groups: &[String],
+        destination: &str,
+        now: i64,
+    ) -> Vec<(&'a Resource, &'a Role)> {
+        let mut out: Vec<(&Resource, &Role)> = Vec::new();
+        let user_key = Subject::User(user.to_owned());
+        let subjects = std::iter::once(user_key).chain(groups.iter().cloned().map(Subject::Group));
+        for s in subjects {
+            for (res, role, exp) in self.by_subject.get(&s).into_iter().flatten() {
+                if exp.is_none_or(|e| e > now) && res.destination() == destination && !out.contains(&(res, role)) {
+                    out.push((res, role));
+                }
+            }
+        }
+        out
+    }
+
     /// Whether `user` holds `role` on `resource`.
     pub fn allows(&self, user: &str, groups: &[String], resource: &Resource, role: &Role, now: i64) -> bool {
         self.roles(user, groups, resource, now).contains(&role)
@@ -142,6 +166,25 @@ mod tests {
         assert!(!idx.allows("u1", &[], &dev, &Role::parse("admin").unwrap(), 100));
         // Another user gets nothing from u1's grants.
         assert!(idx.roles("u2", &[], &prod, 0).is_empty());
+    }
+
+    #[test]
+    fn grants_within_a_destination() {
+        let idx = GrantIndex::new([
+            rule(Subject::Group("g1".into()), "edit", "prod.payments", None),
+            rule(Subject::User("u1".into()), "view", "prod", None),
+            rule(Subject::User("u1".into()), "view", "production", None),
+            rule(Subject::User("u1".into()), "admin", "prod.web", Some(10)),
+        ]);
+        let got: Vec<_> = idx
+            .grants_within("u1", &["g1".to_owned()], "prod", 50)
+            .into_iter()
+            .map(|(r, role)| format!("{r}={role}"))
+            .collect();
+        // `production` is another destination; the expired grant is gone.
+        assert_eq!(got, ["prod=view", "prod.payments=edit"]);
+        assert!(idx.grants_within("u1", &[], "prod.payments", 0).is_empty());
+        assert!(idx.grants_within("u2", &[], "prod", 0).is_empty());
     }
 
     #[test]

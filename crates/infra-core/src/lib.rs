@@ -12,3 +12,7 @@ pub use names::{Email, GroupName, NameError, Resource, Role};
 
 /// The resource that governs Infra itself.
 pub const INFRA_RESOURCE: &str = "infra";
+
+/// On a Kubernetes cluster, the role that lets a user authenticate and
+/// leaves authorization to the cluster's own RBAC: no binding is made.
+pub const KUBE_CONNECT_ROLE: &str = "connect";

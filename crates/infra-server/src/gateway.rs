@@ -30,14 +30,40 @@ pub(crate) fn destination_of(host: &str, gateway_domain: &str, own_host: &str) -
     (!label.is_empty() && !label.contains('.') && infra_core::Resource::parse(label).is_ok()).then(|| label.to_owned())
 }
 
+/// The TLS server name the client asked for, when it sent one.
+#[derive(Debug, Clone)]
+pub(crate) struct Sni(pub(crate) String);
+
+/// Whether `host` (with an optional port) is an IP address: clients send no
+/// SNI for those, so one that did chose the name on purpose.
+fn is_ip(host: &str) -> bool {
+    let h = host.trim_start_matches('[');
+    let h = match h.rsplit_once(']') {
+        Some((ip, _)) => ip,
+        None => h
+            .rsplit_once(':')
+            .filter(|(a, _)| !a.contains(':'))
+            .map_or(h, |(a, _)| a),
+    };
+    h.parse::<std::net::IpAddr>().is_ok()
+}
+
 /// Middleware: gateway requests go to a tunnel, the rest to the API.
+/// The destination comes from Host; when Host is a bare IP address, from
+/// the TLS server name (a kubeconfig with `tls-server-name`, for clients
+/// that cannot resolve `<destination>.<gateway domain>`).
 pub(crate) async fn route(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let host = req
+    let mut host = req
         .headers()
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
         .map(str::to_owned)
         .or_else(|| req.uri().authority().map(|a| a.to_string()));
+    if host.as_deref().is_none_or(is_ip)
+        && let Some(Sni(name)) = req.extensions().get::<Sni>()
+    {
+        host = Some(name.clone());
+    }
     let own = state.settings.public_host.as_str();
     match host
         .as_deref()
@@ -168,7 +194,22 @@ fn switch_protocols(
 
 #[cfg(test)]
 mod tests {
-    use super::destination_of;
+    use super::{destination_of, is_ip};
+
+    #[test]
+    fn ip_hosts() {
+        for ip in ["127.0.0.1", "127.0.0.1:4443", "[::1]:4443", "[::1]", "::1"] {
+            assert!(is_ip(ip), "{ip}");
+        }
+        for name in [
+            "dev.localhost",
+            "dev.localhost:4443",
+            "localhost",
+            "1.2.3.4.example.com",
+        ] {
+            assert!(!is_ip(name), "{name}");
+        }
+    }
 
     #[test]
     fn hosts() {

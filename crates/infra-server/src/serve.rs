@@ -139,8 +139,12 @@ pub(crate) async fn run(args: ServerArgs) -> anyhow::Result<()> {
                 crate::tunnel_server::serve(state, tls, peer.ip().to_string()).await;
                 return;
             }
+            let sni = tls.get_ref().1.server_name().map(|n| crate::gateway::Sni(n.to_owned()));
             let svc = router.map_request(move |mut req: axum::http::Request<hyper::body::Incoming>| {
                 req.extensions_mut().insert(ConnectInfo::<SocketAddr>(peer));
+                if let Some(s) = &sni {
+                    req.extensions_mut().insert(s.clone());
+                }
                 req
             });
             let mut builder = auto::Builder::new(TokioExecutor::new());

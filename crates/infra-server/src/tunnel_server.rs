@@ -246,7 +246,11 @@ pub(crate) async fn build_snapshot(state: &AppState, destinations: &[String]) ->
         let mut c = state.store.conn().await?;
         let now = now_ms();
         let grants = connectors::grants_for(&mut c, destinations, now).await?;
-        let mut groups: Vec<String> = grants.iter().filter(|g| g.0 == "group").map(|g| g.1.clone()).collect();
+        let mut groups: Vec<String> = grants
+            .iter()
+            .filter(|g| g.subject_kind == "group")
+            .map(|g| g.subject_id.clone())
+            .collect();
         groups.sort();
         groups.dedup();
         let memberships = connectors::memberships(&mut c, &groups).await?;
@@ -256,12 +260,13 @@ pub(crate) async fn build_snapshot(state: &AppState, destinations: &[String]) ->
             jwks,
             grants: grants
                 .into_iter()
-                .map(|(subject_kind, subject_id, role, resource, expires_at)| GrantEntry {
-                    subject_kind,
-                    subject_id,
-                    role,
-                    resource,
-                    expires_at,
+                .map(|g| GrantEntry {
+                    subject_kind: g.subject_kind,
+                    subject_id: g.subject_id,
+                    subject_name: g.subject_name,
+                    role: g.role,
+                    resource: g.resource,
+                    expires_at: g.expires_at,
                 })
                 .collect(),
             memberships,
@@ -319,6 +324,7 @@ async fn push_changes(
 async fn ingest(state: AppState, hello: Hello, body: hyper::body::Incoming, tx: LineSender, closed: CancellationToken) {
     let (etx, mut erx) = tokio::sync::mpsc::channel::<AccessEvent>(4096);
     let reader_closed = closed.clone();
+    let (inv_state, inv_hello) = (state.clone(), hello.clone());
     tokio::spawn(async move {
         let mut lines = LineReader::new(body);
         loop {
@@ -333,6 +339,9 @@ async fn ingest(state: AppState, hello: Hello, body: hyper::body::Incoming, tx: 
                     }
                 }
                 Ok(Some(ConnectorMsg::Health { .. })) => {}
+                Ok(Some(ConnectorMsg::Inventory(inv))) => {
+                    store_inventory(&inv_state, &inv_hello, inv).await;
+                }
                 Ok(None) | Err(_) => {
                     reader_closed.cancel();
                     return;
@@ -384,14 +393,19 @@ async fn store_batch(state: &AppState, hello: &Hello, batch: Vec<AccessEvent>) -
                 continue;
             }
             acked = ev.seq;
+            let kind = hello
+                .destinations
+                .iter()
+                .find(|d| d.name == ev.destination)
+                .map_or("http", |d| d.kind.as_str());
             let (action, result) = match ev.result.as_str() {
-                "success" => ("http.request", "success"),
-                "failure" => ("http.request", "failure"),
-                _ => ("http.deny", "denied"),
+                "success" => ("request", "success"),
+                "failure" => ("request", "failure"),
+                _ => ("deny", "denied"),
             };
             events.push(infra_store::NewAuditEvent {
                 actor: ev.user,
-                action: action.into(),
+                action: format!("{kind}.{action}"),
                 target: ev.destination,
                 source: ev.source,
                 result: result.into(),
@@ -409,4 +423,22 @@ async fn store_batch(state: &AppState, hello: &Hello, batch: Vec<AccessEvent>) -
     }
     .await;
     r.map_err(|e| e.message)
+}
+
+/// Keeps what a connector says its destination offers to grant; only for
+/// destinations that connector serves.
+async fn store_inventory(state: &AppState, hello: &Hello, inv: infra_tunnel::proto::Inventory) {
+    if !hello.destinations.iter().any(|d| d.name == inv.destination) {
+        tracing::warn!(connector = %hello.name, destination = %inv.destination, "inventory for a destination this connector does not serve; ignored");
+        return;
+    }
+    let Ok(json) = serde_json::to_string(&inv) else { return };
+    let r: Result<(), infra_store::StoreError> = async {
+        let mut c = state.store.conn().await?;
+        connectors::set_inventory(&mut c, &inv.destination, &json).await
+    }
+    .await;
+    if let Err(e) = r {
+        tracing::warn!(destination = %inv.destination, error = %e, "cannot store destination inventory");
+    }
 }

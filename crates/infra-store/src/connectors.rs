@@ -165,35 +165,56 @@ pub async fn connector_keys(c: &mut Conn, since: i64) -> Result<Vec<(String, Str
 
 /// The grants on `destinations` (or their parts), unexpired, for a
 /// connector's snapshot.
-pub async fn grants_for(
-    c: &mut Conn,
-    destinations: &[String],
-    now: i64,
-) -> Result<Vec<(String, String, String, String, Option<i64>)>, StoreError> {
+pub async fn grants_for(c: &mut Conn, destinations: &[String], now: i64) -> Result<Vec<SnapshotGrant>, StoreError> {
     let mut q = Sql::new(
-        "SELECT subject_kind, subject_id, role, resource, expires_at FROM grants WHERE (expires_at IS NULL OR expires_at > ",
+        "SELECT g.subject_kind, g.subject_id, COALESCE(u.email, ig.name, '') AS subject_name, g.role, g.resource, \
+         g.expires_at FROM grants g \
+         LEFT JOIN users u ON g.subject_kind = 'user' AND u.id = g.subject_id \
+         LEFT JOIN infra_groups ig ON g.subject_kind = 'group' AND ig.id = g.subject_id \
+         WHERE (g.expires_at IS NULL OR g.expires_at > ",
     );
     q.int(now).push(") AND (1 = 0");
     for d in destinations {
-        q.push(" OR resource = ")
+        q.push(" OR g.resource = ")
             .text(d)
-            .push(" OR resource LIKE ")
+            .push(" OR g.resource LIKE ")
             .text(&format!("{d}.%"));
     }
-    q.push(") ORDER BY id");
-    #[derive(FromRow)]
-    struct Row {
-        subject_kind: String,
-        subject_id: String,
-        role: String,
-        resource: String,
-        expires_at: Option<i64>,
-    }
-    let rows: Vec<Row> = q.fetch_all(c).await?;
-    Ok(rows
-        .into_iter()
-        .map(|r| (r.subject_kind, r.subject_id, r.role, r.resource, r.expires_at))
-        .collect())
+    q.push(") ORDER BY g.id");
+    let rows: Vec<SnapshotGrant> = q.fetch_all(c).await?;
+    Ok(rows)
+}
+
+/// A grant as a connector's snapshot carries it.
+#[derive(Debug, Clone, FromRow)]
+pub struct SnapshotGrant {
+    pub subject_kind: String,
+    pub subject_id: String,
+    /// The user's email or the group's name.
+    pub subject_name: String,
+    pub role: String,
+    pub resource: String,
+    pub expires_at: Option<i64>,
+}
+
+/// Records what `destination` offers to grant (JSON from its connector).
+pub async fn set_inventory(c: &mut Conn, destination: &str, json: &str) -> Result<(), StoreError> {
+    sqlx::query("UPDATE destinations SET inventory = $1 WHERE name = $2")
+        .bind(json)
+        .bind(destination)
+        .execute(c)
+        .await?;
+    Ok(())
+}
+
+/// The kind of `destination` and its last reported inventory, if known.
+pub async fn inventory(c: &mut Conn, destination: &str) -> Result<Option<(String, Option<String>)>, StoreError> {
+    Ok(
+        sqlx::query_as("SELECT kind, inventory FROM destinations WHERE name = $1")
+            .bind(destination)
+            .fetch_optional(c)
+            .await?,
+    )
 }
 
 /// (group id, user id) for the given groups.

@@ -3,10 +3,13 @@
 //!
 //! Everything here is synchronous so that plain `#[test]` functions can use
 //! it; HTTP calls run on a private runtime in a helper thread, so they also
-//! work (blocking) from inside an async test.
+//! work (blocking) from inside an async test. The exception is
+//! [`KubeCluster`] (a real kube-apiserver), whose start and API calls are
+//! async and need a tokio runtime.
 
 mod cli;
 mod connector;
+pub mod kube;
 mod postgres;
 mod server;
 mod upstream;
@@ -17,6 +20,7 @@ use std::time::{Duration, Instant};
 
 pub use cli::{Cli, Output};
 pub use connector::{Connector, HttpDest};
+pub use kube::KubeCluster;
 pub use postgres::Postgres;
 pub use server::{Server, ServerOpts};
 pub use upstream::Upstream;

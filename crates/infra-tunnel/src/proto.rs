@@ -64,6 +64,10 @@ pub struct GrantEntry {
     /// `user` or `group`.
     pub subject_kind: String,
     pub subject_id: String,
+    /// The user's email or the group's name: what a destination knows the
+    /// subject by (a Kubernetes RBAC subject, say).
+    #[serde(default)]
+    pub subject_name: String,
     pub role: String,
     pub resource: String,
     pub expires_at: Option<i64>,
@@ -112,5 +116,23 @@ pub struct AccessEvent {
 #[serde(tag = "type", rename_all = "camelCase")]
 pub enum ConnectorMsg {
     Audit(AccessEvent),
-    Health { ok: bool },
+    Health {
+        ok: bool,
+    },
+    /// What a destination offers to grant, so the server can refuse a
+    /// grant that could never work (an unknown namespace or role).
+    Inventory(Inventory),
+}
+
+/// The grantable parts of a destination, as its connector sees them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Inventory {
+    pub destination: String,
+    /// Kubernetes namespaces.
+    #[serde(default)]
+    pub namespaces: Vec<String>,
+    /// Roles a grant may name (Kubernetes ClusterRoles).
+    #[serde(default)]
+    pub roles: Vec<String>,
 }

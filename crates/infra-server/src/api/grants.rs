@@ -111,6 +111,7 @@ pub(crate) async fn create(
         .await?;
     let now = now_ms();
     let mut tx = state.store.write().await?;
+    check_inventory(tx.conn(), &resource, &role).await?;
     let (kind, subject_id, subject_name) = match (&req.user, &req.group) {
         (Some(email), None) => {
             let u = find(tx.conn(), email).await?;
@@ -170,4 +171,36 @@ pub(crate) async fn remove(
     )
     .await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Refuses a grant its destination could never honour: on a Kubernetes
+/// cluster whose connector has reported what it offers, an unknown
+/// namespace or a role that is not a grantable ClusterRole. A destination
+/// no connector has reported yet is taken on trust.
+async fn check_inventory(c: &mut infra_store::Conn, resource: &Resource, role: &Role) -> ApiResult<()> {
+    let dest = resource.destination();
+    let Some((kind, Some(json))) = infra_store::connectors::inventory(c, dest).await? else {
+        return Ok(());
+    };
+    if kind != "kubernetes" {
+        return Ok(());
+    }
+    let Ok(inv) = serde_json::from_str::<infra_tunnel::proto::Inventory>(&json) else {
+        return Ok(());
+    };
+    if role.as_str() != infra_core::KUBE_CONNECT_ROLE && !inv.roles.iter().any(|r| r == role.as_str()) {
+        return Err(ApiError::bad_request(format!(
+            "role {role} is not a grantable ClusterRole on cluster {dest}; use one of: {}, {} (or label a ClusterRole infra.dev/grantable=true)",
+            inv.roles.join(", "),
+            infra_core::KUBE_CONNECT_ROLE
+        )));
+    }
+    if let Some((_, ns)) = resource.as_str().split_once('.')
+        && !inv.namespaces.iter().any(|n| n == ns)
+    {
+        return Err(ApiError::bad_request(format!(
+            "namespace {ns} does not exist in cluster {dest}; create it first (kubectl create namespace {ns}) or check the name"
+        )));
+    }
+    Ok(())
 }

@@ -248,10 +248,14 @@ pub(crate) async fn info(State(state): State<AppState>, caller: Caller) -> ApiRe
         page += 1;
     }
     let mut urls = std::collections::BTreeMap::new();
+    let mut kinds = std::collections::BTreeMap::new();
     for g in &grants {
         let dest = g.resource.split('.').next().unwrap_or(&g.resource).to_owned();
-        if dest != infra_core::INFRA_RESOURCE {
+        if dest != infra_core::INFRA_RESOURCE && !urls.contains_key(&dest) {
             urls.insert(dest.clone(), super::destinations::url_of(&state, &dest));
+            if let Some((kind, _)) = infra_store::connectors::inventory(&mut c, &dest).await? {
+                kinds.insert(dest, kind);
+            }
         }
     }
     Ok(Json(Info {
@@ -261,5 +265,6 @@ pub(crate) async fn info(State(state): State<AppState>, caller: Caller) -> ApiRe
         grants: grants.iter().map(super::grants::to_api).collect(),
         session_expires: caller.key_expires.map(time),
         urls,
+        kinds,
     }))
 }

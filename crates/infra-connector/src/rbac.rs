@@ -1,0 +1,338 @@
+//! RBAC sync: grants on a cluster (or one of its namespaces) whose role is a
+//! ClusterRole become ClusterRoleBindings (or RoleBindings) that the
+//! connector creates and deletes as grants are pushed, and the inventory of
+//! namespaces and grantable ClusterRoles the server checks grants against.
+//!
+//! *Architecture Invariant:* the connector only ever changes bindings it
+//! made: each carries the `app.kubernetes.io/managed-by: infra` label and
+//! the destination's name, and only bindings listed by that selector are
+//! deleted. A binding of the same name that is not labelled is left alone.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::Method;
+use infra_tunnel::proto::{GrantEntry, Inventory, Snapshot};
+use serde_json::{Value, json};
+
+use crate::kube::KubeUpstream;
+use crate::state::{State, now_ms};
+
+const RBAC: &str = "/apis/rbac.authorization.k8s.io/v1";
+pub(crate) const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
+pub(crate) const DESTINATION_LABEL: &str = "infra.dev/destination";
+/// A ClusterRole with this label set to `"true"` may be granted.
+pub(crate) const GRANTABLE_LABEL: &str = "infra.dev/grantable";
+/// Kubernetes' user-facing default ClusterRoles, grantable everywhere.
+pub(crate) const DEFAULT_ROLES: [&str; 4] = ["view", "edit", "admin", "cluster-admin"];
+/// How often bindings are checked against grants without a change (to
+/// repair drift) and the inventory is refreshed.
+const RESYNC: Duration = Duration::from_secs(10);
+
+/// One binding the grants call for.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct Binding {
+    /// `None`: a ClusterRoleBinding.
+    pub(crate) namespace: Option<String>,
+    pub(crate) role: String,
+    /// `User` or `Group`.
+    pub(crate) subject_kind: &'static str,
+    pub(crate) subject: String,
+}
+
+impl Binding {
+    /// A name that says what the binding is and is the same every time,
+    /// so creating it twice is harmless and each grant makes exactly one.
+    pub(crate) fn name(&self) -> String {
+        let key = format!(
+            "{}|{}|{}|{}",
+            self.namespace.as_deref().unwrap_or(""),
+            self.role,
+            self.subject_kind,
+            self.subject
+        );
+        let readable: String = format!("{}-{}", self.subject, self.role)
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() {
+                    c.to_ascii_lowercase()
+                } else {
+                    '-'
+                }
+            })
+            .take(60)
+            .collect();
+        format!(
+            "infra-{}-{readable}-{:016x}",
+            self.subject_kind.to_ascii_lowercase(),
+            fnv1a(key.as_bytes())
+        )
+    }
+
+    fn to_json(&self, destination: &str) -> Value {
+        let mut meta = json!({
+            "name": self.name(),
+            "labels": { MANAGED_BY: "infra", DESTINATION_LABEL: destination },
+            "annotations": { "infra.dev/grant": format!("{} {} role {}", self.subject_kind, self.subject, self.role) },
+        });
+        if let Some(ns) = &self.namespace {
+            meta["namespace"] = json!(ns);
+        }
+        json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": if self.namespace.is_some() { "RoleBinding" } else { "ClusterRoleBinding" },
+            "metadata": meta,
+            "roleRef": { "apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": self.role },
+            "subjects": [{ "apiGroup": "rbac.authorization.k8s.io", "kind": self.subject_kind, "name": self.subject }],
+        })
+    }
+
+    fn path(&self) -> String {
+        match &self.namespace {
+            Some(ns) => format!("{RBAC}/namespaces/{ns}/rolebindings"),
+            None => format!("{RBAC}/clusterrolebindings"),
+        }
+    }
+}
+
+/// 64-bit FNV-1a: a stable, dependency-free digest for binding names.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bytes {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
+/// The bindings the grants on `destination` call for at `now`.
+pub(crate) fn desired(grants: &[GrantEntry], destination: &str, now: i64) -> BTreeSet<Binding> {
+    grants
+        .iter()
+        .filter(|g| g.expires_at.is_none_or(|e| e > now))
+        .filter(|g| g.role != infra_core::KUBE_CONNECT_ROLE && !g.subject_name.is_empty())
+        .filter_map(|g| {
+            let namespace = match g.resource.split_once('.') {
+                None if g.resource == destination => None,
+                Some((d, ns)) if d == destination => Some(ns.to_owned()),
+                _ => return None,
+            };
+            Some(Binding {
+                namespace,
+                role: g.role.clone(),
+                subject_kind: match g.subject_kind.as_str() {
+                    "user" => "User",
+                    "group" => "Group",
+                    _ => return None,
+                },
+                subject: g.subject_name.clone(),
+            })
+        })
+        .collect()
+}
+
+/// Keeps the bindings of one cluster in line with the pushed grants, and
+/// reports the cluster's inventory, until the process ends.
+pub(crate) async fn run(state: Arc<State>, destination: String, kube: Arc<KubeUpstream>) {
+    let mut snapshots = state.subscribe_snapshots();
+    let mut last_inventory: Option<Inventory> = None;
+    loop {
+        match inventory(&kube, &destination).await {
+            Ok(inv) if last_inventory.as_ref() != Some(&inv) => {
+                state.set_inventory(inv.clone());
+                last_inventory = Some(inv);
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(destination = %destination, error = %format!("{e:#}"), "cannot read namespaces and ClusterRoles")
+            }
+        }
+        let snapshot = snapshots.borrow_and_update().clone();
+        if kube.rbac_sync
+            && let Some(s) = snapshot
+            && let Err(e) = sync(&kube, &destination, &s).await
+        {
+            tracing::warn!(destination = %destination, error = %format!("{e:#}"), "RBAC sync failed; retrying");
+        }
+        tokio::select! {
+            r = snapshots.changed() => if r.is_err() { return },
+            () = tokio::time::sleep(RESYNC) => {}
+        }
+    }
+}
+
+/// Lists the bindings this connector manages for `destination`, creates the
+/// missing ones and deletes those no grant calls for any more.
+async fn sync(kube: &KubeUpstream, destination: &str, s: &Snapshot) -> anyhow::Result<()> {
+    let want: BTreeMap<String, Binding> = desired(&s.grants, destination, now_ms())
+        .into_iter()
+        .map(|b| (b.name(), b))
+        .collect();
+    let selector = format!("labelSelector={MANAGED_BY}%3Dinfra%2C{DESTINATION_LABEL}%3D{destination}");
+    let mut have: BTreeMap<String, Option<String>> = BTreeMap::new();
+    for (path, namespaced) in [
+        (format!("{RBAC}/rolebindings?{selector}"), true),
+        (format!("{RBAC}/clusterrolebindings?{selector}"), false),
+    ] {
+        let (code, v) = kube.call(Method::GET, &path, None).await?;
+        if code != 200 {
+            anyhow::bail!("list managed bindings: HTTP {code}: {}", message(&v));
+        }
+        for item in v["items"].as_array().into_iter().flatten() {
+            let name = item["metadata"]["name"].as_str().unwrap_or_default().to_owned();
+            let ns = namespaced.then(|| item["metadata"]["namespace"].as_str().unwrap_or_default().to_owned());
+            have.insert(name, ns);
+        }
+    }
+    for (name, b) in &want {
+        if have.get(name) == Some(&b.namespace) {
+            continue;
+        }
+        let (code, v) = kube
+            .call(Method::POST, &b.path(), Some(&b.to_json(destination)))
+            .await?;
+        match code {
+            200 | 201 => {
+                tracing::info!(destination, binding = %name, namespace = ?b.namespace, role = %b.role, subject = %b.subject, "created binding")
+            }
+            409 => {
+                tracing::warn!(destination, binding = %name, "a binding of this name exists and is not managed by Infra; left alone")
+            }
+            _ => tracing::warn!(destination, binding = %name, code, error = %message(&v), "cannot create binding"),
+        }
+    }
+    for (name, ns) in &have {
+        if want.get(name).is_some_and(|b| &b.namespace == ns) {
+            continue;
+        }
+        let path = match ns {
+            Some(ns) => format!("{RBAC}/namespaces/{ns}/rolebindings/{name}"),
+            None => format!("{RBAC}/clusterrolebindings/{name}"),
+        };
+        let (code, v) = kube.call(Method::DELETE, &path, None).await?;
+        match code {
+            200 | 202 | 404 => tracing::info!(destination, binding = %name, namespace = ?ns, "deleted binding"),
+            _ => tracing::warn!(destination, binding = %name, code, error = %message(&v), "cannot delete binding"),
+        }
+    }
+    Ok(())
+}
+
+/// The namespaces and the grantable ClusterRoles of the cluster.
+async fn inventory(kube: &KubeUpstream, destination: &str) -> anyhow::Result<Inventory> {
+    let (code, ns) = kube.call(Method::GET, "/api/v1/namespaces", None).await?;
+    if code != 200 {
+        anyhow::bail!("list namespaces: HTTP {code}: {}", message(&ns));
+    }
+    let (code, roles) = kube.call(Method::GET, &format!("{RBAC}/clusterroles"), None).await?;
+    if code != 200 {
+        anyhow::bail!("list ClusterRoles: HTTP {code}: {}", message(&roles));
+    }
+    let names = |v: &Value| -> Vec<String> {
+        v["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|i| i["metadata"]["name"].as_str().map(str::to_owned))
+            .collect()
+    };
+    let mut roles: Vec<String> = roles["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|r| {
+            let name = r["metadata"]["name"].as_str().unwrap_or_default();
+            DEFAULT_ROLES.contains(&name) || r["metadata"]["labels"][GRANTABLE_LABEL].as_str() == Some("true")
+        })
+        .filter_map(|r| r["metadata"]["name"].as_str().map(str::to_owned))
+        .collect();
+    roles.sort();
+    let mut namespaces = names(&ns);
+    namespaces.sort();
+    Ok(Inventory {
+        destination: destination.to_owned(),
+        namespaces,
+        roles,
+    })
+}
+
+fn message(v: &Value) -> String {
+    v["message"].as_str().unwrap_or("no message").to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn g(kind: &str, name: &str, role: &str, resource: &str, exp: Option<i64>) -> GrantEntry {
+        GrantEntry {
+            subject_kind: kind.into(),
+            subject_id: format!("id-{name}"),
+            subject_name: name.into(),
+            role: role.into(),
+            resource: resource.into(),
+            expires_at: exp,
+        }
+    }
+
+    #[test]
+    fn grants_become_bindings() {
+        let grants = [
+            g("user", "alice@example.com", "edit", "dev.web", None),
+            g("group", "sre", "view", "dev", None),
+            g("user", "bob@example.com", "connect", "dev", None),
+            g("user", "carol@example.com", "admin", "dev.web", Some(10)),
+            g("user", "dan@example.com", "view", "devel", None),
+            g("user", "erin@example.com", "view", "prod.web", None),
+        ];
+        let d: Vec<Binding> = desired(&grants, "dev", 50).into_iter().collect();
+        assert_eq!(
+            d,
+            [
+                Binding {
+                    namespace: None,
+                    role: "view".into(),
+                    subject_kind: "Group",
+                    subject: "sre".into()
+                },
+                Binding {
+                    namespace: Some("web".into()),
+                    role: "edit".into(),
+                    subject_kind: "User",
+                    subject: "alice@example.com".into()
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn names_are_stable_valid_and_distinct() {
+        let a = Binding {
+            namespace: Some("web".into()),
+            role: "edit".into(),
+            subject_kind: "User",
+            subject: "Alice@Example.com".into(),
+        };
+        assert_eq!(a.name(), a.clone().name());
+        assert!(
+            a.name().starts_with("infra-user-alice-example-com-edit-"),
+            "{}",
+            a.name()
+        );
+        assert!(a.name().len() <= 253);
+        assert!(
+            a.name()
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        );
+        let mut b = a.clone();
+        b.namespace = Some("other".into());
+        assert_ne!(a.name(), b.name());
+        let v = a.to_json("dev");
+        assert_eq!(v["kind"], "RoleBinding");
+        assert_eq!(v["metadata"]["labels"][MANAGED_BY], "infra");
+        assert_eq!(v["roleRef"]["name"], "edit");
+        assert_eq!(v["subjects"][0]["kind"], "User");
+    }
+}
