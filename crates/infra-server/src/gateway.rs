@@ -122,6 +122,10 @@ async fn forward(state: AppState, dest: String, host: String, mut req: Request) 
     let body = match &upgrade {
         Some(proto) => {
             parts.headers.insert(HDR_UPGRADE, proto.clone());
+            // The stream now carries the client's bytes after the switch,
+            // not the request's (empty) body: a `Content-Length: 0`, as an
+            // SPDY upgrade POST has, would make HTTP/2 reset the stream.
+            parts.headers.remove(header::CONTENT_LENGTH);
             let (tx, rx) = infra_tunnel::body::bytes_channel(16);
             client_tx = Some(tx);
             drop(body);

@@ -10,6 +10,7 @@
 mod cli;
 mod connector;
 pub mod kube;
+pub mod kube_double;
 mod postgres;
 mod server;
 mod upstream;
@@ -21,6 +22,7 @@ use std::time::{Duration, Instant};
 pub use cli::{Cli, Output};
 pub use connector::{Connector, HttpDest};
 pub use kube::KubeCluster;
+pub use kube_double::KubeDouble;
 pub use postgres::Postgres;
 pub use server::{Server, ServerOpts};
 pub use upstream::Upstream;
