@@ -160,6 +160,37 @@ impl KubeCluster {
         checked(self.kubectl_stdin(&["apply", "-f", "-"], Some(yaml)), "kubectl apply")
     }
 
+    /// `kubectl apply --dry-run=server --validate=strict -o json -f -`: every
+    /// object in `yaml` goes through the API server's decoding, defaulting,
+    /// validation and admission without being stored, after kubectl has
+    /// checked each field against the server's OpenAPI schema (an unknown
+    /// or misspelt field is an error, not a warning). The objects as the
+    /// server would store them, on success.
+    pub fn dry_run(&self, yaml: &str) -> anyhow::Result<Vec<Value>> {
+        let out = checked(
+            self.kubectl_stdin(
+                &[
+                    "apply",
+                    "--dry-run=server",
+                    "--validate=strict",
+                    "-o",
+                    "json",
+                    "-f",
+                    "-",
+                ],
+                Some(yaml),
+            ),
+            "kubectl apply --dry-run=server",
+        )?;
+        let json: Value =
+            serde_json::from_str(&out).with_context(|| format!("kubectl apply -o json printed no JSON: {out}"))?;
+        // One object is printed as itself, several as a List.
+        Ok(match json.get("items").and_then(Value::as_array) {
+            Some(items) if json.get("kind").and_then(Value::as_str) == Some("List") => items.clone(),
+            _ => vec![json],
+        })
+    }
+
     /// `kubectl create namespace NAME`.
     pub fn create_namespace(&self, name: &str) -> anyhow::Result<()> {
         checked(
@@ -540,7 +571,7 @@ fn find_on_path(name: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-fn workspace_root() -> anyhow::Result<PathBuf> {
+pub(crate) fn workspace_root() -> anyhow::Result<PathBuf> {
     // crates/infra-testkit → the workspace root, two levels up.
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .ancestors()

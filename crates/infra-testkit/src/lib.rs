@@ -9,6 +9,7 @@
 
 mod cli;
 mod connector;
+mod helm;
 pub mod kube;
 pub mod kube_double;
 mod postgres;
@@ -21,6 +22,7 @@ use std::time::{Duration, Instant};
 
 pub use cli::{Cli, Output};
 pub use connector::{Connector, HttpDest};
+pub use helm::{Helm, Rendered};
 pub use kube::KubeCluster;
 pub use kube_double::KubeDouble;
 pub use postgres::Postgres;

@@ -15,7 +15,8 @@ use std::path::PathBuf;
 use infra_testkit::{Cli, Connector, KubeCluster, Server, ServerOpts, free_port};
 
 fn main() -> anyhow::Result<()> {
-    let bin = PathBuf::from(std::env::var("INFRA_BIN").map_err(|_| anyhow::anyhow!("set INFRA_BIN to the infra binary"))?);
+    let bin =
+        PathBuf::from(std::env::var("INFRA_BIN").map_err(|_| anyhow::anyhow!("set INFRA_BIN to the infra binary"))?);
     let rt = tokio::runtime::Runtime::new()?;
     let cluster = rt.block_on(KubeCluster::start())?;
     cluster.create_namespace("dev")?;
@@ -47,7 +48,14 @@ fn main() -> anyhow::Result<()> {
     let addr = format!("127.0.0.1:{}", server.port);
     admin
         .run_env(
-            &["login", &addr, "--user", "admin@example.com", "--tls-ca", ca.to_str().unwrap_or_default()],
+            &[
+                "login",
+                &addr,
+                "--user",
+                "admin@example.com",
+                "--tls-ca",
+                ca.to_str().unwrap_or_default(),
+            ],
             &[("INFRA_PASSWORD", "admin-password-1")],
             None,
         )
@@ -67,13 +75,25 @@ fn main() -> anyhow::Result<()> {
     );
     let connector = Connector::start_with(&bin, &server, &key, "kc", &[], &extra)?;
     admin
-        .run_stdin(&["users", "add", "alice@example.com", "--password-stdin"], "user-password-1")
+        .run_stdin(
+            &["users", "add", "alice@example.com", "--password-stdin"],
+            "user-password-1",
+        )
         .ok();
-    admin.run(&["grants", "add", "alice@example.com", "k8s.dev", "--role", "view"]).ok();
+    admin
+        .run(&["grants", "add", "alice@example.com", "k8s.dev", "--role", "view"])
+        .ok();
     let alice = Cli::new(&bin)?;
     alice
         .run_env(
-            &["login", &addr, "--user", "alice@example.com", "--tls-ca", ca.to_str().unwrap_or_default()],
+            &[
+                "login",
+                &addr,
+                "--user",
+                "alice@example.com",
+                "--tls-ca",
+                ca.to_str().unwrap_or_default(),
+            ],
             &[("INFRA_PASSWORD", "user-password-1")],
             None,
         )
@@ -87,7 +107,16 @@ fn main() -> anyhow::Result<()> {
     // Wait for the RoleBinding the grant makes.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     loop {
-        let out = cluster.kubectl(&["get", "rolebindings", "-n", "dev", "-l", "app.kubernetes.io/managed-by=infra", "-o", "name"]);
+        let out = cluster.kubectl(&[
+            "get",
+            "rolebindings",
+            "-n",
+            "dev",
+            "-l",
+            "app.kubernetes.io/managed-by=infra",
+            "-o",
+            "name",
+        ]);
         if out.stdout.contains("rolebinding") {
             break;
         }

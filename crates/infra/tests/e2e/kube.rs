@@ -134,6 +134,21 @@ fn kubectl_through_infra_with_impersonation_and_rbac_sync() {
         out.stderr
     );
 
+    // Bindings Infra did not make are never touched.
+    k.cluster
+        .kubectl(&[
+            "create",
+            "rolebinding",
+            "hand-made",
+            "-n",
+            "dev",
+            "--clusterrole",
+            "view",
+            "--user",
+            "carol@example.com",
+        ])
+        .ok();
+
     // view on dev: exactly one RoleBinding appears.
     admin
         .run(&["grants", "add", "alice@example.com", "k8s.dev", "--role", "view"])
@@ -328,6 +343,9 @@ fn kubectl_through_infra_with_impersonation_and_rbac_sync() {
     });
 
     bob.run(&["logout"]).ok();
+    k.cluster
+        .kubectl(&["get", "rolebinding", "hand-made", "-n", "dev"])
+        .ok();
     assert_eq!(config_view(&bob), before, "kubeconfig after login and logout");
 
     // Every request is in the audit log: who, what, where.
