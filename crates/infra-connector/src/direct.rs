@@ -99,6 +99,8 @@ pub(crate) async fn serve(
             r = listener.accept() => match r { Ok(c) => c, Err(_) => continue },
             () = shutdown.cancelled() => return,
         };
+        // Small responses go out at once (no Nagle wait on a split write).
+        let _ = tcp.set_nodelay(true);
         let acceptor = acceptor.clone();
         let state = state.clone();
         tokio::spawn(async move {

@@ -133,6 +133,7 @@ fn main() -> anyhow::Result<()> {
         "connectorDirectPort": direct_port,
         "connectorDirectCa": connector.data_dir.join("data/direct-ca.pem"),
         "token": token,
+        "connectorToken": std::fs::read_to_string(&token_file)?.trim(),
         "serverPid": server.pid(),
         "connectorPid": connector.pid(),
     });
