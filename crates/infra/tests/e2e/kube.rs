@@ -184,6 +184,20 @@ fn kubectl_through_infra_with_impersonation_and_rbac_sync() {
             .contains(r#"User "alice@example.com" cannot delete resource "pods""#),
         "{out:?}"
     );
+    // A large list, whole and in chunks (continue tokens pass through).
+    let mut many = String::new();
+    for i in 0..400 {
+        many.push_str(&format!(
+            "---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: many-{i}\n  namespace: dev\ndata:\n  v: \"{}\"\n",
+            "x".repeat(1000)
+        ));
+    }
+    k.cluster.apply(&many).unwrap();
+    for chunk in ["--chunk-size=0", "--chunk-size=50"] {
+        let out = kubectl(&k, &alice, &["get", "configmaps", "-n", "dev", "-o", "name", chunk]);
+        assert_eq!(out.status, 0, "{out:?}");
+        assert_eq!(out.stdout.lines().filter(|l| l.starts_with("configmap/many-")).count(), 400, "{chunk}");
+    }
     let out = kubectl(&k, &alice, &["auth", "can-i", "list", "pods", "-n", "dev"]);
     assert_eq!(out.stdout.trim(), "yes", "{out:?}");
     let out = kubectl(&k, &alice, &["auth", "can-i", "list", "pods", "-n", "prod"]);
