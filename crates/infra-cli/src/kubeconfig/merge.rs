@@ -42,7 +42,32 @@ pub(crate) struct Cluster {
     pub(crate) name: String,
     /// The gateway URL, without a trailing slash.
     pub(crate) server: String,
+    /// The gateway name to ask for in TLS when `server` is an address.
+    pub(crate) tls_server_name: Option<String>,
     pub(crate) namespaces: BTreeSet<String>,
+}
+
+/// `https://dev.localhost:4443` → (`https://127.0.0.1:4443`, `dev.localhost`).
+/// RFC 6761 reserves `*.localhost` for the loopback, and browsers and curl
+/// resolve it so, but kubectl's resolver asks DNS, which knows no such
+/// name on most Linux machines. The gateway finds the cluster from the TLS
+/// server name when the Host is an address.
+fn loopback_gateway(url: &str) -> Option<(String, String)> {
+    let rest = url.strip_prefix("https://")?;
+    let authority = rest.split('/').next()?;
+    let (host, port) = match authority.rsplit_once(':') {
+        Some((h, p)) if p.chars().all(|c| c.is_ascii_digit()) => (h, Some(p)),
+        _ => (authority, None),
+    };
+    let host_lc = host.to_ascii_lowercase();
+    if !host_lc.ends_with(".localhost") {
+        return None;
+    }
+    let server = match port {
+        Some(p) => format!("https://127.0.0.1:{p}"),
+        None => "https://127.0.0.1".to_owned(),
+    };
+    Some((server, host_lc))
 }
 
 /// Everything Infra should have in the kubeconfig.
@@ -89,10 +114,15 @@ impl Access {
         let clusters = granted
             .into_iter()
             .filter_map(|(dest, namespaces)| {
-                let url = info.urls.get(dest)?;
+                let url = info.urls.get(dest)?.trim_end_matches('/');
+                let (server, tls_server_name) = match loopback_gateway(url) {
+                    Some((server, name)) => (server, Some(name)),
+                    None => (url.to_owned(), None),
+                };
                 Some(Cluster {
                     name: dest.to_owned(),
-                    server: url.trim_end_matches('/').to_owned(),
+                    server,
+                    tls_server_name,
                     namespaces,
                 })
             })
@@ -116,6 +146,9 @@ impl Access {
             .iter()
             .map(|c| {
                 let mut cluster = vec![("server", Value::from(c.server.as_str()))];
+                if let Some(name) = &c.tls_server_name {
+                    cluster.push(("tls-server-name", Value::from(name.as_str())));
+                }
                 match &self.trust {
                     Trust::Ca(pem) => {
                         use base64::Engine as _;

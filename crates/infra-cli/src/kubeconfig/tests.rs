@@ -17,7 +17,8 @@ fn yaml(s: &str) -> Value {
 fn cluster(name: &str, namespaces: &[&str]) -> Cluster {
     Cluster {
         name: name.into(),
-        server: format!("https://{name}.localhost:4443"),
+        server: "https://127.0.0.1:4443".into(),
+        tls_server_name: Some(format!("{name}.localhost")),
         namespaces: namespaces.iter().map(|n| (*n).to_owned()).collect(),
     }
 }
@@ -60,7 +61,8 @@ const DEV_ENTRIES: &str = r#"
 clusters:
 - name: infra:dev
   cluster:
-    server: https://dev.localhost:4443
+    server: https://127.0.0.1:4443
+    tls-server-name: dev.localhost
     certificate-authority-data: LS0tLS1CRUdJTiBDRVJUSUZJQ0FURS0tLS0tCnh4Ci0tLS0tRU5EIENFUlRJRklDQVRFLS0tLS0K
 users:
 - name: infra:dev
@@ -153,11 +155,11 @@ fn trust_choices() {
     };
     assert_eq!(
         cluster_of(Trust::Insecure),
-        yaml("{server: 'https://dev.localhost:4443', insecure-skip-tls-verify: true}")
+        yaml("{server: 'https://127.0.0.1:4443', tls-server-name: dev.localhost, insecure-skip-tls-verify: true}")
     );
     assert_eq!(
         cluster_of(Trust::System),
-        yaml("{server: 'https://dev.localhost:4443'}")
+        yaml("{server: 'https://127.0.0.1:4443', tls-server-name: dev.localhost}")
     );
 }
 
@@ -187,7 +189,7 @@ fn stale_entries_go_and_current_ones_are_replaced_in_place() {
     let server = section(&o.doc, "clusters")[1]
         .get("cluster")
         .and_then(|c| c.get("server"));
-    assert_eq!(server, Some(&Value::from("https://dev.localhost:4443")));
+    assert_eq!(server, Some(&Value::from("https://127.0.0.1:4443")));
     let mut fresh = merge::merge(yaml(FOREIGN), &dev()).unwrap().doc;
     fresh.as_mapping_mut().unwrap().shift_remove("current-context");
     assert_eq!(
@@ -304,6 +306,18 @@ fn info(grants: &[&str], kinds: &[(&str, &str)]) -> Info {
             .collect::<BTreeMap<_, _>>(),
         kinds: kinds.iter().map(|(d, k)| ((*d).to_owned(), (*k).to_owned())).collect(),
     }
+}
+
+#[test]
+fn loopback_gateway_names_become_an_address_and_a_tls_name() {
+    let mut i = info(&["dev", "prod"], &[("dev", "kubernetes"), ("prod", "kubernetes")]);
+    i.urls.insert("prod".into(), "https://prod.infra.example.com/".into());
+    let a = Access::from_info(&i, Trust::System, EXE.into());
+    assert_eq!(a.clusters[0].server, "https://127.0.0.1:4443");
+    assert_eq!(a.clusters[0].tls_server_name.as_deref(), Some("dev.localhost"));
+    // A real domain is left as it is: DNS knows it.
+    assert_eq!(a.clusters[1].server, "https://prod.infra.example.com");
+    assert_eq!(a.clusters[1].tls_server_name, None);
 }
 
 #[test]

@@ -44,24 +44,15 @@ fn setup() -> Kube {
     }
 }
 
-/// kubectl as the user of `cli`: their HOME (so the kubeconfig `infra login`
-/// wrote, and the `infra tokens` exec plugin with their session), reaching
-/// the gateway by IP with the cluster's name as TLS server name.
-fn kubectl(k: &Kube, cli: &Cli, args: &[&str]) -> infra_testkit::Output {
+/// kubectl as the user of `cli`: their HOME, so the kubeconfig `infra login`
+/// wrote (the gateway by address, the cluster's name as TLS server name) and
+/// the `infra tokens` exec plugin with their session.
+fn kubectl(cli: &Cli, args: &[&str]) -> infra_testkit::Output {
     let out = Command::new("kubectl")
         .env("HOME", cli.home())
         .env_remove("KUBECONFIG")
         .env("PATH", path_with_infra())
-        .args([
-            "--context",
-            &format!("infra:{CLUSTER}"),
-            "--server",
-            &format!("https://127.0.0.1:{}", k.env.server.port),
-            "--tls-server-name",
-            &format!("{CLUSTER}.localhost"),
-            "--request-timeout",
-            "30s",
-        ])
+        .args(["--context", &format!("infra:{CLUSTER}"), "--request-timeout", "30s"])
         .args(args)
         .output()
         .expect("run kubectl");
@@ -167,18 +158,18 @@ fn kubectl_through_infra_with_impersonation_and_rbac_sync() {
     super::common::login(&alice, &k.env.server, "alice@example.com", "user-password-1").ok();
     let cfg = std::fs::read_to_string(kubeconfig(&alice)).expect("kubeconfig written by infra login");
     assert!(cfg.contains("infra:k8s.dev"), "{cfg}");
-    let out = kubectl(&k, &alice, &["get", "pods", "-n", "dev"]);
+    let out = kubectl(&alice, &["get", "pods", "-n", "dev"]);
     assert_eq!(out.status, 0, "{out:?}");
     assert!(out.stderr.contains("No resources found in dev namespace"), "{out:?}");
     // Kubernetes' own Forbidden, naming the user Infra impersonated.
-    let out = kubectl(&k, &alice, &["get", "pods", "-n", "prod"]);
+    let out = kubectl(&alice, &["get", "pods", "-n", "prod"]);
     assert_ne!(out.status, 0);
     assert!(
         out.stderr
             .contains(r#"pods is forbidden: User "alice@example.com" cannot list resource "pods" in API group "" in the namespace "prod""#),
         "{out:?}"
     );
-    let out = kubectl(&k, &alice, &["delete", "pod", "web", "-n", "dev"]);
+    let out = kubectl(&alice, &["delete", "pod", "web", "-n", "dev"]);
     assert!(
         out.stderr
             .contains(r#"User "alice@example.com" cannot delete resource "pods""#),
@@ -194,24 +185,27 @@ fn kubectl_through_infra_with_impersonation_and_rbac_sync() {
     }
     k.cluster.apply(&many).unwrap();
     for chunk in ["--chunk-size=0", "--chunk-size=50"] {
-        let out = kubectl(&k, &alice, &["get", "configmaps", "-n", "dev", "-o", "name", chunk]);
+        let out = kubectl(&alice, &["get", "configmaps", "-n", "dev", "-o", "name", chunk]);
         assert_eq!(out.status, 0, "{out:?}");
-        assert_eq!(out.stdout.lines().filter(|l| l.starts_with("configmap/many-")).count(), 400, "{chunk}");
+        assert_eq!(
+            out.stdout.lines().filter(|l| l.starts_with("configmap/many-")).count(),
+            400,
+            "{chunk}"
+        );
     }
-    let out = kubectl(&k, &alice, &["auth", "can-i", "list", "pods", "-n", "dev"]);
+    let out = kubectl(&alice, &["auth", "can-i", "list", "pods", "-n", "dev"]);
     assert_eq!(out.stdout.trim(), "yes", "{out:?}");
-    let out = kubectl(&k, &alice, &["auth", "can-i", "list", "pods", "-n", "prod"]);
+    let out = kubectl(&alice, &["auth", "can-i", "list", "pods", "-n", "prod"]);
     assert_eq!(out.stdout.trim(), "no", "{out:?}");
 
     // kubectl --as is refused out loud.
-    let out = kubectl(&k, &alice, &["get", "pods", "-n", "dev", "--as", "kube-admin"]);
+    let out = kubectl(&alice, &["get", "pods", "-n", "dev", "--as", "kube-admin"]);
     assert_ne!(out.status, 0);
     assert!(
         out.stderr.contains("impersonation is not allowed through Infra"),
         "{out:?}"
     );
     let out = kubectl(
-        &k,
         &alice,
         &[
             "get",
@@ -281,7 +275,6 @@ fn kubectl_through_infra_with_impersonation_and_rbac_sync() {
         Ok(())
     });
     let out = kubectl(
-        &k,
         &alice,
         &["create", "configmap", "settings", "-n", "dev", "--from-literal=a=1"],
     );
@@ -289,15 +282,11 @@ fn kubectl_through_infra_with_impersonation_and_rbac_sync() {
     let cm = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: applied\n  namespace: dev\ndata:\n  b: \"2\"\n";
     let manifest = alice.home().join("cm.yaml");
     std::fs::write(&manifest, cm).unwrap();
-    let out = kubectl(&k, &alice, &["apply", "-f", manifest.to_str().unwrap()]);
+    let out = kubectl(&alice, &["apply", "-f", manifest.to_str().unwrap()]);
     assert_eq!(out.status, 0, "{out:?}");
-    let out = kubectl(
-        &k,
-        &alice,
-        &["apply", "--server-side", "-f", manifest.to_str().unwrap()],
-    );
+    let out = kubectl(&alice, &["apply", "--server-side", "-f", manifest.to_str().unwrap()]);
     assert_eq!(out.status, 0, "{out:?}");
-    let out = kubectl(&k, &alice, &["delete", "configmap", "settings", "-n", "dev"]);
+    let out = kubectl(&alice, &["delete", "configmap", "settings", "-n", "dev"]);
     assert_eq!(out.status, 0, "{out:?}");
     let grants = super::common::json(&admin.run(&["grants", "list", "--user", "alice@example.com", "-o", "json"]));
     let edit_id = grants
@@ -318,7 +307,7 @@ fn kubectl_through_infra_with_impersonation_and_rbac_sync() {
         "edit RoleBinding deleted {:?} after the grant was removed",
         revoked.elapsed()
     );
-    let out = kubectl(&k, &alice, &["create", "configmap", "again", "-n", "dev"]);
+    let out = kubectl(&alice, &["create", "configmap", "again", "-n", "dev"]);
     assert!(out.stderr.contains("forbidden"), "{out:?}");
 
     // A group grant applies to members, and stops when one is removed.
@@ -341,13 +330,13 @@ fn kubectl_through_infra_with_impersonation_and_rbac_sync() {
     super::common::login(&bob, &k.env.server, "bob@example.com", "user-password-1").ok();
     assert_ne!(config_view(&bob), before);
     eventually!(10, || {
-        let out = kubectl(&k, &bob, &["get", "pods", "-n", "prod"]);
+        let out = kubectl(&bob, &["get", "pods", "-n", "prod"]);
         anyhow::ensure!(out.status == 0, "{out:?}");
         Ok(())
     });
     admin.run(&["groups", "removeuser", "sre", "bob@example.com"]).ok();
     eventually!(5, || {
-        let out = kubectl(&k, &bob, &["get", "pods", "-n", "prod"]);
+        let out = kubectl(&bob, &["get", "pods", "-n", "prod"]);
         anyhow::ensure!(
             out.stderr
                 .contains(r#"User "bob@example.com" cannot list resource "pods""#),
@@ -403,7 +392,7 @@ fn watch_delivers_events_after_idling() {
         .ok();
     super::common::login(&alice, &k.env.server, "alice@example.com", "user-password-1").ok();
     eventually!(10, || {
-        let out = kubectl(&k, &alice, &["get", "pods", "-n", "dev"]);
+        let out = kubectl(&alice, &["get", "pods", "-n", "dev"]);
         anyhow::ensure!(out.status == 0, "{out:?}");
         Ok(())
     });
@@ -416,10 +405,6 @@ fn watch_delivers_events_after_idling() {
         .args([
             "--context",
             "infra:k8s",
-            "--server",
-            &format!("https://127.0.0.1:{}", k.env.server.port),
-            "--tls-server-name",
-            "k8s.localhost",
             "get",
             "configmaps",
             "-n",
@@ -456,21 +441,12 @@ fn watch_delivers_events_after_idling() {
 }
 
 /// kubectl as the user of `cli` against cluster `dest` (through the gateway).
-fn kubectl_to(port: u16, cli: &Cli, dest: &str, args: &[&str]) -> Command {
+fn kubectl_to(cli: &Cli, dest: &str, args: &[&str]) -> Command {
     let mut c = Command::new("kubectl");
     c.env("HOME", cli.home())
         .env_remove("KUBECONFIG")
         .env("PATH", path_with_infra())
-        .args([
-            "--context",
-            &format!("infra:{dest}"),
-            "--server",
-            &format!("https://127.0.0.1:{port}"),
-            "--tls-server-name",
-            &format!("{dest}.localhost"),
-            "--request-timeout",
-            "30s",
-        ])
+        .args(["--context", &format!("infra:{dest}"), "--request-timeout", "30s"])
         .args(args);
     c
 }
@@ -525,7 +501,6 @@ fn exec_attach_port_forward_and_logs_through_infra() {
             .ok();
     }
     super::common::login(&alice, &env.server, "alice@example.com", "user-password-1").ok();
-    let port = env.server.port;
 
     // A local TCP service for port-forward: answers each connection with a line.
     let svc = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -543,12 +518,7 @@ fn exec_attach_port_forward_and_logs_through_infra() {
         ("pods-spdy", &spdy, "SPDY/3.1"),
     ] {
         let out = run(
-            kubectl_to(
-                port,
-                &alice,
-                dest,
-                &["exec", "web", "-n", "dev", "--", "sh", "-c", "echo hi"],
-            ),
+            kubectl_to(&alice, dest, &["exec", "web", "-n", "dev", "--", "sh", "-c", "echo hi"]),
             None,
         );
         assert_eq!(out.status, 0, "{dest}: {out:?}\n{}\n{}", double.log(), c.log());
@@ -561,7 +531,6 @@ fn exec_attach_port_forward_and_logs_through_infra() {
         // stdin in, exit codes out.
         let out = run(
             kubectl_to(
-                port,
                 &alice,
                 dest,
                 &["exec", "-i", "web", "-n", "dev", "--", "sh", "-c", "cat; exit 3"],
@@ -571,13 +540,13 @@ fn exec_attach_port_forward_and_logs_through_infra() {
         assert_eq!(out.status, 3, "{dest}: {out:?}");
         assert_eq!(out.stdout.trim(), "through stdin", "{dest}: {out:?}");
         let out = run(
-            kubectl_to(port, &alice, dest, &["attach", "-i", "web", "-n", "dev", "-c", "main"]),
+            kubectl_to(&alice, dest, &["attach", "-i", "web", "-n", "dev", "-c", "main"]),
             Some("to attach\n"),
         );
         assert!(out.stdout.contains("to attach"), "{dest}: {out:?}");
 
         // logs -f streams until the client goes away.
-        let mut logs = kubectl_to(port, &alice, dest, &["logs", "-f", "web", "-n", "dev"]);
+        let mut logs = kubectl_to(&alice, dest, &["logs", "-f", "web", "-n", "dev"]);
         logs.stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::null());
         let mut child = logs.spawn().unwrap();
@@ -590,7 +559,6 @@ fn exec_attach_port_forward_and_logs_through_infra() {
 
         // port-forward: a local port on the client reaches the pod's port.
         let mut pf = kubectl_to(
-            port,
             &alice,
             dest,
             &["port-forward", "pod/web", "-n", "dev", &format!(":{svc_port}")],
@@ -628,7 +596,6 @@ fn exec_attach_port_forward_and_logs_through_infra() {
     let before = ws.log().lines().count();
     let out = run(
         kubectl_to(
-            port,
             &alice,
             "pods",
             &["exec", "web", "-n", "dev", "--as", "bob@example.com", "--", "true"],
