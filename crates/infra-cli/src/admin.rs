@@ -51,6 +51,10 @@ pub enum Command {
     },
     /// Print a short-lived token: a kubectl ExecCredential, or the bare token with --quiet.
     Tokens(TokensArgs),
+    /// Listen on a local port whose connections reach a database through Infra, as you.
+    Proxy(crate::proxy::ProxyArgs),
+    /// Run psql on a database through Infra, as you.
+    Psql(crate::proxy::PsqlArgs),
     /// Manage users.
     #[command(subcommand)]
     Users(UsersCmd),
@@ -248,6 +252,8 @@ pub(crate) async fn run(cmd: Command) -> anyhow::Result<()> {
         Command::Info => info().await,
         Command::List(o) => list(o).await,
         Command::Use { target } => kubeconfig::use_context(&target).await,
+        Command::Proxy(a) => crate::proxy::proxy(a).await,
+        Command::Psql(a) => crate::proxy::psql(a).await,
         Command::Tokens(t) => tokens::tokens(t).await,
         Command::Users(c) => users(c).await,
         Command::Groups(c) => groups(c).await,

@@ -10,6 +10,7 @@ mod config;
 mod kubeconfig;
 mod login;
 mod output;
+mod proxy;
 mod tokens;
 mod trust;
 

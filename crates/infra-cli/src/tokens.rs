@@ -113,6 +113,15 @@ async fn get(t: &TokensArgs) -> anyhow::Result<TokenResponse> {
     Ok(r)
 }
 
+/// A token for `destination`, from the cache while it has a minute left.
+pub(crate) async fn token_for(destination: &str) -> anyhow::Result<TokenResponse> {
+    get(&TokensArgs {
+        destination: Some(destination.to_owned()),
+        quiet: false,
+    })
+    .await
+}
+
 /// The ExecCredential kubectl reads from the plugin's stdout.
 fn exec_credential(r: &TokenResponse) -> serde_json::Value {
     serde_json::json!({

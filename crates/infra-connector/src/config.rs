@@ -77,6 +77,12 @@ pub(crate) struct DestinationConfig {
     pub(crate) in_cluster: bool,
     /// Kubernetes: turn grants into RoleBindings (default true).
     pub(crate) rbac_sync: Option<bool>,
+    /// PostgreSQL: the role the connector manages login roles with.
+    pub(crate) admin_user: Option<String>,
+    /// PostgreSQL: that role's password.
+    pub(crate) admin_password_file: Option<PathBuf>,
+    /// PostgreSQL: `redact` (default) or `keep` bind parameters in the audit log.
+    pub(crate) query_parameters: Option<String>,
 }
 
 /// How a destination is reached.
@@ -84,6 +90,20 @@ pub(crate) struct DestinationConfig {
 pub(crate) enum Kind {
     Http,
     Kubernetes(KubeConfig),
+    Postgres(PgConfig),
+}
+
+/// A PostgreSQL server and the connector's admin role on it.
+#[derive(Debug, Clone)]
+pub(crate) struct PgConfig {
+    pub(crate) host: String,
+    pub(crate) port: u16,
+    /// The database clients get when they name none, and the admin uses.
+    pub(crate) database: String,
+    pub(crate) admin_user: String,
+    pub(crate) admin_password: String,
+    /// Whether bind parameters are written to the audit log.
+    pub(crate) keep_parameters: bool,
 }
 
 /// A Kubernetes API server and the connector's own credentials for it.
@@ -228,7 +248,13 @@ impl Settings {
             }
             let (kind, url) = match d.kind.as_str() {
                 "http" => {
-                    if d.token_file.is_some() || d.ca_file.is_some() || d.in_cluster || d.rbac_sync.is_some() {
+                    if d.token_file.is_some()
+                        || d.ca_file.is_some()
+                        || d.in_cluster
+                        || d.rbac_sync.is_some()
+                        || d.admin_user.is_some()
+                        || d.admin_password_file.is_some()
+                    {
                         bail!(
                             "destination {}: tokenFile, caFile, inCluster and rbacSync are for kind kubernetes",
                             d.name
@@ -241,14 +267,16 @@ impl Settings {
                     (Kind::Http, url)
                 }
                 "kubernetes" => kube_destination(&d)?,
+                "postgres" => pg_destination(&d)?,
                 other => bail!(
-                    "destination {}: kind '{other}' is not supported by this connector version (supported: http, kubernetes)",
+                    "destination {}: kind '{other}' is not supported by this connector version (supported: http, kubernetes, postgres)",
                     d.name
                 ),
             };
             let scheme = match kind {
                 Kind::Http => "http",
                 Kind::Kubernetes(_) => "https",
+                Kind::Postgres(_) => "postgres",
             };
             let rest = url
                 .strip_prefix(&format!("{scheme}://"))
@@ -258,7 +286,7 @@ impl Settings {
                 Some(i) => (rest[..i].to_owned(), rest[i..].trim_end_matches('/').to_owned()),
                 None => (rest.to_owned(), String::new()),
             };
-            if matches!(kind, Kind::Kubernetes(_)) && d.upstream_auth.is_some() {
+            if !matches!(kind, Kind::Http) && d.upstream_auth.is_some() {
                 bail!(
                     "destination {}: kind kubernetes authenticates with tokenFile (or inCluster), not upstreamAuth",
                     d.name
@@ -381,5 +409,65 @@ fn kube_destination(d: &DestinationConfig) -> anyhow::Result<(Kind, String)> {
             rbac_sync,
         }),
         url,
+    ))
+}
+
+/// A PostgreSQL destination: `url: postgres://host[:port]/database`, the
+/// admin role and its password file.
+fn pg_destination(d: &DestinationConfig) -> anyhow::Result<(Kind, String)> {
+    let url = d.url.clone().with_context(|| {
+        format!(
+            "destination {}: kind postgres needs 'url: postgres://host:port/database'",
+            d.name
+        )
+    })?;
+    let rest = url
+        .strip_prefix("postgres://")
+        .or_else(|| url.strip_prefix("postgresql://"))
+        .with_context(|| format!("destination {}: url must start with postgres:// (got {url})", d.name))?;
+    if rest.contains('@') {
+        bail!(
+            "destination {}: put no credentials in the url; use adminUser and adminPasswordFile",
+            d.name
+        );
+    }
+    let (authority, database) = rest.split_once('/').unwrap_or((rest, "postgres"));
+    let database = database.split('?').next().unwrap_or_default();
+    let (host, port) = match authority.rsplit_once(':') {
+        Some((h, p)) => (
+            h.trim_matches(['[', ']']).to_owned(),
+            p.parse()
+                .with_context(|| format!("destination {}: url port '{p}'", d.name))?,
+        ),
+        None => (authority.to_owned(), 5432),
+    };
+    let admin_password_file = d.admin_password_file.clone().with_context(|| {
+        format!(
+            "destination {}: kind postgres needs 'adminPasswordFile': the password of adminUser, which manages login roles",
+            d.name
+        )
+    })?;
+    let keep_parameters = match d.query_parameters.as_deref() {
+        None | Some("redact") => false,
+        Some("keep") => true,
+        Some(other) => bail!(
+            "destination {}: queryParameters is 'redact' or 'keep', not '{other}'",
+            d.name
+        ),
+    };
+    Ok((
+        Kind::Postgres(PgConfig {
+            host: host.clone(),
+            port,
+            database: if database.is_empty() {
+                "postgres".into()
+            } else {
+                database.to_owned()
+            },
+            admin_user: d.admin_user.clone().unwrap_or_else(|| "postgres".into()),
+            admin_password: read_secret(&admin_password_file, "PostgreSQL admin password")?,
+            keep_parameters,
+        }),
+        format!("postgres://{authority}"),
     ))
 }

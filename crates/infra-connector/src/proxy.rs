@@ -193,6 +193,55 @@ pub(crate) async fn handle(state: Arc<State>, req: Request<Incoming>) -> Respons
     drop(decider);
 
     let upgrade = req.headers().get(HDR_UPGRADE).cloned();
+    if let (Some(roles), crate::config::Kind::Postgres(cfg)) = (state.pg.get(&dest.name).cloned(), &dest.kind) {
+        let Some(proto) = upgrade.filter(|u| u.as_bytes() == infra_tunnel::TCP_UPGRADE.as_bytes()) else {
+            return refuse(
+                &ident.email,
+                Denial {
+                    status: 400,
+                    message: format!(
+                        "{0} is a PostgreSQL database: connect with 'infra psql {0}' or through 'infra proxy {0}'",
+                        dest.name
+                    ),
+                },
+            );
+        };
+        let cancel = CancellationToken::new();
+        let active_id = claims.map(|c| {
+            state.track(Active {
+                claims: c,
+                destination: dest.name.clone(),
+                cancel: cancel.clone(),
+            })
+        });
+        // The client's bytes arrive as the request body and leave as the
+        // response body; the session sees one duplex stream.
+        let (client_side, session_side) = tokio::io::duplex(64 * 1024);
+        let (rd, wr) = tokio::io::split(client_side);
+        tokio::spawn(infra_tunnel::body::body_to_writer(req.into_body(), wr));
+        let (tx, rx) = infra_tunnel::body::bytes_channel(16);
+        tokio::spawn(infra_tunnel::body::reader_to_channel(rd, tx));
+        let session = crate::pg_session::Session {
+            state: state.clone(),
+            destination: dest.name.clone(),
+            cfg: cfg.clone(),
+            roles,
+            ident,
+            source,
+            cancel,
+        };
+        let st = state.clone();
+        tokio::spawn(async move {
+            session.serve(session_side).await;
+            if let Some(id) = active_id {
+                st.untrack(id);
+            }
+            drop(inflight);
+        });
+        let mut r = Response::new(infra_tunnel::boxed(rx));
+        r.headers_mut().insert(HDR_UPGRADE, proto);
+        return r;
+    }
     let (mut parts, body) = req.into_parts();
     let original_host = parts.headers.get(header::HOST).cloned();
     strip_client_headers(&mut parts.headers);

@@ -30,6 +30,8 @@ pub(crate) struct State {
     pub(crate) client: Client<HttpConnector, Body>,
     /// Kubernetes API servers by destination name.
     pub(crate) kube: HashMap<String, Arc<KubeUpstream>>,
+    /// PostgreSQL login-role managers by destination name.
+    pub(crate) pg: HashMap<String, Arc<crate::pg_roles::Roles>>,
     pub(crate) instance_id: String,
     pub(crate) assertion_key: SigningKey,
     issuer: RwLock<String>,
@@ -84,7 +86,11 @@ impl State {
             .pool_max_idle_per_host(256)
             .build(http);
         let mut kube = HashMap::new();
+        let mut pg = HashMap::new();
         for d in &settings.destinations {
+            if let Kind::Postgres(p) = &d.kind {
+                pg.insert(d.name.clone(), Arc::new(crate::pg_roles::Roles::new(p.clone())));
+            }
             if let Kind::Kubernetes(k) = &d.kind {
                 let up = KubeUpstream::new(k, &d.url).map_err(|e| anyhow::anyhow!("destination {}: {e:#}", d.name))?;
                 kube.insert(d.name.clone(), Arc::new(up));
@@ -95,6 +101,7 @@ impl State {
             spool,
             client,
             kube,
+            pg,
             instance_id,
             assertion_key: SigningKey::generate()?,
             issuer: RwLock::new(String::new()),

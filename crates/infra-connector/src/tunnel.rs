@@ -150,6 +150,7 @@ async fn connect_once(
                     kind: match d.kind {
                         crate::config::Kind::Http => "http".into(),
                         crate::config::Kind::Kubernetes(_) => "kubernetes".into(),
+                        crate::config::Kind::Postgres(_) => "postgres".into(),
                     },
                     labels: d.labels.clone(),
                     direct_url: s.direct.as_ref().map(|x| {

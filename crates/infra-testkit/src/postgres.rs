@@ -8,12 +8,15 @@ use anyhow::{Context as _, bail};
 use crate::{free_port, tail};
 
 /// A PostgreSQL server in its own temporary directory, trusting every local
-/// connection, stopped and deleted on drop.
+/// connection (or, from [`Postgres::start_with_password`], only Unix-socket
+/// ones), stopped and deleted on drop.
 pub struct Postgres {
     port: u16,
     bin_dir: PathBuf,
     data: PathBuf,
     as_postgres: bool,
+    /// The superuser's password, when TCP connections need one.
+    password: Option<String>,
     // Last field: removed after `Drop::drop` has stopped the server.
     dir: tempfile::TempDir,
 }
@@ -31,6 +34,17 @@ impl Postgres {
     /// Initialises and starts a server. The error carries the output of
     /// `initdb`/`pg_ctl` and the server log when it does not come up.
     pub fn start() -> anyhow::Result<Postgres> {
+        Self::start_inner(None)
+    }
+
+    /// Like [`Postgres::start`], but TCP connections must authenticate with
+    /// a password (SCRAM-SHA-256, PostgreSQL's default method) and the
+    /// superuser `postgres` has `password`.
+    pub fn start_with_password(password: &str) -> anyhow::Result<Postgres> {
+        Self::start_inner(Some(password.to_owned()))
+    }
+
+    fn start_inner(password: Option<String>) -> anyhow::Result<Postgres> {
         let bin_dir = pg_bin_dir()?;
         let as_postgres = running_as_root();
         let dir = tempfile::Builder::new()
@@ -49,6 +63,7 @@ impl Postgres {
             bin_dir,
             data,
             as_postgres,
+            password,
             dir,
         };
 
@@ -57,7 +72,8 @@ impl Postgres {
             .command(&initdb)
             .arg("-D")
             .arg(&pg.data)
-            .args(["-A", "trust", "-U", "postgres", "-E", "UTF8", "--no-sync"])
+            .args(["-U", "postgres", "-E", "UTF8", "--no-sync"])
+            .args(pg.auth_args()?)
             .env("LC_ALL", "C")
             .output()
             .with_context(|| format!("running {}", initdb.display()))?;
@@ -120,6 +136,30 @@ impl Postgres {
     }
 
     /// `postgres://postgres@127.0.0.1:PORT/postgres`
+    fn auth_args(&self) -> anyhow::Result<Vec<String>> {
+        let Some(pw) = &self.password else {
+            return Ok(vec!["-A".into(), "trust".into()]);
+        };
+        let file = self.dir.path().join("pwfile");
+        std::fs::write(&file, pw)?;
+        if self.as_postgres {
+            run_checked(
+                Command::new("chown").arg("postgres:postgres").arg(&file),
+                "chown the password file",
+            )?;
+        }
+        Ok(vec![
+            "--auth-local=trust".into(),
+            "--auth-host=scram-sha-256".into(),
+            format!("--pwfile={}", file.display()),
+        ])
+    }
+
+    /// The `bin` directory of the PostgreSQL installation (psql, pgbench).
+    pub fn bin_dir(&self) -> &Path {
+        &self.bin_dir
+    }
+
     pub fn url(&self) -> String {
         self.db_url("postgres")
     }
@@ -138,6 +178,7 @@ impl Postgres {
     pub fn create_database(&self, name: &str) -> anyhow::Result<String> {
         let createdb = self.bin("createdb");
         let out = Command::new(&createdb)
+            .envs(self.password.as_ref().map(|p| ("PGPASSWORD", p.as_str())))
             .args(["-h", "127.0.0.1", "-U", "postgres", "-p"])
             .arg(self.port.to_string())
             .arg("--")
@@ -155,6 +196,7 @@ impl Postgres {
     pub fn psql(&self, db: &str, sql: &str) -> anyhow::Result<String> {
         let psql = self.bin("psql");
         let out = Command::new(&psql)
+            .envs(self.password.as_ref().map(|p| ("PGPASSWORD", p.as_str())))
             .args([
                 "-X",
                 "-A",

@@ -38,6 +38,9 @@ pub const HDR_HOST: &str = "x-infra-host";
 /// On a tunnelled request: the client asked to upgrade to this protocol
 /// (WebSocket). On the response: the upstream agreed.
 pub const HDR_UPGRADE: &str = "x-infra-upgrade";
+/// The upgrade a client asks for to carry a raw byte stream (a database
+/// session) to a destination: `infra proxy` sends it.
+pub const TCP_UPGRADE: &str = "infra-tcp/1";
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// The body type on both ends of the tunnel.

@@ -14,6 +14,7 @@ mod e2e {
     pub mod kube;
     pub mod lifecycle;
     pub mod login;
+    pub mod postgres;
     pub mod replicas;
     pub mod tokens;
 }
