@@ -178,7 +178,26 @@ impl Session {
         let mut audit = Audit::new(self.cfg.keep_parameters);
         let mut up_buf = BytesMut::from(&upstream.extra[..]);
         let (mut bytes_in, mut bytes_out) = (0u64, 0u64);
+        // Bytes that came with the startup packet are messages too.
+        let mut pending_client = !client_buf.is_empty();
         loop {
+            if pending_client {
+                pending_client = false;
+                match take_frames(&mut client_buf, &mut audit) {
+                    Ok(Some(chunk)) => {
+                        bytes_in += chunk.len() as u64;
+                        if uw.write_all(&chunk).await.is_err() {
+                            return ("database closed", bytes_in, bytes_out);
+                        }
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        let _ = cw.write_all(&error_response("FATAL", "08P01", &e)).await;
+                        self.record("denied", format!("protocol violation: {e}"));
+                        return ("protocol violation", bytes_in, bytes_out);
+                    }
+                }
+            }
             tokio::select! {
                 () = self.cancel.cancelled() => {
                     let msg = "your access to this database was revoked; the session is closed";
@@ -188,30 +207,7 @@ impl Session {
                 r = cr.read_buf(&mut client_buf) => {
                     match r {
                         Ok(0) | Err(_) => return ("client closed", bytes_in, bytes_out),
-                        Ok(_) => {}
-                    }
-                    // Whole messages only: each is looked at, then sent on.
-                    let mut n = 0;
-                    loop {
-                        match frame(&client_buf[n..], MAX_MESSAGE) {
-                            Ok(Some((tag, len))) => {
-                                audit.client(tag, &client_buf[n + 5..n + len]);
-                                n += len;
-                            }
-                            Ok(None) => break,
-                            Err(e) => {
-                                let _ = cw.write_all(&error_response("FATAL", "08P01", &e.to_string())).await;
-                                self.record("denied", format!("protocol violation: {e}"));
-                                return ("protocol violation", bytes_in, bytes_out);
-                            }
-                        }
-                    }
-                    if n > 0 {
-                        let chunk = client_buf.split_to(n);
-                        bytes_in += chunk.len() as u64;
-                        if uw.write_all(&chunk).await.is_err() {
-                            return ("database closed", bytes_in, bytes_out);
-                        }
+                        Ok(_) => pending_client = true,
                     }
                 }
                 r = ur.read_buf(&mut up_buf) => {
@@ -237,6 +233,24 @@ impl Session {
             }
         }
     }
+}
+
+/// Takes the whole messages at the front of `buf` (each is looked at by
+/// the audit), leaving a partial one for later; an invalid frame is an
+/// error that ends the session.
+fn take_frames(buf: &mut BytesMut, audit: &mut Audit) -> Result<Option<BytesMut>, String> {
+    let mut n = 0;
+    loop {
+        match frame(&buf[n..], MAX_MESSAGE) {
+            Ok(Some((tag, len))) => {
+                audit.client(tag, &buf[n + 5..n + len]);
+                n += len;
+            }
+            Ok(None) => break,
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+    Ok((n > 0).then(|| buf.split_to(n)))
 }
 
 async fn read_startup<S: AsyncRead + Unpin>(io: &mut S, buf: &mut BytesMut) -> Result<Option<Startup>, String> {

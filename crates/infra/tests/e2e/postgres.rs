@@ -214,3 +214,158 @@ fn revoking_ends_the_open_session() {
     let out = psql(&alice, "select 1");
     assert!(out.stderr.contains("no grant on db"), "{out:?}");
 }
+
+/// Ctrl-C in psql sends a CancelRequest on a new connection; it travels the
+/// same way (as the same user) and stops the query.
+#[test]
+fn ctrl_c_cancels_the_running_query() {
+    let db = setup();
+    let alice = user(&db.env, "alice@example.com");
+    db.env
+        .admin
+        .run(&["grants", "add", "alice@example.com", "db", "--role", "app_read"])
+        .ok();
+    let mut infra = std::process::Command::new(bin())
+        .env("HOME", alice.home())
+        .env_remove("KUBECONFIG")
+        .args([
+            "psql",
+            "db",
+            "--",
+            "-X",
+            "-v",
+            "VERBOSITY=verbose",
+            "-c",
+            "select pg_sleep(30)",
+        ])
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    eventually!(15, || {
+        let n = db.pg.psql(
+            "app",
+            "select count(*) from pg_stat_activity where usename = 'alice@example.com' and query like '%pg_sleep%'",
+        )?;
+        anyhow::ensure!(n == "1", "not running yet");
+        Ok(())
+    });
+    // SIGINT to psql alone, as a terminal's Ctrl-C would (infra ignores it).
+    let psql_pid = std::fs::read_to_string(format!("/proc/{}/task/{}/children", infra.id(), infra.id()))
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_owned();
+    let started = Instant::now();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-INT", &psql_pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let out = infra.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("57014"), "{stderr}");
+    assert!(started.elapsed() < Duration::from_secs(10));
+    let events = super::common::json(
+        &db.env
+            .admin
+            .run(&["audit", "list", "--destination", "db", "-o", "json"]),
+    );
+    assert!(
+        events
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["detail"].as_str().unwrap_or_default().contains("cancel request pid=")),
+        "{events:#}"
+    );
+}
+
+/// Tokens are checked on the stream that would carry the session: one for
+/// another destination, a tampered one or none is refused before any
+/// PostgreSQL byte flows; garbage on an accepted stream closes that session
+/// only.
+#[test]
+fn bad_tokens_and_bad_bytes_are_refused() {
+    let db = setup();
+    let alice = user(&db.env, "alice@example.com");
+    db.env
+        .admin
+        .run(&["grants", "add", "alice@example.com", "db", "--role", "app_read"])
+        .ok();
+    db.env
+        .admin
+        .run(&["grants", "add", "alice@example.com", "other", "--role", "x"])
+        .ok();
+    let gw = super::gateway::Gw::new(&db.env, &["db"], true);
+    let upgrade = [("Connection", "upgrade"), ("Upgrade", "infra-tcp/1")];
+    let other = super::gateway::token(&alice, "other");
+    let (status, body) = gw.get("db", "/", Some(&other), &upgrade);
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("this token is not for db"), "{body}");
+    let good = super::gateway::token(&alice, "db");
+    let mut tampered = good.clone();
+    tampered.pop();
+    tampered.push(if good.ends_with('A') { 'B' } else { 'A' });
+    let (status, body) = gw.get("db", "/", Some(&tampered), &upgrade);
+    assert_eq!(status, 401, "{body}");
+    let (status, body) = gw.get("db", "/", None, &upgrade);
+    assert_eq!(status, 401, "{body}");
+    // Without the upgrade: told how to connect.
+    let (status, body) = gw.get("db", "/", Some(&good), &[]);
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("infra psql db"), "{body}");
+
+    // Absurd and malformed packets through a real session stream close that
+    // session with an error; the connector keeps serving.
+    let port = free_local_proxy(&alice);
+    for garbage in [
+        vec![0x7f, 0xff, 0xff, 0xff, 0, 0, 0, 0],      // 2 GB startup packet
+        vec![0, 0, 0, 8, 0, 2, 0, 0],                  // protocol 2.0
+        b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(), // not PostgreSQL at all
+        infra_proto_pg::startup_message(&[("user", "x"), ("database", "app")])
+            .into_iter()
+            .chain([b'Q', 0x7f, 0xff, 0xff, 0xff]) // oversized message after startup
+            .collect(),
+    ] {
+        use std::io::{Read as _, Write as _};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port.0)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        s.write_all(&garbage).unwrap();
+        let mut got = Vec::new();
+        let _ = s.read_to_end(&mut got);
+        assert!(got.windows(5).any(|w| w == b"SFATA"), "{garbage:?}: {got:?}");
+    }
+    let out = psql(&alice, "select 42");
+    assert_eq!(out.stdout.trim(), "42", "{out:?}");
+    assert!(db.connector.healthy(), "{}", db.connector.log());
+}
+
+/// Starts `infra proxy db` for `cli` on a free port; killed on drop.
+struct ProxyProc(u16, std::process::Child);
+
+impl Drop for ProxyProc {
+    fn drop(&mut self) {
+        let _ = self.1.kill();
+        let _ = self.1.wait();
+    }
+}
+
+fn free_local_proxy(cli: &Cli) -> ProxyProc {
+    let port = infra_testkit::free_port();
+    let child = std::process::Command::new(bin())
+        .env("HOME", cli.home())
+        .env_remove("KUBECONFIG")
+        .args(["proxy", "db", "--port", &port.to_string()])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    eventually!(10, || {
+        std::net::TcpStream::connect(("127.0.0.1", port))?;
+        Ok(())
+    });
+    ProxyProc(port, child)
+}
