@@ -225,7 +225,7 @@ fn ctrl_c_cancels_the_running_query() {
         .admin
         .run(&["grants", "add", "alice@example.com", "db", "--role", "app_read"])
         .ok();
-    let mut infra = std::process::Command::new(bin())
+    let infra = std::process::Command::new(bin())
         .env("HOME", alice.home())
         .env_remove("KUBECONFIG")
         .args([
