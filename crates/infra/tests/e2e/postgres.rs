@@ -11,6 +11,7 @@ use super::common::{Backend, Env, bin, start};
 use super::gateway::{connector_key, user};
 
 const ADMIN_PW: &str = "pg-admin-password";
+const CONNECTOR_PW: &str = "connector-admin-password";
 
 struct Db {
     pg: Postgres,
@@ -29,13 +30,23 @@ fn setup() -> Db {
          CREATE ROLE app_write NOLOGIN; GRANT SELECT, INSERT ON items TO app_write;",
     )
     .unwrap();
+    // The connector's admin is no superuser: what docs/postgres.md says it needs.
+    pg.psql(
+        "app",
+        &format!(
+            "CREATE ROLE infra_admin LOGIN CREATEROLE PASSWORD '{CONNECTOR_PW}'; \
+             GRANT pg_signal_backend TO infra_admin; \
+             GRANT app_read, app_write TO infra_admin WITH ADMIN OPTION;"
+        ),
+    )
+    .unwrap();
     let env = start(Backend::Sqlite);
     let key = connector_key(&env, "dbc");
     let dir = tempfile::tempdir().unwrap();
     let pw = dir.path().join("pg-admin");
-    std::fs::write(&pw, ADMIN_PW).unwrap();
+    std::fs::write(&pw, CONNECTOR_PW).unwrap();
     let extra = format!(
-        "  - name: db\n    kind: postgres\n    url: postgres://127.0.0.1:{}/app\n    adminUser: postgres\n    adminPasswordFile: {}\n",
+        "  - name: db\n    kind: postgres\n    url: postgres://127.0.0.1:{}/app\n    adminUser: infra_admin\n    adminPasswordFile: {}\n",
         pg.port(),
         pw.display()
     );
