@@ -105,7 +105,7 @@ impl Postgres {
     fn pg_ctl_start(&self) -> anyhow::Result<()> {
         let log = self.log_path();
         let opts = format!(
-            "-c listen_addresses=127.0.0.1 -p {} -k {} -c fsync=off -c full_page_writes=off -c synchronous_commit=off",
+            "-c listen_addresses=127.0.0.1 -p {} -k {} -c fsync=off -c full_page_writes=off -c synchronous_commit=off -c max_connections=300",
             self.port,
             self.dir.path().display()
         );
