@@ -486,3 +486,49 @@ fn copy_streams_and_200_sessions() {
     .count();
     assert!(sessions >= 200, "{sessions} session starts audited");
 }
+
+/// The query audit survives the connector being killed: each query a user
+/// ran is in the server's log once, after a restart.
+#[test]
+fn query_audit_survives_a_killed_connector() {
+    let mut db = setup();
+    let alice = user(&db.env, "alice@example.com");
+    db.env
+        .admin
+        .run(&["grants", "add", "alice@example.com", "db", "--role", "app_read"])
+        .ok();
+    eventually!(10, || {
+        let out = psql(&alice, "select 'warm-up'");
+        anyhow::ensure!(out.status == 0, "{out:?}");
+        Ok(())
+    });
+    for i in 0..10 {
+        if i == 5 {
+            db.connector.kill();
+            db.connector.respawn().unwrap();
+            db.connector.wait_ready().unwrap();
+        }
+        let out = psql(&alice, &format!("select 'audited-{i}'"));
+        assert_eq!(out.stdout.trim(), format!("audited-{i}"), "{out:?}");
+    }
+    eventually!(15, || {
+        let events = super::common::json(
+            &db.env
+                .admin
+                .run(&["audit", "list", "--destination", "db", "-o", "json"]),
+        );
+        let details: Vec<&str> = events
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["actor"] == "alice@example.com")
+            .map(|e| e["detail"].as_str().unwrap_or_default())
+            .collect();
+        for i in 0..10 {
+            let want = format!("query=\"select 'audited-{i}'\"");
+            let n = details.iter().filter(|d| d.contains(&want)).count();
+            anyhow::ensure!(n == 1, "{want} appears {n} times");
+        }
+        Ok(())
+    });
+}
