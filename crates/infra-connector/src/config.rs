@@ -83,6 +83,9 @@ pub(crate) struct DestinationConfig {
     pub(crate) admin_password_file: Option<PathBuf>,
     /// PostgreSQL: `redact` (default) or `keep` bind parameters in the audit log.
     pub(crate) query_parameters: Option<String>,
+    /// PostgreSQL: direct mode, a TLS PostgreSQL listener where clients
+    /// log in with their Infra token as the password.
+    pub(crate) listen: Option<SocketAddr>,
 }
 
 /// How a destination is reached.
@@ -104,6 +107,8 @@ pub(crate) struct PgConfig {
     pub(crate) admin_password: String,
     /// Whether bind parameters are written to the audit log.
     pub(crate) keep_parameters: bool,
+    /// Direct mode: where clients connect with TLS and their token.
+    pub(crate) listen: Option<SocketAddr>,
 }
 
 /// A Kubernetes API server and the connector's own credentials for it.
@@ -254,9 +259,10 @@ impl Settings {
                         || d.rbac_sync.is_some()
                         || d.admin_user.is_some()
                         || d.admin_password_file.is_some()
+                        || d.listen.is_some()
                     {
                         bail!(
-                            "destination {}: tokenFile, caFile, inCluster and rbacSync are for kind kubernetes",
+                            "destination {}: tokenFile, caFile, inCluster and rbacSync are for kind kubernetes; adminUser, adminPasswordFile and listen for kind postgres",
                             d.name
                         );
                     }
@@ -467,6 +473,7 @@ fn pg_destination(d: &DestinationConfig) -> anyhow::Result<(Kind, String)> {
             admin_user: d.admin_user.clone().unwrap_or_else(|| "postgres".into()),
             admin_password: read_secret(&admin_password_file, "PostgreSQL admin password")?,
             keep_parameters,
+            listen: d.listen,
         }),
         format!("postgres://{authority}"),
     ))

@@ -9,6 +9,7 @@ mod config;
 mod decide;
 mod direct;
 mod kube;
+mod pg_direct;
 mod pg_roles;
 mod pg_session;
 mod pg_upstream;
@@ -70,6 +71,33 @@ pub async fn run(args: ConnectorArgs) -> anyhow::Result<()> {
     for (name, kube) in &state.kube {
         tokio::spawn(kube.clone().reload_token_forever());
         tokio::spawn(rbac::run(state.clone(), name.clone(), kube.clone()));
+    }
+    for d in &state.settings.destinations {
+        let config::Kind::Postgres(cfg) = &d.kind else { continue };
+        let Some(listen) = cfg.listen else { continue };
+        // The direct-mode certificate (direct.certFile, or one from the
+        // connector's own CA), offering PostgreSQL's ALPN name.
+        let dc = state.settings.direct.clone().unwrap_or(config::DirectConfig {
+            listen,
+            cert_file: None,
+            key_file: None,
+            names: Vec::new(),
+            url: None,
+        });
+        let mut tls = direct::tls_config(&state, &dc)?;
+        tls.alpn_protocols = vec![b"postgresql".to_vec()];
+        let l = tokio::net::TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("listen on {listen} (destination {} listen)", d.name))?;
+        tracing::info!(destination = %d.name, addr = %l.local_addr()?, "PostgreSQL direct mode listening");
+        tokio::spawn(pg_direct::serve(
+            state.clone(),
+            d.name.clone(),
+            cfg.clone(),
+            l,
+            Arc::new(tls),
+            shutdown.clone(),
+        ));
     }
     if let Some(d) = state.settings.direct.clone() {
         let tls = direct::tls_config(&state, &d)?;

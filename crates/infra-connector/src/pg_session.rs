@@ -86,6 +86,15 @@ impl Session {
                 }
             }
         };
+        self.run(io, params, buf, started).await;
+    }
+
+    /// The session after its startup packet (`params`); `buf` holds any
+    /// bytes the client sent after it.
+    pub(crate) async fn run<S>(self, mut io: S, params: Vec<(String, String)>, buf: BytesMut, started: Instant)
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send,
+    {
         let get = |k: &str| params.iter().find(|(p, _)| p == k).map(|(_, v)| v.as_str());
         // libpq names the database after the user when none is given: then
         // the connector's default database is meant.
@@ -148,7 +157,7 @@ impl Session {
         }
     }
 
-    async fn cancel_query(&self, pid: i32, secret: i32) {
+    pub(crate) async fn cancel_query(&self, pid: i32, secret: i32) {
         let r = async {
             let mut s = tokio::net::TcpStream::connect((self.cfg.host.as_str(), self.cfg.port)).await?;
             s.write_all(&infra_proto_pg::cancel_request(pid, secret)).await?;
@@ -253,7 +262,10 @@ fn take_frames(buf: &mut BytesMut, audit: &mut Audit) -> Result<Option<BytesMut>
     Ok((n > 0).then(|| buf.split_to(n)))
 }
 
-async fn read_startup<S: AsyncRead + Unpin>(io: &mut S, buf: &mut BytesMut) -> Result<Option<Startup>, String> {
+pub(crate) async fn read_startup<S: AsyncRead + Unpin>(
+    io: &mut S,
+    buf: &mut BytesMut,
+) -> Result<Option<Startup>, String> {
     loop {
         match parse_startup(buf) {
             Ok(Some((s, n))) => {

@@ -21,6 +21,11 @@ struct Db {
 }
 
 fn setup() -> Db {
+    setup_with("")
+}
+
+/// `extra` is added to the destination's YAML (indented 4).
+fn setup_with(extra_dest: &str) -> Db {
     let pg = Postgres::start_with_password(ADMIN_PW).expect("start PostgreSQL");
     pg.create_database("app").unwrap();
     pg.psql(
@@ -49,7 +54,7 @@ fn setup() -> Db {
         "  - name: db\n    kind: postgres\n    url: postgres://127.0.0.1:{}/app\n    adminUser: infra_admin\n    adminPasswordFile: {}\n",
         pg.port(),
         pw.display()
-    );
+    ) + extra_dest;
     let connector = Connector::start_with(&bin(), &env.server, &key, "dbc", &[], &extra).unwrap();
     Db {
         pg,
@@ -531,4 +536,57 @@ fn query_audit_survives_a_killed_connector() {
         }
         Ok(())
     });
+}
+
+/// Direct mode: the connector's own PostgreSQL listener, TLS required, the
+/// Infra token as the password; plain psql, no Infra CLI in the way.
+#[test]
+fn direct_mode_with_the_token_as_password() {
+    let port = infra_testkit::free_port();
+    let db = setup_with(&format!("    listen: 127.0.0.1:{port}\n"));
+    let alice = user(&db.env, "alice@example.com");
+    db.env
+        .admin
+        .run(&["grants", "add", "alice@example.com", "db", "--role", "app_read"])
+        .ok();
+    db.env
+        .admin
+        .run(&["grants", "add", "alice@example.com", "other", "--role", "x"])
+        .ok();
+    let ca = db.connector.data_dir.join("data/direct-ca.pem");
+    let psql_bin = db.pg.bin_dir().join("psql");
+    let direct = |password: &str, sslmode: &str| {
+        let out = std::process::Command::new(&psql_bin)
+            .arg(format!(
+                "host=127.0.0.1 port={port} dbname=app user=alice@example.com sslmode={sslmode} sslrootcert={}",
+                ca.display()
+            ))
+            .args(["-X", "-A", "-t", "-c", "select current_user"])
+            .env("PGPASSWORD", password)
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).trim().to_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let token = super::gateway::token(&alice, "db");
+    let (code, stdout, stderr) = eventually!(10, || {
+        let r = direct(&token, "verify-ca");
+        anyhow::ensure!(r.0 == 0, "{r:?}");
+        Ok(r)
+    });
+    assert_eq!((code, stdout.as_str()), (0, "alice@example.com"), "{stderr}");
+    // A token for another destination, a tampered one, no TLS: refused.
+    let other = super::gateway::token(&alice, "other");
+    let (code, _, stderr) = direct(&other, "require");
+    assert_ne!(code, 0);
+    assert!(stderr.contains("this token is not for db"), "{stderr}");
+    let (code, _, stderr) = direct(&format!("{token}x"), "require");
+    assert_ne!(code, 0);
+    assert!(stderr.contains("FATAL"), "{stderr}");
+    let (code, _, stderr) = direct(&token, "disable");
+    assert_ne!(code, 0);
+    assert!(stderr.contains("requires TLS"), "{stderr}");
 }

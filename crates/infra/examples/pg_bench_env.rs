@@ -1,0 +1,122 @@
+//! Sets up what `scripts/bench-pg` measures: a PostgreSQL server (password
+//! authentication, a pgbench database at scale 10), an Infra server, a
+//! connector serving the database, a user with a read grant, and `infra
+//! proxy` for that user on a local port. Prints one JSON line with the
+//! addresses, then waits until its standard input closes.
+//!
+//! `INFRA_BIN` is the `infra` binary to run (the release build).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::Read as _;
+use std::path::PathBuf;
+
+use infra_testkit::{Cli, Connector, Postgres, Server, ServerOpts, free_port};
+
+const PG_PW: &str = "bench-superuser-pw";
+
+fn main() -> anyhow::Result<()> {
+    let bin =
+        PathBuf::from(std::env::var("INFRA_BIN").map_err(|_| anyhow::anyhow!("set INFRA_BIN to the infra binary"))?);
+    let pg = Postgres::start_with_password(PG_PW)?;
+    pg.create_database("bench")?;
+    let init = std::process::Command::new(pg.bin_dir().join("pgbench"))
+        .args(["-i", "-q", "-s", "10", "-h", "127.0.0.1", "-U", "postgres", "-p"])
+        .arg(pg.port().to_string())
+        .arg("bench")
+        .env("PGPASSWORD", PG_PW)
+        .output()?;
+    anyhow::ensure!(
+        init.status.success(),
+        "pgbench -i: {}",
+        String::from_utf8_lossy(&init.stderr)
+    );
+    pg.psql(
+        "bench",
+        "CREATE ROLE bench_read NOLOGIN; GRANT SELECT ON ALL TABLES IN SCHEMA public TO bench_read; \
+         CREATE ROLE infra_admin LOGIN CREATEROLE PASSWORD 'connector-pw'; \
+         GRANT pg_signal_backend TO infra_admin; GRANT bench_read TO infra_admin WITH ADMIN OPTION;",
+    )?;
+    let server = Server::start(
+        &bin,
+        ServerOpts {
+            admin_email: Some("admin@example.com".into()),
+            admin_password: Some("admin-password-1".into()),
+            ..Default::default()
+        },
+    )?;
+    let admin = Cli::new(&bin)?;
+    let ca = server.ca_path();
+    let addr = format!("127.0.0.1:{}", server.port);
+    let ca_s = ca.to_str().unwrap_or_default();
+    admin
+        .run_env(
+            &["login", &addr, "--user", "admin@example.com", "--tls-ca", ca_s],
+            &[("INFRA_PASSWORD", "admin-password-1")],
+            None,
+        )
+        .ok();
+    let key = admin
+        .run(&["keys", "add", "--connector", "--name", "dbc", "--quiet"])
+        .ok()
+        .stdout
+        .trim()
+        .to_owned();
+    let dir = tempfile::tempdir()?;
+    let pw = dir.path().join("pg-admin");
+    std::fs::write(&pw, "connector-pw")?;
+    let extra = format!(
+        "  - name: db\n    kind: postgres\n    url: postgres://127.0.0.1:{}/bench\n    adminUser: infra_admin\n    adminPasswordFile: {}\n",
+        pg.port(),
+        pw.display()
+    );
+    let connector = Connector::start_with(&bin, &server, &key, "dbc", &[], &extra)?;
+    admin
+        .run_stdin(
+            &["users", "add", "alice@example.com", "--password-stdin"],
+            "user-password-1",
+        )
+        .ok();
+    admin
+        .run(&["grants", "add", "alice@example.com", "db", "--role", "bench_read"])
+        .ok();
+    let alice = Cli::new(&bin)?;
+    alice
+        .run_env(
+            &["login", &addr, "--user", "alice@example.com", "--tls-ca", ca_s],
+            &[("INFRA_PASSWORD", "user-password-1")],
+            None,
+        )
+        .ok();
+    let proxy_port = free_port();
+    let mut proxy = std::process::Command::new(&bin)
+        .env("HOME", alice.home())
+        .env_remove("KUBECONFIG")
+        .args(["proxy", "db", "--port", &proxy_port.to_string()])
+        .stderr(std::process::Stdio::null())
+        .spawn()?;
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(("127.0.0.1", proxy_port)).is_ok() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let info = serde_json::json!({
+        "pgPort": pg.port(),
+        "pgPassword": PG_PW,
+        "pgBin": pg.bin_dir(),
+        "proxyPort": proxy_port,
+        "serverPid": server.pid(),
+        "connectorPid": connector.pid(),
+        "proxyPid": proxy.id(),
+    });
+    println!("{info}");
+    let mut sink = Vec::new();
+    let _ = std::io::stdin().read_to_end(&mut sink);
+    let _ = proxy.kill();
+    let _ = proxy.wait();
+    drop(connector);
+    drop(server);
+    drop(pg);
+    Ok(())
+}
