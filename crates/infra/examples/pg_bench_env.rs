@@ -65,8 +65,9 @@ fn main() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let pw = dir.path().join("pg-admin");
     std::fs::write(&pw, "connector-pw")?;
+    let direct_port = free_port();
     let extra = format!(
-        "  - name: db\n    kind: postgres\n    url: postgres://127.0.0.1:{}/bench\n    adminUser: infra_admin\n    adminPasswordFile: {}\n",
+        "  - name: db\n    kind: postgres\n    url: postgres://127.0.0.1:{}/bench\n    adminUser: infra_admin\n    adminPasswordFile: {}\n    listen: 127.0.0.1:{direct_port}\n",
         pg.port(),
         pw.display()
     );
@@ -88,6 +89,12 @@ fn main() -> anyhow::Result<()> {
             None,
         )
         .ok();
+    let token = alice
+        .run(&["tokens", "--destination", "db", "--quiet"])
+        .ok()
+        .stdout
+        .trim()
+        .to_owned();
     let proxy_port = free_port();
     let mut proxy = std::process::Command::new(&bin)
         .env("HOME", alice.home())
@@ -106,6 +113,9 @@ fn main() -> anyhow::Result<()> {
         "pgPassword": PG_PW,
         "pgBin": pg.bin_dir(),
         "proxyPort": proxy_port,
+        "directPort": direct_port,
+        "directCa": connector.data_dir.join("data/direct-ca.pem"),
+        "token": token,
         "serverPid": server.pid(),
         "connectorPid": connector.pid(),
         "proxyPid": proxy.id(),
