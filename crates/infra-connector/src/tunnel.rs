@@ -22,6 +22,8 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 const DRAIN_GRACE: Duration = Duration::from_secs(10);
 /// How often the audit spool is synced to disk while events flow.
 pub(crate) const SYNC_EVERY: Duration = Duration::from_millis(100);
+/// How long the audit shipper waits after an event for more to join it.
+const SHIP_GATHER: Duration = Duration::from_millis(2);
 
 /// One server replica to keep a tunnel to.
 #[derive(Debug, Clone)]
@@ -255,7 +257,9 @@ fn control(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
                 continue;
             }
             tokio::select! {
-                () = added => {}
+                // Under load, gather a moment's events into one batch rather
+                // than waking for each (the spool already holds them).
+                () = added => tokio::time::sleep(SHIP_GATHER).await,
                 () = tokio::time::sleep(Duration::from_secs(5)) => {
                     if tx.send(&ConnectorMsg::Health { ok: true }).await.is_err() {
                         return;
