@@ -13,6 +13,7 @@ mod config;
 mod error;
 mod gateway;
 mod hub;
+mod pg_gateway;
 mod serve;
 mod signing;
 mod state;

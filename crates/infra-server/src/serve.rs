@@ -11,6 +11,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
 use rustls::pki_types::{CertificateDer, pem::PemObject};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
@@ -95,7 +96,13 @@ pub(crate) async fn run(args: ServerArgs) -> anyhow::Result<()> {
     let mut tls = rustls::ServerConfig::builder()
         .with_no_client_auth()
         .with_cert_resolver(Arc::new(resolver));
-    tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec(), infra_tunnel::ALPN.to_vec()];
+    tls.alpn_protocols = vec![
+        b"h2".to_vec(),
+        b"http/1.1".to_vec(),
+        infra_tunnel::ALPN.to_vec(),
+        // libpq 17 offers it after an SSLRequest.
+        b"postgresql".to_vec(),
+    ];
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
 
     let addr = listener.local_addr()?;
@@ -127,6 +134,26 @@ pub(crate) async fn run(args: ServerArgs) -> anyhow::Result<()> {
         let state = state.clone();
         let watcher = graceful.watcher();
         tokio::spawn(async move {
+            // A PostgreSQL client asks for TLS with an 8-byte SSLRequest
+            // first; everything else starts with a TLS ClientHello.
+            let mut tcp = tcp;
+            let pg = match starts_with_ssl_request(&tcp).await {
+                Some(true) => {
+                    let mut req = [0u8; 8];
+                    if tcp.read_exact(&mut req).await.is_err() || tcp.write_all(b"S").await.is_err() {
+                        return;
+                    }
+                    true
+                }
+                Some(false) => false,
+                None => {
+                    let msg = "Infra's gateway requires TLS: connect with sslmode=require";
+                    let _ = tcp
+                        .write_all(&infra_proto_pg::error_response("FATAL", "08004", msg))
+                        .await;
+                    return;
+                }
+            };
             let tls = match tokio::time::timeout(std::time::Duration::from_secs(10), acceptor.accept(tcp)).await {
                 Ok(Ok(s)) => s,
                 Ok(Err(e)) => {
@@ -135,6 +162,11 @@ pub(crate) async fn run(args: ServerArgs) -> anyhow::Result<()> {
                 }
                 Err(_) => return,
             };
+            if pg {
+                let sni = tls.get_ref().1.server_name().map(str::to_owned);
+                crate::pg_gateway::serve(state, tls, sni, peer.ip().to_string()).await;
+                return;
+            }
             if tls.get_ref().1.alpn_protocol() == Some(infra_tunnel::ALPN) {
                 crate::tunnel_server::serve(state, tls, peer.ip().to_string()).await;
                 return;
@@ -312,5 +344,33 @@ fn redact_url(url: &str) -> String {
             }
         }
         _ => url.to_owned(),
+    }
+}
+
+/// Whether a new connection opens with a PostgreSQL SSLRequest: `Some(true)`
+/// for one, `Some(false)` for anything else that is not PostgreSQL (TLS),
+/// `None` for a PostgreSQL client that did not ask for TLS. Looks without
+/// consuming, and gives up (as not PostgreSQL) after 10 s.
+async fn starts_with_ssl_request(tcp: &tokio::net::TcpStream) -> Option<bool> {
+    let mut b = [0u8; 8];
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let n = match tokio::time::timeout_at(deadline, tcp.peek(&mut b)).await {
+            Ok(Ok(n)) => n,
+            _ => return Some(false),
+        };
+        // TLS records start with 0x16; a PostgreSQL startup packet's length
+        // starts with 0x00.
+        if n == 0 || b[0] != 0 {
+            return Some(false);
+        }
+        if n >= 8 {
+            return if b == crate::pg_gateway::SSL_REQUEST {
+                Some(true)
+            } else {
+                None
+            };
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
     }
 }

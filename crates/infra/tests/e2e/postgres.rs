@@ -590,3 +590,50 @@ fn direct_mode_with_the_token_as_password() {
     assert_ne!(code, 0);
     assert!(stderr.contains("requires TLS"), "{stderr}");
 }
+
+/// Any PostgreSQL client straight to the gateway: TLS with the database's
+/// name as server name, the Infra token as the password.
+#[test]
+fn gateway_tls_with_the_token_as_password() {
+    let db = setup();
+    let alice = user(&db.env, "alice@example.com");
+    db.env
+        .admin
+        .run(&["grants", "add", "alice@example.com", "db", "--role", "app_read"])
+        .ok();
+    let psql_bin = db.pg.bin_dir().join("psql");
+    let ca = db.env.server.ca_path();
+    let port = db.env.server.port;
+    let connect = |password: &str, sslmode: &str| {
+        let out = std::process::Command::new(&psql_bin)
+            .arg(format!(
+                "host=db.localhost hostaddr=127.0.0.1 port={port} dbname=app user=alice@example.com sslmode={sslmode} sslrootcert={}",
+                ca.display()
+            ))
+            .args(["-X", "-A", "-t", "-c", "select current_user"])
+            .env("PGPASSWORD", password)
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).trim().to_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let token = super::gateway::token(&alice, "db");
+    let r = eventually!(10, || {
+        let r = connect(&token, "verify-full");
+        anyhow::ensure!(r.0 == 0, "{r:?}");
+        Ok(r)
+    });
+    assert_eq!(r.1, "alice@example.com", "{r:?}");
+    let (code, _, stderr) = connect(&format!("{token}x"), "verify-full");
+    assert_ne!(code, 0);
+    assert!(stderr.contains("FATAL"), "{stderr}");
+    let (code, _, stderr) = connect(&token, "disable");
+    assert_ne!(code, 0);
+    assert!(stderr.contains("requires TLS"), "{stderr}");
+    // The HTTPS API on the same port is unaffected.
+    let (status, _) = db.env.server.get_json("/healthz", None).unwrap();
+    assert_eq!(status, 200);
+}
