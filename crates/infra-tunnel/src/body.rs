@@ -145,3 +145,82 @@ pub async fn reader_to_channel<R: tokio::io::AsyncRead + Unpin>(mut r: R, tx: mp
         }
     }
 }
+
+/// A byte stream made of an HTTP body (what the peer sends) and a channel
+/// body going back (what we send): an upgraded connection on one tunnel
+/// stream, used directly, without a pipe and copy tasks in between.
+pub struct BodyIo<B> {
+    body: B,
+    /// Data of the last frame not read yet.
+    pending: Bytes,
+    done: bool,
+    tx: tokio_util::sync::PollSender<Bytes>,
+}
+
+impl<B> BodyIo<B> {
+    pub fn new(body: B, tx: mpsc::Sender<Bytes>) -> Self {
+        Self {
+            body,
+            pending: Bytes::new(),
+            done: false,
+            tx: tokio_util::sync::PollSender::new(tx),
+        }
+    }
+}
+
+impl<B> tokio::io::AsyncRead for BodyIo<B>
+where
+    B: http_body::Body<Data = Bytes> + Unpin,
+{
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        out: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        use std::task::Poll;
+        while self.pending.is_empty() && !self.done {
+            match Pin::new(&mut self.body).poll_frame(cx) {
+                Poll::Ready(Some(Ok(f))) => {
+                    if let Ok(d) = f.into_data() {
+                        self.pending = d;
+                    }
+                }
+                // A body error is the end of the stream for a reader.
+                Poll::Ready(Some(Err(_)) | None) => self.done = true,
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        let n = self.pending.len().min(out.remaining());
+        let chunk = self.pending.split_to(n);
+        out.put_slice(&chunk);
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<B: Unpin> tokio::io::AsyncWrite for BodyIo<B> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        use std::task::Poll;
+        let closed = || std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the tunnel stream is closed");
+        match self.tx.poll_reserve(cx) {
+            Poll::Ready(Ok(())) => match self.tx.send_item(Bytes::copy_from_slice(buf)) {
+                Ok(()) => Poll::Ready(Ok(buf.len())),
+                Err(_) => Poll::Ready(Err(closed())),
+            },
+            Poll::Ready(Err(_)) => Poll::Ready(Err(closed())),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, _: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
+        self.tx.close();
+        std::task::Poll::Ready(Ok(()))
+    }
+}
