@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use infra_testkit::{Cli, Connector, Postgres, eventually};
 
-use super::common::{Backend, Env, bin, start};
+use super::common::{Backend, Env, bin};
 use super::gateway::{connector_key, user};
 
 const ADMIN_PW: &str = "pg-admin-password";
@@ -26,6 +26,10 @@ fn setup() -> Db {
 
 /// `extra` is added to the destination's YAML (indented 4).
 fn setup_with(extra_dest: &str) -> Db {
+    setup_full(extra_dest, vec![])
+}
+
+fn setup_full(extra_dest: &str, server_args: Vec<String>) -> Db {
     let pg = Postgres::start_with_password(ADMIN_PW).expect("start PostgreSQL");
     pg.create_database("app").unwrap();
     pg.psql(
@@ -45,7 +49,7 @@ fn setup_with(extra_dest: &str) -> Db {
         ),
     )
     .unwrap();
-    let env = start(Backend::Sqlite);
+    let env = super::common::start_with(Backend::Sqlite, server_args);
     let key = connector_key(&env, "dbc");
     let dir = tempfile::tempdir().unwrap();
     let pw = dir.path().join("pg-admin");
@@ -636,4 +640,38 @@ fn gateway_tls_with_the_token_as_password() {
     // The HTTPS API on the same port is unaffected.
     let (status, _) = db.env.server.get_json("/healthz", None).unwrap();
     assert_eq!(status, 200);
+}
+
+/// An expired token is refused as the password (after the 30 s clock-skew
+/// leeway every verifier allows).
+#[test]
+fn an_expired_token_is_refused() {
+    let port = infra_testkit::free_port();
+    let db = setup_full(
+        &format!("    listen: 127.0.0.1:{port}\n"),
+        vec!["--token-ttl".into(), "1s".into()],
+    );
+    let alice = user(&db.env, "alice@example.com");
+    db.env
+        .admin
+        .run(&["grants", "add", "alice@example.com", "db", "--role", "app_read"])
+        .ok();
+    let token = super::gateway::token(&alice, "db");
+    let psql_bin = db.pg.bin_dir().join("psql");
+    let stderr = eventually!(60, || {
+        let out = std::process::Command::new(&psql_bin)
+            .arg(format!(
+                "host=127.0.0.1 port={port} dbname=app user=alice@example.com sslmode=require"
+            ))
+            .args(["-X", "-c", "select 1"])
+            .env("PGPASSWORD", &token)
+            .output()?;
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        anyhow::ensure!(
+            !out.status.success() && stderr.contains("xpired"),
+            "not refused as expired yet: {stderr}"
+        );
+        Ok(stderr)
+    });
+    assert!(stderr.contains("FATAL"), "{stderr}");
 }
