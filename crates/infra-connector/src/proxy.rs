@@ -215,9 +215,12 @@ pub(crate) async fn handle(state: Arc<State>, req: Request<Incoming>) -> Respons
             })
         });
         // The client's bytes arrive as the request body and leave as the
-        // response body; the session reads and writes them directly.
+        // response body; the session sees one duplex stream.
+        let (client_side, session_side) = tokio::io::duplex(64 * 1024);
+        let (rd, wr) = tokio::io::split(client_side);
+        tokio::spawn(infra_tunnel::body::body_to_writer(req.into_body(), wr));
         let (tx, rx) = infra_tunnel::body::bytes_channel(16);
-        let session_side = infra_tunnel::body::BodyIo::new(req.into_body(), tx);
+        tokio::spawn(infra_tunnel::body::reader_to_channel(rd, tx));
         let session = crate::pg_session::Session {
             state: state.clone(),
             destination: dest.name.clone(),
