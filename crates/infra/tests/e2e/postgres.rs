@@ -138,6 +138,13 @@ fn psql_as_yourself_with_exactly_the_granted_role() {
     );
     assert_eq!(out.stdout.trim(), "one", "{out:?}");
 
+    // LISTEN/NOTIFY pass through.
+    let out = psql(&alice, "LISTEN jobs; NOTIFY jobs, 'hi'");
+    assert!(
+        (out.stdout.clone() + &out.stderr).contains("Asynchronous notification \"jobs\" with payload \"hi\""),
+        "{out:?}"
+    );
+
     // No grant: a clear refusal from Infra.
     let bob = user(&db.env, "bob@example.com");
     let out = psql(&bob, "select 1");
