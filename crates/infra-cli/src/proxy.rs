@@ -180,9 +180,9 @@ async fn connection(mut client: TcpStream, t: &Target) -> anyhow::Result<()> {
             .await
             .map(|b| b.to_bytes())
             .unwrap_or_default();
-        let message = serde_json::from_slice::<serde_json::Value>(&body)
+        let message = serde_json::from_slice::<infra_api::ErrorBody>(&body)
+            .map(|e| e.message)
             .ok()
-            .and_then(|v| v["message"].as_str().map(str::to_owned))
             .unwrap_or_else(|| format!("the Infra gateway answered {status}"));
         let code = if status == http::StatusCode::UNAUTHORIZED || status == http::StatusCode::FORBIDDEN {
             "28000"

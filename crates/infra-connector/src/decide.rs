@@ -16,6 +16,8 @@ pub(crate) struct Decider {
     groups_of: HashMap<String, Vec<String>>,
     /// Group id → name, for the groups that have grants here.
     group_names: HashMap<String, String>,
+    /// The same names, to tell them from groups known only to the token.
+    granted_group_names: HashSet<String>,
     revoked: HashSet<String>,
     /// Kubernetes destinations: a grant on any namespace lets a user in,
     /// and the cluster's RBAC decides the rest.
@@ -31,7 +33,8 @@ pub(crate) struct Identity {
     pub(crate) roles: Vec<String>,
     /// The user's groups now: the token's groups, corrected by the current
     /// memberships of every group that has a grant here (so removing a
-    /// member takes effect at once, not when the token expires).
+    /// member takes effect at once, not when the token expires). Computed
+    /// for Kubernetes destinations only (the groups to impersonate).
     pub(crate) current_groups: Vec<String>,
 }
 
@@ -67,17 +70,19 @@ impl Decider {
         for (g, u) in &s.memberships {
             groups_of.entry(u.clone()).or_default().push(g.clone());
         }
-        let group_names = s
+        let group_names: HashMap<String, String> = s
             .grants
             .iter()
             .filter(|g| g.subject_kind == "group" && !g.subject_name.is_empty())
             .map(|g| (g.subject_id.clone(), g.subject_name.clone()))
             .collect();
+        let granted_group_names = group_names.values().cloned().collect();
         Self {
             verifier: CachingVerifier::new(Verifier::new(&s.jwks, issuer), 100_000),
             index,
             groups_of,
             group_names,
+            granted_group_names,
             kube: kube.iter().map(|k| (*k).to_owned()).collect(),
             revoked: s.revoked_sessions.iter().cloned().collect(),
         }
@@ -133,11 +138,20 @@ impl Decider {
                 ),
             ));
         }
-        let known: HashSet<&String> = self.group_names.values().collect();
-        let mut current_groups: Vec<String> = claims.groups.iter().filter(|g| !known.contains(g)).cloned().collect();
-        current_groups.extend(groups.iter().filter_map(|id| self.group_names.get(id).cloned()));
-        current_groups.sort();
-        current_groups.dedup();
+        // Only a cluster impersonates groups: other kinds skip the work.
+        let mut current_groups = Vec::new();
+        if self.kube.contains(destination) {
+            current_groups.extend(
+                claims
+                    .groups
+                    .iter()
+                    .filter(|g| !self.granted_group_names.contains(*g))
+                    .cloned(),
+            );
+            current_groups.extend(groups.iter().filter_map(|id| self.group_names.get(id).cloned()));
+            current_groups.sort();
+            current_groups.dedup();
+        }
         Ok(Identity {
             user_id: claims.sub.clone(),
             email: claims.email.clone().unwrap_or_else(|| claims.name.clone()),

@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::PgConfig;
 use crate::pg_session::{Session, read_startup};
-use crate::state::{Active, State, now_ms};
+use crate::state::{State, now_ms};
 
 pub(crate) async fn serve(
     state: Arc<State>,
@@ -153,14 +153,7 @@ where
     let Some(roles) = state.pg.get(&destination).cloned() else {
         return;
     };
-    let cancel = CancellationToken::new();
-    let active_id = claims.map(|c| {
-        state.track(Active {
-            claims: c,
-            destination: destination.clone(),
-            cancel: cancel.clone(),
-        })
-    });
+    let (cancel, active_id) = state.watch(claims, &destination);
     let session = Session {
         state: state.clone(),
         destination,

@@ -28,6 +28,16 @@ const MARK: &str = "managed by infra";
 /// A login role's password and until when it is valid (unix seconds).
 type Password = Option<(String, i64)>;
 
+/// A role as `pg_roles` describes it.
+struct RoleState {
+    /// Carries Infra's mark: made by a connector, may be changed.
+    ours: bool,
+    superuser: bool,
+    can_login: bool,
+    /// The roles it is a member of.
+    member_of: Vec<String>,
+}
+
 pub(crate) struct Roles {
     cfg: PgConfig,
     admin: Mutex<Option<Admin>>,
@@ -43,16 +53,12 @@ pub(crate) fn role_name(email: &str) -> String {
     if email.len() <= 63 {
         return email.to_owned();
     }
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in email.as_bytes() {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
     let mut cut = 46;
     while !email.is_char_boundary(cut) {
         cut -= 1;
     }
-    format!("{}~{h:016x}", &email[..cut])
+    let digest = infra_auth::sha256_hex(email.as_bytes());
+    format!("{}~{}", &email[..cut], &digest[..16])
 }
 
 fn now_s() -> i64 {
@@ -97,6 +103,28 @@ impl Roles {
         Err(PgError::Io("admin connection failed twice".into()))
     }
 
+    /// What the database says of role `name`, in one round trip.
+    async fn role_state(&self, name: &str) -> Result<Option<RoleState>, PgError> {
+        let rows = self
+            .admin(&format!(
+                "SELECT shobj_description(r.oid, 'pg_authid'), r.rolsuper::text, r.rolcanlogin::text, \
+                 (SELECT coalesce(json_agg(g.rolname), '[]')::text FROM pg_auth_members m \
+                  JOIN pg_roles g ON g.oid = m.roleid WHERE m.member = r.oid) \
+                 FROM pg_roles r WHERE r.rolname = {}",
+                literal(name)
+            ))
+            .await?;
+        Ok(rows.into_iter().next().map(|row| {
+            let col = |i: usize| row.get(i).cloned().flatten();
+            RoleState {
+                ours: col(0).is_some_and(|c| c.starts_with(MARK)),
+                superuser: col(1).as_deref() == Some("true"),
+                can_login: col(2).as_deref() == Some("true"),
+                member_of: col(3).and_then(|j| serde_json::from_str(&j).ok()).unwrap_or_default(),
+            }
+        }))
+    }
+
     /// Makes sure `email`'s login role exists, may log in, and is a member
     /// of exactly `roles`; returns its name, its password and the lock to
     /// hold while logging in with it.
@@ -111,12 +139,7 @@ impl Roles {
             users.entry(name.clone()).or_default().clone()
         };
         let mut pw = slot.lock_owned().await;
-        let rows = self
-            .admin(&format!(
-                "SELECT shobj_description(oid, 'pg_authid'), rolsuper::text FROM pg_roles WHERE rolname = {}",
-                literal(&name)
-            ))
-            .await?;
+        let state = self.role_state(&name).await?;
         let renew = pw.as_ref().is_none_or(|(_, until)| until - now_s() < RENEW_SECS);
         let (password, until) = match pw.as_ref() {
             Some((p, u)) if !renew => (p.clone(), *u),
@@ -130,7 +153,7 @@ impl Roles {
             .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
             .unwrap_or_default();
         let mut sql = String::new();
-        match rows.first() {
+        let current = match state {
             None => {
                 sql.push_str(&format!(
                     "CREATE ROLE {} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS INHERIT \
@@ -141,29 +164,27 @@ impl Roles {
                     ident(&name),
                     literal(&format!("{MARK}: login role of {email}"))
                 ));
+                Vec::new()
             }
-            Some(row)
-                if row
-                    .first()
-                    .and_then(|c| c.as_deref())
-                    .is_some_and(|c| c.starts_with(MARK)) =>
-            {
-                if row.get(1).and_then(|c| c.as_deref()) == Some("true") {
+            Some(r) if r.ours => {
+                if r.superuser {
                     return Err(PgError::Protocol(format!(
                         "role {name} became a superuser outside Infra; refusing to use it"
                     )));
                 }
-                // LOGIN again (it may have been disabled) and, when due, a
-                // new password.
-                sql.push_str(&format!("ALTER ROLE {} LOGIN", ident(&name)));
+                // LOGIN again if it was disabled and, when due, a new
+                // password; nothing when both are as they should be.
                 if renew {
                     sql.push_str(&format!(
-                        " PASSWORD {} VALID UNTIL {}",
+                        "ALTER ROLE {} LOGIN PASSWORD {} VALID UNTIL {};",
+                        ident(&name),
                         literal(&password),
                         literal(&valid_until)
                     ));
+                } else if !r.can_login {
+                    sql.push_str(&format!("ALTER ROLE {} LOGIN;", ident(&name)));
                 }
-                sql.push(';');
+                r.member_of
             }
             Some(_) => {
                 return Err(PgError::Server {
@@ -173,25 +194,17 @@ impl Roles {
                     ),
                 });
             }
-        }
+        };
         // Memberships: exactly the granted roles.
-        let current: Vec<String> = self
-            .admin(&format!(
-                "SELECT r.rolname FROM pg_auth_members m JOIN pg_roles r ON r.oid = m.roleid \
-                 JOIN pg_roles u ON u.oid = m.member WHERE u.rolname = {}",
-                literal(&name)
-            ))
-            .await?
-            .into_iter()
-            .filter_map(|r| r.into_iter().next().flatten())
-            .collect();
         for r in roles.iter().filter(|r| !current.contains(r)) {
             sql.push_str(&format!(" GRANT {} TO {};", ident(r), ident(&name)));
         }
         for r in current.iter().filter(|r| !roles.contains(r)) {
             sql.push_str(&format!(" REVOKE {} FROM {};", ident(r), ident(&name)));
         }
-        self.admin(&sql).await?;
+        if !sql.is_empty() {
+            self.admin(&sql).await?;
+        }
         *pw = Some((password.clone(), until));
         Ok((name, password, pw))
     }
@@ -206,18 +219,12 @@ impl Roles {
         };
         drop(users);
         let mut pw = slot.lock().await;
-        let members: Vec<String> = self
-            .admin(&format!(
-                "SELECT r.rolname FROM pg_auth_members m JOIN pg_roles r ON r.oid = m.roleid \
-                 JOIN pg_roles u ON u.oid = m.member WHERE u.rolname = {}",
-                literal(&name)
-            ))
-            .await?
-            .into_iter()
-            .filter_map(|r| r.into_iter().next().flatten())
-            .collect();
+        let Some(state) = self.role_state(&name).await?.filter(|r| r.ours) else {
+            *pw = None;
+            return Ok(());
+        };
         let mut sql = format!("ALTER ROLE {} NOLOGIN PASSWORD NULL;", ident(&name));
-        for r in members {
+        for r in state.member_of {
             sql.push_str(&format!(" REVOKE {} FROM {};", ident(&r), ident(&name)));
         }
         sql.push_str(&format!(

@@ -20,10 +20,10 @@ use http_body::Frame;
 use hyper::body::Incoming;
 use infra_tunnel::proto::AccessEvent;
 use infra_tunnel::{Body, BoxError, HDR_CLIENT_ADDR, HDR_DESTINATION, HDR_UPGRADE};
-use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
+use tokio_util::sync::WaitForCancellationFutureOwned;
 
 use crate::decide::{Denial, TOKEN_COOKIE, token_from};
-use crate::state::{Active, State, now_ms};
+use crate::state::{State, now_ms};
 
 pub(crate) fn json_error(status: u16, message: &str) -> Response<Body> {
     let body = serde_json::json!({ "code": status, "message": message }).to_string();
@@ -206,14 +206,7 @@ pub(crate) async fn handle(state: Arc<State>, req: Request<Incoming>) -> Respons
                 },
             );
         };
-        let cancel = CancellationToken::new();
-        let active_id = claims.map(|c| {
-            state.track(Active {
-                claims: c,
-                destination: dest.name.clone(),
-                cancel: cancel.clone(),
-            })
-        });
+        let (cancel, active_id) = state.watch(claims, &dest.name);
         // The client's bytes arrive as the request body and leave as the
         // response body; the session sees one duplex stream.
         let (client_side, session_side) = tokio::io::duplex(64 * 1024);
@@ -313,14 +306,7 @@ pub(crate) async fn handle(state: Arc<State>, req: Request<Incoming>) -> Respons
         None => (Request::from_parts(parts, infra_tunnel::boxed(body)), None),
     };
 
-    let cancel = CancellationToken::new();
-    let active_id = claims.map(|c| {
-        state.track(Active {
-            claims: c,
-            destination: dest.name.clone(),
-            cancel: cancel.clone(),
-        })
-    });
+    let (cancel, active_id) = state.watch(claims, &dest.name);
     let sent = match &kube {
         Some(k) => k.client.request(upstream_req).await,
         None => state.client.request(upstream_req).await,

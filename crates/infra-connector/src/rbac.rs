@@ -63,10 +63,11 @@ impl Binding {
             })
             .take(60)
             .collect();
+        let digest = infra_auth::sha256_hex(key.as_bytes());
         format!(
-            "infra-{}-{readable}-{:016x}",
+            "infra-{}-{readable}-{}",
             self.subject_kind.to_ascii_lowercase(),
-            fnv1a(key.as_bytes())
+            &digest[..16]
         )
     }
 
@@ -94,16 +95,6 @@ impl Binding {
             None => format!("{RBAC}/clusterrolebindings"),
         }
     }
-}
-
-/// 64-bit FNV-1a: a stable, dependency-free digest for binding names.
-fn fnv1a(bytes: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in bytes {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    h
 }
 
 /// The bindings the grants on `destination` call for at `now`.

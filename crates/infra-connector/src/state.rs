@@ -179,6 +179,20 @@ impl State {
         self.inventories.subscribe()
     }
 
+    /// Watches an open stream of `claims` on `destination`: the token is
+    /// cancelled when access is revoked; untrack the id when it ends.
+    pub(crate) fn watch(&self, claims: Option<Claims>, destination: &str) -> (CancellationToken, Option<u64>) {
+        let cancel = CancellationToken::new();
+        let id = claims.map(|c| {
+            self.track(Active {
+                claims: c,
+                destination: destination.to_owned(),
+                cancel: cancel.clone(),
+            })
+        });
+        (cancel, id)
+    }
+
     pub(crate) fn track(&self, a: Active) -> u64 {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         if let Ok(mut g) = self.active.lock() {

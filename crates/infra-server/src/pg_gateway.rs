@@ -133,9 +133,9 @@ where
             .await
             .map(|b| b.to_bytes())
             .unwrap_or_default();
-        let msg = serde_json::from_slice::<serde_json::Value>(&body)
+        let msg = serde_json::from_slice::<infra_api::ErrorBody>(&body)
+            .map(|e| e.message)
             .ok()
-            .and_then(|v| v["message"].as_str().map(str::to_owned))
             .unwrap_or_else(|| format!("refused ({status})"));
         let _ = io.write_all(&fail("28000", &msg)).await;
         return;

@@ -9,7 +9,7 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context as _, bail};
+use anyhow::Context as _;
 use serde_json::Value;
 
 use crate::{Cli, KubeCluster, Output};
@@ -139,13 +139,6 @@ fn values_file(i: usize) -> String {
 
 /// The JSON a successful run printed, or an error with both streams.
 fn json_output(out: Output, what: &str) -> anyhow::Result<Value> {
-    if out.status != 0 {
-        bail!(
-            "{what} failed with status {}\n--- stdout ---\n{}\n--- stderr ---\n{}",
-            out.status,
-            out.stdout,
-            out.stderr
-        );
-    }
-    serde_json::from_str(&out.stdout).with_context(|| format!("{what} printed no JSON: {}", out.stdout))
+    let stdout = crate::kube::checked(out, what)?;
+    serde_json::from_str(&stdout).with_context(|| format!("{what} printed no JSON: {stdout}"))
 }

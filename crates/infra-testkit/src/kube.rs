@@ -542,7 +542,7 @@ fn label_selector(selector: &Value) -> anyhow::Result<String> {
 }
 
 /// The output of a successful run, or an error with both streams.
-fn checked(out: Output, what: &str) -> anyhow::Result<String> {
+pub(crate) fn checked(out: Output, what: &str) -> anyhow::Result<String> {
     if out.status != 0 {
         bail!(
             "{what} failed with status {}\n--- stdout ---\n{}\n--- stderr ---\n{}",

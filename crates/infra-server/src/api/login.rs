@@ -253,8 +253,8 @@ pub(crate) async fn info(State(state): State<AppState>, caller: Caller) -> ApiRe
         let dest = g.resource.split('.').next().unwrap_or(&g.resource).to_owned();
         if dest != infra_core::INFRA_RESOURCE && !urls.contains_key(&dest) {
             urls.insert(dest.clone(), super::destinations::url_of(&state, &dest));
-            if let Some((kind, _)) = infra_store::connectors::inventory(&mut c, &dest).await? {
-                kinds.insert(dest, kind);
+            if let Some(d) = infra_store::connectors::destination(&mut c, &dest).await? {
+                kinds.insert(dest, d.kind);
             }
         }
     }

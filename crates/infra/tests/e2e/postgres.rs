@@ -242,6 +242,22 @@ fn revoking_ends_the_open_session() {
     assert!(out.stderr.contains("no grant on db"), "{out:?}");
 }
 
+/// psql with `conninfo` and `password`, asking `select current_user`: exit
+/// code, output (trimmed) and errors.
+fn psql_as(db: &Db, conninfo: &str, password: &str) -> (i32, String, String) {
+    let out = std::process::Command::new(db.pg.bin_dir().join("psql"))
+        .arg(conninfo)
+        .args(["-X", "-A", "-t", "-c", "select current_user"])
+        .env("PGPASSWORD", password)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).trim().to_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 /// Ctrl-C in psql sends a CancelRequest on a new connection; it travels the
 /// same way (as the same user) and stops the query.
 #[test]
@@ -565,22 +581,12 @@ fn direct_mode_with_the_token_as_password() {
         .run(&["grants", "add", "alice@example.com", "other", "--role", "x"])
         .ok();
     let ca = db.connector.data_dir.join("data/direct-ca.pem");
-    let psql_bin = db.pg.bin_dir().join("psql");
     let direct = |password: &str, sslmode: &str| {
-        let out = std::process::Command::new(&psql_bin)
-            .arg(format!(
-                "host=127.0.0.1 port={port} dbname=app user=alice@example.com sslmode={sslmode} sslrootcert={}",
-                ca.display()
-            ))
-            .args(["-X", "-A", "-t", "-c", "select current_user"])
-            .env("PGPASSWORD", password)
-            .output()
-            .unwrap();
-        (
-            out.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&out.stdout).trim().to_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
+        let conninfo = format!(
+            "host=127.0.0.1 port={port} dbname=app user=alice@example.com sslmode={sslmode} sslrootcert={}",
+            ca.display()
+        );
+        psql_as(&db, &conninfo, password)
     };
     let token = super::gateway::token(&alice, "db");
     let (code, stdout, stderr) = eventually!(10, || {
@@ -612,24 +618,14 @@ fn gateway_tls_with_the_token_as_password() {
         .admin
         .run(&["grants", "add", "alice@example.com", "db", "--role", "app_read"])
         .ok();
-    let psql_bin = db.pg.bin_dir().join("psql");
     let ca = db.env.server.ca_path();
     let port = db.env.server.port;
     let connect = |password: &str, sslmode: &str| {
-        let out = std::process::Command::new(&psql_bin)
-            .arg(format!(
-                "host=db.localhost hostaddr=127.0.0.1 port={port} dbname=app user=alice@example.com sslmode={sslmode} sslrootcert={}",
-                ca.display()
-            ))
-            .args(["-X", "-A", "-t", "-c", "select current_user"])
-            .env("PGPASSWORD", password)
-            .output()
-            .unwrap();
-        (
-            out.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&out.stdout).trim().to_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
+        let conninfo = format!(
+            "host=db.localhost hostaddr=127.0.0.1 port={port} dbname=app user=alice@example.com sslmode={sslmode} sslrootcert={}",
+            ca.display()
+        );
+        psql_as(&db, &conninfo, password)
     };
     let token = super::gateway::token(&alice, "db");
     let r = eventually!(10, || {
@@ -664,18 +660,11 @@ fn an_expired_token_is_refused() {
         .run(&["grants", "add", "alice@example.com", "db", "--role", "app_read"])
         .ok();
     let token = super::gateway::token(&alice, "db");
-    let psql_bin = db.pg.bin_dir().join("psql");
     let stderr = eventually!(60, || {
-        let out = std::process::Command::new(&psql_bin)
-            .arg(format!(
-                "host=127.0.0.1 port={port} dbname=app user=alice@example.com sslmode=require"
-            ))
-            .args(["-X", "-c", "select 1"])
-            .env("PGPASSWORD", &token)
-            .output()?;
-        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        let conninfo = format!("host=127.0.0.1 port={port} dbname=app user=alice@example.com sslmode=require");
+        let (code, _, stderr) = psql_as(&db, &conninfo, &token);
         anyhow::ensure!(
-            !out.status.success() && stderr.contains("xpired"),
+            code != 0 && stderr.contains("xpired"),
             "not refused as expired yet: {stderr}"
         );
         Ok(stderr)
