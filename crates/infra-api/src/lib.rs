@@ -285,3 +285,52 @@ pub struct Destination {
     pub url: String,
     pub direct_url: Option<String>,
 }
+
+/// A request for an SSH user certificate.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SshCertRequest {
+    /// The SSH host (destination) the certificate is for.
+    pub destination: String,
+    /// The client's public key, one OpenSSH line (`ssh-ed25519 AAAA...`).
+    pub public_key: String,
+    /// The logins to include; each must be granted. Empty: every login
+    /// the caller is granted on the host.
+    #[serde(default)]
+    pub logins: Vec<String>,
+    /// A shorter lifetime than the server's, in seconds.
+    pub ttl_seconds: Option<u64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SshCertResponse {
+    /// The OpenSSH certificate line (save as `<key>-cert.pub`).
+    pub certificate: String,
+    pub logins: Vec<String>,
+    pub principals: Vec<String>,
+    pub serial: u64,
+    /// Unix seconds.
+    pub valid_after: u64,
+    pub valid_before: u64,
+    /// Host CA keys, for `@cert-authority` lines in known_hosts.
+    pub host_ca: Vec<String>,
+    /// `host:port` where clients reach sshd without the tunnel, if the
+    /// connector says they can.
+    pub direct_address: Option<String>,
+}
+
+/// Which SSH CA to rotate: `user` or `host`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SshCaRotate {
+    pub kind: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SshCaInfo {
+    pub kind: String,
+    /// The public keys trusted now, signing key first.
+    pub public_keys: Vec<String>,
+}

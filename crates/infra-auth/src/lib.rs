@@ -12,6 +12,7 @@ pub mod jwt;
 pub mod lockout;
 pub mod password;
 pub mod secret;
+pub mod ssh_ca;
 pub mod tls_ca;
 
 pub use secret::Secret;

@@ -55,6 +55,24 @@ pub enum Command {
     Proxy(crate::proxy::ProxyArgs),
     /// Run psql on a database through Infra, as you.
     Psql(crate::proxy::PsqlArgs),
+    /// Open an SSH session on a host with a short-lived certificate, as one of your logins.
+    ///
+    /// Makes a key pair in ~/.infra/ssh/ (it never leaves this machine), gets
+    /// a certificate for it from Infra valid on this host for the logins you
+    /// are granted there (at most an hour, renewed as needed), and runs the
+    /// system ssh with it. The host is trusted through Infra's host CA, so
+    /// there is no first-use prompt, and a host Infra did not certify is
+    /// refused. Hosts without a public address are reached through Infra.
+    Ssh(crate::ssh::SshArgs),
+    /// Carry ssh's connection through Infra to a host (for ssh's ProxyCommand).
+    #[command(name = "ssh-proxy")]
+    SshProxy(crate::ssh::SshProxyArgs),
+    /// Renew the SSH certificate for a host if it expires soon (run by ssh from ~/.ssh/infra/config).
+    #[command(name = "ssh-cert", hide = true)]
+    SshCert(crate::ssh::SshCertArgs),
+    /// Show or rotate the SSH certificate authorities.
+    #[command(subcommand, name = "ssh-ca")]
+    SshCa(SshCaCmd),
     /// Manage users.
     #[command(subcommand)]
     Users(UsersCmd),
@@ -76,6 +94,22 @@ pub enum Command {
     /// Manage the keys that sign tokens.
     #[command(subcommand, name = "signing-keys")]
     SigningKeys(SigningKeysCmd),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SshCaCmd {
+    /// Print the CA public keys: the user CA for sshd's TrustedUserCAKeys, the host CA for known_hosts.
+    Show {
+        /// user or host.
+        #[arg(value_parser = ["user", "host"], default_value = "user")]
+        kind: String,
+    },
+    /// Start signing with a new CA key; the old one stays trusted for a day.
+    Rotate {
+        /// user or host.
+        #[arg(value_parser = ["user", "host"])]
+        kind: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -254,6 +288,10 @@ pub(crate) async fn run(cmd: Command) -> anyhow::Result<()> {
         Command::Use { target } => kubeconfig::use_context(&target).await,
         Command::Proxy(a) => crate::proxy::proxy(a).await,
         Command::Psql(a) => crate::proxy::psql(a).await,
+        Command::Ssh(a) => crate::ssh::ssh(a).await,
+        Command::SshProxy(a) => crate::ssh::proxy(a).await,
+        Command::SshCert(a) => crate::ssh::cert(a).await,
+        Command::SshCa(c) => ssh_ca(c).await,
         Command::Tokens(t) => tokens::tokens(t).await,
         Command::Users(c) => users(c).await,
         Command::Groups(c) => groups(c).await,
@@ -657,6 +695,32 @@ async fn audit(c: AuditCmd) -> anyhow::Result<()> {
                     r.bad_seq.unwrap_or(0),
                     r.message
                 );
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn ssh_ca(c: SshCaCmd) -> anyhow::Result<()> {
+    let api = Api::from_login()?;
+    match c {
+        SshCaCmd::Show { kind } => {
+            let path = if kind == "user" {
+                "/api/ssh/ca"
+            } else {
+                "/api/ssh/host-ca"
+            };
+            print!("{}", api.get_text(path).await?);
+        }
+        SshCaCmd::Rotate { kind } => {
+            let r: infra_api::SshCaInfo = api
+                .post("/api/ssh/ca/rotate", &infra_api::SshCaRotate { kind: kind.clone() })
+                .await?;
+            eprintln!(
+                "New SSH {kind} CA; the previous key stays trusted for a day. Connectors update their hosts at once; trusted keys now:"
+            );
+            for k in r.public_keys {
+                println!("{k}");
             }
         }
     }

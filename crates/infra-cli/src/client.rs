@@ -112,6 +112,14 @@ impl Api {
             .context("read server response")
     }
 
+    pub(crate) async fn get_text(&self, path: &str) -> anyhow::Result<String> {
+        self.send::<()>(Method::GET, path, None)
+            .await?
+            .text()
+            .await
+            .context("read server response")
+    }
+
     pub(crate) async fn post<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> anyhow::Result<T> {
         self.send(Method::POST, path, Some(body))
             .await?

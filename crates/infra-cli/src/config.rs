@@ -118,12 +118,15 @@ pub(crate) fn tokens_dir() -> anyhow::Result<PathBuf> {
 /// Forgets every cached token (at login and logout: a token belongs to the
 /// session that asked for it).
 pub(crate) fn clear_tokens() -> anyhow::Result<()> {
-    let d = tokens_dir()?;
-    match std::fs::remove_dir_all(&d) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(e).with_context(|| format!("remove {}", d.display())),
+    // SSH keys and certificates too: they are the session's as well.
+    for d in [tokens_dir()?, dir()?.join("ssh")] {
+        match std::fs::remove_dir_all(&d) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e).with_context(|| format!("remove {}", d.display())),
+        }
     }
+    Ok(())
 }
 
 /// Removes everything `infra login` wrote in `~/.infra/`.

@@ -11,6 +11,7 @@ mod kubeconfig;
 mod login;
 mod output;
 mod proxy;
+mod ssh;
 mod tokens;
 mod trust;
 

@@ -34,6 +34,9 @@ pub struct LoginArgs {
     /// Do not verify the server's certificate. Unsafe: anyone on the path can read your credentials.
     #[arg(long, env = "INFRA_SKIP_TLS_VERIFY")]
     pub skip_tls_verify: bool,
+    /// Add 'Include ~/.ssh/infra/config' to ~/.ssh/config without asking (true), or never (false).
+    #[arg(long, env = "INFRA_SSH_INCLUDE", num_args = 0..=1, default_missing_value = "true")]
+    pub ssh_include: Option<bool>,
 }
 
 /// Splits `https://host:port/…`, `host:port` or `host` into a base URL,
@@ -177,6 +180,13 @@ pub(crate) async fn login(args: LoginArgs) -> anyhow::Result<()> {
     if let Err(e) = kubeconfig::write_after_login(&api, &cfg).await {
         eprintln!("warning: kubeconfig not updated: {e:#}\n  fix that, then run 'infra use CLUSTER' to write it");
     }
+    let ssh = async {
+        let info: infra_api::Info = api.get("/api/info").await?;
+        crate::ssh::write_after_login(&info, args.ssh_include).await
+    };
+    if let Err(e) = ssh.await {
+        eprintln!("warning: SSH config not updated: {e:#}\n  'infra ssh HOST' works without it");
+    }
     Ok(())
 }
 
@@ -217,10 +227,14 @@ pub(crate) async fn logout() -> anyhow::Result<()> {
     }
     // Local state goes even if the kubeconfig cannot be edited; say so.
     let kube = kubeconfig::remove_all();
+    let ssh = crate::ssh::remove_config();
     config::clear()?;
     eprintln!("Logged out.");
     if let Err(e) = kube {
         eprintln!("warning: infra: entries not removed from the kubeconfig: {e:#}");
+    }
+    if let Err(e) = ssh {
+        eprintln!("warning: ~/.ssh/infra/config not removed: {e:#}");
     }
     Ok(())
 }

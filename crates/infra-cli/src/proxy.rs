@@ -54,7 +54,7 @@ pub struct PsqlArgs {
 
 /// Where and how to reach a destination through the gateway.
 #[derive(Clone)]
-struct Target {
+pub(crate) struct Target {
     destination: String,
     /// Address to dial.
     host: String,
@@ -65,16 +65,21 @@ struct Target {
 }
 
 async fn target(destination: &str) -> anyhow::Result<Target> {
+    gateway_target(destination, "postgres", "a database").await
+}
+
+/// The gateway address for `destination`, which must be of `kind`.
+pub(crate) async fn gateway_target(destination: &str, kind: &str, what: &str) -> anyhow::Result<Target> {
     let cfg = config::load_config()?.context("not logged in; run 'infra login SERVER' first")?;
     let info: Info = Api::from_login()?.get("/api/info").await?;
     let url = info
         .urls
         .get(destination)
         .with_context(|| format!("you have no grant on {destination}; 'infra list' shows what you can reach"))?;
-    if let Some(kind) = info.kinds.get(destination)
-        && kind != "postgres"
+    if let Some(k) = info.kinds.get(destination)
+        && k != kind
     {
-        anyhow::bail!("{destination} is a {kind} destination, not a database");
+        anyhow::bail!("{destination} is a {k} destination, not {what}");
     }
     let authority = url
         .trim_start_matches("https://")
@@ -154,6 +159,37 @@ async fn connection(mut client: TcpStream, t: &Target) -> anyhow::Result<()> {
         Ok(r) => r.token,
         Err(e) => return refuse(client, "28000", &format!("{e:#}")).await,
     };
+    let mut upgraded = match open_stream(t, &token).await? {
+        Ok(u) => u,
+        Err(refusal) => return refuse(client, refusal.sqlstate(), &refusal.message).await,
+    };
+    let _ = tokio::io::copy_bidirectional(&mut client, &mut upgraded).await;
+    Ok(())
+}
+
+/// Why the gateway would not open a stream.
+pub(crate) struct Refusal {
+    pub(crate) status: http::StatusCode,
+    pub(crate) message: String,
+}
+
+impl Refusal {
+    fn sqlstate(&self) -> &'static str {
+        if self.status == http::StatusCode::UNAUTHORIZED || self.status == http::StatusCode::FORBIDDEN {
+            "28000"
+        } else {
+            "08006"
+        }
+    }
+}
+
+/// Opens an `infra-tcp/1` stream to `t` through the gateway with `token`:
+/// the outer error is a failure to talk to the gateway, the inner one its
+/// refusal (with the reason from the connector or server).
+pub(crate) async fn open_stream(
+    t: &Target,
+    token: &str,
+) -> anyhow::Result<Result<TokioIo<hyper::upgrade::Upgraded>, Refusal>> {
     let tcp = TcpStream::connect((t.host.as_str(), t.port))
         .await
         .with_context(|| format!("connect to the Infra gateway {}:{}", t.host, t.port))?;
@@ -184,19 +220,12 @@ async fn connection(mut client: TcpStream, t: &Target) -> anyhow::Result<()> {
             .map(|e| e.message)
             .ok()
             .unwrap_or_else(|| format!("the Infra gateway answered {status}"));
-        let code = if status == http::StatusCode::UNAUTHORIZED || status == http::StatusCode::FORBIDDEN {
-            "28000"
-        } else {
-            "08006"
-        };
-        return refuse(client, code, &message).await;
+        return Ok(Err(Refusal { status, message }));
     }
     let upgraded = hyper::upgrade::on(resp)
         .await
-        .context("switch to the database stream")?;
-    let mut upgraded = TokioIo::new(upgraded);
-    let _ = tokio::io::copy_bidirectional(&mut client, &mut upgraded).await;
-    Ok(())
+        .context("switch to the stream through the Infra gateway")?;
+    Ok(Ok(TokioIo::new(upgraded)))
 }
 
 /// Tells a PostgreSQL client why it cannot connect: answers its startup

@@ -80,6 +80,7 @@ async fn open(
             kind: "http".into(),
             labels: Default::default(),
             direct_url: None,
+            ssh_host_keys: Vec::new(),
         }],
         assertion_key: "AAAA".into(),
         assertion_kid: format!("swarm{i}"),

@@ -26,6 +26,9 @@ pub struct ConnectorArgs {
     /// Log format: text or json.
     #[arg(long, env = "INFRA_LOG_FORMAT", value_parser = ["text", "json"])]
     pub log_format: Option<String>,
+    /// Print the sshd_config lines each SSH destination needs, and exit.
+    #[arg(long)]
+    pub print_sshd_config: bool,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -86,6 +89,18 @@ pub(crate) struct DestinationConfig {
     /// PostgreSQL: direct mode, a TLS PostgreSQL listener where clients
     /// log in with their Infra token as the password.
     pub(crate) listen: Option<SocketAddr>,
+    /// SSH: where the connector reaches sshd, `host:port`.
+    pub(crate) address: Option<String>,
+    /// SSH: where clients can reach sshd without the tunnel, if they can.
+    pub(crate) public_address: Option<String>,
+    /// SSH: the host's public key, certified by the host CA.
+    pub(crate) host_key_file: Option<PathBuf>,
+    /// SSH: the directory the connector keeps sshd's Infra files in.
+    pub(crate) sshd_dir: Option<PathBuf>,
+    /// SSH: forwarding the host allows in certificates:
+    /// `port-forwarding`, `agent-forwarding`, `x11-forwarding`.
+    #[serde(default)]
+    pub(crate) allow: Vec<String>,
 }
 
 /// How a destination is reached.
@@ -94,6 +109,18 @@ pub(crate) enum Kind {
     Http,
     Kubernetes(KubeConfig),
     Postgres(PgConfig),
+    Ssh(SshConfig),
+}
+
+/// An SSH host: its sshd, and how the connector sets sshd up.
+#[derive(Debug, Clone)]
+pub(crate) struct SshConfig {
+    pub(crate) address: String,
+    pub(crate) public_address: Option<String>,
+    pub(crate) host_key_file: Option<PathBuf>,
+    pub(crate) sshd_dir: Option<PathBuf>,
+    /// Certificate extensions beyond `permit-pty`.
+    pub(crate) allow: Vec<String>,
 }
 
 /// A PostgreSQL server and the connector's admin role on it.
@@ -260,6 +287,8 @@ impl Settings {
                         || d.admin_user.is_some()
                         || d.admin_password_file.is_some()
                         || d.listen.is_some()
+                        || d.address.is_some()
+                        || d.sshd_dir.is_some()
                     {
                         bail!(
                             "destination {}: tokenFile, caFile, inCluster and rbacSync are for kind kubernetes; adminUser, adminPasswordFile and listen for kind postgres",
@@ -274,8 +303,9 @@ impl Settings {
                 }
                 "kubernetes" => kube_destination(&d)?,
                 "postgres" => pg_destination(&d)?,
+                "ssh" => ssh_destination(&d)?,
                 other => bail!(
-                    "destination {}: kind '{other}' is not supported by this connector version (supported: http, kubernetes, postgres)",
+                    "destination {}: kind '{other}' is not supported by this connector version (supported: http, kubernetes, postgres, ssh)",
                     d.name
                 ),
             };
@@ -283,6 +313,7 @@ impl Settings {
                 Kind::Http => "http",
                 Kind::Kubernetes(_) => "https",
                 Kind::Postgres(_) => "postgres",
+                Kind::Ssh(_) => "ssh",
             };
             let rest = url
                 .strip_prefix(&format!("{scheme}://"))
@@ -476,5 +507,74 @@ fn pg_destination(d: &DestinationConfig) -> anyhow::Result<(Kind, String)> {
             listen: d.listen,
         }),
         format!("postgres://{authority}"),
+    ))
+}
+
+/// An SSH host: `address` (sshd, `host:port`), optional `publicAddress`,
+/// `hostKeyFile`, `sshdDir` and `allow`.
+fn ssh_destination(d: &DestinationConfig) -> anyhow::Result<(Kind, String)> {
+    if d.url.is_some() {
+        bail!(
+            "destination {}: kind ssh takes 'address: host:port' (where sshd listens), not url",
+            d.name
+        );
+    }
+    let address = d.address.clone().with_context(|| {
+        format!(
+            "destination {}: kind ssh needs 'address: host:port' (where sshd listens)",
+            d.name
+        )
+    })?;
+    let port_ok = |a: &str| {
+        a.rsplit_once(':')
+            .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok())
+    };
+    if !port_ok(&address) {
+        bail!(
+            "destination {}: address '{address}' must be host:port, such as 10.0.0.7:22",
+            d.name
+        );
+    }
+    if let Some(p) = &d.public_address
+        && !port_ok(p)
+    {
+        bail!("destination {}: publicAddress '{p}' must be host:port", d.name);
+    }
+    let mut allow = Vec::new();
+    for a in &d.allow {
+        allow.push(match a.as_str() {
+            "port-forwarding" => "permit-port-forwarding",
+            "agent-forwarding" => "permit-agent-forwarding",
+            "x11-forwarding" => "permit-X11-forwarding",
+            other => bail!(
+                "destination {}: allow '{other}' is not known; use port-forwarding, agent-forwarding or x11-forwarding",
+                d.name
+            ),
+        }
+        .to_owned());
+    }
+    let host_key_file = match (&d.host_key_file, &d.sshd_dir) {
+        (Some(f), _) => Some(f.clone()),
+        (None, Some(_)) => Some(PathBuf::from("/etc/ssh/ssh_host_ed25519_key.pub")),
+        (None, None) => None,
+    };
+    if let Some(f) = &host_key_file {
+        std::fs::metadata(f).with_context(|| {
+            format!(
+                "destination {}: hostKeyFile {} (the host's public key, certified so clients trust the host)",
+                d.name,
+                f.display()
+            )
+        })?;
+    }
+    Ok((
+        Kind::Ssh(SshConfig {
+            address: address.clone(),
+            public_address: d.public_address.clone(),
+            host_key_file,
+            sshd_dir: d.sshd_dir.clone(),
+            allow,
+        }),
+        format!("ssh://{address}"),
     ))
 }

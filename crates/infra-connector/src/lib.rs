@@ -16,6 +16,7 @@ mod pg_upstream;
 mod proxy;
 mod rbac;
 mod spool;
+mod ssh_host;
 mod state;
 mod trust;
 mod tunnel;
@@ -31,7 +32,21 @@ pub use config::ConnectorArgs;
 pub async fn run(args: ConnectorArgs) -> anyhow::Result<()> {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     init_logs(args.log_format.as_deref() == Some("json"));
+    let print_sshd = args.print_sshd_config;
     let settings = config::Settings::resolve(args)?;
+    if print_sshd {
+        let mut any = false;
+        for d in &settings.destinations {
+            if let config::Kind::Ssh(cfg) = &d.kind {
+                print!("{}", ssh_host::print_setup(&d.name, cfg));
+                any = true;
+            }
+        }
+        if !any {
+            anyhow::bail!("no destination of kind ssh in the configuration");
+        }
+        return Ok(());
+    }
     std::fs::create_dir_all(&settings.data_dir)
         .with_context(|| format!("create data directory {}", settings.data_dir.display()))?;
     let id_path = settings.data_dir.join("instance-id");
@@ -71,6 +86,11 @@ pub async fn run(args: ConnectorArgs) -> anyhow::Result<()> {
     for (name, kube) in &state.kube {
         tokio::spawn(kube.clone().reload_token_forever());
         tokio::spawn(rbac::run(state.clone(), name.clone(), kube.clone()));
+    }
+    for d in &state.settings.destinations {
+        if let config::Kind::Ssh(cfg) = &d.kind {
+            tokio::spawn(ssh_host::run(state.clone(), d.name.clone(), cfg.clone()));
+        }
     }
     for d in &state.settings.destinations {
         let config::Kind::Postgres(cfg) = &d.kind else { continue };

@@ -193,6 +193,44 @@ pub(crate) async fn handle(state: Arc<State>, req: Request<Incoming>) -> Respons
     drop(decider);
 
     let upgrade = req.headers().get(HDR_UPGRADE).cloned();
+    if let crate::config::Kind::Ssh(cfg) = &dest.kind {
+        let Some(proto) = upgrade.filter(|u| u.as_bytes() == infra_tunnel::TCP_UPGRADE.as_bytes()) else {
+            return refuse(
+                &ident.email,
+                Denial {
+                    status: 400,
+                    message: format!(
+                        "{0} is an SSH host: connect with 'infra ssh {0}' (or plain ssh after 'infra login')",
+                        dest.name
+                    ),
+                },
+            );
+        };
+        let watch = state.watch(claims, &dest.name);
+        let st = state.clone();
+        let email = ident.email.clone();
+        return match crate::ssh_host::session(st, dest.name.clone(), cfg.clone(), ident, source.clone(), watch, req)
+            .await
+        {
+            Ok(mut r) => {
+                r.headers_mut().insert(HDR_UPGRADE, proto);
+                drop(inflight);
+                r
+            }
+            Err((status, message)) => {
+                state.spool.record(AccessEvent {
+                    seq: 0,
+                    time_ms: now_ms(),
+                    user: email,
+                    destination: dest.name.clone(),
+                    source: source.clone(),
+                    result: "failure".into(),
+                    detail: format!("session refused: {message}"),
+                });
+                json_error(status, &message)
+            }
+        };
+    }
     if let (Some(roles), crate::config::Kind::Postgres(cfg)) = (state.pg.get(&dest.name).cloned(), &dest.kind) {
         let Some(proto) = upgrade.filter(|u| u.as_bytes() == infra_tunnel::TCP_UPGRADE.as_bytes()) else {
             return refuse(

@@ -245,6 +245,7 @@ async fn inventory(kube: &KubeUpstream, destination: &str) -> anyhow::Result<Inv
         destination: destination.to_owned(),
         namespaces,
         roles,
+        ..Default::default()
     })
 }
 

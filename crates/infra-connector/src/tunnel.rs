@@ -153,13 +153,21 @@ async fn connect_once(
                         crate::config::Kind::Http => "http".into(),
                         crate::config::Kind::Kubernetes(_) => "kubernetes".into(),
                         crate::config::Kind::Postgres(_) => "postgres".into(),
+                        crate::config::Kind::Ssh(_) => "ssh".into(),
                     },
                     labels: d.labels.clone(),
-                    direct_url: s.direct.as_ref().map(|x| {
-                        x.url
-                            .clone()
-                            .unwrap_or_else(|| format!("https://{}.localhost:{}/", d.name, x.listen.port()))
-                    }),
+                    direct_url: match &d.kind {
+                        crate::config::Kind::Ssh(c) => c.public_address.as_ref().map(|a| format!("ssh://{a}")),
+                        _ => s.direct.as_ref().map(|x| {
+                            x.url
+                                .clone()
+                                .unwrap_or_else(|| format!("https://{}.localhost:{}/", d.name, x.listen.port()))
+                        }),
+                    },
+                    ssh_host_keys: match &d.kind {
+                        crate::config::Kind::Ssh(c) => crate::ssh_host::host_key(&d.name, c).into_iter().collect(),
+                        _ => Vec::new(),
+                    },
                 })
                 .collect(),
             assertion_key: state.assertion_key.public_x.clone(),

@@ -7,6 +7,7 @@ mod grants;
 mod groups;
 mod keys_api;
 pub(crate) mod login;
+mod ssh_api;
 pub(crate) mod tokens;
 mod users;
 mod wellknown;
@@ -51,6 +52,10 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/tokens", post(tokens::issue))
         .route("/signing-keys", get(tokens::list_signing_keys))
         .route("/signing-keys/rotate", post(tokens::rotate))
+        .route("/ssh/ca", get(ssh_api::user_ca))
+        .route("/ssh/host-ca", get(ssh_api::host_ca))
+        .route("/ssh/ca/rotate", post(ssh_api::rotate))
+        .route("/ssh/certificates", post(ssh_api::issue))
         .route("/destinations", get(destinations::list))
         .route("/destinations/{name}", delete(destinations::remove))
         .route("/connectors/jwks", get(destinations::assertion_keys))
@@ -187,6 +192,7 @@ pub(crate) fn ms(d: std::time::Duration) -> i64 {
         tokens::issue, tokens::list_signing_keys, tokens::rotate,
         audit_api::list, audit_api::verify,
         destinations::list, destinations::remove, destinations::assertion_keys,
+        ssh_api::user_ca, ssh_api::host_ca, ssh_api::rotate, ssh_api::issue,
         wellknown::healthz, wellknown::jwks, wellknown::discovery,
     ),
     components(schemas(infra_api::ErrorBody)),

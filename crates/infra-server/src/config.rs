@@ -49,6 +49,9 @@ pub struct ServerArgs {
     /// Lifetime of tokens for destinations [default: 5m].
     #[arg(long, env = "INFRA_TOKEN_TTL")]
     pub token_ttl: Option<String>,
+    /// Longest an SSH user certificate is valid; never longer than the session [default: 1h].
+    #[arg(long, env = "INFRA_SSH_CERT_TTL")]
+    pub ssh_cert_ttl: Option<String>,
     /// Longest a CLI session lasts before logging in again [default: 12h].
     #[arg(long, env = "INFRA_SESSION_TTL")]
     pub session_ttl: Option<String>,
@@ -78,6 +81,7 @@ struct FileConfig {
     root_key_file: Option<PathBuf>,
     log_format: Option<String>,
     token_ttl: Option<String>,
+    ssh_cert_ttl: Option<String>,
     session_ttl: Option<String>,
     session_inactivity: Option<String>,
     shutdown_grace: Option<String>,
@@ -98,6 +102,7 @@ pub(crate) struct Settings {
     pub(crate) root_key_file: PathBuf,
     pub(crate) json_logs: bool,
     pub(crate) token_ttl: Duration,
+    pub(crate) ssh_cert_ttl: Duration,
     pub(crate) session_ttl: Duration,
     pub(crate) session_inactivity: Duration,
     pub(crate) shutdown_grace: Duration,
@@ -191,6 +196,11 @@ impl Settings {
             tls_sans,
             json_logs: log_format == "json",
             token_ttl: dur("token TTL", a.token_ttl.or(f.token_ttl), Duration::from_secs(300))?,
+            ssh_cert_ttl: dur(
+                "SSH certificate TTL",
+                a.ssh_cert_ttl.or(f.ssh_cert_ttl),
+                Duration::from_secs(3600),
+            )?,
             session_ttl: dur(
                 "session TTL",
                 a.session_ttl.or(f.session_ttl),

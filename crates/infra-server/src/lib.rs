@@ -16,6 +16,7 @@ mod hub;
 mod pg_gateway;
 mod serve;
 mod signing;
+mod ssh;
 mod state;
 mod tls;
 mod tunnel_server;

@@ -61,6 +61,9 @@ pub(crate) async fn run(args: ServerArgs) -> anyhow::Result<()> {
 
     let ca = bootstrap::ca(&state).await?;
     bootstrap::signing_key(&state).await?;
+    crate::ssh::ensure(&state)
+        .await
+        .map_err(|e| anyhow::anyhow!("create the SSH certificate authorities: {}", e.message))?;
     let first_admin = bootstrap::first_admin(&state).await?;
 
     let mut names = vec![

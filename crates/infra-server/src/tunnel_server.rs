@@ -8,7 +8,9 @@ use std::time::Duration;
 use infra_store::connectors::{self, DestinationRow};
 use infra_store::{keys, now_ms};
 use infra_tunnel::body::{LineReader, LineSender, channel};
-use infra_tunnel::proto::{AccessEvent, ConnectorMsg, ControlMsg, GrantEntry, Hello, HelloReply, Snapshot};
+use infra_tunnel::proto::{
+    AccessEvent, ConnectorMsg, ControlMsg, DestinationInfo, GrantEntry, Hello, HelloReply, Snapshot,
+};
 use infra_tunnel::{CONTROL_PATH, handshake, transport};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::sync::CancellationToken;
@@ -183,7 +185,7 @@ where
         let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
         Ok::<_, String>(resp.into_body())
     };
-    let snapshot = build_snapshot(&state, &destinations).await;
+    let snapshot = build_snapshot(&state, &hello.destinations).await;
     let push = match snapshot {
         Ok(s) => tx
             .send(&ControlMsg::Snapshot(s.clone()))
@@ -205,7 +207,7 @@ where
 
     let pusher = tokio::spawn(push_changes(
         state.clone(),
-        destinations.clone(),
+        hello.destinations.clone(),
         key_id.clone(),
         tx.clone(),
         last,
@@ -238,7 +240,12 @@ async fn update_tunnel_counts(state: &AppState, destinations: &[String]) {
 }
 
 /// The state a connector for `destinations` needs.
-pub(crate) async fn build_snapshot(state: &AppState, destinations: &[String]) -> Result<Snapshot, String> {
+pub(crate) async fn build_snapshot(state: &AppState, infos: &[DestinationInfo]) -> Result<Snapshot, String> {
+    let destinations: Vec<String> = infos.iter().map(|d| d.name.clone()).collect();
+    let destinations = destinations.as_slice();
+    let ssh = crate::ssh::material(state, infos)
+        .await
+        .map_err(|e| format!("build SSH material: {}", e.message))?;
     let r: Result<Snapshot, infra_store::StoreError> = async {
         let jwks = crate::signing::jwks(state)
             .await
@@ -271,6 +278,7 @@ pub(crate) async fn build_snapshot(state: &AppState, destinations: &[String]) ->
                 .collect(),
             memberships,
             revoked_sessions,
+            ssh,
         })
     }
     .await;
@@ -281,7 +289,7 @@ pub(crate) async fn build_snapshot(state: &AppState, destinations: &[String]) ->
 /// the connector's own key is revoked.
 async fn push_changes(
     state: AppState,
-    destinations: Vec<String>,
+    destinations: Vec<DestinationInfo>,
     key_id: String,
     tx: LineSender,
     mut last: Snapshot,

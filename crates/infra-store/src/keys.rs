@@ -225,3 +225,53 @@ pub async fn clear_login_failures(c: &mut Conn, bucket: &str) -> Result<(), Stor
         .await?;
     Ok(())
 }
+
+#[derive(Debug, Clone, FromRow)]
+pub struct SshCaRow {
+    pub id: String,
+    pub kind: String,
+    pub public_key: String,
+    pub private_sealed: String,
+    pub created_at: i64,
+    pub retired_at: Option<i64>,
+}
+
+pub async fn insert_ssh_ca(c: &mut Conn, r: &SshCaRow) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO ssh_cas (id, kind, public_key, private_sealed, created_at, retired_at) VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(&r.id)
+    .bind(&r.kind)
+    .bind(&r.public_key)
+    .bind(&r.private_sealed)
+    .bind(r.created_at)
+    .bind(r.retired_at)
+    .execute(&mut *c)
+    .await?;
+    Ok(())
+}
+
+/// The CA keys of one kind, newest first.
+pub async fn ssh_cas(c: &mut Conn, kind: &str) -> Result<Vec<SshCaRow>, StoreError> {
+    Ok(sqlx::query_as(
+        "SELECT id, kind, public_key, private_sealed, created_at, retired_at FROM ssh_cas WHERE kind = $1 ORDER BY created_at DESC, id",
+    )
+    .bind(kind)
+    .fetch_all(&mut *c)
+    .await?)
+}
+
+/// Retires the signing CA of `kind` and forgets ones retired before `prune_before`.
+pub async fn retire_ssh_cas(c: &mut Conn, kind: &str, now: i64, prune_before: i64) -> Result<(), StoreError> {
+    sqlx::query("DELETE FROM ssh_cas WHERE kind = $1 AND retired_at IS NOT NULL AND retired_at < $2")
+        .bind(kind)
+        .bind(prune_before)
+        .execute(&mut *c)
+        .await?;
+    sqlx::query("UPDATE ssh_cas SET retired_at = $1 WHERE kind = $2 AND retired_at IS NULL")
+        .bind(now)
+        .bind(kind)
+        .execute(&mut *c)
+        .await?;
+    Ok(())
+}

@@ -14,6 +14,7 @@ pub mod kube;
 pub mod kube_double;
 mod postgres;
 mod server;
+mod sshd;
 mod upstream;
 
 use std::net::TcpListener;
@@ -27,6 +28,7 @@ pub use kube::KubeCluster;
 pub use kube_double::KubeDouble;
 pub use postgres::Postgres;
 pub use server::{Server, ServerOpts};
+pub use sshd::{Sshd, current_login};
 pub use upstream::Upstream;
 
 /// A TCP port on 127.0.0.1 that was free a moment ago.

@@ -35,6 +35,10 @@ pub struct DestinationInfo {
     /// Where clients reach it directly, if the connector listens.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub direct_url: Option<String>,
+    /// SSH hosts: the host's public keys (OpenSSH format), for the server
+    /// to certify with the host CA.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ssh_host_keys: Vec<String>,
 }
 
 /// The server's answer.
@@ -84,6 +88,18 @@ pub struct Snapshot {
     /// Sessions and keys revoked recently enough that tokens minted with
     /// them may still be unexpired.
     pub revoked_sessions: Vec<String>,
+    /// For SSH hosts: what their sshd must trust and present.
+    #[serde(default)]
+    pub ssh: SshMaterial,
+}
+
+/// The SSH CA keys sshd trusts for user certificates, and each host's
+/// certificates (one per host key it reported), in OpenSSH format.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SshMaterial {
+    pub user_ca: Vec<String>,
+    pub host_certs: BTreeMap<String, Vec<String>>,
 }
 
 /// Server → connector, on the control stream.
@@ -135,4 +151,9 @@ pub struct Inventory {
     /// Roles a grant may name (Kubernetes ClusterRoles).
     #[serde(default)]
     pub roles: Vec<String>,
+    /// SSH hosts: the certificate extensions the host allows beyond
+    /// `permit-pty` (`permit-port-forwarding`, `permit-agent-forwarding`,
+    /// `permit-X11-forwarding`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ssh_extensions: Vec<String>,
 }

@@ -16,5 +16,6 @@ mod e2e {
     pub mod login;
     pub mod postgres;
     pub mod replicas;
+    pub mod ssh;
     pub mod tokens;
 }

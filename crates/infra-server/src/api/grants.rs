@@ -182,6 +182,11 @@ async fn check_inventory(c: &mut infra_store::Conn, resource: &Resource, role: &
     let Some((kind, Some(json))) = infra_store::connectors::inventory(c, dest).await? else {
         return Ok(());
     };
+    if kind == "ssh" && resource.as_str() != dest {
+        return Err(ApiError::bad_request(format!(
+            "{dest} is an SSH host: grant the host itself ({dest}) with the login as the role"
+        )));
+    }
     if kind != "kubernetes" {
         return Ok(());
     }

@@ -1,0 +1,223 @@
+//! SSH: the CA public keys, user certificates, CA rotation.
+
+use axum::Json;
+use axum::extract::State;
+use axum::response::IntoResponse;
+use infra_api::{SshCaInfo, SshCaRotate, SshCertRequest, SshCertResponse};
+use infra_auth::ssh_ca::{self, CaKind, UserCertRequest};
+use infra_core::{InfraRole, Resource};
+use infra_store::{identity, keys, now_ms};
+
+use super::Body;
+use crate::audit;
+use crate::authn::Caller;
+use crate::error::{ApiError, ApiResult};
+use crate::state::AppState;
+
+/// Shortest certificate a client may ask for, so a clock a few seconds
+/// off does not make one that is dead on arrival.
+const MIN_TTL_SECS: u64 = 5;
+/// Certificates are valid from a minute ago: a host whose clock is a
+/// little behind still accepts them.
+const BACKDATE_SECS: u64 = 60;
+
+fn text(lines: Vec<String>) -> impl IntoResponse {
+    let mut body = lines.join("\n");
+    body.push('\n');
+    ([("content-type", "text/plain; charset=utf-8")], body)
+}
+
+/// The user CA public keys, one OpenSSH line each: the file sshd's
+/// `TrustedUserCAKeys` names.
+#[utoipa::path(get, path = "/api/ssh/ca", tag = "ssh",
+    responses((status = 200, description = "OpenSSH public key lines", content_type = "text/plain")))]
+pub(crate) async fn user_ca(State(state): State<AppState>) -> ApiResult<impl IntoResponse> {
+    Ok(text(crate::ssh::published(&state, CaKind::User).await?))
+}
+
+/// The host CA public keys, one OpenSSH line each, for `@cert-authority`
+/// lines in known_hosts.
+#[utoipa::path(get, path = "/api/ssh/host-ca", tag = "ssh",
+    responses((status = 200, description = "OpenSSH public key lines", content_type = "text/plain")))]
+pub(crate) async fn host_ca(State(state): State<AppState>) -> ApiResult<impl IntoResponse> {
+    Ok(text(crate::ssh::published(&state, CaKind::Host).await?))
+}
+
+/// Rotate a CA: a new key signs from now on; the old one stays trusted for
+/// a day. Connectors receive the new keys at once.
+#[utoipa::path(post, path = "/api/ssh/ca/rotate", tag = "ssh", request_body = SshCaRotate,
+    responses((status = 200, body = SshCaInfo)), security(("accessKey" = [])))]
+pub(crate) async fn rotate(
+    State(state): State<AppState>,
+    caller: Caller,
+    Body(req): Body<SshCaRotate>,
+) -> ApiResult<Json<SshCaInfo>> {
+    let kind = match req.kind.as_str() {
+        "user" => CaKind::User,
+        "host" => CaKind::Host,
+        other => {
+            return Err(ApiError::bad_request(format!(
+                "kind is 'user' or 'host', not '{other}'"
+            )));
+        }
+    };
+    caller
+        .require(&state, InfraRole::Admin, "rotate SSH certificate authorities", "ssh-ca")
+        .await?;
+    let now = now_ms();
+    let mut tx = state.store.write().await?;
+    keys::retire_ssh_cas(tx.conn(), kind.as_str(), now, now - crate::ssh::RETENTION_MS).await?;
+    let row = crate::ssh::create(tx.conn(), &state, kind).await?;
+    let ev = caller
+        .event("ssh-ca.rotate", kind.as_str())
+        .detail(format!("public_key={}", row.public_key));
+    audit::commit(&state, tx, ev).await?;
+    Ok(Json(SshCaInfo {
+        kind: kind.as_str().into(),
+        public_keys: crate::ssh::published(&state, kind).await?,
+    }))
+}
+
+/// Issue an OpenSSH user certificate for the caller's key, valid on one
+/// host for the logins they are granted there.
+#[utoipa::path(post, path = "/api/ssh/certificates", tag = "ssh", request_body = SshCertRequest,
+    responses((status = 200, body = SshCertResponse), (status = 400, body = infra_api::ErrorBody),
+        (status = 403, body = infra_api::ErrorBody)), security(("accessKey" = [])))]
+pub(crate) async fn issue(
+    State(state): State<AppState>,
+    caller: Caller,
+    Body(req): Body<SshCertRequest>,
+) -> ApiResult<Json<SshCertResponse>> {
+    let dest = Resource::parse(&req.destination)?;
+    let host = dest.destination().to_owned();
+    let deny = |status: ApiError, why: String| {
+        let state = state.clone();
+        let ev = caller.event("ssh.certificate", &host).result("denied").detail(why);
+        async move {
+            audit::record(&state, ev).await?;
+            Err::<Json<SshCertResponse>, _>(status)
+        }
+    };
+    if dest.as_str() != host {
+        let m = format!("an SSH host has no namespaces: ask for '{host}'");
+        return deny(ApiError::bad_request(m.clone()), m).await;
+    }
+    let now = now_ms();
+    let mut c = state.store.conn().await?;
+    let row = infra_store::connectors::destination(&mut c, &host).await?;
+    let inventory = infra_store::connectors::inventory(&mut c, &host).await?;
+    let filter = infra_store::GrantFilter {
+        user_id: Some(caller.user.id.clone()),
+        via_groups: caller.groups.iter().map(|g| g.id.clone()).collect(),
+        resource: Some(host.clone()),
+        ..Default::default()
+    };
+    let (grants, _) = identity::list_grants(&mut c, &filter, now, 1, infra_api::MAX_LIMIT).await?;
+    drop(c);
+    let mut granted: Vec<String> = grants.into_iter().map(|g| g.role).collect();
+    granted.sort();
+    granted.dedup();
+    if granted.is_empty() {
+        let m = format!(
+            "you have no grant on {host}; see 'infra list', or ask an admin: infra grants add {} {host} --role LOGIN",
+            caller.email()
+        );
+        return deny(ApiError::forbidden(m), "no grant on this host".into()).await;
+    }
+    match &row {
+        Some(r) if r.kind == "ssh" => {}
+        Some(r) => {
+            let m = format!("{host} is a {} destination, not an SSH host", r.kind);
+            return deny(ApiError::bad_request(m.clone()), m).await;
+        }
+        None => {
+            let m = format!("no connector has registered SSH host {host} yet; ask an admin to start its connector");
+            return deny(ApiError::not_found(m.clone()), m).await;
+        }
+    }
+    let logins = if req.logins.is_empty() {
+        granted.clone()
+    } else {
+        if let Some(l) = req.logins.iter().find(|l| !granted.contains(l)) {
+            let m = format!(
+                "you are not granted login '{l}' on {host}; you may use: {}",
+                granted.join(", ")
+            );
+            return deny(ApiError::forbidden(m), format!("login {l} not granted")).await;
+        }
+        let mut l = req.logins.clone();
+        l.sort();
+        l.dedup();
+        l
+    };
+    let key = match ssh_ca::parse_allowed_key(&req.public_key) {
+        Ok(k) => k,
+        Err(e) => return deny(ApiError::bad_request(e.to_string()), e.to_string()).await,
+    };
+    let now_s = u64::try_from(now / 1000).unwrap_or(0);
+    // Never longer than the server allows, nor than the session that asks.
+    let mut ttl = state.settings.ssh_cert_ttl.as_secs();
+    if let Some(t) = req.ttl_seconds {
+        ttl = ttl.min(t.max(MIN_TTL_SECS));
+    }
+    if let Some(exp) = caller.key_expires {
+        ttl = ttl.min(u64::try_from(exp / 1000).unwrap_or(0).saturating_sub(now_s));
+    }
+    if ttl == 0 {
+        return Err(ApiError::unauthorized(
+            "your session has ended; run 'infra login' again",
+        ));
+    }
+    let serial = u64::from_be_bytes(infra_auth::random_bytes::<8>().map_err(ApiError::internal)?);
+    let mut extensions = vec!["permit-pty".to_owned()];
+    if let Some((_, Some(json))) = inventory
+        && let Ok(inv) = serde_json::from_str::<infra_tunnel::proto::Inventory>(&json)
+    {
+        extensions.extend(
+            inv.ssh_extensions
+                .into_iter()
+                .filter(|e| ALLOWED_EXTENSIONS.contains(&e.as_str())),
+        );
+    }
+    let valid = (now_s.saturating_sub(BACKDATE_SECS), now_s + ttl);
+    let ca = crate::ssh::signer(&state, CaKind::User).await?;
+    let cert = ca
+        .sign_user(&UserCertRequest {
+            key: &key,
+            host: &host,
+            logins: &logins,
+            key_id: caller.email().to_owned(),
+            serial,
+            valid,
+            extensions: &extensions,
+        })
+        .map_err(ApiError::internal)?;
+    let line = ssh_ca::certificate_line(&cert).map_err(ApiError::internal)?;
+    let ev = caller.event("ssh.certificate", &host).detail(format!(
+        "logins={} serial={serial} valid_before={} key={} extensions={}",
+        logins.join(","),
+        super::time(i64::try_from(valid.1).unwrap_or(0) * 1000),
+        ssh_ca::fingerprint(&key),
+        extensions.join(",")
+    ));
+    audit::record(&state, ev).await?;
+    Ok(Json(SshCertResponse {
+        certificate: line,
+        principals: cert.valid_principals().to_vec(),
+        logins,
+        serial,
+        valid_after: valid.0,
+        valid_before: valid.1,
+        host_ca: crate::ssh::published(&state, CaKind::Host).await?,
+        direct_address: row
+            .and_then(|r| r.direct_url)
+            .and_then(|u| u.strip_prefix("ssh://").map(str::to_owned)),
+    }))
+}
+
+/// Extensions a host may turn on (beyond `permit-pty`, always present).
+const ALLOWED_EXTENSIONS: [&str; 3] = [
+    "permit-port-forwarding",
+    "permit-agent-forwarding",
+    "permit-X11-forwarding",
+];
