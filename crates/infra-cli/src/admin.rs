@@ -329,15 +329,23 @@ async fn list(o: OutputArg) -> anyhow::Result<()> {
     print(
         o.output,
         &i.grants,
-        &["resource", "role", "via", "expires", "url"],
+        &["resource", "kind", "role", "via", "expires", "connect"],
         |g| {
             let dest = g.resource.split('.').next().unwrap_or(&g.resource);
+            let kind = i.kinds.get(dest).cloned().unwrap_or_default();
+            // On an SSH host the role is a login: say how to use it.
+            let connect = match kind.as_str() {
+                "ssh" => format!("infra ssh {dest} -l {}", g.role),
+                "postgres" => format!("infra psql {dest}"),
+                _ => i.urls.get(dest).cloned().unwrap_or_default(),
+            };
             vec![
                 g.resource.clone(),
+                kind,
                 g.role.clone(),
                 g.group.as_ref().map_or_else(|| "you".into(), |n| format!("group {n}")),
                 g.expires.as_deref().map(when).unwrap_or_default(),
-                i.urls.get(dest).cloned().unwrap_or_default(),
+                connect,
             ]
         },
     )

@@ -60,13 +60,35 @@ pub(crate) async fn ensure(state: &AppState) -> ApiResult<()> {
 }
 
 /// The key that signs certificates of `kind` now.
+///
+/// A new user CA key signs at once: connectors put it in sshd's
+/// `TrustedUserCAKeys` within a second of the rotation. A new host CA key
+/// waits until every client certificate issued before it was published
+/// has expired: clients learn the host CA keys with each certificate, so
+/// by then every client trusts it, and until then hosts keep presenting
+/// certificates from the old key.
 pub(crate) async fn signer(state: &AppState, kind: CaKind) -> ApiResult<SshCa> {
     let mut c = state.store.conn().await?;
-    let row = keys::ssh_cas(&mut c, kind.as_str())
-        .await?
-        .into_iter()
-        .find(|r| r.retired_at.is_none())
-        .ok_or_else(|| ApiError::internal(format!("no active SSH {} CA", kind.as_str())))?;
+    let now = now_ms();
+    let rows = keys::ssh_cas(&mut c, kind.as_str()).await?;
+    let mature = now - crate::api::ms(state.settings.ssh_cert_ttl);
+    let row = match kind {
+        CaKind::User => rows.into_iter().find(|r| r.retired_at.is_none()),
+        CaKind::Host => {
+            // Newest first; if none is mature yet (a rotation soon after
+            // the first start), the one that has signed longest.
+            let trusted: Vec<SshCaRow> = rows
+                .into_iter()
+                .filter(|r| r.retired_at.is_none_or(|t| t > now - RETENTION_MS))
+                .collect();
+            trusted
+                .iter()
+                .find(|r| r.created_at <= mature)
+                .or(trusted.last())
+                .cloned()
+        }
+    }
+    .ok_or_else(|| ApiError::internal(format!("no active SSH {} CA", kind.as_str())))?;
     let pem = envelope::open(&state.root_key, &context(&row.id), &row.private_sealed).map_err(ApiError::internal)?;
     let text = String::from_utf8(pem.expose().clone()).map_err(ApiError::internal)?;
     SshCa::from_openssh(&text).map_err(ApiError::internal)

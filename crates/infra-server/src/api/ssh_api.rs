@@ -72,6 +72,15 @@ pub(crate) async fn rotate(
         .event("ssh-ca.rotate", kind.as_str())
         .detail(format!("public_key={}", row.public_key));
     audit::commit(&state, tx, ev).await?;
+    if kind == CaKind::Host {
+        // The new host key starts signing once it is mature (see
+        // `ssh::signer`): push the hosts their new certificates then.
+        let st = state.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(st.settings.ssh_cert_ttl + std::time::Duration::from_secs(1)).await;
+            st.hub.changed();
+        });
+    }
     Ok(Json(SshCaInfo {
         kind: kind.as_str().into(),
         public_keys: crate::ssh::published(&state, kind).await?,

@@ -27,7 +27,16 @@ struct Hosts {
 /// Two hosts behind one connector, and `rogue`: a destination whose
 /// address is host1's sshd, whose host certificate names host1 only.
 fn setup() -> Hosts {
-    let env = super::common::start(Backend::Sqlite);
+    setup_with(false)
+}
+
+/// `direct`: host1 has a public address, so clients skip the tunnel.
+fn setup_with(direct: bool) -> Hosts {
+    setup_full(direct, Vec::new())
+}
+
+fn setup_full(direct: bool, server_args: Vec<String>) -> Hosts {
+    let env = super::common::start_with(Backend::Sqlite, server_args);
     let key = connector_key(&env, "sshc");
     let mut h1 = Sshd::prepare().expect("prepare sshd");
     let mut h2 = Sshd::prepare().expect("prepare sshd");
@@ -39,6 +48,9 @@ fn setup() -> Hosts {
             h.host_key_pub().display(),
             h.infra_dir().display()
         ));
+        if direct && name == "host1" {
+            extra.push_str(&format!("    publicAddress: 127.0.0.1:{}\n", h.port));
+        }
     }
     extra.push_str(&format!(
         "  - name: rogue\n    kind: ssh\n    address: 127.0.0.1:{}\n",
@@ -184,7 +196,7 @@ fn infra_ssh_and_plain_ssh_scp_log_in_as_the_granted_login() {
 
     // `infra list` shows the host and the login.
     let list = alice.run(&["list"]).ok().stdout.clone();
-    assert!(list.contains("host1") && list.contains(&login), "{list}");
+    assert!(list.contains(&format!("infra ssh host1 -l {login}")), "{list}");
 
     // After login: plain ssh and scp, through ~/.ssh/config's Include.
     let out = relogin(&h.env, &alice, "alice@example.com");
@@ -545,4 +557,124 @@ fn revoking_closes_a_tunneled_session() {
     assert!(!h.h1.infra_dir().join("principals").join(&login).exists());
     let text = serde_json::to_string(&audit(&h.env, "ssh.deny")).unwrap();
     assert!(text.contains("reason=revoked"), "{text}");
+}
+
+#[test]
+fn a_host_with_a_public_address_is_reached_directly() {
+    let h = setup_with(true);
+    let login = current_login();
+    let alice = user(&h.env, "alice@example.com");
+    grant(&h.env, "alice@example.com", "host1", &login);
+    let out = eventually!(15, || {
+        let out = alice.run(&["ssh", "host1", "--", "whoami"]);
+        anyhow::ensure!(out.status == 0, "{out:?}");
+        Ok(out)
+    });
+    assert_eq!(out.stdout.trim(), login);
+    // Straight to sshd: the connector carried no session.
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(audit(&h.env, "ssh.request").is_empty());
+    // The SSH config names the address instead of a ProxyCommand.
+    assert_eq!(relogin(&h.env, &alice, "alice@example.com").status, 0);
+    let cfg = std::fs::read_to_string(alice.home().join(".ssh/infra/config")).unwrap();
+    assert!(
+        cfg.contains(&format!("Port {}", h.h1.port)) && !cfg.contains("ProxyCommand"),
+        "{cfg}"
+    );
+    let user_config = alice.home().join(".ssh/config");
+    let out = run_as(
+        &alice,
+        "ssh",
+        &[
+            "-F",
+            user_config.to_str().unwrap(),
+            "-o",
+            "BatchMode=yes",
+            "host1",
+            "whoami",
+        ],
+        None,
+    );
+    assert_eq!(out.stdout.trim(), login, "{out:?}");
+    // --tunnel goes through Infra all the same.
+    let out = alice.run(&["ssh", "host1", "--tunnel", "--", "whoami"]);
+    assert_eq!(out.stdout.trim(), login, "{out:?}");
+    eventually!(10, || {
+        anyhow::ensure!(!audit(&h.env, "ssh.request").is_empty(), "no tunneled session");
+        Ok(())
+    });
+}
+
+#[test]
+fn rotating_the_cas_keeps_hosts_and_clients_working() {
+    // Certificates of 5 s: a new host CA key signs once every client
+    // certificate issued before it has expired.
+    let h = setup_full(false, vec!["--ssh-cert-ttl".into(), "5s".into()]);
+    let login = current_login();
+    let alice = user(&h.env, "alice@example.com");
+    grant(&h.env, "alice@example.com", "host1", &login);
+    eventually!(15, || {
+        let out = alice.run(&["ssh", "host1", "--", "true"]);
+        anyhow::ensure!(out.status == 0, "{out:?}");
+        Ok(())
+    });
+    // The CA private keys are sealed in the store, never in the clear.
+    let db = std::fs::read(h.env.server.data_dir.join("infra.db")).unwrap();
+    let needle = b"OPENSSH PRIVATE KEY";
+    assert!(
+        !db.windows(needle.len()).any(|w| w == needle),
+        "a CA key is stored in the clear"
+    );
+
+    let user_ca = h.h1.infra_dir().join("user_ca.pub");
+    let host_cert = h.h1.infra_dir().join("host-cert.pub");
+    let old_host_cert = std::fs::read_to_string(&host_cert).unwrap();
+    let shown = h.env.admin.run(&["ssh-ca", "show", "user"]).ok().stdout.clone();
+    assert_eq!(shown.lines().count(), 1, "{shown}");
+    let old_cert = std::fs::read_to_string(alice.home().join(".infra/ssh/host1-cert.pub")).unwrap();
+    h.env.admin.run(&["ssh-ca", "rotate", "user"]).ok();
+    h.env.admin.run(&["ssh-ca", "rotate", "host"]).ok();
+    // Both user CA keys are on the host within moments, and the host still
+    // presents its certificate from the old host CA, which clients know.
+    eventually!(5, || {
+        let text = std::fs::read_to_string(&user_ca)?;
+        anyhow::ensure!(text.lines().count() == 2, "{text}");
+        Ok(())
+    });
+    assert_eq!(std::fs::read_to_string(&host_cert).unwrap(), old_host_cert);
+    // A certificate from the old user CA still works...
+    let ssh_dir = alice.home().join(".infra/ssh");
+    let old = ssh_dir.join("old-cert.pub");
+    std::fs::write(&old, &old_cert).unwrap();
+    let out = raw_ssh(&alice, &h.h1, "host1", &login, &old);
+    assert_eq!(
+        out.status,
+        0,
+        "{out:?}\nknown_hosts: {}\nhost cert: {}\nCA: {:?}",
+        std::fs::read_to_string(ssh_dir.join("known_hosts")).unwrap_or_default(),
+        run_as(&alice, "ssh-keygen", &["-L", "-f", host_cert.to_str().unwrap()], None).stdout,
+        h.env.server.get_json("/api/ssh/host-ca", None)
+    );
+    // ... and a new one from the new CA, whose response lists both host CA keys.
+    let out = alice.run(&["ssh", "host1", "--", "echo", "new"]);
+    assert_eq!(out.stdout.trim(), "new", "{out:?}\n{}", h.h1.log());
+    assert_ne!(
+        std::fs::read_to_string(ssh_dir.join("host1-cert.pub")).unwrap(),
+        old_cert
+    );
+    let kh = std::fs::read_to_string(ssh_dir.join("known_hosts")).unwrap();
+    assert_eq!(kh.matches("@cert-authority").count(), 2, "{kh}");
+    // Once every older client certificate has expired, the host gets a
+    // certificate from the new host CA, and clients trust it.
+    eventually!(20, || {
+        anyhow::ensure!(
+            std::fs::read_to_string(&host_cert)? != old_host_cert,
+            "host certificate not renewed"
+        );
+        Ok(())
+    });
+    let out = alice.run(&["ssh", "host1", "--", "echo", "after"]);
+    assert_eq!(out.stdout.trim(), "after", "{out:?}");
+    let rotations = audit(&h.env, "ssh-ca.rotate");
+    assert_eq!(rotations.len(), 2, "{rotations:?}");
 }

@@ -1,0 +1,98 @@
+// A real browser (the system Chromium, headless) going through a site that
+// signs in with provider.mjs.
+//
+//   node browser.mjs --url URL --username U --password P [--expect-text TEXT]
+//                    [--insecure] [--timeout SECONDS] [--screenshot FILE.png]
+//
+// Opens URL; whenever the page is the provider's login form, fills it in and
+// submits it; waits for the first page outside the provider; prints one JSON
+// line {"url", "status", "text"} (text: the first 2000 characters of the
+// page's innerText). Exit codes: 0 success, 3 the login form rejected the
+// credentials, 1 any other failure (including --expect-text not shown), 2 usage.
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+
+import { chromium } from 'playwright-core';
+
+const { values } = parseArgs({
+  options: {
+    url: { type: 'string' },
+    username: { type: 'string' },
+    password: { type: 'string' },
+    'expect-text': { type: 'string' },
+    insecure: { type: 'boolean', default: false },
+    timeout: { type: 'string', default: '30' },
+    screenshot: { type: 'string' },
+  },
+});
+if (!values.url || values.username === undefined || values.password === undefined) {
+  console.error('usage: browser.mjs --url URL --username U --password P [--expect-text TEXT] [--insecure] [--timeout S] [--screenshot FILE]');
+  process.exit(2);
+}
+const timeout = Number(values.timeout) * 1000;
+
+class Failure extends Error {
+  constructor(message, code = 1) {
+    super(message);
+    this.code = code;
+  }
+}
+
+const userDataDir = await mkdtemp(join(tmpdir(), 'infra-browser-'));
+let context;
+try {
+  context = await chromium.launchPersistentContext(userDataDir, {
+    executablePath: '/usr/bin/chromium',
+    headless: true,
+    args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+      '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+    ignoreHTTPSErrors: values.insecure,
+    timeout,
+  });
+  context.setDefaultTimeout(timeout);
+  const page = context.pages()[0] ?? await context.newPage();
+
+  // The status of the last top-level navigation (after redirects).
+  let status;
+  page.on('response', (response) => {
+    if (response.request().isNavigationRequest() && response.frame() === page.mainFrame()) {
+      status = response.status();
+    }
+  });
+
+  await page.goto(values.url, { waitUntil: 'load' });
+  const loginForm = page.locator('input[name=username]');
+  if (await loginForm.count() > 0) {
+    const providerOrigin = new URL(page.url()).origin;
+    await loginForm.fill(values.username);
+    await page.locator('input[name=password]').fill(values.password);
+    await Promise.all([
+      page.waitForEvent('framenavigated', (frame) => frame === page.mainFrame()),
+      page.locator('#login').click(),
+    ]);
+    await page.waitForLoadState('load');
+    if (await loginForm.count() > 0) {
+      const message = await page.locator('#error').innerText().catch(() => 'the login form came back');
+      throw new Failure(`login rejected: ${message}`, 3);
+    }
+    // The provider may still be redirecting (consent is granted automatically).
+    await page.waitForURL((url) => url.origin !== providerOrigin, { waitUntil: 'load' });
+  }
+
+  const expected = values['expect-text'];
+  const found = expected === undefined || await page
+    .waitForFunction((text) => document.body?.innerText.includes(text), expected)
+    .then(() => true, () => false);
+  if (values.screenshot) await page.screenshot({ path: values.screenshot, fullPage: true });
+  const text = (await page.evaluate(() => document.body?.innerText ?? '')).slice(0, 2000);
+  console.log(JSON.stringify({ url: page.url(), status: status ?? null, text }));
+  if (!found) throw new Failure(`the page does not show ${JSON.stringify(expected)}`);
+} catch (err) {
+  console.error(`browser.mjs: ${err.message}`);
+  process.exitCode = err instanceof Failure ? err.code : 1;
+} finally {
+  await context?.close();
+  await rm(userDataDir, { recursive: true, force: true });
+}
