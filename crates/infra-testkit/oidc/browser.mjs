@@ -42,6 +42,7 @@ class Failure extends Error {
 
 const userDataDir = await mkdtemp(join(tmpdir(), 'infra-browser-'));
 let context;
+let page;
 try {
   context = await chromium.launchPersistentContext(userDataDir, {
     executablePath: '/usr/bin/chromium',
@@ -52,7 +53,7 @@ try {
     timeout,
   });
   context.setDefaultTimeout(timeout);
-  const page = context.pages()[0] ?? await context.newPage();
+  page = context.pages()[0] ?? await context.newPage();
 
   // The status of the last top-level navigation (after redirects).
   let status;
@@ -64,7 +65,8 @@ try {
 
   await page.goto(values.url, { waitUntil: 'load' });
   const loginForm = page.locator('input[name=username]');
-  if (await loginForm.count() > 0) {
+  for (let logins = 0; await loginForm.count() > 0; logins += 1) {
+    if (logins === 3) throw new Failure('the login form keeps coming back');
     const providerOrigin = new URL(page.url()).origin;
     await loginForm.fill(values.username);
     await page.locator('input[name=password]').fill(values.password);
@@ -73,11 +75,10 @@ try {
       page.locator('#login').click(),
     ]);
     await page.waitForLoadState('load');
-    if (await loginForm.count() > 0) {
+    if (new URL(page.url()).origin === providerOrigin && await loginForm.count() > 0) {
       const message = await page.locator('#error').innerText().catch(() => 'the login form came back');
       throw new Failure(`login rejected: ${message}`, 3);
     }
-    // The provider may still be redirecting (consent is granted automatically).
     await page.waitForURL((url) => url.origin !== providerOrigin, { waitUntil: 'load' });
   }
 
@@ -85,14 +86,16 @@ try {
   const found = expected === undefined || await page
     .waitForFunction((text) => document.body?.innerText.includes(text), expected)
     .then(() => true, () => false);
-  if (values.screenshot) await page.screenshot({ path: values.screenshot, fullPage: true });
   const text = (await page.evaluate(() => document.body?.innerText ?? '')).slice(0, 2000);
   console.log(JSON.stringify({ url: page.url(), status: status ?? null, text }));
+  if (page.url().startsWith('chrome-error:')) throw new Failure(`the page did not load: ${text.split('\n').filter(Boolean).slice(0, 2).join(' ')}`);
   if (!found) throw new Failure(`the page does not show ${JSON.stringify(expected)}`);
 } catch (err) {
   console.error(`browser.mjs: ${err.message}`);
   process.exitCode = err instanceof Failure ? err.code : 1;
 } finally {
+  // Also (above all) when something failed.
+  if (values.screenshot && page) await page.screenshot({ path: values.screenshot, fullPage: true }).catch(() => {});
   await context?.close();
   await rm(userDataDir, { recursive: true, force: true });
 }

@@ -69,16 +69,20 @@ function attributes(tag) {
   return out;
 }
 
-// The first form of a page: its action and the values its inputs would send.
+// The first form of a page: its action, the values its inputs would send and
+// which of them the user sees.
 function parseForm(html) {
   const form = html.match(/<form\b([^>]*)>([\s\S]*?)<\/form>/i);
   if (!form) return undefined;
   const fields = {};
+  const visible = new Set();
   for (const [input] of form[2].matchAll(/<input\b[^>]*>/gi)) {
-    const { name, value = '' } = attributes(input);
-    if (name) fields[name] = value;
+    const { name, value = '', type = 'text' } = attributes(input);
+    if (!name) continue;
+    fields[name] = value;
+    if (type !== 'hidden') visible.add(name);
   }
-  return { action: attributes(`<form ${form[1]}>`).action, fields };
+  return { action: attributes(`<form ${form[1]}>`).action, fields, visible };
 }
 
 // What the page says went wrong: the element with id="error", else its text.
@@ -137,12 +141,12 @@ async function walk(startUrl, { username, password, userCode }) {
       throw new Failure(`the provider posts a form to ${action.href} (response_mode=form_post is not supported)`);
     }
 
-    if ('username' in form.fields) {
+    if (form.visible.has('username')) {
       // The login form again after our credentials: they were rejected.
       if (loginsSent) throw new Failure(`login rejected: ${pageMessage(html)}`, 3);
       loginsSent += 1;
       Object.assign(form.fields, { username, password });
-    } else if (form.fields.user_code === '') {
+    } else if (form.visible.has('user_code')) {
       if (!userCode) throw new Failure(`the provider asks for a user code at ${request.url}`);
       if (codesSent) throw new Failure(`user code rejected: ${pageMessage(html)}`);
       codesSent += 1;
@@ -167,11 +171,9 @@ async function main() {
   });
   const [mode] = positionals;
   const credentials = { username: values.username, password: values.password };
-  if (credentials.username === undefined || credentials.password === undefined) {
-    throw new Failure('--username and --password are required', 2);
-  }
+  const complete = credentials.username !== undefined && credentials.password !== undefined;
 
-  if (mode === 'code' && values.url) {
+  if (mode === 'code' && values.url && complete) {
     const final = await walk(values.url, credentials);
     if (final === undefined) throw new Failure('the provider showed a device success page, not a redirect');
     console.log(final);
@@ -180,7 +182,7 @@ async function main() {
         .catch((err) => { throw new Failure(`GET ${final}: ${err.cause?.message ?? err.message}`); });
       console.log(response.status);
     }
-  } else if (mode === 'device' && values.uri && values.code) {
+  } else if (mode === 'device' && values.uri && values.code && complete) {
     const final = await walk(values.uri, { ...credentials, userCode: values.code });
     if (final !== undefined) throw new Failure(`the device flow ended in a redirect to ${final}`);
     console.log('ok');

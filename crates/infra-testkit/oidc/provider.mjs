@@ -102,12 +102,14 @@ ${error ? `<p id="error" style="color:#b00">${html(error)}</p>` : ''}
 }
 
 async function readBody(req) {
-  let body = '';
+  const chunks = [];
+  let size = 0;
   for await (const chunk of req) {
-    body += chunk;
-    if (body.length > 65536) throw new Error('request body too large');
+    size += chunk.length;
+    if (size > 65536) throw new Error('request body too large');
+    chunks.push(chunk);
   }
-  return body;
+  return Buffer.concat(chunks).toString('utf8');
 }
 
 function checkPassword(user, password) {
@@ -142,6 +144,9 @@ const provider = new Provider(issuer, {
   clients,
   jwks,
   // Signed cookies; new keys every start, as all state is in memory anyway.
+  // Cookies get the Secure flag only when the request is https; the provider
+  // keeps Koa's proxy off, so X-Forwarded-Proto cannot make plain http
+  // requests look like https (which would make the cookies unusable).
   cookies: { keys: [randomBytes(32).toString('base64url')] },
   scopes: ['openid', 'offline_access', 'email', 'profile', 'groups'],
   claims: {
@@ -159,7 +164,7 @@ const provider = new Provider(issuer, {
     deviceFlow: {
       enabled: true,
       userCodeInputSource(ctx, form, out, err) {
-        ctx.body = page('Device sign in', `${err ? `<p id="error" style="color:#b00">${html(err.message ?? 'error')}${err.userCode ? ': the code is not valid' : ''}</p>` : '<p>Enter the code shown on your device</p>'}
+        ctx.body = page('Device sign in', `${err ? `<p id="error" style="color:#b00">${html(err.message)}</p>` : '<p>Enter the code shown on your device</p>'}
 ${form.replace('</form>', '<button type="submit" id="continue">Continue</button></form>')}`);
       },
       userCodeConfirmSource(ctx, form, client, deviceInfo, userCode) {
@@ -220,8 +225,11 @@ provider.Client.prototype.redirectUriAllowed = function loopbackAwareRedirectUri
     || this.redirectUris.some((registered) => sameIgnoringLoopbackPort(registered, value));
 };
 
-for (const event of ['server_error', 'authorization.error', 'grant.error', 'userinfo.error', 'code_verification.error']) {
-  provider.on(event, (ctx, err) => console.error(`${event}: ${err.message}${err.error_description ? ` (${err.error_description})` : ''}`));
+for (const event of ['server_error', 'authorization.error', 'grant.error', 'userinfo.error', 'device_authorization.error', 'code_verification.error']) {
+  provider.on(event, (ctx, err) => {
+    const why = [err.error_description, err.error_detail].filter(Boolean).join(': ');
+    console.error(`${event}: ${err.message}${why ? ` (${why})` : ''}`);
+  });
 }
 
 // The login form, with consent granted automatically (a first-party client).

@@ -1,0 +1,114 @@
+//! Sets up what `scripts/bench-ssh` measures: two real sshd (A and B, the
+//! same configuration), an Infra server, a connector serving `host1`
+//! (sshd A, through the tunnel) and `host2` (sshd B, with a public
+//! address: clients connect straight to it), and a user granted the
+//! current login on both, logged in with `~/.ssh/config` written. Prints
+//! one JSON line with the addresses and paths, then waits until its
+//! standard input closes.
+//!
+//! `INFRA_BIN` is the `infra` binary to run (the release build).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::Read as _;
+use std::path::PathBuf;
+
+use infra_testkit::{Cli, Connector, Server, ServerOpts, Sshd, current_login};
+
+fn main() -> anyhow::Result<()> {
+    let bin =
+        PathBuf::from(std::env::var("INFRA_BIN").map_err(|_| anyhow::anyhow!("set INFRA_BIN to the infra binary"))?);
+    let server = Server::start(
+        &bin,
+        ServerOpts {
+            admin_email: Some("admin@example.com".into()),
+            admin_password: Some("admin-password-1".into()),
+            ..Default::default()
+        },
+    )?;
+    let admin = Cli::new(&bin)?;
+    let addr = format!("127.0.0.1:{}", server.port);
+    let ca = server.ca_path();
+    let ca_s = ca.to_str().unwrap_or_default();
+    admin
+        .run_env(
+            &["login", &addr, "--user", "admin@example.com", "--tls-ca", ca_s],
+            &[("INFRA_PASSWORD", "admin-password-1")],
+            None,
+        )
+        .ok();
+    let key = admin
+        .run(&["keys", "add", "--connector", "--name", "sshc", "--quiet"])
+        .ok()
+        .stdout
+        .trim()
+        .to_owned();
+    let mut a = Sshd::prepare()?;
+    let mut b = Sshd::prepare()?;
+    let extra = format!(
+        "  - name: host1\n    kind: ssh\n    address: 127.0.0.1:{}\n    hostKeyFile: {}\n    sshdDir: {}\n\
+         \x20 - name: host2\n    kind: ssh\n    address: 127.0.0.1:{}\n    publicAddress: 127.0.0.1:{}\n    hostKeyFile: {}\n    sshdDir: {}\n",
+        a.port,
+        a.host_key_pub().display(),
+        a.infra_dir().display(),
+        b.port,
+        b.port,
+        b.host_key_pub().display(),
+        b.infra_dir().display()
+    );
+    let connector = Connector::start_with(&bin, &server, &key, "sshc", &[], &extra)?;
+    for s in [&mut a, &mut b] {
+        s.wait_for_infra_files(30)?;
+        s.start()?;
+    }
+    let login = current_login();
+    admin
+        .run_stdin(
+            &["users", "add", "alice@example.com", "--password-stdin"],
+            "user-password-1",
+        )
+        .ok();
+    for host in ["host1", "host2"] {
+        admin
+            .run(&["grants", "add", "alice@example.com", host, "--role", &login])
+            .ok();
+    }
+    // The grants reach the connector, which writes the principals files.
+    for s in [&a, &b] {
+        let p = s.infra_dir().join("principals").join(&login);
+        for _ in 0..100 {
+            if p.exists() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+    let alice = Cli::new(&bin)?;
+    alice
+        .run_env(
+            &["login", &addr, "--user", "alice@example.com", "--tls-ca", ca_s, "--ssh-include"],
+            &[("INFRA_PASSWORD", "user-password-1")],
+            None,
+        )
+        .ok();
+    let info = serde_json::json!({
+        "home": alice.home(),
+        "login": login,
+        "portA": a.port,
+        "portB": b.port,
+        "keyA": a.client_key(),
+        "keyB": b.client_key(),
+        "hostKeyA": a.host_key_pub(),
+        "hostKeyB": b.host_key_pub(),
+        "serverPid": server.pid(),
+        "connectorPid": connector.pid(),
+    });
+    println!("{info}");
+    let mut sink = Vec::new();
+    let _ = std::io::stdin().read_to_end(&mut sink);
+    drop(a);
+    drop(b);
+    drop(connector);
+    drop(server);
+    Ok(())
+}
