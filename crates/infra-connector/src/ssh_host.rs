@@ -22,7 +22,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use bytes::Bytes;
 use http::{Request, Response};
 use http_body::Body as _;
 use hyper::body::Incoming;
@@ -234,13 +233,14 @@ pub(crate) async fn session(
     let (tx, rx) = infra_tunnel::body::bytes_channel(16);
     let counted_out = bytes_out.clone();
     let down = async move {
-        let mut buf = vec![0u8; 64 * 1024];
+        let mut buf = bytes::BytesMut::new();
         loop {
-            match rd.read(&mut buf).await {
+            buf.reserve(infra_tunnel::body::READ_CHUNK);
+            match rd.read_buf(&mut buf).await {
                 Ok(0) | Err(_) => return,
                 Ok(n) => {
                     counted_out.fetch_add(n as u64, Ordering::Relaxed);
-                    if tx.send(Bytes::copy_from_slice(&buf[..n])).await.is_err() {
+                    if tx.send(buf.split().freeze()).await.is_err() {
                         return;
                     }
                 }

@@ -86,7 +86,15 @@ fn main() -> anyhow::Result<()> {
     let alice = Cli::new(&bin)?;
     alice
         .run_env(
-            &["login", &addr, "--user", "alice@example.com", "--tls-ca", ca_s, "--ssh-include"],
+            &[
+                "login",
+                &addr,
+                "--user",
+                "alice@example.com",
+                "--tls-ca",
+                ca_s,
+                "--ssh-include",
+            ],
             &[("INFRA_PASSWORD", "user-password-1")],
             None,
         )
