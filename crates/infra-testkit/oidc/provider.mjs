@@ -14,10 +14,28 @@
 //   GET /_admin/users             list users
 //   PUT /_admin/users/:sub        JSON body merged into the user (created if new)
 //   DELETE /_admin/users/:sub     delete the user
+//   GET /_admin/tamper            {"pending": the pending tamper or null}
+//   PUT /_admin/tamper            a misbehaving provider, for negative tests:
+//                                 JSON {"idToken": {...}} tampers with the ID
+//                                 token of the NEXT token-endpoint response that
+//                                 carries one (code, refresh or device-code
+//                                 grant; errors such as authorization_pending
+//                                 do not count), then clears itself. Replaces
+//                                 any pending tamper. In idToken:
+//                                   "expOffset": S  exp = now + S, iat = exp - 60
+//                                   "sign": "other-key"  signed with a fresh key
+//                                        that is not in the JWKS (same kid, alg)
+//                                   any other name: that claim set to the value
+//                                        ("aud", "iss", "nonce", "sub", ...);
+//                                        null removes the claim.
+//                                 Otherwise the token stays valid: re-signed with
+//                                 the provider's own key, header (kid, alg) kept.
+//   DELETE /_admin/tamper         clear the pending tamper
 import { generateKeyPairSync, randomBytes, randomUUID, timingSafeEqual } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { createServer } from 'node:http';
 
+import { SignJWT, decodeJwt, decodeProtectedHeader, generateKeyPair, importJWK } from 'jose';
 import Provider from 'oidc-provider';
 
 // oidc-provider prints notices with console.info (stdout), which must carry
@@ -130,6 +148,48 @@ const jwks = {
     kid: randomUUID(),
   })),
 };
+
+// The private signing keys by kid, to re-sign tampered ID tokens with.
+const signingKeys = new Map(await Promise.all(jwks.keys.map(async (jwk) => [jwk.kid, await importJWK(jwk, jwk.alg)])));
+
+const isObject = (v) => typeof v === 'object' && v !== null && !Array.isArray(v);
+
+// The pending tamper (PUT /_admin/tamper), or null.
+let tamper = null;
+
+function parseTamper(body) {
+  if (!isObject(body)) throw new TypeError('a tamper must be a JSON object');
+  const unknown = Object.keys(body).filter((k) => k !== 'idToken');
+  if (unknown.length) throw new TypeError(`cannot tamper with ${unknown.join(', ')} (only idToken)`);
+  const { idToken } = body;
+  if (!isObject(idToken) || Object.keys(idToken).length === 0) {
+    throw new TypeError('idToken must be a non-empty JSON object');
+  }
+  if ('expOffset' in idToken && !Number.isFinite(idToken.expOffset)) {
+    throw new TypeError('idToken.expOffset must be a number of seconds');
+  }
+  if ('sign' in idToken && idToken.sign !== 'other-key') throw new TypeError('idToken.sign must be "other-key"');
+  return { idToken };
+}
+
+// The ID token with the tamper's changes, signed with the key its header names
+// (or, for sign: other-key, with a fresh key of the same kind under that kid).
+async function tamperIdToken(idToken, { expOffset, sign, ...claims }) {
+  const header = decodeProtectedHeader(idToken);
+  const payload = { ...decodeJwt(idToken) };
+  for (const [name, value] of Object.entries(claims)) {
+    if (value === null) delete payload[name];
+    else payload[name] = value;
+  }
+  if (expOffset !== undefined) {
+    payload.exp = Math.floor(Date.now() / 1000 + expOffset);
+    payload.iat = payload.exp - 60;
+  }
+  let key = signingKeys.get(header.kid);
+  if (!key) throw new Error(`the ID token's kid ${JSON.stringify(header.kid)} is none of the provider's keys`);
+  if (sign === 'other-key') key = (await generateKeyPair(header.alg)).privateKey;
+  return new SignJWT(payload).setProtectedHeader(header).sign(key);
+}
 
 // Listen first: with port 0 the issuer is only known once the port is.
 const server = createServer();
@@ -271,13 +331,40 @@ async function interaction(ctx) {
   return finish({ login: { accountId: user.sub } }, false);
 }
 
-async function admin(ctx, sub) {
+function adminAuthorized(ctx) {
   const expected = Buffer.from(`Bearer ${adminToken}`);
   const given = Buffer.from(ctx.get('authorization'));
-  if (given.length !== expected.length || !timingSafeEqual(given, expected)) {
-    ctx.status = 401;
-    ctx.body = { error: 'unauthorized' };
-  } else if (sub === undefined && ctx.method === 'GET') {
+  if (given.length === expected.length && timingSafeEqual(given, expected)) return true;
+  ctx.status = 401;
+  ctx.body = { error: 'unauthorized' };
+  return false;
+}
+
+async function adminTamper(ctx) {
+  if (!adminAuthorized(ctx)) return;
+  if (ctx.method === 'GET') {
+    ctx.body = { pending: tamper };
+  } else if (ctx.method === 'PUT') {
+    try {
+      tamper = parseTamper(JSON.parse(await readBody(ctx.req)));
+      console.error(`tamper: pending ${JSON.stringify(tamper)}`);
+      ctx.body = { pending: tamper };
+    } catch (err) {
+      ctx.status = 400;
+      ctx.body = { error: err.message };
+    }
+  } else if (ctx.method === 'DELETE') {
+    tamper = null;
+    ctx.status = 204;
+  } else {
+    ctx.status = 405;
+    ctx.body = { error: 'method not allowed' };
+  }
+}
+
+async function admin(ctx, sub) {
+  if (!adminAuthorized(ctx)) return;
+  if (sub === undefined && ctx.method === 'GET') {
     ctx.body = [...users.values()];
   } else if (sub !== undefined && ctx.method === 'PUT') {
     try {
@@ -308,11 +395,25 @@ provider.use(async (ctx, next) => {
   }
   const adminPath = ctx.path.match(/^\/_admin\/users(?:\/([^/]+))?$/);
   if (adminPath) return admin(ctx, adminPath[1] && decodeURIComponent(adminPath[1]));
+  if (ctx.path === '/_admin/tamper') return adminTamper(ctx);
 
   await next();
   // oidc-provider sends no polling interval, and RFC 8628 then means 5 s.
   if (ctx.path === '/device/auth' && ctx.status === 200 && ctx.body?.device_code) {
     ctx.body.interval = deviceFlowInterval;
+  }
+  // The pending tamper, taken (so used once) by the first token response with an ID token.
+  if (tamper && ctx.oidc?.route === 'token' && ctx.status === 200 && typeof ctx.body?.id_token === 'string') {
+    const { idToken } = tamper;
+    tamper = null;
+    try {
+      ctx.body.id_token = await tamperIdToken(ctx.body.id_token, idToken);
+      console.error(`tamper: applied ${JSON.stringify(idToken)} to the ID token of a ${ctx.oidc.params?.grant_type} response`);
+    } catch (err) {
+      console.error(`tamper: ${err.message}`);
+      ctx.status = 500;
+      ctx.body = { error: 'server_error', error_description: `tamper: ${err.message}` };
+    }
   }
   return undefined;
 });
