@@ -578,3 +578,58 @@ fn ssh_destination(d: &DestinationConfig) -> anyhow::Result<(Kind, String)> {
         format!("ssh://{address}"),
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ssh(yaml: &str) -> Result<SshConfig, String> {
+        let d: DestinationConfig =
+            yaml_serde::from_str(&format!("name: host1\nkind: ssh\n{yaml}")).map_err(|e| e.to_string())?;
+        match ssh_destination(&d) {
+            Ok((Kind::Ssh(c), url)) => {
+                assert_eq!(url, format!("ssh://{}", c.address));
+                Ok(c)
+            }
+            Ok(_) => Err("not ssh".into()),
+            Err(e) => Err(format!("{e:#}")),
+        }
+    }
+
+    #[test]
+    fn ssh_destinations() {
+        let c = ssh("address: 10.0.0.7:22\nallow: [port-forwarding]\n").unwrap();
+        assert_eq!(c.allow, ["permit-port-forwarding"]);
+        assert!(c.host_key_file.is_none() && c.sshd_dir.is_none());
+        for (yaml, why) in [
+            ("", "needs 'address"),
+            ("address: 10.0.0.7\n", "must be host:port"),
+            (
+                "address: 10.0.0.7:22\npublicAddress: x\n",
+                "publicAddress 'x' must be host:port",
+            ),
+            ("url: ssh://x:22\n", "not url"),
+            (
+                "address: a:22\nallow: [root-login]\n",
+                "allow 'root-login' is not known",
+            ),
+            (
+                "address: a:22\nhostKeyFile: /nonexistent/key.pub\n",
+                "hostKeyFile /nonexistent/key.pub",
+            ),
+            (
+                "address: a:22\nsshdDir: /etc/ssh/infra-test-none\n",
+                "/etc/ssh/ssh_host_ed25519_key.pub",
+            ),
+            ("address: a:22\nadress: b\n", "unknown field `adress`"),
+        ] {
+            let e = ssh(yaml).err().unwrap_or_default();
+            // With sshdDir and no hostKeyFile, the default key path is used:
+            // an error only where that key does not exist.
+            if yaml.contains("sshdDir") && std::path::Path::new("/etc/ssh/ssh_host_ed25519_key.pub").exists() {
+                continue;
+            }
+            assert!(e.contains(why), "{yaml:?}: {e}");
+        }
+    }
+}

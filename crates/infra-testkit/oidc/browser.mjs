@@ -1,11 +1,17 @@
 // A real browser (the system Chromium, headless) going through a site that
 // signs in with provider.mjs.
 //
-//   node browser.mjs --url URL --username U --password P [--expect-text TEXT]
-//                    [--insecure] [--timeout SECONDS] [--screenshot FILE.png]
+//   node browser.mjs --url URL --username U --password P [--click TEXT]...
+//                    [--expect-text TEXT] [--insecure] [--timeout SECONDS]
+//                    [--screenshot FILE.png]
 //
-// Opens URL; whenever the page is the provider's login form, fills it in and
-// submits it; waits for the first page outside the provider; prints one JSON
+// Opens URL. Until the provider's login form (the form with an input named
+// username) first shows, on each page that loads: if a link or button whose
+// visible text contains one of the --click TEXTs (case-sensitive; tried in the
+// order given) is there, clicks it, e.g. --click "Sign in with Acme" on a
+// site's own login page (whose email/password form is left alone). No clicks
+// after the first login. Whenever the page is the provider's login form, fills
+// it in and submits it; waits for the first page outside the provider; prints one JSON
 // line {"url", "status", "text"} (text: the first 2000 characters of the
 // page's innerText). Exit codes: 0 success, 3 the login form rejected the
 // credentials, 1 any other failure (including --expect-text not shown), 2 usage.
@@ -25,10 +31,11 @@ const { values } = parseArgs({
     insecure: { type: 'boolean', default: false },
     timeout: { type: 'string', default: '30' },
     screenshot: { type: 'string' },
+    click: { type: 'string', multiple: true, default: [] },
   },
 });
 if (!values.url || values.username === undefined || values.password === undefined) {
-  console.error('usage: browser.mjs --url URL --username U --password P [--expect-text TEXT] [--insecure] [--timeout S] [--screenshot FILE]');
+  console.error('usage: browser.mjs --url URL --username U --password P [--click TEXT]... [--expect-text TEXT] [--insecure] [--timeout S] [--screenshot FILE]');
   process.exit(2);
 }
 const timeout = Number(values.timeout) * 1000;
@@ -64,15 +71,43 @@ try {
   });
 
   await page.goto(values.url, { waitUntil: 'load' });
+  // The provider's form is the one with a username: a site's own login form
+  // (email and password) is not it.
   const loginForm = page.locator('input[name=username]');
+
+  // Before the provider's form: the --click links and buttons, one per page load.
+  const escape = (text) => text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+  const clickable = (text) => {
+    const name = new RegExp(escape(text));
+    return page.getByRole('link', { name }).or(page.getByRole('button', { name })).filter({ visible: true }).first();
+  };
+  for (let clicks = 0; values.click.length && await loginForm.count() === 0; clicks += 1) {
+    let target;
+    for (const text of values.click) {
+      if (await clickable(text).count() > 0) {
+        target = { text, locator: clickable(text) };
+        break;
+      }
+    }
+    if (!target) break;
+    if (clicks === 10) throw new Failure(`still clicking after 10 pages (last: ${JSON.stringify(target.text)} on ${page.url()})`);
+    await Promise.all([
+      page.waitForEvent('framenavigated', (frame) => frame === page.mainFrame())
+        .catch(() => { throw new Failure(`clicking ${JSON.stringify(target.text)} on ${page.url()} loaded no page`); }),
+      target.locator.click(),
+    ]);
+    await page.waitForLoadState('load');
+  }
+
   for (let logins = 0; await loginForm.count() > 0; logins += 1) {
     if (logins === 3) throw new Failure('the login form keeps coming back');
     const providerOrigin = new URL(page.url()).origin;
-    await loginForm.fill(values.username);
-    await page.locator('input[name=password]').fill(values.password);
+    const form = page.locator('form:has(input[name=username])');
+    await form.locator('input[name=username]').fill(values.username);
+    await form.locator('input[name=password]').fill(values.password);
     await Promise.all([
       page.waitForEvent('framenavigated', (frame) => frame === page.mainFrame()),
-      page.locator('#login').click(),
+      form.locator('#login').click(),
     ]);
     await page.waitForLoadState('load');
     if (new URL(page.url()).origin === providerOrigin && await loginForm.count() > 0) {

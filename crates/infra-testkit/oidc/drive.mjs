@@ -2,9 +2,13 @@
 // own, redirects followed by hand. No browser.
 //
 //   node drive.mjs code --url AUTHORIZATION_URL --username U --password P [--follow]
+//                       [--state-override VALUE]
 //     prints the URL the provider finally redirects to (the client's
 //     redirect_uri with code and state); with --follow also GETs it and prints
-//     the HTTP status on a second line.
+//     the HTTP status on a second line (without it, the URL is only printed).
+//     --state-override: the state parameter of that URL replaced with VALUE
+//     (added if missing) before it is printed and followed, as a forged
+//     callback would be; the other parameters are left as they are.
 //   node drive.mjs device --uri VERIFICATION_URI --code USER_CODE --username U --password P
 //     enters the user code, signs in and confirms; prints "ok".
 //
@@ -157,6 +161,20 @@ async function walk(startUrl, { username, password, userCode }) {
   throw new Failure(`too many steps from ${startUrl}`);
 }
 
+// url with its state query parameter set to state (added if missing, any
+// duplicates dropped). Only that parameter is re-encoded: the others keep their
+// exact bytes and order.
+function withState(url, state) {
+  const parsed = new URL(url);
+  const isState = (part) => part.split('=')[0] === 'state';
+  const parts = parsed.search.slice(1).split('&').filter(Boolean);
+  const at = parts.findIndex(isState);
+  const rest = parts.filter((part) => !isState(part));
+  rest.splice(at === -1 ? rest.length : at, 0, `state=${encodeURIComponent(state)}`);
+  parsed.search = rest.join('&');
+  return parsed.href;
+}
+
 async function main() {
   const { values, positionals } = parseArgs({
     allowPositionals: true,
@@ -167,6 +185,7 @@ async function main() {
       username: { type: 'string' },
       password: { type: 'string' },
       follow: { type: 'boolean', default: false },
+      'state-override': { type: 'string' },
     },
   });
   const [mode] = positionals;
@@ -174,8 +193,9 @@ async function main() {
   const complete = credentials.username !== undefined && credentials.password !== undefined;
 
   if (mode === 'code' && values.url && complete) {
-    const final = await walk(values.url, credentials);
+    let final = await walk(values.url, credentials);
     if (final === undefined) throw new Failure('the provider showed a device success page, not a redirect');
+    if (values['state-override'] !== undefined) final = withState(final, values['state-override']);
     console.log(final);
     if (values.follow) {
       const response = await fetch(final, { redirect: 'manual', signal: AbortSignal.timeout(10_000) })
@@ -187,7 +207,7 @@ async function main() {
     if (final !== undefined) throw new Failure(`the device flow ended in a redirect to ${final}`);
     console.log('ok');
   } else {
-    throw new Failure('usage: drive.mjs code --url URL --username U --password P [--follow]\n'
+    throw new Failure('usage: drive.mjs code --url URL --username U --password P [--follow] [--state-override VALUE]\n'
       + '       drive.mjs device --uri URI --code USER_CODE --username U --password P', 2);
   }
 }

@@ -679,7 +679,12 @@ fn rotating_the_cas_keeps_hosts_and_clients_working() {
     let new_cert = std::fs::read_to_string(&host_cert).unwrap();
     let blob = new_cert.split_whitespace().nth(1).unwrap().to_owned();
     let port = h.h1.port.to_string();
-    let scan = run_as(&alice, "ssh-keyscan", &["-c", "-t", "ed25519", "-p", &port, "127.0.0.1"], None);
+    let scan = run_as(
+        &alice,
+        "ssh-keyscan",
+        &["-c", "-t", "ed25519", "-p", &port, "127.0.0.1"],
+        None,
+    );
     assert!(scan.stdout.contains(&blob), "{scan:?}");
     let rotations = audit(&h.env, "ssh-ca.rotate");
     assert_eq!(rotations.len(), 2, "{rotations:?}");
