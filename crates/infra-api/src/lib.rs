@@ -37,13 +37,25 @@ pub struct PageQuery {
 pub const DEFAULT_LIMIT: u32 = 100;
 pub const MAX_LIMIT: u32 = 1000;
 
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct LoginRequest {
     pub email: Option<String>,
     pub password: Option<String>,
     /// Log in with an existing access key instead of a password.
     pub access_key: Option<String>,
+    /// Log in through this identity provider, with `code` + `state` +
+    /// `redirectUri` (authorization code) or `deviceCode` (device grant).
+    #[serde(default)]
+    pub provider: Option<String>,
+    #[serde(default)]
+    pub code: Option<String>,
+    #[serde(default)]
+    pub state: Option<String>,
+    #[serde(default)]
+    pub redirect_uri: Option<String>,
+    #[serde(default)]
+    pub device_code: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -74,6 +86,11 @@ pub struct CreateUserRequest {
     /// Without it the server makes a one-time password that must be
     /// changed at first login.
     pub password: Option<String>,
+    /// A service account: a workload's identity, with no password; it
+    /// holds grants and access keys, and workloads get its credentials by
+    /// token exchange.
+    #[serde(default)]
+    pub service: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -225,6 +242,10 @@ pub struct TokenRequest {
     /// The destination the token is for; without it, a token for Infra's
     /// own API audience.
     pub destination: Option<String>,
+    /// An external audience (Infra as an issuer): a token for another
+    /// system that trusts Infra's discovery document and JWKS.
+    #[serde(default)]
+    pub audience: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -333,4 +354,108 @@ pub struct SshCaInfo {
     pub kind: String,
     /// The public keys trusted now, signing key first.
     pub public_keys: Vec<String>,
+}
+
+/// An OpenID Connect identity provider, as an admin adds it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ProviderCreate {
+    pub name: String,
+    /// The issuer URL, exactly as the provider's discovery document names it.
+    pub issuer: String,
+    pub client_id: String,
+    pub client_secret: String,
+    /// The claim with the user's groups (default `groups`; a path such as
+    /// `realm_access.roles` works too).
+    #[serde(default)]
+    pub groups_claim: Option<String>,
+    /// Scopes to ask for (default `openid email profile groups`).
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    /// Only emails in these domains may log in (default: any).
+    #[serde(default)]
+    pub allowed_domains: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ProviderInfo {
+    pub name: String,
+    pub issuer: String,
+    pub client_id: String,
+    pub groups_claim: String,
+    pub scopes: Vec<String>,
+    pub allowed_domains: Vec<String>,
+    pub created: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AuthorizeRequest {
+    /// Where the provider sends the browser back: the CLI's loopback
+    /// listener, `http://127.0.0.1:PORT/callback`.
+    pub redirect_uri: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AuthorizeResponse {
+    /// Open this in a browser.
+    pub url: String,
+    /// Comes back on the redirect; send it with the code.
+    pub state: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DeviceStart {
+    pub device_code: String,
+    pub user_code: String,
+    pub verification_uri: String,
+    pub verification_uri_complete: Option<String>,
+    /// Seconds between polls.
+    pub interval: u64,
+    pub expires_in: u64,
+}
+
+/// An issuer whose JWTs workloads may exchange for Infra credentials.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct WorkloadIssuerCreate {
+    pub name: String,
+    pub issuer: String,
+    /// Where its keys are (a JWKS URL) ...
+    #[serde(default)]
+    pub jwks_url: Option<String>,
+    /// ... or the JWKS document itself.
+    #[serde(default)]
+    pub jwks: Option<serde_json::Value>,
+    /// The audience its tokens must carry for Infra.
+    pub audience: String,
+    /// The claim that names the workload (default `sub`).
+    #[serde(default)]
+    pub claim: Option<String>,
+    /// Claim value → service account email.
+    pub mappings: std::collections::BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkloadIssuerInfo {
+    pub name: String,
+    pub issuer: String,
+    pub jwks_url: Option<String>,
+    pub audience: String,
+    pub claim: String,
+    pub mappings: std::collections::BTreeMap<String, String>,
+    pub created: String,
+}
+
+/// RFC 8693 token exchange response.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct TokenExchangeResponse {
+    pub access_token: String,
+    pub issued_token_type: String,
+    pub token_type: String,
+    pub expires_in: i64,
 }

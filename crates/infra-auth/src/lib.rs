@@ -10,6 +10,7 @@ pub mod chain;
 pub mod envelope;
 pub mod jwt;
 pub mod lockout;
+pub mod oidc;
 pub mod password;
 pub mod secret;
 pub mod ssh_ca;

@@ -70,6 +70,12 @@ pub enum Command {
     /// Renew the SSH certificate for a host if it expires soon (run by ssh from ~/.ssh/infra/config).
     #[command(name = "ssh-cert", hide = true)]
     SshCert(crate::ssh::SshCertArgs),
+    /// Manage identity providers (OpenID Connect) people log in through.
+    #[command(subcommand)]
+    Providers(ProvidersCmd),
+    /// Manage issuers whose tokens workloads exchange for Infra credentials.
+    #[command(subcommand, name = "workload-issuers")]
+    WorkloadIssuers(WorkloadIssuersCmd),
     /// Show or rotate the SSH certificate authorities.
     #[command(subcommand, name = "ssh-ca")]
     SshCa(SshCaCmd),
@@ -97,6 +103,66 @@ pub enum Command {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum ProvidersCmd {
+    /// Add an OpenID Connect provider (docs/identity-providers.md has Keycloak, Okta, Google, Entra ID and Dex).
+    #[command(after_help = "Register this redirect URI at the provider: http://127.0.0.1/callback (the CLI, any port) and\nhttps://SERVER/oidc/callback (browsers). Then: infra login SERVER --provider NAME")]
+    Add {
+        name: String,
+        /// The issuer URL, exactly as in the provider's discovery document.
+        #[arg(long)]
+        issuer: String,
+        #[arg(long)]
+        client_id: String,
+        /// The client secret (better: INFRA_PROVIDER_CLIENT_SECRET).
+        #[arg(long, env = "INFRA_PROVIDER_CLIENT_SECRET", hide_env_values = true)]
+        client_secret: String,
+        /// The claim with the user's groups [default: groups].
+        #[arg(long)]
+        groups_claim: Option<String>,
+        /// Scopes to ask for [default: openid email profile groups].
+        #[arg(long, value_delimiter = ',')]
+        scopes: Vec<String>,
+        /// Only these email domains may log in [default: any].
+        #[arg(long, value_delimiter = ',')]
+        allowed_domains: Vec<String>,
+    },
+    /// List providers.
+    List(OutputArg),
+    /// Remove a provider; sessions that came from it end.
+    Remove { name: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum WorkloadIssuersCmd {
+    /// Trust an issuer's JWTs (Kubernetes service-account tokens, CI OIDC tokens) for token exchange.
+    #[command(after_help = "Example (a Kubernetes cluster):\n  infra workload-issuers add k8s --issuer https://kubernetes.default.svc --jwks-file jwks.json \\\n    --audience infra --map system:serviceaccount:ci:deployer=deployer@ci.example.com")]
+    Add {
+        name: String,
+        #[arg(long)]
+        issuer: String,
+        /// Where the issuer publishes its keys.
+        #[arg(long, conflicts_with = "jwks_file")]
+        jwks_url: Option<String>,
+        /// Its keys, from a file (a JWKS document).
+        #[arg(long)]
+        jwks_file: Option<std::path::PathBuf>,
+        /// The audience its tokens must carry for Infra.
+        #[arg(long)]
+        audience: String,
+        /// The claim that names the workload [default: sub].
+        #[arg(long)]
+        claim: Option<String>,
+        /// CLAIM_VALUE=SERVICE_ACCOUNT_EMAIL, repeatable.
+        #[arg(long = "map", required = true)]
+        mappings: Vec<String>,
+    },
+    /// List workload issuers.
+    List(OutputArg),
+    /// Remove a workload issuer.
+    Remove { name: String },
+}
+
+#[derive(Debug, Subcommand)]
 pub enum SshCaCmd {
     /// Print the CA public keys: the user CA for sshd's TrustedUserCAKeys, the host CA for known_hosts.
     Show {
@@ -114,12 +180,16 @@ pub enum SshCaCmd {
 
 #[derive(Debug, Subcommand)]
 pub enum UsersCmd {
-    /// Add a user; prints a one-time password unless --password-stdin.
+    /// Add a user; prints a one-time password unless --password-stdin or --service.
     Add {
         email: String,
         /// Read the user's password from standard input.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "service")]
         password_stdin: bool,
+        /// A service account (a workload): no password; it holds grants and
+        /// access keys, and workloads get its credentials by token exchange.
+        #[arg(long)]
+        service: bool,
     },
     /// List users.
     List(OutputArg),
@@ -292,6 +362,8 @@ pub(crate) async fn run(cmd: Command) -> anyhow::Result<()> {
         Command::SshProxy(a) => crate::ssh::proxy(a).await,
         Command::SshCert(a) => crate::ssh::cert(a).await,
         Command::SshCa(c) => ssh_ca(c).await,
+        Command::Providers(c) => providers(c).await,
+        Command::WorkloadIssuers(c) => workload_issuers(c).await,
         Command::Tokens(t) => tokens::tokens(t).await,
         Command::Users(c) => users(c).await,
         Command::Groups(c) => groups(c).await,
@@ -354,14 +426,31 @@ async fn list(o: OutputArg) -> anyhow::Result<()> {
 async fn users(c: UsersCmd) -> anyhow::Result<()> {
     let api = Api::from_login()?;
     match c {
-        UsersCmd::Add { email, password_stdin } => {
+        UsersCmd::Add {
+            email,
+            password_stdin,
+            service,
+        } => {
             let password = if password_stdin {
                 Some(read_stdin_secret()?)
             } else {
                 None
             };
-            let r: CreateUserResponse = api.post("/api/users", &CreateUserRequest { email, password }).await?;
-            eprintln!("Added user {}", r.user.email);
+            let r: CreateUserResponse = api
+                .post(
+                    "/api/users",
+                    &CreateUserRequest {
+                        email,
+                        password,
+                        service,
+                    },
+                )
+                .await?;
+            eprintln!(
+                "Added {} {}",
+                if service { "service account" } else { "user" },
+                r.user.email
+            );
             if let Some(otp) = r.one_time_password {
                 eprintln!("One-time password (they must change it at first login):");
                 println!("{otp}");
@@ -704,6 +793,124 @@ async fn audit(c: AuditCmd) -> anyhow::Result<()> {
                     r.message
                 );
             }
+        }
+    }
+    Ok(())
+}
+
+async fn providers(c: ProvidersCmd) -> anyhow::Result<()> {
+    let api = Api::from_login()?;
+    match c {
+        ProvidersCmd::Add {
+            name,
+            issuer,
+            client_id,
+            client_secret,
+            groups_claim,
+            scopes,
+            allowed_domains,
+        } => {
+            let p: infra_api::ProviderInfo = api
+                .post(
+                    "/api/providers",
+                    &infra_api::ProviderCreate {
+                        name,
+                        issuer,
+                        client_id,
+                        client_secret,
+                        groups_claim,
+                        scopes,
+                        allowed_domains,
+                    },
+                )
+                .await?;
+            eprintln!(
+                "Added provider {} ({}); log in with: infra login --provider {}",
+                p.name, p.issuer, p.name
+            );
+        }
+        ProvidersCmd::List(o) => {
+            let items: Vec<infra_api::ProviderInfo> = api.get("/api/providers").await?;
+            print(o.output, &items, &["name", "issuer", "client id", "groups claim", "allowed domains"], |p| {
+                vec![
+                    p.name.clone(),
+                    p.issuer.clone(),
+                    p.client_id.clone(),
+                    p.groups_claim.clone(),
+                    p.allowed_domains.join(","),
+                ]
+            })?;
+        }
+        ProvidersCmd::Remove { name } => {
+            api.delete(&format!("/api/providers/{}", enc(&name))).await?;
+            eprintln!("Removed provider {name}");
+        }
+    }
+    Ok(())
+}
+
+async fn workload_issuers(c: WorkloadIssuersCmd) -> anyhow::Result<()> {
+    let api = Api::from_login()?;
+    match c {
+        WorkloadIssuersCmd::Add {
+            name,
+            issuer,
+            jwks_url,
+            jwks_file,
+            audience,
+            claim,
+            mappings,
+        } => {
+            let jwks = match &jwks_file {
+                Some(p) => Some(
+                    serde_json::from_str(
+                        &std::fs::read_to_string(p).with_context(|| format!("read {}", p.display()))?,
+                    )
+                    .with_context(|| format!("{} is not a JWKS document", p.display()))?,
+                ),
+                None => None,
+            };
+            let mut map = std::collections::BTreeMap::new();
+            for m in &mappings {
+                let (k, v) = m
+                    .rsplit_once('=')
+                    .with_context(|| format!("--map {m}: write CLAIM_VALUE=SERVICE_ACCOUNT_EMAIL"))?;
+                map.insert(k.to_owned(), v.to_owned());
+            }
+            let w: infra_api::WorkloadIssuerInfo = api
+                .post(
+                    "/api/workload-issuers",
+                    &infra_api::WorkloadIssuerCreate {
+                        name,
+                        issuer,
+                        jwks_url,
+                        jwks,
+                        audience,
+                        claim,
+                        mappings: map,
+                    },
+                )
+                .await?;
+            eprintln!(
+                "Added workload issuer {} ({}); workloads exchange its tokens at POST /api/tokens/exchange",
+                w.name, w.issuer
+            );
+        }
+        WorkloadIssuersCmd::List(o) => {
+            let items: Vec<infra_api::WorkloadIssuerInfo> = api.get("/api/workload-issuers").await?;
+            print(o.output, &items, &["name", "issuer", "audience", "claim", "mappings"], |w| {
+                vec![
+                    w.name.clone(),
+                    w.issuer.clone(),
+                    w.audience.clone(),
+                    w.claim.clone(),
+                    w.mappings.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" "),
+                ]
+            })?;
+        }
+        WorkloadIssuersCmd::Remove { name } => {
+            api.delete(&format!("/api/workload-issuers/{}", enc(&name))).await?;
+            eprintln!("Removed workload issuer {name}");
         }
     }
     Ok(())

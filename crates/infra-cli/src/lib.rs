@@ -9,6 +9,7 @@ mod client;
 mod config;
 mod kubeconfig;
 mod login;
+mod oidc_login;
 mod output;
 mod proxy;
 mod ssh;

@@ -22,6 +22,12 @@ pub struct LoginArgs {
     /// Log in with an access key instead of a password.
     #[arg(long, env = "INFRA_ACCESS_KEY", hide_env_values = true)]
     pub key: Option<String>,
+    /// Log in through this identity provider ('infra providers list'): opens a browser.
+    #[arg(long, env = "INFRA_PROVIDER", conflicts_with_all = ["key", "user", "password_stdin"])]
+    pub provider: Option<String>,
+    /// With --provider: no browser here; enter a code on any device instead.
+    #[arg(long, requires = "provider")]
+    pub device: bool,
     /// Read the password from standard input (or set INFRA_PASSWORD).
     #[arg(long)]
     pub password_stdin: bool,
@@ -129,32 +135,11 @@ pub(crate) async fn login(args: LoginArgs) -> anyhow::Result<()> {
     let api = Api::new(&cfg, None)?;
     // Check reachability and trust before asking for a password.
     let _: serde_json::Value = api.get("/healthz").await?;
-    let (req, password) = match &args.key {
-        Some(k) => (
-            LoginRequest {
-                email: None,
-                password: None,
-                access_key: Some(k.clone()),
-            },
-            None,
-        ),
-        None => {
-            let email = match &args.user {
-                Some(u) => u.clone(),
-                None => prompt_line("Email: ")?,
-            };
-            let pw = read_password(&args, "Password: ")?;
-            (
-                LoginRequest {
-                    email: Some(email),
-                    password: Some(pw.clone()),
-                    access_key: None,
-                },
-                Some(pw),
-            )
-        }
+    let (resp, password) = match &args.provider {
+        Some(p) if args.device => (crate::oidc_login::device(&api, p).await?, None),
+        Some(p) => (crate::oidc_login::code(&api, p).await?, None),
+        None => password_or_key(&api, &args).await?,
     };
-    let resp: LoginResponse = api.post("/api/login", &req).await?;
     // Tokens cached for an earlier session (or server) are not this one's.
     config::clear_tokens()?;
     cfg.user = Some(resp.user.email.clone());
@@ -188,6 +173,36 @@ pub(crate) async fn login(args: LoginArgs) -> anyhow::Result<()> {
         eprintln!("warning: SSH config not updated: {e:#}\n  'infra ssh HOST' works without it");
     }
     Ok(())
+}
+
+/// A password (prompted, stdin or INFRA_PASSWORD) or an access key login.
+async fn password_or_key(api: &Api, args: &LoginArgs) -> anyhow::Result<(LoginResponse, Option<String>)> {
+    let (req, password) = match &args.key {
+        Some(k) => (
+            LoginRequest {
+                access_key: Some(k.clone()),
+                ..Default::default()
+            },
+            None,
+        ),
+        None => {
+            let email = match &args.user {
+                Some(u) => u.clone(),
+                None => prompt_line("Email: ")?,
+            };
+            let pw = read_password(args, "Password: ")?;
+            (
+                LoginRequest {
+                    email: Some(email),
+                    password: Some(pw.clone()),
+                    ..Default::default()
+                },
+                Some(pw),
+            )
+        }
+    };
+    let resp: LoginResponse = api.post("/api/login", &req).await?;
+    Ok((resp, password))
 }
 
 /// A password set by an admin must be replaced before anything else.

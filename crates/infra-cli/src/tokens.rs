@@ -29,8 +29,12 @@ Examples:
 pub struct TokensArgs {
     /// The destination the token is for (its audience); without it, a token
     /// for Infra's own API.
-    #[arg(long, env = "INFRA_DESTINATION")]
+    #[arg(long, env = "INFRA_DESTINATION", conflicts_with = "audience")]
     destination: Option<String>,
+    /// A token for another system (Infra as an issuer): it verifies the
+    /// token with Infra's OIDC discovery and JWKS. Printed bare.
+    #[arg(long)]
+    audience: Option<String>,
     /// Print only the token, always a new one (not cached).
     #[arg(long, short)]
     quiet: bool,
@@ -61,7 +65,7 @@ pub(crate) async fn tokens(t: TokensArgs) -> anyhow::Result<()> {
         Err(e) if std::env::var_os(EXEC_INFO_ENV).is_some() => return Err(for_kubectl(e, t.destination.as_deref())),
         Err(e) => return Err(e),
     };
-    if t.quiet {
+    if t.quiet || t.audience.is_some() {
         println!("{}", r.token);
     } else {
         println!("{}", serde_json::to_string(&exec_credential(&r))?);
@@ -92,6 +96,7 @@ async fn get(t: &TokensArgs) -> anyhow::Result<TokenResponse> {
             "/api/tokens",
             &TokenRequest {
                 destination: t.destination.clone(),
+                audience: t.audience.clone(),
             },
         )
         .await?;

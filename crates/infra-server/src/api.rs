@@ -7,6 +7,7 @@ mod grants;
 mod groups;
 mod keys_api;
 pub(crate) mod login;
+pub(crate) mod providers;
 mod ssh_api;
 pub(crate) mod tokens;
 mod users;
@@ -52,6 +53,10 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/tokens", post(tokens::issue))
         .route("/signing-keys", get(tokens::list_signing_keys))
         .route("/signing-keys/rotate", post(tokens::rotate))
+        .route("/providers", get(providers::list).post(providers::create))
+        .route("/providers/{name}", delete(providers::remove))
+        .route("/providers/{name}/authorize", post(providers::authorize))
+        .route("/providers/{name}/device", post(providers::device))
         .route("/ssh/ca", get(ssh_api::user_ca))
         .route("/ssh/host-ca", get(ssh_api::host_ca))
         .route("/ssh/ca/rotate", post(ssh_api::rotate))
@@ -193,6 +198,7 @@ pub(crate) fn ms(d: std::time::Duration) -> i64 {
         audit_api::list, audit_api::verify,
         destinations::list, destinations::remove, destinations::assertion_keys,
         ssh_api::user_ca, ssh_api::host_ca, ssh_api::rotate, ssh_api::issue,
+        providers::create, providers::list, providers::remove, providers::authorize, providers::device,
         wellknown::healthz, wellknown::jwks, wellknown::discovery,
     ),
     components(schemas(infra_api::ErrorBody)),

@@ -120,6 +120,7 @@ pub(crate) async fn first_admin(state: &AppState) -> anyhow::Result<FirstAdmin> 
         password_update_required: 0,
         created_at: now,
         last_seen_at: None,
+        kind: "user".into(),
     };
     identity::insert_user(tx.conn(), &user).await?;
     identity::insert_grant(

@@ -52,6 +52,9 @@ pub struct ServerArgs {
     /// Longest an SSH user certificate is valid; never longer than the session [default: 1h].
     #[arg(long, env = "INFRA_SSH_CERT_TTL")]
     pub ssh_cert_ttl: Option<String>,
+    /// How often a session from an identity provider is refreshed, reading the user's groups again [default: 5m].
+    #[arg(long, env = "INFRA_PROVIDER_REFRESH")]
+    pub provider_refresh: Option<String>,
     /// Longest a CLI session lasts before logging in again [default: 12h].
     #[arg(long, env = "INFRA_SESSION_TTL")]
     pub session_ttl: Option<String>,
@@ -82,6 +85,7 @@ struct FileConfig {
     log_format: Option<String>,
     token_ttl: Option<String>,
     ssh_cert_ttl: Option<String>,
+    provider_refresh: Option<String>,
     session_ttl: Option<String>,
     session_inactivity: Option<String>,
     shutdown_grace: Option<String>,
@@ -103,6 +107,7 @@ pub(crate) struct Settings {
     pub(crate) json_logs: bool,
     pub(crate) token_ttl: Duration,
     pub(crate) ssh_cert_ttl: Duration,
+    pub(crate) provider_refresh: Duration,
     pub(crate) session_ttl: Duration,
     pub(crate) session_inactivity: Duration,
     pub(crate) shutdown_grace: Duration,
@@ -196,6 +201,11 @@ impl Settings {
             tls_sans,
             json_logs: log_format == "json",
             token_ttl: dur("token TTL", a.token_ttl.or(f.token_ttl), Duration::from_secs(300))?,
+            provider_refresh: dur(
+                "provider refresh",
+                a.provider_refresh.or(f.provider_refresh),
+                Duration::from_secs(300),
+            )?,
             ssh_cert_ttl: dur(
                 "SSH certificate TTL",
                 a.ssh_cert_ttl.or(f.ssh_cert_ttl),

@@ -15,6 +15,7 @@ mod gateway;
 mod hub;
 mod pg_gateway;
 mod serve;
+mod oidc;
 mod signing;
 mod ssh;
 mod state;

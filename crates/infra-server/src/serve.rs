@@ -57,6 +57,7 @@ pub(crate) async fn run(args: ServerArgs) -> anyhow::Result<()> {
         settings: settings.clone(),
         hub: crate::hub::Hub::new(),
         hashing: tokio::sync::Semaphore::new(std::thread::available_parallelism().map_or(2, |n| n.get())),
+        oidc: crate::oidc::Oidc::new(),
     }));
 
     let ca = bootstrap::ca(&state).await?;

@@ -17,6 +17,8 @@ pub(crate) struct Inner {
     pub(crate) hub: crate::hub::Hub,
     /// Bounds concurrent password hashing (see `api::argon`).
     pub(crate) hashing: tokio::sync::Semaphore,
+    /// The relying party for identity providers (discovery and key caches).
+    pub(crate) oidc: crate::oidc::Oidc,
 }
 
 impl std::ops::Deref for AppState {

@@ -105,7 +105,7 @@ pub(crate) async fn login_submit(State(state): State<AppState>, source: Source, 
     let req = LoginRequest {
         email: Some(f.email),
         password: Some(f.password),
-        access_key: None,
+        ..Default::default()
     };
     match login::login(State(state.clone()), source, Body(req)).await {
         Ok(resp) if resp.password_update_required => login_form(

@@ -14,6 +14,8 @@ pub struct UserRow {
     pub password_update_required: i64,
     pub created_at: i64,
     pub last_seen_at: Option<i64>,
+    /// `user` or `service`.
+    pub kind: String,
 }
 
 #[derive(Debug, Clone, FromRow)]
@@ -48,17 +50,18 @@ pub struct GrantFilter {
     pub role: Option<String>,
 }
 
-const USER_COLS: &str = "id, email, password_hash, password_update_required, created_at, last_seen_at";
+const USER_COLS: &str = "id, email, password_hash, password_update_required, created_at, last_seen_at, kind";
 
 pub async fn insert_user(c: &mut Conn, u: &UserRow) -> Result<(), StoreError> {
     sqlx::query(
-        "INSERT INTO users (id, email, password_hash, password_update_required, created_at) VALUES ($1, $2, $3, $4, $5)",
+        "INSERT INTO users (id, email, password_hash, password_update_required, created_at, kind) VALUES ($1, $2, $3, $4, $5, $6)",
     )
     .bind(&u.id)
     .bind(&u.email)
     .bind(&u.password_hash)
     .bind(u.password_update_required)
     .bind(u.created_at)
+    .bind(&u.kind)
     .execute(c)
     .await?;
     Ok(())

@@ -16,6 +16,7 @@ pub mod connectors;
 mod error;
 pub mod identity;
 pub mod keys;
+pub mod providers;
 mod sql;
 
 use std::time::Duration;

@@ -6,12 +6,13 @@
 //                    [--screenshot FILE.png]
 //
 // Opens URL. Until the provider's login form (the form with an input named
-// username) first shows, on each page that loads: if a link or button whose
-// visible text contains one of the --click TEXTs (case-sensitive; tried in the
-// order given) is there, clicks it, e.g. --click "Sign in with Acme" on a
-// site's own login page (whose email/password form is left alone). No clicks
-// after the first login. Whenever the page is the provider's login form, fills
-// it in and submits it; waits for the first page outside the provider; prints one JSON
+// username) first shows, on each page that loads: if a visible link or button
+// whose text (accessible name) contains one of the --click TEXTs is there
+// (case-sensitive; TEXTs tried in the order given), clicks it, e.g.
+// --click "Sign in with Acme" on a site's own login page, whose email/password
+// form is left alone. No clicks after the first login. Whenever the page is
+// the provider's login form, fills it in and submits it; waits for the first
+// page outside the provider; prints one JSON
 // line {"url", "status", "text"} (text: the first 2000 characters of the
 // page's innerText). Exit codes: 0 success, 3 the login form rejected the
 // credentials, 1 any other failure (including --expect-text not shown), 2 usage.

@@ -14,7 +14,7 @@ import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 
-import { createRemoteJWKSet, decodeProtectedHeader, jwtVerify } from 'jose';
+import { createRemoteJWKSet, decodeJwt, decodeProtectedHeader, jwtVerify } from 'jose';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const ADMIN = 'admin-token';
@@ -151,6 +151,28 @@ function admin(op, method, path, body, token = ADMIN) {
   });
 }
 
+function tamper(op, method, body, token = ADMIN) {
+  return fetch(`${op.issuer}/_admin/tamper`, {
+    method,
+    headers: { ...(token && { authorization: `Bearer ${token}` }), 'content-type': 'application/json' },
+    body: typeof body === 'string' ? body : body && JSON.stringify(body),
+  });
+}
+
+// A tampered ID token keeps the provider's header: its key's kid, RS256.
+function assertHeader(idToken, kid) {
+  const header = decodeProtectedHeader(idToken);
+  assertEqual([header.alg, header.kid, Object.keys(header).sort()], ['RS256', kid, ['alg', 'kid']], 'header');
+}
+
+// Resolves to the error promise rejects with, asserting its jose error code.
+async function rejection(promise, code, what) {
+  const err = await promise.then(() => undefined, (e) => e);
+  assert(err, `${what}: accepted`);
+  assertEqual(err.code, code, `${what}: error code (${err.message})`);
+  return err;
+}
+
 async function userinfo(op, accessToken) {
   const response = await fetch(op.discovery.userinfo_endpoint, { headers: { authorization: `Bearer ${accessToken}` } });
   assertEqual(response.status, 200, 'userinfo status');
@@ -158,14 +180,14 @@ async function userinfo(op, accessToken) {
 }
 
 // A code flow through drive.mjs to a CLI-style loopback listener.
-async function codeFlow(op, callbacks, callbackBase, credentials = ALICE) {
+async function codeFlow(op, callbacks, callbackBase, credentials = ALICE, driveArgs = ['--follow']) {
   const { verifier, challenge } = pkce();
   const state = randomBytes(8).toString('hex');
   const nonce = randomBytes(8).toString('hex');
   const redirectUri = `${callbackBase}/callback`;
   const url = authorizationUrl(op, { redirectUri, challenge, state, nonce });
   const run = await runNode('drive.mjs', ['code', '--url', url, '--username', credentials.username,
-    '--password', credentials.password, '--follow']);
+    '--password', credentials.password, ...driveArgs]);
   return { run, state, nonce, verifier, redirectUri, received: callbacks.get(state) };
 }
 
@@ -187,15 +209,36 @@ try {
   // HTTPS redirect URI (only http loopback ones match any port).
   let op;
   const pending = new Map();
+  // Sign-ins with the web app's own form (to be left alone by browser.mjs).
+  let localLogins = 0;
   const rp = await listen(async (req, res) => {
     const url = new URL(req.url, 'https://x');
-    if (url.pathname === '/') {
+    if (url.pathname === '/' || (url.pathname === '/sso' && req.method === 'POST')) {
       const { verifier, challenge } = pkce();
       const state = randomBytes(8).toString('hex');
       const nonce = randomBytes(8).toString('hex');
       pending.set(state, { verifier, nonce });
-      res.writeHead(302, { location: authorizationUrl(op, { redirectUri: `${rp}/callback`, challenge, state, nonce }) });
+      res.writeHead(url.pathname === '/' ? 302 : 303, { location: authorizationUrl(op, { redirectUri: `${rp}/callback`, challenge, state, nonce }) });
       res.end();
+      return;
+    }
+    if (url.pathname === '/portal') {
+      res.writeHead(200, { 'content-type': 'text/html' });
+      res.end('<h1>Portal</h1><p><a href="/login">Go to login</a></p>');
+      return;
+    }
+    if (url.pathname === '/login') {
+      res.writeHead(200, { 'content-type': 'text/html' });
+      res.end(`<h1>Web app login</h1>
+<form method="post" action="/local"><label>Email <input type="email" name="email"></label>
+<label>Password <input type="password" name="password"></label><button type="submit">Sign in</button></form>
+<form method="post" action="/sso"><button type="submit">Sign in with TestOP</button></form>`);
+      return;
+    }
+    if (url.pathname === '/local') {
+      localLogins += 1;
+      res.writeHead(401);
+      res.end('local login');
       return;
     }
     const login = pending.get(url.searchParams.get('state'));
@@ -331,6 +374,31 @@ try {
     assert(run.stderr.includes('redirect_uri'), `stderr: ${run.stderr}`);
   });
 
+  await check('drive.mjs --state-override: the callback gets the forged state, the rest unchanged', async () => {
+    const forged = `forged ${randomBytes(4).toString('hex')}&x`;
+    const followed = await codeFlow(op, callbacks, cli, ALICE, ['--follow', '--state-override', forged]);
+    assertEqual(followed.run.code, 0, `drive.mjs exit (${followed.run.stderr.trim()})`);
+    const [final, status] = followed.run.stdout.trim().split('\n');
+    assertEqual(new URL(final).searchParams.getAll('state'), [forged], 'printed state');
+    assertEqual(status, '200', 'callback status');
+    assert(!followed.received, 'the listener got the real state');
+    const received = callbacks.get(forged);
+    assert(received?.get('code'), 'the listener got no code with the forged state');
+    assertEqual(received.get('iss'), op.issuer, 'iss parameter');
+
+    // Without --follow only printed; the code in it is still good.
+    const printed = await codeFlow(op, callbacks, cli, ALICE, ['--state-override', 'printed-only']);
+    assertEqual(printed.run.code, 0, `drive.mjs exit (${printed.run.stderr.trim()})`);
+    const lines = printed.run.stdout.trim().split('\n');
+    assertEqual(lines.length, 1, 'lines printed');
+    const url = new URL(lines[0]);
+    assert(url.href.startsWith(`${cli}/callback?`), `final URL ${url.href}`);
+    assertEqual([url.searchParams.get('state'), url.searchParams.get('iss')], ['printed-only', op.issuer], 'state, iss');
+    assert(!callbacks.has('printed-only') && !printed.received, 'the listener got a callback without --follow');
+    const body = await exchange(op, { ...printed, received: url.searchParams });
+    await verifyIdToken(op, body.id_token, printed.nonce);
+  });
+
   await check('device flow: user code, login, confirm, polling', async () => {
     const { status, body: device } = await clientPost(op.discovery.device_authorization_endpoint, {
       client_id: CLIENT.id, scope: 'openid email profile groups',
@@ -363,6 +431,115 @@ try {
     assert(run.stderr.includes('user code rejected'), `stderr: ${run.stderr}`);
   });
 
+  const rsaKid = (await (await fetch(op.discovery.jwks_uri)).json()).keys.find((k) => k.alg === 'RS256').kid;
+
+  await check('tamper admin API: 401 without the token, 400 on bad input, GET, DELETE', async () => {
+    assertEqual((await tamper(op, 'PUT', { idToken: { aud: 'x' } }, null)).status, 401, 'no token');
+    assertEqual((await tamper(op, 'GET', undefined, 'wrong')).status, 401, 'wrong token');
+    for (const bad of ['{', [], { accessToken: { aud: 'x' } }, { idToken: {} }, { idToken: 'aud' },
+      { idToken: { expOffset: '-120' } }, { idToken: { sign: 'mine' } }]) {
+      assertEqual((await tamper(op, 'PUT', bad)).status, 400, `PUT ${JSON.stringify(bad)}`);
+    }
+    assertEqual(await (await tamper(op, 'GET')).json(), { pending: null }, 'nothing pending after bad input');
+    const response = await tamper(op, 'PUT', { idToken: { aud: 'someone-else' } });
+    assertEqual([response.status, await response.json()], [200, { pending: { idToken: { aud: 'someone-else' } } }], 'PUT');
+    assertEqual(await (await tamper(op, 'GET')).json(), { pending: { idToken: { aud: 'someone-else' } } }, 'GET');
+    assertEqual((await tamper(op, 'DELETE')).status, 204, 'DELETE');
+    assertEqual(await (await tamper(op, 'GET')).json(), { pending: null }, 'GET after DELETE');
+    const cleared = await codeFlow(op, callbacks, cli);
+    assertEqual(cleared.run.code, 0, `drive.mjs exit (${cleared.run.stderr.trim()})`);
+    await verifyIdToken(op, (await exchange(op, cleared)).id_token, cleared.nonce);
+  });
+
+  // Each tamper on one token response of this login; the next one is clean again.
+  let tflow;
+  let ttokens;
+  await check('tamper aud: the code exchange gets a correctly signed ID token for someone else, once', async () => {
+    tflow = await codeFlow(op, callbacks, cli);
+    assertEqual(tflow.run.code, 0, `drive.mjs exit (${tflow.run.stderr.trim()})`);
+    assertEqual((await tamper(op, 'PUT', { idToken: { aud: 'someone-else' } })).status, 200, 'PUT');
+    ttokens = await exchange(op, tflow);
+    assertHeader(ttokens.id_token, rsaKid);
+    const err = await rejection(verifyIdToken(op, ttokens.id_token, tflow.nonce), 'ERR_JWT_CLAIM_VALIDATION_FAILED', 'verify');
+    assertEqual(err.claim, 'aud', 'refused claim');
+    const { payload } = await jwtVerify(ttokens.id_token, op.jwks, { issuer: op.issuer });
+    assertEqual([payload.aud, payload.sub, payload.nonce, payload.email], ['someone-else', ALICE.sub, tflow.nonce, ALICE.email], 'claims');
+    assertEqual((await userinfo(op, ttokens.access_token)).email, ALICE.email, 'userinfo with the access token');
+    assertEqual(await (await tamper(op, 'GET')).json(), { pending: null }, 'pending after use');
+    const { status, body } = await refresh(op, ttokens.refresh_token);
+    assertEqual(status, 200, `refresh (${JSON.stringify(body)})`);
+    await verifyIdToken(op, body.id_token, tflow.nonce);
+    ttokens = body;
+  });
+
+  // A refresh with tamper; resolves to the refresh response's body.
+  const tamperedRefresh = async (idToken) => {
+    assertEqual((await tamper(op, 'PUT', { idToken })).status, 200, 'PUT');
+    const { status, body } = await refresh(op, ttokens.refresh_token);
+    assertEqual(status, 200, `refresh (${JSON.stringify(body)})`);
+    ttokens = body;
+    return body;
+  };
+
+  await check('tamper iss: a refresh gets a correctly signed ID token from another issuer', async () => {
+    const { id_token: idToken } = await tamperedRefresh({ iss: 'http://evil.example' });
+    const err = await rejection(verifyIdToken(op, idToken, tflow.nonce), 'ERR_JWT_CLAIM_VALIDATION_FAILED', 'verify');
+    assertEqual(err.claim, 'iss', 'refused claim');
+    const { payload } = await jwtVerify(idToken, op.jwks, { audience: CLIENT.id });
+    assertEqual([payload.iss, payload.sub], ['http://evil.example', ALICE.sub], 'claims');
+  });
+
+  await check('tamper nonce: a refresh gets a correctly signed ID token with a wrong nonce', async () => {
+    const { id_token: idToken } = await tamperedRefresh({ nonce: 'wrong' });
+    const payload = await verifyIdToken(op, idToken);
+    assertEqual([payload.nonce, payload.sub], ['wrong', ALICE.sub], 'claims');
+  });
+
+  await check('tamper expOffset: a refresh gets an ID token expired 2 minutes ago', async () => {
+    const { id_token: idToken } = await tamperedRefresh({ expOffset: -120 });
+    await rejection(verifyIdToken(op, idToken, tflow.nonce), 'ERR_JWT_EXPIRED', 'verify');
+    const { exp, iat } = decodeJwt(idToken);
+    const now = Math.floor(Date.now() / 1000);
+    assert(Math.abs(exp - (now - 120)) <= 5 && iat === exp - 60, `exp ${exp}, iat ${iat}, now ${now}`);
+    // Valid in every other respect: verified as of before it expired.
+    await jwtVerify(idToken, op.jwks, { issuer: op.issuer, audience: CLIENT.id, currentDate: new Date((exp - 30) * 1000) });
+  });
+
+  await check('tamper sign: a refresh gets an ID token signed with a key not in the JWKS, under its kid', async () => {
+    const { id_token: idToken } = await tamperedRefresh({ sign: 'other-key' });
+    assertHeader(idToken, rsaKid);
+    await rejection(verifyIdToken(op, idToken, tflow.nonce), 'ERR_JWS_SIGNATURE_VERIFICATION_FAILED', 'verify');
+    const payload = decodeJwt(idToken);
+    assertEqual([payload.iss, payload.aud, payload.sub, payload.nonce], [op.issuer, CLIENT.id, ALICE.sub, tflow.nonce], 'claims');
+    const { status, body } = await refresh(op, ttokens.refresh_token);
+    assertEqual(status, 200, `refresh afterwards (${JSON.stringify(body)})`);
+    await verifyIdToken(op, body.id_token, tflow.nonce);
+  });
+
+  await check('tamper: the device-code grant, not used up by authorization_pending', async () => {
+    const { body: device } = await clientPost(op.discovery.device_authorization_endpoint, {
+      client_id: CLIENT.id, scope: 'openid email profile groups',
+    });
+    const poll = () => clientPost(op.discovery.token_endpoint, {
+      grant_type: 'urn:ietf:params:oauth:grant-type:device_code', device_code: device.device_code,
+    });
+    assertEqual((await tamper(op, 'PUT', { idToken: { aud: 'someone-else' } })).status, 200, 'PUT');
+    assertEqual((await poll()).body.error, 'authorization_pending', 'before the user');
+    assertEqual((await (await tamper(op, 'GET')).json()).pending?.idToken, { aud: 'someone-else' }, 'still pending');
+    const run = await runNode('drive.mjs', ['device', '--uri', device.verification_uri, '--code', device.user_code,
+      '--username', 'alice', '--password', 'pw']);
+    assertEqual([run.code, run.stdout.trim()], [0, 'ok'], `drive.mjs (${run.stderr.trim()})`);
+    let result;
+    for (let i = 0; i < 10 && !(result?.status === 200); i += 1) {
+      await new Promise((r) => { setTimeout(r, device.interval * 1000); });
+      result = await poll();
+    }
+    assertEqual(result.status, 200, `device token (${JSON.stringify(result.body)})`);
+    const err = await rejection(verifyIdToken(op, result.body.id_token), 'ERR_JWT_CLAIM_VALIDATION_FAILED', 'verify');
+    assertEqual(err.claim, 'aud', 'refused claim');
+    assertEqual(await (await tamper(op, 'GET')).json(), { pending: null }, 'pending after use');
+  });
+
   await check('groupsInIdToken=false: groups only from userinfo', async () => {
     const op2 = await startProvider('no-groups', { groupsInIdToken: false });
     const flow2 = await codeFlow(op2, callbacks, cli);
@@ -381,6 +558,27 @@ try {
     assertEqual(page.status, 200, 'status');
     assert(page.url.startsWith(`${rp}/callback?`), `url ${page.url}`);
     assert(page.text.includes('groups: devs, /tenant-a/root/admins'), `text ${page.text}`);
+  });
+
+  await check('browser --click: a link, then "Sign in with" on the app\'s own email/password page', async () => {
+    const run = await runNode('browser.mjs', ['--url', `${rp}/portal`, '--click', 'Sign in with TestOP',
+      '--click', 'Go to login', '--username', 'alice', '--password', 'pw',
+      '--expect-text', 'Welcome, Alice (alice@example.com)', '--insecure'], 60_000);
+    assertEqual(run.code, 0, `browser.mjs exit (${run.stderr.trim()})`);
+    const page = JSON.parse(run.stdout);
+    assertEqual(page.status, 200, 'status');
+    assert(page.url.startsWith(`${rp}/callback?`), `url ${page.url}`);
+    assertEqual(localLogins, 0, 'posts to the app\'s own login form');
+  });
+
+  await check('browser: the app\'s own email/password form is not the provider\'s', async () => {
+    const run = await runNode('browser.mjs', ['--url', `${rp}/login`, '--click', 'Sign in with Nobody',
+      '--username', 'alice', '--password', 'pw', '--insecure'], 60_000);
+    assertEqual(run.code, 0, `browser.mjs exit (${run.stderr.trim()})`);
+    const page = JSON.parse(run.stdout);
+    assertEqual([page.url, page.status], [`${rp}/login`, 200], 'url, status');
+    assert(page.text.includes('Sign in with TestOP'), `text ${page.text}`);
+    assertEqual(localLogins, 0, 'posts to the app\'s own login form');
   });
 
   if (failures) console.log(`--- provider log ---\n${op.log()}`);

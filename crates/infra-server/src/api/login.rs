@@ -29,6 +29,28 @@ pub(crate) async fn login(
     Body(req): Body<LoginRequest>,
 ) -> ApiResult<Json<LoginResponse>> {
     let addr_bucket = format!("addr:{source}");
+    if let Some(name) = &req.provider {
+        if req.email.is_some() || req.password.is_some() || req.access_key.is_some() {
+            return Err(ApiError::bad_request("a provider login takes no email, password or accessKey"));
+        }
+        check_lock(&state, &[&addr_bucket], name, &source).await?;
+        let grant = match (req.code, req.state, req.device_code) {
+            (Some(code), Some(st), None) => super::providers::Grant::Code {
+                code,
+                state: st,
+                redirect_uri: req.redirect_uri,
+            },
+            (None, None, Some(device_code)) => super::providers::Grant::Device { device_code },
+            _ => {
+                return Err(ApiError::bad_request(
+                    "a provider login takes code and state (from the redirect), or deviceCode",
+                ));
+            }
+        };
+        return super::providers::login(&state, &source, name, grant)
+            .await
+            .map(|(r, _)| Json(r));
+    }
     match (req.email, req.password, req.access_key) {
         (Some(email), Some(pw), None) => {
             let email = email.trim().to_ascii_lowercase();
@@ -172,7 +194,7 @@ async fn fail(state: &AppState, buckets: &[(&str, i64)], who: &str, source: &str
     }
 }
 
-async fn start_session(
+pub(crate) async fn start_session(
     state: &AppState,
     user: UserRow,
     source: &str,

@@ -72,20 +72,23 @@ pub(crate) async fn create(
     caller
         .require(&state, InfraRole::Admin, "add users", email.as_str())
         .await?;
-    let (hash, otp) = match req.password {
-        Some(pw) => (hash(&state, pw).await?, None),
-        None => {
+    let (hash, otp) = match (req.password, req.service) {
+        (Some(_), true) => return Err(ApiError::bad_request("a service account has no password")),
+        (None, true) => (None, None),
+        (Some(pw), false) => (Some(hash(&state, pw).await?), None),
+        (None, false) => {
             let otp = infra_auth::random_token(16).map_err(ApiError::internal)?;
-            (hash(&state, otp.clone()).await?, Some(otp))
+            (Some(hash(&state, otp.clone()).await?), Some(otp))
         }
     };
     let user = UserRow {
         id: new_id()?,
         email: email.to_string(),
-        password_hash: Some(hash),
+        password_hash: hash,
         password_update_required: i64::from(otp.is_some()),
         created_at: now_ms(),
         last_seen_at: None,
+        kind: if req.service { "service" } else { "user" }.into(),
     };
     let mut tx = state.store.write().await?;
     if identity::user_by_email(tx.conn(), email.as_str()).await?.is_some() {
