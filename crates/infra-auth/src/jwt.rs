@@ -95,6 +95,16 @@ impl SigningKey {
         Jwk::ed25519(&self.kid, &self.public_x)
     }
 
+    /// Signs any claims: tokens for other systems, whose claims are mapped
+    /// by configuration.
+    pub fn sign_value(&self, claims: &serde_json::Value) -> Result<String, JwtError> {
+        let mut header = Header::new(Algorithm::EdDSA);
+        header.kid = Some(self.kid.clone());
+        header.typ = Some("JWT".into());
+        jsonwebtoken::encode(&header, claims, &EncodingKey::from_ed_der(self.pkcs8.expose()))
+            .map_err(|_| JwtError::Sign)
+    }
+
     pub fn sign(&self, claims: &Claims) -> Result<String, JwtError> {
         let mut header = Header::new(Algorithm::EdDSA);
         header.kid = Some(self.kid.clone());

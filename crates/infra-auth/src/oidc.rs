@@ -44,9 +44,7 @@ pub enum TokenError {
     Expired,
     #[error("the token is not valid yet")]
     NotYetValid,
-    #[error(
-        "the ID token's nonce does not match this login: it was issued for another login attempt (or replayed)"
-    )]
+    #[error("the ID token's nonce does not match this login: it was issued for another login attempt (or replayed)")]
     Nonce,
     #[error("the token lacks the {0} claim")]
     MissingClaim(String),
@@ -55,7 +53,9 @@ pub enum TokenError {
 /// The `kid` of a token, to look its key up (and refetch the key set when
 /// the issuer rotated).
 pub fn kid(token: &str) -> Result<Option<String>, TokenError> {
-    Ok(jsonwebtoken::decode_header(token).map_err(|_| TokenError::Malformed)?.kid)
+    Ok(jsonwebtoken::decode_header(token)
+        .map_err(|_| TokenError::Malformed)?
+        .kid)
 }
 
 /// The unverified `iss`, to pick which issuer's rules apply.
@@ -177,12 +177,24 @@ mod tests {
         let t = token(&enc, good.clone());
         let c = verify(&t, &set, "https://idp", "infra", Some("n1")).unwrap();
         assert_eq!(string_list(&c, "groups"), ["a", "/t/b"]);
-        assert_eq!(verify(&t, &set, "https://idp", "infra", Some("n2")), Err(TokenError::Nonce));
-        assert!(matches!(verify(&t, &set, "https://other", "infra", None), Err(TokenError::Issuer { .. })));
-        assert!(matches!(verify(&t, &set, "https://idp", "else", None), Err(TokenError::Audience { .. })));
+        assert_eq!(
+            verify(&t, &set, "https://idp", "infra", Some("n2")),
+            Err(TokenError::Nonce)
+        );
+        assert!(matches!(
+            verify(&t, &set, "https://other", "infra", None),
+            Err(TokenError::Issuer { .. })
+        ));
+        assert!(matches!(
+            verify(&t, &set, "https://idp", "else", None),
+            Err(TokenError::Audience { .. })
+        ));
         let mut expired = good.clone();
         expired["exp"] = (now() - 120).into();
-        assert_eq!(verify(&token(&enc, expired), &set, "https://idp", "infra", None), Err(TokenError::Expired));
+        assert_eq!(
+            verify(&token(&enc, expired), &set, "https://idp", "infra", None),
+            Err(TokenError::Expired)
+        );
         let mut no_exp = good.clone();
         no_exp.as_object_mut().unwrap().remove("exp");
         assert!(matches!(
@@ -191,11 +203,20 @@ mod tests {
         ));
         // Another key under the same kid: the signature fails.
         let (other, _) = keypair();
-        assert_eq!(verify(&token(&other, good.clone()), &set, "https://idp", "infra", None), Err(TokenError::Signature));
+        assert_eq!(
+            verify(&token(&other, good.clone()), &set, "https://idp", "infra", None),
+            Err(TokenError::Signature)
+        );
         // HS256 with the public key as secret (the classic confusion): refused.
         let hs = encode(&Header::new(Algorithm::HS256), &good, &EncodingKey::from_secret(b"x")).unwrap();
-        assert!(matches!(verify(&hs, &set, "https://idp", "infra", None), Err(TokenError::Algorithm(_))));
-        assert_eq!(verify("nope", &set, "https://idp", "infra", None), Err(TokenError::Malformed));
+        assert!(matches!(
+            verify(&hs, &set, "https://idp", "infra", None),
+            Err(TokenError::Algorithm(_))
+        ));
+        assert_eq!(
+            verify("nope", &set, "https://idp", "infra", None),
+            Err(TokenError::Malformed)
+        );
         assert_eq!(unverified_issuer(&t).unwrap(), "https://idp");
     }
 

@@ -105,7 +105,9 @@ pub enum Command {
 #[derive(Debug, Subcommand)]
 pub enum ProvidersCmd {
     /// Add an OpenID Connect provider (docs/identity-providers.md has Keycloak, Okta, Google, Entra ID and Dex).
-    #[command(after_help = "Register this redirect URI at the provider: http://127.0.0.1/callback (the CLI, any port) and\nhttps://SERVER/oidc/callback (browsers). Then: infra login SERVER --provider NAME")]
+    #[command(
+        after_help = "Register this redirect URI at the provider: http://127.0.0.1/callback (the CLI, any port) and\nhttps://SERVER/oidc/callback (browsers). Then: infra login SERVER --provider NAME"
+    )]
     Add {
         name: String,
         /// The issuer URL, exactly as in the provider's discovery document.
@@ -135,7 +137,9 @@ pub enum ProvidersCmd {
 #[derive(Debug, Subcommand)]
 pub enum WorkloadIssuersCmd {
     /// Trust an issuer's JWTs (Kubernetes service-account tokens, CI OIDC tokens) for token exchange.
-    #[command(after_help = "Example (a Kubernetes cluster):\n  infra workload-issuers add k8s --issuer https://kubernetes.default.svc --jwks-file jwks.json \\\n    --audience infra --map system:serviceaccount:ci:deployer=deployer@ci.example.com")]
+    #[command(
+        after_help = "Example (a Kubernetes cluster):\n  infra workload-issuers add k8s --issuer https://kubernetes.default.svc --jwks-file jwks.json \\\n    --audience infra --map system:serviceaccount:ci:deployer=deployer@ci.example.com"
+    )]
     Add {
         name: String,
         #[arg(long)]
@@ -831,15 +835,20 @@ async fn providers(c: ProvidersCmd) -> anyhow::Result<()> {
         }
         ProvidersCmd::List(o) => {
             let items: Vec<infra_api::ProviderInfo> = api.get("/api/providers").await?;
-            print(o.output, &items, &["name", "issuer", "client id", "groups claim", "allowed domains"], |p| {
-                vec![
-                    p.name.clone(),
-                    p.issuer.clone(),
-                    p.client_id.clone(),
-                    p.groups_claim.clone(),
-                    p.allowed_domains.join(","),
-                ]
-            })?;
+            print(
+                o.output,
+                &items,
+                &["name", "issuer", "client id", "groups claim", "allowed domains"],
+                |p| {
+                    vec![
+                        p.name.clone(),
+                        p.issuer.clone(),
+                        p.client_id.clone(),
+                        p.groups_claim.clone(),
+                        p.allowed_domains.join(","),
+                    ]
+                },
+            )?;
         }
         ProvidersCmd::Remove { name } => {
             api.delete(&format!("/api/providers/{}", enc(&name))).await?;
@@ -863,10 +872,8 @@ async fn workload_issuers(c: WorkloadIssuersCmd) -> anyhow::Result<()> {
         } => {
             let jwks = match &jwks_file {
                 Some(p) => Some(
-                    serde_json::from_str(
-                        &std::fs::read_to_string(p).with_context(|| format!("read {}", p.display()))?,
-                    )
-                    .with_context(|| format!("{} is not a JWKS document", p.display()))?,
+                    serde_json::from_str(&std::fs::read_to_string(p).with_context(|| format!("read {}", p.display()))?)
+                        .with_context(|| format!("{} is not a JWKS document", p.display()))?,
                 ),
                 None => None,
             };
@@ -898,15 +905,24 @@ async fn workload_issuers(c: WorkloadIssuersCmd) -> anyhow::Result<()> {
         }
         WorkloadIssuersCmd::List(o) => {
             let items: Vec<infra_api::WorkloadIssuerInfo> = api.get("/api/workload-issuers").await?;
-            print(o.output, &items, &["name", "issuer", "audience", "claim", "mappings"], |w| {
-                vec![
-                    w.name.clone(),
-                    w.issuer.clone(),
-                    w.audience.clone(),
-                    w.claim.clone(),
-                    w.mappings.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" "),
-                ]
-            })?;
+            print(
+                o.output,
+                &items,
+                &["name", "issuer", "audience", "claim", "mappings"],
+                |w| {
+                    vec![
+                        w.name.clone(),
+                        w.issuer.clone(),
+                        w.audience.clone(),
+                        w.claim.clone(),
+                        w.mappings
+                            .iter()
+                            .map(|(k, v)| format!("{k}={v}"))
+                            .collect::<Vec<_>>()
+                            .join(" "),
+                    ]
+                },
+            )?;
         }
         WorkloadIssuersCmd::Remove { name } => {
             api.delete(&format!("/api/workload-issuers/{}", enc(&name))).await?;

@@ -30,11 +30,19 @@ pub(crate) async fn code(api: &Api, provider: &str) -> anyhow::Result<LoginRespo
             },
         )
         .await?;
-    eprintln!("Log in through {provider} in your browser. If it does not open, open this URL:\n\n  {}\n", start.url);
+    eprintln!(
+        "Log in through {provider} in your browser. If it does not open, open this URL:\n\n  {}\n",
+        start.url
+    );
     open_browser(&start.url);
     let (code, state) = tokio::time::timeout(WAIT, callback(&listener, &start.state))
         .await
-        .map_err(|_| anyhow::anyhow!("no answer from the browser within {} s; run 'infra login' again", WAIT.as_secs()))??;
+        .map_err(|_| {
+            anyhow::anyhow!(
+                "no answer from the browser within {} s; run 'infra login' again",
+                WAIT.as_secs()
+            )
+        })??;
     api.post(
         "/api/login",
         &LoginRequest {
@@ -68,9 +76,13 @@ async fn callback(listener: &tokio::net::TcpListener, expected_state: &str) -> a
         }
         let head = String::from_utf8_lossy(&buf[..n]).into_owned();
         let target = head.split_whitespace().nth(1).unwrap_or("/").to_owned();
-        let Ok(url) = url::Url::parse(&format!("http://127.0.0.1{target}")) else { continue };
+        let Ok(url) = url::Url::parse(&format!("http://127.0.0.1{target}")) else {
+            continue;
+        };
         if url.path() != "/callback" {
-            let _ = sock.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").await;
+            let _ = sock
+                .write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                .await;
             continue;
         }
         let q: std::collections::HashMap<String, String> = url.query_pairs().into_owned().collect();
@@ -90,7 +102,10 @@ async fn callback(listener: &tokio::net::TcpListener, expected_state: &str) -> a
             Ok(_) => "Logged in to Infra. You can close this tab and go back to the terminal.".to_owned(),
             Err(e) => format!("Login failed: {e}"),
         };
-        let body = format!("<!doctype html><meta charset=utf-8><title>Infra</title><p>{}</p>", html(&page));
+        let body = format!(
+            "<!doctype html><meta charset=utf-8><title>Infra</title><p>{}</p>",
+            html(&page)
+        );
         let _ = sock
             .write_all(
                 format!(
@@ -111,7 +126,10 @@ fn html(s: &str) -> String {
 /// Opens `url` with `$BROWSER`, or xdg-open; quietly does nothing when
 /// neither exists (the URL is printed anyway).
 fn open_browser(url: &str) {
-    let cmd = std::env::var("BROWSER").ok().filter(|b| !b.is_empty()).unwrap_or_else(|| "xdg-open".into());
+    let cmd = std::env::var("BROWSER")
+        .ok()
+        .filter(|b| !b.is_empty())
+        .unwrap_or_else(|| "xdg-open".into());
     let _ = std::process::Command::new(cmd)
         .arg(url)
         .stdin(std::process::Stdio::null())
@@ -121,7 +139,12 @@ fn open_browser(url: &str) {
 }
 
 pub(crate) async fn device(api: &Api, provider: &str) -> anyhow::Result<LoginResponse> {
-    let d: DeviceStart = api.post(&format!("/api/providers/{}/device", enc(provider)), &serde_json::json!({})).await?;
+    let d: DeviceStart = api
+        .post(
+            &format!("/api/providers/{}/device", enc(provider)),
+            &serde_json::json!({}),
+        )
+        .await?;
     eprintln!(
         "To log in through {provider}, open {} on any device and enter the code:\n\n  {}\n",
         d.verification_uri, d.user_code

@@ -122,6 +122,7 @@ async fn get(t: &TokensArgs) -> anyhow::Result<TokenResponse> {
 pub(crate) async fn token_for(destination: &str) -> anyhow::Result<TokenResponse> {
     get(&TokensArgs {
         destination: Some(destination.to_owned()),
+        audience: None,
         quiet: false,
     })
     .await

@@ -12,6 +12,7 @@ mod ssh_api;
 pub(crate) mod tokens;
 mod users;
 mod wellknown;
+mod workload;
 
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Request};
@@ -51,6 +52,9 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/keys", get(keys_api::list).post(keys_api::create))
         .route("/keys/{id}", delete(keys_api::remove))
         .route("/tokens", post(tokens::issue))
+        .route("/tokens/exchange", post(workload::exchange))
+        .route("/workload-issuers", get(workload::list).post(workload::create))
+        .route("/workload-issuers/{name}", delete(workload::remove))
         .route("/signing-keys", get(tokens::list_signing_keys))
         .route("/signing-keys/rotate", post(tokens::rotate))
         .route("/providers", get(providers::list).post(providers::create))
@@ -76,6 +80,8 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/healthz", get(wellknown::healthz))
         .route("/login", get(crate::web::login_page).post(crate::web::login_submit))
         .route("/login/done", get(crate::web::login_done))
+        .route("/oidc/start/{name}", get(crate::web::oidc_start))
+        .route("/oidc/callback", get(crate::web::oidc_callback))
         .route("/authorize", get(crate::web::authorize))
         .route("/.well-known/jwks.json", get(wellknown::jwks))
         .route("/.well-known/openid-configuration", get(wellknown::discovery))
@@ -199,6 +205,7 @@ pub(crate) fn ms(d: std::time::Duration) -> i64 {
         destinations::list, destinations::remove, destinations::assertion_keys,
         ssh_api::user_ca, ssh_api::host_ca, ssh_api::rotate, ssh_api::issue,
         providers::create, providers::list, providers::remove, providers::authorize, providers::device,
+        workload::create, workload::list, workload::remove, workload::exchange,
         wellknown::healthz, wellknown::jwks, wellknown::discovery,
     ),
     components(schemas(infra_api::ErrorBody)),

@@ -55,6 +55,15 @@ pub struct ServerArgs {
     /// How often a session from an identity provider is refreshed, reading the user's groups again [default: 5m].
     #[arg(long, env = "INFRA_PROVIDER_REFRESH")]
     pub provider_refresh: Option<String>,
+    /// Infra as an issuer: the claim that carries the user's groups in tokens for other systems [default: groups; "" leaves it out].
+    #[arg(long, env = "INFRA_ISSUER_GROUPS_CLAIM")]
+    pub issuer_groups_claim: Option<String>,
+    /// Infra as an issuer: the claim that carries the email [default: email; "" leaves it out].
+    #[arg(long, env = "INFRA_ISSUER_EMAIL_CLAIM")]
+    pub issuer_email_claim: Option<String>,
+    /// Infra as an issuer: a fixed claim in every token for other systems, NAME=VALUE (a tenant, say); repeatable.
+    #[arg(long = "issuer-claim", env = "INFRA_ISSUER_CLAIMS", value_delimiter = ',')]
+    pub issuer_claims: Vec<String>,
     /// Longest a CLI session lasts before logging in again [default: 12h].
     #[arg(long, env = "INFRA_SESSION_TTL")]
     pub session_ttl: Option<String>,
@@ -86,6 +95,8 @@ struct FileConfig {
     token_ttl: Option<String>,
     ssh_cert_ttl: Option<String>,
     provider_refresh: Option<String>,
+    #[serde(default)]
+    issuer_claims: Option<IssuerClaimsFile>,
     session_ttl: Option<String>,
     session_inactivity: Option<String>,
     shutdown_grace: Option<String>,
@@ -107,6 +118,7 @@ pub(crate) struct Settings {
     pub(crate) json_logs: bool,
     pub(crate) token_ttl: Duration,
     pub(crate) ssh_cert_ttl: Duration,
+    pub(crate) issuer_claims: IssuerClaims,
     pub(crate) provider_refresh: Duration,
     pub(crate) session_ttl: Duration,
     pub(crate) session_inactivity: Duration,
@@ -201,6 +213,21 @@ impl Settings {
             tls_sans,
             json_logs: log_format == "json",
             token_ttl: dur("token TTL", a.token_ttl.or(f.token_ttl), Duration::from_secs(300))?,
+            issuer_claims: {
+                let f = f.issuer_claims.unwrap_or_default();
+                let mut extra = f.extra;
+                for kv in &a.issuer_claims {
+                    let (k, v) = kv
+                        .split_once('=')
+                        .with_context(|| format!("--issuer-claim {kv}: write NAME=VALUE"))?;
+                    extra.insert(k.to_owned(), v.to_owned());
+                }
+                IssuerClaims {
+                    groups: a.issuer_groups_claim.or(f.groups).unwrap_or_else(|| "groups".into()),
+                    email: a.issuer_email_claim.or(f.email).unwrap_or_else(|| "email".into()),
+                    extra,
+                }
+            },
             provider_refresh: dur(
                 "provider refresh",
                 a.provider_refresh.or(f.provider_refresh),
@@ -228,4 +255,21 @@ impl Settings {
             )?,
         })
     }
+}
+
+/// How tokens for other systems (Infra as an issuer) carry the user.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct IssuerClaims {
+    pub(crate) groups: String,
+    pub(crate) email: String,
+    pub(crate) extra: std::collections::BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct IssuerClaimsFile {
+    groups: Option<String>,
+    email: Option<String>,
+    #[serde(default)]
+    extra: std::collections::BTreeMap<String, String>,
 }

@@ -78,9 +78,7 @@ impl OidcError {
     pub(crate) fn into_api(self, provider: &str) -> ApiError {
         match &self {
             OidcError::Refused { .. } => ApiError::unauthorized(self.describe(provider)),
-            OidcError::Unreachable(_) => {
-                ApiError::new(axum::http::StatusCode::BAD_GATEWAY, self.describe(provider))
-            }
+            OidcError::Unreachable(_) => ApiError::new(axum::http::StatusCode::BAD_GATEWAY, self.describe(provider)),
         }
     }
 }
@@ -188,7 +186,8 @@ impl Oidc {
         } else {
             keys
         };
-        infra_auth::oidc::verify(token, &keys, &d.issuer, client_id, nonce).map_err(|e| format!("ID token refused: {e}"))
+        infra_auth::oidc::verify(token, &keys, &d.issuer, client_id, nonce)
+            .map_err(|e| format!("ID token refused: {e}"))
     }
 
     pub(crate) fn authorization_url(
@@ -236,7 +235,12 @@ impl Oidc {
         .await
     }
 
-    pub(crate) async fn refresh(&self, d: &Discovery, client: (&str, &str), refresh_token: &str) -> Result<Tokens, OidcError> {
+    pub(crate) async fn refresh(
+        &self,
+        d: &Discovery,
+        client: (&str, &str),
+        refresh_token: &str,
+    ) -> Result<Tokens, OidcError> {
         self.token(
             &d.token_endpoint,
             client,
@@ -252,7 +256,9 @@ impl Oidc {
         scopes: &str,
     ) -> Result<DeviceAuth, OidcError> {
         let endpoint = d.device_authorization_endpoint.as_deref().ok_or_else(|| {
-            OidcError::Unreachable("it does not offer the device authorization grant (no device_authorization_endpoint)".into())
+            OidcError::Unreachable(
+                "it does not offer the device authorization grant (no device_authorization_endpoint)".into(),
+            )
         })?;
         let resp = self
             .http

@@ -78,12 +78,23 @@ fn page(status: StatusCode, title: &str, body: &str) -> Response {
     (status, Html(html)).into_response()
 }
 
-fn login_form(rd: &str, error: Option<&str>) -> Response {
+fn login_form(rd: &str, error: Option<&str>, providers: &[String]) -> Response {
     let err = error
         .map(|e| format!("<p class=\"err\">{}</p>", esc(e)))
         .unwrap_or_default();
+    let links: String = providers
+        .iter()
+        .map(|p| {
+            format!(
+                "<p><a class=\"provider\" href=\"/oidc/start/{}?rd={}\">Sign in with {}</a></p>",
+                enc(p),
+                enc(rd),
+                esc(p)
+            )
+        })
+        .collect();
     let body = format!(
-        "{err}<form method=\"post\" action=\"/login\">\
+        "{err}{links}<form method=\"post\" action=\"/login\">\
          <label>Email<input name=\"email\" type=\"email\" autocomplete=\"username\" required autofocus></label>\
          <label>Password<input name=\"password\" type=\"password\" autocomplete=\"current-password\" required></label>\
          <input type=\"hidden\" name=\"rd\" value=\"{}\"><button type=\"submit\">Log in</button></form>",
@@ -97,8 +108,127 @@ fn login_form(rd: &str, error: Option<&str>) -> Response {
     page(status, "Log in to Infra", &body)
 }
 
-pub(crate) async fn login_page(Query(q): Query<Rd>) -> Response {
-    login_form(q.rd.as_deref().unwrap_or_default(), None)
+async fn provider_names(state: &AppState) -> Vec<String> {
+    match state.store.conn().await {
+        Ok(mut c) => infra_store::providers::providers(&mut c)
+            .await
+            .map(|v| v.into_iter().map(|p| p.name).collect())
+            .unwrap_or_default(),
+        Err(_) => Vec::new(),
+    }
+}
+
+pub(crate) async fn login_page(State(state): State<AppState>, Query(q): Query<Rd>) -> Response {
+    login_form(q.rd.as_deref().unwrap_or_default(), None, &provider_names(&state).await)
+}
+
+/// "Sign in with NAME": to the provider, by the server-side code flow.
+pub(crate) async fn oidc_start(
+    State(state): State<AppState>,
+    axum::extract::Path(name): axum::extract::Path<String>,
+    Query(q): Query<Rd>,
+) -> Response {
+    let rd = q.rd.unwrap_or_default();
+    if !rd.is_empty() && check_rd(&state, &rd).is_none() {
+        return page(
+            StatusCode::BAD_REQUEST,
+            "Not a destination",
+            "<p>The address to return to is not a destination on this Infra server.</p>",
+        );
+    }
+    let started = async {
+        let p = crate::api::providers::load(&state, &name).await?;
+        let redirect_uri = format!("{}/oidc/callback", state.settings.public_url);
+        crate::api::providers::begin(&state, &p, &redirect_uri, Some(rd.clone())).await
+    }
+    .await;
+    match started {
+        Ok(a) => Redirect::to(&a.url).into_response(),
+        Err(e) => page(e.status, "Cannot log in", &format!("<p>{}</p>", esc(&e.message))),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct Callback {
+    code: Option<String>,
+    state: Option<String>,
+    error: Option<String>,
+    error_description: Option<String>,
+}
+
+/// The provider sends the browser back here; a session cookie, then on to
+/// the destination it wanted.
+pub(crate) async fn oidc_callback(
+    State(state): State<AppState>,
+    Source(source): Source,
+    Query(q): Query<Callback>,
+) -> Response {
+    let (code, st) = match (q.code, q.state, q.error) {
+        (Some(c), Some(s), None) => (c, s),
+        (_, _, Some(e)) => {
+            let why = format!(
+                "The identity provider refused: {e} {}",
+                q.error_description.unwrap_or_default()
+            );
+            return page(
+                StatusCode::UNAUTHORIZED,
+                "Cannot log in",
+                &format!("<p>{}</p>", esc(&why)),
+            );
+        }
+        _ => {
+            return page(
+                StatusCode::BAD_REQUEST,
+                "Cannot log in",
+                "<p>The provider's answer has no code.</p>",
+            );
+        }
+    };
+    let mut c = match state.store.conn().await {
+        Ok(c) => c,
+        Err(e) => return page(StatusCode::INTERNAL_SERVER_ERROR, "Cannot log in", &esc(&e.to_string())),
+    };
+    // Which provider: the pending login says (read without taking it).
+    let provider: Option<(String,)> = sqlx_provider_of(&mut c, &st).await;
+    drop(c);
+    let Some((name,)) = provider else {
+        return page(
+            StatusCode::UNAUTHORIZED,
+            "Cannot log in",
+            "<p>This login's state is unknown, already used or expired. Start again.</p>",
+        );
+    };
+    let grant = crate::api::providers::Grant::Code {
+        code,
+        state: st,
+        redirect_uri: None,
+    };
+    match crate::api::providers::login(&state, &source, &name, grant).await {
+        Ok((resp, rd)) => {
+            let next = match rd.filter(|r| !r.is_empty()) {
+                Some(r) => format!("/authorize?rd={}", enc(&r)),
+                None => "/login/done".to_owned(),
+            };
+            with_session(Redirect::to(&next).into_response(), &resp.access_key)
+        }
+        Err(e) => page(e.status, "Cannot log in", &format!("<p>{}</p>", esc(&e.message))),
+    }
+}
+
+async fn sqlx_provider_of(c: &mut infra_store::Conn, state: &str) -> Option<(String,)> {
+    infra_store::providers::pending_provider(c, state)
+        .await
+        .ok()
+        .flatten()
+        .map(|p| (p,))
+}
+
+fn with_session(mut r: Response, key: &str) -> Response {
+    let cookie = format!("{SESSION_COOKIE}={key}; Path=/; Secure; HttpOnly; SameSite=Lax");
+    if let Ok(v) = HeaderValue::from_str(&cookie) {
+        r.headers_mut().insert(header::SET_COOKIE, v);
+    }
+    r
 }
 
 pub(crate) async fn login_submit(State(state): State<AppState>, source: Source, Form(f): Form<LoginForm>) -> Response {
@@ -111,24 +241,17 @@ pub(crate) async fn login_submit(State(state): State<AppState>, source: Source, 
         Ok(resp) if resp.password_update_required => login_form(
             &f.rd,
             Some("Your password was set by an admin: change it first with 'infra login', then log in here."),
+            &provider_names(&state).await,
         ),
         Ok(resp) => {
-            let cookie = format!(
-                "{SESSION_COOKIE}={}; Path=/; Secure; HttpOnly; SameSite=Lax",
-                resp.access_key
-            );
             let next = if f.rd.is_empty() {
                 "/login/done".to_owned()
             } else {
                 format!("/authorize?rd={}", enc(&f.rd))
             };
-            let mut r = Redirect::to(&next).into_response();
-            if let Ok(v) = HeaderValue::from_str(&cookie) {
-                r.headers_mut().insert(header::SET_COOKIE, v);
-            }
-            r
+            with_session(Redirect::to(&next).into_response(), &resp.access_key)
         }
-        Err(e) => login_form(&f.rd, Some(&e.message)),
+        Err(e) => login_form(&f.rd, Some(&e.message), &provider_names(&state).await),
     }
 }
 

@@ -43,7 +43,10 @@ pub async fn insert_provider(c: &mut Conn, p: &ProviderRow) -> Result<(), StoreE
 
 pub async fn provider(c: &mut Conn, name: &str) -> Result<Option<ProviderRow>, StoreError> {
     let q = format!("SELECT {PROVIDER_COLS} FROM providers WHERE name = $1");
-    Ok(sqlx::query_as(sqlx::AssertSqlSafe(q)).bind(name).fetch_optional(c).await?)
+    Ok(sqlx::query_as(sqlx::AssertSqlSafe(q))
+        .bind(name)
+        .fetch_optional(c)
+        .await?)
 }
 
 pub async fn providers(c: &mut Conn) -> Result<Vec<ProviderRow>, StoreError> {
@@ -103,6 +106,15 @@ pub async fn insert_pending(c: &mut Conn, p: &PendingRow, prune_before: i64) -> 
     Ok(())
 }
 
+/// The provider of a pending login, without taking it.
+pub async fn pending_provider(c: &mut Conn, state: &str) -> Result<Option<String>, StoreError> {
+    let r: Option<(String,)> = sqlx::query_as("SELECT provider FROM oidc_pending WHERE state = $1")
+        .bind(state)
+        .fetch_optional(c)
+        .await?;
+    Ok(r.map(|x| x.0))
+}
+
 /// Takes a pending login: it is deleted as it is read, so a state works once.
 pub async fn take_pending(c: &mut Conn, state: &str) -> Result<Option<PendingRow>, StoreError> {
     let row: Option<PendingRow> = sqlx::query_as(
@@ -133,23 +145,27 @@ pub async fn put_provider_session(c: &mut Conn, s: &ProviderSessionRow) -> Resul
         .bind(&s.key_id)
         .execute(&mut *c)
         .await?;
-    sqlx::query("INSERT INTO provider_sessions (key_id, provider, refresh_sealed, refreshed_at) VALUES ($1, $2, $3, $4)")
-        .bind(&s.key_id)
-        .bind(&s.provider)
-        .bind(&s.refresh_sealed)
-        .bind(s.refreshed_at)
-        .execute(c)
-        .await?;
+    sqlx::query(
+        "INSERT INTO provider_sessions (key_id, provider, refresh_sealed, refreshed_at) VALUES ($1, $2, $3, $4)",
+    )
+    .bind(&s.key_id)
+    .bind(&s.provider)
+    .bind(&s.refresh_sealed)
+    .bind(s.refreshed_at)
+    .execute(c)
+    .await?;
     Ok(())
 }
 
 pub async fn provider_session(c: &mut Conn, key_id: &str) -> Result<Option<ProviderSessionRow>, StoreError> {
-    Ok(sqlx::query_as(
-        "SELECT key_id, provider, refresh_sealed, refreshed_at FROM provider_sessions WHERE key_id = $1",
+    Ok(
+        sqlx::query_as(
+            "SELECT key_id, provider, refresh_sealed, refreshed_at FROM provider_sessions WHERE key_id = $1",
+        )
+        .bind(key_id)
+        .fetch_optional(c)
+        .await?,
     )
-    .bind(key_id)
-    .fetch_optional(c)
-    .await?)
 }
 
 /// Group names whose membership for `user_id` came from `provider`.
@@ -166,7 +182,12 @@ pub async fn provider_groups(c: &mut Conn, user_id: &str, provider: &str) -> Res
 
 /// Adds a membership from `provider`; a membership an admin made stays
 /// theirs (and is not removed by a later sync).
-pub async fn add_provider_member(c: &mut Conn, group_id: &str, user_id: &str, provider: &str) -> Result<bool, StoreError> {
+pub async fn add_provider_member(
+    c: &mut Conn,
+    group_id: &str,
+    user_id: &str,
+    provider: &str,
+) -> Result<bool, StoreError> {
     let exists: Option<(String,)> =
         sqlx::query_as("SELECT group_id FROM group_members WHERE group_id = $1 AND user_id = $2")
             .bind(group_id)

@@ -11,6 +11,7 @@ mod e2e {
     pub mod common;
     pub mod direct;
     pub mod gateway;
+    pub mod identity;
     pub mod kube;
     pub mod lifecycle;
     pub mod login;

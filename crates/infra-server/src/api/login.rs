@@ -31,7 +31,9 @@ pub(crate) async fn login(
     let addr_bucket = format!("addr:{source}");
     if let Some(name) = &req.provider {
         if req.email.is_some() || req.password.is_some() || req.access_key.is_some() {
-            return Err(ApiError::bad_request("a provider login takes no email, password or accessKey"));
+            return Err(ApiError::bad_request(
+                "a provider login takes no email, password or accessKey",
+            ));
         }
         check_lock(&state, &[&addr_bucket], name, &source).await?;
         let grant = match (req.code, req.state, req.device_code) {

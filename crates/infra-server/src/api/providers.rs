@@ -96,8 +96,12 @@ pub(crate) async fn create(
         name: req.name.clone(),
         issuer,
         client_id: req.client_id.clone(),
-        client_secret_sealed: envelope::seal(&state.root_key, &secret_context(&req.name), req.client_secret.as_bytes())
-            .map_err(ApiError::internal)?,
+        client_secret_sealed: envelope::seal(
+            &state.root_key,
+            &secret_context(&req.name),
+            req.client_secret.as_bytes(),
+        )
+        .map_err(ApiError::internal)?,
         groups_claim: req.groups_claim.clone().unwrap_or_else(|| "groups".into()),
         scopes,
         allowed_domains: req
@@ -294,7 +298,8 @@ pub(crate) async fn login(
             let pending = providers::take_pending(&mut c, &st).await?;
             drop(c);
             let Some(pending) = pending.filter(|x| x.provider == name && x.created_at > now_ms() - PENDING_MS) else {
-                let m = "this login's state is unknown, already used or expired: start again (infra login --provider NAME)";
+                let m =
+                    "this login's state is unknown, already used or expired: start again (infra login --provider NAME)";
                 return fail("unknown or reused state".into(), ApiError::unauthorized(m)).await;
             };
             if let Some(r) = redirect_uri
@@ -305,7 +310,13 @@ pub(crate) async fn login(
             }
             match state
                 .oidc
-                .exchange_code(&p.discovery, p.client(), &code, &pending.redirect_uri, &pending.verifier)
+                .exchange_code(
+                    &p.discovery,
+                    p.client(),
+                    &code,
+                    &pending.redirect_uri,
+                    &pending.verifier,
+                )
                 .await
             {
                 Ok(t) => (t, Some(pending.nonce), pending.rd),
@@ -338,7 +349,10 @@ pub(crate) async fn login(
     let user = match identity::user_by_email(tx.conn(), &identity.email).await? {
         Some(u) if u.kind == "service" => {
             drop(tx);
-            let m = format!("{} is a service account and cannot log in through a provider", identity.email);
+            let m = format!(
+                "{} is a service account and cannot log in through a provider",
+                identity.email
+            );
             return fail(m.clone(), ApiError::forbidden(m)).await;
         }
         Some(u) => u,
@@ -353,7 +367,8 @@ pub(crate) async fn login(
                 kind: "user".into(),
             };
             identity::insert_user(tx.conn(), &u).await?;
-            let ev = Event::new(&u.email, "user.create", &u.email, source).detail(format!("first login through {name}"));
+            let ev =
+                Event::new(&u.email, "user.create", &u.email, source).detail(format!("first login through {name}"));
             audit::append(&mut tx, ev).await?;
             u
         }
@@ -367,7 +382,9 @@ pub(crate) async fn login(
     let Json(resp) = super::login::start_session(state, user, source, &format!("oidc:{name}"), &[], false).await?;
     let key_id = resp.access_key.split('.').next().unwrap_or_default().to_owned();
     let refresh_sealed = match &tokens.refresh_token {
-        Some(r) => Some(envelope::seal(&state.root_key, &refresh_context(&key_id), r.as_bytes()).map_err(ApiError::internal)?),
+        Some(r) => {
+            Some(envelope::seal(&state.root_key, &refresh_context(&key_id), r.as_bytes()).map_err(ApiError::internal)?)
+        }
         None => None,
     };
     let mut c = state.store.conn().await?;
@@ -408,10 +425,15 @@ async fn identify(state: &AppState, p: &Provider, t: &Tokens, nonce: Option<&str
     let mut info = Value::Null;
     let claim = |name: &str, info: &Value| -> Option<Value> {
         let v = &claims[name];
-        if v.is_null() { info.get(name).cloned() } else { Some(v.clone()) }
+        if v.is_null() {
+            info.get(name).cloned()
+        } else {
+            Some(v.clone())
+        }
     };
     let needs_userinfo = claims["email"].is_null()
-        || infra_auth::oidc::string_list(&claims, &p.row.groups_claim).is_empty() && claims.get(&p.row.groups_claim).is_none();
+        || infra_auth::oidc::string_list(&claims, &p.row.groups_claim).is_empty()
+            && claims.get(&p.row.groups_claim).is_none();
     if needs_userinfo && let Some(at) = &t.access_token {
         info = state
             .oidc
@@ -531,7 +553,10 @@ pub(crate) async fn refresh_if_due(state: &AppState, key_id: &str, user: &UserRo
         Ok((t, ident)) => {
             let changes = sync_groups(tx.conn(), user, &s.provider, &ident.groups).await?;
             let refresh_sealed = match &t.refresh_token {
-                Some(r) => Some(envelope::seal(&state.root_key, &refresh_context(key_id), r.as_bytes()).map_err(ApiError::internal)?),
+                Some(r) => Some(
+                    envelope::seal(&state.root_key, &refresh_context(key_id), r.as_bytes())
+                        .map_err(ApiError::internal)?,
+                ),
                 None => s.refresh_sealed.clone(),
             };
             providers::put_provider_session(

@@ -23,7 +23,65 @@ pub(crate) async fn issue(
     caller: Caller,
     Body(req): Body<TokenRequest>,
 ) -> ApiResult<Json<TokenResponse>> {
-    Ok(Json(mint(&state, &caller, req.destination.as_deref()).await?))
+    match (&req.destination, &req.audience) {
+        (Some(_), Some(_)) => Err(ApiError::bad_request("give destination or audience, not both")),
+        (None, Some(aud)) => Ok(Json(for_audience(&state, &caller, aud).await?)),
+        _ => Ok(Json(mint(&state, &caller, req.destination.as_deref()).await?)),
+    }
+}
+
+/// Infra as an issuer: a token for another system (`aud` as asked), with
+/// the claims the server's issuer settings map, verifiable with the
+/// discovery document and JWKS by any standard consumer.
+///
+/// The audience may not look like a destination name, so such a token can
+/// never be taken for a destination token by a connector.
+async fn for_audience(state: &AppState, caller: &Caller, aud: &str) -> ApiResult<TokenResponse> {
+    if aud.is_empty() || aud.len() > 512 || aud.chars().any(char::is_whitespace) {
+        return Err(ApiError::bad_request("audience: 1 to 512 characters, no spaces"));
+    }
+    if aud
+        .chars()
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        || aud == state.settings.public_url
+    {
+        return Err(ApiError::bad_request(format!(
+            "audience {aud:?} could be taken for an Infra destination or Infra itself: use a URL or a dotted name such as sts.example.com"
+        )));
+    }
+    let key = signing::active(state).await?;
+    let now = now_ms() / 1000;
+    let exp = now + ms(state.settings.token_ttl) / 1000;
+    let jti = infra_auth::random_token(20).map_err(ApiError::internal)?;
+    let mut claims = serde_json::json!({
+        "iss": state.settings.public_url,
+        "sub": caller.user.id,
+        "aud": aud,
+        "exp": exp,
+        "iat": now,
+        "nbf": now,
+        "jti": jti,
+        "name": caller.user.email,
+    });
+    let ic = &state.settings.issuer_claims;
+    if !ic.email.is_empty() {
+        claims[&ic.email] = caller.user.email.clone().into();
+    }
+    if !ic.groups.is_empty() {
+        claims[&ic.groups] = caller.groups.iter().map(|g| g.name.clone()).collect::<Vec<_>>().into();
+    }
+    for (k, v) in &ic.extra {
+        claims[k] = v.clone().into();
+    }
+    let token = key.sign_value(&claims).map_err(ApiError::internal)?;
+    let ev = caller
+        .event("token.issue", aud)
+        .detail(format!("issuer token jti={jti} kid={} exp={exp}", key.kid));
+    audit::record(state, ev).await?;
+    Ok(TokenResponse {
+        token,
+        expires: time(exp * 1000),
+    })
 }
 
 /// Signs a token for `destination` (or Infra's own audience) if the caller

@@ -1,0 +1,296 @@
+//! Workload identity: issuers whose JWTs (Kubernetes service-account
+//! tokens, CI systems' OIDC tokens) a workload may exchange for a
+//! short-lived Infra credential of the service account its claim maps to
+//! (RFC 8693 token exchange).
+
+use std::collections::BTreeMap;
+
+use axum::Json;
+use axum::extract::{Form, Path, State};
+use infra_api::{TokenExchangeResponse, WorkloadIssuerCreate, WorkloadIssuerInfo};
+use infra_core::InfraRole;
+use infra_store::providers::{self, WorkloadIssuerRow};
+use infra_store::{AccessKeyRow, identity, keys, now_ms};
+use serde::Deserialize;
+
+use super::{Body, ms, time};
+use crate::audit::{self, Event};
+use crate::authn::{Caller, Source};
+use crate::error::{ApiError, ApiResult};
+use crate::state::AppState;
+
+/// The longest an exchanged credential lives (shorter if the workload's
+/// own token expires sooner).
+const EXCHANGED_MS: i64 = 3_600_000;
+const GRANT_TYPE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
+const JWT_TYPE: &str = "urn:ietf:params:oauth:token-type:jwt";
+const ID_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:id_token";
+const ACCESS_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:access_token";
+
+fn to_api(w: &WorkloadIssuerRow) -> WorkloadIssuerInfo {
+    WorkloadIssuerInfo {
+        name: w.name.clone(),
+        issuer: w.issuer.clone(),
+        jwks_url: w.jwks_url.clone(),
+        audience: w.audience.clone(),
+        claim: w.claim.clone(),
+        mappings: serde_json::from_str(&w.mappings).unwrap_or_default(),
+        created: time(w.created_at),
+    }
+}
+
+/// Trust an issuer's tokens for exchange.
+#[utoipa::path(post, path = "/api/workload-issuers", tag = "workload identity", request_body = WorkloadIssuerCreate,
+    responses((status = 201, body = WorkloadIssuerInfo)), security(("accessKey" = [])))]
+pub(crate) async fn create(
+    State(state): State<AppState>,
+    caller: Caller,
+    Body(req): Body<WorkloadIssuerCreate>,
+) -> ApiResult<(axum::http::StatusCode, Json<WorkloadIssuerInfo>)> {
+    caller
+        .require(&state, InfraRole::Admin, "add workload issuers", "workload-issuers")
+        .await?;
+    if req.name.is_empty()
+        || !req
+            .name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+    {
+        return Err(ApiError::bad_request("name: lower-case letters, digits and -"));
+    }
+    if req.issuer.is_empty() || req.audience.is_empty() {
+        return Err(ApiError::bad_request("issuer and audience are required"));
+    }
+    let jwks = match (&req.jwks_url, &req.jwks) {
+        (Some(_), None) => None,
+        (None, Some(j)) => {
+            let set: jsonwebtoken::jwk::JwkSet = serde_json::from_value(j.clone())
+                .map_err(|e| ApiError::bad_request(format!("jwks is not a JWKS document: {e}")))?;
+            if set.keys.is_empty() {
+                return Err(ApiError::bad_request("jwks has no keys"));
+            }
+            Some(j.to_string())
+        }
+        _ => return Err(ApiError::bad_request("give jwksUrl or jwks (one of them)")),
+    };
+    if req.mappings.is_empty() {
+        return Err(ApiError::bad_request(
+            "mappings is empty: map claim values to service accounts",
+        ));
+    }
+    let mut c = state.store.conn().await?;
+    for sa in req.mappings.values() {
+        match identity::user_by_email(&mut c, sa).await? {
+            Some(u) if u.kind == "service" => {}
+            Some(_) => {
+                return Err(ApiError::bad_request(format!(
+                    "{sa} is a person, not a service account"
+                )));
+            }
+            None => {
+                return Err(ApiError::bad_request(format!(
+                    "no service account {sa}: add it with 'infra users add {sa} --service'"
+                )));
+            }
+        }
+    }
+    drop(c);
+    let row = WorkloadIssuerRow {
+        name: req.name.clone(),
+        issuer: req.issuer.clone(),
+        jwks_url: req.jwks_url.clone(),
+        jwks,
+        audience: req.audience.clone(),
+        claim: req.claim.clone().unwrap_or_else(|| "sub".into()),
+        mappings: serde_json::to_string(&req.mappings).map_err(ApiError::internal)?,
+        created_at: now_ms(),
+    };
+    let mut tx = state.store.write().await?;
+    if providers::workload_issuers(tx.conn())
+        .await?
+        .iter()
+        .any(|w| w.name == row.name)
+    {
+        return Err(ApiError::conflict(format!(
+            "workload issuer {} exists already",
+            row.name
+        )));
+    }
+    providers::insert_workload_issuer(tx.conn(), &row).await?;
+    let ev = caller
+        .event("workload-issuer.create", &row.name)
+        .detail(format!("issuer={} audience={}", row.issuer, row.audience));
+    audit::commit(&state, tx, ev).await?;
+    Ok((axum::http::StatusCode::CREATED, Json(to_api(&row))))
+}
+
+#[utoipa::path(get, path = "/api/workload-issuers", tag = "workload identity",
+    responses((status = 200, body = Vec<WorkloadIssuerInfo>)), security(("accessKey" = [])))]
+pub(crate) async fn list(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<Vec<WorkloadIssuerInfo>>> {
+    caller
+        .require(&state, InfraRole::View, "list workload issuers", "workload-issuers")
+        .await?;
+    let mut c = state.store.conn().await?;
+    Ok(Json(
+        providers::workload_issuers(&mut c).await?.iter().map(to_api).collect(),
+    ))
+}
+
+#[utoipa::path(delete, path = "/api/workload-issuers/{name}", tag = "workload identity",
+    responses((status = 204)), security(("accessKey" = [])))]
+pub(crate) async fn remove(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> ApiResult<axum::http::StatusCode> {
+    caller
+        .require(&state, InfraRole::Admin, "remove workload issuers", "workload-issuers")
+        .await?;
+    let mut tx = state.store.write().await?;
+    if !providers::delete_workload_issuer(tx.conn(), &name).await? {
+        return Err(ApiError::not_found(format!("no workload issuer named {name}")));
+    }
+    audit::commit(&state, tx, caller.event("workload-issuer.delete", &name)).await?;
+    Ok(axum::http::StatusCode::NO_CONTENT)
+}
+
+/// RFC 8693 request (form-encoded).
+#[derive(Debug, Deserialize)]
+pub(crate) struct Exchange {
+    grant_type: String,
+    subject_token: String,
+    subject_token_type: String,
+    #[serde(default)]
+    resource: Option<String>,
+    #[serde(default)]
+    audience: Option<String>,
+    #[serde(default)]
+    requested_token_type: Option<String>,
+    #[serde(default)]
+    scope: Option<String>,
+}
+
+/// Exchange a workload's JWT for an Infra credential of the service account
+/// it maps to: an access key (default), or with `resource` (or `audience`)
+/// naming a destination, a token for it.
+#[utoipa::path(post, path = "/api/tokens/exchange", tag = "workload identity",
+    request_body(content_type = "application/x-www-form-urlencoded", content = String),
+    responses((status = 200, body = TokenExchangeResponse), (status = 401, body = infra_api::ErrorBody)))]
+pub(crate) async fn exchange(
+    State(state): State<AppState>,
+    Source(source): Source,
+    Form(req): Form<Exchange>,
+) -> ApiResult<Json<TokenExchangeResponse>> {
+    let _ = (&req.requested_token_type, &req.scope);
+    let refuse = |who: String, why: String| {
+        let state = state.clone();
+        let source = source.clone();
+        async move {
+            let ev = Event::new(&who, "token.exchange", &who, &source)
+                .result("denied")
+                .detail(why.clone());
+            audit::record(&state, ev).await?;
+            Err::<Json<TokenExchangeResponse>, _>(ApiError::unauthorized(why))
+        }
+    };
+    if req.grant_type != GRANT_TYPE {
+        return Err(ApiError::bad_request(format!("grant_type must be {GRANT_TYPE}")));
+    }
+    if req.subject_token_type != JWT_TYPE && req.subject_token_type != ID_TOKEN_TYPE {
+        return Err(ApiError::bad_request(format!("subject_token_type must be {JWT_TYPE}")));
+    }
+    let iss = match infra_auth::oidc::unverified_issuer(&req.subject_token) {
+        Ok(i) => i,
+        Err(e) => return refuse("unknown".into(), format!("subject_token: {e}")).await,
+    };
+    let mut c = state.store.conn().await?;
+    let trusted = providers::workload_issuers(&mut c)
+        .await?
+        .into_iter()
+        .find(|w| w.issuer == iss);
+    drop(c);
+    let Some(w) = trusted else {
+        return refuse(
+            format!("issuer:{iss}"),
+            format!(
+                "no workload issuer trusts tokens from {iss:?}; an admin adds one with 'infra workload-issuers add'"
+            ),
+        )
+        .await;
+    };
+    let keys = match (&w.jwks, &w.jwks_url) {
+        (Some(j), _) => serde_json::from_str(j).map_err(ApiError::internal)?,
+        (None, Some(url)) => state
+            .oidc
+            .fetch_keys(url)
+            .await
+            .map_err(|e| e.into_api(&format!("workload issuer {}", w.name)))?,
+        (None, None) => return Err(ApiError::internal("workload issuer without keys")),
+    };
+    let claims = match infra_auth::oidc::verify(&req.subject_token, &keys, &w.issuer, &w.audience, None) {
+        Ok(c) => c,
+        Err(e) => return refuse(format!("issuer:{}", w.name), format!("subject_token refused: {e}")).await,
+    };
+    let value = claims[&w.claim].as_str().unwrap_or_default().to_owned();
+    let mappings: BTreeMap<String, String> = serde_json::from_str(&w.mappings).unwrap_or_default();
+    let Some(sa) = mappings.get(&value) else {
+        return refuse(
+            format!("issuer:{}", w.name),
+            format!(
+                "{}={value:?} is not mapped to a service account by workload issuer {}",
+                w.claim, w.name
+            ),
+        )
+        .await;
+    };
+    let mut c = state.store.conn().await?;
+    let user = identity::user_by_email(&mut c, sa)
+        .await?
+        .filter(|u| u.kind == "service");
+    drop(c);
+    let Some(user) = user else {
+        return refuse(sa.clone(), format!("service account {sa} no longer exists")).await;
+    };
+    let now = now_ms();
+    let token_exp = claims["exp"].as_i64().unwrap_or(0) * 1000;
+    let expires = (now + EXCHANGED_MS).min(token_exp.max(now + 60_000));
+    let k = infra_auth::access_key::generate().map_err(ApiError::internal)?;
+    let mut tx = state.store.write().await?;
+    keys::insert_key(
+        tx.conn(),
+        &AccessKeyRow {
+            id: k.id.clone(),
+            name: format!("exchange-{}", &k.id[..6]),
+            kind: "exchange".into(),
+            user_id: Some(user.id.clone()),
+            user_email: None,
+            secret_hash: k.secret_hash.clone(),
+            created_at: now,
+            expires_at: Some(expires),
+            inactivity_timeout_ms: None,
+            last_used_at: now,
+        },
+    )
+    .await?;
+    let ev = Event::new(&user.email, "token.exchange", &user.email, &source)
+        .detail(format!("issuer={} {}={value} key={}", w.name, w.claim, k.id));
+    audit::commit(&state, tx, ev).await?;
+    let access_key = k.full.expose().clone();
+    // With a destination named: a token for it, as that service account.
+    if let Some(dest) = req.resource.as_deref().or(req.audience.as_deref()) {
+        let caller = Caller::from_key(&state, &access_key, source.clone(), false).await?;
+        let t = super::tokens::mint(&state, &caller, Some(dest)).await?;
+        return Ok(Json(TokenExchangeResponse {
+            access_token: t.token,
+            issued_token_type: JWT_TYPE.into(),
+            token_type: "Bearer".into(),
+            expires_in: ms(state.settings.token_ttl) / 1000,
+        }));
+    }
+    Ok(Json(TokenExchangeResponse {
+        access_token: access_key,
+        issued_token_type: ACCESS_TOKEN_TYPE.into(),
+        token_type: "Bearer".into(),
+        expires_in: (expires - now) / 1000,
+    }))
+}
