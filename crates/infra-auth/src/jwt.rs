@@ -144,6 +144,9 @@ pub struct Jwk {
     pub kty: String,
     pub crv: String,
     pub x: String,
+    /// EC keys only (the issuer's ES256 key).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub y: Option<String>,
     pub kid: String,
     pub alg: String,
     #[serde(rename = "use")]
@@ -156,10 +159,71 @@ impl Jwk {
             kty: "OKP".into(),
             crv: "Ed25519".into(),
             x: x.into(),
+            y: None,
             kid: kid.into(),
             alg: "EdDSA".into(),
             use_: "sig".into(),
         }
+    }
+}
+
+/// A P-256 key for tokens Infra issues to systems that do not accept
+/// EdDSA (cloud web-identity federation takes RS256 or ES256).
+pub struct EsKey {
+    pub kid: String,
+    pkcs8: Secret<Vec<u8>>,
+    x: String,
+    y: String,
+}
+
+impl EsKey {
+    pub fn generate() -> Result<Self, JwtError> {
+        use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair};
+        let rng = aws_lc_rs::rand::SystemRandom::new();
+        let doc =
+            EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng).map_err(|_| JwtError::Generate)?;
+        Self::from_pkcs8(doc.as_ref().to_vec())
+    }
+
+    pub fn from_pkcs8(pkcs8: Vec<u8>) -> Result<Self, JwtError> {
+        use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair};
+        let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &pkcs8).map_err(|_| JwtError::BadKey)?;
+        // Uncompressed point: 0x04 || x || y.
+        let public = pair.public_key().as_ref().to_vec();
+        if public.len() != 65 {
+            return Err(JwtError::BadKey);
+        }
+        let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+        Ok(Self {
+            kid: format!("es-{}", &sha256_hex(&public)[..13]),
+            x: b64(&public[1..33]),
+            y: b64(&public[33..65]),
+            pkcs8: Secret::new(pkcs8),
+        })
+    }
+
+    pub fn pkcs8(&self) -> &[u8] {
+        self.pkcs8.expose()
+    }
+
+    pub fn jwk(&self) -> Jwk {
+        Jwk {
+            kty: "EC".into(),
+            crv: "P-256".into(),
+            x: self.x.clone(),
+            y: Some(self.y.clone()),
+            kid: self.kid.clone(),
+            alg: "ES256".into(),
+            use_: "sig".into(),
+        }
+    }
+
+    pub fn sign_value(&self, claims: &serde_json::Value) -> Result<String, JwtError> {
+        let mut header = Header::new(Algorithm::ES256);
+        header.kid = Some(self.kid.clone());
+        header.typ = Some("JWT".into());
+        jsonwebtoken::encode(&header, claims, &EncodingKey::from_ec_der(self.pkcs8.expose()))
+            .map_err(|_| JwtError::Sign)
     }
 }
 

@@ -61,6 +61,9 @@ pub struct ServerArgs {
     /// Infra as an issuer: the claim that carries the email [default: email; "" leaves it out].
     #[arg(long, env = "INFRA_ISSUER_EMAIL_CLAIM")]
     pub issuer_email_claim: Option<String>,
+    /// Infra as an issuer: sign tokens for other systems with EdDSA (Ed25519) or ES256 (P-256; for cloud web-identity federation) [default: EdDSA].
+    #[arg(long, env = "INFRA_ISSUER_ALG", value_parser = ["EdDSA", "ES256"])]
+    pub issuer_alg: Option<String>,
     /// Infra as an issuer: a fixed claim in every token for other systems, NAME=VALUE (a tenant, say); repeatable.
     #[arg(long = "issuer-claim", env = "INFRA_ISSUER_CLAIMS", value_delimiter = ',')]
     pub issuer_claims: Vec<String>,
@@ -222,7 +225,12 @@ impl Settings {
                         .with_context(|| format!("--issuer-claim {kv}: write NAME=VALUE"))?;
                     extra.insert(k.to_owned(), v.to_owned());
                 }
+                let alg = a.issuer_alg.or(f.alg).unwrap_or_else(|| "EdDSA".into());
+                if alg != "EdDSA" && alg != "ES256" {
+                    anyhow::bail!("issuerClaims.alg is EdDSA or ES256, not {alg}");
+                }
                 IssuerClaims {
+                    es256: alg == "ES256",
                     groups: a.issuer_groups_claim.or(f.groups).unwrap_or_else(|| "groups".into()),
                     email: a.issuer_email_claim.or(f.email).unwrap_or_else(|| "email".into()),
                     extra,
@@ -260,6 +268,7 @@ impl Settings {
 /// How tokens for other systems (Infra as an issuer) carry the user.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct IssuerClaims {
+    pub(crate) es256: bool,
     pub(crate) groups: String,
     pub(crate) email: String,
     pub(crate) extra: std::collections::BTreeMap<String, String>,
@@ -268,6 +277,7 @@ pub(crate) struct IssuerClaims {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct IssuerClaimsFile {
+    alg: Option<String>,
     groups: Option<String>,
     email: Option<String>,
     #[serde(default)]

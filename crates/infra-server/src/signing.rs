@@ -63,3 +63,32 @@ pub(crate) async fn jwks(state: &AppState) -> ApiResult<Jwks> {
         .collect();
     Ok(Jwks { keys })
 }
+
+const ES_SECRET: &str = "issuer_es256";
+
+/// The P-256 key for issuer tokens (`--issuer-alg ES256`), made on first
+/// use and kept sealed like the others.
+pub(crate) async fn issuer_es256(state: &AppState) -> ApiResult<infra_auth::jwt::EsKey> {
+    let mut c = state.store.conn().await?;
+    let found = keys::sealed_secret(&mut c, ES_SECRET).await?;
+    drop(c);
+    let sealed = match found {
+        Some((_, sealed)) => sealed,
+        None => {
+            let mut tx = state.store.write().await?;
+            let sealed = match keys::sealed_secret(tx.conn(), ES_SECRET).await? {
+                Some((_, s)) => s,
+                None => {
+                    let k = infra_auth::jwt::EsKey::generate().map_err(ApiError::internal)?;
+                    let s = envelope::seal(&state.root_key, ES_SECRET, k.pkcs8()).map_err(ApiError::internal)?;
+                    keys::insert_sealed_secret(tx.conn(), ES_SECRET, &k.kid, &s).await?;
+                    s
+                }
+            };
+            tx.commit().await?;
+            sealed
+        }
+    };
+    let pkcs8 = envelope::open(&state.root_key, ES_SECRET, &sealed).map_err(ApiError::internal)?;
+    infra_auth::jwt::EsKey::from_pkcs8(pkcs8.expose().clone()).map_err(ApiError::internal)
+}

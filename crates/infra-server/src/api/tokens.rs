@@ -73,10 +73,15 @@ async fn for_audience(state: &AppState, caller: &Caller, aud: &str) -> ApiResult
     for (k, v) in &ic.extra {
         claims[k] = v.clone().into();
     }
-    let token = key.sign_value(&claims).map_err(ApiError::internal)?;
+    let (token, kid) = if state.settings.issuer_claims.es256 {
+        let es = signing::issuer_es256(state).await?;
+        (es.sign_value(&claims).map_err(ApiError::internal)?, es.kid)
+    } else {
+        (key.sign_value(&claims).map_err(ApiError::internal)?, key.kid)
+    };
     let ev = caller
         .event("token.issue", aud)
-        .detail(format!("issuer token jti={jti} kid={} exp={exp}", key.kid));
+        .detail(format!("issuer token jti={jti} kid={kid} exp={exp}"));
     audit::record(state, ev).await?;
     Ok(TokenResponse {
         token,

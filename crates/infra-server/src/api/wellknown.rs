@@ -32,7 +32,11 @@ async fn sqlx_ping(c: &mut infra_store::Conn) -> Option<()> {
 /// The public keys that verify Infra tokens.
 #[utoipa::path(get, path = "/.well-known/jwks.json", tag = "tokens", responses((status = 200)))]
 pub(crate) async fn jwks(State(state): State<AppState>) -> ApiResult<impl IntoResponse> {
-    let set = signing::jwks(&state).await?;
+    let mut set = signing::jwks(&state).await?;
+    // The ES256 key of issuer tokens, for consumers without EdDSA.
+    if state.settings.issuer_claims.es256 {
+        set.keys.push(signing::issuer_es256(&state).await?.jwk());
+    }
     Ok(([("cache-control", "public, max-age=60")], Json(set)))
 }
 
@@ -43,7 +47,7 @@ pub(crate) async fn discovery(State(state): State<AppState>) -> Json<serde_json:
     Json(serde_json::json!({
         "issuer": iss,
         "jwks_uri": format!("{iss}/.well-known/jwks.json"),
-        "id_token_signing_alg_values_supported": ["EdDSA"],
+        "id_token_signing_alg_values_supported": if state.settings.issuer_claims.es256 { vec!["EdDSA", "ES256"] } else { vec!["EdDSA"] },
         "subject_types_supported": ["public"],
         "response_types_supported": ["id_token"],
         "claims_supported": ["iss", "sub", "aud", "exp", "iat", "nbf", "jti", "name", "email", "groups"],
