@@ -28,6 +28,10 @@ pub struct LoginArgs {
     /// With --provider: no browser here; enter a code on any device instead.
     #[arg(long, requires = "provider")]
     pub device: bool,
+    /// With --provider: the loopback port for the browser's redirect, for
+    /// providers that need the exact redirect URI (http://127.0.0.1:PORT/callback) [default: any free port].
+    #[arg(long, requires = "provider", default_value_t = 0)]
+    pub callback_port: u16,
     /// Read the password from standard input (or set INFRA_PASSWORD).
     #[arg(long)]
     pub password_stdin: bool,
@@ -137,7 +141,7 @@ pub(crate) async fn login(args: LoginArgs) -> anyhow::Result<()> {
     let _: serde_json::Value = api.get("/healthz").await?;
     let (resp, password) = match &args.provider {
         Some(p) if args.device => (crate::oidc_login::device(&api, p).await?, None),
-        Some(p) => (crate::oidc_login::code(&api, p).await?, None),
+        Some(p) => (crate::oidc_login::code(&api, p, args.callback_port).await?, None),
         None => password_or_key(&api, &args).await?,
     };
     // Tokens cached for an earlier session (or server) are not this one's.
