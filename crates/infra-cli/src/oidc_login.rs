@@ -20,7 +20,9 @@ const WAIT: Duration = Duration::from_secs(300);
 pub(crate) async fn code(api: &Api, provider: &str, port: u16) -> anyhow::Result<LoginResponse> {
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
         .await
-        .with_context(|| format!("listen on 127.0.0.1:{port} for the browser's redirect (choose another with --callback-port)"))?;
+        .with_context(|| {
+            format!("listen on 127.0.0.1:{port} for the browser's redirect (choose another with --callback-port)")
+        })?;
     let redirect_uri = format!("http://127.0.0.1:{}/callback", listener.local_addr()?.port());
     let start: AuthorizeResponse = api
         .post(

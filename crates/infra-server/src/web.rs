@@ -23,6 +23,10 @@ use crate::authn::{Caller, Source};
 use crate::state::AppState;
 
 const SESSION_COOKIE: &str = "infra_session";
+/// The state of the browser's own provider login: the callback is taken
+/// only from the browser that started it, so nobody can log a victim in
+/// to the attacker's account by sending them a callback link.
+const STATE_COOKIE: &str = "infra_oidc_state";
 
 #[derive(Debug, Deserialize)]
 pub(crate) struct Rd {
@@ -143,7 +147,17 @@ pub(crate) async fn oidc_start(
     }
     .await;
     match started {
-        Ok(a) => Redirect::to(&a.url).into_response(),
+        Ok(a) => {
+            let mut r = Redirect::to(&a.url).into_response();
+            let cookie = format!(
+                "{STATE_COOKIE}={}; Path=/oidc/; Secure; HttpOnly; SameSite=Lax; Max-Age=600",
+                a.state
+            );
+            if let Ok(v) = HeaderValue::from_str(&cookie) {
+                r.headers_mut().insert(header::SET_COOKIE, v);
+            }
+            r
+        }
         Err(e) => page(e.status, "Cannot log in", &format!("<p>{}</p>", esc(&e.message))),
     }
 }
@@ -161,8 +175,16 @@ pub(crate) struct Callback {
 pub(crate) async fn oidc_callback(
     State(state): State<AppState>,
     Source(source): Source,
+    headers: HeaderMap,
     Query(q): Query<Callback>,
 ) -> Response {
+    if q.state.is_none() || cookie(&headers, STATE_COOKIE) != q.state {
+        return page(
+            StatusCode::UNAUTHORIZED,
+            "Cannot log in",
+            "<p>This login was not started in this browser (or it expired). Open the page you wanted again.</p>",
+        );
+    }
     let (code, st) = match (q.code, q.state, q.error) {
         (Some(c), Some(s), None) => (c, s),
         (_, _, Some(e)) => {
@@ -264,12 +286,16 @@ pub(crate) async fn login_done() -> Response {
 }
 
 fn session_cookie(h: &HeaderMap) -> Option<String> {
+    cookie(h, SESSION_COOKIE)
+}
+
+fn cookie(h: &HeaderMap, name: &str) -> Option<String> {
     h.get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|kv| kv.trim().split_once('='))
-        .find(|(k, _)| *k == SESSION_COOKIE)
+        .find(|(k, _)| *k == name)
         .map(|(_, v)| v.to_owned())
 }
 

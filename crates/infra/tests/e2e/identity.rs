@@ -282,6 +282,39 @@ fn wrong_state_replayed_code_and_bad_id_tokens_are_refused() {
         assert!(failures.contains(why), "{why}: {failures}");
     }
 
+    // The browser flow takes a callback only from the browser that started
+    // it (login CSRF: a victim sent the attacker's callback link).
+    let ca = h.env.server.ca_path();
+    let start = Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "-D", "-", "--cacert", ca.to_str().unwrap()])
+        .arg(format!("{}/oidc/start/idp", h.env.server.url))
+        .output()
+        .unwrap();
+    let head = String::from_utf8_lossy(&start.stdout).to_string();
+    assert!(head.contains("infra_oidc_state="), "{head}");
+    let location = head
+        .lines()
+        .find_map(|l| l.strip_prefix("location: "))
+        .unwrap_or_default()
+        .trim()
+        .to_owned();
+    let st = reqwest::Url::parse(&location)
+        .unwrap()
+        .query_pairs()
+        .find(|(k, _)| k == "state")
+        .map(|(_, v)| v.into_owned())
+        .unwrap();
+    let cb = Command::new("curl")
+        .args(["-s", "-w", "%{http_code}", "--cacert", ca.to_str().unwrap()])
+        .arg(format!("{}/oidc/callback?code=stolen&state={st}", h.env.server.url))
+        .output()
+        .unwrap();
+    let body = String::from_utf8_lossy(&cb.stdout);
+    assert!(
+        body.contains("not started in this browser") && body.ends_with("401"),
+        "{body}"
+    );
+
     // Wrong password at the provider: its form refuses (drive.mjs exit 3).
     let body = serde_json::json!({"redirectUri": "http://127.0.0.1:9/callback"});
     let (_, v) = h
