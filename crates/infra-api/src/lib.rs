@@ -375,6 +375,11 @@ pub struct ProviderCreate {
     /// Only emails in these domains may log in (default: any).
     #[serde(default)]
     pub allowed_domains: Vec<String>,
+    /// Accept emails the provider does not mark `email_verified` (Entra ID
+    /// sends no such claim). Such an email never takes over an existing
+    /// Infra account.
+    #[serde(default)]
+    pub allow_unverified_email: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]

@@ -127,6 +127,9 @@ pub enum ProvidersCmd {
         /// Only these email domains may log in [default: any].
         #[arg(long, value_delimiter = ',')]
         allowed_domains: Vec<String>,
+        /// Accept emails the provider does not mark verified (Entra ID); they never take over an existing account.
+        #[arg(long)]
+        allow_unverified_email: bool,
     },
     /// List providers.
     List(OutputArg),
@@ -813,6 +816,7 @@ async fn providers(c: ProvidersCmd) -> anyhow::Result<()> {
             groups_claim,
             scopes,
             allowed_domains,
+            allow_unverified_email,
         } => {
             let p: infra_api::ProviderInfo = api
                 .post(
@@ -825,6 +829,7 @@ async fn providers(c: ProvidersCmd) -> anyhow::Result<()> {
                         groups_claim,
                         scopes,
                         allowed_domains,
+                        allow_unverified_email,
                     },
                 )
                 .await?;

@@ -155,8 +155,8 @@ pub(crate) async fn device(api: &Api, provider: &str) -> anyhow::Result<LoginRes
         eprintln!("(or open {u})\n");
     }
     eprintln!("Waiting for you to finish...");
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(d.expires_in);
-    let mut interval = Duration::from_secs(d.interval.max(1));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(d.expires_in.min(3600));
+    let mut interval = Duration::from_secs(d.interval.clamp(1, 60));
     loop {
         tokio::time::sleep(interval).await;
         let req = LoginRequest {
@@ -167,7 +167,9 @@ pub(crate) async fn device(api: &Api, provider: &str) -> anyhow::Result<LoginRes
         match api.post::<_, LoginResponse>("/api/login", &req).await {
             Ok(r) => return Ok(r),
             Err(e) => match e.downcast_ref::<crate::client::ApiError>() {
-                Some(a) if a.status == 428 && a.message.contains("slow_down") => interval += Duration::from_secs(5),
+                Some(a) if a.status == 428 && a.message.contains("slow_down") => {
+                    interval = (interval + Duration::from_secs(5)).min(Duration::from_secs(60));
+                }
                 Some(a) if a.status == 428 => {}
                 _ => return Err(e),
             },

@@ -90,14 +90,17 @@ impl Caller {
             return Err(ApiError::forbidden("connector keys cannot call the user API"));
         };
         let user = identity::user_by_id(&mut c, user_id).await?.ok_or_else(invalid)?;
+        let mut from_provider = false;
         if row.kind == "session" {
             // A session from an identity provider: its groups are read
             // again (or the session ended) when a refresh is due.
             drop(c);
-            crate::api::providers::refresh_if_due(state, &row.id, &user, &source).await?;
+            from_provider = crate::api::providers::refresh_if_due(state, &row.id, &user, &source).await?;
             c = state.store.conn().await?;
         }
-        if user.password_update_required != 0 && !password_change_ok {
+        // A one-time password is for password logins; a provider session
+        // never used it.
+        if user.password_update_required != 0 && !password_change_ok && !from_provider {
             return Err(ApiError::forbidden(
                 "you must change your password first: run 'infra login' again (it asks for a new one)",
             ));

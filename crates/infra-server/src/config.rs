@@ -225,14 +225,23 @@ impl Settings {
                         .with_context(|| format!("--issuer-claim {kv}: write NAME=VALUE"))?;
                     extra.insert(k.to_owned(), v.to_owned());
                 }
+                const RESERVED: [&str; 8] = ["iss", "sub", "aud", "exp", "iat", "nbf", "jti", "name"];
+                if let Some(k) = extra.keys().find(|k| RESERVED.contains(&k.as_str())) {
+                    anyhow::bail!("issuer claim {k} is set by Infra itself; choose another name");
+                }
                 let alg = a.issuer_alg.or(f.alg).unwrap_or_else(|| "EdDSA".into());
                 if alg != "EdDSA" && alg != "ES256" {
                     anyhow::bail!("issuerClaims.alg is EdDSA or ES256, not {alg}");
                 }
+                let groups = a.issuer_groups_claim.or(f.groups).unwrap_or_else(|| "groups".into());
+                let email = a.issuer_email_claim.or(f.email).unwrap_or_else(|| "email".into());
+                if let Some(k) = [&groups, &email].into_iter().find(|k| RESERVED.contains(&k.as_str())) {
+                    anyhow::bail!("issuer claim {k} is set by Infra itself; choose another name");
+                }
                 IssuerClaims {
                     es256: alg == "ES256",
-                    groups: a.issuer_groups_claim.or(f.groups).unwrap_or_else(|| "groups".into()),
-                    email: a.issuer_email_claim.or(f.email).unwrap_or_else(|| "email".into()),
+                    groups,
+                    email,
                     extra,
                 }
             },

@@ -92,6 +92,8 @@ struct Cached {
 pub(crate) struct Oidc {
     http: reqwest::Client,
     cache: Mutex<HashMap<String, Cached>>,
+    /// Key sets by URL, for workload issuers.
+    key_sets: Mutex<HashMap<String, (Instant, JwkSet)>>,
 }
 
 impl Oidc {
@@ -104,6 +106,7 @@ impl Oidc {
         Self {
             http,
             cache: Mutex::new(HashMap::new()),
+            key_sets: Mutex::new(HashMap::new()),
         }
     }
 
@@ -154,6 +157,25 @@ impl Oidc {
             e.keys = Some((Instant::now(), keys.clone()));
         }
         Ok(keys)
+    }
+
+    /// The key set at `url`, cached; fetched again when it lacks `kid`
+    /// (the issuer rotated), at most once a few seconds.
+    pub(crate) async fn keys_at(&self, url: &str, kid: Option<&str>) -> Result<JwkSet, OidcError> {
+        if let Ok(c) = self.key_sets.lock()
+            && let Some((at, set)) = c.get(url)
+        {
+            let fresh = at.elapsed() < CACHE_FOR;
+            let has_kid = kid.is_none_or(|k| set.find(k).is_some());
+            if fresh && (has_kid || at.elapsed() < Duration::from_secs(10)) {
+                return Ok(set.clone());
+            }
+        }
+        let set = self.fetch_keys(url).await?;
+        if let Ok(mut c) = self.key_sets.lock() {
+            c.insert(url.to_owned(), (Instant::now(), set.clone()));
+        }
+        Ok(set)
     }
 
     pub(crate) async fn fetch_keys(&self, url: &str) -> Result<JwkSet, OidcError> {
@@ -337,6 +359,9 @@ fn form(s: &str) -> String {
 
 async fn parse<T: serde::de::DeserializeOwned>(resp: reqwest::Response) -> Result<T, OidcError> {
     let status = resp.status();
+    if status.is_server_error() {
+        return Err(OidcError::Unreachable(format!("it answered HTTP {status}")));
+    }
     let body: Value = resp.json().await.map_err(|e| OidcError::Unreachable(e.to_string()))?;
     if !status.is_success() {
         return Err(OidcError::Refused {

@@ -22,11 +22,13 @@ use crate::api::{Body, login};
 use crate::authn::{Caller, Source};
 use crate::state::AppState;
 
-const SESSION_COOKIE: &str = "infra_session";
+// `__Host-`: the browser takes these cookies only from this exact host over
+// HTTPS with `Path=/`, so a destination on a sub-domain cannot plant one.
+const SESSION_COOKIE: &str = "__Host-infra_session";
 /// The state of the browser's own provider login: the callback is taken
 /// only from the browser that started it, so nobody can log a victim in
 /// to the attacker's account by sending them a callback link.
-const STATE_COOKIE: &str = "infra_oidc_state";
+const STATE_COOKIE: &str = "__Host-infra_oidc_state";
 
 #[derive(Debug, Deserialize)]
 pub(crate) struct Rd {
@@ -150,7 +152,7 @@ pub(crate) async fn oidc_start(
         Ok(a) => {
             let mut r = Redirect::to(&a.url).into_response();
             let cookie = format!(
-                "{STATE_COOKIE}={}; Path=/oidc/; Secure; HttpOnly; SameSite=Lax; Max-Age=600",
+                "{STATE_COOKIE}={}; Path=/; Secure; HttpOnly; SameSite=Lax; Max-Age=600",
                 a.state
             );
             if let Ok(v) = HeaderValue::from_str(&cookie) {
@@ -179,6 +181,10 @@ pub(crate) async fn oidc_callback(
     Query(q): Query<Callback>,
 ) -> Response {
     if q.state.is_none() || cookie(&headers, STATE_COOKIE) != q.state {
+        let ev = crate::audit::Event::new("browser", "login", "oidc-callback", &source)
+            .result("failure")
+            .detail("callback without this browser's login state (not started here, or expired)");
+        let _ = crate::audit::record(&state, ev).await;
         return page(
             StatusCode::UNAUTHORIZED,
             "Cannot log in",

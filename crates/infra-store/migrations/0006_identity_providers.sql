@@ -7,8 +7,21 @@ CREATE TABLE providers (
     groups_claim TEXT NOT NULL,
     scopes TEXT NOT NULL,
     allowed_domains TEXT NOT NULL,
+    -- 1: accept emails the provider does not mark email_verified (Entra ID
+    -- sends no such claim); only for providers whose emails are trusted.
+    allow_unverified_email BIGINT NOT NULL DEFAULT 0,
     created_at BIGINT NOT NULL
 );
+
+-- Which provider identity (issuer's subject) is which user: once linked, a
+-- login follows the subject, and no other subject can take the account.
+CREATE TABLE provider_links (
+    provider TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    user_id TEXT NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    PRIMARY KEY (provider, subject)
+);
+CREATE INDEX provider_links_user ON provider_links (user_id);
 
 -- A login in progress (authorization code + PKCE): single use, short-lived.
 CREATE TABLE oidc_pending (
@@ -20,6 +33,7 @@ CREATE TABLE oidc_pending (
     rd TEXT,
     created_at BIGINT NOT NULL
 );
+CREATE INDEX oidc_pending_created ON oidc_pending (created_at);
 
 -- Sessions that came from a provider: its refresh token (sealed), and when
 -- the user's groups were last read from it.

@@ -109,6 +109,15 @@ pub async fn touch_key(c: &mut Conn, id: &str, now: i64) -> Result<(), StoreErro
 
 /// Deletes a key and records it as revoked, so connectors refuse tokens
 /// issued through it.
+pub async fn set_key_expiry(c: &mut Conn, id: &str, expires_at: i64) -> Result<(), StoreError> {
+    sqlx::query("UPDATE access_keys SET expires_at = $1 WHERE id = $2")
+        .bind(expires_at)
+        .bind(id)
+        .execute(c)
+        .await?;
+    Ok(())
+}
+
 pub async fn delete_key(c: &mut Conn, id: &str) -> Result<bool, StoreError> {
     let r = sqlx::query("DELETE FROM access_keys WHERE id = $1")
         .bind(id)

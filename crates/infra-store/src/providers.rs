@@ -16,16 +16,17 @@ pub struct ProviderRow {
     pub scopes: String,
     /// Comma-separated; empty: any domain.
     pub allowed_domains: String,
+    pub allow_unverified_email: i64,
     pub created_at: i64,
 }
 
-const PROVIDER_COLS: &str =
-    "name, issuer, client_id, client_secret_sealed, groups_claim, scopes, allowed_domains, created_at";
+const PROVIDER_COLS: &str = "name, issuer, client_id, client_secret_sealed, groups_claim, scopes, allowed_domains, \
+     allow_unverified_email, created_at";
 
 pub async fn insert_provider(c: &mut Conn, p: &ProviderRow) -> Result<(), StoreError> {
     sqlx::query(
-        "INSERT INTO providers (name, issuer, client_id, client_secret_sealed, groups_claim, scopes, allowed_domains, created_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        "INSERT INTO providers (name, issuer, client_id, client_secret_sealed, groups_claim, scopes, allowed_domains, \
+         allow_unverified_email, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
     )
     .bind(&p.name)
     .bind(&p.issuer)
@@ -34,6 +35,7 @@ pub async fn insert_provider(c: &mut Conn, p: &ProviderRow) -> Result<(), StoreE
     .bind(&p.groups_claim)
     .bind(&p.scopes)
     .bind(&p.allowed_domains)
+    .bind(p.allow_unverified_email)
     .bind(p.created_at)
     .execute(c)
     .await
@@ -54,16 +56,20 @@ pub async fn providers(c: &mut Conn) -> Result<Vec<ProviderRow>, StoreError> {
     Ok(sqlx::query_as(sqlx::AssertSqlSafe(q)).fetch_all(c).await?)
 }
 
-/// Removes a provider and ends the sessions that came from it.
+/// Removes a provider and ends the sessions that came from it (through
+/// `keys::delete_key`, so connectors hear of each).
 pub async fn delete_provider(c: &mut Conn, name: &str) -> Result<bool, StoreError> {
-    sqlx::query("DELETE FROM access_keys WHERE id IN (SELECT key_id FROM provider_sessions WHERE provider = $1)")
+    let sessions: Vec<(String,)> = sqlx::query_as("SELECT key_id FROM provider_sessions WHERE provider = $1")
         .bind(name)
-        .execute(&mut *c)
+        .fetch_all(&mut *c)
         .await?;
-    sqlx::query("DELETE FROM provider_sessions WHERE provider = $1")
-        .bind(name)
-        .execute(&mut *c)
-        .await?;
+    for (id,) in sessions {
+        crate::keys::delete_key(c, &id).await?;
+    }
+    for table in ["provider_sessions", "provider_links", "oidc_pending"] {
+        let q = format!("DELETE FROM {table} WHERE provider = $1");
+        sqlx::query(sqlx::AssertSqlSafe(q)).bind(name).execute(&mut *c).await?;
+    }
     sqlx::query("DELETE FROM group_members WHERE provider = $1")
         .bind(name)
         .execute(&mut *c)
@@ -86,11 +92,17 @@ pub struct PendingRow {
     pub created_at: i64,
 }
 
-pub async fn insert_pending(c: &mut Conn, p: &PendingRow, prune_before: i64) -> Result<(), StoreError> {
+/// Forgets logins started before `before` and never finished.
+pub async fn prune_pending(c: &mut Conn, before: i64) -> Result<(), StoreError> {
     sqlx::query("DELETE FROM oidc_pending WHERE created_at < $1")
-        .bind(prune_before)
-        .execute(&mut *c)
+        .bind(before)
+        .execute(c)
         .await?;
+    Ok(())
+}
+
+pub async fn insert_pending(c: &mut Conn, p: &PendingRow, prune_before: i64) -> Result<(), StoreError> {
+    prune_pending(c, prune_before).await?;
     sqlx::query(
         "INSERT INTO oidc_pending (state, provider, nonce, verifier, redirect_uri, rd, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
     )
@@ -115,7 +127,9 @@ pub async fn pending_provider(c: &mut Conn, state: &str) -> Result<Option<String
     Ok(r.map(|x| x.0))
 }
 
-/// Takes a pending login: it is deleted as it is read, so a state works once.
+/// Takes a pending login: it is deleted as it is read, and only the
+/// request whose delete removed it gets it, so a state works once even
+/// under concurrent requests.
 pub async fn take_pending(c: &mut Conn, state: &str) -> Result<Option<PendingRow>, StoreError> {
     let row: Option<PendingRow> = sqlx::query_as(
         "SELECT state, provider, nonce, verifier, redirect_uri, rd, created_at FROM oidc_pending WHERE state = $1",
@@ -123,13 +137,57 @@ pub async fn take_pending(c: &mut Conn, state: &str) -> Result<Option<PendingRow
     .bind(state)
     .fetch_optional(&mut *c)
     .await?;
-    if row.is_some() {
-        sqlx::query("DELETE FROM oidc_pending WHERE state = $1")
-            .bind(state)
-            .execute(c)
-            .await?;
+    if row.is_none() {
+        return Ok(None);
     }
-    Ok(row)
+    let r = sqlx::query("DELETE FROM oidc_pending WHERE state = $1")
+        .bind(state)
+        .execute(c)
+        .await?;
+    Ok(row.filter(|_| r.rows_affected() == 1))
+}
+
+/// The user a provider subject is linked to.
+pub async fn linked_user(c: &mut Conn, provider: &str, subject: &str) -> Result<Option<String>, StoreError> {
+    let r: Option<(String,)> =
+        sqlx::query_as("SELECT user_id FROM provider_links WHERE provider = $1 AND subject = $2")
+            .bind(provider)
+            .bind(subject)
+            .fetch_optional(c)
+            .await?;
+    Ok(r.map(|x| x.0))
+}
+
+/// The provider subjects linked to a user.
+pub async fn links_of(c: &mut Conn, user_id: &str) -> Result<Vec<(String, String)>, StoreError> {
+    Ok(
+        sqlx::query_as("SELECT provider, subject FROM provider_links WHERE user_id = $1")
+            .bind(user_id)
+            .fetch_all(c)
+            .await?,
+    )
+}
+
+pub async fn link(c: &mut Conn, provider: &str, subject: &str, user_id: &str) -> Result<(), StoreError> {
+    sqlx::query("INSERT INTO provider_links (provider, subject, user_id) VALUES ($1, $2, $3)")
+        .bind(provider)
+        .bind(subject)
+        .bind(user_id)
+        .execute(c)
+        .await?;
+    Ok(())
+}
+
+/// Claims a due refresh: true for the one request that moved
+/// `refreshed_at` from `seen`, so only it talks to the provider.
+pub async fn claim_refresh(c: &mut Conn, key_id: &str, seen: i64, now: i64) -> Result<bool, StoreError> {
+    let r = sqlx::query("UPDATE provider_sessions SET refreshed_at = $1 WHERE key_id = $2 AND refreshed_at = $3")
+        .bind(now)
+        .bind(key_id)
+        .bind(seen)
+        .execute(c)
+        .await?;
+    Ok(r.rows_affected() == 1)
 }
 
 #[derive(Debug, Clone, FromRow)]

@@ -263,7 +263,7 @@ ${form.replace('</form>', '<button type="submit" id="confirm">Confirm</button></
         const claims = {
           sub,
           email: user.email,
-          email_verified: user.email ? true : undefined,
+          email_verified: user.email ? (user.email_verified ?? true) : undefined,
           name: user.name,
           preferred_username: user.username,
           groups: user.groups ?? [],

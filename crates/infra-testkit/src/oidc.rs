@@ -22,8 +22,25 @@ pub struct OidcProvider {
     _dir: tempfile::TempDir,
 }
 
-/// The directory of the Node scripts.
+/// The directory of the Node scripts, in the workspace the tests run from.
+///
+/// Found from the crate directory cargo gives the running test (at run
+/// time): the one compiled in can be another checkout's, since cargo
+/// reuses a build from another clone that shares the target directory.
 pub fn oidc_dir() -> PathBuf {
+    let here = std::env::var_os("CARGO_MANIFEST_DIR").map(PathBuf::from);
+    for start in here
+        .iter()
+        .map(PathBuf::as_path)
+        .chain([Path::new(env!("CARGO_MANIFEST_DIR"))])
+    {
+        for dir in start.ancestors() {
+            let candidate = dir.join("crates/infra-testkit/oidc");
+            if candidate.join("provider.mjs").exists() {
+                return candidate;
+            }
+        }
+    }
     Path::new(env!("CARGO_MANIFEST_DIR")).join("oidc")
 }
 

@@ -111,6 +111,16 @@ pub(crate) async fn create(
         }
         (false, None) => ("user", Some(caller.user.clone())),
     };
+    // A key a session makes for itself lives no longer than that session
+    // when the session is borrowed: exchanged by a workload, or from an
+    // identity provider (which may end it). Otherwise a one-hour workload
+    // credential or a disabled provider user would keep access for good.
+    let own_key = kind == "user" && user.as_ref().is_some_and(|u| u.id == caller.user.id);
+    let borrowed = caller.key_kind == "exchange"
+        || infra_store::providers::provider_session(&mut c, &caller.key_id)
+            .await?
+            .is_some();
+    let cap = caller.key_expires.filter(|_| own_key && borrowed);
     drop(c);
     let k = infra_auth::access_key::generate().map_err(ApiError::internal)?;
     let now = now_ms();
@@ -123,7 +133,10 @@ pub(crate) async fn create(
         user_email: user.as_ref().map(|u| u.email.clone()),
         secret_hash: k.secret_hash.clone(),
         created_at: now,
-        expires_at: expires_in.map(|d| now + ms(d)),
+        expires_at: match (expires_in.map(|d| now + ms(d)), cap) {
+            (Some(e), Some(c)) => Some(e.min(c)),
+            (e, c) => e.or(c),
+        },
         inactivity_timeout_ms: inactivity.map(ms),
         last_used_at: now,
     };

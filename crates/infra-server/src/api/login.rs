@@ -40,7 +40,9 @@ pub(crate) async fn login(
             (Some(code), Some(st), None) => super::providers::Grant::Code {
                 code,
                 state: st,
-                redirect_uri: req.redirect_uri,
+                redirect_uri: Some(req.redirect_uri.ok_or_else(|| {
+                    ApiError::bad_request("redirectUri is required with a code: the one the login started with")
+                })?),
             },
             (None, None, Some(device_code)) => super::providers::Grant::Device { device_code },
             _ => {
@@ -109,9 +111,19 @@ pub(crate) async fn login(
             match (found, user) {
                 (Some(k), Some(user)) => {
                     let mut c = state.store.conn().await?;
+                    if infra_store::providers::provider_session(&mut c, &k.id).await?.is_some() {
+                        return Err(ApiError::bad_request(
+                            "this is a session from an identity provider: log in with 'infra login --provider NAME'",
+                        ));
+                    }
                     keys::touch_key(&mut c, &k.id, now).await?;
                     drop(c);
-                    start_session(&state, user, &source, "access key", &[&addr_bucket], false).await
+                    // A session from a key lasts no longer than the key.
+                    let mut json = start_session(&state, user, &source, "access key", &[&addr_bucket], false).await?;
+                    if let Some(exp) = k.expires_at {
+                        cap_session(&state, &mut json, exp).await?;
+                    }
+                    Ok(json)
                 }
                 _ => {
                     let err = fail(
@@ -237,6 +249,20 @@ pub(crate) async fn start_session(
         user: super::users::to_api(&user, groups.into_iter().map(|g| g.name).collect()),
         password_update_required,
     }))
+}
+
+/// Shortens the session just made to end at `exp`.
+async fn cap_session(state: &AppState, resp: &mut Json<LoginResponse>, exp: i64) -> ApiResult<()> {
+    let id = resp.access_key.split('.').next().unwrap_or_default().to_owned();
+    let mut tx = state.store.write().await?;
+    if let Some(k) = keys::key_by_id(tx.conn(), &id).await?
+        && k.expires_at.is_none_or(|e| e > exp)
+    {
+        keys::set_key_expiry(tx.conn(), &id, exp).await?;
+        resp.expires = time(exp);
+    }
+    tx.commit().await?;
+    Ok(())
 }
 
 /// End the current session.

@@ -75,8 +75,15 @@ pub(crate) async fn create(
         return Err(ApiError::bad_request("clientId and clientSecret are required"));
     }
     let issuer = req.issuer.trim().to_owned();
-    if !(issuer.starts_with("https://") || issuer.starts_with("http://")) {
-        return Err(ApiError::bad_request("issuer must be an https:// URL"));
+    // Keys and discovery over plain HTTP could be swapped on the way; only
+    // a provider on this machine may use it.
+    let loopback = ["http://127.0.0.1", "http://localhost", "http://[::1]"]
+        .iter()
+        .any(|p| issuer.starts_with(p) && issuer[p.len()..].starts_with([':', '/']) || issuer == *p);
+    if !issuer.starts_with("https://") && !loopback {
+        return Err(ApiError::bad_request(
+            "issuer must be an https:// URL (plain http only for a provider on this machine)",
+        ));
     }
     state
         .oidc
@@ -110,6 +117,7 @@ pub(crate) async fn create(
             .map(|d| d.trim().trim_start_matches('@').to_ascii_lowercase())
             .collect::<Vec<_>>()
             .join(","),
+        allow_unverified_email: i64::from(req.allow_unverified_email),
         created_at: now_ms(),
     };
     let mut tx = state.store.write().await?;
@@ -296,6 +304,7 @@ pub(crate) async fn login(
         } => {
             let mut c = state.store.conn().await?;
             let pending = providers::take_pending(&mut c, &st).await?;
+            providers::prune_pending(&mut c, now_ms() - PENDING_MS).await?;
             drop(c);
             let Some(pending) = pending.filter(|x| x.provider == name && x.created_at > now_ms() - PENDING_MS) else {
                 let m =
@@ -321,11 +330,22 @@ pub(crate) async fn login(
             {
                 Ok(t) => (t, Some(pending.nonce), pending.rd),
                 Err(e) => {
-                    let m = format!(
-                        "{} (an authorization code works once and only for a few minutes: log in again)",
-                        e.describe(name)
-                    );
-                    return fail(e.describe(name), ApiError::unauthorized(m)).await;
+                    let m = match &e {
+                        crate::oidc::OidcError::Refused { code, .. } if code == "invalid_grant" => format!(
+                            "{} (an authorization code works once and only for a few minutes: log in again)",
+                            e.describe(name)
+                        ),
+                        crate::oidc::OidcError::Refused { code, .. } if code == "invalid_client" => format!(
+                            "{} (the client id or secret configured in Infra is wrong: ask an admin to check 'infra providers list')",
+                            e.describe(name)
+                        ),
+                        _ => e.describe(name),
+                    };
+                    let status = match e {
+                        crate::oidc::OidcError::Unreachable(_) => e.into_api(name),
+                        _ => ApiError::unauthorized(m.clone()),
+                    };
+                    return fail(m, status).await;
                 }
             }
         }
@@ -344,19 +364,59 @@ pub(crate) async fn login(
         Ok(i) => i,
         Err(m) => return fail(m.clone(), ApiError::unauthorized(m)).await,
     };
-    // The user: found by email, or made now.
+    // The user: the one this provider subject is linked to; else the one
+    // with this email, if the provider vouches for the email and nobody else
+    // is linked to it; else a new one. An unverified email never takes over
+    // an existing account.
     let mut tx = state.store.write().await?;
-    let user = match identity::user_by_email(tx.conn(), &identity.email).await? {
-        Some(u) if u.kind == "service" => {
+    let linked = match providers::linked_user(tx.conn(), name, &identity.sub).await? {
+        Some(id) => identity::user_by_id(tx.conn(), &id).await?,
+        None => None,
+    };
+    let by_email = match &linked {
+        Some(_) => None,
+        None => identity::user_by_email(tx.conn(), &identity.email).await?,
+    };
+    let refuse = |m: String| async move { fail(m.clone(), ApiError::forbidden(m)).await };
+    let user = match (linked, by_email) {
+        (Some(u), _) if u.kind == "service" => {
             drop(tx);
-            let m = format!(
+            return refuse(format!(
                 "{} is a service account and cannot log in through a provider",
-                identity.email
-            );
-            return fail(m.clone(), ApiError::forbidden(m)).await;
+                u.email
+            ))
+            .await;
         }
-        Some(u) => u,
-        None => {
+        (Some(u), _) => u,
+        (None, Some(u)) if u.kind == "service" => {
+            drop(tx);
+            return refuse(format!(
+                "{} is a service account and cannot log in through a provider",
+                u.email
+            ))
+            .await;
+        }
+        (None, Some(u)) => {
+            if !identity.email_verified {
+                drop(tx);
+                return refuse(format!(
+                    "an Infra account {} exists, and {name} does not mark this email as verified: it cannot be taken over",
+                    u.email
+                ))
+                .await;
+            }
+            if !providers::links_of(tx.conn(), &u.id).await?.is_empty() {
+                drop(tx);
+                return refuse(format!(
+                    "the Infra account {} belongs to another identity at a provider; ask an admin",
+                    u.email
+                ))
+                .await;
+            }
+            providers::link(tx.conn(), name, &identity.sub, &u.id).await?;
+            u
+        }
+        (None, None) => {
             let u = UserRow {
                 id: infra_auth::random_token(16).map_err(ApiError::internal)?,
                 email: identity.email.clone(),
@@ -367,6 +427,7 @@ pub(crate) async fn login(
                 kind: "user".into(),
             };
             identity::insert_user(tx.conn(), &u).await?;
+            providers::link(tx.conn(), name, &identity.sub, &u.id).await?;
             let ev =
                 Event::new(&u.email, "user.create", &u.email, source).detail(format!("first login through {name}"));
             audit::append(&mut tx, ev).await?;
@@ -406,7 +467,9 @@ fn refresh_context(key_id: &str) -> String {
 }
 
 struct Identity {
+    sub: String,
     email: String,
+    email_verified: bool,
     groups: Vec<String>,
 }
 
@@ -440,16 +503,24 @@ async fn identify(state: &AppState, p: &Provider, t: &Tokens, nonce: Option<&str
             .userinfo(&p.discovery, at)
             .await
             .map_err(|e| e.describe(&p.row.name))?;
-        if info["sub"] != claims["sub"] {
+        if info.is_object() && info["sub"] != claims["sub"] {
             return Err("userinfo is for another subject than the ID token".into());
         }
     }
     let email = claim("email", &info)
         .and_then(|v| v.as_str().map(str::to_ascii_lowercase))
         .ok_or("the provider gave no email for this user (ask for the email scope)")?;
-    if claim("email_verified", &info).and_then(|v| v.as_bool()) == Some(false) {
-        return Err(format!("{email} is not verified at the provider"));
+    let email_verified = claim("email_verified", &info).and_then(|v| v.as_bool()) == Some(true);
+    if !email_verified && p.row.allow_unverified_email == 0 {
+        return Err(format!(
+            "the provider does not mark {email} as verified (email_verified is not true); an admin can accept its emails as they are with --allow-unverified-email"
+        ));
     }
+    let sub = claims["sub"]
+        .as_str()
+        .filter(|s| !s.is_empty())
+        .ok_or("the ID token has no subject (sub)")?
+        .to_owned();
     infra_core::Email::parse(&email).map_err(|e| e.to_string())?;
     let allowed: Vec<&str> = p.row.allowed_domains.split(',').filter(|d| !d.is_empty()).collect();
     let domain = email.rsplit_once('@').map(|x| x.1).unwrap_or_default();
@@ -466,7 +537,12 @@ async fn identify(state: &AppState, p: &Provider, t: &Tokens, nonce: Option<&str
     }
     groups.sort();
     groups.dedup();
-    Ok(Identity { email, groups })
+    Ok(Identity {
+        sub,
+        email,
+        email_verified,
+        groups,
+    })
 }
 
 /// Makes the memberships `provider` gives `user` exactly `groups`: adds the
@@ -513,79 +589,107 @@ async fn sync_groups(
 }
 
 /// Refreshes a provider session if it is due: new tokens, groups read
-/// again. A refusal by the provider ends the session (Err, 401).
-pub(crate) async fn refresh_if_due(state: &AppState, key_id: &str, user: &UserRow, source: &str) -> ApiResult<()> {
-    let due = now_ms() - ms(state.settings.provider_refresh);
+/// again. Returns whether the key is a provider session at all.
+///
+/// Only the provider refusing the refresh (`invalid_grant`: the user is
+/// disabled or deleted, consent withdrawn) ends the session (Err, 401).
+/// An outage at the provider keeps it, and the next try waits another
+/// interval. One request claims the refresh (refresh tokens rotate: two
+/// must not spend one); no lock is held while the provider answers.
+pub(crate) async fn refresh_if_due(state: &AppState, key_id: &str, user: &UserRow, source: &str) -> ApiResult<bool> {
+    let now = now_ms();
+    let due = now - ms(state.settings.provider_refresh);
     let mut c = state.store.conn().await?;
     let Some(s) = providers::provider_session(&mut c, key_id).await? else {
-        return Ok(());
+        return Ok(false);
     };
     drop(c);
-    if s.refreshed_at > due {
-        return Ok(());
-    }
-    let p = load(state, &s.provider).await?;
-    // The writers' lock, held over the provider call: refresh tokens are
-    // single use, so two requests must not spend the same one.
+    let Some(sealed) = s.refresh_sealed.clone().filter(|_| s.refreshed_at <= due) else {
+        return Ok(true);
+    };
     let mut tx = state.store.write().await?;
-    let Some(s) = providers::provider_session(tx.conn(), key_id).await? else {
-        return Ok(());
-    };
-    if s.refreshed_at > due {
-        return Ok(());
+    let claimed = providers::claim_refresh(tx.conn(), key_id, s.refreshed_at, now).await?;
+    tx.commit().await?;
+    if !claimed {
+        return Ok(true);
     }
-    let Some(sealed) = &s.refresh_sealed else {
-        return Ok(());
+    let keep = |why: String| {
+        tracing::warn!(provider = %s.provider, user = %user.email, reason = %why, "provider session not refreshed; kept");
+        Ok(true)
     };
-    let refresh = envelope::open(&state.root_key, &refresh_context(key_id), sealed).map_err(ApiError::internal)?;
+    let p = match load(state, &s.provider).await {
+        Ok(p) => p,
+        Err(e) => return keep(e.message),
+    };
+    let refresh = envelope::open(&state.root_key, &refresh_context(key_id), &sealed).map_err(ApiError::internal)?;
     let refresh = String::from_utf8(refresh.expose().clone()).map_err(ApiError::internal)?;
-    let outcome = match state.oidc.refresh(&p.discovery, p.client(), &refresh).await {
-        Ok(t) => identify(state, &p, &t, None).await.map(|i| (t, i)),
-        Err(crate::oidc::OidcError::Unreachable(e)) => {
-            // An outage at the provider is not the user's doing: keep the
-            // session, try again next time.
-            tracing::warn!(provider = %s.provider, error = %e, "cannot refresh a provider session");
-            return Ok(());
-        }
-        Err(e) => Err(e.describe(&s.provider)),
-    };
-    match outcome {
-        Ok((t, ident)) => {
-            let changes = sync_groups(tx.conn(), user, &s.provider, &ident.groups).await?;
-            let refresh_sealed = match &t.refresh_token {
-                Some(r) => Some(
-                    envelope::seal(&state.root_key, &refresh_context(key_id), r.as_bytes())
-                        .map_err(ApiError::internal)?,
-                ),
-                None => s.refresh_sealed.clone(),
-            };
-            providers::put_provider_session(
-                tx.conn(),
-                &ProviderSessionRow {
-                    refresh_sealed,
-                    refreshed_at: now_ms(),
-                    ..s
-                },
-            )
-            .await?;
-            let ev = Event::new(&user.email, "group.sync", &user.email, source).detail(format!(
-                "provider={} refresh groups={} {changes}",
-                p.row.name,
-                ident.groups.join(",")
-            ));
-            audit::commit(state, tx, ev).await?;
-            Ok(())
-        }
-        Err(why) => {
+    let tokens = match state.oidc.refresh(&p.discovery, p.client(), &refresh).await {
+        Ok(t) => t,
+        Err(crate::oidc::OidcError::Refused { code, description }) => {
+            let why = format!(
+                "identity provider {} refused the refresh: {code} {description}",
+                s.provider
+            );
+            let mut tx = state.store.write().await?;
             infra_store::keys::delete_key(tx.conn(), key_id).await?;
             let ev = Event::new(&user.email, "login.refresh", &user.email, source)
                 .result("failure")
                 .detail(format!("session ended: {why}"));
             audit::commit(state, tx, ev).await?;
-            Err(ApiError::unauthorized(format!(
+            return Err(ApiError::unauthorized(format!(
                 "your session ended: {why}; log in again with 'infra login --provider {}'",
                 s.provider
-            )))
+            )));
         }
+        Err(e) => return keep(e.describe(&s.provider)),
+    };
+    // The ID token is optional on refresh (OIDC Core 12.2): without one the
+    // groups stay as they were.
+    let groups = match &tokens.id_token {
+        Some(_) => match identify(state, &p, &tokens, None).await {
+            Ok(i) if !links_to(state, &s.provider, &i.sub, &user.id).await? => {
+                return keep(format!("the refreshed ID token is for another subject ({})", i.sub));
+            }
+            Ok(i) => Some(i.groups),
+            Err(e) => return keep(e),
+        },
+        None => None,
+    };
+    let mut tx = state.store.write().await?;
+    let changes = match &groups {
+        Some(g) => sync_groups(tx.conn(), user, &s.provider, g).await?,
+        None => String::new(),
+    };
+    let refresh_sealed = match &tokens.refresh_token {
+        Some(r) => {
+            Some(envelope::seal(&state.root_key, &refresh_context(key_id), r.as_bytes()).map_err(ApiError::internal)?)
+        }
+        None => Some(sealed),
+    };
+    providers::put_provider_session(
+        tx.conn(),
+        &ProviderSessionRow {
+            refresh_sealed,
+            refreshed_at: now,
+            ..s
+        },
+    )
+    .await?;
+    // An event (and a push to connectors) only when memberships changed.
+    if changes.contains("added=") && changes != "added= removed=" {
+        let ev = Event::new(&user.email, "group.sync", &user.email, source).detail(format!(
+            "provider={} refresh groups={} {changes}",
+            p.row.name,
+            groups.unwrap_or_default().join(",")
+        ));
+        audit::commit(state, tx, ev).await?;
+    } else {
+        tx.commit().await?;
     }
+    Ok(true)
+}
+
+async fn links_to(state: &AppState, provider: &str, sub: &str, user_id: &str) -> ApiResult<bool> {
+    let mut c = state.store.conn().await?;
+    Ok(providers::linked_user(&mut c, provider, sub).await?.as_deref() == Some(user_id))
 }

@@ -137,6 +137,12 @@ pub(crate) async fn update(
     let mut c = state.store.conn().await?;
     let u = find(&mut c, &email).await?;
     drop(c);
+    if u.kind == "service" {
+        return Err(ApiError::bad_request(format!(
+            "{} is a service account: it has no password (it authenticates with access keys or token exchange)",
+            u.email
+        )));
+    }
     let own = u.id == caller.user.id;
     if !own && caller.user.password_update_required != 0 {
         return Err(ApiError::forbidden(

@@ -204,12 +204,13 @@ pub(crate) async fn exchange(
         Err(e) => return refuse("unknown".into(), format!("subject_token: {e}")).await,
     };
     let mut c = state.store.conn().await?;
-    let trusted = providers::workload_issuers(&mut c)
+    let candidates: Vec<WorkloadIssuerRow> = providers::workload_issuers(&mut c)
         .await?
         .into_iter()
-        .find(|w| w.issuer == iss);
+        .filter(|w| w.issuer == iss)
+        .collect();
     drop(c);
-    let Some(w) = trusted else {
+    if candidates.is_empty() {
         return refuse(
             format!("issuer:{iss}"),
             format!(
@@ -217,19 +218,34 @@ pub(crate) async fn exchange(
             ),
         )
         .await;
-    };
-    let keys = match (&w.jwks, &w.jwks_url) {
-        (Some(j), _) => serde_json::from_str(j).map_err(ApiError::internal)?,
-        (None, Some(url)) => state
-            .oidc
-            .fetch_keys(url)
-            .await
-            .map_err(|e| e.into_api(&format!("workload issuer {}", w.name)))?,
-        (None, None) => return Err(ApiError::internal("workload issuer without keys")),
-    };
-    let claims = match infra_auth::oidc::verify(&req.subject_token, &keys, &w.issuer, &w.audience, None) {
-        Ok(c) => c,
-        Err(e) => return refuse(format!("issuer:{}", w.name), format!("subject_token refused: {e}")).await,
+    }
+    // Several clusters may share an issuer name (kubeadm's default): each
+    // with that issuer is tried, with its own keys and audience.
+    let kid = infra_auth::oidc::kid(&req.subject_token).ok().flatten();
+    let mut verified = None;
+    let mut last_error = String::new();
+    for w in candidates {
+        let keys = match (&w.jwks, &w.jwks_url) {
+            (Some(j), _) => serde_json::from_str(j).map_err(ApiError::internal)?,
+            (None, Some(url)) => match state.oidc.keys_at(url, kid.as_deref()).await {
+                Ok(k) => k,
+                Err(e) => {
+                    last_error = e.describe(&format!("workload issuer {}", w.name));
+                    continue;
+                }
+            },
+            (None, None) => continue,
+        };
+        match infra_auth::oidc::verify(&req.subject_token, &keys, &w.issuer, &w.audience, None) {
+            Ok(c) => {
+                verified = Some((w, c));
+                break;
+            }
+            Err(e) => last_error = format!("subject_token refused: {e}"),
+        }
+    }
+    let Some((w, claims)) = verified else {
+        return refuse(format!("issuer:{iss}"), last_error).await;
     };
     let value = claims[&w.claim].as_str().unwrap_or_default().to_owned();
     let mappings: BTreeMap<String, String> = serde_json::from_str(&w.mappings).unwrap_or_default();
@@ -252,8 +268,12 @@ pub(crate) async fn exchange(
         return refuse(sa.clone(), format!("service account {sa} no longer exists")).await;
     };
     let now = now_ms();
-    let token_exp = claims["exp"].as_i64().unwrap_or(0) * 1000;
-    let expires = (now + EXCHANGED_MS).min(token_exp.max(now + 60_000));
+    // Never longer than the workload's own token.
+    let token_exp = claims["exp"].as_i64().unwrap_or(0).saturating_mul(1000);
+    let expires = (now + EXCHANGED_MS).min(token_exp);
+    if expires <= now + 1000 {
+        return refuse(sa.clone(), "subject_token expires within a second".into()).await;
+    }
     let k = infra_auth::access_key::generate().map_err(ApiError::internal)?;
     let mut tx = state.store.write().await?;
     keys::insert_key(

@@ -34,7 +34,9 @@ fn setup() -> Idp {
         "users": [
             {"sub": "u-alice", "username": "alice", "password": "alice-pw", "email": "alice@example.com", "name": "Alice",
              "groups": ["devs", "/tenant-a/root/admins"]},
-            {"sub": "u-bob", "username": "bob", "password": "bob-pw", "email": "bob@example.com", "name": "Bob", "groups": []}
+            {"sub": "u-bob", "username": "bob", "password": "bob-pw", "email": "bob@example.com", "name": "Bob", "groups": []},
+            {"sub": "u-mallory", "username": "mallory", "password": "mallory-pw", "email": "admin@example.com",
+             "email_verified": false, "name": "Mallory", "groups": ["ops"]}
         ],
         "groupsInIdToken": true
     }))
@@ -602,4 +604,89 @@ except jwt.InvalidAudienceError:
         out.stderr.contains("could be taken for an Infra destination"),
         "{out:?}"
     );
+}
+
+#[test]
+fn an_unverified_email_never_takes_over_an_account() {
+    let h = setup();
+    // The provider does not vouch for mallory's email (admin@example.com).
+    let (code, state) = code_and_state(&h, "mallory", "mallory-pw");
+    let (s, v) = api_login(&h, &code, &state);
+    assert_eq!(s, 401, "{v}");
+    assert!(
+        v["message"]
+            .as_str()
+            .unwrap()
+            .contains("does not mark admin@example.com as verified"),
+        "{v}"
+    );
+    // Even where unverified emails are accepted, the existing admin account
+    // cannot be had through one.
+    h.env.admin.run(&["providers", "remove", "idp"]).ok();
+    h.env
+        .admin
+        .run_env(
+            &[
+                "providers",
+                "add",
+                "idp",
+                "--issuer",
+                &h.idp.issuer,
+                "--client-id",
+                "infra",
+                "--allow-unverified-email",
+            ],
+            &[("INFRA_PROVIDER_CLIENT_SECRET", SECRET)],
+            None,
+        )
+        .ok();
+    let (code, state) = code_and_state(&h, "mallory", "mallory-pw");
+    let (s, v) = api_login(&h, &code, &state);
+    assert_eq!(s, 403, "{v}");
+    assert!(v["message"].as_str().unwrap().contains("cannot be taken over"), "{v}");
+    // A verified email links once; afterwards the login follows the
+    // provider's subject.
+    let (code, state) = code_and_state(&h, "alice", "alice-pw");
+    assert_eq!(api_login(&h, &code, &state).0, 200);
+    h.idp
+        .put_user("u-alice", serde_json::json!({"email": "alice.new@example.com"}))
+        .unwrap();
+    let (code, state) = code_and_state(&h, "alice", "alice-pw");
+    let (s, v) = api_login(&h, &code, &state);
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["user"]["email"], "alice@example.com");
+}
+
+#[test]
+fn borrowed_sessions_cannot_make_lasting_keys() {
+    let h = setup();
+    let alice = Cli::new(&bin()).unwrap();
+    assert_eq!(provider_login(&h, &alice, "alice", "alice-pw", "").status, 0);
+    // A key made from a provider session ends with the session.
+    let out = alice.run(&["keys", "add", "--name", "mine", "--quiet"]);
+    assert_eq!(out.status, 0, "{out:?}");
+    let keys = json(alice.run(&["keys", "list", "-o", "json"]).ok());
+    let mine = keys
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["name"] == "mine")
+        .unwrap()
+        .clone();
+    assert!(mine["expires"].is_string(), "{mine}");
+    // A provider session cannot be turned into a password-less 12 h session.
+    let key = super::common::session_key(&alice);
+    let body = serde_json::json!({"accessKey": key});
+    let (s, v) = h
+        .env
+        .server
+        .send_json(
+            "POST",
+            "/api/login",
+            None,
+            body.to_string().as_bytes(),
+            "application/json",
+        )
+        .unwrap();
+    assert_eq!(s, 400, "{v}");
 }
