@@ -31,11 +31,11 @@
 //                                 Otherwise the token stays valid: re-signed with
 //                                 the provider's own key, header (kid, alg) kept.
 //   DELETE /_admin/tamper         clear the pending tamper
-import { generateKeyPairSync, randomBytes, randomUUID, timingSafeEqual } from 'node:crypto';
+import { createPrivateKey, generateKeyPairSync, randomBytes, randomUUID, timingSafeEqual } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { createServer } from 'node:http';
 
-import { SignJWT, decodeJwt, decodeProtectedHeader, generateKeyPair, importJWK } from 'jose';
+import { SignJWT, decodeJwt, decodeProtectedHeader } from 'jose';
 import Provider from 'oidc-provider';
 
 // oidc-provider prints notices with console.info (stdout), which must carry
@@ -137,20 +137,36 @@ function checkPassword(user, password) {
 }
 
 // Signing keys: RS256 first (the default for clients that do not ask), ES256 too.
-const jwks = {
-  keys: [
-    ['rsa', { modulusLength: 2048 }, 'RS256'],
-    ['ec', { namedCurve: 'P-256' }, 'ES256'],
-  ].map(([type, options, alg]) => ({
-    ...generateKeyPairSync(type, options).privateKey.export({ format: 'jwk' }),
-    alg,
-    use: 'sig',
-    kid: randomUUID(),
-  })),
+const KEY_TYPES = {
+  RS256: ['rsa', { modulusLength: 2048 }],
+  ES256: ['ec', { namedCurve: 'P-256' }],
 };
 
-// The private signing keys by kid, to re-sign tampered ID tokens with.
-const signingKeys = new Map(await Promise.all(jwks.keys.map(async (jwk) => [jwk.kid, await importJWK(jwk, jwk.alg)])));
+// A new private key (KeyObject) for alg. Not generateKeyPairSync(...).privateKey:
+// exporting that one as a JWK deadlocks Node 20 now and then, when a garbage
+// collection during the export destroys the key generation job (whose
+// destructor waits for the lock the export holds): the provider then hangs
+// before it listens. A key of its own, made from the DER, shares no lock.
+function newPrivateKey(alg) {
+  const [type, options] = KEY_TYPES[alg];
+  const { privateKey } = generateKeyPairSync(type, {
+    ...options,
+    privateKeyEncoding: { type: 'pkcs8', format: 'der' },
+    publicKeyEncoding: { type: 'spki', format: 'der' },
+  });
+  return createPrivateKey({ key: privateKey, format: 'der', type: 'pkcs8' });
+}
+
+// The private signing keys by kid, also to re-sign tampered ID tokens with.
+const signingKeys = new Map();
+const jwks = {
+  keys: Object.keys(KEY_TYPES).map((alg) => {
+    const key = newPrivateKey(alg);
+    const kid = randomUUID();
+    signingKeys.set(kid, key);
+    return { ...key.export({ format: 'jwk' }), alg, use: 'sig', kid };
+  }),
+};
 
 const isObject = (v) => typeof v === 'object' && v !== null && !Array.isArray(v);
 
@@ -187,7 +203,7 @@ async function tamperIdToken(idToken, { expOffset, sign, ...claims }) {
   }
   let key = signingKeys.get(header.kid);
   if (!key) throw new Error(`the ID token's kid ${JSON.stringify(header.kid)} is none of the provider's keys`);
-  if (sign === 'other-key') key = (await generateKeyPair(header.alg)).privateKey;
+  if (sign === 'other-key') key = newPrivateKey(header.alg);
   return new SignJWT(payload).setProtectedHeader(header).sign(key);
 }
 
