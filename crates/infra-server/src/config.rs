@@ -52,6 +52,9 @@ pub struct ServerArgs {
     /// Longest an SSH user certificate is valid; never longer than the session [default: 1h].
     #[arg(long, env = "INFRA_SSH_CERT_TTL")]
     pub ssh_cert_ttl: Option<String>,
+    /// Send browsers that must log in straight to this identity provider (its login page instead of Infra's password form).
+    #[arg(long, env = "INFRA_DEFAULT_PROVIDER")]
+    pub default_provider: Option<String>,
     /// How often a session from an identity provider is refreshed, reading the user's groups again [default: 5m].
     #[arg(long, env = "INFRA_PROVIDER_REFRESH")]
     pub provider_refresh: Option<String>,
@@ -97,6 +100,7 @@ struct FileConfig {
     log_format: Option<String>,
     token_ttl: Option<String>,
     ssh_cert_ttl: Option<String>,
+    default_provider: Option<String>,
     provider_refresh: Option<String>,
     #[serde(default)]
     issuer_claims: Option<IssuerClaimsFile>,
@@ -123,6 +127,7 @@ pub(crate) struct Settings {
     pub(crate) ssh_cert_ttl: Duration,
     pub(crate) issuer_claims: IssuerClaims,
     pub(crate) provider_refresh: Duration,
+    pub(crate) default_provider: Option<String>,
     pub(crate) session_ttl: Duration,
     pub(crate) session_inactivity: Duration,
     pub(crate) shutdown_grace: Duration,
@@ -245,6 +250,7 @@ impl Settings {
                     extra,
                 }
             },
+            default_provider: a.default_provider.or(f.default_provider),
             provider_refresh: dur(
                 "provider refresh",
                 a.provider_refresh.or(f.provider_refresh),

@@ -33,6 +33,9 @@ const STATE_COOKIE: &str = "__Host-infra_oidc_state";
 #[derive(Debug, Deserialize)]
 pub(crate) struct Rd {
     rd: Option<String>,
+    /// Show the password form even with a default provider.
+    #[serde(default)]
+    password: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -125,7 +128,15 @@ async fn provider_names(state: &AppState) -> Vec<String> {
 }
 
 pub(crate) async fn login_page(State(state): State<AppState>, Query(q): Query<Rd>) -> Response {
-    login_form(q.rd.as_deref().unwrap_or_default(), None, &provider_names(&state).await)
+    let rd = q.rd.as_deref().unwrap_or_default();
+    // With a default provider, browsers go straight to it (single sign-on);
+    // `?password=1` still shows the password form.
+    if let Some(p) = &state.settings.default_provider
+        && q.password.is_none()
+    {
+        return Redirect::to(&format!("/oidc/start/{}?rd={}", enc(p), enc(rd))).into_response();
+    }
+    login_form(rd, None, &provider_names(&state).await)
 }
 
 /// "Sign in with NAME": to the provider, by the server-side code flow.

@@ -84,10 +84,14 @@ async function startProvider(name, extra = {}, extraRedirectUris = []) {
   cleanups.push(() => child.kill());
   let log = '';
   child.stderr.on('data', (d) => { log += d; });
+  let timer;
   const [line] = await Promise.race([
     once(createInterface({ input: child.stdout }), 'line'),
     once(child, 'exit').then(([code]) => { throw new Error(`provider exited with ${code}: ${log}`); }),
-  ]);
+    new Promise((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`provider not listening after 20 s: ${log}`)), 20_000);
+    }),
+  ]).finally(() => clearTimeout(timer));
   const { issuer } = JSON.parse(line);
   const discovery = await (await fetch(`${issuer}/.well-known/openid-configuration`)).json();
   return { issuer, discovery, jwks: createRemoteJWKSet(new URL(discovery.jwks_uri)), log: () => log };

@@ -23,7 +23,12 @@ struct Idp {
 }
 
 fn setup() -> Idp {
-    let env = super::common::start_with(Backend::Sqlite, vec!["--provider-refresh".into(), "1s".into()]);
+    setup_with(Vec::new())
+}
+
+fn setup_with(mut server_args: Vec<String>) -> Idp {
+    server_args.extend(["--provider-refresh".into(), "1s".into()]);
+    let env = super::common::start_with(Backend::Sqlite, server_args);
     let idp = OidcProvider::start(serde_json::json!({
         "clients": [{
             "client_id": "infra", "client_secret": SECRET,
@@ -379,7 +384,10 @@ fn allowed_domains_limit_who_is_created() {
 
 #[test]
 fn a_browser_logs_in_through_the_provider_to_an_http_destination() {
-    let h = setup();
+    // With a default provider the browser goes from the destination
+    // straight to the provider's login form; without one it clicks
+    // "Sign in with idp" on Infra's page (the second half).
+    let h = setup_with(vec!["--default-provider".into(), "idp".into()]);
     let up = Upstream::start().unwrap();
     let key = super::gateway::connector_key(&h.env, "webc");
     let _c = Connector::start(
@@ -400,7 +408,7 @@ fn a_browser_logs_in_through_the_provider_to_an_http_destination() {
         .run(&["grants", "add", "--group", "devs", "web", "--role", "user"])
         .ok();
     let url = format!("https://web.localhost:{}/echo/hello", h.env.server.port);
-    let out = infra_testkit::oidc::browser(&url, "alice", "alice-pw", &["Sign in with idp"]);
+    let out = infra_testkit::oidc::browser(&url, "alice", "alice-pw", &[]);
     assert_eq!(out.status, 0, "{out:?}\n{}", h.idp.log());
     let page: serde_json::Value = serde_json::from_str(out.stdout.trim().lines().last().unwrap_or("{}")).unwrap();
     assert!(page["url"].as_str().unwrap().starts_with(&url), "{page}");
@@ -408,6 +416,32 @@ fn a_browser_logs_in_through_the_provider_to_an_http_destination() {
     assert!(
         text.contains("/echo/hello") && text.contains("alice@example.com"),
         "{text}"
+    );
+    // Without a default provider: Infra's own page, the provider a link on it.
+    let h2 = setup();
+    let _c2 = Connector::start(
+        &bin(),
+        &h2.env.server,
+        &super::gateway::connector_key(&h2.env, "webc"),
+        "webc",
+        &[HttpDest {
+            name: "web".into(),
+            url: up.url.clone(),
+            upstream_token: None,
+        }],
+    )
+    .unwrap();
+    h2.env.admin.run(&["groups", "add", "devs"]).ok();
+    h2.env
+        .admin
+        .run(&["grants", "add", "--group", "devs", "web", "--role", "user"])
+        .ok();
+    let url2 = format!("https://web.localhost:{}/echo/again", h2.env.server.port);
+    let out = infra_testkit::oidc::browser(&url2, "alice", "alice-pw", &["Sign in with idp"]);
+    assert_eq!(out.status, 0, "{out:?}");
+    assert!(
+        out.stdout.contains("/echo/again") && out.stdout.contains("alice@example.com"),
+        "{out:?}"
     );
 }
 
