@@ -193,18 +193,29 @@ pub(crate) async fn handle(state: Arc<State>, req: Request<Incoming>) -> Respons
     drop(decider);
 
     let upgrade = req.headers().get(HDR_UPGRADE).cloned();
+    // SSH hosts and databases take only raw streams (`infra-tcp/1`); a
+    // plain request is told which client to use.
+    let tcp_stream = |how: &str| {
+        upgrade
+            .clone()
+            .filter(|u| u.as_bytes() == infra_tunnel::TCP_UPGRADE.as_bytes())
+            .ok_or_else(|| {
+                Box::new(refuse(
+                    &ident.email,
+                    Denial {
+                        status: 400,
+                        message: format!("{} is {how}", dest.name),
+                    },
+                ))
+            })
+    };
     if let crate::config::Kind::Ssh(cfg) = &dest.kind {
-        let Some(proto) = upgrade.filter(|u| u.as_bytes() == infra_tunnel::TCP_UPGRADE.as_bytes()) else {
-            return refuse(
-                &ident.email,
-                Denial {
-                    status: 400,
-                    message: format!(
-                        "{0} is an SSH host: connect with 'infra ssh {0}' (or plain ssh after 'infra login')",
-                        dest.name
-                    ),
-                },
-            );
+        let proto = match tcp_stream(&format!(
+            "an SSH host: connect with 'infra ssh {0}' (or plain ssh after 'infra login')",
+            dest.name
+        )) {
+            Ok(p) => p,
+            Err(r) => return *r,
         };
         let watch = state.watch(claims, &dest.name);
         let st = state.clone();
@@ -232,17 +243,12 @@ pub(crate) async fn handle(state: Arc<State>, req: Request<Incoming>) -> Respons
         };
     }
     if let (Some(roles), crate::config::Kind::Postgres(cfg)) = (state.pg.get(&dest.name).cloned(), &dest.kind) {
-        let Some(proto) = upgrade.filter(|u| u.as_bytes() == infra_tunnel::TCP_UPGRADE.as_bytes()) else {
-            return refuse(
-                &ident.email,
-                Denial {
-                    status: 400,
-                    message: format!(
-                        "{0} is a PostgreSQL database: connect with 'infra psql {0}' or through 'infra proxy {0}'",
-                        dest.name
-                    ),
-                },
-            );
+        let proto = match tcp_stream(&format!(
+            "a PostgreSQL database: connect with 'infra psql {0}' or through 'infra proxy {0}'",
+            dest.name
+        )) {
+            Ok(p) => p,
+            Err(r) => return *r,
         };
         let (cancel, active_id) = state.watch(claims, &dest.name);
         // The client's bytes arrive as the request body and leave as the

@@ -382,6 +382,27 @@ fn allowed_domains_limit_who_is_created() {
     assert!(!users.to_string().contains("alice@example.com"));
 }
 
+/// A connector serving HTTP destination `web` (the upstream's echo).
+fn web_connector(env: &Env, up: &Upstream) -> Connector {
+    let key = super::gateway::connector_key(env, "webc");
+    let dest = HttpDest {
+        name: "web".into(),
+        url: up.url.clone(),
+        upstream_token: None,
+    };
+    Connector::start(&bin(), &env.server, &key, "webc", &[dest]).unwrap()
+}
+
+/// `web_connector`, with a grant on `web` for group `devs`.
+fn web_for_devs(env: &Env, up: &Upstream) -> Connector {
+    let c = web_connector(env, up);
+    env.admin.run(&["groups", "add", "devs"]).ok();
+    env.admin
+        .run(&["grants", "add", "--group", "devs", "web", "--role", "user"])
+        .ok();
+    c
+}
+
 #[test]
 fn a_browser_logs_in_through_the_provider_to_an_http_destination() {
     // With a default provider the browser goes from the destination
@@ -389,24 +410,7 @@ fn a_browser_logs_in_through_the_provider_to_an_http_destination() {
     // "Sign in with idp" on Infra's page (the second half).
     let h = setup_with(vec!["--default-provider".into(), "idp".into()]);
     let up = Upstream::start().unwrap();
-    let key = super::gateway::connector_key(&h.env, "webc");
-    let _c = Connector::start(
-        &bin(),
-        &h.env.server,
-        &key,
-        "webc",
-        &[HttpDest {
-            name: "web".into(),
-            url: up.url.clone(),
-            upstream_token: None,
-        }],
-    )
-    .unwrap();
-    h.env.admin.run(&["groups", "add", "devs"]).ok();
-    h.env
-        .admin
-        .run(&["grants", "add", "--group", "devs", "web", "--role", "user"])
-        .ok();
+    let _c = web_for_devs(&h.env, &up);
     let url = format!("https://web.localhost:{}/echo/hello", h.env.server.port);
     let out = infra_testkit::oidc::browser(&url, "alice", "alice-pw", &[]);
     assert_eq!(out.status, 0, "{out:?}\n{}", h.idp.log());
@@ -419,23 +423,7 @@ fn a_browser_logs_in_through_the_provider_to_an_http_destination() {
     );
     // Without a default provider: Infra's own page, the provider a link on it.
     let h2 = setup();
-    let _c2 = Connector::start(
-        &bin(),
-        &h2.env.server,
-        &super::gateway::connector_key(&h2.env, "webc"),
-        "webc",
-        &[HttpDest {
-            name: "web".into(),
-            url: up.url.clone(),
-            upstream_token: None,
-        }],
-    )
-    .unwrap();
-    h2.env.admin.run(&["groups", "add", "devs"]).ok();
-    h2.env
-        .admin
-        .run(&["grants", "add", "--group", "devs", "web", "--role", "user"])
-        .ok();
+    let _c2 = web_for_devs(&h2.env, &up);
     let url2 = format!("https://web.localhost:{}/echo/again", h2.env.server.port);
     let out = infra_testkit::oidc::browser(&url2, "alice", "alice-pw", &["Sign in with idp"]);
     assert_eq!(out.status, 0, "{out:?}");
@@ -492,19 +480,7 @@ fn exchange(env: &Env, token: &str, resource: Option<&str>) -> (u16, serde_json:
 fn a_workload_exchanges_its_service_account_token_for_access() {
     let env = super::common::start(Backend::Sqlite);
     let up = Upstream::start().unwrap();
-    let key = super::gateway::connector_key(&env, "webc");
-    let _c = Connector::start(
-        &bin(),
-        &env.server,
-        &key,
-        "webc",
-        &[HttpDest {
-            name: "web".into(),
-            url: up.url.clone(),
-            upstream_token: None,
-        }],
-    )
-    .unwrap();
+    let _c = web_connector(&env, &up);
     let (enc, jwks) = workload_key();
     let dir = tempfile::tempdir().unwrap();
     let jwks_file = dir.path().join("jwks.json");

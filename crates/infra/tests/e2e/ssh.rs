@@ -122,6 +122,15 @@ fn audit(env: &Env, action: &str) -> Vec<serde_json::Value> {
     v.as_array().cloned().unwrap_or_default()
 }
 
+/// Waits until the grant reached the connector and sshd's files.
+fn wait_for_access(cli: &Cli, host: &str) {
+    eventually!(15, || {
+        let out = cli.run(&["ssh", host, "--", "true"]);
+        anyhow::ensure!(out.status == 0, "{out:?}");
+        Ok(())
+    });
+}
+
 /// ssh straight to a host's sshd with a key and certificate, trusting the
 /// host by Infra's host CA under `alias`.
 fn raw_ssh(cli: &Cli, h: &Sshd, alias: &str, login: &str, cert: &Path) -> Output {
@@ -379,11 +388,7 @@ fn expired_certificate_and_uncertified_host_are_refused() {
     let alice = user(&h.env, "alice@example.com");
     grant(&h.env, "alice@example.com", "host1", &login);
     grant(&h.env, "alice@example.com", "rogue", &login);
-    eventually!(15, || {
-        let out = alice.run(&["ssh", "host1", "--", "true"]);
-        anyhow::ensure!(out.status == 0, "{out:?}");
-        Ok(())
-    });
+    wait_for_access(&alice, "host1");
 
     // A five-second certificate: accepted at once, refused once expired.
     let ssh_dir = alice.home().join(".infra/ssh");
@@ -427,11 +432,7 @@ fn bad_input_on_the_stream_and_the_api_is_refused() {
     let login = current_login();
     let alice = user(&h.env, "alice@example.com");
     grant(&h.env, "alice@example.com", "host1", &login);
-    eventually!(15, || {
-        let out = alice.run(&["ssh", "host1", "--", "true"]);
-        anyhow::ensure!(out.status == 0, "{out:?}");
-        Ok(())
-    });
+    wait_for_access(&alice, "host1");
 
     // Garbage on the tunnel stream reaches sshd, which hangs up.
     let mut garbage = b"GET / HTTP/1.1\r\n\r\n".to_vec();
@@ -519,11 +520,7 @@ fn revoking_closes_a_tunneled_session() {
     let login = current_login();
     let alice = user(&h.env, "alice@example.com");
     grant(&h.env, "alice@example.com", "host1", &login);
-    eventually!(15, || {
-        let out = alice.run(&["ssh", "host1", "--", "true"]);
-        anyhow::ensure!(out.status == 0, "{out:?}");
-        Ok(())
-    });
+    wait_for_access(&alice, "host1");
     let home = alice.home().to_owned();
     let long = std::thread::spawn(move || {
         let out = Command::new(bin())
@@ -613,11 +610,7 @@ fn rotating_the_cas_keeps_hosts_and_clients_working() {
     let login = current_login();
     let alice = user(&h.env, "alice@example.com");
     grant(&h.env, "alice@example.com", "host1", &login);
-    eventually!(15, || {
-        let out = alice.run(&["ssh", "host1", "--", "true"]);
-        anyhow::ensure!(out.status == 0, "{out:?}");
-        Ok(())
-    });
+    wait_for_access(&alice, "host1");
     // The CA private keys are sealed in the store, never in the clear.
     let db = std::fs::read(h.env.server.data_dir.join("infra.db")).unwrap();
     let needle = b"OPENSSH PRIVATE KEY";
