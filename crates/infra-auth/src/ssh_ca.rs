@@ -2,10 +2,12 @@
 //! certificates (for people, one host at a time) and host certificates
 //! (so clients trust a host without a first-use prompt).
 //!
-//! *Architecture Invariant:* a user certificate names its host in every
-//! principal (`infra:<host>:<login>`), and a host's sshd accepts only
-//! principals with its own name, so a certificate for one host never opens
-//! another, even where both trust the same CA and have the same login.
+//! *Architecture Invariant:* a user certificate names its host and its user
+//! in every principal (`infra:<host>:<login>:<user id>`), and a host's sshd
+//! accepts only principals with its own name and a user granted that login
+//! now, so a certificate for one host never opens another (even where both
+//! trust the same CA and have the same login), and a user whose grant is
+//! removed is refused at once, whoever else still holds the login.
 
 use ssh_key::certificate::{Builder, CertType, Certificate};
 use ssh_key::private::Ed25519Keypair;
@@ -94,7 +96,8 @@ impl SshCa {
         b.serial(req.serial).map_err(err)?;
         b.key_id(req.key_id.clone()).map_err(err)?;
         for login in req.logins {
-            b.valid_principal(principal(req.host, login)).map_err(err)?;
+            b.valid_principal(principal(req.host, login, req.user_id))
+                .map_err(err)?;
         }
         for ext in req.extensions {
             b.extension(ext.clone(), "").map_err(err)?;
@@ -135,6 +138,7 @@ pub const HOST_CERT_DAYS: u64 = 8;
 pub struct UserCertRequest<'a> {
     pub key: &'a PublicKey,
     pub host: &'a str,
+    pub user_id: &'a str,
     pub logins: &'a [String],
     pub key_id: String,
     pub serial: u64,
@@ -142,9 +146,10 @@ pub struct UserCertRequest<'a> {
     pub extensions: &'a [String],
 }
 
-/// The principal that lets a certificate log in as `login` on `host`.
-pub fn principal(host: &str, login: &str) -> String {
-    format!("infra:{host}:{login}")
+/// The principal that lets user `user_id`'s certificate log in as `login`
+/// on `host`.
+pub fn principal(host: &str, login: &str, user_id: &str) -> String {
+    format!("infra:{host}:{login}:{user_id}")
 }
 
 /// Parses a public key a client or connector sent and checks its type:
@@ -221,6 +226,7 @@ mod tests {
             .sign_user(&UserCertRequest {
                 key: &key,
                 host: "host1",
+                user_id: "u1",
                 logins: &logins,
                 key_id: "alice@example.com serial=7".into(),
                 serial: 7,
@@ -228,7 +234,10 @@ mod tests {
                 extensions: &ext,
             })
             .unwrap();
-        assert_eq!(cert.valid_principals(), ["infra:host1:root", "infra:host1:deploy"]);
+        assert_eq!(
+            cert.valid_principals(),
+            ["infra:host1:root:u1", "infra:host1:deploy:u1"]
+        );
         assert_eq!(cert.serial(), 7);
         assert_eq!(cert.cert_type(), CertType::User);
         assert!(cert.extensions().contains_key("permit-pty"));

@@ -122,9 +122,20 @@ fn public_key(p: &Paths) -> anyhow::Result<String> {
 
 /// A certificate for `destination` valid for at least a while more:
 /// the cached one, or a new one from the server.
-async fn ensure_cert(destination: &str) -> anyhow::Result<CertMeta> {
+async fn ensure_cert(destination: &str, wanted: Option<&str>) -> anyhow::Result<CertMeta> {
+    // The name goes into file names and the ssh config: nothing but a
+    // destination name will do.
+    if destination.is_empty()
+        || !destination
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+    {
+        anyhow::bail!("{destination:?} is not a destination name ('infra list' shows your hosts)");
+    }
     let p = paths(destination)?;
-    if let Some(meta) = cached(&p) {
+    // A cached certificate serves unless it lacks the login asked for (a
+    // grant made since).
+    if let Some(meta) = cached(&p).filter(|m| wanted.is_none_or(|w| m.logins.iter().any(|l| l == w))) {
         return Ok(meta);
     }
     let public = public_key(&p)?;
@@ -140,6 +151,9 @@ async fn ensure_cert(destination: &str) -> anyhow::Result<CertMeta> {
             },
         )
         .await?;
+    if let Some(a) = &resp.direct_address {
+        check_address(a)?;
+    }
     config::write_private(&p.cert, format!("{}\n", resp.certificate).as_bytes())?;
     write_known_hosts(&p.known_hosts, &resp.host_ca)?;
     let meta = CertMeta {
@@ -189,7 +203,40 @@ fn pick_login(destination: &str, meta: &CertMeta, wanted: Option<&str>) -> anyho
 
 fn infra_exe() -> anyhow::Result<String> {
     let exe = std::env::current_exe().context("find the infra binary")?;
-    Ok(exe.to_string_lossy().into_owned())
+    let s = exe.to_string_lossy().into_owned();
+    // ssh reads '%' as a token and '"' ends a quoted word in its config.
+    if s.contains(['"', '\n']) {
+        anyhow::bail!("the infra binary's path {s:?} cannot be written into an ssh config; move it");
+    }
+    Ok(s.replace('%', "%%"))
+}
+
+/// A direct address from the server is `host:port` with a plain host:
+/// it is written into ssh configs, where anything else could add options.
+fn check_address(a: &str) -> anyhow::Result<()> {
+    let ok = a.rsplit_once(':').is_some_and(|(h, p)| {
+        !h.is_empty()
+            && p.parse::<u16>().is_ok()
+            && h.chars().all(|c| c.is_ascii_alphanumeric() || ".-_[]:".contains(c))
+    });
+    if !ok {
+        anyhow::bail!(
+            "the server gave {a:?} as the host's address, which is not host:port; ask an admin to check the connector's publicAddress"
+        );
+    }
+    Ok(())
+}
+
+/// A value for an ssh option: quoted when it has spaces (ssh splits words).
+fn ssh_value(v: &str) -> anyhow::Result<String> {
+    if v.contains(['"', '\n']) {
+        anyhow::bail!("{v:?} cannot be written into an ssh option");
+    }
+    Ok(if v.contains(' ') {
+        format!("\"{v}\"")
+    } else {
+        v.to_owned()
+    })
 }
 
 /// Quotes for the shell ssh runs a ProxyCommand with.
@@ -227,12 +274,13 @@ fn ssh_options(destination: &str, p: &Paths, direct: Option<&str>) -> anyhow::Re
 }
 
 pub(crate) async fn ssh(a: SshArgs) -> anyhow::Result<()> {
-    let meta = ensure_cert(&a.destination).await?;
+    let meta = ensure_cert(&a.destination, a.login.as_deref()).await?;
     let login = pick_login(&a.destination, &meta, a.login.as_deref())?;
     let p = paths(&a.destination)?;
     let direct = meta.direct_address.as_deref().filter(|_| !a.tunnel);
     let mut cmd = std::process::Command::new("ssh");
     for (k, v) in ssh_options(&a.destination, &p, direct)? {
+        let v = if k == "ProxyCommand" { v } else { ssh_value(&v)? };
         cmd.arg("-o").arg(format!("{k}={v}"));
     }
     cmd.arg("-l").arg(&login).arg(&a.destination);
@@ -313,7 +361,7 @@ pub(crate) async fn proxy(a: SshProxyArgs) -> anyhow::Result<()> {
 /// `infra ssh-cert HOST`: renews the certificate if needed (ssh runs it
 /// from a `Match exec` line before it reads the certificate).
 pub(crate) async fn cert(a: SshCertArgs) -> anyhow::Result<()> {
-    ensure_cert(&a.destination).await.map(|_| ())
+    ensure_cert(&a.destination, None).await.map(|_| ())
 }
 
 const CONFIG_HEADER: &str = "# Written by 'infra login'; 'infra logout' removes it. Do not edit: it is rewritten.\n";
@@ -344,7 +392,7 @@ pub(crate) async fn write_after_login(info: &Info, include: Option<bool>) -> any
     let mut out = String::from(CONFIG_HEADER);
     let mut written = Vec::new();
     for host in hosts {
-        let meta = match ensure_cert(host).await {
+        let meta = match ensure_cert(host, None).await {
             Ok(m) => m,
             Err(e) => {
                 eprintln!("warning: SSH host {host} left out of ~/.ssh/infra/config: {e:#}");
@@ -353,15 +401,13 @@ pub(crate) async fn write_after_login(info: &Info, include: Option<bool>) -> any
         };
         let p = paths(host)?;
         out.push_str(&format!("\nHost {host}\n"));
-        if let [one] = meta.logins.as_slice() {
+        if let [one] = meta.logins.as_slice()
+            && one.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+        {
             out.push_str(&format!("    User {one}\n"));
         }
         for (k, v) in ssh_options(host, &p, meta.direct_address.as_deref())? {
-            let v = if k == "ProxyCommand" || !v.contains(' ') {
-                v
-            } else {
-                format!("\"{v}\"")
-            };
+            let v = if k == "ProxyCommand" { v } else { ssh_value(&v)? };
             out.push_str(&format!("    {k} {v}\n"));
         }
         // Runs before ssh reads the certificate: renews it when it is
@@ -373,7 +419,7 @@ pub(crate) async fn write_after_login(info: &Info, include: Option<bool>) -> any
     std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
     config::write_private(&path, out.as_bytes())?;
     eprintln!("SSH: wrote hosts {} to {}", written.join(", "), path.display());
-    let line = format!("Include {}", path.display());
+    let line = format!("Include {}", ssh_value(&path.display().to_string())?);
     let current = std::fs::read_to_string(&user_config).unwrap_or_default();
     if current.lines().any(|l| l.trim() == line) {
         return Ok(());
@@ -414,7 +460,7 @@ pub(crate) fn remove_config() -> anyhow::Result<()> {
         Err(e) => return Err(e).with_context(|| format!("remove {}", path.display())),
     }
     if let Ok(current) = std::fs::read_to_string(&user_config) {
-        let line = format!("Include {}", path.display());
+        let line = format!("Include {}", ssh_value(&path.display().to_string()).unwrap_or_default());
         if current.lines().any(|l| l.trim() == line) {
             let kept: Vec<&str> = current
                 .lines()

@@ -101,6 +101,9 @@ pub(crate) struct DestinationConfig {
     /// `port-forwarding`, `agent-forwarding`, `x11-forwarding`.
     #[serde(default)]
     pub(crate) allow: Vec<String>,
+    /// SSH: a shell command that makes sshd load a new host certificate
+    /// (OpenSSH 9.8+ reads it only at start or SIGHUP).
+    pub(crate) sshd_reload: Option<String>,
 }
 
 /// How a destination is reached.
@@ -121,6 +124,8 @@ pub(crate) struct SshConfig {
     pub(crate) sshd_dir: Option<PathBuf>,
     /// Certificate extensions beyond `permit-pty`.
     pub(crate) allow: Vec<String>,
+    /// Run after a new host certificate is written.
+    pub(crate) reload: Option<String>,
 }
 
 /// A PostgreSQL server and the connector's admin role on it.
@@ -365,6 +370,21 @@ impl Settings {
         if destinations.is_empty() {
             bail!("no destinations configured: add at least one under 'destinations:'");
         }
+        // Two SSH hosts in one sshdDir would overwrite each other's files.
+        let mut dirs = std::collections::BTreeSet::new();
+        for d in &destinations {
+            if let Kind::Ssh(SshConfig {
+                sshd_dir: Some(dir), ..
+            }) = &d.kind
+                && !dirs.insert(dir.clone())
+            {
+                bail!(
+                    "destination {}: sshdDir {} is used by another SSH destination; give each its own",
+                    d.name,
+                    dir.display()
+                );
+            }
+        }
         Ok(Self {
             server: format!(
                 "https://{}:{port}",
@@ -525,9 +545,14 @@ fn ssh_destination(d: &DestinationConfig) -> anyhow::Result<(Kind, String)> {
             d.name
         )
     })?;
+    // host:port with a plain host name or address: it ends up in clients'
+    // ssh configs, where anything else could be read as more options.
     let port_ok = |a: &str| {
-        a.rsplit_once(':')
-            .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok())
+        a.rsplit_once(':').is_some_and(|(h, p)| {
+            !h.is_empty()
+                && p.parse::<u16>().is_ok()
+                && h.chars().all(|c| c.is_ascii_alphanumeric() || ".-_[]:".contains(c))
+        })
     };
     if !port_ok(&address) {
         bail!(
@@ -574,6 +599,7 @@ fn ssh_destination(d: &DestinationConfig) -> anyhow::Result<(Kind, String)> {
             host_key_file,
             sshd_dir: d.sshd_dir.clone(),
             allow,
+            reload: d.sshd_reload.clone(),
         }),
         format!("ssh://{address}"),
     ))

@@ -87,6 +87,14 @@ pub async fn run(args: ConnectorArgs) -> anyhow::Result<()> {
         tokio::spawn(kube.clone().reload_token_forever());
         tokio::spawn(rbac::run(state.clone(), name.clone(), kube.clone()));
     }
+    // Grants that expire by time end open streams within a second.
+    let st = state.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            st.recheck();
+        }
+    });
     for d in &state.settings.destinations {
         if let config::Kind::Ssh(cfg) = &d.kind {
             tokio::spawn(ssh_host::run(state.clone(), d.name.clone(), cfg.clone()));

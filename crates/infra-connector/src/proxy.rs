@@ -217,7 +217,7 @@ pub(crate) async fn handle(state: Arc<State>, req: Request<Incoming>) -> Respons
             Ok(p) => p,
             Err(r) => return *r,
         };
-        let watch = state.watch(claims, &dest.name);
+        let watch = state.watch_roles(claims, &dest.name, ident.roles.clone());
         let st = state.clone();
         let email = ident.email.clone();
         return match crate::ssh_host::session(st, dest.name.clone(), cfg.clone(), ident, source.clone(), watch, req)

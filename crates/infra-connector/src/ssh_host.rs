@@ -15,7 +15,7 @@
 //!   (`HostCertificate`), renewed every day;
 //! - `sshd_config`: those three lines.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -72,7 +72,7 @@ pub(crate) async fn run(state: Arc<State>, destination: String, cfg: SshConfig) 
     loop {
         let snap = snapshots.borrow_and_update().clone();
         if let Some(s) = snap
-            && let Err(e) = write_files(&dir, &destination, &s)
+            && let Err(e) = write_files(&dir, &destination, &s, cfg.reload.as_deref())
         {
             tracing::warn!(destination = %destination, dir = %dir.display(), error = %format!("{e:#}"), "cannot update sshd files");
         }
@@ -82,50 +82,81 @@ pub(crate) async fn run(state: Arc<State>, destination: String, cfg: SshConfig) 
     }
 }
 
-/// Logins granted on `destination` in the snapshot (any subject).
-fn granted_logins(s: &Snapshot, destination: &str, now: i64) -> BTreeSet<String> {
-    s.grants
+/// For each login granted on `destination`, the user ids holding it now
+/// (group grants through the pushed memberships).
+fn granted_logins(s: &Snapshot, destination: &str, now: i64) -> BTreeMap<String, BTreeSet<String>> {
+    let mut out: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for g in s
+        .grants
         .iter()
         .filter(|g| g.resource == destination && g.expires_at.is_none_or(|e| e > now))
-        .map(|g| g.role.clone())
-        .collect()
+    {
+        let users = out.entry(g.role.clone()).or_default();
+        if g.subject_kind == "group" {
+            users.extend(
+                s.memberships
+                    .iter()
+                    .filter(|(group, _)| *group == g.subject_id)
+                    .map(|(_, user)| user.clone()),
+            );
+        } else {
+            users.insert(g.subject_id.clone());
+        }
+    }
+    out.retain(|_, users| !users.is_empty());
+    out
 }
 
-fn write_files(dir: &Path, destination: &str, s: &Snapshot) -> anyhow::Result<()> {
+fn write_files(dir: &Path, destination: &str, s: &Snapshot, reload: Option<&str>) -> anyhow::Result<()> {
     let principals = dir.join("principals");
     std::fs::create_dir_all(&principals).with_context(|| format!("create {}", principals.display()))?;
-    write_if_changed(&dir.join("sshd_config"), &sshd_snippet(destination, dir))?;
-    if !s.ssh.user_ca.is_empty() {
-        write_if_changed(&dir.join("user_ca.pub"), &(s.ssh.user_ca.join("\n") + "\n"))?;
-    }
-    if let Some(cert) = s.ssh.host_certs.get(destination).and_then(|c| c.first()) {
-        write_if_changed(&dir.join("host-cert.pub"), &format!("{cert}\n"))?;
-    }
+    // Principals first: a revocation must reach sshd even if another file
+    // cannot be written.
     let logins = granted_logins(s, destination, now_ms());
-    for login in &logins {
+    for (login, users) in &logins {
         // Login names come from grants (validated role names); refuse any
         // that could leave the directory all the same.
         if login.contains('/') || login.starts_with('.') {
             continue;
         }
-        let line = format!("{}\n", infra_auth::ssh_ca::principal(destination, login));
-        write_if_changed(&principals.join(login), &line)?;
+        let lines: String = users
+            .iter()
+            .map(|u| format!("{}\n", infra_auth::ssh_ca::principal(destination, login, u)))
+            .collect();
+        write_if_changed(&principals.join(login), &lines)?;
     }
     for entry in std::fs::read_dir(&principals)? {
         let entry = entry?;
         let name = entry.file_name().to_string_lossy().into_owned();
-        if !logins.contains(&name) && !name.starts_with(".tmp") {
+        if !logins.contains_key(&name) && !name.starts_with(".tmp") {
             std::fs::remove_file(entry.path()).with_context(|| format!("remove {}", entry.path().display()))?;
             tracing::info!(destination, login = %name, "login no longer granted: sshd will refuse it");
+        }
+    }
+    write_if_changed(&dir.join("sshd_config"), &sshd_snippet(destination, dir))?;
+    if !s.ssh.user_ca.is_empty() {
+        write_if_changed(&dir.join("user_ca.pub"), &(s.ssh.user_ca.join("\n") + "\n"))?;
+    }
+    if let Some(cert) = s.ssh.host_certs.get(destination).and_then(|c| c.first())
+        && write_if_changed(&dir.join("host-cert.pub"), &format!("{cert}\n"))?
+        && let Some(cmd) = reload
+    {
+        // OpenSSH 9.8 and later load host certificates only at start or
+        // SIGHUP; older ones read them at each connection.
+        match std::process::Command::new("sh").arg("-c").arg(cmd).status() {
+            Ok(st) if st.success() => tracing::info!(destination, "new host certificate; sshd reloaded"),
+            Ok(st) => tracing::warn!(destination, command = cmd, %st, "sshd reload command failed"),
+            Err(e) => tracing::warn!(destination, command = cmd, error = %e, "cannot run the sshd reload command"),
         }
     }
     Ok(())
 }
 
-/// Atomically replaces `path` (mode 0644, as sshd wants) if its content differs.
-fn write_if_changed(path: &Path, content: &str) -> anyhow::Result<()> {
+/// Atomically replaces `path` (mode 0644, as sshd wants) if its content
+/// differs; says whether it did.
+fn write_if_changed(path: &Path, content: &str) -> anyhow::Result<bool> {
     if std::fs::read_to_string(path).is_ok_and(|old| old == content) {
-        return Ok(());
+        return Ok(false);
     }
     let name = path
         .file_name()
@@ -138,7 +169,7 @@ fn write_if_changed(path: &Path, content: &str) -> anyhow::Result<()> {
         std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o644))?;
     }
     std::fs::rename(&tmp, path).with_context(|| format!("replace {}", path.display()))?;
-    Ok(())
+    Ok(true)
 }
 
 /// What `--print-sshd-config` shows for each SSH destination.

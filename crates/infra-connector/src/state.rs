@@ -22,6 +22,10 @@ pub(crate) struct Active {
     pub(crate) claims: Claims,
     pub(crate) destination: String,
     pub(crate) cancel: CancellationToken,
+    /// Roles the stream may be using (an SSH session: every login the user
+    /// had when it started; which one is in use is encrypted); losing any
+    /// of them ends it. Empty: any access to the destination will do.
+    pub(crate) roles: Vec<String>,
 }
 
 pub(crate) struct State {
@@ -151,16 +155,31 @@ impl State {
         if let Ok(mut g) = self.decider.write() {
             *g = Some(d.clone());
         }
+        self.recheck();
+        self.snapshots.send_replace(Some(Arc::new(s.clone())));
+    }
+
+    /// Cuts open streams the current grants no longer allow: on each
+    /// snapshot, and every second (grants that expire by time).
+    pub(crate) fn recheck(&self) {
+        let Some(d) = self.decider() else { return };
         let now = now_ms();
         if let Ok(active) = self.active.lock() {
-            for a in active.values() {
-                if let Err(denial) = d.authorize(&a.claims, &a.destination, now) {
-                    tracing::info!(user = %a.claims.name, destination = %a.destination, reason = %denial.message, "closing stream: access revoked");
+            for a in active.values().filter(|a| !a.cancel.is_cancelled()) {
+                let reason = match d.authorize(&a.claims, &a.destination, now) {
+                    Err(denial) => Some(denial.message),
+                    Ok(i) => a
+                        .roles
+                        .iter()
+                        .find(|r| !i.roles.contains(r))
+                        .map(|r| format!("role {r} was removed")),
+                };
+                if let Some(reason) = reason {
+                    tracing::info!(user = %a.claims.name, destination = %a.destination, %reason, "closing stream: access revoked");
                     a.cancel.cancel();
                 }
             }
         }
-        self.snapshots.send_replace(Some(Arc::new(s.clone())));
     }
 
     pub(crate) fn subscribe_snapshots(&self) -> tokio::sync::watch::Receiver<Option<Arc<Snapshot>>> {
@@ -182,12 +201,23 @@ impl State {
     /// Watches an open stream of `claims` on `destination`: the token is
     /// cancelled when access is revoked; untrack the id when it ends.
     pub(crate) fn watch(&self, claims: Option<Claims>, destination: &str) -> (CancellationToken, Option<u64>) {
+        self.watch_roles(claims, destination, Vec::new())
+    }
+
+    /// Like [`State::watch`], also ending the stream when any of `roles` goes.
+    pub(crate) fn watch_roles(
+        &self,
+        claims: Option<Claims>,
+        destination: &str,
+        roles: Vec<String>,
+    ) -> (CancellationToken, Option<u64>) {
         let cancel = CancellationToken::new();
         let id = claims.map(|c| {
             self.track(Active {
                 claims: c,
                 destination: destination.to_owned(),
                 cancel: cancel.clone(),
+                roles,
             })
         });
         (cancel, id)

@@ -67,7 +67,7 @@ pub(crate) fn emit(state: &AppState, row: &AuditRow) {
     emit_quiet(row);
     if !matches!(
         row.action.as_str(),
-        "login" | "token.issue" | "authz.deny" | "http.request" | "http.deny"
+        "login" | "token.issue" | "authz.deny" | "http.request" | "http.deny" | "ssh.certificate"
     ) {
         state.hub.changed();
     }

@@ -256,11 +256,18 @@ impl Settings {
                 a.provider_refresh.or(f.provider_refresh),
                 Duration::from_secs(300),
             )?,
-            ssh_cert_ttl: dur(
-                "SSH certificate TTL",
-                a.ssh_cert_ttl.or(f.ssh_cert_ttl),
-                Duration::from_secs(3600),
-            )?,
+            ssh_cert_ttl: {
+                let t = dur(
+                    "SSH certificate TTL",
+                    a.ssh_cert_ttl.or(f.ssh_cert_ttl),
+                    Duration::from_secs(3600),
+                )?;
+                // Retired CA keys stay trusted a day: certificates must end well before.
+                if t > Duration::from_secs(12 * 3600) {
+                    anyhow::bail!("--ssh-cert-ttl is at most 12h (short certificates are the point)");
+                }
+                t
+            },
             session_ttl: dur(
                 "session TTL",
                 a.session_ttl.or(f.session_ttl),

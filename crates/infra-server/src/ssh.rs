@@ -109,8 +109,12 @@ pub(crate) async fn published(state: &AppState, kind: CaKind) -> ApiResult<Vec<S
 
 /// What a connector's SSH hosts need: the user CA keys for sshd, and a
 /// host certificate for each host key it reported.
-pub(crate) async fn material(state: &AppState, destinations: &[DestinationInfo]) -> ApiResult<SshMaterial> {
-    if destinations.iter().all(|d| d.ssh_host_keys.is_empty()) {
+pub(crate) async fn material(
+    state: &AppState,
+    connector: &str,
+    destinations: &[DestinationInfo],
+) -> ApiResult<SshMaterial> {
+    if destinations.iter().all(|d| d.kind != "ssh") {
         return Ok(SshMaterial::default());
     }
     let user_ca = published(state, CaKind::User).await?;
@@ -118,6 +122,14 @@ pub(crate) async fn material(state: &AppState, destinations: &[DestinationInfo])
     let now = u64::try_from(now_ms() / 1000).unwrap_or(0);
     let mut host_certs = BTreeMap::new();
     for d in destinations.iter().filter(|d| !d.ssh_host_keys.is_empty()) {
+        // Only for names this connector still owns: a destination removed
+        // and given to another connector is not vouched for to the old one.
+        let mut c = state.store.conn().await?;
+        let owner = infra_store::connectors::destination(&mut c, &d.name).await?;
+        drop(c);
+        if owner.is_none_or(|o| o.connector != connector) {
+            continue;
+        }
         let mut certs = Vec::new();
         for line in &d.ssh_host_keys {
             // A key the connector should never have sent is skipped, not

@@ -60,6 +60,17 @@ async fn authenticate(state: &AppState, hello: &Hello) -> Result<String, String>
         {
             return Err(format!("invalid destination name '{}'", d.name));
         }
+        if d.name == infra_core::INFRA_RESOURCE {
+            return Err("destination name 'infra' is reserved for Infra itself; rename it".into());
+        }
+        if let Some(u) = &d.direct_url
+            && !valid_direct_url(u)
+        {
+            return Err(format!(
+                "destination '{}': direct address {u:?} is not a plain URL (letters, digits, '.', '-', ':', '/', '[', ']')",
+                d.name
+            ));
+        }
         if let Ok(Some(existing)) = connectors::destination(&mut c, &d.name).await
             && existing.connector != hello.name
         {
@@ -70,6 +81,13 @@ async fn authenticate(state: &AppState, hello: &Hello) -> Result<String, String>
         }
     }
     Ok(k.id)
+}
+
+/// A direct URL clients are given (and the SSH client writes into its
+/// config): scheme, host and port only, nothing that a shell or an ssh
+/// config line would read as more.
+fn valid_direct_url(u: &str) -> bool {
+    u.len() <= 300 && u.contains("://") && u.chars().all(|c| c.is_ascii_alphanumeric() || ".-:/[]_".contains(c))
 }
 
 async fn register(state: &AppState, hello: &Hello, key_id: &str, source: &str) -> Result<i64, String> {
@@ -185,7 +203,7 @@ where
         let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
         Ok::<_, String>(resp.into_body())
     };
-    let snapshot = build_snapshot(&state, &hello.destinations).await;
+    let snapshot = build_snapshot(&state, &hello.name, &hello.destinations).await;
     let push = match snapshot {
         Ok(s) => tx
             .send(&ControlMsg::Snapshot(s.clone()))
@@ -207,7 +225,7 @@ where
 
     let pusher = tokio::spawn(push_changes(
         state.clone(),
-        hello.destinations.clone(),
+        (hello.name.clone(), hello.destinations.clone()),
         key_id.clone(),
         tx.clone(),
         last,
@@ -240,10 +258,14 @@ async fn update_tunnel_counts(state: &AppState, destinations: &[String]) {
 }
 
 /// The state a connector for `destinations` needs.
-pub(crate) async fn build_snapshot(state: &AppState, infos: &[DestinationInfo]) -> Result<Snapshot, String> {
+pub(crate) async fn build_snapshot(
+    state: &AppState,
+    connector: &str,
+    infos: &[DestinationInfo],
+) -> Result<Snapshot, String> {
     let destinations: Vec<String> = infos.iter().map(|d| d.name.clone()).collect();
     let destinations = destinations.as_slice();
-    let ssh = crate::ssh::material(state, infos)
+    let ssh = crate::ssh::material(state, connector, infos)
         .await
         .map_err(|e| format!("build SSH material: {}", e.message))?;
     let r: Result<Snapshot, infra_store::StoreError> = async {
@@ -289,7 +311,7 @@ pub(crate) async fn build_snapshot(state: &AppState, infos: &[DestinationInfo]) 
 /// the connector's own key is revoked.
 async fn push_changes(
     state: AppState,
-    destinations: Vec<DestinationInfo>,
+    (connector, destinations): (String, Vec<DestinationInfo>),
     key_id: String,
     tx: LineSender,
     mut last: Snapshot,
@@ -313,7 +335,7 @@ async fn push_changes(
             closed.cancel();
             return;
         }
-        match build_snapshot(&state, &destinations).await {
+        match build_snapshot(&state, &connector, &destinations).await {
             Ok(s) if s != last => {
                 if tx.send(&ControlMsg::Snapshot(s.clone())).await.is_err() {
                     closed.cancel();

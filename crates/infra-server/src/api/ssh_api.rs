@@ -123,6 +123,16 @@ pub(crate) async fn issue(
     };
     let (grants, _) = identity::list_grants(&mut c, &filter, now, 1, infra_api::MAX_LIMIT).await?;
     drop(c);
+    // When each login's access ends: the latest expiry among the grants
+    // that give it (None: no end).
+    let mut login_ends: std::collections::BTreeMap<String, Option<i64>> = std::collections::BTreeMap::new();
+    for g in &grants {
+        let e = login_ends.entry(g.role.clone()).or_insert(g.expires_at);
+        *e = match (*e, g.expires_at) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            _ => None,
+        };
+    }
     let mut granted: Vec<String> = grants.into_iter().map(|g| g.role).collect();
     granted.sort();
     granted.dedup();
@@ -169,7 +179,9 @@ pub(crate) async fn issue(
     if let Some(t) = req.ttl_seconds {
         ttl = ttl.min(t.max(MIN_TTL_SECS));
     }
-    if let Some(exp) = caller.key_expires {
+    // Never past the session that asks, nor past a grant that expires.
+    let grant_end = logins.iter().filter_map(|l| login_ends.get(l).copied().flatten()).min();
+    for exp in [caller.key_expires, grant_end].into_iter().flatten() {
         ttl = ttl.min(u64::try_from(exp / 1000).unwrap_or(0).saturating_sub(now_s));
     }
     if ttl == 0 {
@@ -194,8 +206,9 @@ pub(crate) async fn issue(
         .sign_user(&UserCertRequest {
             key: &key,
             host: &host,
+            user_id: &caller.user.id,
             logins: &logins,
-            key_id: caller.email().to_owned(),
+            key_id: format!("{} serial={serial}", caller.email()),
             serial,
             valid,
             extensions: &extensions,

@@ -125,7 +125,7 @@ fn audit(env: &Env, action: &str) -> Vec<serde_json::Value> {
 /// Waits until the grant reached the connector and sshd's files.
 fn wait_for_access(cli: &Cli, host: &str) {
     eventually!(15, || {
-        let out = cli.run(&["ssh", host, "--", "true"]);
+        let out = cli.run(&["ssh", host, "-l", &current_login(), "--", "true"]);
         anyhow::ensure!(out.status == 0, "{out:?}");
         Ok(())
     });
@@ -199,7 +199,7 @@ fn infra_ssh_and_plain_ssh_scp_log_in_as_the_granted_login() {
         None,
     );
     assert!(cert.stdout.contains(&format!("infra:host1:{login}")), "{cert:?}");
-    assert!(cert.stdout.contains("Key ID: \"alice@example.com\""), "{cert:?}");
+    assert!(cert.stdout.contains("Key ID: \"alice@example.com serial="), "{cert:?}");
     assert!(cert.stdout.contains("permit-pty"), "{cert:?}");
     assert!(!cert.stdout.contains("permit-port-forwarding"), "{cert:?}");
 
@@ -414,6 +414,40 @@ fn expired_certificate_and_uncertified_host_are_refused() {
     let out = raw_ssh(&alice, &h.h1, "host1", &login, &short);
     assert_ne!(out.status, 0, "an expired certificate logged in: {out:?}");
     assert!(out.stderr.contains("Permission denied"), "{out:?}");
+
+    // A grant that ends in two minutes gives a certificate that ends with it.
+    h.env
+        .admin
+        .run(&[
+            "grants",
+            "add",
+            "alice@example.com",
+            "host2",
+            "--role",
+            &login,
+            "--expires-in",
+            "2m",
+        ])
+        .ok();
+    let body = serde_json::json!({"destination": "host2", "publicKey": public.trim()});
+    let (status, v) = h
+        .env
+        .server
+        .send_json(
+            "POST",
+            "/api/ssh/certificates",
+            Some(&session_key(&alice)),
+            body.to_string().as_bytes(),
+            "application/json",
+        )
+        .unwrap();
+    assert_eq!(status, 200, "{v}");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let left = v["validBefore"].as_u64().unwrap() - now;
+    assert!(left <= 121, "a certificate outliving its grant: {left} s");
 
     // `rogue` is answered by a host whose certificate names host1: ssh
     // refuses it rather than ask.
@@ -681,4 +715,60 @@ fn rotating_the_cas_keeps_hosts_and_clients_working() {
     assert!(scan.stdout.contains(&blob), "{scan:?}");
     let rotations = audit(&h.env, "ssh-ca.rotate");
     assert_eq!(rotations.len(), 2, "{rotations:?}");
+}
+
+#[test]
+fn removing_one_users_grant_refuses_their_certificate_and_sessions() {
+    let h = setup();
+    let login = current_login();
+    let alice = user(&h.env, "alice@example.com");
+    let bob = user(&h.env, "bob@example.com");
+    // Both hold the same login; alice also holds another.
+    grant(&h.env, "alice@example.com", "host1", &login);
+    grant(&h.env, "alice@example.com", "host1", "daemon");
+    grant(&h.env, "bob@example.com", "host1", &login);
+    wait_for_access(&alice, "host1");
+    wait_for_access(&bob, "host1");
+    let cert = alice.home().join(".infra/ssh/host1-cert.pub");
+    let out = raw_ssh(&alice, &h.h1, "host1", &login, &cert);
+    assert_eq!(out.status, 0, "{out:?}");
+
+    // A tunneled session as alice, open while her other login goes: it may
+    // have been using it (which login is in use is encrypted), so it ends.
+    let home = alice.home().to_owned();
+    let l = login.clone();
+    let long = std::thread::spawn(move || {
+        Command::new(bin())
+            .env("HOME", &home)
+            .args(["ssh", "host1", "-l", &l, "--", "sleep", "60"])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    });
+    eventually!(15, || {
+        let text = serde_json::to_string(&audit(&h.env, "ssh.request"))?;
+        anyhow::ensure!(text.matches("session start").count() >= 3, "{text}");
+        Ok(())
+    });
+    let list = json(alice.run(&["list", "-o", "json"]).ok());
+    let daemon = list.as_array().unwrap().iter().find(|g| g["role"] == "daemon").unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    h.env.admin.run(&["grants", "remove", "--id", &daemon]).ok();
+    let out = long.join().unwrap();
+    assert_ne!(out.status.code(), Some(0), "the session outlived a login it could use");
+
+    // Alice's login grant goes; bob still holds the same login. Her
+    // certificate (still within its hour) is refused by sshd; bob's works.
+    let list = json(alice.run(&["list", "-o", "json"]).ok());
+    let id = list.as_array().unwrap()[0]["id"].as_str().unwrap().to_owned();
+    h.env.admin.run(&["grants", "remove", "--id", &id]).ok();
+    eventually!(10, || {
+        let out = raw_ssh(&alice, &h.h1, "host1", &login, &cert);
+        anyhow::ensure!(out.status != 0, "alice still gets in: {out:?}");
+        Ok(())
+    });
+    let out = bob.run(&["ssh", "host1", "--", "echo", "bob"]);
+    assert_eq!(out.stdout.trim(), "bob", "{out:?}");
 }
