@@ -228,9 +228,12 @@ pub(crate) async fn oidc_callback(
         Err(e) => return page(StatusCode::INTERNAL_SERVER_ERROR, "Cannot log in", &esc(&e.to_string())),
     };
     // Which provider: the pending login says (read without taking it).
-    let provider: Option<(String,)> = sqlx_provider_of(&mut c, &st).await;
+    let provider = infra_store::providers::pending_provider(&mut c, &st)
+        .await
+        .ok()
+        .flatten();
     drop(c);
-    let Some((name,)) = provider else {
+    let Some(name) = provider else {
         return page(
             StatusCode::UNAUTHORIZED,
             "Cannot log in",
@@ -252,14 +255,6 @@ pub(crate) async fn oidc_callback(
         }
         Err(e) => page(e.status, "Cannot log in", &format!("<p>{}</p>", esc(&e.message))),
     }
-}
-
-async fn sqlx_provider_of(c: &mut infra_store::Conn, state: &str) -> Option<(String,)> {
-    infra_store::providers::pending_provider(c, state)
-        .await
-        .ok()
-        .flatten()
-        .map(|p| (p,))
 }
 
 fn with_session(mut r: Response, key: &str) -> Response {

@@ -178,6 +178,56 @@ fn join_reader(h: std::thread::JoinHandle<String>) -> String {
     h.join().unwrap_or_default()
 }
 
+/// What the examples and tests do as an admin or a user, through the CLI.
+impl Cli {
+    /// `infra login` to `server` as `email` with `password`, trusting the
+    /// server's CA; `extra` flags are added (`--ssh-include`, say).
+    pub fn login_password(&self, server: &crate::Server, email: &str, password: &str, extra: &[&str]) -> Output {
+        let ca = server.ca_path();
+        let addr = format!("127.0.0.1:{}", server.port);
+        let mut args = vec!["login", addr.as_str(), "--user", email, "--tls-ca"];
+        let ca = ca.to_string_lossy().into_owned();
+        args.push(&ca);
+        args.extend_from_slice(extra);
+        self.run_env(&args, &[("INFRA_PASSWORD", password)], None)
+    }
+
+    /// A new connector access key named `name` (this must be an admin's CLI).
+    pub fn connector_key(&self, name: &str) -> String {
+        self.run(&["keys", "add", "--connector", "--name", name, "--quiet"])
+            .ok()
+            .stdout
+            .trim()
+            .to_owned()
+    }
+
+    /// Adds a user with a password (this must be an admin's CLI).
+    pub fn add_user(&self, email: &str, password: &str) {
+        self.run_stdin(&["users", "add", email, "--password-stdin"], password)
+            .ok();
+    }
+}
+
+/// The admin the examples start servers with.
+pub const EXAMPLE_ADMIN: (&str, &str) = ("admin@example.com", "admin-password-1");
+
+/// An `infra server` with the example admin, and that admin logged in.
+pub fn server_with_admin(bin: &Path) -> anyhow::Result<(crate::Server, Cli)> {
+    let server = crate::Server::start(
+        bin,
+        crate::ServerOpts {
+            admin_email: Some(EXAMPLE_ADMIN.0.into()),
+            admin_password: Some(EXAMPLE_ADMIN.1.into()),
+            ..Default::default()
+        },
+    )?;
+    let admin = Cli::new(bin)?;
+    admin
+        .login_password(&server, EXAMPLE_ADMIN.0, EXAMPLE_ADMIN.1, &[])
+        .ok();
+    Ok((server, admin))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

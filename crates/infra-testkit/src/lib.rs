@@ -22,7 +22,7 @@ use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-pub use cli::{Cli, Output};
+pub use cli::{Cli, EXAMPLE_ADMIN, Output, server_with_admin};
 pub use connector::{Connector, HttpDest};
 pub use helm::{Helm, Rendered};
 pub use kube::KubeCluster;

@@ -12,7 +12,7 @@
 use std::io::Read as _;
 use std::path::PathBuf;
 
-use infra_testkit::{Cli, Connector, KubeCluster, Server, ServerOpts, free_port};
+use infra_testkit::{Cli, Connector, KubeCluster, free_port, server_with_admin};
 
 fn main() -> anyhow::Result<()> {
     let bin =
@@ -35,37 +35,8 @@ fn main() -> anyhow::Result<()> {
     let direct_token = rt.block_on(cluster.service_account_token("dev", "bench"))?;
     let (token_file, ca_file) = rt.block_on(cluster.connector_identity())?;
 
-    let server = Server::start(
-        &bin,
-        ServerOpts {
-            admin_email: Some("admin@example.com".into()),
-            admin_password: Some("admin-password-1".into()),
-            ..Default::default()
-        },
-    )?;
-    let admin = Cli::new(&bin)?;
-    let ca = server.ca_path();
-    let addr = format!("127.0.0.1:{}", server.port);
-    admin
-        .run_env(
-            &[
-                "login",
-                &addr,
-                "--user",
-                "admin@example.com",
-                "--tls-ca",
-                ca.to_str().unwrap_or_default(),
-            ],
-            &[("INFRA_PASSWORD", "admin-password-1")],
-            None,
-        )
-        .ok();
-    let key = admin
-        .run(&["keys", "add", "--connector", "--name", "kc", "--quiet"])
-        .ok()
-        .stdout
-        .trim()
-        .to_owned();
+    let (server, admin) = server_with_admin(&bin)?;
+    let key = admin.connector_key("kc");
     let direct_port = free_port();
     let extra = format!(
         "  - name: k8s\n    kind: kubernetes\n    url: {}\n    tokenFile: {}\n    caFile: {}\ndirect:\n  listen: 127.0.0.1:{direct_port}\n",
@@ -74,29 +45,13 @@ fn main() -> anyhow::Result<()> {
         ca_file.display()
     );
     let connector = Connector::start_with(&bin, &server, &key, "kc", &[], &extra)?;
-    admin
-        .run_stdin(
-            &["users", "add", "alice@example.com", "--password-stdin"],
-            "user-password-1",
-        )
-        .ok();
+    admin.add_user("alice@example.com", "user-password-1");
     admin
         .run(&["grants", "add", "alice@example.com", "k8s.dev", "--role", "view"])
         .ok();
     let alice = Cli::new(&bin)?;
     alice
-        .run_env(
-            &[
-                "login",
-                &addr,
-                "--user",
-                "alice@example.com",
-                "--tls-ca",
-                ca.to_str().unwrap_or_default(),
-            ],
-            &[("INFRA_PASSWORD", "user-password-1")],
-            None,
-        )
+        .login_password(&server, "alice@example.com", "user-password-1", &[])
         .ok();
     let token = alice
         .run(&["tokens", "--destination", "k8s", "--quiet"])

@@ -11,7 +11,7 @@
 use std::io::Read as _;
 use std::path::PathBuf;
 
-use infra_testkit::{Cli, Connector, Postgres, Server, ServerOpts, free_port};
+use infra_testkit::{Cli, Connector, Postgres, free_port, server_with_admin};
 
 const PG_PW: &str = "bench-superuser-pw";
 
@@ -37,31 +37,8 @@ fn main() -> anyhow::Result<()> {
          CREATE ROLE infra_admin LOGIN CREATEROLE PASSWORD 'connector-pw'; \
          GRANT pg_signal_backend TO infra_admin; GRANT bench_read TO infra_admin WITH ADMIN OPTION;",
     )?;
-    let server = Server::start(
-        &bin,
-        ServerOpts {
-            admin_email: Some("admin@example.com".into()),
-            admin_password: Some("admin-password-1".into()),
-            ..Default::default()
-        },
-    )?;
-    let admin = Cli::new(&bin)?;
-    let ca = server.ca_path();
-    let addr = format!("127.0.0.1:{}", server.port);
-    let ca_s = ca.to_str().unwrap_or_default();
-    admin
-        .run_env(
-            &["login", &addr, "--user", "admin@example.com", "--tls-ca", ca_s],
-            &[("INFRA_PASSWORD", "admin-password-1")],
-            None,
-        )
-        .ok();
-    let key = admin
-        .run(&["keys", "add", "--connector", "--name", "dbc", "--quiet"])
-        .ok()
-        .stdout
-        .trim()
-        .to_owned();
+    let (server, admin) = server_with_admin(&bin)?;
+    let key = admin.connector_key("dbc");
     let dir = tempfile::tempdir()?;
     let pw = dir.path().join("pg-admin");
     std::fs::write(&pw, "connector-pw")?;
@@ -72,22 +49,13 @@ fn main() -> anyhow::Result<()> {
         pw.display()
     );
     let connector = Connector::start_with(&bin, &server, &key, "dbc", &[], &extra)?;
-    admin
-        .run_stdin(
-            &["users", "add", "alice@example.com", "--password-stdin"],
-            "user-password-1",
-        )
-        .ok();
+    admin.add_user("alice@example.com", "user-password-1");
     admin
         .run(&["grants", "add", "alice@example.com", "db", "--role", "bench_read"])
         .ok();
     let alice = Cli::new(&bin)?;
     alice
-        .run_env(
-            &["login", &addr, "--user", "alice@example.com", "--tls-ca", ca_s],
-            &[("INFRA_PASSWORD", "user-password-1")],
-            None,
-        )
+        .login_password(&server, "alice@example.com", "user-password-1", &[])
         .ok();
     let token = alice
         .run(&["tokens", "--destination", "db", "--quiet"])

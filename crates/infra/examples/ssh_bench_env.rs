@@ -13,36 +13,13 @@
 use std::io::Read as _;
 use std::path::PathBuf;
 
-use infra_testkit::{Cli, Connector, Server, ServerOpts, Sshd, current_login};
+use infra_testkit::{Cli, Connector, Sshd, current_login, server_with_admin};
 
 fn main() -> anyhow::Result<()> {
     let bin =
         PathBuf::from(std::env::var("INFRA_BIN").map_err(|_| anyhow::anyhow!("set INFRA_BIN to the infra binary"))?);
-    let server = Server::start(
-        &bin,
-        ServerOpts {
-            admin_email: Some("admin@example.com".into()),
-            admin_password: Some("admin-password-1".into()),
-            ..Default::default()
-        },
-    )?;
-    let admin = Cli::new(&bin)?;
-    let addr = format!("127.0.0.1:{}", server.port);
-    let ca = server.ca_path();
-    let ca_s = ca.to_str().unwrap_or_default();
-    admin
-        .run_env(
-            &["login", &addr, "--user", "admin@example.com", "--tls-ca", ca_s],
-            &[("INFRA_PASSWORD", "admin-password-1")],
-            None,
-        )
-        .ok();
-    let key = admin
-        .run(&["keys", "add", "--connector", "--name", "sshc", "--quiet"])
-        .ok()
-        .stdout
-        .trim()
-        .to_owned();
+    let (server, admin) = server_with_admin(&bin)?;
+    let key = admin.connector_key("sshc");
     let mut a = Sshd::prepare()?;
     let mut b = Sshd::prepare()?;
     let extra = format!(
@@ -62,12 +39,7 @@ fn main() -> anyhow::Result<()> {
         s.start()?;
     }
     let login = current_login();
-    admin
-        .run_stdin(
-            &["users", "add", "alice@example.com", "--password-stdin"],
-            "user-password-1",
-        )
-        .ok();
+    admin.add_user("alice@example.com", "user-password-1");
     for host in ["host1", "host2"] {
         admin
             .run(&["grants", "add", "alice@example.com", host, "--role", &login])
@@ -85,19 +57,7 @@ fn main() -> anyhow::Result<()> {
     }
     let alice = Cli::new(&bin)?;
     alice
-        .run_env(
-            &[
-                "login",
-                &addr,
-                "--user",
-                "alice@example.com",
-                "--tls-ca",
-                ca_s,
-                "--ssh-include",
-            ],
-            &[("INFRA_PASSWORD", "user-password-1")],
-            None,
-        )
+        .login_password(&server, "alice@example.com", "user-password-1", &["--ssh-include"])
         .ok();
     let info = serde_json::json!({
         "home": alice.home(),

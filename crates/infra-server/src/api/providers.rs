@@ -434,7 +434,9 @@ pub(crate) async fn login(
             u
         }
     };
-    let changes = sync_groups(tx.conn(), &user, name, &identity.groups).await?;
+    let changes = sync_groups(tx.conn(), &user, name, &identity.groups)
+        .await?
+        .unwrap_or_else(|| "unchanged".into());
     let ev = Event::new(&user.email, "group.sync", &user.email, source).detail(format!(
         "provider={name} groups={} {changes}",
         identity.groups.join(",")
@@ -548,12 +550,13 @@ async fn identify(state: &AppState, p: &Provider, t: &Tokens, nonce: Option<&str
 /// Makes the memberships `provider` gives `user` exactly `groups`: adds the
 /// missing ones (creating groups as needed), removes the ones it gave
 /// before and no longer does. Memberships an admin made are left alone.
+/// Returns what changed, for the audit event (None: nothing).
 async fn sync_groups(
     c: &mut infra_store::Conn,
     user: &UserRow,
     provider: &str,
     groups: &[String],
-) -> ApiResult<String> {
+) -> ApiResult<Option<String>> {
     let current = providers::provider_groups(c, &user.id, provider).await?;
     let mut added = Vec::new();
     for name in groups {
@@ -585,7 +588,8 @@ async fn sync_groups(
             removed.push(name);
         }
     }
-    Ok(format!("added={} removed={}", added.join(","), removed.join(",")))
+    Ok((!added.is_empty() || !removed.is_empty())
+        .then(|| format!("added={} removed={}", added.join(","), removed.join(","))))
 }
 
 /// Refreshes a provider session if it is due: new tokens, groups read
@@ -658,7 +662,7 @@ pub(crate) async fn refresh_if_due(state: &AppState, key_id: &str, user: &UserRo
     let mut tx = state.store.write().await?;
     let changes = match &groups {
         Some(g) => sync_groups(tx.conn(), user, &s.provider, g).await?,
-        None => String::new(),
+        None => None,
     };
     let refresh_sealed = match &tokens.refresh_token {
         Some(r) => {
@@ -676,7 +680,7 @@ pub(crate) async fn refresh_if_due(state: &AppState, key_id: &str, user: &UserRo
     )
     .await?;
     // An event (and a push to connectors) only when memberships changed.
-    if changes.contains("added=") && changes != "added= removed=" {
+    if let Some(changes) = changes {
         let ev = Event::new(&user.email, "group.sync", &user.email, source).detail(format!(
             "provider={} refresh groups={} {changes}",
             p.row.name,

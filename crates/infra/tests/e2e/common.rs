@@ -53,13 +53,7 @@ pub fn start_with(backend: Backend, extra_args: Vec<String>) -> Env {
 }
 
 pub fn login(cli: &Cli, server: &Server, email: &str, password: &str) -> Output {
-    let ca = server.ca_path();
-    let addr = format!("127.0.0.1:{}", server.port);
-    cli.run_env(
-        &["login", &addr, "--user", email, "--tls-ca", ca.to_str().unwrap()],
-        &[("INFRA_PASSWORD", password)],
-        None,
-    )
+    cli.login_password(server, email, password, &[])
 }
 
 /// The session key a CLI saved at login.

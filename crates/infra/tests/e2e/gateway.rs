@@ -79,12 +79,7 @@ pub fn user(env: &Env, email: &str) -> Cli {
 }
 
 pub fn connector_key(env: &Env, name: &str) -> String {
-    env.admin
-        .run(&["keys", "add", "--connector", "--name", name, "--quiet"])
-        .ok()
-        .stdout
-        .trim()
-        .to_owned()
+    env.admin.connector_key(name)
 }
 
 pub fn web(up: &Upstream) -> Vec<HttpDest> {

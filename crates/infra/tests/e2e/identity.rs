@@ -46,26 +46,21 @@ fn setup_with(mut server_args: Vec<String>) -> Idp {
         "groupsInIdToken": true
     }))
     .expect("start the OIDC provider");
-    env.admin
-        .run_env(
-            &[
-                "providers",
-                "add",
-                "idp",
-                "--issuer",
-                &idp.issuer,
-                "--client-id",
-                "infra",
-            ],
-            &[("INFRA_PROVIDER_CLIENT_SECRET", SECRET)],
-            None,
-        )
-        .ok();
+    add_provider(&env, &idp.issuer, &[]);
     Idp {
         env,
         idp,
         dir: tempfile::tempdir().unwrap(),
     }
+}
+
+/// `infra providers add idp` for the test provider, with `extra` flags.
+fn add_provider(env: &Env, issuer: &str, extra: &[&str]) {
+    let mut args = vec!["providers", "add", "idp", "--issuer", issuer, "--client-id", "infra"];
+    args.extend_from_slice(extra);
+    env.admin
+        .run_env(&args, &[("INFRA_PROVIDER_CLIENT_SECRET", SECRET)], None)
+        .ok();
 }
 
 fn addr(env: &Env) -> String {
@@ -353,24 +348,7 @@ fn wrong_state_replayed_code_and_bad_id_tokens_are_refused() {
 fn allowed_domains_limit_who_is_created() {
     let h = setup();
     h.env.admin.run(&["providers", "remove", "idp"]).ok();
-    h.env
-        .admin
-        .run_env(
-            &[
-                "providers",
-                "add",
-                "idp",
-                "--issuer",
-                &h.idp.issuer,
-                "--client-id",
-                "infra",
-                "--allowed-domains",
-                "example.org",
-            ],
-            &[("INFRA_PROVIDER_CLIENT_SECRET", SECRET)],
-            None,
-        )
-        .ok();
+    add_provider(&h.env, &h.idp.issuer, &["--allowed-domains", "example.org"]);
     let (code, state) = code_and_state(&h, "alice", "alice-pw");
     let (s, v) = api_login(&h, &code, &state);
     assert_eq!(s, 401, "{v}");
@@ -633,23 +611,7 @@ fn an_unverified_email_never_takes_over_an_account() {
     // Even where unverified emails are accepted, the existing admin account
     // cannot be had through one.
     h.env.admin.run(&["providers", "remove", "idp"]).ok();
-    h.env
-        .admin
-        .run_env(
-            &[
-                "providers",
-                "add",
-                "idp",
-                "--issuer",
-                &h.idp.issuer,
-                "--client-id",
-                "infra",
-                "--allow-unverified-email",
-            ],
-            &[("INFRA_PROVIDER_CLIENT_SECRET", SECRET)],
-            None,
-        )
-        .ok();
+    add_provider(&h.env, &h.idp.issuer, &["--allow-unverified-email"]);
     let (code, state) = code_and_state(&h, "mallory", "mallory-pw");
     let (s, v) = api_login(&h, &code, &state);
     assert_eq!(s, 403, "{v}");

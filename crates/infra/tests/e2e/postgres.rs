@@ -68,6 +68,16 @@ fn setup_full(extra_dest: &str, server_args: Vec<String>) -> Db {
     }
 }
 
+/// alice, granted `app_read` on the database.
+fn reader(db: &Db) -> Cli {
+    let alice = user(&db.env, "alice@example.com");
+    db.env
+        .admin
+        .run(&["grants", "add", "alice@example.com", "db", "--role", "app_read"])
+        .ok();
+    alice
+}
+
 /// `infra psql db -- -c SQL` as the user of `cli`, verbose errors (with SQLSTATE).
 fn psql(cli: &Cli, sql: &str) -> infra_testkit::Output {
     cli.run(&[
@@ -90,11 +100,7 @@ fn psql(cli: &Cli, sql: &str) -> infra_testkit::Output {
 #[test]
 fn psql_as_yourself_with_exactly_the_granted_role() {
     let db = setup();
-    let alice = user(&db.env, "alice@example.com");
-    db.env
-        .admin
-        .run(&["grants", "add", "alice@example.com", "db", "--role", "app_read"])
-        .ok();
+    let alice = reader(&db);
 
     // Who the database sees: alice, not the connector's admin.
     let out = eventually!(10, || {
@@ -185,11 +191,7 @@ fn psql_as_yourself_with_exactly_the_granted_role() {
 #[test]
 fn revoking_ends_the_open_session() {
     let db = setup();
-    let alice = user(&db.env, "alice@example.com");
-    db.env
-        .admin
-        .run(&["grants", "add", "alice@example.com", "db", "--role", "app_read"])
-        .ok();
+    let alice = reader(&db);
     eventually!(10, || {
         let out = psql(&alice, "select 1");
         anyhow::ensure!(out.status == 0, "{out:?}");
@@ -263,11 +265,7 @@ fn psql_as(db: &Db, conninfo: &str, password: &str) -> (i32, String, String) {
 #[test]
 fn ctrl_c_cancels_the_running_query() {
     let db = setup();
-    let alice = user(&db.env, "alice@example.com");
-    db.env
-        .admin
-        .run(&["grants", "add", "alice@example.com", "db", "--role", "app_read"])
-        .ok();
+    let alice = reader(&db);
     let infra = std::process::Command::new(bin())
         .env("HOME", alice.home())
         .env_remove("KUBECONFIG")
@@ -334,11 +332,7 @@ fn ctrl_c_cancels_the_running_query() {
 #[test]
 fn bad_tokens_and_bad_bytes_are_refused() {
     let db = setup();
-    let alice = user(&db.env, "alice@example.com");
-    db.env
-        .admin
-        .run(&["grants", "add", "alice@example.com", "db", "--role", "app_read"])
-        .ok();
+    let alice = reader(&db);
     db.env
         .admin
         .run(&["grants", "add", "alice@example.com", "other", "--role", "x"])
@@ -524,11 +518,7 @@ fn copy_streams_and_200_sessions() {
 #[test]
 fn query_audit_survives_a_killed_connector() {
     let mut db = setup();
-    let alice = user(&db.env, "alice@example.com");
-    db.env
-        .admin
-        .run(&["grants", "add", "alice@example.com", "db", "--role", "app_read"])
-        .ok();
+    let alice = reader(&db);
     eventually!(10, || {
         let out = psql(&alice, "select 'warm-up'");
         anyhow::ensure!(out.status == 0, "{out:?}");
@@ -571,11 +561,7 @@ fn query_audit_survives_a_killed_connector() {
 fn direct_mode_with_the_token_as_password() {
     let port = infra_testkit::free_port();
     let db = setup_with(&format!("    listen: 127.0.0.1:{port}\n"));
-    let alice = user(&db.env, "alice@example.com");
-    db.env
-        .admin
-        .run(&["grants", "add", "alice@example.com", "db", "--role", "app_read"])
-        .ok();
+    let alice = reader(&db);
     db.env
         .admin
         .run(&["grants", "add", "alice@example.com", "other", "--role", "x"])
@@ -613,11 +599,7 @@ fn direct_mode_with_the_token_as_password() {
 #[test]
 fn gateway_tls_with_the_token_as_password() {
     let db = setup();
-    let alice = user(&db.env, "alice@example.com");
-    db.env
-        .admin
-        .run(&["grants", "add", "alice@example.com", "db", "--role", "app_read"])
-        .ok();
+    let alice = reader(&db);
     let ca = db.env.server.ca_path();
     let port = db.env.server.port;
     let connect = |password: &str, sslmode: &str| {
@@ -654,11 +636,7 @@ fn an_expired_token_is_refused() {
         &format!("    listen: 127.0.0.1:{port}\n"),
         vec!["--token-ttl".into(), "1s".into()],
     );
-    let alice = user(&db.env, "alice@example.com");
-    db.env
-        .admin
-        .run(&["grants", "add", "alice@example.com", "db", "--role", "app_read"])
-        .ok();
+    let alice = reader(&db);
     let token = super::gateway::token(&alice, "db");
     let stderr = eventually!(60, || {
         let conninfo = format!("host=127.0.0.1 port={port} dbname=app user=alice@example.com sslmode=require");

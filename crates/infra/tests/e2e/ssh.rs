@@ -71,21 +71,20 @@ fn grant(env: &Env, who: &str, host: &str, login: &str) {
 /// Logs `cli` in again (so it writes the SSH config for its grants),
 /// adding the Include line without asking.
 fn relogin(env: &Env, cli: &Cli, email: &str) -> Output {
-    let ca = env.server.ca_path();
-    let addr = format!("127.0.0.1:{}", env.server.port);
-    cli.run_env(
-        &[
-            "login",
-            &addr,
-            "--user",
-            email,
-            "--tls-ca",
-            ca.to_str().unwrap(),
-            "--ssh-include",
-        ],
-        &[("INFRA_PASSWORD", "user-password-1")],
-        None,
-    )
+    cli.login_password(&env.server, email, "user-password-1", &["--ssh-include"])
+}
+
+/// `POST /api/ssh/certificates` with `body`, as the user of `cli`.
+fn request_cert(env: &Env, cli: &Cli, body: &serde_json::Value) -> (u16, serde_json::Value) {
+    env.server
+        .send_json(
+            "POST",
+            "/api/ssh/certificates",
+            Some(&session_key(cli)),
+            body.to_string().as_bytes(),
+            "application/json",
+        )
+        .unwrap()
 }
 
 /// Runs a program as the user of `cli` (their HOME), with `infra` on PATH.
@@ -333,20 +332,9 @@ fn no_grant_wrong_login_and_another_host_are_refused() {
     assert_ne!(out.status, 0);
     assert!(out.stderr.contains("not granted login 'daemon'"), "{out:?}");
     // ... by the server when asked for it outright, and audited ...
-    let key = session_key(&alice);
     let public = std::fs::read_to_string(alice.home().join(".infra/ssh/id_ed25519.pub")).unwrap();
     let body = serde_json::json!({"destination": "host1", "publicKey": public.trim(), "logins": ["daemon"]});
-    let (status, v) = h
-        .env
-        .server
-        .send_json(
-            "POST",
-            "/api/ssh/certificates",
-            Some(&key),
-            body.to_string().as_bytes(),
-            "application/json",
-        )
-        .unwrap();
+    let (status, v) = request_cert(&h.env, &alice, &body);
     assert_eq!(status, 403, "{v}");
     assert!(
         v["message"].as_str().unwrap().contains("not granted login 'daemon'"),
@@ -394,17 +382,7 @@ fn expired_certificate_and_uncertified_host_are_refused() {
     let ssh_dir = alice.home().join(".infra/ssh");
     let public = std::fs::read_to_string(ssh_dir.join("id_ed25519.pub")).unwrap();
     let body = serde_json::json!({"destination": "host1", "publicKey": public.trim(), "ttlSeconds": 5});
-    let (status, v) = h
-        .env
-        .server
-        .send_json(
-            "POST",
-            "/api/ssh/certificates",
-            Some(&session_key(&alice)),
-            body.to_string().as_bytes(),
-            "application/json",
-        )
-        .unwrap();
+    let (status, v) = request_cert(&h.env, &alice, &body);
     assert_eq!(status, 200, "{v}");
     let short = ssh_dir.join("short-cert.pub");
     std::fs::write(&short, format!("{}\n", v["certificate"].as_str().unwrap())).unwrap();
@@ -430,17 +408,7 @@ fn expired_certificate_and_uncertified_host_are_refused() {
         ])
         .ok();
     let body = serde_json::json!({"destination": "host2", "publicKey": public.trim()});
-    let (status, v) = h
-        .env
-        .server
-        .send_json(
-            "POST",
-            "/api/ssh/certificates",
-            Some(&session_key(&alice)),
-            body.to_string().as_bytes(),
-            "application/json",
-        )
-        .unwrap();
+    let (status, v) = request_cert(&h.env, &alice, &body);
     assert_eq!(status, 200, "{v}");
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -481,7 +449,6 @@ fn bad_input_on_the_stream_and_the_api_is_refused() {
     assert!(h.connector.healthy(), "{}", h.connector.log());
 
     // Keys Infra does not certify: DSA, short RSA, not a key at all.
-    let key = session_key(&alice);
     let dir = tempfile::tempdir().unwrap();
     let mut cases = Vec::new();
     for (t, bits) in [("dsa", "1024"), ("rsa", "2048")] {
@@ -502,17 +469,7 @@ fn bad_input_on_the_stream_and_the_api_is_refused() {
     cases.push(("-----BEGIN OPENSSH PRIVATE KEY-----".into(), "not in OpenSSH format"));
     for (public, why) in &cases {
         let body = serde_json::json!({"destination": "host1", "publicKey": public.trim()});
-        let (status, v) = h
-            .env
-            .server
-            .send_json(
-                "POST",
-                "/api/ssh/certificates",
-                Some(&key),
-                body.to_string().as_bytes(),
-                "application/json",
-            )
-            .unwrap();
+        let (status, v) = request_cert(&h.env, &alice, &body);
         assert_eq!(status, 400, "{public}: {v}");
         assert!(v["message"].as_str().unwrap().contains(why), "{public}: {v}");
     }
@@ -525,17 +482,7 @@ fn bad_input_on_the_stream_and_the_api_is_refused() {
             422,
         ),
     ] {
-        let (s, v) = h
-            .env
-            .server
-            .send_json(
-                "POST",
-                "/api/ssh/certificates",
-                Some(&key),
-                body.to_string().as_bytes(),
-                "application/json",
-            )
-            .unwrap();
+        let (s, v) = request_cert(&h.env, &alice, &body);
         assert_eq!(s, status, "{body}: {v}");
     }
     let denied = audit(&h.env, "ssh.certificate");
