@@ -8,7 +8,7 @@ pub mod names;
 
 pub use access::{GrantIndex, InfraRole, Subject};
 pub use duration::{format_duration, parse_duration};
-pub use names::{Email, GroupName, NameError, Resource, Role};
+pub use names::{Email, GroupName, NameError, Resource, Role, reserved_by_kubernetes};
 
 /// The resource that governs Infra itself.
 pub const INFRA_RESOURCE: &str = "infra";
