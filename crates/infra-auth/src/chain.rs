@@ -64,7 +64,7 @@ impl ServerCertVerifier for ChainVerifier {
         };
         let Some(anchor) = chain.iter().find(|c| normalize_fingerprint(&fingerprint(c)) == *want) else {
             return Err(rustls::Error::General(
-                "no certificate the server presented matches tls.trustedFingerprint".into(),
+                "the server's certificate chain does not match tls.trustedFingerprint (no certificate in it has that fingerprint)".into(),
             ));
         };
         // The pinned certificate becomes the only root, and the ordinary

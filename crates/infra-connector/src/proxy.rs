@@ -143,6 +143,18 @@ pub(crate) async fn handle(state: Arc<State>, req: Request<Incoming>) -> Respons
     if kube.is_none() && req.uri().path() == CALLBACK_PATH {
         return callback(&state, &dest.name, req.uri().query().unwrap_or_default());
     }
+    // The upstream URL is the destination's URL with this path appended: a
+    // `..` (in any spelling) would let the upstream resolve it to a path
+    // outside the destination's prefix. Clients send paths normalised.
+    if infra_tunnel::path::has_dot_segments(req.uri().path()) {
+        return refuse(
+            "anonymous",
+            Denial {
+                status: 400,
+                message: "the path has '.' or '..' segments; send it normalised".into(),
+            },
+        );
+    }
     let Some(token) = token_from(req.headers()) else {
         return refuse(
             "anonymous",

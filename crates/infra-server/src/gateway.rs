@@ -89,54 +89,10 @@ fn unavailable(dest: &str) -> Response {
 /// (that is decided by a per-tunnel secret); this refusal is the second
 /// wall.
 pub(crate) fn in_reserved_namespace(path: &str) -> bool {
-    let mut p = path.to_owned();
-    for _ in 0..4 {
-        let decoded = percent_decode(&p);
-        if decoded == p {
-            break;
-        }
-        p = decoded;
-    }
-    let p = p.replace('\\', "/").to_ascii_lowercase();
-    let mut segments: Vec<&str> = Vec::new();
-    for s in p.split('/') {
-        match s.trim() {
-            "" | "." => {}
-            ".." => {
-                segments.pop();
-            }
-            s => segments.push(s),
-        }
-    }
     let reserved = infra_tunnel::RESERVED_PREFIX.trim_start_matches('/');
-    segments.first().is_some_and(|s| *s == reserved)
-}
-
-/// Percent-decoding of a path, lossy (invalid UTF-8 becomes U+FFFD; a `%`
-/// not followed by two hex digits stays as it is).
-fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        let hex = |c: u8| (c as char).to_digit(16);
-        match (
-            b.get(i),
-            b.get(i + 1).copied().and_then(hex),
-            b.get(i + 2).copied().and_then(hex),
-        ) {
-            (Some(b'%'), Some(h), Some(l)) => {
-                out.push(u8::try_from(h * 16 + l).unwrap_or(b'?'));
-                i += 3;
-            }
-            (Some(c), _, _) => {
-                out.push(*c);
-                i += 1;
-            }
-            (None, _, _) => break,
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    infra_tunnel::path::segments(path)
+        .first()
+        .is_some_and(|s| s.eq_ignore_ascii_case(reserved))
 }
 
 async fn forward(state: AppState, dest: String, host: String, mut req: Request) -> Response {

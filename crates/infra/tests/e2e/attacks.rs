@@ -1003,3 +1003,23 @@ fn attack_infra_proxy_socket_is_private() {
         "{out:?}"
     );
 }
+
+/// An authenticated user of a destination whose URL has a path prefix
+/// (`http://host/app`): `..` in any spelling would let the upstream server
+/// resolve the request to a path outside the prefix, with the connector's
+/// upstream credential attached. Such paths are refused, never forwarded.
+#[test]
+fn attack_dot_segments_never_reach_the_upstream() {
+    let w = web_env();
+    let host = format!("web.localhost:{}", w.env.server.port);
+    for path in ["/echo/../admin", "/echo/%2e%2e/admin", "/echo/%252e%252e/admin", "/echo/.%2E/admin", "/echo/./x"] {
+        let req = format!(
+            "GET {path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {}\r\nConnection: close\r\n\r\n",
+            w.t
+        );
+        let answer = raw_tls(&w.env, "web.localhost", &[b"http/1.1"], req.as_bytes());
+        let status = answer.lines().next().unwrap_or_default().to_owned();
+        assert!(status.contains(" 400"), "{path} was forwarded: {answer}");
+    }
+    expect(&w.gw, &w.t, 200, "");
+}
