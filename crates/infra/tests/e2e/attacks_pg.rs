@@ -347,7 +347,7 @@ fn attack_pg_own_password_then_direct_login_refused() {
         anyhow::ensure!(r.0 != 0, "direct login as alice worked: {r:?}");
         Ok(())
     });
-    assert!(db.pg.psql("app", DIRECT_SQL).unwrap().starts_with("f|"));
+    assert!(db.pg.psql("app", DIRECT_SQL).unwrap().starts_with("false|"));
     // Infra sessions still work, and end the same way.
     let out = psql(&alice, "select current_user");
     assert_eq!(out.stdout.trim(), "alice@example.com", "{out:?}");
@@ -365,7 +365,7 @@ fn attack_pg_own_password_then_direct_login_refused() {
     db.env.admin.run(&["grants", "remove", "--id", &id]).ok();
     eventually!(15, || {
         let state = db.pg.psql("app", DIRECT_SQL)?;
-        anyhow::ensure!(state == "f|0", "alice's role after revocation: {state}");
+        anyhow::ensure!(state == "false|0", "alice's role after revocation: {state}");
         Ok(())
     });
     let r = direct_login(&db, "alice-chose-this");
