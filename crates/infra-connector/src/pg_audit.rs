@@ -236,7 +236,11 @@ impl Audit {
     /// A whole message from the client, before it is forwarded.
     pub(crate) fn client(&mut self, tag: u8, body: &[u8]) {
         match tag {
-            b'Q' => self.push(Kind::Simple, shown_sql(infra_proto_pg::query_bytes(body)), String::new()),
+            b'Q' => self.push(
+                Kind::Simple,
+                shown_sql(infra_proto_pg::query_bytes(body)),
+                String::new(),
+            ),
             b'P' => {
                 // A malformed Parse is refused by the database: nothing runs.
                 if let Ok((name, sql)) = infra_proto_pg::parse_message(body) {
@@ -267,7 +271,11 @@ impl Audit {
                 let (what, params) = match infra_proto_pg::function_call(body) {
                     Ok(f) => (
                         format!("function_call oid={} args={}", f.oid, f.args.len()),
-                        if self.keep_parameters { self.params(&f.args) } else { String::new() },
+                        if self.keep_parameters {
+                            self.params(&f.args)
+                        } else {
+                            String::new()
+                        },
                     ),
                     // The database refuses it too; still, it was sent.
                     Err(e) => (format!("function_call malformed={:?}", e.to_string()), String::new()),

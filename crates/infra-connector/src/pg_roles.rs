@@ -181,7 +181,9 @@ impl Roles {
         let renew = fresh
             || s.sessions == 0
             || state.as_ref().is_some_and(|r| !r.can_login)
-            || s.password.as_ref().is_none_or(|(_, until)| until - now_s() < RENEW_SECS);
+            || s.password
+                .as_ref()
+                .is_none_or(|(_, until)| until - now_s() < RENEW_SECS);
         let (password, until) = match s.password.as_ref() {
             Some((p, u)) if !renew => (p.clone(), *u),
             _ => (new_password()?, now_s() + VALID_SECS),

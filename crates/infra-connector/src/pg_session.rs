@@ -316,7 +316,10 @@ impl Session {
         }
         // Statements the database got but did not answer: recorded now,
         // with an unknown outcome, never dropped.
-        let in_flight = audit.into_inner().unwrap_or_else(|p| p.into_inner()).end(ended.as_str());
+        let in_flight = audit
+            .into_inner()
+            .unwrap_or_else(|p| p.into_inner())
+            .end(ended.as_str());
         for e in in_flight {
             self.record(e.outcome.as_str(), e.detail);
         }

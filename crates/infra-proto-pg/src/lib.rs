@@ -176,12 +176,12 @@ pub fn parse_message(body: &[u8]) -> Result<(&[u8], &[u8]), WireError> {
 }
 
 /// Parameter values as the wire carries them: `None` for NULL.
-fn values<'a>(
-    b: &'a [u8],
+fn values(
+    b: &[u8],
     mut at: usize,
     n: i16,
     bad: impl Fn(&'static str) -> WireError,
-) -> Result<(Vec<Option<&'a [u8]>>, usize), WireError> {
+) -> Result<Vec<Option<&[u8]>>, WireError> {
     let mut out = Vec::new();
     for _ in 0..n.max(0) {
         let len = b.get(at..at + 4).map(be_i32).ok_or(bad("parameter length"))?;
@@ -194,7 +194,7 @@ fn values<'a>(
         out.push(Some(b.get(at..at + len).ok_or(bad("parameter value"))?));
         at += len;
     }
-    Ok((out, at))
+    Ok(out)
 }
 
 fn i16_at(b: &[u8], at: usize) -> Option<i16> {
@@ -219,7 +219,7 @@ pub fn bind(body: &[u8]) -> Result<Bind<'_>, WireError> {
     let (statement, rest) = cbytes(rest).ok_or(bad("statement name"))?;
     let at = skip_formats(rest, 0, bad)?;
     let nparams = i16_at(rest, at).ok_or(bad("parameter count"))?;
-    let (params, _) = values(rest, at + 2, nparams, bad)?;
+    let params = values(rest, at + 2, nparams, bad)?;
     Ok((portal, statement, params))
 }
 
@@ -253,7 +253,7 @@ pub fn function_call(body: &[u8]) -> Result<FunctionCall<'_>, WireError> {
         .ok_or(bad("function OID"))?;
     let at = skip_formats(body, 4, bad)?;
     let nargs = i16_at(body, at).ok_or(bad("argument count"))?;
-    let (args, _) = values(body, at + 2, nargs, bad)?;
+    let args = values(body, at + 2, nargs, bad)?;
     Ok(FunctionCall { oid, args })
 }
 
@@ -434,12 +434,27 @@ mod tests {
     #[test]
     fn function_calls() {
         // OID 953, one format (text), one argument "ab", result text.
-        let body = [&[0, 0, 3, 0xb9][..], &[0, 1, 0, 0], &[0, 1], &[0, 0, 0, 2], b"ab", &[0, 0]].concat();
+        let body = [
+            &[0, 0, 3, 0xb9][..],
+            &[0, 1, 0, 0],
+            &[0, 1],
+            &[0, 0, 0, 2],
+            b"ab",
+            &[0, 0],
+        ]
+        .concat();
         let f = function_call(&body).unwrap();
         assert_eq!(f.oid, 953);
         assert_eq!(f.args, vec![Some(&b"ab"[..])]);
         // A NULL argument and no format codes.
-        let null = [&[0xff, 0xff, 0xff, 0xfe][..], &[0, 0], &[0, 1], &[0xff, 0xff, 0xff, 0xff], &[0, 0]].concat();
+        let null = [
+            &[0xff, 0xff, 0xff, 0xfe][..],
+            &[0, 0],
+            &[0, 1],
+            &[0xff, 0xff, 0xff, 0xff],
+            &[0, 0],
+        ]
+        .concat();
         let f = function_call(&null).unwrap();
         assert_eq!((f.oid, f.args), (u32::MAX - 1, vec![None]));
         for cut in 0..body.len() - 2 {
@@ -470,7 +485,18 @@ mod tests {
             ]
             .concat(),
             error_response("ERROR", "42501", "permission denied"),
-            message(b'F', &[&[0, 0, 3, 0xb9][..], &[0, 1, 0, 0], &[0, 1], &[0, 0, 0, 2], b"ab", &[0, 0]].concat()),
+            message(
+                b'F',
+                &[
+                    &[0, 0, 3, 0xb9][..],
+                    &[0, 1, 0, 0],
+                    &[0, 1],
+                    &[0, 0, 0, 2],
+                    b"ab",
+                    &[0, 0],
+                ]
+                .concat(),
+            ),
         ];
         let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
         let mut rnd = move || {

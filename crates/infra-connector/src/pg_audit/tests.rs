@@ -46,7 +46,10 @@ fn done(tag: &str) -> M {
 }
 
 fn error(code: &str) -> M {
-    M::S(b'E', infra_proto_pg::error_response("ERROR", code, "it failed")[5..].to_vec())
+    M::S(
+        b'E',
+        infra_proto_pg::error_response("ERROR", code, "it failed")[5..].to_vec(),
+    )
 }
 
 fn ready() -> M {
@@ -220,12 +223,20 @@ fn text_that_is_not_utf8_is_shown_lossily_and_in_hex() {
         ],
         false,
         &[
-            (Success, "query=\"select 'caf\u{fffd}'\" query_hex=73656c6563742027636166e927"),
+            (
+                Success,
+                "query=\"select 'caf\u{fffd}'\" query_hex=73656c6563742027636166e927",
+            ),
             (Success, "query=\"select '\u{fffd}'\" query_hex="),
         ],
     );
     // A query without its terminating NUL still shows.
-    check(false, vec![M::C(b'Q', b"drop table t".to_vec())], true, &[(Failure, "drop table t")]);
+    check(
+        false,
+        vec![M::C(b'Q', b"drop table t".to_vec())],
+        true,
+        &[(Failure, "drop table t")],
+    );
     // Long text is cut, on a character boundary or not.
     let long = [b"select '".as_slice(), &[0xe9; 5000], b"'"].concat();
     let mut a = Audit::new(false);
@@ -328,11 +339,20 @@ fn copy_and_empty_queries() {
 fn named_maps_stay_bounded() {
     let mut a = Audit::new(false);
     for i in 0..MAX_NAMED + 50 {
-        a.client(b'P', &[z(format!("s{i}").as_bytes()), z(b"select 1"), vec![0, 0]].concat());
-        a.client(b'B', &[z(format!("p{i}").as_bytes()), z(b"s1"), vec![0, 0, 0, 0, 0, 0]].concat());
+        a.client(
+            b'P',
+            &[z(format!("s{i}").as_bytes()), z(b"select 1"), vec![0, 0]].concat(),
+        );
+        a.client(
+            b'B',
+            &[z(format!("p{i}").as_bytes()), z(b"s1"), vec![0, 0, 0, 0, 0, 0]].concat(),
+        );
     }
     assert!(a.prepared.len() <= MAX_NAMED);
     assert!(a.portals.len() <= MAX_NAMED);
-    a.client(b'C', &[&b"S"[..], &z(format!("s{}", MAX_NAMED + 49).as_bytes())].concat());
+    a.client(
+        b'C',
+        &[&b"S"[..], &z(format!("s{}", MAX_NAMED + 49).as_bytes())].concat(),
+    );
     assert!(!a.prepared.contains_key(format!("s{}", MAX_NAMED + 49).as_bytes()));
 }

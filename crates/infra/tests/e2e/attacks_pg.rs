@@ -165,7 +165,10 @@ fn attack_pg_latin1_query_is_audited() {
     c.send(&query(b"select 'caf\xe9' as latin1_simple"));
     let got = c.until_ready(1).unwrap();
     assert!(got.iter().all(|(t, _)| *t != b'E'), "{got:?}");
-    assert!(got.iter().any(|(t, b)| *t == b'D' && b.ends_with(b"caf\xe9")), "{got:?}");
+    assert!(
+        got.iter().any(|(t, b)| *t == b'D' && b.ends_with(b"caf\xe9")),
+        "{got:?}"
+    );
     c.send(&[extended(b"select 'na\xefve' as latin1_extended"), sync()].concat());
     let got = c.until_ready(1).unwrap();
     assert!(got.iter().all(|(t, _)| *t != b'E'), "{got:?}");
@@ -173,7 +176,10 @@ fn attack_pg_latin1_query_is_audited() {
     let simple = events_with(&db, "as latin1_simple");
     assert_eq!(simple.len(), 1, "{simple:#?}");
     assert_eq!(simple[0].0, "success", "{simple:#?}");
-    assert!(simple[0].1.contains("select 'caf\u{fffd}' as latin1_simple"), "{simple:#?}");
+    assert!(
+        simple[0].1.contains("select 'caf\u{fffd}' as latin1_simple"),
+        "{simple:#?}"
+    );
     assert!(simple[0].1.contains("tag=\"SELECT 1\""), "{simple:#?}");
     let ext = events_with(&db, "as latin1_extended");
     assert_eq!(ext.len(), 1, "{ext:#?}");
@@ -353,14 +359,12 @@ fn attack_pg_own_password_then_direct_login_refused() {
     assert_eq!(out.stdout.trim(), "alice@example.com", "{out:?}");
 
     // Revoked while no session is open: disabled and stripped of app_read.
-    let grants = super::common::json(&db.env.admin.run(&[
-        "grants",
-        "list",
-        "--user",
-        "alice@example.com",
-        "-o",
-        "json",
-    ]));
+    let grants =
+        super::common::json(
+            &db.env
+                .admin
+                .run(&["grants", "list", "--user", "alice@example.com", "-o", "json"]),
+        );
     let id = grants[0]["id"].as_str().unwrap().to_owned();
     db.env.admin.run(&["grants", "remove", "--id", &id]).ok();
     eventually!(15, || {
