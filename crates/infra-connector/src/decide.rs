@@ -165,6 +165,17 @@ impl Decider {
         })
     }
 
+    /// Whether user `user_id` holds any grant on `destination` now,
+    /// directly or through a group: for access that outlives a request
+    /// (a database login role).
+    pub(crate) fn has_any_grant(&self, user_id: &str, destination: &str, now_ms: i64) -> bool {
+        let Ok(resource) = Resource::parse(destination) else {
+            return false;
+        };
+        let groups = self.groups_of.get(user_id).cloned().unwrap_or_default();
+        !self.index.roles(user_id, &groups, &resource, now_ms).is_empty()
+    }
+
     pub(crate) fn claims(&self, token: &str, destination: &str) -> Option<Claims> {
         self.verifier.verify(token, destination).ok()
     }

@@ -9,6 +9,7 @@ mod config;
 mod decide;
 mod direct;
 mod kube;
+mod pg_audit;
 mod pg_direct;
 mod pg_roles;
 mod pg_session;
@@ -95,6 +96,29 @@ pub async fn run(args: ConnectorArgs) -> anyhow::Result<()> {
             st.recheck();
         }
     });
+    // Login roles left able to log in (a connector stopped with sessions
+    // open) are locked out; retried until the database answers.
+    for (name, roles) in &state.pg {
+        let (name, roles) = (name.clone(), roles.clone());
+        tokio::spawn(async move {
+            let mut wait = std::time::Duration::from_secs(1);
+            loop {
+                match roles.lock_out_enabled().await {
+                    Ok(n) => {
+                        if n > 0 {
+                            tracing::info!(destination = %name, roles = n, "login roles left enabled were locked out");
+                        }
+                        break;
+                    }
+                    Err(e) => {
+                        tracing::warn!(destination = %name, error = %e, "cannot check the login roles yet; retrying");
+                        tokio::time::sleep(wait).await;
+                        wait = (wait * 2).min(std::time::Duration::from_secs(60));
+                    }
+                }
+            }
+        });
+    }
     for d in &state.settings.destinations {
         if let config::Kind::Ssh(cfg) = &d.kind {
             tokio::spawn(ssh_host::run(state.clone(), d.name.clone(), cfg.clone()));

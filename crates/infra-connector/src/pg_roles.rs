@@ -9,6 +9,16 @@
 //! reaches only the granted roles. The connector's admin credentials are
 //! used only on its own connection, to create, update and disable these
 //! roles; they never carry a user's queries.
+//!
+//! *Architecture Invariant:* a login role can log in only while this
+//! connector has a session open for it. The first session sets a fresh
+//! random password and `LOGIN`; when the last one ends the role gets
+//! another random password nobody knows and `NOLOGIN`, and at start-up
+//! every role with Infra's mark found able to log in is treated the same.
+//! A password the user set on their own role (`ALTER ROLE CURRENT_USER
+//! PASSWORD …`, which PostgreSQL allows any role) thus works at most while
+//! one of their Infra sessions is open, and `pg_hba.conf` keeps that window
+//! to the connector's address.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -25,8 +35,29 @@ const RENEW_SECS: i64 = 600;
 /// Marks the roles Infra manages (and may change); others are never touched.
 const MARK: &str = "managed by infra";
 
-/// A login role's password and until when it is valid (unix seconds).
-type Password = Option<(String, i64)>;
+/// What this connector knows of one login role.
+#[derive(Default)]
+pub(crate) struct Slot {
+    /// The password it set and until when it is valid (unix seconds).
+    password: Option<(String, i64)>,
+    /// Sessions open through this connector.
+    sessions: usize,
+    /// The user behind the role, to tell when their access ends.
+    user_id: String,
+    /// Disabled for lost access; nothing more to do until a new session.
+    revoked: bool,
+    /// The last session ended but the role could not be locked out (the
+    /// database was unreachable): tried again on the next snapshot.
+    lock_out_due: bool,
+}
+
+/// One open session's hold on a login role; [`Lease::end`] it when the
+/// session ends (dropping it ends it in the background).
+pub(crate) struct Lease {
+    roles: Arc<Roles>,
+    name: String,
+    ended: bool,
+}
 
 /// A role as `pg_roles` describes it.
 struct RoleState {
@@ -41,9 +72,9 @@ struct RoleState {
 pub(crate) struct Roles {
     cfg: PgConfig,
     admin: Mutex<Option<Admin>>,
-    /// Per user: the password and until when it is valid, and a lock that
-    /// keeps a password change and a login from crossing.
-    users: Mutex<HashMap<String, Arc<Mutex<Password>>>>,
+    /// Per login role: what this connector knows of it, behind a lock that
+    /// keeps a password change, a login and a lock-out from crossing.
+    users: Mutex<HashMap<String, Arc<Mutex<Slot>>>>,
 }
 
 /// The database role for `email`: the email itself, which is what
@@ -125,28 +156,37 @@ impl Roles {
         }))
     }
 
+    fn slot(&self, users: &mut HashMap<String, Arc<Mutex<Slot>>>, name: &str) -> Arc<Mutex<Slot>> {
+        users.entry(name.to_owned()).or_default().clone()
+    }
+
     /// Makes sure `email`'s login role exists, may log in, and is a member
-    /// of exactly `roles`; returns its name, its password and the lock to
-    /// hold while logging in with it.
+    /// of exactly `roles`, for one more session; returns the session's
+    /// lease on it, its password and the lock to hold while logging in with
+    /// it. `fresh` sets a new password even if this connector's is current
+    /// (a login with it was refused).
     pub(crate) async fn ensure(
-        &self,
+        self: &Arc<Self>,
         email: &str,
+        user_id: &str,
         roles: &[String],
-    ) -> Result<(String, String, tokio::sync::OwnedMutexGuard<Password>), PgError> {
+        fresh: bool,
+    ) -> Result<(Lease, String, tokio::sync::OwnedMutexGuard<Slot>), PgError> {
         let name = role_name(email);
-        let slot = {
-            let mut users = self.users.lock().await;
-            users.entry(name.clone()).or_default().clone()
-        };
-        let mut pw = slot.lock_owned().await;
+        let slot = self.slot(&mut *self.users.lock().await, &name);
+        let mut s = slot.lock_owned().await;
         let state = self.role_state(&name).await?;
-        let renew = pw.as_ref().is_none_or(|(_, until)| until - now_s() < RENEW_SECS);
-        let (password, until) = match pw.as_ref() {
+        // A new password when the role was locked out (no session open
+        // here, or another connector's last session ended), or when due.
+        let renew = fresh
+            || s.sessions == 0
+            || state.as_ref().is_some_and(|r| !r.can_login)
+            || s.password
+                .as_ref()
+                .is_none_or(|(_, until)| until - now_s() < RENEW_SECS);
+        let (password, until) = match s.password.as_ref() {
             Some((p, u)) if !renew => (p.clone(), *u),
-            _ => (
-                infra_auth::random_token(24).map_err(|e| PgError::Io(e.to_string()))?,
-                now_s() + VALID_SECS,
-            ),
+            _ => (new_password()?, now_s() + VALID_SECS),
         };
         let valid_until = time::OffsetDateTime::from_unix_timestamp(until)
             .ok()
@@ -172,8 +212,6 @@ impl Roles {
                         "role {name} became a superuser outside Infra; refusing to use it"
                     )));
                 }
-                // LOGIN again if it was disabled and, when due, a new
-                // password; nothing when both are as they should be.
                 if renew {
                     sql.push_str(&format!(
                         "ALTER ROLE {} LOGIN PASSWORD {} VALID UNTIL {};",
@@ -181,8 +219,6 @@ impl Roles {
                         literal(&password),
                         literal(&valid_until)
                     ));
-                } else if !r.can_login {
-                    sql.push_str(&format!("ALTER ROLE {} LOGIN;", ident(&name)));
                 }
                 r.member_of
             }
@@ -205,36 +241,172 @@ impl Roles {
         if !sql.is_empty() {
             self.admin(&sql).await?;
         }
-        *pw = Some((password.clone(), until));
-        Ok((name, password, pw))
+        s.password = Some((password.clone(), until));
+        s.sessions += 1;
+        user_id.clone_into(&mut s.user_id);
+        s.revoked = false;
+        s.lock_out_due = false;
+        let lease = Lease {
+            roles: self.clone(),
+            name,
+            ended: false,
+        };
+        Ok((lease, password, s))
+    }
+
+    /// A session on role `name` ended; after the last one the role may no
+    /// longer log in.
+    async fn release(&self, name: &str) {
+        let slot = self.slot(&mut *self.users.lock().await, name);
+        let mut s = slot.lock().await;
+        s.sessions = s.sessions.saturating_sub(1);
+        if s.sessions > 0 {
+            return;
+        }
+        s.password = None;
+        match self.lock_out(name).await {
+            Ok(()) => s.lock_out_due = false,
+            Err(e) => {
+                tracing::warn!(role = %name, error = %e, "cannot lock out the login role after its last session; will retry");
+                s.lock_out_due = true;
+            }
+        }
+    }
+
+    /// `NOLOGIN` and a random password nobody knows, if the role is ours.
+    /// Its memberships stay: the next session needs them.
+    async fn lock_out(&self, name: &str) -> Result<(), PgError> {
+        if self.role_state(name).await?.is_none_or(|r| !r.ours) {
+            return Ok(());
+        }
+        self.admin(&format!(
+            "ALTER ROLE {} NOLOGIN PASSWORD {};",
+            ident(name),
+            literal(&new_password()?)
+        ))
+        .await?;
+        Ok(())
+    }
+
+    /// At start-up: every role with Infra's mark that can log in was left
+    /// so by a connector that stopped with sessions open (or by hand); none
+    /// of its sessions is open here, so it is locked out. Returns how many.
+    pub(crate) async fn lock_out_enabled(&self) -> Result<usize, PgError> {
+        let rows = self
+            .admin(&format!(
+                "SELECT r.rolname FROM pg_roles r WHERE r.rolcanlogin \
+                 AND starts_with(coalesce(shobj_description(r.oid, 'pg_authid'), ''), {})",
+                literal(MARK)
+            ))
+            .await?;
+        let mut n = 0;
+        for name in rows.into_iter().filter_map(|r| r.into_iter().next().flatten()) {
+            let slot = self.slot(&mut *self.users.lock().await, &name);
+            let mut s = slot.lock().await;
+            // A session that started meanwhile keeps its role.
+            if s.sessions > 0 {
+                continue;
+            }
+            self.lock_out(&name).await?;
+            s.password = None;
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    /// After a change of grants: disables the role of every user this
+    /// connector served who no longer has access (`has_access` by user
+    /// id), open session or not, and retries lock-outs that failed.
+    pub(crate) async fn revoke_lost(&self, has_access: impl Fn(&str) -> bool) {
+        let known: Vec<(String, Arc<Mutex<Slot>>)> = self
+            .users
+            .lock()
+            .await
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        for (name, slot) in known {
+            let mut s = slot.lock().await;
+            if !s.revoked && !s.user_id.is_empty() && !has_access(&s.user_id) {
+                match self.disable_locked(&name, &mut s).await {
+                    Ok(()) => tracing::info!(role = %name, "access ended: login role disabled"),
+                    Err(e) => tracing::warn!(role = %name, error = %e, "cannot disable the login role; will retry"),
+                }
+            } else if s.lock_out_due && s.sessions == 0 {
+                match self.lock_out(&name).await {
+                    Ok(()) => s.lock_out_due = false,
+                    Err(e) => tracing::warn!(role = %name, error = %e, "cannot lock out the login role; will retry"),
+                }
+            }
+        }
     }
 
     /// Access ended: the role may no longer log in, loses its memberships,
     /// and its sessions are ended.
     pub(crate) async fn disable(&self, email: &str) -> Result<(), PgError> {
         let name = role_name(email);
-        let users = self.users.lock().await;
-        let Some(slot) = users.get(&name).cloned() else {
+        let Some(slot) = self.users.lock().await.get(&name).cloned() else {
             return Ok(());
         };
-        drop(users);
-        let mut pw = slot.lock().await;
-        let Some(state) = self.role_state(&name).await?.filter(|r| r.ours) else {
-            *pw = None;
+        let mut s = slot.lock().await;
+        self.disable_locked(&name, &mut s).await
+    }
+
+    async fn disable_locked(&self, name: &str, s: &mut Slot) -> Result<(), PgError> {
+        s.password = None;
+        let Some(state) = self.role_state(name).await?.filter(|r| r.ours) else {
+            s.revoked = true;
             return Ok(());
         };
-        let mut sql = format!("ALTER ROLE {} NOLOGIN PASSWORD NULL;", ident(&name));
+        let mut sql = format!(
+            "ALTER ROLE {} NOLOGIN PASSWORD {};",
+            ident(name),
+            literal(&new_password()?)
+        );
         for r in state.member_of {
-            sql.push_str(&format!(" REVOKE {} FROM {};", ident(&r), ident(&name)));
+            sql.push_str(&format!(" REVOKE {} FROM {};", ident(&r), ident(name)));
         }
         sql.push_str(&format!(
             " SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = {};",
-            literal(&name)
+            literal(name)
         ));
         self.admin(&sql).await?;
-        *pw = None;
+        s.revoked = true;
         Ok(())
     }
+}
+
+impl Lease {
+    /// The login role's name.
+    pub(crate) fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The session ended: after the last one the role may no longer log in.
+    pub(crate) async fn end(mut self) {
+        self.ended = true;
+        self.roles.release(&self.name).await;
+    }
+}
+
+impl Drop for Lease {
+    /// A session task that ends without [`Lease::end`] (cancelled, or a
+    /// bug) still gives its role back.
+    fn drop(&mut self) {
+        if self.ended {
+            return;
+        }
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            let (roles, name) = (self.roles.clone(), std::mem::take(&mut self.name));
+            rt.spawn(async move { roles.release(&name).await });
+        }
+    }
+}
+
+/// A random password for a login role: known only to this connector, or to
+/// nobody (a locked-out role).
+fn new_password() -> Result<String, PgError> {
+    infra_auth::random_token(24).map_err(|e| PgError::Io(e.to_string()))
 }
 
 #[cfg(test)]

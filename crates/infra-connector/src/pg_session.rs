@@ -4,8 +4,8 @@
 //! user's own login role, then relays messages both ways, auditing each
 //! query with its outcome, until either side ends or access is revoked.
 
-use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use bytes::BytesMut;
@@ -16,7 +16,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::PgConfig;
 use crate::decide::Identity;
-use crate::pg_roles::Roles;
+use crate::pg_audit::Audit;
+use crate::pg_roles::{Lease, Roles};
 use crate::pg_upstream::{self, PgError};
 use crate::state::{State, now_ms};
 
@@ -31,8 +32,32 @@ const PASSED_PARAMS: [&str; 7] = [
     "extra_float_digits",
     "search_path",
 ];
-/// Query text kept in an audit event.
-const MAX_AUDIT_SQL: usize = 4096;
+
+/// Why a session's relay ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Ended {
+    ClientClosed,
+    DatabaseClosed,
+    Revoked,
+    /// The client sent something that is not a PostgreSQL message.
+    Protocol(String),
+}
+
+impl Ended {
+    fn as_str(&self) -> &'static str {
+        match self {
+            Ended::ClientClosed => "client closed",
+            Ended::DatabaseClosed => "database closed",
+            Ended::Revoked => "access revoked",
+            Ended::Protocol(_) => "protocol violation",
+        }
+    }
+}
+
+/// SQLSTATEs of a refused login: `invalid_password` (the password was
+/// changed, by the user from a session or by another connector) and
+/// `invalid_authorization_specification` (the role was set NOLOGIN).
+const LOGIN_REFUSED: [&str; 2] = ["28P01", "28000"];
 
 /// Who and where, for the audit events of one session.
 pub(crate) struct Session {
@@ -103,20 +128,7 @@ impl Session {
             .unwrap_or(&self.cfg.database)
             .to_owned();
         let roles = self.ident.roles.clone();
-        let connected = async {
-            let (login, password, guard) = self.roles.ensure(&self.ident.email, &roles).await?;
-            let mut up: Vec<(&str, &str)> = vec![("user", &login), ("database", &database)];
-            for (k, v) in &params {
-                if PASSED_PARAMS.contains(&k.as_str()) {
-                    up.push((k, v));
-                }
-            }
-            let c = pg_upstream::connect(&self.cfg.host, self.cfg.port, &up, &password).await?;
-            drop(guard);
-            Ok::<_, PgError>((login, c))
-        }
-        .await;
-        let (login, upstream) = match connected {
+        let (lease, upstream) = match self.login(&database, &params).await {
             Ok(v) => v,
             Err(e) => {
                 let (code, msg) = match &e {
@@ -131,6 +143,7 @@ impl Session {
                 return;
             }
         };
+        let login = lease.name().to_owned();
         self.record(
             "success",
             format!(
@@ -139,21 +152,71 @@ impl Session {
                 get("application_name").unwrap_or("")
             ),
         );
-        if io.write_all(&upstream.greeting).await.is_err() {
-            return;
-        }
-        let (ended, up_bytes, down_bytes) = self.relay(io, buf, upstream).await;
+        let (ended, up_bytes, down_bytes) = if io.write_all(&upstream.greeting).await.is_err() {
+            (Ended::ClientClosed, 0, 0)
+        } else {
+            self.relay(io, buf, upstream).await
+        };
         self.record(
             "success",
             format!(
-                "session end database={database} login_role={login} bytes_in={up_bytes} bytes_out={down_bytes} duration_ms={} ended={ended}",
-                started.elapsed().as_millis()
+                "session end database={database} login_role={login} bytes_in={up_bytes} bytes_out={down_bytes} duration_ms={} ended={}",
+                started.elapsed().as_millis(),
+                ended.as_str()
             ),
         );
-        if ended == "access revoked"
+        if ended == Ended::Revoked
             && let Err(e) = self.roles.disable(&self.ident.email).await
         {
             tracing::warn!(destination = %self.destination, user = %self.ident.email, error = %e, "cannot disable the login role");
+        }
+        // The last session of the role: it may no longer log in.
+        lease.end().await;
+    }
+
+    /// Logs in upstream as the user's login role. A refused login (the
+    /// user set their own password from a session, or another connector
+    /// reset it) re-establishes the role with a new password and tries
+    /// once more.
+    async fn login(
+        &self,
+        database: &str,
+        params: &[(String, String)],
+    ) -> Result<(Lease, pg_upstream::Connected), PgError> {
+        let mut fresh = false;
+        loop {
+            let (lease, password, guard) = self
+                .roles
+                .ensure(&self.ident.email, &self.ident.user_id, &self.ident.roles, fresh)
+                .await?;
+            let mut up: Vec<(&str, &str)> = vec![("user", lease.name()), ("database", database)];
+            for (k, v) in params {
+                if PASSED_PARAMS.contains(&k.as_str()) {
+                    up.push((k, v));
+                }
+            }
+            let r = pg_upstream::connect(&self.cfg.host, self.cfg.port, &up, &password).await;
+            drop(guard);
+            match r {
+                Ok(c) => return Ok((lease, c)),
+                Err(PgError::Server { code, message }) if !fresh && LOGIN_REFUSED.contains(&code.as_str()) => {
+                    // Worth an event: the usual cause is a user who set
+                    // their own role's password.
+                    self.record(
+                        "failure",
+                        format!(
+                            "login as {} refused ({code} {message}); giving the role a new password and trying once more",
+                            lease.name()
+                        ),
+                    );
+                    lease.end().await;
+                    fresh = true;
+                }
+                Err(e) => {
+                    lease.end().await;
+                    return Err(e);
+                }
+            }
         }
     }
 
@@ -172,75 +235,95 @@ impl Session {
     }
 
     /// Messages both ways until one side ends or access is revoked; returns
-    /// why it ended and the bytes each way.
-    async fn relay<S>(
-        &self,
-        io: S,
-        mut client_buf: BytesMut,
-        upstream: pg_upstream::Connected,
-    ) -> (&'static str, u64, u64)
+    /// why it ended and the bytes each way. Each direction runs on its own,
+    /// so a client that pipelines while the database answers never stalls
+    /// either; both see the audit, which is never held across an await.
+    async fn relay<S>(&self, io: S, client_buf: BytesMut, upstream: pg_upstream::Connected) -> (Ended, u64, u64)
     where
         S: AsyncRead + AsyncWrite + Unpin + Send,
     {
         let (mut cr, mut cw) = tokio::io::split(io);
         let (mut ur, mut uw) = upstream.stream.into_split();
-        let mut audit = Audit::new(self.cfg.keep_parameters);
-        let mut up_buf = BytesMut::from(&upstream.extra[..]);
-        let (mut bytes_in, mut bytes_out) = (0u64, 0u64);
-        // Bytes that came with the startup packet are messages too.
-        let mut pending_client = !client_buf.is_empty();
-        loop {
-            if pending_client {
-                pending_client = false;
-                match take_frames(&mut client_buf, &mut audit) {
-                    Ok(Some(chunk)) => {
-                        bytes_in += chunk.len() as u64;
-                        if uw.write_all(&chunk).await.is_err() {
-                            return ("database closed", bytes_in, bytes_out);
+        let audit = std::sync::Mutex::new(Audit::new(self.cfg.keep_parameters));
+        let (bytes_in, bytes_out) = (AtomicU64::new(0), AtomicU64::new(0));
+        let to_database = async {
+            // Bytes that came with the startup packet are messages too.
+            let mut buf = client_buf;
+            loop {
+                if !buf.is_empty() {
+                    // The audit sees each message before the database does.
+                    let taken = take_frames(&mut buf, &mut audit.lock().unwrap_or_else(|p| p.into_inner()));
+                    match taken {
+                        Ok(Some(chunk)) => {
+                            bytes_in.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+                            if uw.write_all(&chunk).await.is_err() {
+                                return Ended::DatabaseClosed;
+                            }
                         }
+                        Ok(None) => {}
+                        Err(e) => return Ended::Protocol(e),
                     }
-                    Ok(None) => {}
-                    Err(e) => {
-                        let _ = cw.write_all(&error_response("FATAL", "08P01", &e)).await;
-                        self.record("denied", format!("protocol violation: {e}"));
-                        return ("protocol violation", bytes_in, bytes_out);
-                    }
+                }
+                match cr.read_buf(&mut buf).await {
+                    Ok(0) | Err(_) => return Ended::ClientClosed,
+                    Ok(_) => {}
                 }
             }
-            tokio::select! {
-                () = self.cancel.cancelled() => {
-                    let msg = "your access to this database was revoked; the session is closed";
-                    let _ = cw.write_all(&error_response("FATAL", "57P01", msg)).await;
-                    return ("access revoked", bytes_in, bytes_out);
-                }
-                r = cr.read_buf(&mut client_buf) => {
-                    match r {
-                        Ok(0) | Err(_) => return ("client closed", bytes_in, bytes_out),
-                        Ok(_) => pending_client = true,
-                    }
-                }
-                r = ur.read_buf(&mut up_buf) => {
-                    match r {
-                        Ok(0) | Err(_) => return ("database closed", bytes_in, bytes_out),
-                        Ok(_) => {}
-                    }
-                    let mut n = 0;
-                    while let Ok(Some((tag, len))) = frame(&up_buf[n..], usize::MAX >> 1) {
-                        for (result, detail) in audit.server(tag, &up_buf[n + 5..n + len]) {
-                            self.record(result, detail);
-                        }
+        };
+        let to_client = async {
+            let mut buf = BytesMut::from(&upstream.extra[..]);
+            loop {
+                let mut n = 0;
+                let mut events = Vec::new();
+                {
+                    let mut a = audit.lock().unwrap_or_else(|p| p.into_inner());
+                    while let Ok(Some((tag, len))) = frame(&buf[n..], usize::MAX >> 1) {
+                        events.extend(a.server(tag, &buf[n + 5..n + len]));
                         n += len;
                     }
-                    if n > 0 {
-                        let chunk = up_buf.split_to(n);
-                        bytes_out += chunk.len() as u64;
-                        if cw.write_all(&chunk).await.is_err() {
-                            return ("client closed", bytes_in, bytes_out);
-                        }
+                }
+                for e in events {
+                    self.record(e.outcome.as_str(), e.detail);
+                }
+                if n > 0 {
+                    let chunk = buf.split_to(n);
+                    bytes_out.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+                    if cw.write_all(&chunk).await.is_err() {
+                        return Ended::ClientClosed;
                     }
                 }
+                match ur.read_buf(&mut buf).await {
+                    Ok(0) | Err(_) => return Ended::DatabaseClosed,
+                    Ok(_) => {}
+                }
             }
+        };
+        let ended = tokio::select! {
+            () = self.cancel.cancelled() => Ended::Revoked,
+            e = to_database => e,
+            e = to_client => e,
+        };
+        match &ended {
+            Ended::Revoked => {
+                let msg = "your access to this database was revoked; the session is closed";
+                let _ = cw.write_all(&error_response("FATAL", "57P01", msg)).await;
+            }
+            Ended::Protocol(e) => {
+                let _ = cw.write_all(&error_response("FATAL", "08P01", e)).await;
+                self.record("denied", format!("protocol violation: {e}"));
+            }
+            Ended::ClientClosed | Ended::DatabaseClosed => {}
         }
+        // Statements the database got but did not answer: recorded now,
+        // with an unknown outcome, never dropped.
+        let in_flight = audit
+            .into_inner()
+            .unwrap_or_else(|p| p.into_inner())
+            .end(ended.as_str());
+        for e in in_flight {
+            self.record(e.outcome.as_str(), e.detail);
+        }
+        (ended, bytes_in.into_inner(), bytes_out.into_inner())
     }
 }
 
@@ -278,146 +361,6 @@ pub(crate) async fn read_startup<S: AsyncRead + Unpin>(
         match io.read_buf(buf).await {
             Ok(0) | Err(_) => return Ok(None),
             Ok(_) => {}
-        }
-    }
-}
-
-/// Follows the conversation to audit each statement with its outcome:
-/// statements are queued as the client sends them and reported when the
-/// server says it is ready again.
-struct Audit {
-    keep_parameters: bool,
-    /// Statement name → SQL, from Parse.
-    prepared: HashMap<String, String>,
-    /// Portal name → (SQL, parameters), from Bind.
-    portals: HashMap<String, (String, String)>,
-    pending: VecDeque<Pending>,
-    /// Outcome of the statements since the last ReadyForQuery.
-    tags: Vec<String>,
-    error: Option<String>,
-}
-
-struct Pending {
-    sql: String,
-    params: String,
-    started: Instant,
-}
-
-fn clip(s: &str) -> String {
-    if s.len() <= MAX_AUDIT_SQL {
-        return s.to_owned();
-    }
-    let mut cut = MAX_AUDIT_SQL;
-    while !s.is_char_boundary(cut) {
-        cut -= 1;
-    }
-    format!("{}…", &s[..cut])
-}
-
-impl Audit {
-    fn new(keep_parameters: bool) -> Self {
-        Self {
-            keep_parameters,
-            prepared: HashMap::new(),
-            portals: HashMap::new(),
-            pending: VecDeque::new(),
-            tags: Vec::new(),
-            error: None,
-        }
-    }
-
-    fn client(&mut self, tag: u8, body: &[u8]) {
-        match tag {
-            b'Q' => {
-                if let Ok(sql) = infra_proto_pg::query_text(body) {
-                    self.pending.push_back(Pending {
-                        sql: clip(sql),
-                        params: String::new(),
-                        started: Instant::now(),
-                    });
-                }
-            }
-            b'P' => {
-                if let Ok((name, sql)) = infra_proto_pg::parse_text(body) {
-                    if self.prepared.len() > 10_000 {
-                        self.prepared.clear();
-                    }
-                    self.prepared.insert(name.to_owned(), clip(sql));
-                }
-            }
-            b'B' => {
-                if let Ok((portal, statement, params)) = infra_proto_pg::bind(body) {
-                    let sql = self.prepared.get(statement).cloned().unwrap_or_default();
-                    let shown = if self.keep_parameters {
-                        let vals: Vec<String> = params
-                            .iter()
-                            .map(|p| match p {
-                                None => "NULL".into(),
-                                Some(v) => format!("{:?}", String::from_utf8_lossy(v)),
-                            })
-                            .collect();
-                        format!("[{}]", vals.join(", "))
-                    } else {
-                        format!("{} redacted", params.len())
-                    };
-                    self.portals.insert(portal.to_owned(), (sql, shown));
-                }
-            }
-            b'E' => {
-                if let Some(portal) = infra_proto_pg::execute_portal(body) {
-                    let (sql, params) = self.portals.get(portal).cloned().unwrap_or_default();
-                    self.pending.push_back(Pending {
-                        sql,
-                        params,
-                        started: Instant::now(),
-                    });
-                }
-            }
-            _ => {}
-        }
-    }
-
-    /// Server message `tag`: returns the audit events it completes.
-    fn server(&mut self, tag: u8, body: &[u8]) -> Vec<(&'static str, String)> {
-        match tag {
-            b'C' => {
-                if let Some(t) = infra_proto_pg::command_tag(body) {
-                    self.tags.push(t.to_owned());
-                }
-                Vec::new()
-            }
-            b'E' => {
-                let (code, message) = infra_proto_pg::error_fields(body);
-                if self.error.is_none() {
-                    self.error = Some(format!("{code} {message}"));
-                }
-                Vec::new()
-            }
-            b'Z' => {
-                let tags = std::mem::take(&mut self.tags).join(";");
-                let error = self.error.take();
-                self.pending
-                    .drain(..)
-                    .map(|p| {
-                        let mut d = format!("query={:?}", p.sql);
-                        if !p.params.is_empty() {
-                            d.push_str(&format!(" params={}", p.params));
-                        }
-                        d.push_str(&format!(" duration_ms={}", p.started.elapsed().as_millis()));
-                        match &error {
-                            Some(e) => {
-                                d.push_str(&format!(" error={e:?}"));
-                                ("failure", d)
-                            }
-                            None => {
-                                d.push_str(&format!(" tag={tags:?}"));
-                                ("success", d)
-                            }
-                        }
-                    })
-                    .collect()
-            }
-            _ => Vec::new(),
         }
     }
 }

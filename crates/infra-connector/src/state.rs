@@ -156,7 +156,24 @@ impl State {
             *g = Some(d.clone());
         }
         self.recheck();
+        self.revoke_login_roles(&d);
         self.snapshots.send_replace(Some(Arc::new(s.clone())));
+    }
+
+    /// Disables the database login roles of users whose access is gone,
+    /// whether or not a session of theirs is open.
+    fn revoke_login_roles(&self, d: &Arc<Decider>) {
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        for (destination, roles) in &self.pg {
+            let (roles, d, destination) = (roles.clone(), d.clone(), destination.clone());
+            rt.spawn(async move {
+                roles
+                    .revoke_lost(|user_id| d.has_any_grant(user_id, &destination, now_ms()))
+                    .await;
+            });
+        }
     }
 
     /// Cuts open streams the current grants no longer allow: on each

@@ -1,9 +1,9 @@
 //! PostgreSQL wire protocol (v3) framing, as Infra needs it between a
 //! client and the connector: the untyped startup packet (SSLRequest,
 //! CancelRequest, StartupMessage), tagged message frames in both
-//! directions, the few message bodies the audit reads (Query, Parse,
-//! CommandComplete, ErrorResponse), and the messages the connector writes
-//! itself (ErrorResponse, AuthenticationOk).
+//! directions, the few message bodies the audit reads (Query, Parse, Bind,
+//! Execute, Close, FunctionCall, CommandComplete, ErrorResponse), and the
+//! messages the connector writes itself (ErrorResponse, AuthenticationOk).
 //!
 //! Pure functions over byte slices: no I/O, no policy. Every length is
 //! checked before it is trusted; a malformed or oversized packet is an
@@ -149,60 +149,112 @@ pub fn frame(buf: &[u8], max: usize) -> Result<Option<(u8, usize)>, WireError> {
     Ok(Some((tag, total)))
 }
 
-/// The SQL of a simple `Query` ('Q') message body.
-pub fn query_text(body: &[u8]) -> Result<&str, WireError> {
-    match cstr(body) {
-        Some((q, [])) => Ok(q),
-        _ => Err(WireError::Body {
-            tag: b'Q',
-            why: "query is not one NUL-terminated UTF-8 string",
-        }),
-    }
+/// A NUL-terminated byte string at the start of `b`, whatever its
+/// encoding (the client's `client_encoding` decides it), and what follows.
+fn cbytes(b: &[u8]) -> Option<(&[u8], &[u8])> {
+    let end = b.iter().position(|&c| c == 0)?;
+    Some((&b[..end], &b[end + 1..]))
 }
 
-/// The statement name and SQL of a `Parse` ('P') message body.
-pub fn parse_text(body: &[u8]) -> Result<(&str, &str), WireError> {
+/// The SQL of a simple `Query` ('Q') message body, as bytes in the
+/// client's encoding: everything up to the first NUL (or the whole body if
+/// it has none, which the database refuses). Never an error, because the
+/// audit must show whatever reached the database.
+pub fn query_bytes(body: &[u8]) -> &[u8] {
+    cbytes(body).map_or(body, |(q, _)| q)
+}
+
+/// The statement name and SQL of a `Parse` ('P') message body, as bytes.
+pub fn parse_message(body: &[u8]) -> Result<(&[u8], &[u8]), WireError> {
     let bad = WireError::Body {
         tag: b'P',
-        why: "statement name or query is not a NUL-terminated UTF-8 string",
+        why: "statement name or query is not NUL-terminated",
     };
-    let (name, rest) = cstr(body).ok_or(bad.clone())?;
-    let (q, _) = cstr(rest).ok_or(bad)?;
+    let (name, rest) = cbytes(body).ok_or(bad.clone())?;
+    let (q, _) = cbytes(rest).ok_or(bad)?;
     Ok((name, q))
 }
 
-/// What a `Bind` message says: portal, statement, parameter values
-/// (`None` for NULL).
-pub type Bind<'a> = (&'a str, &'a str, Vec<Option<&'a [u8]>>);
+/// Parameter values as the wire carries them: `None` for NULL.
+fn values(
+    b: &[u8],
+    mut at: usize,
+    n: i16,
+    bad: impl Fn(&'static str) -> WireError,
+) -> Result<Vec<Option<&[u8]>>, WireError> {
+    let mut out = Vec::new();
+    for _ in 0..n.max(0) {
+        let len = b.get(at..at + 4).map(be_i32).ok_or(bad("parameter length"))?;
+        at += 4;
+        if len < 0 {
+            out.push(None);
+            continue;
+        }
+        let len = len as usize;
+        out.push(Some(b.get(at..at + len).ok_or(bad("parameter value"))?));
+        at += len;
+    }
+    Ok(out)
+}
+
+fn i16_at(b: &[u8], at: usize) -> Option<i16> {
+    b.get(at..at + 2).map(|x| i16::from_be_bytes([x[0], x[1]]))
+}
+
+/// Skips a count of format codes (Int16 n, then n Int16) at `at`.
+fn skip_formats(b: &[u8], at: usize, bad: impl Fn(&'static str) -> WireError) -> Result<usize, WireError> {
+    let n = i16_at(b, at).ok_or(bad("format count"))?;
+    let n = usize::try_from(n).map_err(|_| bad("negative format count"))?;
+    Ok(at + 2 + 2 * n)
+}
+
+/// What a `Bind` message says: portal, statement (names as bytes),
+/// parameter values (`None` for NULL).
+pub type Bind<'a> = (&'a [u8], &'a [u8], Vec<Option<&'a [u8]>>);
 
 /// Portal, statement and parameter values of a `Bind` ('B') message body.
 pub fn bind(body: &[u8]) -> Result<Bind<'_>, WireError> {
     let bad = |why| WireError::Body { tag: b'B', why };
-    let (portal, rest) = cstr(body).ok_or(bad("portal name"))?;
-    let (statement, rest) = cstr(rest).ok_or(bad("statement name"))?;
-    let i16_at = |b: &[u8], at: usize| b.get(at..at + 2).map(|x| i16::from_be_bytes([x[0], x[1]]));
-    let nformats = i16_at(rest, 0).ok_or(bad("format count"))?;
-    let mut at = 2 + 2 * usize::try_from(nformats).map_err(|_| bad("negative format count"))?;
+    let (portal, rest) = cbytes(body).ok_or(bad("portal name"))?;
+    let (statement, rest) = cbytes(rest).ok_or(bad("statement name"))?;
+    let at = skip_formats(rest, 0, bad)?;
     let nparams = i16_at(rest, at).ok_or(bad("parameter count"))?;
-    at += 2;
-    let mut params = Vec::new();
-    for _ in 0..nparams.max(0) {
-        let len = rest.get(at..at + 4).map(be_i32).ok_or(bad("parameter length"))?;
-        at += 4;
-        if len < 0 {
-            params.push(None);
-            continue;
-        }
-        let len = len as usize;
-        params.push(Some(rest.get(at..at + len).ok_or(bad("parameter value"))?));
-        at += len;
-    }
+    let params = values(rest, at + 2, nparams, bad)?;
     Ok((portal, statement, params))
 }
 
-/// The portal of an `Execute` ('E' from the client) message body.
-pub fn execute_portal(body: &[u8]) -> Option<&str> {
-    cstr(body).map(|(p, _)| p)
+/// The portal of an `Execute` ('E' from the client) message body, as bytes.
+pub fn execute_portal(body: &[u8]) -> Option<&[u8]> {
+    cbytes(body).map(|(p, _)| p)
+}
+
+/// What a `Close` ('C' from the client) message closes: `S` for a
+/// prepared statement or `P` for a portal, and its name.
+pub fn close_target(body: &[u8]) -> Option<(u8, &[u8])> {
+    let (&kind, rest) = body.split_first()?;
+    cbytes(rest).map(|(name, _)| (kind, name))
+}
+
+/// A `FunctionCall` ('F') message: the function's OID and its arguments
+/// (`None` for NULL). The protocol's fast path: it runs a function with no
+/// SQL text at all.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FunctionCall<'a> {
+    pub oid: u32,
+    pub args: Vec<Option<&'a [u8]>>,
+}
+
+/// The function and arguments of a `FunctionCall` ('F') message body.
+pub fn function_call(body: &[u8]) -> Result<FunctionCall<'_>, WireError> {
+    let bad = |why| WireError::Body { tag: b'F', why };
+    let oid = body
+        .get(..4)
+        .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+        .ok_or(bad("function OID"))?;
+    let at = skip_formats(body, 4, bad)?;
+    let nargs = i16_at(body, at).ok_or(bad("argument count"))?;
+    let args = values(body, at + 2, nargs, bad)?;
+    Ok(FunctionCall { oid, args })
 }
 
 /// The command tag of a `CommandComplete` ('C') message body.
@@ -339,12 +391,24 @@ mod tests {
         let q = message(b'Q', b"select 1\0");
         assert_eq!(frame(&q, MAX_MESSAGE).unwrap(), Some((b'Q', q.len())));
         assert_eq!(frame(&q[..q.len() - 1], MAX_MESSAGE).unwrap(), None);
-        assert_eq!(query_text(&q[5..]).unwrap(), "select 1");
+        assert_eq!(query_bytes(&q[5..]), b"select 1");
         assert!(frame(&[b'Q', 0, 0, 0, 3], MAX_MESSAGE).is_err());
         assert!(frame(&[b'Q', 0x7f, 0, 0, 0], 1024).is_err());
-        assert!(query_text(b"no terminator").is_err());
-        assert!(query_text(b"a\0b\0").is_err());
-        assert_eq!(parse_text(b"s1\0select $1\0\0\0").unwrap(), ("s1", "select $1"));
+        // Whatever the bytes, the audit gets them: not UTF-8, unterminated.
+        assert_eq!(query_bytes(b"select 'caf\xe9'\0"), b"select 'caf\xe9'");
+        assert_eq!(query_bytes(b"no terminator"), b"no terminator");
+        assert_eq!(query_bytes(b"a\0b\0"), b"a");
+        assert_eq!(
+            parse_message(b"s1\0select $1\0\0\0").unwrap(),
+            (&b"s1"[..], &b"select $1"[..])
+        );
+        assert_eq!(
+            parse_message(b"\xff\0select '\xe9'\0\0\0").unwrap(),
+            (&b"\xff"[..], &b"select '\xe9'"[..])
+        );
+        assert!(parse_message(b"s1\0unterminated").is_err());
+        assert_eq!(close_target(b"Ss1\0"), Some((b'S', &b"s1"[..])));
+        assert_eq!(execute_portal(b"p\0\0\0\0\0"), Some(&b"p"[..]));
     }
 
     #[test]
@@ -361,10 +425,42 @@ mod tests {
         ]
         .concat();
         let (portal, st, params) = bind(&body).unwrap();
-        assert_eq!((portal, st), ("", "s"));
+        assert_eq!((portal, st), (&b""[..], &b"s"[..]));
         assert_eq!(params, vec![Some(&b"42"[..]), None]);
         assert!(bind(&body[..body.len() - 7]).is_err());
         assert!(bind(&[&b"\0s\0"[..], &[0xff, 0xff]].concat()).is_err());
+    }
+
+    #[test]
+    fn function_calls() {
+        // OID 953, one format (text), one argument "ab", result text.
+        let body = [
+            &[0, 0, 3, 0xb9][..],
+            &[0, 1, 0, 0],
+            &[0, 1],
+            &[0, 0, 0, 2],
+            b"ab",
+            &[0, 0],
+        ]
+        .concat();
+        let f = function_call(&body).unwrap();
+        assert_eq!(f.oid, 953);
+        assert_eq!(f.args, vec![Some(&b"ab"[..])]);
+        // A NULL argument and no format codes.
+        let null = [
+            &[0xff, 0xff, 0xff, 0xfe][..],
+            &[0, 0],
+            &[0, 1],
+            &[0xff, 0xff, 0xff, 0xff],
+            &[0, 0],
+        ]
+        .concat();
+        let f = function_call(&null).unwrap();
+        assert_eq!((f.oid, f.args), (u32::MAX - 1, vec![None]));
+        for cut in 0..body.len() - 2 {
+            assert!(function_call(&body[..cut]).is_err(), "{cut}");
+        }
+        assert!(function_call(&[0, 0, 0, 1, 0xff, 0xff]).is_err());
     }
 
     /// The fuzz target's body (fuzz/fuzz_targets/wire.rs) on a million
@@ -389,6 +485,18 @@ mod tests {
             ]
             .concat(),
             error_response("ERROR", "42501", "permission denied"),
+            message(
+                b'F',
+                &[
+                    &[0, 0, 3, 0xb9][..],
+                    &[0, 1, 0, 0],
+                    &[0, 1],
+                    &[0, 0, 0, 2],
+                    b"ab",
+                    &[0, 0],
+                ]
+                .concat(),
+            ),
         ];
         let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
         let mut rnd = move || {
@@ -414,8 +522,9 @@ mod tests {
             let mut at = 0;
             while let Ok(Some((tag, len))) = frame(&data[at..], MAX_MESSAGE) {
                 let body = &data[at + 5..at + len];
-                let _ = (query_text(body), parse_text(body), bind(body), password(body));
+                let _ = (query_bytes(body), parse_message(body), bind(body), password(body));
                 let _ = (execute_portal(body), command_tag(body), error_fields(body), tag);
+                let _ = (function_call(body), close_target(body));
                 at += len;
             }
         }

@@ -13,14 +13,18 @@ fuzz_target!(|data: &[u8]| {
     while let Ok(Some((tag, len))) = infra_proto_pg::frame(&data[at..], infra_proto_pg::MAX_MESSAGE) {
         let body = &data[at + 5..at + len];
         match tag {
-            b'Q' => drop(infra_proto_pg::query_text(body)),
-            b'P' => drop(infra_proto_pg::parse_text(body)),
+            b'Q' => drop(infra_proto_pg::query_bytes(body)),
+            b'P' => drop(infra_proto_pg::parse_message(body)),
+            b'F' => drop(infra_proto_pg::function_call(body)),
             b'B' => drop(infra_proto_pg::bind(body)),
             b'E' => {
                 let _ = infra_proto_pg::execute_portal(body);
                 let _ = infra_proto_pg::error_fields(body);
             }
-            b'C' => drop(infra_proto_pg::command_tag(body)),
+            b'C' => {
+                let _ = infra_proto_pg::command_tag(body);
+                let _ = infra_proto_pg::close_target(body);
+            }
             b'p' => drop(infra_proto_pg::password(body)),
             _ => {}
         }

@@ -79,7 +79,7 @@ pub fn reader(db: &Db) -> Cli {
 }
 
 /// `infra psql db -- -c SQL` as the user of `cli`, verbose errors (with SQLSTATE).
-fn psql(cli: &Cli, sql: &str) -> infra_testkit::Output {
+pub fn psql(cli: &Cli, sql: &str) -> infra_testkit::Output {
     cli.run(&[
         "psql",
         "db",
@@ -246,7 +246,7 @@ fn revoking_ends_the_open_session() {
 
 /// psql with `conninfo` and `password`, asking `select current_user`: exit
 /// code, output (trimmed) and errors.
-fn psql_as(db: &Db, conninfo: &str, password: &str) -> (i32, String, String) {
+pub fn psql_as(db: &Db, conninfo: &str, password: &str) -> (i32, String, String) {
     let out = std::process::Command::new(db.pg.bin_dir().join("psql"))
         .arg(conninfo)
         .args(["-X", "-A", "-t", "-c", "select current_user"])
@@ -382,7 +382,7 @@ fn bad_tokens_and_bad_bytes_are_refused() {
 }
 
 /// Starts `infra proxy db` for `cli` on a free port; killed on drop.
-struct ProxyProc(u16, std::process::Child);
+pub struct ProxyProc(pub u16, std::process::Child);
 
 impl Drop for ProxyProc {
     fn drop(&mut self) {
@@ -391,7 +391,7 @@ impl Drop for ProxyProc {
     }
 }
 
-fn free_local_proxy(cli: &Cli) -> ProxyProc {
+pub fn free_local_proxy(cli: &Cli) -> ProxyProc {
     let port = infra_testkit::free_port();
     let child = std::process::Command::new(bin())
         .env("HOME", cli.home())
