@@ -20,6 +20,7 @@
 pub mod body;
 pub mod cancel;
 pub mod handshake;
+pub mod hygiene;
 pub mod proto;
 pub mod transport;
 

@@ -123,8 +123,14 @@ fn attack_identity_header_spellings_never_reach_upstream() {
         "X-Goog-Authenticated-User-Email",
         "Cf-Access-Authenticated-User-Email",
     ];
-    let values: Vec<String> = (0..spellings.len()).map(|i| format!("evil-{i}@attacker.example")).collect();
-    let headers: Vec<(&str, &str)> = spellings.iter().copied().zip(values.iter().map(String::as_str)).collect();
+    let values: Vec<String> = (0..spellings.len())
+        .map(|i| format!("evil-{i}@attacker.example"))
+        .collect();
+    let headers: Vec<(&str, &str)> = spellings
+        .iter()
+        .copied()
+        .zip(values.iter().map(String::as_str))
+        .collect();
     for http1 in [true, false] {
         let raw = Raw::new(&w, http1);
         let auth = format!("Bearer {}", w.t);
@@ -163,7 +169,9 @@ fn attack_identity_header_spellings_never_reach_upstream_in_direct_mode() {
         .unwrap();
     let get = |headers: &[(&str, &str)]| {
         rt.block_on(async {
-            let mut r = client.get(format!("https://web.localhost:{dport}/echo")).bearer_auth(&t);
+            let mut r = client
+                .get(format!("https://web.localhost:{dport}/echo"))
+                .bearer_auth(&t);
             for (k, v) in headers {
                 r = r.header(*k, *v);
             }
@@ -243,7 +251,11 @@ fn attack_h2c_and_unknown_upgrades_refused() {
     let a = raw.send(
         "GET",
         &raw.url("web", "/echo"),
-        &[("Authorization", &auth), ("Connection", "Upgrade"), ("Upgrade", "websocket")],
+        &[
+            ("Authorization", &auth),
+            ("Connection", "Upgrade"),
+            ("Upgrade", "websocket"),
+        ],
     );
     assert_eq!(echoed(&a)["upgrade"], "websocket", "{a:?}");
 }
@@ -263,7 +275,11 @@ fn attack_session_cookie_is_host_prefixed() {
         panic!("want one Set-Cookie: {a:?}")
     };
     assert!(cookie.starts_with("__Host-infra_token="), "{cookie}");
-    let attrs: Vec<String> = cookie.split(';').skip(1).map(|s| s.trim().to_ascii_lowercase()).collect();
+    let attrs: Vec<String> = cookie
+        .split(';')
+        .skip(1)
+        .map(|s| s.trim().to_ascii_lowercase())
+        .collect();
     for want in ["secure", "path=/", "httponly", "samesite=lax"] {
         assert!(attrs.iter().any(|a| a == want), "{want} missing: {cookie}");
     }
@@ -342,15 +358,10 @@ fn attack_open_redirect_rd_refused_at_connector_callback() {
     assert_eq!((a.status, a.location.as_str()), (302, "/echo?a=1"), "{a:?}");
 
     // A browser sent to log in from `//evil.example` returns to `/`.
-    let a = raw.send(
-        "GET",
-        &raw.url("web", "//evil.example"),
-        &[("Accept", "text/html")],
-    );
+    let a = raw.send("GET", &raw.url("web", "//evil.example"), &[("Accept", "text/html")]);
     assert_eq!(a.status, 302, "{a:?}");
     let back = format!("https%3A%2F%2Fweb.localhost%3A{port}%2F");
     assert!(a.location.ends_with(&format!("/authorize?rd={back}")), "{a:?}");
-
 }
 
 #[test]
@@ -425,7 +436,11 @@ fn attack_cross_destination_csrf_refused() {
     // The destination's own pages, and clients with the token in a header,
     // are not affected.
     for headers in [
-        vec![("Cookie", cookie.as_str()), ("Origin", own.as_str()), ("Sec-Fetch-Site", "same-origin")],
+        vec![
+            ("Cookie", cookie.as_str()),
+            ("Origin", own.as_str()),
+            ("Sec-Fetch-Site", "same-origin"),
+        ],
         vec![("Cookie", cookie.as_str())],
         vec![("Authorization", bearer.as_str()), ("Origin", sibling.as_str())],
     ] {
