@@ -16,7 +16,7 @@ const RESERVED_PREFIX: &str = "x-infra-";
 
 /// Identity claims by prefix (normalised): Infra's own, and those other
 /// proxies and platforms set, which upstream applications trust.
-const IDENTITY_PREFIXES: [&str; 16] = [
+const IDENTITY_PREFIXES: [&str; 15] = [
     "x-forwarded-",          // X-Forwarded-User/-Email/-Groups/-For/-Host/-Proto…
     RESERVED_PREFIX,         // X-Infra-Assertion and the tunnel's own
     "impersonate-",          // Kubernetes
@@ -32,11 +32,11 @@ const IDENTITY_PREFIXES: [&str; 16] = [
     "cf-access-",            // Cloudflare Access
     "x-ms-client-principal", // Azure App Service
     "x-pomerium-",           // Pomerium
-    "x-user-",               // X-User-Id, X-User-Email…
 ];
 
-/// Identity claims by exact (normalised) name.
-const IDENTITY_NAMES: [&str; 14] = [
+/// Identity claims by exact (normalised) name. (`X-User-*` is not a prefix
+/// here: grpc-web's `X-User-Agent` is no identity.)
+const IDENTITY_NAMES: [&str; 17] = [
     "forwarded",
     "x-forwarded",
     "x-real-ip",
@@ -46,6 +46,9 @@ const IDENTITY_NAMES: [&str; 14] = [
     "x-cluster-client-ip",
     "x-originating-ip",
     "x-user",
+    "x-user-id",
+    "x-user-email",
+    "x-user-groups",
     "x-email",
     "x-username",
     "x-groups",
@@ -220,6 +223,7 @@ mod tests {
             "x-csrf-token",
             "sec-websocket-protocol",
             "x-infrastructure",
+            "x-user-agent",
         ] {
             check(name, false);
         }
