@@ -67,6 +67,10 @@ pub struct LoginResponse {
     pub user: User,
     /// The password was set by an admin and must be changed now.
     pub password_update_required: bool,
+    /// Something the user should know about this session (it is shorter
+    /// than usual, say, and why).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notice: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -392,6 +396,9 @@ pub struct ProviderInfo {
     pub scopes: Vec<String>,
     pub allowed_domains: Vec<String>,
     pub created: String,
+    /// On creation: something the admin should know about this provider.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notice: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]

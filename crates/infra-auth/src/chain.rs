@@ -1,8 +1,14 @@
-//! A TLS server-certificate check by pin rather than by CA: used by the CLI
-//! on first contact (to read the chain a server presents, then trust the CA
-//! that matches the fingerprint the user gave) and by connectors configured
-//! with `tls.trustedFingerprint`. Handshake signatures are always verified,
-//! so the server must hold the key of the certificate it shows.
+//! A TLS server-certificate check by pin rather than by CA file: used by the
+//! CLI on first contact (to read the chain a server presents, then trust the
+//! CA that matches the fingerprint the user gave) and by connectors
+//! configured with `tls.trustedFingerprint`.
+//!
+//! A pin names a CA. It is a trust anchor, not a certificate to look for:
+//! the server's leaf must chain to the pinned CA by signature and name the
+//! server, exactly as if the CA had been given as a file. A chain that
+//! merely *contains* the pinned CA (`[attacker's leaf, real CA]`) is
+//! refused. Handshake signatures are always verified, so the server must
+//! hold the key of the leaf it shows.
 
 use std::sync::{Arc, Mutex};
 
@@ -42,28 +48,42 @@ impl ServerCertVerifier for ChainVerifier {
         &self,
         end_entity: &CertificateDer<'_>,
         intermediates: &[CertificateDer<'_>],
-        _: &ServerName<'_>,
-        _: &[u8],
-        _: UnixTime,
+        server_name: &ServerName<'_>,
+        ocsp: &[u8],
+        now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
         let chain: Vec<Vec<u8>> = std::iter::once(end_entity)
             .chain(intermediates)
             .map(|c| c.to_vec())
             .collect();
-        let ok = match &self.pin {
-            None => true,
-            Some(want) => chain.iter().any(|c| normalize_fingerprint(&fingerprint(c)) == *want),
-        };
         if let Ok(mut s) = self.seen.lock() {
-            *s = chain;
+            s.clone_from(&chain);
         }
-        if ok {
-            Ok(ServerCertVerified::assertion())
-        } else {
-            Err(rustls::Error::General(
-                "server certificate does not match tls.trustedFingerprint".into(),
-            ))
-        }
+        let Some(want) = &self.pin else {
+            return Ok(ServerCertVerified::assertion());
+        };
+        let Some(anchor) = chain.iter().find(|c| normalize_fingerprint(&fingerprint(c)) == *want) else {
+            return Err(rustls::Error::General(
+                "no certificate the server presented matches tls.trustedFingerprint".into(),
+            ));
+        };
+        // The pinned certificate becomes the only root, and the ordinary
+        // WebPKI check runs: signature chain, validity, name.
+        let mut roots = rustls::RootCertStore::empty();
+        roots
+            .add(CertificateDer::from(anchor.clone()))
+            .map_err(|_| rustls::Error::General("the pinned certificate is not a usable CA".into()))?;
+        let verifier =
+            rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), self.provider.clone())
+                .build()
+                .map_err(|e| rustls::Error::General(format!("pinned CA: {e}")))?;
+        verifier
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
+            .map_err(|e| {
+                rustls::Error::General(format!(
+                    "the server's certificate is not issued by the pinned CA for this name: {e}"
+                ))
+            })
     }
 
     fn verify_tls12_signature(
@@ -86,5 +106,50 @@ impl ServerCertVerifier for ChainVerifier {
 
     fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
         self.provider.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rustls::pki_types::pem::PemObject;
+
+    use super::*;
+    use crate::tls_ca::Ca;
+
+    fn ders(pem: &str) -> Vec<CertificateDer<'static>> {
+        CertificateDer::pem_slice_iter(pem.as_bytes())
+            .map(|c| c.unwrap())
+            .collect()
+    }
+
+    fn check(pin: &str, chain: &[CertificateDer<'static>], name: &str) -> Result<(), rustls::Error> {
+        let v = ChainVerifier::new(Some(pin), Arc::new(rustls::crypto::aws_lc_rs::default_provider()));
+        let name = ServerName::try_from(name.to_owned()).unwrap();
+        v.verify_server_cert(&chain[0], &chain[1..], &name, &[], UnixTime::now())
+            .map(|_| ())
+    }
+
+    #[test]
+    fn pin_is_an_anchor_not_a_member() {
+        let ca = Ca::generate().unwrap();
+        let ca_der = ders(&ca.cert_pem).remove(0);
+        let pin = fingerprint(&ca_der);
+        let good = ders(&ca.issue_server_cert(&["localhost".into()]).unwrap().chain_pem);
+        // The real chain, for the name it was issued to.
+        check(&pin, &good, "localhost").unwrap();
+        // The same chain for another name.
+        assert!(check(&pin, &good, "evil.example").is_err());
+        // A leaf of the attacker's own with the real CA appended.
+        let kp = rcgen::KeyPair::generate().unwrap();
+        let own = rcgen::CertificateParams::new(vec!["localhost".into()])
+            .unwrap()
+            .self_signed(&kp)
+            .unwrap();
+        let mitm = vec![own.der().clone(), ca_der.clone()];
+        assert!(check(&pin, &mitm, "localhost").is_err());
+        // A leaf from another CA entirely.
+        let other = Ca::generate().unwrap();
+        let foreign = ders(&other.issue_server_cert(&["localhost".into()]).unwrap().chain_pem);
+        assert!(check(&pin, &foreign, "localhost").is_err());
     }
 }

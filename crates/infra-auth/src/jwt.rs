@@ -114,6 +114,15 @@ impl SigningKey {
     }
 }
 
+/// The key id of an Ed25519 public key given as a JWK `x` (base64url of the
+/// 32 raw bytes): the same derivation [`SigningKey`] uses, so a key id can
+/// be checked against its key rather than taken on the sender's word.
+/// `None` when `x` is not an Ed25519 public key.
+pub fn ed25519_kid(x: &str) -> Option<String> {
+    let public = URL_SAFE_NO_PAD.decode(x).ok()?;
+    (public.len() == 32).then(|| sha256_hex(&public)[..16].to_owned())
+}
+
 /// The claims of an Infra token.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Claims {

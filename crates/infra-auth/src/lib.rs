@@ -53,3 +53,9 @@ pub fn random_token(len: usize) -> Result<String, RandomError> {
     }
     Ok(out)
 }
+
+/// Compares two secrets in time that depends only on their lengths.
+pub fn secrets_equal(a: &[u8], b: &[u8]) -> bool {
+    use subtle::ConstantTimeEq;
+    a.ct_eq(b).into()
+}

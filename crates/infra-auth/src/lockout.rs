@@ -1,17 +1,32 @@
 //! Login throttling: how long to refuse after repeated failures.
 //!
-//! Failures are counted per account and per source address (in the store,
-//! so every replica sees them). The first few are free, for typos; then each
-//! further failure doubles the wait, up to a cap. A success clears the
-//! account's count.
+//! Attempts are counted in three buckets (in the store, so every replica
+//! sees them), each with its own free allowance before waits start; then
+//! each further failure doubles the wait, up to [`MAX_LOCK`]:
+//!
+//! - **account × address** ([`FREE_FAILURES`]): one address guessing one
+//!   account's password. Typos are free; a guesser slows down fast. This is
+//!   the bucket that usually locks, and it locks only that address out of
+//!   that account: the owner elsewhere is not affected.
+//! - **account** ([`FREE_FAILURES_PER_ACCOUNT`]): guesses at one account from
+//!   many addresses. Far higher, so that locking someone out of their own
+//!   account takes a distributed effort, not five requests.
+//! - **address** ([`FREE_FAILURES_PER_ADDRESS`]): one address guessing many
+//!   accounts (password spraying). A success does not reset it: logging in
+//!   to one's own account gives back only that attempt.
+//!
+//! A success clears the account × address and account buckets.
 
 use std::time::Duration;
 
-/// Failures allowed before any wait.
+/// Failures of one account from one address before any wait.
 pub const FREE_FAILURES: i64 = 5;
+/// Failures of one account, from all addresses together, before any wait.
+pub const FREE_FAILURES_PER_ACCOUNT: i64 = 100;
 /// Longest wait between attempts.
 pub const MAX_LOCK: Duration = Duration::from_secs(15 * 60);
-/// A source address gets more room: many people may share one NAT.
+/// Failures from one address, over all accounts, before any wait: more
+/// room, since many people may share one NAT.
 pub const FREE_FAILURES_PER_ADDRESS: i64 = 50;
 
 /// How long to lock after the `failures`-th consecutive failure.

@@ -121,7 +121,7 @@ pub enum ProvidersCmd {
         /// The claim with the user's groups [default: groups].
         #[arg(long)]
         groups_claim: Option<String>,
-        /// Scopes to ask for [default: openid email profile groups].
+        /// Scopes to ask for [default: openid email profile groups, and offline_access when the provider lists it].
         #[arg(long, value_delimiter = ',')]
         scopes: Vec<String>,
         /// Only these email domains may log in [default: any].
@@ -837,6 +837,9 @@ async fn providers(c: ProvidersCmd) -> anyhow::Result<()> {
                 "Added provider {} ({}); log in with: infra login --provider {}",
                 p.name, p.issuer, p.name
             );
+            if let Some(n) = &p.notice {
+                eprintln!("note: {n}");
+            }
         }
         ProvidersCmd::List(o) => {
             let items: Vec<infra_api::ProviderInfo> = api.get("/api/providers").await?;

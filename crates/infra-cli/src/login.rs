@@ -164,6 +164,9 @@ pub(crate) async fn login(args: LoginArgs) -> anyhow::Result<()> {
         return Err(e);
     }
     eprintln!("Logged in as {} at {base}", resp.user.email);
+    if let Some(n) = &resp.notice {
+        eprintln!("note: {n}");
+    }
     // The login stands even if the kubeconfig cannot be written.
     let api = Api::new(&cfg, Some(resp.access_key.clone()))?;
     if let Err(e) = kubeconfig::write_after_login(&api, &cfg).await {

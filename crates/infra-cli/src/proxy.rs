@@ -1,9 +1,13 @@
 //! `infra proxy` and `infra psql`: a local listener whose connections
 //! travel to a database destination through the gateway, the tunnel and
-//! its connector, as the logged-in user. Clients connect to
-//! `127.0.0.1:PORT` with no password: the token goes on the stream that
-//! carries the session, and the connector logs in to the database as the
-//! user's own login role.
+//! its connector, as the logged-in user. Clients connect with no password:
+//! the token goes on the stream that carries the session, and the
+//! connector logs in to the database as the user's own login role.
+//!
+//! Whoever can connect to the listener acts as the user. A loopback TCP
+//! port is open to every local user of the machine; a unix socket in a
+//! directory only the user can enter is not. `infra psql` always uses
+//! such a socket; `infra proxy --socket-dir` offers one.
 
 use std::sync::Arc;
 
@@ -14,26 +18,35 @@ use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
 use infra_api::Info;
 use rustls::pki_types::{CertificateDer, ServerName, pem::PemObject};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream, UnixListener};
 
 use crate::client::Api;
 use crate::config::{self, ClientConfig};
 
 #[derive(Debug, Args)]
 #[command(after_help = "\
-Any PostgreSQL client then connects to 127.0.0.1:PORT with no password, for example:
+Any PostgreSQL client then connects with no password, for example:
   infra proxy db --port 5433 &
   psql \"host=127.0.0.1 port=5433 dbname=app\"
   pgbench -h 127.0.0.1 -p 5433 app
+On a machine other people use, anyone there can connect to a TCP port and act as you:
+use a unix socket in a directory only you can enter instead:
+  infra proxy db --socket-dir ~/.infra/run &
+  psql \"host=$HOME/.infra/run dbname=app\"
 Each connection is authorised on its own (your grants now), audited with every query,
 and closed if your access is revoked.")]
 pub struct ProxyArgs {
     /// The database destination (see 'infra list').
     destination: String,
-    /// Local port to listen on; 0 picks a free one and prints it.
+    /// Local port to listen on; 0 picks a free one and prints it. With
+    /// --socket-dir, the port in the socket's name [default: 5432].
     #[arg(long, short, default_value_t = 0)]
     port: u16,
+    /// Listen on a unix socket in this directory (made 0700, socket 0600)
+    /// instead of a TCP port: only you can connect.
+    #[arg(long, value_name = "DIR")]
+    socket_dir: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -126,14 +139,54 @@ fn tls_config(cfg: &ClientConfig) -> anyhow::Result<rustls::ClientConfig> {
     Ok(c)
 }
 
+/// A unix socket `DIR/.s.PGSQL.PORT` (the name libpq looks for), in a
+/// directory only this user may enter, the socket itself 0600.
+fn private_socket(dir: &std::path::Path, port: u16) -> anyhow::Result<(UnixListener, std::path::PathBuf)> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("create {}", dir.display()))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        .with_context(|| format!("make {} private (0700)", dir.display()))?;
+    let path = dir.join(format!(".s.PGSQL.{port}"));
+    // A socket left by an earlier run is in the way; anything else is not ours.
+    if let Ok(m) = std::fs::symlink_metadata(&path) {
+        use std::os::unix::fs::FileTypeExt;
+        anyhow::ensure!(
+            m.file_type().is_socket(),
+            "{} exists and is not a socket; remove it or choose another directory",
+            path.display()
+        );
+        std::fs::remove_file(&path).with_context(|| format!("remove the old socket {}", path.display()))?;
+    }
+    let l = UnixListener::bind(&path).with_context(|| format!("listen on {}", path.display()))?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("make {} private (0600)", path.display()))?;
+    Ok((l, path))
+}
+
 pub(crate) async fn proxy(a: ProxyArgs) -> anyhow::Result<()> {
     let t = target(&a.destination).await?;
+    if let Some(dir) = &a.socket_dir {
+        let port = if a.port == 0 { 5432 } else { a.port };
+        let (l, path) = private_socket(dir, port)?;
+        eprintln!(
+            "Proxying {} to {} as {} (only you can connect); connect with:\n  psql \"host={} port={port} dbname=DATABASE\"",
+            path.display(),
+            t.destination,
+            config::load_config()?.and_then(|c| c.user).unwrap_or_default(),
+            dir.display()
+        );
+        return serve_unix(l, t).await;
+    }
     let l = TcpListener::bind(("127.0.0.1", a.port))
         .await
         .with_context(|| format!("listen on 127.0.0.1:{} (choose another with --port)", a.port))?;
     let port = l.local_addr()?.port();
     eprintln!(
-        "Proxying 127.0.0.1:{port} to {} as {}; connect with:\n  psql \"host=127.0.0.1 port={port} dbname=DATABASE\"",
+        "Proxying 127.0.0.1:{port} to {} as {} (any local user can connect to this port; --socket-dir is private); connect with:\n  psql \"host=127.0.0.1 port={port} dbname=DATABASE\"",
         t.destination,
         config::load_config()?.and_then(|c| c.user).unwrap_or_default()
     );
@@ -143,18 +196,28 @@ pub(crate) async fn proxy(a: ProxyArgs) -> anyhow::Result<()> {
 async fn serve(l: TcpListener, t: Target) -> anyhow::Result<()> {
     loop {
         let (c, _) = l.accept().await?;
-        let t = t.clone();
-        tokio::spawn(async move {
-            if let Err(e) = connection(c, &t).await {
-                eprintln!("{}: {e:#}", t.destination);
-            }
-        });
+        c.set_nodelay(true)?;
+        spawn_connection(c, t.clone());
     }
 }
 
+async fn serve_unix(l: UnixListener, t: Target) -> anyhow::Result<()> {
+    loop {
+        let (c, _) = l.accept().await?;
+        spawn_connection(c, t.clone());
+    }
+}
+
+fn spawn_connection<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(c: S, t: Target) {
+    tokio::spawn(async move {
+        if let Err(e) = connection(c, &t).await {
+            eprintln!("{}: {e:#}", t.destination);
+        }
+    });
+}
+
 /// One client connection: open a stream through the gateway, then copy.
-async fn connection(mut client: TcpStream, t: &Target) -> anyhow::Result<()> {
-    client.set_nodelay(true)?;
+async fn connection<S: AsyncRead + AsyncWrite + Unpin>(mut client: S, t: &Target) -> anyhow::Result<()> {
     let token = match crate::tokens::token_for(&t.destination).await {
         Ok(r) => r.token,
         Err(e) => return refuse(client, "28000", &format!("{e:#}")).await,
@@ -230,7 +293,7 @@ pub(crate) async fn open_stream(
 
 /// Tells a PostgreSQL client why it cannot connect: answers its startup
 /// (declining TLS) with an ErrorResponse it shows to the user.
-async fn refuse(mut client: TcpStream, code: &str, message: &str) -> anyhow::Result<()> {
+async fn refuse<S: AsyncRead + AsyncWrite + Unpin>(mut client: S, code: &str, message: &str) -> anyhow::Result<()> {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 1024];
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
@@ -258,11 +321,23 @@ async fn refuse(mut client: TcpStream, code: &str, message: &str) -> anyhow::Res
 
 pub(crate) async fn psql(a: PsqlArgs) -> anyhow::Result<()> {
     let t = target(&a.destination).await?;
-    let l = TcpListener::bind(("127.0.0.1", 0)).await?;
-    let port = l.local_addr()?.port();
-    tokio::spawn(serve(l, t));
+    // A socket only this user can reach, gone when psql ends.
+    let dir = std::env::temp_dir().join(format!(
+        "infra-psql-{}-{}",
+        std::process::id(),
+        infra_auth::random_token(8).map_err(|_| anyhow::anyhow!("no randomness"))?
+    ));
+    let port = 5432;
+    let (l, _) = private_socket(&dir, port)?;
+    let cleanup = RemoveOnDrop(dir.clone());
+    tokio::spawn(serve_unix(l, t));
     let user = config::load_config()?.and_then(|c| c.user).unwrap_or_default();
-    let mut conninfo = format!("host=127.0.0.1 port={port} user='{}'", user.replace('\'', "\\'"));
+    let host = dir.display().to_string();
+    let mut conninfo = format!(
+        "host='{}' port={port} user='{}'",
+        host.replace('\'', "\\'"),
+        user.replace('\'', "\\'")
+    );
     if let Some(db) = &a.database {
         conninfo.push_str(&format!(" dbname='{}'", db.replace('\'', "\\'")));
     }
@@ -273,5 +348,15 @@ pub(crate) async fn psql(a: PsqlArgs) -> anyhow::Result<()> {
         .status()
         .await
         .context("run psql (is the PostgreSQL client installed? apt-get install postgresql-client)")?;
+    drop(cleanup);
     std::process::exit(status.code().unwrap_or(1));
+}
+
+/// Removes a directory (the private socket's) when dropped.
+struct RemoveOnDrop(std::path::PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }

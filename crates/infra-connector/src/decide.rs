@@ -139,6 +139,9 @@ impl Decider {
             ));
         }
         // Only a cluster impersonates groups: other kinds skip the work.
+        // Names Kubernetes reserves (`system:masters`) are never sent, from
+        // whatever source: Infra refuses to hold such groups, and this is
+        // the last place one could slip through.
         let mut current_groups = Vec::new();
         if self.kube.contains(destination) {
             current_groups.extend(
@@ -149,6 +152,7 @@ impl Decider {
                     .cloned(),
             );
             current_groups.extend(groups.iter().filter_map(|id| self.group_names.get(id).cloned()));
+            current_groups.retain(|g| !infra_core::reserved_by_kubernetes(g));
             current_groups.sort();
             current_groups.dedup();
         }

@@ -103,6 +103,9 @@ pub(crate) fn desired(grants: &[GrantEntry], destination: &str, now: i64) -> BTr
         .iter()
         .filter(|g| g.expires_at.is_none_or(|e| e > now))
         .filter(|g| g.role != infra_core::KUBE_CONNECT_ROLE && !g.subject_name.is_empty())
+        // A binding to `system:authenticated` would grant the role to every
+        // identity the cluster knows; such names are never subjects.
+        .filter(|g| !infra_core::reserved_by_kubernetes(&g.subject_name))
         .filter_map(|g| {
             let namespace = match g.resource.split_once('.') {
                 None if g.resource == destination => None,

@@ -9,8 +9,9 @@ use anyhow::Context;
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use infra_tunnel::body::{LineReader, channel};
+use infra_tunnel::control::{ControlGate, StreamKind};
 use infra_tunnel::proto::{ConnectorMsg, ControlMsg, DestinationInfo, Hello, VERSION};
-use infra_tunnel::{Body, CONTROL_PATH, handshake, transport};
+use infra_tunnel::{Body, handshake, transport};
 use rustls::pki_types::ServerName;
 use tokio_util::sync::CancellationToken;
 
@@ -180,6 +181,9 @@ async fn connect_once(
         r = setup => r?,
         () = shutdown.cancelled() => return Ok(()),
     };
+    if reply.control_secret.expose().is_empty() {
+        anyhow::bail!("the server gave this tunnel no control secret; upgrade the server to this connector's version");
+    }
     state.set_issuer(reply.issuer.clone().unwrap_or_default());
     state.spool.ack(reply.audit_acked);
     state.tunnels_up.fetch_add(1, Ordering::Relaxed);
@@ -189,14 +193,17 @@ async fn connect_once(
     }
     tracing::info!(server = %target.url, destinations = s.destinations.len(), "tunnel up");
 
+    // The control stream is the one stream that carries this tunnel's
+    // secret; every other stream is a user request and goes to admission.
+    let gate = Arc::new(ControlGate::new(reply.control_secret.clone()));
     let st = state.clone();
     let service = move |req: Request<Incoming>| {
-        let st = st.clone();
+        let (st, gate) = (st.clone(), gate.clone());
         async move {
-            if req.uri().path() == CONTROL_PATH && req.method() == http::Method::POST {
-                return Ok::<_, std::convert::Infallible>(control(st, req));
+            match gate.classify(req.headers()) {
+                StreamKind::Control => Ok::<_, std::convert::Infallible>(control(st, req)),
+                StreamKind::User => Ok(crate::proxy::handle(st, req).await),
             }
-            Ok(crate::proxy::handle(st, req).await)
         }
     };
     // The control stream is one of the streams in flight; it ends when the

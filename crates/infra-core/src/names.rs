@@ -68,6 +68,17 @@ fn valid_dns_label(l: &str) -> bool {
         && !l.ends_with('-')
 }
 
+/// Whether Kubernetes reserves `name` for itself: every name starting with
+/// `system:` (`system:masters` holds cluster-admin whatever RBAC says,
+/// `system:authenticated` is everyone). Infra holds no such group and
+/// never passes such a name on as identity. Compared without case and
+/// leading spaces, so no spelling slips past.
+pub fn reserved_by_kubernetes(name: &str) -> bool {
+    name.trim_start()
+        .get(..7)
+        .is_some_and(|p| p.eq_ignore_ascii_case("system:"))
+}
+
 /// A group name: letters, digits and `-_.@/:`, 1 to 256 characters
 /// (path-style names from identity providers such as `/team/admins` fit).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -82,6 +93,18 @@ impl GroupName {
         }
         if !s.chars().all(|c| c.is_ascii_alphanumeric() || "-_.@/: ".contains(c)) {
             return Err(err(W, s, "use letters, digits, spaces and - _ . @ / :"));
+        }
+        // Headers lose surrounding spaces on the way, so " a" would arrive
+        // as "a": a name is what it will be read as.
+        if s.trim() != s {
+            return Err(err(W, s, "must not start or end with a space"));
+        }
+        if reserved_by_kubernetes(s) {
+            return Err(err(
+                W,
+                s,
+                "names starting with 'system:' are reserved by Kubernetes (system:masters is cluster-admin everywhere)",
+            ));
         }
         Ok(Self(s.to_owned()))
     }
@@ -198,6 +221,44 @@ mod tests {
         ] {
             assert!(Email::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn provider_emails_are_normalised() {
+        for spelling in [" alice@corp.com", "Alice@Corp.COM\t", "alice@CORP.com\n"] {
+            assert_eq!(
+                Email::parse(spelling).map(|e| e.0),
+                Ok("alice@corp.com".to_owned()),
+                "{spelling:?}"
+            );
+        }
+        for bad in [
+            "alice@corp.com\u{0}",
+            "alice@corp.com x",
+            "alice\u{200b}@corp.com",
+            "ali ce@corp.com",
+        ] {
+            assert!(Email::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn kubernetes_reserved_group_names() {
+        for reserved in [
+            "system:masters",
+            "SYSTEM:masters",
+            " system:masters",
+            "system:authenticated",
+            "system:",
+        ] {
+            assert!(reserved_by_kubernetes(reserved), "{reserved:?}");
+            assert!(GroupName::parse(reserved).is_err(), "{reserved:?}");
+        }
+        for ok in ["devs", "team:system", "systemx:a", "/org/system:masters"] {
+            assert!(!reserved_by_kubernetes(ok), "{ok:?}");
+            assert!(GroupName::parse(ok).is_ok(), "{ok:?}");
+        }
+        assert!(GroupName::parse("devs ").is_err());
     }
 
     #[test]

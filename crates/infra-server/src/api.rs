@@ -68,6 +68,7 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/destinations", get(destinations::list))
         .route("/destinations/{name}", delete(destinations::remove))
         .route("/connectors/jwks", get(destinations::assertion_keys))
+        .route("/connectors/{name}/jwks", get(destinations::connector_assertion_keys))
         .route("/audit", get(audit_api::list))
         .route("/audit/verify", get(audit_api::verify))
         .route(
@@ -93,11 +94,59 @@ pub(crate) fn router(state: AppState) -> Router {
             )
         })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn(refuse_oversized))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             crate::gateway::route,
         ))
         .with_state(state)
+}
+
+fn too_large() -> ApiError {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        format!("request body too large: at most {MAX_BODY_BYTES} bytes"),
+    )
+}
+
+/// Most of an oversized body read and dropped before the 413, and for how
+/// long at most.
+const DRAIN_MAX: usize = 64 * 1024 * 1024;
+const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// A body announced larger than the limit gets a readable 413: the rest of
+/// it is read and dropped first (within bounds), then the connection
+/// closes. Closing at once while the client is still sending would make the
+/// kernel reset the connection, and the client would see that instead of
+/// the answer.
+async fn refuse_oversized(req: Request, next: axum::middleware::Next) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    use http_body_util::BodyExt;
+    let declared = req
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_none_or(|n| n <= MAX_BODY_BYTES as u64) {
+        return next.run(req).await;
+    }
+    let mut body = req.into_body();
+    let _ = tokio::time::timeout(DRAIN_TIME, async {
+        let mut seen = 0usize;
+        while let Some(Ok(frame)) = body.frame().await {
+            seen += frame.data_ref().map_or(0, |d| d.len());
+            if seen > DRAIN_MAX {
+                break;
+            }
+        }
+    })
+    .await;
+    let mut r = too_large().into_response();
+    r.headers_mut().insert(
+        axum::http::header::CONNECTION,
+        axum::http::HeaderValue::from_static("close"),
+    );
+    r
 }
 
 /// A JSON body whose every rejection is a JSON error naming the problem.
@@ -119,9 +168,7 @@ fn json_rejection(e: JsonRejection) -> ApiError {
         JsonRejection::MissingJsonContentType(_) => "send the body as JSON with Content-Type: application/json".into(),
         JsonRejection::JsonSyntaxError(_) => format!("malformed JSON: {}", e.body_text()),
         JsonRejection::JsonDataError(_) => format!("invalid request body: {}", e.body_text()),
-        JsonRejection::BytesRejection(_) if status == StatusCode::PAYLOAD_TOO_LARGE => {
-            format!("request body too large: at most {MAX_BODY_BYTES} bytes")
-        }
+        JsonRejection::BytesRejection(_) if status == StatusCode::PAYLOAD_TOO_LARGE => too_large().message,
         _ => e.body_text(),
     };
     // Data errors are client errors too; keep the status axum chose (400,
@@ -202,7 +249,7 @@ pub(crate) fn ms(d: std::time::Duration) -> i64 {
         keys_api::list, keys_api::create, keys_api::remove,
         tokens::issue, tokens::list_signing_keys, tokens::rotate,
         audit_api::list, audit_api::verify,
-        destinations::list, destinations::remove, destinations::assertion_keys,
+        destinations::list, destinations::remove, destinations::assertion_keys, destinations::connector_assertion_keys,
         ssh_api::user_ca, ssh_api::host_ca, ssh_api::rotate, ssh_api::issue,
         providers::create, providers::list, providers::remove, providers::authorize, providers::device,
         workload::create, workload::list, workload::remove, workload::exchange,

@@ -20,6 +20,9 @@ pub(crate) struct Caller {
     pub(crate) key_id: String,
     pub(crate) key_kind: String,
     pub(crate) key_expires: Option<i64>,
+    /// The borrowed session this key lives on, if any: keys it makes for
+    /// itself end with that session.
+    pub(crate) lender: Option<String>,
     pub(crate) role: Option<InfraRole>,
     pub(crate) source: String,
 }
@@ -90,6 +93,17 @@ impl Caller {
             return Err(ApiError::forbidden("connector keys cannot call the user API"));
         };
         let user = identity::user_by_id(&mut c, user_id).await?.ok_or_else(invalid)?;
+        // A key made from a borrowed session ends with it (its expiry is
+        // capped too; this also covers an early end, such as a provider
+        // that disabled the user).
+        if let Some(l) = &row.lender_id
+            && keys::key_by_id(&mut c, l)
+                .await?
+                .is_none_or(|lender| lender.expires_at.is_some_and(|e| e <= now))
+        {
+            return Err(invalid());
+        }
+        let lender = lender_of(&mut c, &row).await?;
         let mut from_provider = false;
         if row.kind == "session" {
             // A session from an identity provider: its groups are read
@@ -123,9 +137,25 @@ impl Caller {
             key_id: row.id,
             key_kind: row.kind,
             key_expires: row.expires_at,
+            lender,
             source,
         })
     }
+}
+
+/// The borrowed session a key lives on: the one it was made from, or the
+/// key itself when it is a borrowed session (a workload's exchanged
+/// session, or a session an identity provider may end). `None` for keys
+/// that stand on their own. The one rule for "borrowed", used wherever a
+/// key could outlive its lender.
+pub(crate) async fn lender_of(c: &mut infra_store::Conn, row: &infra_store::AccessKeyRow) -> ApiResult<Option<String>> {
+    if let Some(l) = &row.lender_id {
+        return Ok(Some(l.clone()));
+    }
+    if row.kind == "exchange" || infra_store::providers::provider_session(c, &row.id).await?.is_some() {
+        return Ok(Some(row.id.clone()));
+    }
+    Ok(None)
 }
 
 /// With a password set by an admin, a session may only change it, look

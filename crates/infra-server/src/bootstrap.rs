@@ -155,6 +155,7 @@ pub(crate) async fn first_admin(state: &AppState) -> anyhow::Result<FirstAdmin> 
                 expires_at: None,
                 inactivity_timeout_ms: None,
                 last_used_at: now,
+                lender_id: None,
             },
         )
         .await?;

@@ -82,7 +82,71 @@ fn unavailable(dest: &str) -> Response {
     .into_response()
 }
 
+/// Whether `path` falls in the namespace Infra reserves on the tunnel
+/// (`/_infra/…`), however it is spelled: percent-encoded (even twice),
+/// with backslashes, doubled slashes, dot segments or another case. The
+/// connector never takes a user request for its control stream anyway
+/// (that is decided by a per-tunnel secret); this refusal is the second
+/// wall.
+pub(crate) fn in_reserved_namespace(path: &str) -> bool {
+    let mut p = path.to_owned();
+    for _ in 0..4 {
+        let decoded = percent_decode(&p);
+        if decoded == p {
+            break;
+        }
+        p = decoded;
+    }
+    let p = p.replace('\\', "/").to_ascii_lowercase();
+    let mut segments: Vec<&str> = Vec::new();
+    for s in p.split('/') {
+        match s.trim() {
+            "" | "." => {}
+            ".." => {
+                segments.pop();
+            }
+            s => segments.push(s),
+        }
+    }
+    let reserved = infra_tunnel::RESERVED_PREFIX.trim_start_matches('/');
+    segments.first().is_some_and(|s| *s == reserved)
+}
+
+/// Percent-decoding of a path, lossy (invalid UTF-8 becomes U+FFFD; a `%`
+/// not followed by two hex digits stays as it is).
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        match (
+            b.get(i),
+            b.get(i + 1).copied().and_then(hex),
+            b.get(i + 2).copied().and_then(hex),
+        ) {
+            (Some(b'%'), Some(h), Some(l)) => {
+                out.push(u8::try_from(h * 16 + l).unwrap_or(b'?'));
+                i += 3;
+            }
+            (Some(c), _, _) => {
+                out.push(*c);
+                i += 1;
+            }
+            (None, _, _) => break,
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 async fn forward(state: AppState, dest: String, host: String, mut req: Request) -> Response {
+    if in_reserved_namespace(req.uri().path()) {
+        return ApiError::not_found(format!(
+            "{} is reserved for Infra and never reaches a destination",
+            infra_tunnel::RESERVED_PREFIX
+        ))
+        .into_response();
+    }
     let peer = req
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
@@ -192,7 +256,37 @@ fn switch_protocols(
 
 #[cfg(test)]
 mod tests {
-    use super::{destination_of, is_ip};
+    use super::{destination_of, in_reserved_namespace, is_ip};
+
+    #[test]
+    fn reserved_namespace_in_every_spelling() {
+        for p in [
+            "/_infra/control",
+            "/_infra",
+            "//_infra/control",
+            "/_infra/control/",
+            "/%5Finfra/control",
+            "/%5finfra%2Fcontrol",
+            "/%255Finfra/control",
+            "/./_infra/control",
+            "/x/../_infra/control",
+            "/_INFRA/control",
+            "\\_infra\\control",
+            "/%2e/_infra",
+        ] {
+            assert!(in_reserved_namespace(p), "{p}");
+        }
+        for p in [
+            "/",
+            "/echo",
+            "/_infrastructure",
+            "/api/_infra",
+            "/x/_infra/control",
+            "/%zz",
+        ] {
+            assert!(!in_reserved_namespace(p), "{p}");
+        }
+    }
 
     #[test]
     fn ip_hosts() {

@@ -28,7 +28,12 @@ pub(crate) struct Discovery {
     pub(crate) jwks_uri: String,
     #[serde(default)]
     pub(crate) device_authorization_endpoint: Option<String>,
+    #[serde(default)]
+    pub(crate) scopes_supported: Vec<String>,
 }
+
+/// The scope that asks a provider for a refresh token.
+pub(crate) const OFFLINE_ACCESS: &str = "offline_access";
 
 /// A token endpoint's answer.
 #[derive(Debug, Clone, Deserialize)]
@@ -233,6 +238,12 @@ impl Oidc {
             .append_pair("nonce", nonce)
             .append_pair("code_challenge", &challenge)
             .append_pair("code_challenge_method", "S256");
+        // OpenID Connect Core §11: a request for offline access must ask
+        // for consent, or the provider may drop the scope (and issue no
+        // refresh token).
+        if scopes.split_whitespace().any(|s| s == OFFLINE_ACCESS) {
+            u.query_pairs_mut().append_pair("prompt", "consent");
+        }
         Ok(u.to_string())
     }
 

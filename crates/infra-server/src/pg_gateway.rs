@@ -15,6 +15,34 @@ use crate::state::AppState;
 
 /// `SSLRequest`: length 8, code 80877103.
 pub(crate) const SSL_REQUEST: [u8; 8] = [0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f];
+/// How long a client has, after TLS, to send its startup packet and
+/// password: a silent client must not hold a connection open for ever.
+pub(crate) const STARTUP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// Reads more of the client's startup bytes into `buf`; `false` when the
+/// client closed, failed, or ran past `deadline` (it is then told so).
+async fn read_more<S: AsyncRead + AsyncWrite + Unpin>(
+    io: &mut S,
+    buf: &mut Vec<u8>,
+    deadline: tokio::time::Instant,
+) -> bool {
+    let mut chunk = [0u8; 4096];
+    match tokio::time::timeout_at(deadline, io.read(&mut chunk)).await {
+        Ok(Ok(0) | Err(_)) => false,
+        Ok(Ok(n)) => {
+            buf.extend_from_slice(&chunk[..n]);
+            true
+        }
+        Err(_) => {
+            let msg = format!(
+                "no startup message and password within {}s of the TLS handshake",
+                STARTUP_TIMEOUT.as_secs()
+            );
+            let _ = io.write_all(&error_response("FATAL", "08006", &msg)).await;
+            false
+        }
+    }
+}
 
 /// Serves one PostgreSQL client after TLS.
 pub(crate) async fn serve<S>(state: AppState, mut io: S, sni: Option<String>, peer: String)
@@ -35,7 +63,7 @@ where
         return;
     };
     let mut buf = Vec::with_capacity(1024);
-    let mut chunk = [0u8; 4096];
+    let deadline = tokio::time::Instant::now() + STARTUP_TIMEOUT;
     // The startup packet, then the password the client sends when asked.
     let params = loop {
         match parse_startup(&buf) {
@@ -53,10 +81,11 @@ where
                 let _ = io.write_all(&fail("08P01", &e.to_string())).await;
                 return;
             }
-            Ok(None) => match io.read(&mut chunk).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            },
+            Ok(None) => {
+                if !read_more(&mut io, &mut buf, deadline).await {
+                    return;
+                }
+            }
         }
     };
     if io.write_all(&auth_cleartext()).await.is_err() {
@@ -79,10 +108,11 @@ where
                 let _ = io.write_all(&fail("08P01", "expected a password message")).await;
                 return;
             }
-            Ok(None) => match io.read(&mut chunk).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            },
+            Ok(None) => {
+                if !read_more(&mut io, &mut buf, deadline).await {
+                    return;
+                }
+            }
         }
     };
     // The stream to the connector starts with the client's startup packet.

@@ -56,6 +56,7 @@ pub(crate) async fn run(args: ServerArgs) -> anyhow::Result<()> {
         root_key,
         settings: settings.clone(),
         hub: crate::hub::Hub::new(),
+        gateway_names: crate::tls::KnownNames::default(),
         hashing: tokio::sync::Semaphore::new(std::thread::available_parallelism().map_or(2, |n| n.get())),
         oidc: crate::oidc::Oidc::new(),
     }));
@@ -96,6 +97,7 @@ pub(crate) async fn run(args: ServerArgs) -> anyhow::Result<()> {
         default_key,
         settings.gateway_domain.clone(),
         settings.public_host.clone(),
+        state.gateway_names.clone(),
     );
     let mut tls = rustls::ServerConfig::builder()
         .with_no_client_auth()
@@ -118,6 +120,7 @@ pub(crate) async fn run(args: ServerArgs) -> anyhow::Result<()> {
     tokio::spawn(signals(shutdown.clone()));
     tokio::spawn(watch_changes(state.clone(), shutdown.clone()));
     tokio::spawn(heartbeat(state.clone(), shutdown.clone()));
+    tokio::spawn(crate::tls::keep_names(state.clone(), shutdown.clone()));
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
 
     loop {

@@ -15,6 +15,8 @@ pub(crate) struct Inner {
     pub(crate) root_key: RootKey,
     pub(crate) settings: Settings,
     pub(crate) hub: crate::hub::Hub,
+    /// Destination names the gateway serves certificates for.
+    pub(crate) gateway_names: crate::tls::KnownNames,
     /// Bounds concurrent password hashing (see `api::argon`).
     pub(crate) hashing: tokio::sync::Semaphore,
     /// The relying party for identity providers (discovery and key caches).

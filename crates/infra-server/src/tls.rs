@@ -3,9 +3,14 @@
 //! issued on first use by the server's CA and cached, so gateway URLs
 //! verify in every client (a `*.localhost` wildcard is refused by many,
 //! since it spans a single label).
+//!
+//! Only for destinations that exist: a client choosing names cannot make the
+//! CA sign (and the cache hold) certificates for whatever it likes, and new
+//! certificates are issued at a bounded rate.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 use infra_auth::tls_ca::Ca;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
@@ -14,13 +19,61 @@ use rustls::sign::CertifiedKey;
 
 /// Most names kept; past it the cache starts afresh.
 const CACHE_MAX: usize = 4096;
+/// New certificates issued per second at most (each costs a signature).
+const ISSUE_PER_SECOND: u32 = 20;
+/// How often the names are read again from the store, besides on change.
+const NAMES_REFRESH: Duration = Duration::from_secs(2);
+
+/// The destination names that exist, shared by the resolver and the code
+/// that learns of new ones (a connector registering, the store).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct KnownNames(Arc<RwLock<HashSet<String>>>);
+
+impl KnownNames {
+    pub(crate) fn contains(&self, name: &str) -> bool {
+        self.0.read().is_ok_and(|s| s.contains(name))
+    }
+
+    pub(crate) fn add(&self, names: impl IntoIterator<Item = String>) {
+        if let Ok(mut s) = self.0.write() {
+            s.extend(names);
+        }
+    }
+
+    fn replace(&self, names: HashSet<String>) {
+        if let Ok(mut s) = self.0.write() {
+            *s = names;
+        }
+    }
+}
+
+/// Keeps [`KnownNames`] in step with the destinations in the store: now,
+/// on every change signal, and every few seconds.
+pub(crate) async fn keep_names(state: crate::state::AppState, shutdown: tokio_util::sync::CancellationToken) {
+    let mut changes = state.hub.subscribe();
+    loop {
+        if let Ok(mut c) = state.store.conn().await
+            && let Ok(names) = infra_store::connectors::destination_names(&mut c).await
+        {
+            state.gateway_names.replace(names.into_iter().collect());
+        }
+        tokio::select! {
+            r = changes.changed() => if r.is_err() { return },
+            () = tokio::time::sleep(NAMES_REFRESH) => {}
+            () = shutdown.cancelled() => return,
+        }
+    }
+}
 
 pub(crate) struct SniResolver {
     ca: Ca,
     default: Arc<CertifiedKey>,
     gateway_domain: String,
     own_host: String,
+    known: KnownNames,
     cache: Mutex<HashMap<String, Arc<CertifiedKey>>>,
+    /// The second issuance is being counted for, and the count so far.
+    issued: Mutex<(Instant, u32)>,
 }
 
 pub(crate) fn certified_key(chain_pem: &str, key_pem: &str) -> anyhow::Result<Arc<CertifiedKey>> {
@@ -42,21 +95,51 @@ impl std::fmt::Debug for SniResolver {
 }
 
 impl SniResolver {
-    pub(crate) fn new(ca: Ca, default: Arc<CertifiedKey>, gateway_domain: String, own_host: String) -> Self {
+    pub(crate) fn new(
+        ca: Ca,
+        default: Arc<CertifiedKey>,
+        gateway_domain: String,
+        own_host: String,
+        known: KnownNames,
+    ) -> Self {
         Self {
             ca,
             default,
             gateway_domain,
             own_host,
+            known,
             cache: Mutex::new(HashMap::new()),
+            issued: Mutex::new((Instant::now(), 0)),
         }
     }
 
+    /// Whether one more certificate may be issued this second.
+    fn may_issue(&self) -> bool {
+        let Ok(mut issued) = self.issued.lock() else {
+            return false;
+        };
+        if issued.0.elapsed() >= Duration::from_secs(1) {
+            *issued = (Instant::now(), 0);
+        }
+        issued.1 += 1;
+        issued.1 <= ISSUE_PER_SECOND
+    }
+
     fn for_name(&self, name: &str) -> Option<Arc<CertifiedKey>> {
-        crate::gateway::destination_of(name, &self.gateway_domain, &self.own_host)?;
+        let dest = crate::gateway::destination_of(name, &self.gateway_domain, &self.own_host)?;
+        if !self.known.contains(&dest) {
+            return None;
+        }
         let mut cache = self.cache.lock().ok()?;
         if let Some(k) = cache.get(name) {
             return Some(k.clone());
+        }
+        if !self.may_issue() {
+            tracing::warn!(
+                name,
+                "gateway certificate issuance over its rate; serving the default certificate"
+            );
+            return None;
         }
         let issued = self.ca.issue_server_cert(&[name.to_owned()]).ok()?;
         let key = certified_key(&issued.chain_pem, issued.key_pem.expose()).ok()?;

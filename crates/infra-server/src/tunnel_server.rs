@@ -8,6 +8,7 @@ use std::time::Duration;
 use infra_store::connectors::{self, DestinationRow};
 use infra_store::{keys, now_ms};
 use infra_tunnel::body::{LineReader, LineSender, channel};
+use infra_tunnel::control::{ControlSecret, HDR_CONTROL};
 use infra_tunnel::proto::{
     AccessEvent, ConnectorMsg, ControlMsg, DestinationInfo, GrantEntry, Hello, HelloReply, Snapshot,
 };
@@ -53,6 +54,9 @@ async fn authenticate(state: &AppState, hello: &Hello) -> Result<String, String>
     if k.name != hello.name {
         return Err(format!("this key is for connector '{}', not '{}'", k.name, hello.name));
     }
+    if infra_auth::jwt::ed25519_kid(&hello.assertion_key).as_deref() != Some(hello.assertion_kid.as_str()) {
+        return Err("the assertion key id is not derived from the assertion key; upgrade the connector".into());
+    }
     for d in &hello.destinations {
         if infra_core::Resource::parse(&d.name)
             .map(|r| r.as_str().contains('.'))
@@ -90,6 +94,10 @@ fn valid_direct_url(u: &str) -> bool {
     u.len() <= 300 && u.contains("://") && u.chars().all(|c| c.is_ascii_alphanumeric() || ".-:/[]_".contains(c))
 }
 
+fn refused(message: String) -> crate::error::ApiError {
+    crate::error::ApiError::new(http::StatusCode::FORBIDDEN, message)
+}
+
 async fn register(state: &AppState, hello: &Hello, key_id: &str, source: &str) -> Result<i64, String> {
     let now = now_ms();
     let r: Result<i64, crate::error::ApiError> = async {
@@ -107,8 +115,26 @@ async fn register(state: &AppState, hello: &Hello, key_id: &str, source: &str) -
             };
             connectors::upsert_destination(tx.conn(), &row).await?;
         }
+        // The assertion key is bound to the connector that first showed it:
+        // another connector key cannot evict it or sign in its name.
+        if let Some(owner) = connectors::connector_key_owner(tx.conn(), &hello.assertion_kid).await?
+            && owner != hello.name
+        {
+            return Err(refused(format!(
+                "assertion key {} belongs to connector '{owner}'; a connector cannot present another's key",
+                hello.assertion_kid
+            )));
+        }
         connectors::put_connector_key(tx.conn(), &hello.assertion_kid, &hello.name, &hello.assertion_key, now).await?;
-        let acked = connectors::audit_acked(tx.conn(), &hello.instance_id).await?;
+        let acked = match connectors::claim_audit_instance(tx.conn(), &hello.instance_id, &hello.name).await? {
+            Ok(acked) => acked,
+            Err(owner) => {
+                return Err(refused(format!(
+                    "audit instance {} belongs to connector '{owner}'; give this connector its own data directory",
+                    hello.instance_id
+                )));
+            }
+        };
         let names: Vec<&str> = hello.destinations.iter().map(|d| d.name.as_str()).collect();
         let ev = Event::new(
             &format!("connector:{}", hello.name),
@@ -157,11 +183,19 @@ where
             return;
         }
     };
+    // The gateway serves certificates for these names from now on.
+    state
+        .gateway_names
+        .add(hello.destinations.iter().map(|d| d.name.clone()));
     let replicas = match state.store.conn().await {
         Ok(mut c) => connectors::live_replicas(&mut c, now_ms() - REPLICA_ALIVE_MS)
             .await
             .unwrap_or_default(),
         Err(_) => vec![],
+    };
+    let Ok(control_secret) = ControlSecret::generate() else {
+        let _ = handshake::reply(&mut io, &handshake::refusal("server cannot make a tunnel secret")).await;
+        return;
     };
     let reply = HelloReply {
         ok: true,
@@ -169,6 +203,7 @@ where
         issuer: Some(state.settings.public_url.clone()),
         audit_acked: acked,
         replicas,
+        control_secret: control_secret.clone(),
     };
     if handshake::reply(&mut io, &reply).await.is_err() {
         return;
@@ -194,7 +229,9 @@ where
     // The control stream first, so the connector has its grants before
     // any user request arrives.
     let (tx, body) = channel(16);
-    let control_req = http::Request::post(format!("http://connector{CONTROL_PATH}")).body(infra_tunnel::boxed(body));
+    let control_req = http::Request::post(format!("http://connector{CONTROL_PATH}"))
+        .header(HDR_CONTROL, control_secret.expose())
+        .body(infra_tunnel::boxed(body));
     let mut sender = tunnel.send.clone();
     let conn_task = tokio::spawn(conn);
     let control = async {
@@ -418,16 +455,24 @@ async fn store_batch(state: &AppState, hello: &Hello, batch: Vec<AccessEvent>) -
         let mut tx = state.store.write().await?;
         let mut acked = connectors::audit_acked(tx.conn(), &hello.instance_id).await?;
         let mut events = Vec::with_capacity(batch.len());
+        let mut foreign = 0usize;
         for ev in batch {
             if ev.seq <= acked {
                 continue;
             }
             acked = ev.seq;
-            let kind = hello
+            // A connector speaks only for the destinations it serves: events
+            // about others are not stored (they would forge another
+            // connector's record), but their refusal is.
+            let Some(kind) = hello
                 .destinations
                 .iter()
                 .find(|d| d.name == ev.destination)
-                .map_or("http", |d| d.kind.as_str());
+                .map(|d| d.kind.as_str())
+            else {
+                foreign += 1;
+                continue;
+            };
             let (action, result) = match ev.result.as_str() {
                 "success" => ("request", "success"),
                 "failure" => ("request", "failure"),
@@ -440,6 +485,17 @@ async fn store_batch(state: &AppState, hello: &Hello, batch: Vec<AccessEvent>) -
                 source: ev.source,
                 result: result.into(),
                 detail: ev.detail,
+            });
+        }
+        if foreign > 0 {
+            tracing::warn!(connector = %hello.name, events = foreign, "audit events for destinations this connector does not serve; refused");
+            events.push(infra_store::NewAuditEvent {
+                actor: format!("connector:{}", hello.name),
+                action: "connector.audit_refused".into(),
+                target: hello.name.clone(),
+                source: String::new(),
+                result: "denied".into(),
+                detail: format!("events={foreign} reason=destination not served by this connector"),
             });
         }
         if events.is_empty() {

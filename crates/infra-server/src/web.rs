@@ -191,6 +191,7 @@ pub(crate) async fn login_page(State(state): State<AppState>, Query(q): Query<Rd
 /// "Sign in with NAME": to the provider, by the server-side code flow.
 pub(crate) async fn oidc_start(
     State(state): State<AppState>,
+    crate::authn::Source(source): crate::authn::Source,
     axum::extract::Path(name): axum::extract::Path<String>,
     Query(q): Query<Rd>,
 ) -> Response {
@@ -205,7 +206,7 @@ pub(crate) async fn oidc_start(
     let started = async {
         let p = crate::api::providers::load(&state, &name).await?;
         let redirect_uri = format!("{}/oidc/callback", state.settings.public_url);
-        crate::api::providers::begin(&state, &p, &redirect_uri, Some(rd.clone())).await
+        crate::api::providers::begin(&state, &p, &redirect_uri, Some(rd.clone()), &source).await
     }
     .await;
     match started {

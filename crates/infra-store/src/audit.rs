@@ -149,11 +149,7 @@ fn filter(q: &mut Sql, f: &AuditFilter) {
         q.push(" AND (actor = ").text(w).push(" OR target = ").text(w).push(")");
     }
     if let Some(d) = &f.destination {
-        q.push(" AND (target = ")
-            .text(d)
-            .push(" OR target LIKE ")
-            .text(&format!("{d}.%"))
-            .push(")");
+        q.push(" AND ").covered_by("target", d);
     }
     if let Some(a) = &f.action {
         q.push(" AND action = ").text(a);

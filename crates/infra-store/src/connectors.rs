@@ -60,6 +60,11 @@ pub async fn destination(c: &mut Conn, name: &str) -> Result<Option<DestinationR
     .await?)
 }
 
+/// Every destination's name.
+pub async fn destination_names(c: &mut Conn) -> Result<Vec<String>, StoreError> {
+    Ok(sqlx::query_scalar("SELECT name FROM destinations").fetch_all(c).await?)
+}
+
 pub async fn list_destinations(c: &mut Conn, page: u32, limit: u32) -> Result<(Vec<DestinationRow>, u64), StoreError> {
     let (l, o) = crate::limit_offset(page, limit);
     let mut q = Sql::new(
@@ -96,6 +101,41 @@ pub async fn audit_acked(c: &mut Conn, instance: &str) -> Result<i64, StoreError
         .fetch_optional(c)
         .await?;
     Ok(v.unwrap_or(0))
+}
+
+/// Binds an audit instance to `connector` and returns its acknowledged
+/// sequence number, or `Err(owner)` when another connector owns it.
+pub async fn claim_audit_instance(
+    c: &mut Conn,
+    instance: &str,
+    connector: &str,
+) -> Result<Result<i64, String>, StoreError> {
+    let row: Option<(i64, Option<String>)> =
+        sqlx::query_as("SELECT last_seq, connector FROM connector_audit WHERE instance_id = $1")
+            .bind(instance)
+            .fetch_optional(&mut *c)
+            .await?;
+    match row {
+        Some((_, Some(owner))) if owner != connector => Ok(Err(owner)),
+        Some((seq, owner)) => {
+            if owner.is_none() {
+                sqlx::query("UPDATE connector_audit SET connector = $1 WHERE instance_id = $2")
+                    .bind(connector)
+                    .bind(instance)
+                    .execute(c)
+                    .await?;
+            }
+            Ok(Ok(seq))
+        }
+        None => {
+            sqlx::query("INSERT INTO connector_audit (instance_id, last_seq, connector) VALUES ($1, 0, $2)")
+                .bind(instance)
+                .bind(connector)
+                .execute(c)
+                .await?;
+            Ok(Ok(0))
+        }
+    }
 }
 
 pub async fn set_audit_acked(c: &mut Conn, instance: &str, seq: i64) -> Result<(), StoreError> {
@@ -138,6 +178,16 @@ pub async fn revoked_sessions(c: &mut Conn, since: i64) -> Result<Vec<String>, S
         .await?)
 }
 
+/// The connector that registered assertion key `kid`, if any.
+pub async fn connector_key_owner(c: &mut Conn, kid: &str) -> Result<Option<String>, StoreError> {
+    Ok(
+        sqlx::query_scalar("SELECT connector FROM connector_keys WHERE kid = $1")
+            .bind(kid)
+            .fetch_optional(c)
+            .await?,
+    )
+}
+
 pub async fn put_connector_key(c: &mut Conn, kid: &str, connector: &str, x: &str, now: i64) -> Result<(), StoreError> {
     sqlx::query("DELETE FROM connector_keys WHERE kid = $1")
         .bind(kid)
@@ -175,10 +225,7 @@ pub async fn grants_for(c: &mut Conn, destinations: &[String], now: i64) -> Resu
     );
     q.int(now).push(") AND (1 = 0");
     for d in destinations {
-        q.push(" OR g.resource = ")
-            .text(d)
-            .push(" OR g.resource LIKE ")
-            .text(&format!("{d}.%"));
+        q.push(" OR ").covered_by("g.resource", d);
     }
     q.push(") ORDER BY g.id");
     let rows: Vec<SnapshotGrant> = q.fetch_all(c).await?;

@@ -339,20 +339,15 @@ pub async fn has_grant_on_destination(
     destination: &str,
     now: i64,
 ) -> Result<bool, StoreError> {
-    // Parts sort between "dest." and "dest/" ('/' follows '.'); a range,
-    // unlike LIKE, has no wildcard characters to escape.
-    let n: i64 = sqlx::query_scalar(
-        "SELECT COUNT(*) FROM grants g WHERE (g.expires_at IS NULL OR g.expires_at > $1) \
-         AND (g.resource = $2 OR (g.resource >= $3 AND g.resource < $4)) \
-         AND ((g.subject_kind = 'user' AND g.subject_id = $5) OR (g.subject_kind = 'group' AND g.subject_id IN \
-         (SELECT group_id FROM group_members WHERE user_id = $5)))",
-    )
-    .bind(now)
-    .bind(destination)
-    .bind(format!("{destination}."))
-    .bind(format!("{destination}/"))
-    .bind(user_id)
-    .fetch_one(c)
-    .await?;
+    let mut q = Sql::new("SELECT COUNT(*) FROM grants g WHERE (g.expires_at IS NULL OR g.expires_at > ");
+    q.int(now)
+        .push(") AND ")
+        .covered_by("g.resource", destination)
+        .push(" AND ((g.subject_kind = 'user' AND g.subject_id = ")
+        .text(user_id)
+        .push(") OR (g.subject_kind = 'group' AND g.subject_id IN (SELECT group_id FROM group_members WHERE user_id = ")
+        .text(user_id)
+        .push(")))");
+    let n = q.fetch_count(c).await?;
     Ok(n > 0)
 }

@@ -16,6 +16,9 @@ pub struct AccessKeyRow {
     pub expires_at: Option<i64>,
     pub inactivity_timeout_ms: Option<i64>,
     pub last_used_at: i64,
+    /// The borrowed session this key was made from, which it cannot
+    /// outlive (see `lender_of` in the server).
+    pub lender_id: Option<String>,
 }
 
 #[derive(Debug, Clone, FromRow)]
@@ -36,12 +39,12 @@ pub struct LoginFailure {
 }
 
 const KEY_SELECT: &str = "SELECT k.id, k.name, k.kind, k.user_id, u.email AS user_email, k.secret_hash, k.created_at, \
-     k.expires_at, k.inactivity_timeout_ms, k.last_used_at FROM access_keys k LEFT JOIN users u ON u.id = k.user_id";
+     k.expires_at, k.inactivity_timeout_ms, k.last_used_at, k.lender_id FROM access_keys k LEFT JOIN users u ON u.id = k.user_id";
 
 pub async fn insert_key(c: &mut Conn, k: &AccessKeyRow) -> Result<(), StoreError> {
     sqlx::query(
-        "INSERT INTO access_keys (id, name, kind, user_id, secret_hash, created_at, expires_at, inactivity_timeout_ms, last_used_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        "INSERT INTO access_keys (id, name, kind, user_id, secret_hash, created_at, expires_at, inactivity_timeout_ms, last_used_at, lender_id) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
     )
     .bind(&k.id)
     .bind(&k.name)
@@ -52,6 +55,7 @@ pub async fn insert_key(c: &mut Conn, k: &AccessKeyRow) -> Result<(), StoreError
     .bind(k.expires_at)
     .bind(k.inactivity_timeout_ms)
     .bind(k.last_used_at)
+    .bind(&k.lender_id)
     .execute(c)
     .await?;
     Ok(())
@@ -118,12 +122,26 @@ pub async fn set_key_expiry(c: &mut Conn, id: &str, expires_at: i64) -> Result<(
     Ok(())
 }
 
+/// Deletes a key and every key made from it as a borrowed session, and
+/// tells connectors to refuse tokens minted through any of them.
 pub async fn delete_key(c: &mut Conn, id: &str) -> Result<bool, StoreError> {
+    let borrowers: Vec<String> = sqlx::query_scalar("SELECT id FROM access_keys WHERE lender_id = $1")
+        .bind(id)
+        .fetch_all(&mut *c)
+        .await?;
+    let now = crate::now_ms();
+    for b in borrowers.iter().filter(|b| *b != id) {
+        sqlx::query("DELETE FROM access_keys WHERE id = $1")
+            .bind(b)
+            .execute(&mut *c)
+            .await?;
+        crate::connectors::revoke_session(c, b, now).await?;
+    }
     let r = sqlx::query("DELETE FROM access_keys WHERE id = $1")
         .bind(id)
         .execute(&mut *c)
         .await?;
-    crate::connectors::revoke_session(c, id, crate::now_ms()).await?;
+    crate::connectors::revoke_session(c, id, now).await?;
     Ok(r.rows_affected() > 0)
 }
 

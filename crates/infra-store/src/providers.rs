@@ -90,6 +90,8 @@ pub struct PendingRow {
     pub redirect_uri: String,
     pub rd: Option<String>,
     pub created_at: i64,
+    /// The client address that started it.
+    pub source: String,
 }
 
 /// Forgets logins started before `before` and never finished.
@@ -104,7 +106,7 @@ pub async fn prune_pending(c: &mut Conn, before: i64) -> Result<(), StoreError> 
 pub async fn insert_pending(c: &mut Conn, p: &PendingRow, prune_before: i64) -> Result<(), StoreError> {
     prune_pending(c, prune_before).await?;
     sqlx::query(
-        "INSERT INTO oidc_pending (state, provider, nonce, verifier, redirect_uri, rd, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        "INSERT INTO oidc_pending (state, provider, nonce, verifier, redirect_uri, rd, created_at, source) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
     )
     .bind(&p.state)
     .bind(&p.provider)
@@ -113,9 +115,20 @@ pub async fn insert_pending(c: &mut Conn, p: &PendingRow, prune_before: i64) -> 
     .bind(&p.redirect_uri)
     .bind(&p.rd)
     .bind(p.created_at)
+    .bind(&p.source)
     .execute(c)
     .await?;
     Ok(())
+}
+
+/// Pending logins in all, and those `source` started.
+pub async fn pending_counts(c: &mut Conn, source: &str) -> Result<(i64, i64), StoreError> {
+    Ok(
+        sqlx::query_as("SELECT COUNT(*), COALESCE(SUM(CASE WHEN source = $1 THEN 1 ELSE 0 END), 0) FROM oidc_pending")
+            .bind(source)
+            .fetch_one(c)
+            .await?,
+    )
 }
 
 /// The provider of a pending login, without taking it.
@@ -132,7 +145,7 @@ pub async fn pending_provider(c: &mut Conn, state: &str) -> Result<Option<String
 /// under concurrent requests.
 pub async fn take_pending(c: &mut Conn, state: &str) -> Result<Option<PendingRow>, StoreError> {
     let row: Option<PendingRow> = sqlx::query_as(
-        "SELECT state, provider, nonce, verifier, redirect_uri, rd, created_at FROM oidc_pending WHERE state = $1",
+        "SELECT state, provider, nonce, verifier, redirect_uri, rd, created_at, source FROM oidc_pending WHERE state = $1",
     )
     .bind(state)
     .fetch_optional(&mut *c)

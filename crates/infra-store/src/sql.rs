@@ -47,6 +47,20 @@ impl Sql {
         self.placeholder(Arg::Text(v.to_owned()))
     }
 
+    /// `column` names `destination` or a part of it (`destination.x`): the
+    /// store's one spelling of "a grant on a destination covers its parts".
+    /// An exact prefix comparison, not `LIKE` (where `_` in a name would be
+    /// a wildcard) nor a range (whose order depends on the collation).
+    pub(crate) fn covered_by(&mut self, column: &str, destination: &str) -> &mut Self {
+        let prefix = format!("{destination}.");
+        let n = prefix.chars().count();
+        self.push(&format!("({column} = "))
+            .text(destination)
+            .push(&format!(" OR SUBSTR({column}, 1, {n}) = "))
+            .text(&prefix)
+            .push(")")
+    }
+
     pub(crate) async fn fetch_all<T>(&self, c: &mut Conn) -> Result<Vec<T>, StoreError>
     where
         T: for<'r> FromRow<'r, AnyRow> + Send + Unpin,

@@ -254,8 +254,11 @@ ${form.replace('</form>', '<button type="submit" id="confirm">Confirm</button></
     revocation: { enabled: true },
   },
   interactions: { url: (ctx, interaction) => `/interaction/${interaction.uid}` },
-  // Refresh tokens for every client allowed the grant, not only with offline_access.
-  issueRefreshToken: (ctx, client) => client.grantTypeAllowed('refresh_token'),
+  // Refresh tokens as real providers give them: only when offline_access
+  // was asked for (with prompt=consent, which oidc-provider requires, as
+  // OpenID Connect Core 11 says) and granted. This is oidc-provider's own
+  // default, spelled out so that no test relies on a friendlier provider.
+  issueRefreshToken: (ctx, client, code) => client.grantTypeAllowed('refresh_token') && code.scopes.has('offline_access'),
   // Tokens outlive the provider's browser session (as with offline_access).
   expiresWithSession: () => false,
   rotateRefreshToken: rotateRefreshTokens,

@@ -111,6 +111,7 @@ pub fn refusal(msg: &str) -> HelloReply {
         issuer: None,
         audit_acked: 0,
         replicas: vec![],
+        control_secret: Default::default(),
     }
 }
 
@@ -142,6 +143,7 @@ mod tests {
                 issuer: Some("iss".into()),
                 audit_acked: 3,
                 replicas: vec![],
+                control_secret: Default::default(),
             };
             let mut line = serde_json::to_vec(&ok).unwrap();
             line.extend_from_slice(b"\nPRI * HTTP/2.0");

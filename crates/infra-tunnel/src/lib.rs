@@ -9,16 +9,18 @@
 //! streaming bodies both ways, cancellation (RST_STREAM) and keepalive
 //! (PING) without a protocol of our own.
 //!
-//! One long-lived stream, `POST /_infra/control`, carries JSON lines both
+//! One long-lived stream, the control stream, carries JSON lines both
 //! ways: the server pushes state (signing keys, grants, revocations) down
 //! its request body, the connector sends audit events and health up its
-//! response body.
+//! response body. It is told apart from user streams by a per-tunnel
+//! secret, never by its path ([`control`]).
 //!
 //! The module is transport-agnostic: it works on any `AsyncRead +
 //! AsyncWrite`, so tests use in-memory pipes.
 
 pub mod body;
 pub mod cancel;
+pub mod control;
 pub mod handshake;
 pub mod hygiene;
 pub mod proto;
@@ -27,8 +29,14 @@ pub mod transport;
 /// ALPN protocol id that tells a tunnel apart from HTTPS on the one port.
 pub const ALPN: &[u8] = b"infra-tunnel/1";
 
-/// Path of the control stream.
+/// Path the server opens the control stream on. Informational only: the
+/// connector recognises the control stream by its secret
+/// ([`control::ControlGate`]), never by this path, and the gateway refuses
+/// user requests under it.
 pub const CONTROL_PATH: &str = "/_infra/control";
+/// The namespace of paths Infra reserves on the tunnel; the gateway refuses
+/// user requests in it, however they are spelled.
+pub const RESERVED_PREFIX: &str = "/_infra";
 
 /// Headers the server sets on each proxied request (after removing any a
 /// client sent): which destination, and the client's address.

@@ -6,7 +6,8 @@ use infra_auth::jwt::Jwks;
 use serde::{Deserialize, Serialize};
 
 /// Version of the handshake and control messages.
-pub const VERSION: u32 = 1;
+/// Version 2: the control stream is identified by a per-tunnel secret.
+pub const VERSION: u32 = 2;
 
 /// What a connector says first.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -59,6 +60,10 @@ pub struct HelloReply {
     /// a request reaching any replica finds it.
     #[serde(default)]
     pub replicas: Vec<String>,
+    /// This tunnel's secret: the server's control stream carries it, and
+    /// the connector takes no other stream as the control stream.
+    #[serde(default)]
+    pub control_secret: crate::control::ControlSecret,
 }
 
 /// A grant as the connector needs it.

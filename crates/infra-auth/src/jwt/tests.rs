@@ -153,3 +153,14 @@ fn cache_never_widens_what_a_token_opens() {
         "a different string is verified in full"
     );
 }
+
+#[test]
+fn kid_is_derived_from_the_public_key() {
+    let k = SigningKey::generate().unwrap();
+    assert_eq!(ed25519_kid(&k.jwk().x).as_deref(), Some(k.kid.as_str()));
+    let other = SigningKey::generate().unwrap();
+    assert_ne!(ed25519_kid(&other.jwk().x).as_deref(), Some(k.kid.as_str()));
+    for bad in ["", "not base64!", "AAAA"] {
+        assert_eq!(ed25519_kid(bad), None, "{bad:?}");
+    }
+}

@@ -96,12 +96,29 @@ pub(crate) async fn remove(
 /// destination.
 #[utoipa::path(get, path = "/api/connectors/jwks", tag = "destinations", responses((status = 200)))]
 pub(crate) async fn assertion_keys(State(state): State<AppState>) -> ApiResult<Json<infra_auth::jwt::Jwks>> {
+    assertion_jwks(&state, None).await
+}
+
+/// The assertion keys of one connector: an upstream that verifies `iss`
+/// `<server URL>/connectors/<name>` against this set accepts only what that
+/// connector signed, not what another connector's key could sign in its
+/// name.
+#[utoipa::path(get, path = "/api/connectors/{name}/jwks", tag = "destinations", responses((status = 200)))]
+pub(crate) async fn connector_assertion_keys(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> ApiResult<Json<infra_auth::jwt::Jwks>> {
+    assertion_jwks(&state, Some(&name)).await
+}
+
+async fn assertion_jwks(state: &AppState, connector: Option<&str>) -> ApiResult<Json<infra_auth::jwt::Jwks>> {
     let mut c = state.store.conn().await?;
     let since = infra_store::now_ms() - 7 * 24 * 3600 * 1000;
     let keys = connectors::connector_keys(&mut c, since).await?;
     Ok(Json(infra_auth::jwt::Jwks {
         keys: keys
             .iter()
+            .filter(|(_, owner, _)| connector.is_none_or(|n| n == owner))
             .map(|(kid, _, x)| infra_auth::jwt::Jwk::ed25519(kid, x))
             .collect(),
     }))

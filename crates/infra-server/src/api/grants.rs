@@ -7,7 +7,7 @@ use infra_api::{CreateGrantRequest, Grant, GrantQuery};
 use infra_core::{GroupName, InfraRole, Resource, Role, parse_duration};
 use infra_store::{GrantFilter, GrantRow, identity, new_id, now_ms};
 
-use super::users::{ensure_an_admin_remains, find};
+use super::users::{ensure_an_admin_remains, find, find_for};
 use super::{Body, Query, ms, page_of, paging, time};
 use crate::audit;
 use crate::authn::Caller;
@@ -56,18 +56,20 @@ pub(crate) async fn list(
         role: q.role.as_deref().map(Role::parse).transpose()?.map(String::from),
         ..Default::default()
     };
+    let may_view = caller.role.is_some_and(|r| r.satisfies(InfraRole::View));
+    let mut own_groups = Vec::new();
     if let Some(email) = &q.user {
-        let u = find(&mut c, email).await?;
-        if u.id != caller.user.id {
-            caller
-                .require(&state, InfraRole::View, "list other users' grants", &u.email)
-                .await?;
-        }
-        f.via_groups = identity::groups_of_user(&mut c, &u.id)
-            .await?
-            .into_iter()
-            .map(|g| g.id)
-            .collect();
+        let u = find_for(
+            &state,
+            &caller,
+            &mut c,
+            email,
+            InfraRole::View,
+            "list other users' grants",
+        )
+        .await?;
+        own_groups = identity::groups_of_user(&mut c, &u.id).await?;
+        f.via_groups = own_groups.iter().map(|g| g.id.clone()).collect();
         f.user_id = Some(u.id);
     } else {
         caller
@@ -81,6 +83,19 @@ pub(crate) async fn list(
     }
     if let Some(name) = &q.group {
         let n = GroupName::parse(name)?;
+        // Without `view`, only a group of one's own (a grant one holds
+        // through it); asked before the lookup, so a name does not reveal
+        // whether a group exists.
+        if !may_view && !own_groups.iter().any(|g| g.name == n.as_str()) {
+            caller
+                .require(
+                    &state,
+                    InfraRole::View,
+                    "list the grants of a group you are not in",
+                    n.as_str(),
+                )
+                .await?;
+        }
         let g = identity::group_by_name(&mut c, n.as_str())
             .await?
             .ok_or_else(|| ApiError::not_found(format!("group not found: {n}")))?;

@@ -7,7 +7,7 @@ use infra_api::{AccessKey, CreateKeyRequest, CreateKeyResponse};
 use infra_core::{InfraRole, format_duration, parse_duration};
 use infra_store::{AccessKeyRow, keys, now_ms};
 
-use super::users::find;
+use super::users::find_for;
 use super::{Body, Query, ms, page_of, paging, time};
 use crate::audit;
 use crate::authn::Caller;
@@ -52,7 +52,18 @@ pub(crate) async fn list(
     let (page, limit) = paging(q.page, q.limit)?;
     let mut c = state.store.conn().await?;
     let user_id = match &q.user {
-        Some(email) => Some(find(&mut c, email).await?.id),
+        Some(email) => Some(
+            find_for(
+                &state,
+                &caller,
+                &mut c,
+                email,
+                InfraRole::View,
+                "list other users' keys",
+            )
+            .await?
+            .id,
+        ),
         None if caller.role.is_some() => None,
         None => Some(caller.user.id.clone()),
     };
@@ -101,12 +112,15 @@ pub(crate) async fn create(
             ("connector", None)
         }
         (false, Some(email)) => {
-            let u = find(&mut c, email).await?;
-            if u.id != caller.user.id {
-                caller
-                    .require(&state, InfraRole::Admin, "create keys for other users", &u.email)
-                    .await?;
-            }
+            let u = find_for(
+                &state,
+                &caller,
+                &mut c,
+                email,
+                InfraRole::Admin,
+                "create keys for other users",
+            )
+            .await?;
             ("user", Some(u))
         }
         (false, None) => ("user", Some(caller.user.clone())),
@@ -115,12 +129,11 @@ pub(crate) async fn create(
     // when the session is borrowed: exchanged by a workload, or from an
     // identity provider (which may end it). Otherwise a one-hour workload
     // credential or a disabled provider user would keep access for good.
+    // Transitively: a key made by such a key is borrowed from the same
+    // session (see `lender_of`).
     let own_key = kind == "user" && user.as_ref().is_some_and(|u| u.id == caller.user.id);
-    let borrowed = caller.key_kind == "exchange"
-        || infra_store::providers::provider_session(&mut c, &caller.key_id)
-            .await?
-            .is_some();
-    let cap = caller.key_expires.filter(|_| own_key && borrowed);
+    let lender = caller.lender.clone().filter(|_| own_key);
+    let cap = caller.key_expires.filter(|_| lender.is_some());
     drop(c);
     let k = infra_auth::access_key::generate().map_err(ApiError::internal)?;
     let now = now_ms();
@@ -139,6 +152,7 @@ pub(crate) async fn create(
         },
         inactivity_timeout_ms: inactivity.map(ms),
         last_used_at: now,
+        lender_id: lender,
     };
     let mut tx = state.store.write().await?;
     keys::insert_key(tx.conn(), &row).await?;

@@ -1,14 +1,16 @@
 //! Login, logout and "who am I".
 //!
 //! Password checks take the same time and give the same answer whether or
-//! not the account exists. Failures are counted per account and per source
-//! address in the store; past a few, attempts are refused with a growing
-//! wait (see `infra_auth::lockout`).
+//! not the account exists. Attempts are throttled in the store (see
+//! `infra_auth::lockout` for the policy): each attempt is counted *before*
+//! the password is checked, in one serialised write, so concurrent attempts
+//! cannot all pass the lock check before any failure is recorded; a success
+//! then gives back what it took.
 
 use axum::Json;
 use axum::extract::State;
 use infra_api::{Info, LoginRequest, LoginResponse};
-use infra_auth::lockout::{FREE_FAILURES, FREE_FAILURES_PER_ADDRESS, lock_for};
+use infra_auth::lockout::{FREE_FAILURES, FREE_FAILURES_PER_ACCOUNT, FREE_FAILURES_PER_ADDRESS, lock_for};
 use infra_auth::{Secret, access_key, password};
 use infra_store::{AccessKeyRow, LoginFailure, UserRow, identity, keys, now_ms};
 
@@ -58,8 +60,14 @@ pub(crate) async fn login(
     match (req.email, req.password, req.access_key) {
         (Some(email), Some(pw), None) => {
             let email = email.trim().to_ascii_lowercase();
+            let pair_bucket = format!("pair:{email}|{source}");
             let account_bucket = format!("email:{email}");
-            check_lock(&state, &[&account_bucket, &addr_bucket], &email, &source).await?;
+            let buckets = [
+                (pair_bucket.as_str(), FREE_FAILURES),
+                (account_bucket.as_str(), FREE_FAILURES_PER_ACCOUNT),
+                (addr_bucket.as_str(), FREE_FAILURES_PER_ADDRESS),
+            ];
+            reserve(&state, &buckets, &email, &source).await?;
             let mut c = state.store.conn().await?;
             let user = identity::user_by_email(&mut c, &email).await?;
             drop(c);
@@ -68,31 +76,27 @@ pub(crate) async fn login(
             let ok = super::argon(&state, move || password::verify(&pw, stored.as_deref())).await?;
             match user {
                 Some(user) if ok => {
+                    // The address keeps its count (a success on one's own
+                    // account must not buy more guesses at others'); only
+                    // this attempt is given back.
+                    refund(&state, &[(addr_bucket.as_str(), FREE_FAILURES_PER_ADDRESS)]).await?;
                     let required = user.password_update_required != 0;
                     start_session(
                         &state,
                         user,
                         &source,
                         "password",
-                        &[&account_bucket, &addr_bucket],
+                        &[&pair_bucket, &account_bucket],
                         required,
                     )
                     .await
                 }
-                _ => Err(fail(
-                    &state,
-                    &[
-                        (&account_bucket, FREE_FAILURES),
-                        (&addr_bucket, FREE_FAILURES_PER_ADDRESS),
-                    ],
-                    &email,
-                    &source,
-                )
-                .await),
+                _ => Err(fail(&state, &email, &source).await),
             }
         }
         (None, None, Some(key)) => {
-            check_lock(&state, &[&addr_bucket], "access key", &source).await?;
+            let buckets = [(addr_bucket.as_str(), FREE_FAILURES_PER_ADDRESS)];
+            reserve(&state, &buckets, "access key", &source).await?;
             let mut c = state.store.conn().await?;
             let now = now_ms();
             let found = match access_key::parse(&key) {
@@ -110,29 +114,25 @@ pub(crate) async fn login(
             drop(c);
             match (found, user) {
                 (Some(k), Some(user)) => {
+                    refund(&state, &buckets).await?;
                     let mut c = state.store.conn().await?;
-                    if infra_store::providers::provider_session(&mut c, &k.id).await?.is_some() {
-                        return Err(ApiError::bad_request(
-                            "this is a session from an identity provider: log in with 'infra login --provider NAME'",
+                    // A fresh session would outlive what it was borrowed from.
+                    if crate::authn::lender_of(&mut c, &k).await?.is_some() {
+                        return Err(ApiError::forbidden(
+                            "this key is borrowed (a workload's exchanged session, an identity-provider session, or a key made with one) and cannot start a new session: use it directly as a bearer key, or log in with 'infra login --provider NAME'",
                         ));
                     }
                     keys::touch_key(&mut c, &k.id, now).await?;
                     drop(c);
                     // A session from a key lasts no longer than the key.
-                    let mut json = start_session(&state, user, &source, "access key", &[&addr_bucket], false).await?;
+                    let mut json = start_session(&state, user, &source, "access key", &[], false).await?;
                     if let Some(exp) = k.expires_at {
                         cap_session(&state, &mut json, exp).await?;
                     }
                     Ok(json)
                 }
                 _ => {
-                    let err = fail(
-                        &state,
-                        &[(&addr_bucket, FREE_FAILURES_PER_ADDRESS)],
-                        "access key",
-                        &source,
-                    )
-                    .await;
+                    let err = fail(&state, "access key", &source).await;
                     Err(if err.status == axum::http::StatusCode::UNAUTHORIZED {
                         ApiError::unauthorized("access key is invalid, expired or revoked")
                     } else {
@@ -170,39 +170,71 @@ async fn check_lock(state: &AppState, buckets: &[&str], who: &str, source: &str)
     Ok(())
 }
 
-/// Counts a failure in each bucket, audits it, and returns the error.
-async fn fail(state: &AppState, buckets: &[(&str, i64)], who: &str, source: &str) -> ApiError {
-    let r: ApiResult<()> = async {
-        let mut tx = state.store.write().await?;
-        let now = now_ms();
-        for (b, free) in buckets {
-            let prev = keys::login_failure(tx.conn(), b).await?;
-            // Failures older than the longest lock are forgotten.
-            let failures = match prev {
-                Some(p) if now - p.last_failure_at < ms(infra_auth::lockout::MAX_LOCK) => p.failures + 1,
-                _ => 1,
-            };
-            let lock = ms(lock_for(failures, *free));
-            let row = LoginFailure {
-                bucket: (*b).to_owned(),
-                failures,
-                locked_until: now + lock,
-                last_failure_at: now,
-            };
-            keys::put_login_failure(tx.conn(), &row).await?;
-        }
-        audit::commit(
-            state,
-            tx,
-            Event::new(who, "login", who, source)
-                .result("failure")
-                .detail(BAD_LOGIN),
-        )
-        .await?;
-        Ok(())
+/// Counts this attempt as a failure in every bucket before the credential
+/// is checked, or refuses (429, audited) while any bucket is locked. One
+/// serialised write: of many concurrent attempts, only as many pass as the
+/// budget allows.
+async fn reserve(state: &AppState, buckets: &[(&str, i64)], who: &str, source: &str) -> ApiResult<()> {
+    let mut tx = state.store.write().await?;
+    let now = now_ms();
+    let mut until = 0;
+    let mut rows = Vec::with_capacity(buckets.len());
+    for (b, free) in buckets {
+        let prev = keys::login_failure(tx.conn(), b).await?;
+        until = until.max(prev.as_ref().map_or(0, |p| p.locked_until));
+        // Failures older than the longest lock are forgotten.
+        let failures = match prev {
+            Some(p) if now - p.last_failure_at < ms(infra_auth::lockout::MAX_LOCK) => p.failures + 1,
+            _ => 1,
+        };
+        rows.push(LoginFailure {
+            bucket: (*b).to_owned(),
+            failures,
+            locked_until: now + ms(lock_for(failures, *free)),
+            last_failure_at: now,
+        });
     }
-    .await;
-    match r {
+    if until > now {
+        drop(tx);
+        let secs = (until - now + 999) / 1000;
+        let ev = Event::new(who, "login", who, source)
+            .result("failure")
+            .detail(format!("refused: locked for {secs}s after repeated failures"));
+        audit::record(state, ev).await?;
+        return Err(ApiError::new(
+            axum::http::StatusCode::TOO_MANY_REQUESTS,
+            format!("too many failed logins; try again in {secs} seconds"),
+        ));
+    }
+    for row in &rows {
+        keys::put_login_failure(tx.conn(), row).await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Gives back the attempt [`reserve`] counted in these buckets, after a
+/// success: one failure fewer, and no lock unless the rest still earn one.
+async fn refund(state: &AppState, buckets: &[(&str, i64)]) -> ApiResult<()> {
+    let mut tx = state.store.write().await?;
+    for (b, free) in buckets {
+        if let Some(mut f) = keys::login_failure(tx.conn(), b).await? {
+            f.failures = (f.failures - 1).max(0);
+            f.locked_until = f.last_failure_at + ms(lock_for(f.failures, *free));
+            keys::put_login_failure(tx.conn(), &f).await?;
+        }
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Audits a failed attempt (already counted by [`reserve`]) and returns
+/// the error.
+async fn fail(state: &AppState, who: &str, source: &str) -> ApiError {
+    let ev = Event::new(who, "login", who, source)
+        .result("failure")
+        .detail(BAD_LOGIN);
+    match audit::record(state, ev).await {
         Ok(()) => ApiError::unauthorized(BAD_LOGIN),
         Err(e) => e,
     }
@@ -236,6 +268,7 @@ pub(crate) async fn start_session(
             expires_at: Some(expires),
             inactivity_timeout_ms: Some(ms(state.settings.session_inactivity)),
             last_used_at: now,
+            lender_id: None,
         },
     )
     .await?;
@@ -248,11 +281,12 @@ pub(crate) async fn start_session(
         expires: time(expires),
         user: super::users::to_api(&user, groups.into_iter().map(|g| g.name).collect()),
         password_update_required,
+        notice: None,
     }))
 }
 
 /// Shortens the session just made to end at `exp`.
-async fn cap_session(state: &AppState, resp: &mut Json<LoginResponse>, exp: i64) -> ApiResult<()> {
+pub(crate) async fn cap_session(state: &AppState, resp: &mut Json<LoginResponse>, exp: i64) -> ApiResult<()> {
     let id = resp.access_key.split('.').next().unwrap_or_default().to_owned();
     let mut tx = state.store.write().await?;
     if let Some(k) = keys::key_by_id(tx.conn(), &id).await?

@@ -25,6 +25,14 @@ use crate::state::AppState;
 
 /// A login started must finish within this.
 const PENDING_MS: i64 = 10 * 60_000;
+/// The longest a provider session without a refresh token lasts: Infra
+/// cannot ask the provider again, so it asks the user to log in again.
+pub(crate) const NO_REFRESH_SESSION: std::time::Duration = std::time::Duration::from_secs(3600);
+/// Sign-ins one address may have started and not finished within
+/// [`PENDING_MS`]: anyone may start one, so each costs a bounded row.
+const MAX_PENDING_PER_SOURCE: i64 = 30;
+/// All unfinished sign-ins, from every address together.
+const MAX_PENDING: i64 = 10_000;
 const DEFAULT_SCOPES: &str = "openid email profile groups";
 
 fn secret_context(name: &str) -> String {
@@ -45,6 +53,7 @@ fn to_api(p: &ProviderRow) -> ProviderInfo {
             .map(str::to_owned)
             .collect(),
         created: time(p.created_at),
+        notice: None,
     }
 }
 
@@ -85,13 +94,23 @@ pub(crate) async fn create(
             "issuer must be an https:// URL (plain http only for a provider on this machine)",
         ));
     }
-    state
+    let discovery = state
         .oidc
         .discover(&issuer)
         .await
         .map_err(|e| ApiError::bad_request(e.describe(&req.name)))?;
+    // Without a refresh token Infra cannot see a user removed or disabled
+    // at the provider: ask for one whenever the provider offers it.
     let scopes = if req.scopes.is_empty() {
-        DEFAULT_SCOPES.to_owned()
+        if discovery
+            .scopes_supported
+            .iter()
+            .any(|s| s == crate::oidc::OFFLINE_ACCESS)
+        {
+            format!("{DEFAULT_SCOPES} {}", crate::oidc::OFFLINE_ACCESS)
+        } else {
+            DEFAULT_SCOPES.to_owned()
+        }
     } else {
         let mut s = req.scopes.clone();
         if !s.iter().any(|x| x == "openid") {
@@ -129,7 +148,17 @@ pub(crate) async fn create(
         .event("provider.create", &row.name)
         .detail(format!("issuer={} client_id={}", row.issuer, row.client_id));
     audit::commit(&state, tx, ev).await?;
-    Ok((axum::http::StatusCode::CREATED, Json(to_api(&row))))
+    let mut info = to_api(&row);
+    if !info.scopes.iter().any(|s| s == crate::oidc::OFFLINE_ACCESS) {
+        info.notice = Some(format!(
+            "{} does not ask for {} here, so it may give no refresh token: a user removed or disabled at the provider then keeps access until their Infra session ends, which for such sessions is at most {}. Add {} to --scopes if the provider supports it.",
+            row.name,
+            crate::oidc::OFFLINE_ACCESS,
+            infra_core::format_duration(NO_REFRESH_SESSION),
+            crate::oidc::OFFLINE_ACCESS
+        ));
+    }
+    Ok((axum::http::StatusCode::CREATED, Json(info)))
 }
 
 /// List providers (anyone may: a login page shows them).
@@ -193,6 +222,7 @@ pub(crate) async fn begin(
     p: &Provider,
     redirect_uri: &str,
     rd: Option<String>,
+    source: &str,
 ) -> ApiResult<AuthorizeResponse> {
     let pending = PendingRow {
         state: infra_auth::random_token(32).map_err(ApiError::internal)?,
@@ -202,6 +232,7 @@ pub(crate) async fn begin(
         redirect_uri: redirect_uri.to_owned(),
         rd,
         created_at: now_ms(),
+        source: source.to_owned(),
     };
     let url = Oidc::authorization_url(
         &p.discovery,
@@ -213,8 +244,17 @@ pub(crate) async fn begin(
         &pending.verifier,
     )
     .map_err(|e| e.into_api(&p.row.name))?;
-    let mut c = state.store.conn().await?;
-    providers::insert_pending(&mut c, &pending, now_ms() - PENDING_MS).await?;
+    let mut tx = state.store.write().await?;
+    providers::prune_pending(tx.conn(), now_ms() - PENDING_MS).await?;
+    let (all, mine) = providers::pending_counts(tx.conn(), source).await?;
+    if mine >= MAX_PENDING_PER_SOURCE || all >= MAX_PENDING {
+        return Err(ApiError::new(
+            axum::http::StatusCode::TOO_MANY_REQUESTS,
+            "too many sign-ins started and not finished; finish one, or try again in a few minutes",
+        ));
+    }
+    providers::insert_pending(tx.conn(), &pending, now_ms() - PENDING_MS).await?;
+    tx.commit().await?;
     Ok(AuthorizeResponse {
         url,
         state: pending.state,
@@ -228,6 +268,7 @@ pub(crate) async fn begin(
     responses((status = 200, body = AuthorizeResponse)))]
 pub(crate) async fn authorize(
     State(state): State<AppState>,
+    crate::authn::Source(source): crate::authn::Source,
     Path(name): Path<String>,
     Body(req): Body<AuthorizeRequest>,
 ) -> ApiResult<Json<AuthorizeResponse>> {
@@ -240,7 +281,7 @@ pub(crate) async fn authorize(
         ));
     }
     let p = load(&state, &name).await?;
-    Ok(Json(begin(&state, &p, &req.redirect_uri, None).await?))
+    Ok(Json(begin(&state, &p, &req.redirect_uri, None, &source).await?))
 }
 
 /// Start a device login: returns the code to enter at the provider.
@@ -442,7 +483,17 @@ pub(crate) async fn login(
         identity.groups.join(",")
     ));
     audit::commit(state, tx, ev).await?;
-    let Json(resp) = super::login::start_session(state, user, source, &format!("oidc:{name}"), &[], false).await?;
+    let mut resp = super::login::start_session(state, user, source, &format!("oidc:{name}"), &[], false).await?;
+    if tokens.refresh_token.is_none() {
+        // Nothing to refresh with: the session is short, so the provider's
+        // word (a removal, a disabled user) is followed within it.
+        super::login::cap_session(state, &mut resp, now_ms() + super::ms(NO_REFRESH_SESSION)).await?;
+        resp.notice = Some(format!(
+            "{name} gave no refresh token, so Infra cannot check with it during your session: it ends at {} and you log in again then (an admin can add offline_access to the provider's scopes)",
+            resp.expires
+        ));
+    }
+    let Json(resp) = resp;
     let key_id = resp.access_key.split('.').next().unwrap_or_default().to_owned();
     let refresh_sealed = match &tokens.refresh_token {
         Some(r) => {
@@ -509,9 +560,15 @@ async fn identify(state: &AppState, p: &Provider, t: &Tokens, nonce: Option<&str
             return Err("userinfo is for another subject than the ID token".into());
         }
     }
-    let email = claim("email", &info)
-        .and_then(|v| v.as_str().map(str::to_ascii_lowercase))
+    let raw_email = claim("email", &info)
+        .and_then(|v| v.as_str().map(str::to_owned))
         .ok_or("the provider gave no email for this user (ask for the email scope)")?;
+    // The same type as everywhere else: trimmed, lower-cased, validated, so
+    // " alice@corp.com" is alice, not a look-alike account.
+    let email = infra_core::Email::parse(&raw_email)
+        .map_err(|e| e.to_string())?
+        .as_str()
+        .to_owned();
     let email_verified = claim("email_verified", &info).and_then(|v| v.as_bool()) == Some(true);
     if !email_verified && p.row.allow_unverified_email == 0 {
         return Err(format!(
@@ -523,7 +580,6 @@ async fn identify(state: &AppState, p: &Provider, t: &Tokens, nonce: Option<&str
         .filter(|s| !s.is_empty())
         .ok_or("the ID token has no subject (sub)")?
         .to_owned();
-    infra_core::Email::parse(&email).map_err(|e| e.to_string())?;
     let allowed: Vec<&str> = p.row.allowed_domains.split(',').filter(|d| !d.is_empty()).collect();
     let domain = email.rsplit_once('@').map(|x| x.1).unwrap_or_default();
     if !allowed.is_empty() && !allowed.contains(&domain) {
@@ -559,9 +615,15 @@ async fn sync_groups(
 ) -> ApiResult<Option<String>> {
     let current = providers::provider_groups(c, &user.id, provider).await?;
     let mut added = Vec::new();
+    let mut dropped = Vec::new();
     for name in groups {
-        // A name Infra cannot hold (a character it refuses) is skipped.
-        let Ok(valid) = GroupName::parse(name) else { continue };
+        // A name Infra cannot hold (a character it refuses, or a name
+        // Kubernetes reserves such as system:masters) is dropped, and the
+        // audit event says so.
+        let Ok(valid) = GroupName::parse(name) else {
+            dropped.push(name.chars().take(64).collect::<String>());
+            continue;
+        };
         if current.iter().any(|(_, n)| n == name) {
             continue;
         }
@@ -588,8 +650,16 @@ async fn sync_groups(
             removed.push(name);
         }
     }
-    Ok((!added.is_empty() || !removed.is_empty())
-        .then(|| format!("added={} removed={}", added.join(","), removed.join(","))))
+    let mut change = (!added.is_empty() || !removed.is_empty())
+        .then(|| format!("added={} removed={}", added.join(","), removed.join(",")));
+    if !dropped.is_empty() {
+        let note = format!(
+            "dropped={} (not valid Infra group names, or reserved by Kubernetes)",
+            dropped.join(",")
+        );
+        change = Some(change.map_or(note.clone(), |c| format!("{c} {note}")));
+    }
+    Ok(change)
 }
 
 /// Refreshes a provider session if it is due: new tokens, groups read

@@ -31,6 +31,26 @@ pub(crate) async fn find(c: &mut infra_store::Conn, email: &str) -> ApiResult<Us
         .ok_or_else(|| ApiError::not_found(format!("user not found: {e}; see 'infra users list'")))
 }
 
+/// The user `email` names, as `caller` may see them: themselves, or anyone
+/// with `needed` on Infra. The permission is checked before the lookup, so
+/// a caller without it gets the same 403 whether or not the account
+/// exists: the answer never tells who has an account.
+pub(crate) async fn find_for(
+    state: &AppState,
+    caller: &Caller,
+    c: &mut infra_store::Conn,
+    email: &str,
+    needed: InfraRole,
+    what: &str,
+) -> ApiResult<UserRow> {
+    let e = Email::parse(email)?;
+    if e.as_str() == caller.user.email {
+        return Ok(caller.user.clone());
+    }
+    caller.require(state, needed, what, e.as_str()).await?;
+    find(c, e.as_str()).await
+}
+
 async fn hash(state: &AppState, pw: String) -> ApiResult<String> {
     password::check_policy(&pw).map_err(|e| ApiError::bad_request(e.to_string()))?;
     let pw = Secret::new(pw);
@@ -114,12 +134,7 @@ pub(crate) async fn get_one(
     Path(email): Path<String>,
 ) -> ApiResult<Json<User>> {
     let mut c = state.store.conn().await?;
-    let u = find(&mut c, &email).await?;
-    if u.id != caller.user.id {
-        caller
-            .require(&state, InfraRole::View, "see other users", &u.email)
-            .await?;
-    }
+    let u = find_for(&state, &caller, &mut c, &email, InfraRole::View, "see other users").await?;
     let groups = identity::groups_of_user(&mut c, &u.id).await?;
     Ok(Json(to_api(&u, groups.into_iter().map(|g| g.name).collect())))
 }
@@ -135,7 +150,15 @@ pub(crate) async fn update(
     Body(req): Body<UpdateUserRequest>,
 ) -> ApiResult<Json<User>> {
     let mut c = state.store.conn().await?;
-    let u = find(&mut c, &email).await?;
+    let u = find_for(
+        &state,
+        &caller,
+        &mut c,
+        &email,
+        InfraRole::Admin,
+        "change other users' passwords",
+    )
+    .await?;
     drop(c);
     if u.kind == "service" {
         return Err(ApiError::bad_request(format!(

@@ -289,6 +289,7 @@ pub(crate) async fn exchange(
             expires_at: Some(expires),
             inactivity_timeout_ms: None,
             last_used_at: now,
+            lender_id: None,
         },
     )
     .await?;

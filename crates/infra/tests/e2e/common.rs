@@ -20,8 +20,11 @@ pub struct Env {
     pub pg: Option<Postgres>,
 }
 
+/// The `infra` binary under test: this build's, or the one `INFRA_TEST_BIN`
+/// names (to run a test against another build, such as showing that an
+/// attack test fails on a release without the fix).
 pub fn bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_infra"))
+    std::env::var_os("INFRA_TEST_BIN").map_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_infra")), PathBuf::from)
 }
 
 pub fn start(backend: Backend) -> Env {

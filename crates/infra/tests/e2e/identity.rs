@@ -16,13 +16,13 @@ use super::common::{Backend, Env, bin, json};
 
 const SECRET: &str = "client-secret-1";
 
-struct Idp {
-    env: Env,
-    idp: OidcProvider,
+pub struct Idp {
+    pub env: Env,
+    pub idp: OidcProvider,
     dir: tempfile::TempDir,
 }
 
-fn setup() -> Idp {
+pub fn setup() -> Idp {
     setup_with(Vec::new())
 }
 
@@ -68,7 +68,7 @@ fn addr(env: &Env) -> String {
 }
 
 /// `infra login --provider idp` with a scripted browser that logs in as `user`.
-fn provider_login(h: &Idp, cli: &Cli, user: &str, password: &str, extra: &str) -> Output {
+pub fn provider_login(h: &Idp, cli: &Cli, user: &str, password: &str, extra: &str) -> Output {
     let browser = h.idp.browser_script(h.dir.path(), user, password, extra).unwrap();
     let ca = h.env.server.ca_path();
     cli.run_env(
@@ -85,7 +85,7 @@ fn provider_login(h: &Idp, cli: &Cli, user: &str, password: &str, extra: &str) -
     )
 }
 
-fn audit(env: &Env, action: &str) -> String {
+pub fn audit(env: &Env, action: &str) -> String {
     env.admin
         .run(&["audit", "list", "--action", action, "-o", "json"])
         .ok()
@@ -413,7 +413,7 @@ fn a_browser_logs_in_through_the_provider_to_an_http_destination() {
 
 /// A P-256 key: the signing key and its JWKS (as a Kubernetes cluster
 /// publishes at /openid/v1/jwks).
-fn workload_key() -> (jsonwebtoken::EncodingKey, serde_json::Value) {
+pub fn workload_key() -> (jsonwebtoken::EncodingKey, serde_json::Value) {
     use base64::Engine;
     let kp = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
     let enc = jsonwebtoken::EncodingKey::from_ec_pem(kp.serialize_pem().as_bytes()).unwrap();
@@ -424,7 +424,7 @@ fn workload_key() -> (jsonwebtoken::EncodingKey, serde_json::Value) {
     (enc, jwks)
 }
 
-fn sa_token(enc: &jsonwebtoken::EncodingKey, iss: &str, aud: &str, exp_in: i64, sub: &str) -> String {
+pub fn sa_token(enc: &jsonwebtoken::EncodingKey, iss: &str, aud: &str, exp_in: i64, sub: &str) -> String {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -436,7 +436,7 @@ fn sa_token(enc: &jsonwebtoken::EncodingKey, iss: &str, aud: &str, exp_in: i64, 
     jsonwebtoken::encode(&header, &claims, enc).unwrap()
 }
 
-fn exchange(env: &Env, token: &str, resource: Option<&str>) -> (u16, serde_json::Value) {
+pub fn exchange(env: &Env, token: &str, resource: Option<&str>) -> (u16, serde_json::Value) {
     let mut body = format!(
         "grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Atoken-exchange&subject_token_type=urn%3Aietf%3Aparams%3Aoauth%3Atoken-type%3Ajwt&subject_token={token}"
     );
@@ -454,17 +454,19 @@ fn exchange(env: &Env, token: &str, resource: Option<&str>) -> (u16, serde_json:
         .unwrap()
 }
 
-#[test]
-fn a_workload_exchanges_its_service_account_token_for_access() {
-    let env = super::common::start(Backend::Sqlite);
-    let up = Upstream::start().unwrap();
-    let _c = web_connector(&env, &up);
+/// Issuer of the test cluster's service-account tokens.
+pub const WORKLOAD_ISS: &str = "https://kubernetes.default.svc.cluster.local";
+/// The service account `deployer` in namespace `ci`.
+pub const WORKLOAD_SUB: &str = "system:serviceaccount:ci:deployer";
+
+/// Service account `sa` (granted `web`), and a workload issuer that maps
+/// [`WORKLOAD_SUB`] to it; returns the issuer's signing key.
+pub fn workload_issuer(env: &Env, sa: &str) -> jsonwebtoken::EncodingKey {
     let (enc, jwks) = workload_key();
     let dir = tempfile::tempdir().unwrap();
     let jwks_file = dir.path().join("jwks.json");
     std::fs::write(&jwks_file, jwks.to_string()).unwrap();
-    let iss = "https://kubernetes.default.svc.cluster.local";
-    let sa = "deployer@ci.example.com";
+    let iss = WORKLOAD_ISS;
     env.admin.run(&["users", "add", sa, "--service"]).ok();
     env.admin.run(&["grants", "add", sa, "web", "--role", "deploy"]).ok();
     env.admin
@@ -479,10 +481,19 @@ fn a_workload_exchanges_its_service_account_token_for_access() {
             "--audience",
             "infra",
             "--map",
-            &format!("system:serviceaccount:ci:deployer={sa}"),
+            &format!("{WORKLOAD_SUB}={sa}"),
         ])
         .ok();
-    let sub = "system:serviceaccount:ci:deployer";
+    enc
+}
+
+#[test]
+fn a_workload_exchanges_its_service_account_token_for_access() {
+    let env = super::common::start(Backend::Sqlite);
+    let up = Upstream::start().unwrap();
+    let _c = web_connector(&env, &up);
+    let (iss, sub, sa) = (WORKLOAD_ISS, WORKLOAD_SUB, "deployer@ci.example.com");
+    let enc = workload_issuer(&env, sa);
     // The exchange gives an access key of the service account...
     let (s, v) = exchange(&env, &sa_token(&enc, iss, "infra", 600, sub), None);
     assert_eq!(s, 200, "{v}");

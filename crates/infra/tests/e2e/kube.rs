@@ -15,13 +15,13 @@ use super::gateway::{connector_key, user};
 const CLUSTER: &str = "k8s";
 
 /// A cluster, a server and a connector serving the cluster.
-struct Kube {
-    cluster: KubeCluster,
-    env: Env,
+pub struct Kube {
+    pub cluster: KubeCluster,
+    pub env: Env,
     _connector: Connector,
 }
 
-fn setup() -> Kube {
+pub fn setup() -> Kube {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let cluster = rt.block_on(KubeCluster::start()).expect("start kube-apiserver");
     for ns in ["dev", "prod"] {
@@ -47,7 +47,7 @@ fn setup() -> Kube {
 /// kubectl as the user of `cli`: their HOME, so the kubeconfig `infra login`
 /// wrote (the gateway by address, the cluster's name as TLS server name) and
 /// the `infra tokens` exec plugin with their session.
-fn kubectl(cli: &Cli, args: &[&str]) -> infra_testkit::Output {
+pub fn kubectl(cli: &Cli, args: &[&str]) -> infra_testkit::Output {
     let out = Command::new("kubectl")
         .env("HOME", cli.home())
         .env_remove("KUBECONFIG")

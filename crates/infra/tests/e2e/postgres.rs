@@ -13,14 +13,14 @@ use super::gateway::{connector_key, user};
 const ADMIN_PW: &str = "pg-admin-password";
 const CONNECTOR_PW: &str = "connector-admin-password";
 
-struct Db {
-    pg: Postgres,
-    env: Env,
-    connector: Connector,
+pub struct Db {
+    pub pg: Postgres,
+    pub env: Env,
+    pub connector: Connector,
     _dir: tempfile::TempDir,
 }
 
-fn setup() -> Db {
+pub fn setup() -> Db {
     setup_with("")
 }
 
@@ -69,7 +69,7 @@ fn setup_full(extra_dest: &str, server_args: Vec<String>) -> Db {
 }
 
 /// alice, granted `app_read` on the database.
-fn reader(db: &Db) -> Cli {
+pub fn reader(db: &Db) -> Cli {
     let alice = user(&db.env, "alice@example.com");
     db.env
         .admin
