@@ -416,6 +416,9 @@ pub(crate) async fn handle(state: Arc<State>, req: Request<Incoming>) -> Respons
         (Some(client_bytes), Some(proto)) if status == 101 => {
             let mut head = Response::new(Body::default());
             *head.headers_mut() = resp.headers().clone();
+            // The upstream never speaks in the reserved namespace: only the
+            // connector tells the gateway that an upgrade happened.
+            infra_tunnel::hygiene::strip_reserved(head.headers_mut());
             let io = match hyper::upgrade::on(resp).await {
                 Ok(io) => hyper_util::rt::TokioIo::new(io),
                 Err(e) => return error(502, &format!("upstream upgrade failed: {e}")),
@@ -442,7 +445,11 @@ pub(crate) async fn handle(state: Arc<State>, req: Request<Incoming>) -> Respons
         }
         _ => {
             let (parts, body) = resp.into_parts();
-            (infra_tunnel::boxed(body), Response::from_parts(parts, Body::default()))
+            let mut head = Response::from_parts(parts, Body::default());
+            // An upstream's `X-Infra-Upgrade` would make the gateway switch
+            // protocols on an upgrade the upstream refused.
+            infra_tunnel::hygiene::strip_reserved(head.headers_mut());
+            (infra_tunnel::boxed(body), head)
         }
     };
     for n in infra_tunnel::HOP_BY_HOP {
