@@ -19,7 +19,10 @@ use http::{Request, Response, StatusCode};
 use http_body::Body as _;
 use http_body::Frame;
 use hyper::body::Incoming;
-use infra_tunnel::hygiene::{Upgrade, strip_client_headers};
+use infra_tunnel::hygiene::Upgrade;
+// The one hygiene rule, shared with the gateway and direct mode; named
+// here too for what reaches the connector's proxy (and its fuzz target).
+pub(crate) use infra_tunnel::hygiene::strip_client_headers;
 use infra_tunnel::proto::AccessEvent;
 use infra_tunnel::{Body, BoxError, HDR_CLIENT_ADDR, HDR_DESTINATION, HDR_UPGRADE};
 use tokio_util::sync::WaitForCancellationFutureOwned;
