@@ -182,7 +182,23 @@ impl Decider {
 }
 
 /// The cookie a browser carries its token in, set by `/.infra/callback`.
-pub(crate) const TOKEN_COOKIE: &str = "infra_token";
+/// `__Host-`: a browser keeps such a cookie only if it was set by this very
+/// host over HTTPS with `Path=/` and no `Domain`, so a sibling destination's
+/// upstream (`other.<gateway domain>`) can neither plant one here nor
+/// shadow it with a more specific path. Only this exact name is read.
+pub(crate) const TOKEN_COOKIE: &str = "__Host-infra_token";
+
+/// Whether a cookie name is the token cookie in any spelling a browser or
+/// an older connector may have used: removed before requests go upstream,
+/// and refused from upstream responses.
+pub(crate) fn is_token_cookie(name: &str) -> bool {
+    let n = name.trim().to_ascii_lowercase();
+    let bare = n
+        .strip_prefix("__host-")
+        .or_else(|| n.strip_prefix("__secure-"))
+        .unwrap_or(&n);
+    bare == "infra_token"
+}
 
 /// The user's token from `Authorization: Bearer T`, Basic with the token as
 /// the password, or the browser's token cookie.
@@ -208,4 +224,43 @@ pub(crate) fn token_from(headers: &http::HeaderMap) -> Option<String> {
         return Some(pw.to_owned());
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{is_token_cookie, token_from};
+
+    /// The token a request with this `Cookie` header carries, if any.
+    fn check(cookie: &str, expected: Option<&str>) {
+        let mut h = http::HeaderMap::new();
+        h.insert(http::header::COOKIE, http::HeaderValue::from_str(cookie).unwrap());
+        assert_eq!(token_from(&h).as_deref(), expected, "{cookie}");
+    }
+
+    #[test]
+    fn only_the_host_prefixed_cookie_is_a_credential() {
+        check("__Host-infra_token=T", Some("T"));
+        check("a=1; __Host-infra_token=T; b=2", Some("T"));
+        check("infra_token=PLANTED; __Host-infra_token=T", Some("T"));
+        check("infra_token=PLANTED", None);
+        check("__Secure-infra_token=PLANTED", None);
+        check("__host-infra_token=PLANTED", None);
+        check("__Host-infra_token_x=PLANTED", None);
+    }
+
+    #[test]
+    fn token_cookie_spellings() {
+        for name in [
+            "infra_token",
+            "__Host-infra_token",
+            "__host-infra_token",
+            "__Secure-infra_token",
+            " INFRA_TOKEN",
+        ] {
+            assert!(is_token_cookie(name), "{name}");
+        }
+        for name in ["infra_token2", "x_infra_token", "theme", "__Host-infra_session"] {
+            assert!(!is_token_cookie(name), "{name}");
+        }
+    }
 }

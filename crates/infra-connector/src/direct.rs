@@ -117,10 +117,10 @@ pub(crate) async fn serve(
                         .and_then(|h| h.to_str().ok())
                         .map(str::to_owned)
                         .or_else(|| req.uri().host().map(str::to_owned));
-                    // Clients never choose these; the connector sets them.
-                    req.headers_mut().remove(HDR_DESTINATION);
-                    req.headers_mut().remove(HDR_CLIENT_ADDR);
-                    req.headers_mut().remove(infra_tunnel::HDR_HOST);
+                    // Clients never choose these (destination, address,
+                    // host, upgrade: the reserved namespace in any
+                    // spelling); the connector sets what it needs.
+                    infra_tunnel::hygiene::strip_reserved(req.headers_mut());
                     let Some(dest) = destination_for(&state, host.as_deref()) else {
                         return Ok::<_, std::convert::Infallible>(crate::proxy::json_error(
                             404,

@@ -258,12 +258,12 @@ pub(crate) fn status(code: u16, message: &str) -> Response<Body> {
     r
 }
 
-/// The `Impersonate-*` header a client sent, if any: such a request is
-/// refused (`kubectl --as` must not look like it worked).
+/// The `Impersonate-*` header a client sent, in any spelling, if any: such
+/// a request is refused (`kubectl --as` must not look like it worked).
 pub(crate) fn impersonation_attempt(h: &http::HeaderMap) -> Option<String> {
     h.keys()
         .map(|k| k.as_str())
-        .find(|k| k.starts_with("impersonate-"))
+        .find(|k| infra_tunnel::hygiene::is_impersonation(k))
         .map(str::to_owned)
 }
 
@@ -339,5 +339,8 @@ mod tests {
         let mut h = http::HeaderMap::new();
         h.insert("Impersonate-Extra-Scopes", HeaderValue::from_static("x"));
         assert!(impersonation_attempt(&h).is_some());
+        let mut h = http::HeaderMap::new();
+        h.insert("Impersonate_User", HeaderValue::from_static("root"));
+        assert_eq!(impersonation_attempt(&h).as_deref(), Some("impersonate_user"));
     }
 }

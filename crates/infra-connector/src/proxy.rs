@@ -2,10 +2,11 @@
 //! forward upstream, stream the answer back, audit it.
 //!
 //! *Architecture Invariant:* nothing the client sends about identity
-//! reaches the upstream. The user's credential, `X-Forwarded-*`,
-//! `X-Infra-*`, `Forwarded`, `Impersonate-*`, hop-by-hop headers and any
+//! reaches the upstream. The user's credential, every identity header in
+//! any spelling (`infra_tunnel::hygiene`), hop-by-hop headers and any
 //! header the client names in `Connection` are removed before the
-//! connector sets its own.
+//! connector sets its own; the only upgrades are those the destination's
+//! protocol needs.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -18,11 +19,18 @@ use http::{Request, Response, StatusCode};
 use http_body::Body as _;
 use http_body::Frame;
 use hyper::body::Incoming;
+use infra_tunnel::hygiene::Upgrade;
+// The one hygiene rule, shared with the gateway and direct mode; named
+// here too for what reaches the connector's proxy (and its fuzz target).
+pub(crate) use infra_tunnel::hygiene::strip_client_headers;
 use infra_tunnel::proto::AccessEvent;
 use infra_tunnel::{Body, BoxError, HDR_CLIENT_ADDR, HDR_DESTINATION, HDR_UPGRADE};
 use tokio_util::sync::WaitForCancellationFutureOwned;
 
-use crate::decide::{Denial, TOKEN_COOKIE, token_from};
+use infra_core::ReturnPath;
+
+use crate::config::Kind;
+use crate::decide::{Denial, TOKEN_COOKIE, is_token_cookie, token_from};
 use crate::state::{State, now_ms};
 
 pub(crate) fn json_error(status: u16, message: &str) -> Response<Body> {
@@ -40,25 +48,16 @@ pub(crate) fn json_error(status: u16, message: &str) -> Response<Body> {
     r
 }
 
-/// Removes every header the client must not control.
-pub(crate) fn strip_client_headers(h: &mut HeaderMap) {
-    infra_tunnel::strip_hop_by_hop(h);
-    h.remove(header::AUTHORIZATION);
-    h.remove(header::FORWARDED);
-    let doomed: Vec<HeaderName> = h
-        .keys()
-        .filter(|k| {
-            let s = k.as_str();
-            s.starts_with("x-forwarded-")
-                || s.starts_with("x-infra-")
-                || s.starts_with("impersonate-")
-                || s == "x-real-ip"
-        })
-        .cloned()
-        .collect();
-    for n in doomed {
-        h.remove(n);
-    }
+/// Whether a destination of this kind speaks `u`: browsers' WebSockets
+/// for HTTP services, kubectl's SPDY and WebSocket streams for clusters,
+/// and raw streams only for databases and SSH hosts.
+fn upgrade_allowed(kind: &Kind, u: Upgrade) -> bool {
+    matches!(
+        (kind, u),
+        (Kind::Http, Upgrade::WebSocket)
+            | (Kind::Kubernetes(_), Upgrade::WebSocket | Upgrade::Spdy31)
+            | (Kind::Postgres(_) | Kind::Ssh(_), Upgrade::InfraTcp)
+    )
 }
 
 fn hv(s: &str) -> Option<HeaderValue> {
@@ -203,14 +202,29 @@ pub(crate) async fn handle(state: Arc<State>, req: Request<Incoming>) -> Respons
     };
     let claims = decider.claims(&token, &dest.name);
     drop(decider);
+    if kube.is_none()
+        && let Some(why) = cross_origin_cookie_use(req.headers(), &method)
+    {
+        return refuse(
+            &ident.email,
+            Denial {
+                status: 403,
+                message: format!("refused a request carrying the browser's Infra cookie: {why}"),
+            },
+        );
+    }
 
-    let upgrade = req.headers().get(HDR_UPGRADE).cloned();
+    // What the client asked to upgrade to: `Some(None)` is an upgrade to a
+    // protocol no destination speaks (`h2c`, anything unknown).
+    let asked = req.headers().get(HDR_UPGRADE).map(|v| (Upgrade::parse(v), v.clone()));
     // SSH hosts and databases take only raw streams (`infra-tcp/1`); a
     // plain request is told which client to use.
     let tcp_stream = |how: &str| {
-        upgrade
-            .clone()
-            .filter(|u| u.as_bytes() == infra_tunnel::TCP_UPGRADE.as_bytes())
+        asked
+            .as_ref()
+            .and_then(|(u, _)| *u)
+            .filter(|u| upgrade_allowed(&dest.kind, *u))
+            .map(Upgrade::header_value)
             .ok_or_else(|| {
                 Box::new(refuse(
                     &ident.email,
@@ -291,6 +305,28 @@ pub(crate) async fn handle(state: Arc<State>, req: Request<Incoming>) -> Respons
         r.headers_mut().insert(HDR_UPGRADE, proto);
         return r;
     }
+    // HTTP services and clusters: an upgrade only to what they speak. `h2c`
+    // in particular would hand the client an HTTP/2 connection straight to
+    // the upstream, where every later request skips these checks.
+    let upgrade = match &asked {
+        None => None,
+        Some((Some(u), _)) if upgrade_allowed(&dest.kind, *u) => Some(u.header_value()),
+        Some((_, raw)) => {
+            let raw = String::from_utf8_lossy(raw.as_bytes()).into_owned();
+            let allowed = if kube.is_some() {
+                "WebSocket or SPDY/3.1"
+            } else {
+                "WebSocket"
+            };
+            return refuse(
+                &ident.email,
+                Denial {
+                    status: 400,
+                    message: format!("{} does not accept an upgrade to '{raw}': only {allowed}", dest.name),
+                },
+            );
+        }
+    };
     let (mut parts, body) = req.into_parts();
     let original_host = parts.headers.get(header::HOST).cloned();
     strip_client_headers(&mut parts.headers);
@@ -395,6 +431,9 @@ pub(crate) async fn handle(state: Arc<State>, req: Request<Incoming>) -> Respons
         (Some(client_bytes), Some(proto)) if status == 101 => {
             let mut head = Response::new(Body::default());
             *head.headers_mut() = resp.headers().clone();
+            // The upstream never speaks in the reserved namespace: only the
+            // connector tells the gateway that an upgrade happened.
+            infra_tunnel::hygiene::strip_reserved(head.headers_mut());
             let io = match hyper::upgrade::on(resp).await {
                 Ok(io) => hyper_util::rt::TokioIo::new(io),
                 Err(e) => return error(502, &format!("upstream upgrade failed: {e}")),
@@ -421,12 +460,17 @@ pub(crate) async fn handle(state: Arc<State>, req: Request<Incoming>) -> Respons
         }
         _ => {
             let (parts, body) = resp.into_parts();
-            (infra_tunnel::boxed(body), Response::from_parts(parts, Body::default()))
+            let mut head = Response::from_parts(parts, Body::default());
+            // An upstream's `X-Infra-Upgrade` would make the gateway switch
+            // protocols on an upgrade the upstream refused.
+            infra_tunnel::hygiene::strip_reserved(head.headers_mut());
+            (infra_tunnel::boxed(body), head)
         }
     };
     for n in infra_tunnel::HOP_BY_HOP {
         out.headers_mut().remove(n);
     }
+    strip_token_set_cookie(out.headers_mut());
     let event = AccessEvent {
         seq: 0,
         time_ms: now_ms(),
@@ -550,6 +594,42 @@ use std::future::Future as _;
 /// Where the server sends a browser back with a token.
 const CALLBACK_PATH: &str = "/.infra/callback";
 
+/// Whether a browser was made to use the token cookie by a page of another
+/// origin: a state-changing method or an upgrade (a WebSocket, whose
+/// messages such a page could read) that a browser marks as not from this
+/// very origin. A sibling destination (`other.<gateway domain>`) is the
+/// same *site*, so `SameSite=Lax` lets the cookie through; these checks
+/// do not. Requests with `Authorization` are not a browser's ambient
+/// credential and are not affected.
+fn cross_origin_cookie_use(h: &HeaderMap, method: &http::Method) -> Option<String> {
+    if h.contains_key(header::AUTHORIZATION) {
+        return None;
+    }
+    let safe = matches!(
+        *method,
+        http::Method::GET | http::Method::HEAD | http::Method::OPTIONS | http::Method::TRACE
+    );
+    if safe && !h.contains_key(infra_tunnel::HDR_UPGRADE) && !h.contains_key(header::UPGRADE) {
+        return None;
+    }
+    let text = |n: &str| h.get(n).and_then(|v| v.to_str().ok()).map(str::trim);
+    // Fetch metadata: `same-origin`, or `none` for what the user did
+    // (typed, bookmarked) are fine; `same-site` and `cross-site` are not.
+    if let Some(site) = text("sec-fetch-site")
+        && !site.eq_ignore_ascii_case("same-origin")
+        && !site.eq_ignore_ascii_case("none")
+    {
+        return Some(format!("it came from another origin (Sec-Fetch-Site: {site})"));
+    }
+    let host = text(infra_tunnel::HDR_HOST).or_else(|| text(header::HOST.as_str()))?;
+    match text(header::ORIGIN.as_str()) {
+        Some(origin) if !origin.eq_ignore_ascii_case(&format!("https://{host}")) => {
+            Some(format!("it came from another origin ({origin})"))
+        }
+        _ => None,
+    }
+}
+
 fn wants_html(h: &HeaderMap, method: &http::Method) -> bool {
     (method == http::Method::GET || method == http::Method::HEAD)
         && h.get(header::ACCEPT)
@@ -572,7 +652,7 @@ fn login_redirect(state: &State, h: &HeaderMap, path: &str) -> Option<Response<B
     if issuer.is_empty() {
         return None;
     }
-    let back = format!("https://{host}{path}");
+    let back = format!("https://{host}{}", ReturnPath::or_root(path));
     let mut r = Response::new(infra_tunnel::empty());
     *r.status_mut() = StatusCode::FOUND;
     r.headers_mut()
@@ -585,12 +665,13 @@ fn login_redirect(state: &State, h: &HeaderMap, path: &str) -> Option<Response<B
 /// forged link cannot plant a cookie that would let anyone in.
 fn callback(state: &State, dest: &str, query: &str) -> Response<Body> {
     let mut token = None;
-    let mut rd = "/".to_owned();
+    let mut rd = ReturnPath::default();
     for (k, v) in url::form_urlencoded::parse(query.as_bytes()) {
         match k.as_ref() {
             "token" => token = Some(v.into_owned()),
-            // Only a path on this host: never an open redirect.
-            "rd" if v.starts_with('/') && !v.starts_with("//") && !v.starts_with("/\\") => rd = v.into_owned(),
+            // Only a path on this host, never an open redirect: anything
+            // else returns to the destination's root.
+            "rd" => rd = ReturnPath::or_root(&v),
             _ => {}
         }
     }
@@ -616,17 +697,22 @@ fn callback(state: &State, dest: &str, query: &str) -> Response<Body> {
         return json_error(d.status, &d.message);
     }
     let max_age = (claims.exp - now_ms() / 1000).max(0);
+    // `__Host-` requires `Secure`, `Path=/` and no `Domain`: the cookie is
+    // this host's alone. `SameSite=Lax` keeps it off cross-site requests
+    // other than top-level navigations (see docs/security.md for what a
+    // sibling destination, which is same-site, can still do).
     let cookie = format!("{TOKEN_COOKIE}={token}; Path=/; Secure; HttpOnly; SameSite=Lax; Max-Age={max_age}");
     let mut r = Response::new(infra_tunnel::empty());
     *r.status_mut() = StatusCode::FOUND;
-    if let (Some(loc), Some(c)) = (hv(&rd), hv(&cookie)) {
+    if let (Some(loc), Some(c)) = (hv(rd.as_str()), hv(&cookie)) {
         r.headers_mut().insert(header::LOCATION, loc);
         r.headers_mut().insert(header::SET_COOKIE, c);
     }
     r
 }
 
-/// Removes the connector's token cookie (other cookies are the upstream's).
+/// Removes the connector's token cookie in every spelling (other cookies
+/// are the upstream's).
 fn strip_token_cookie(h: &mut HeaderMap) {
     let kept: Vec<String> = h
         .get_all(header::COOKIE)
@@ -634,7 +720,7 @@ fn strip_token_cookie(h: &mut HeaderMap) {
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .map(str::trim)
-        .filter(|kv| !kv.is_empty() && kv.split('=').next() != Some(TOKEN_COOKIE))
+        .filter(|kv| !kv.is_empty() && !kv.split('=').next().is_some_and(is_token_cookie))
         .map(str::to_owned)
         .collect();
     h.remove(header::COOKIE);
@@ -642,5 +728,140 @@ fn strip_token_cookie(h: &mut HeaderMap) {
         && let Some(v) = hv(&kept.join("; "))
     {
         h.insert(header::COOKIE, v);
+    }
+}
+
+/// Drops an upstream's `Set-Cookie` for the token cookie: an upstream must
+/// not fix a user's Infra credential (to its own account, say) in their
+/// browser.
+fn strip_token_set_cookie(h: &mut HeaderMap) {
+    let kept: Vec<HeaderValue> = h
+        .get_all(header::SET_COOKIE)
+        .iter()
+        .filter(|v| {
+            let name = v.to_str().ok().and_then(|s| s.split(['=', ';']).next());
+            !name.is_some_and(is_token_cookie)
+        })
+        .cloned()
+        .collect();
+    h.remove(header::SET_COOKIE);
+    for v in kept {
+        h.append(header::SET_COOKIE, v);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(HeaderName::from_static(k), HeaderValue::from_static(v));
+        }
+        h
+    }
+
+    /// Whether a request with these headers is refused as a cross-origin
+    /// use of the token cookie.
+    fn check(method: http::Method, pairs: &[(&'static str, &'static str)], refused: bool) {
+        let h = headers(pairs);
+        assert_eq!(
+            cross_origin_cookie_use(&h, &method).is_some(),
+            refused,
+            "{method} {pairs:?}"
+        );
+    }
+
+    #[test]
+    fn cross_origin_cookie_uses() {
+        use http::Method;
+        let host = ("x-infra-host", "web.localhost:4443");
+        for (method, pairs, refused) in [
+            (
+                Method::POST,
+                vec![host, ("origin", "https://other.localhost:4443")],
+                true,
+            ),
+            (Method::POST, vec![host, ("origin", "https://web.localhost")], true),
+            (Method::POST, vec![host, ("origin", "null")], true),
+            (Method::DELETE, vec![host, ("sec-fetch-site", "same-site")], true),
+            (Method::PUT, vec![host, ("sec-fetch-site", "cross-site")], true),
+            (
+                Method::GET,
+                vec![
+                    host,
+                    ("x-infra-upgrade", "websocket"),
+                    ("origin", "https://other.localhost:4443"),
+                ],
+                true,
+            ),
+            (
+                Method::POST,
+                vec![host, ("origin", "https://web.localhost:4443")],
+                false,
+            ),
+            (
+                Method::POST,
+                vec![
+                    host,
+                    ("origin", "https://WEB.localhost:4443"),
+                    ("sec-fetch-site", "same-origin"),
+                ],
+                false,
+            ),
+            (Method::POST, vec![host, ("sec-fetch-site", "none")], false),
+            (Method::POST, vec![host], false),
+            (
+                Method::GET,
+                vec![
+                    host,
+                    ("origin", "https://other.localhost:4443"),
+                    ("sec-fetch-site", "same-site"),
+                ],
+                false,
+            ),
+            (
+                Method::POST,
+                vec![
+                    host,
+                    ("authorization", "Bearer t"),
+                    ("origin", "https://other.localhost:4443"),
+                ],
+                false,
+            ),
+            (
+                Method::POST,
+                vec![("host", "web.localhost:4443"), ("origin", "https://web.localhost:4443")],
+                false,
+            ),
+        ] {
+            check(method, &pairs, refused);
+        }
+    }
+
+    #[test]
+    fn upstream_cannot_set_the_token_cookie() {
+        let mut h = headers(&[
+            ("set-cookie", "__Host-infra_token=fixed; Path=/; Secure"),
+            ("set-cookie", "infra_token=fixed; Domain=localhost"),
+            ("set-cookie", "session=app; Path=/"),
+            ("set-cookie", "theme=dark"),
+        ]);
+        strip_token_set_cookie(&mut h);
+        let left: Vec<&str> = h
+            .get_all(header::SET_COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect();
+        assert_eq!(left, ["session=app; Path=/", "theme=dark"]);
+    }
+
+    #[test]
+    fn upgrades_per_kind() {
+        use crate::config::Kind;
+        assert!(upgrade_allowed(&Kind::Http, Upgrade::WebSocket));
+        assert!(!upgrade_allowed(&Kind::Http, Upgrade::Spdy31));
+        assert!(!upgrade_allowed(&Kind::Http, Upgrade::InfraTcp));
     }
 }

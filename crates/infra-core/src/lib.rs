@@ -5,10 +5,12 @@
 pub mod access;
 pub mod duration;
 pub mod names;
+pub mod redirect;
 
 pub use access::{GrantIndex, InfraRole, Subject};
 pub use duration::{format_duration, parse_duration};
 pub use names::{Email, GroupName, NameError, Resource, Role, reserved_by_kubernetes};
+pub use redirect::{ReturnPath, ReturnPathError};
 
 /// The resource that governs Infra itself.
 pub const INFRA_RESOURCE: &str = "infra";

@@ -8,7 +8,7 @@ use axum::body::Body as AxumBody;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use http::header::{self, HeaderName, HeaderValue};
+use http::header::{self, HeaderValue};
 use infra_tunnel::{HDR_CLIENT_ADDR, HDR_DESTINATION, HDR_HOST, HDR_UPGRADE};
 
 use crate::error::ApiError;
@@ -114,15 +114,9 @@ async fn forward(state: AppState, dest: String, host: String, mut req: Request) 
     let on_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();
     infra_tunnel::strip_hop_by_hop(&mut parts.headers);
-    let infra: Vec<HeaderName> = parts
-        .headers
-        .keys()
-        .filter(|k| k.as_str().starts_with("x-infra-"))
-        .cloned()
-        .collect();
-    for n in infra {
-        parts.headers.remove(n);
-    }
+    // The reserved namespace in any spelling; the connector strips identity
+    // headers with the same rule (it must see `Impersonate-*` to refuse it).
+    infra_tunnel::hygiene::strip_reserved(&mut parts.headers);
     if let Ok(v) = HeaderValue::from_str(&dest) {
         parts.headers.insert(HDR_DESTINATION, v);
     }

@@ -8,14 +8,19 @@
 //! short-lived: when one expires the browser makes the same round trip,
 //! invisibly while the server session lasts.
 //!
-//! *Architecture Invariant:* `rd` must be a URL on the gateway domain
-//! (`https://<destination>.<gateway domain>…`), so these pages are never an
-//! open redirect, and the session cookie never leaves the server's host.
+//! *Architecture Invariant:* `rd` must be a URL of a destination on the
+//! gateway (`https://<destination>.<gateway domain>:<gateway port>/path`)
+//! whose path is a [`ReturnPath`]; the browser is sent to an origin rebuilt
+//! from the destination's name and the gateway's own port, never one copied
+//! from `rd`. So these pages are never an open redirect, a token is never
+//! handed to another port or host, and the session cookie never leaves the
+//! server's host.
 
 use axum::extract::{Form, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use infra_api::LoginRequest;
+use infra_core::ReturnPath;
 use serde::Deserialize;
 
 use crate::api::{Body, login};
@@ -58,23 +63,66 @@ fn enc(s: &str) -> String {
     url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
 
-/// The destination host and path of a valid `rd`.
-fn check_rd(state: &AppState, rd: &str) -> Option<(String, String, String)> {
+/// Where a browser goes back to after logging in: a destination on this
+/// gateway, and a path on it.
+struct ReturnTo {
+    dest: String,
+    path: ReturnPath,
+}
+
+/// The port browsers reach the gateway on: that of the public URL.
+fn gateway_port(state: &AppState) -> u16 {
+    url::Url::parse(&state.settings.public_url)
+        .ok()
+        .and_then(|u| u.port_or_known_default())
+        .unwrap_or(443)
+}
+
+/// Parses `rd`: `https://<destination>.<gateway domain>[:<gateway port>]`
+/// and a same-origin path. Anything else, including another port (where
+/// anyone on the machine may listen) and characters a URL parser would
+/// silently drop (tab, newline), is refused.
+fn check_rd(state: &AppState, rd: &str) -> Option<ReturnTo> {
+    if rd.bytes().any(|c| c.is_ascii_control() || c == b' ' || c == b'\\') {
+        return None;
+    }
     let u = url::Url::parse(rd).ok()?;
     if u.scheme() != "https" || !u.username().is_empty() || u.password().is_some() {
         return None;
     }
+    if u.port_or_known_default() != Some(gateway_port(state)) {
+        return None;
+    }
     let host = u.host_str()?.to_ascii_lowercase();
     let dest = crate::gateway::destination_of(&host, &state.settings.gateway_domain, &state.settings.public_host)?;
-    let authority = match u.port() {
-        Some(p) => format!("{host}:{p}"),
-        None => host,
-    };
     let path = match u.query() {
         Some(q) => format!("{}?{q}", u.path()),
         None => u.path().to_owned(),
     };
-    Some((dest, authority, path))
+    Some(ReturnTo {
+        dest,
+        path: ReturnPath::parse(&path).ok()?,
+    })
+}
+
+impl ReturnTo {
+    /// The destination's origin, from its name and the gateway's port.
+    fn origin(&self, state: &AppState) -> String {
+        let port = match gateway_port(state) {
+            443 => String::new(),
+            p => format!(":{p}"),
+        };
+        format!("https://{}.{}{port}", self.dest, state.settings.gateway_domain)
+    }
+}
+
+/// `rd` if it is a valid return address, otherwise empty (the browser then
+/// ends on the "logged in" page instead of anywhere a link chose).
+fn valid_rd(state: &AppState, rd: &str) -> String {
+    match check_rd(state, rd) {
+        Some(_) => rd.to_owned(),
+        None => String::new(),
+    }
 }
 
 fn page(status: StatusCode, title: &str, body: &str) -> Response {
@@ -128,7 +176,8 @@ async fn provider_names(state: &AppState) -> Vec<String> {
 }
 
 pub(crate) async fn login_page(State(state): State<AppState>, Query(q): Query<Rd>) -> Response {
-    let rd = q.rd.as_deref().unwrap_or_default();
+    let rd = valid_rd(&state, q.rd.as_deref().unwrap_or_default());
+    let rd = rd.as_str();
     // With a default provider, browsers go straight to it (single sign-on);
     // `?password=1` still shows the password form.
     if let Some(p) = &state.settings.default_provider
@@ -267,6 +316,7 @@ fn with_session(mut r: Response, key: &str) -> Response {
 }
 
 pub(crate) async fn login_submit(State(state): State<AppState>, source: Source, Form(f): Form<LoginForm>) -> Response {
+    let rd = valid_rd(&state, &f.rd);
     let req = LoginRequest {
         email: Some(f.email),
         password: Some(f.password),
@@ -274,19 +324,19 @@ pub(crate) async fn login_submit(State(state): State<AppState>, source: Source, 
     };
     match login::login(State(state.clone()), source, Body(req)).await {
         Ok(resp) if resp.password_update_required => login_form(
-            &f.rd,
+            &rd,
             Some("Your password was set by an admin: change it first with 'infra login', then log in here."),
             &provider_names(&state).await,
         ),
         Ok(resp) => {
-            let next = if f.rd.is_empty() {
+            let next = if rd.is_empty() {
                 "/login/done".to_owned()
             } else {
-                format!("/authorize?rd={}", enc(&f.rd))
+                format!("/authorize?rd={}", enc(&rd))
             };
             with_session(Redirect::to(&next).into_response(), &resp.access_key)
         }
-        Err(e) => login_form(&f.rd, Some(&e.message), &provider_names(&state).await),
+        Err(e) => login_form(&rd, Some(&e.message), &provider_names(&state).await),
     }
 }
 
@@ -319,7 +369,7 @@ pub(crate) async fn authorize(
     Query(q): Query<Rd>,
 ) -> Response {
     let rd = q.rd.unwrap_or_default();
-    let Some((dest, authority, path)) = check_rd(&state, &rd) else {
+    let Some(to) = check_rd(&state, &rd) else {
         return page(
             StatusCode::BAD_REQUEST,
             "Not a destination",
@@ -333,11 +383,12 @@ pub(crate) async fn authorize(
     let Some(caller) = caller else {
         return Redirect::to(&format!("/login?rd={}", enc(&rd))).into_response();
     };
-    match crate::api::tokens::mint(&state, &caller, Some(&dest)).await {
+    match crate::api::tokens::mint(&state, &caller, Some(&to.dest)).await {
         Ok(t) => Redirect::to(&format!(
-            "https://{authority}/.infra/callback?token={}&rd={}",
+            "{}/.infra/callback?token={}&rd={}",
+            to.origin(&state),
             enc(&t.token),
-            enc(&path)
+            enc(to.path.as_str())
         ))
         .into_response(),
         Err(e) => page(e.status, "No access", &format!("<p>{}</p>", esc(&e.message))),

@@ -22,6 +22,7 @@ pub mod body;
 pub mod cancel;
 pub mod control;
 pub mod handshake;
+pub mod hygiene;
 pub mod path;
 pub mod proto;
 pub mod transport;

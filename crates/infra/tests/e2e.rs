@@ -8,6 +8,7 @@ mod e2e {
     pub mod admin;
     pub mod attacks;
     pub mod attacks_pg;
+    pub mod attacks_web;
     pub mod audit;
     pub mod bad_input;
     pub mod common;
