@@ -1012,7 +1012,13 @@ fn attack_infra_proxy_socket_is_private() {
 fn attack_dot_segments_never_reach_the_upstream() {
     let w = web_env();
     let host = format!("web.localhost:{}", w.env.server.port);
-    for path in ["/echo/../admin", "/echo/%2e%2e/admin", "/echo/%252e%252e/admin", "/echo/.%2E/admin", "/echo/./x"] {
+    for path in [
+        "/echo/../admin",
+        "/echo/%2e%2e/admin",
+        "/echo/%252e%252e/admin",
+        "/echo/.%2E/admin",
+        "/echo/./x",
+    ] {
         let req = format!(
             "GET {path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {}\r\nConnection: close\r\n\r\n",
             w.t
