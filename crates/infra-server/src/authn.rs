@@ -93,15 +93,25 @@ impl Caller {
             return Err(ApiError::forbidden("connector keys cannot call the user API"));
         };
         let user = identity::user_by_id(&mut c, user_id).await?.ok_or_else(invalid)?;
-        // A key made from a borrowed session ends with it (its expiry is
-        // capped too; this also covers an early end, such as a provider
-        // that disabled the user).
-        if let Some(l) = &row.lender_id
-            && keys::key_by_id(&mut c, l)
-                .await?
-                .is_none_or(|lender| lender.expires_at.is_some_and(|e| e <= now))
-        {
-            return Err(invalid());
+        // A key made from a borrowed session ends with it, however the
+        // session ends: deleted (a provider that disabled the user, a
+        // logout), expired, or unused past its inactivity timeout.
+        if let Some(l) = &row.lender_id {
+            let ended = keys::key_by_id(&mut c, l).await?.is_none_or(|lender| {
+                lender.expires_at.is_some_and(|e| e <= now)
+                    || lender
+                        .inactivity_timeout_ms
+                        .is_some_and(|t| lender.last_used_at + t <= now)
+            });
+            if ended {
+                return Err(invalid());
+            }
+            // A provider session is asked again on its schedule, whichever
+            // key of it is in use: a user disabled at the provider is
+            // noticed even if only a derived key is ever used.
+            drop(c);
+            crate::api::providers::refresh_if_due(state, l, &user, &source).await?;
+            c = state.store.conn().await?;
         }
         let lender = lender_of(&mut c, &row).await?;
         let mut from_provider = false;

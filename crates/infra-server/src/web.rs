@@ -315,7 +315,40 @@ fn with_session(mut r: Response, key: &str) -> Response {
     r
 }
 
-pub(crate) async fn login_submit(State(state): State<AppState>, source: Source, Form(f): Form<LoginForm>) -> Response {
+/// Whether a form post comes from a page of this server. Without this check
+/// any site could post its author's credentials and log the visitor's
+/// browser in as that author (login CSRF): what the visitor then does
+/// through Infra would happen in the attacker's name. Browsers say where a
+/// post comes from (`Sec-Fetch-Site`, `Origin`); a client that sends
+/// neither is no browser a page could drive.
+fn posted_from_here(headers: &HeaderMap, uri: &axum::http::Uri) -> bool {
+    let text = |n: header::HeaderName| headers.get(n).and_then(|v| v.to_str().ok());
+    if let Some(site) = text(header::HeaderName::from_static("sec-fetch-site"))
+        && !matches!(site, "same-origin" | "none")
+    {
+        return false;
+    }
+    let Some(origin) = text(header::ORIGIN) else { return true };
+    let host = text(header::HOST)
+        .map(str::to_owned)
+        .or_else(|| uri.authority().map(|a| a.to_string()));
+    host.is_some_and(|h| origin.eq_ignore_ascii_case(&format!("https://{h}")))
+}
+
+pub(crate) async fn login_submit(
+    State(state): State<AppState>,
+    source: Source,
+    headers: HeaderMap,
+    uri: axum::http::Uri,
+    Form(f): Form<LoginForm>,
+) -> Response {
+    if !posted_from_here(&headers, &uri) {
+        return page(
+            StatusCode::FORBIDDEN,
+            "Not from this page",
+            "<p>This sign-in was sent from another site, so it was refused. Open the Infra sign-in page and sign in there.</p>",
+        );
+    }
     let rd = valid_rd(&state, &f.rd);
     let req = LoginRequest {
         email: Some(f.email),

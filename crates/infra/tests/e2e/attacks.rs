@@ -516,6 +516,7 @@ fn api_client(env: &Env, source: [u8; 4]) -> reqwest::Client {
             std::net::SocketAddr::from(([127, 0, 0, 1], env.server.port)),
         )
         .local_address(std::net::IpAddr::from(source))
+        .redirect(reqwest::redirect::Policy::none())
         .timeout(Duration::from_secs(120))
         .build()
         .unwrap()
@@ -1028,4 +1029,33 @@ fn attack_dot_segments_never_reach_the_upstream() {
         assert!(status.contains(" 400"), "{path} was forwarded: {answer}");
     }
     expect(&w.gw, &w.t, 200, "");
+}
+
+/// A page on another site posting the attacker's credentials to the
+/// server's sign-in form (login CSRF): refused, and no session cookie is
+/// set; the same form posted from the server's own page works.
+#[test]
+fn attack_login_form_posted_from_another_site_is_refused() {
+    let env = super::common::start(super::common::Backend::Sqlite);
+    let client = api_client(&env, [127, 0, 0, 1]);
+    let port = env.server.port;
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let post = |origin: &'static str, site: &'static str| {
+        let client = client.clone();
+        rt.block_on(async move {
+            let r = client
+                .post(format!("https://localhost:{port}/login"))
+                .header("origin", origin.replace("PORT", &port.to_string()))
+                .header("sec-fetch-site", site)
+                .form(&[("email", super::common::ADMIN), ("password", super::common::ADMIN_PW), ("rd", "")])
+                .send()
+                .await
+                .unwrap();
+            (r.status().as_u16(), r.headers().get("set-cookie").is_some())
+        })
+    };
+    let (status, cookie) = post("https://evil.example", "cross-site");
+    assert_eq!((status, cookie), (403, false), "a cross-site post logged the browser in");
+    let (status, cookie) = post("https://localhost:PORT", "same-origin");
+    assert!(status < 400 && cookie, "the server's own form no longer works: {status}");
 }

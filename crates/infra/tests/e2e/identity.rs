@@ -671,5 +671,18 @@ fn borrowed_sessions_cannot_make_lasting_keys() {
             "application/json",
         )
         .unwrap();
-    assert_eq!(s, 400, "{v}");
+    assert_eq!(s, 403, "{v}");
+    // Nor a key made from it; and a key that key makes is capped in turn.
+    let mine_secret = out.stdout.trim().to_owned();
+    let post = |path: &str, bearer: Option<&str>, body: serde_json::Value| {
+        h.env
+            .server
+            .send_json("POST", path, bearer, body.to_string().as_bytes(), "application/json")
+            .unwrap()
+    };
+    let (s, v) = post("/api/login", None, serde_json::json!({"accessKey": mine_secret}));
+    assert_eq!(s, 403, "{v}");
+    let (s, v) = post("/api/keys", Some(&mine_secret), serde_json::json!({"name": "grandchild"}));
+    assert_eq!(s, 201, "{v}");
+    assert!(v["key"]["expires"].is_string(), "{v}");
 }
