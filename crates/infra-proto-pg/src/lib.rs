@@ -367,7 +367,7 @@ mod tests {
         assert!(bind(&[&b"\0s\0"[..], &[0xff, 0xff]].concat()).is_err());
     }
 
-    /// The fuzz target's body (fuzz/fuzz_targets/wire.rs) on a million
+    /// What the fuzz target (fuzz/fuzz_targets/fuzz_pg_startup.rs) runs, on a million
     /// pseudo-random inputs, mostly mutations of valid messages, so every
     /// CI run exercises the parsers on garbage too.
     #[test]
