@@ -40,19 +40,23 @@ pub(crate) fn json_error(status: u16, message: &str) -> Response<Body> {
     r
 }
 
-/// Removes every header the client must not control.
+/// Removes every header the client must not control. Names are compared
+/// with `_` read as `-`: CGI, WSGI, Rack and many frameworks give
+/// `X_Infra_User` and `X-Infra-User` the same variable (`HTTP_X_INFRA_USER`),
+/// so an underscore spelling would otherwise pass for the real header.
 pub(crate) fn strip_client_headers(h: &mut HeaderMap) {
     infra_tunnel::strip_hop_by_hop(h);
-    h.remove(header::AUTHORIZATION);
     h.remove(header::FORWARDED);
     let doomed: Vec<HeaderName> = h
         .keys()
         .filter(|k| {
-            let s = k.as_str();
+            let s = k.as_str().replace('_', "-");
             s.starts_with("x-forwarded-")
                 || s.starts_with("x-infra-")
                 || s.starts_with("impersonate-")
                 || s == "x-real-ip"
+                || s == "authorization"
+                || infra_tunnel::HOP_BY_HOP.contains(&s.as_str())
         })
         .cloned()
         .collect();
@@ -630,5 +634,37 @@ fn strip_token_cookie(h: &mut HeaderMap) {
         && let Some(v) = hv(&kept.join("; "))
     {
         h.insert(header::COOKIE, v);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Found by the `fuzz_headers` target: `x_infra_` (and any header
+    /// spelled with underscores) passed the hygiene, and upstreams that
+    /// read `_` as `-` would have taken it for Infra's own.
+    #[test]
+    fn underscore_spellings_are_stripped() {
+        let mut h = HeaderMap::new();
+        for name in [
+            "x_infra_",
+            "x_infra_user",
+            "X_Forwarded_For",
+            "impersonate_user",
+            "Impersonate-Group",
+            "x_real_ip",
+            "transfer_encoding",
+            "authorization",
+            "x-kept",
+        ] {
+            h.append(
+                HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                HeaderValue::from_static("v"),
+            );
+        }
+        strip_client_headers(&mut h);
+        let left: Vec<&str> = h.keys().map(HeaderName::as_str).collect();
+        assert_eq!(left, ["x-kept"]);
     }
 }
