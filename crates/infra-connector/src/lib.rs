@@ -29,6 +29,44 @@ use tokio_util::sync::CancellationToken;
 
 pub use config::ConnectorArgs;
 
+/// Entry points for the fuzz targets in `fuzz/`, which live outside the
+/// crate: thin wrappers over crate-private parsers, no behaviour of their
+/// own. Not an API; nothing else may use them.
+#[doc(hidden)]
+pub mod fuzzing {
+    /// The header hygiene applied to every request before it is proxied.
+    pub fn strip_client_headers(h: &mut http::HeaderMap) {
+        crate::proxy::strip_client_headers(h);
+    }
+
+    /// What the Kubernetes request-info parser makes of a request, and the
+    /// audit detail it writes for it.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct KubeRequestInfo {
+        pub verb: String,
+        pub group: String,
+        pub resource: String,
+        pub subresource: String,
+        pub namespace: String,
+        pub name: String,
+        pub description: String,
+    }
+
+    pub fn kube_request_info(method: &http::Method, path: &str, query: &str) -> KubeRequestInfo {
+        let i = crate::kube::RequestInfo::parse(method, path, query);
+        let description = i.describe(query);
+        KubeRequestInfo {
+            verb: i.verb,
+            group: i.group,
+            resource: i.resource,
+            subresource: i.subresource,
+            namespace: i.namespace,
+            name: i.name,
+            description,
+        }
+    }
+}
+
 /// Runs the connector until SIGTERM or SIGINT.
 pub async fn run(args: ConnectorArgs) -> anyhow::Result<()> {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();

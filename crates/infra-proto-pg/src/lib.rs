@@ -463,7 +463,7 @@ mod tests {
         assert!(function_call(&[0, 0, 0, 1, 0xff, 0xff]).is_err());
     }
 
-    /// The fuzz target's body (fuzz/fuzz_targets/wire.rs) on a million
+    /// What the fuzz target (fuzz/fuzz_targets/fuzz_pg_startup.rs) runs, on a million
     /// pseudo-random inputs, mostly mutations of valid messages, so every
     /// CI run exercises the parsers on garbage too.
     #[test]

@@ -36,7 +36,7 @@ pub(crate) struct Sni(pub(crate) String);
 
 /// Whether `host` (with an optional port) is an IP address: clients send no
 /// SNI for those, so one that did chose the name on purpose.
-fn is_ip(host: &str) -> bool {
+pub(crate) fn is_ip(host: &str) -> bool {
     let h = host.trim_start_matches('[');
     let h = match h.rsplit_once(']') {
         Some((ip, _)) => ip,

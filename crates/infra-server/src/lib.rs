@@ -25,6 +25,28 @@ mod web;
 
 pub use config::ServerArgs;
 
+/// Entry points for the fuzz targets in `fuzz/`, which live outside the
+/// crate: thin wrappers over crate-private parsers, no behaviour of their
+/// own. Not an API; nothing else may use them.
+#[doc(hidden)]
+pub mod fuzzing {
+    /// The destination a gateway request is for, from its Host (or SNI).
+    pub fn destination_of(host: &str, gateway_domain: &str, own_host: &str) -> Option<String> {
+        crate::gateway::destination_of(host, gateway_domain, own_host)
+    }
+
+    /// Whether a Host is an IP address (then the SNI names the destination).
+    pub fn is_ip(host: &str) -> bool {
+        crate::gateway::is_ip(host)
+    }
+
+    /// Whether a connector's advertised direct URL is plain enough to hand
+    /// to clients.
+    pub fn valid_direct_url(u: &str) -> bool {
+        crate::tunnel_server::valid_direct_url(u)
+    }
+}
+
 /// Runs the server until SIGTERM or SIGINT.
 pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     serve::run(args).await

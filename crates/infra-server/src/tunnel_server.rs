@@ -90,7 +90,7 @@ async fn authenticate(state: &AppState, hello: &Hello) -> Result<String, String>
 /// A direct URL clients are given (and the SSH client writes into its
 /// config): scheme, host and port only, nothing that a shell or an ssh
 /// config line would read as more.
-fn valid_direct_url(u: &str) -> bool {
+pub(crate) fn valid_direct_url(u: &str) -> bool {
     u.len() <= 300 && u.contains("://") && u.chars().all(|c| c.is_ascii_alphanumeric() || ".-:/[]_".contains(c))
 }
 
