@@ -328,7 +328,9 @@ fn posted_from_here(headers: &HeaderMap, uri: &axum::http::Uri) -> bool {
     {
         return false;
     }
-    let Some(origin) = text(header::ORIGIN) else { return true };
+    let Some(origin) = text(header::ORIGIN) else {
+        return true;
+    };
     let host = text(header::HOST)
         .map(str::to_owned)
         .or_else(|| uri.authority().map(|a| a.to_string()));

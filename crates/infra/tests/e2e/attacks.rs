@@ -1047,7 +1047,11 @@ fn attack_login_form_posted_from_another_site_is_refused() {
                 .post(format!("https://localhost:{port}/login"))
                 .header("origin", origin.replace("PORT", &port.to_string()))
                 .header("sec-fetch-site", site)
-                .form(&[("email", super::common::ADMIN), ("password", super::common::ADMIN_PW), ("rd", "")])
+                .form(&[
+                    ("email", super::common::ADMIN),
+                    ("password", super::common::ADMIN_PW),
+                    ("rd", ""),
+                ])
                 .send()
                 .await
                 .unwrap();
@@ -1055,7 +1059,14 @@ fn attack_login_form_posted_from_another_site_is_refused() {
         })
     };
     let (status, cookie) = post("https://evil.example", "cross-site");
-    assert_eq!((status, cookie), (403, false), "a cross-site post logged the browser in");
+    assert_eq!(
+        (status, cookie),
+        (403, false),
+        "a cross-site post logged the browser in"
+    );
     let (status, cookie) = post("https://localhost:PORT", "same-origin");
-    assert!(status < 400 && cookie, "the server's own form no longer works: {status}");
+    assert!(
+        status < 400 && cookie,
+        "the server's own form no longer works: {status}"
+    );
 }

@@ -682,7 +682,11 @@ fn borrowed_sessions_cannot_make_lasting_keys() {
     };
     let (s, v) = post("/api/login", None, serde_json::json!({"accessKey": mine_secret}));
     assert_eq!(s, 403, "{v}");
-    let (s, v) = post("/api/keys", Some(&mine_secret), serde_json::json!({"name": "grandchild"}));
+    let (s, v) = post(
+        "/api/keys",
+        Some(&mine_secret),
+        serde_json::json!({"name": "grandchild"}),
+    );
     assert_eq!(s, 201, "{v}");
     assert!(v["key"]["expires"].is_string(), "{v}");
 }
