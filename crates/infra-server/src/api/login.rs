@@ -157,17 +157,24 @@ async fn check_lock(state: &AppState, buckets: &[&str], who: &str, source: &str)
     }
     drop(c);
     if until > now {
-        let secs = (until - now + 999) / 1000;
-        let ev = Event::new(who, "login", who, source)
-            .result("failure")
-            .detail(format!("refused: locked for {secs}s after repeated failures"));
-        audit::record(state, ev).await?;
-        return Err(ApiError::new(
-            axum::http::StatusCode::TOO_MANY_REQUESTS,
-            format!("too many failed logins; try again in {secs} seconds"),
-        ));
+        return Err(locked(state, until - now, who, source).await);
     }
     Ok(())
+}
+
+/// The refusal while a bucket is locked for `left_ms` more: audited, 429.
+async fn locked(state: &AppState, left_ms: i64, who: &str, source: &str) -> ApiError {
+    let secs = (left_ms + 999) / 1000;
+    let ev = Event::new(who, "login", who, source)
+        .result("failure")
+        .detail(format!("refused: locked for {secs}s after repeated failures"));
+    if let Err(e) = audit::record(state, ev).await {
+        return e;
+    }
+    ApiError::new(
+        axum::http::StatusCode::TOO_MANY_REQUESTS,
+        format!("too many failed logins; try again in {secs} seconds"),
+    )
 }
 
 /// Counts this attempt as a failure in every bucket before the credential
@@ -196,15 +203,7 @@ async fn reserve(state: &AppState, buckets: &[(&str, i64)], who: &str, source: &
     }
     if until > now {
         drop(tx);
-        let secs = (until - now + 999) / 1000;
-        let ev = Event::new(who, "login", who, source)
-            .result("failure")
-            .detail(format!("refused: locked for {secs}s after repeated failures"));
-        audit::record(state, ev).await?;
-        return Err(ApiError::new(
-            axum::http::StatusCode::TOO_MANY_REQUESTS,
-            format!("too many failed logins; try again in {secs} seconds"),
-        ));
+        return Err(locked(state, until - now, who, source).await);
     }
     for row in &rows {
         keys::put_login_failure(tx.conn(), row).await?;

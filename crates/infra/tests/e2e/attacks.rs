@@ -10,11 +10,29 @@ use infra_auth::jwt::{Jwks, SigningKey};
 use super::common::Env;
 use super::gateway::{expect, web_env};
 
+/// A TLS client config that trusts the server's CA (PEM), with these ALPN
+/// protocols.
+fn trusting(ca: &[u8], alpn: Vec<Vec<u8>>) -> rustls::ClientConfig {
+    use rustls::pki_types::{CertificateDer, pem::PemObject};
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_slice_iter(ca) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let mut cfg =
+        rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+    cfg.alpn_protocols = alpn;
+    cfg
+}
+
 /// One TLS connection to the server's port with this server name and ALPN:
 /// writes `request`, returns what came back within a few seconds (at most
 /// 16 KiB; an answer that streams on is cut there).
 pub fn raw_tls(env: &Env, sni: &str, alpn: &[&[u8]], request: &[u8]) -> String {
-    use rustls::pki_types::{CertificateDer, ServerName, pem::PemObject};
+    use rustls::pki_types::ServerName;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let ca = std::fs::read(env.server.ca_path()).unwrap();
     let addr = std::net::SocketAddr::from(([127, 0, 0, 1], env.server.port));
@@ -23,18 +41,7 @@ pub fn raw_tls(env: &Env, sni: &str, alpn: &[&[u8]], request: &[u8]) -> String {
         .build()
         .unwrap();
     rt.block_on(async move {
-        let mut roots = rustls::RootCertStore::empty();
-        for c in CertificateDer::pem_slice_iter(&ca) {
-            roots.add(c.unwrap()).unwrap();
-        }
-        let mut cfg = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
-            rustls::crypto::aws_lc_rs::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-        cfg.alpn_protocols = alpn.iter().map(|a| a.to_vec()).collect();
+        let cfg = trusting(&ca, alpn.iter().map(|a| a.to_vec()).collect());
         let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
         let mut tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(cfg))
             .connect(ServerName::try_from(sni.to_owned()).unwrap(), tcp)
@@ -57,23 +64,12 @@ pub fn raw_tls(env: &Env, sni: &str, alpn: &[&[u8]], request: &[u8]) -> String {
 /// A POST over HTTP/2 (ALPN `h2`) to the server's port with this server
 /// name: the answer's status, if one came within a few seconds.
 fn h2_post(env: &Env, sni: &str, path: &str, body: &str) -> Option<u16> {
-    use rustls::pki_types::{CertificateDer, ServerName, pem::PemObject};
+    use rustls::pki_types::ServerName;
     let ca = std::fs::read(env.server.ca_path()).unwrap();
     let port = env.server.port;
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async move {
-        let mut roots = rustls::RootCertStore::empty();
-        for c in CertificateDer::pem_slice_iter(&ca) {
-            roots.add(c.unwrap()).unwrap();
-        }
-        let mut cfg = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
-            rustls::crypto::aws_lc_rs::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-        cfg.alpn_protocols = vec![b"h2".to_vec()];
+        let cfg = trusting(&ca, vec![b"h2".to_vec()]);
         let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
         let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(cfg))
             .connect(ServerName::try_from(sni.to_owned()).unwrap(), tcp)
@@ -295,22 +291,11 @@ fn tunnel_hello(
     ),
     String,
 > {
-    use rustls::pki_types::{CertificateDer, ServerName, pem::PemObject};
+    use rustls::pki_types::ServerName;
     let ca = std::fs::read(env.server.ca_path()).unwrap();
     let port = env.server.port;
     rt.block_on(async move {
-        let mut roots = rustls::RootCertStore::empty();
-        for c in CertificateDer::pem_slice_iter(&ca) {
-            roots.add(c.unwrap()).unwrap();
-        }
-        let mut cfg = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
-            rustls::crypto::aws_lc_rs::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-        cfg.alpn_protocols = vec![infra_tunnel::ALPN.to_vec()];
+        let cfg = trusting(&ca, vec![infra_tunnel::ALPN.to_vec()]);
         let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
         let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(cfg))
             .connect(ServerName::try_from("localhost").unwrap(), tcp)
@@ -855,7 +840,7 @@ fn attack_anonymous_sign_in_starts_are_bounded() {
 
 /// Whether a TLS client that checks the name gets a certificate for `sni`.
 fn certificate_for(env: &Env, sni: &str) -> bool {
-    use rustls::pki_types::{CertificateDer, ServerName, pem::PemObject};
+    use rustls::pki_types::ServerName;
     let ca = std::fs::read(env.server.ca_path()).unwrap();
     let port = env.server.port;
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -863,17 +848,7 @@ fn certificate_for(env: &Env, sni: &str) -> bool {
         .build()
         .unwrap();
     rt.block_on(async move {
-        let mut roots = rustls::RootCertStore::empty();
-        for c in CertificateDer::pem_slice_iter(&ca) {
-            roots.add(c.unwrap()).unwrap();
-        }
-        let cfg = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
-            rustls::crypto::aws_lc_rs::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+        let cfg = trusting(&ca, vec![]);
         let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
         tokio_rustls::TlsConnector::from(std::sync::Arc::new(cfg))
             .connect(ServerName::try_from(sni.to_owned()).unwrap(), tcp)
@@ -903,7 +878,7 @@ fn attack_gateway_certificates_only_for_existing_destinations() {
 /// gateway does not keep the connection for ever.
 #[test]
 fn attack_silent_postgres_client_is_dropped() {
-    use rustls::pki_types::{CertificateDer, ServerName, pem::PemObject};
+    use rustls::pki_types::ServerName;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let w = web_env();
     let ca = std::fs::read(w.env.server.ca_path()).unwrap();
@@ -915,17 +890,7 @@ fn attack_silent_postgres_client_is_dropped() {
         let mut s = [0u8; 1];
         tcp.read_exact(&mut s).await.unwrap();
         assert_eq!(&s, b"S");
-        let mut roots = rustls::RootCertStore::empty();
-        for c in CertificateDer::pem_slice_iter(&ca) {
-            roots.add(c.unwrap()).unwrap();
-        }
-        let cfg = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
-            rustls::crypto::aws_lc_rs::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+        let cfg = trusting(&ca, vec![]);
         let mut tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(cfg))
             .connect(ServerName::try_from("web.localhost").unwrap(), tcp)
             .await
