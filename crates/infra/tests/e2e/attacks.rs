@@ -1035,3 +1035,51 @@ fn attack_login_form_posted_from_another_site_is_refused() {
         "the server's own form no longer works: {status}"
     );
 }
+
+/// A user with a small grant: cannot read the grants of a group they are
+/// not in by naming themselves too (`?user=ME&group=X`), and cannot tell
+/// which accounts exist from the answer (403 whether or not they do).
+#[test]
+fn attack_small_user_cannot_read_other_groups_or_enumerate_users() {
+    use super::common::{ADMIN, session_key};
+    let w = web_env();
+    let env = &w.env;
+    env.admin.run(&["groups", "add", "secret-team"]).ok();
+    env.admin
+        .run(&["grants", "add", "--group", "secret-team", "web", "--role", "admin"])
+        .ok();
+    let bob = super::gateway::user(env, "bob@example.com");
+    let key = session_key(&bob);
+    let (s, v) = env
+        .server
+        .get_json("/api/grants?user=bob@example.com&group=secret-team", Some(&key))
+        .unwrap();
+    assert_eq!(s, 403, "bob read a group's grants he is not in: {v}");
+    assert!(!v.to_string().contains("\"role\":\"admin\""), "{v}");
+    // His own grants, through his own groups, are his to see.
+    let (s, _) = env
+        .server
+        .get_json("/api/grants?user=bob@example.com", Some(&key))
+        .unwrap();
+    assert_eq!(s, 200);
+
+    let exists = env.server.get_json(&format!("/api/users/{ADMIN}"), Some(&key)).unwrap();
+    let missing = env
+        .server
+        .get_json("/api/users/nobody@example.com", Some(&key))
+        .unwrap();
+    assert_eq!(exists.0, 403, "{exists:?}");
+    assert_eq!(
+        missing.0, exists.0,
+        "the answer tells whether an account exists: {missing:?} vs {exists:?}"
+    );
+    for path in ["/api/grants?user=", "/api/keys?user="] {
+        let a = env.server.get_json(&format!("{path}{ADMIN}"), Some(&key)).unwrap().0;
+        let b = env
+            .server
+            .get_json(&format!("{path}nobody@example.com"), Some(&key))
+            .unwrap()
+            .0;
+        assert_eq!((a, b), (403, 403), "{path}");
+    }
+}
