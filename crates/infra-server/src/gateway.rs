@@ -90,6 +90,11 @@ fn unavailable(dest: &str) -> Response {
 /// wall.
 pub(crate) fn in_reserved_namespace(path: &str) -> bool {
     let reserved = infra_tunnel::RESERVED_PREFIX.trim_start_matches('/');
+    // Every gateway request passes here: without an escape the name must
+    // be there as it is, and most paths can be waved through without a copy.
+    if !path.contains('%') && !path.to_ascii_lowercase().contains(reserved) {
+        return false;
+    }
     infra_tunnel::path::segments(path)
         .first()
         .is_some_and(|s| s.eq_ignore_ascii_case(reserved))

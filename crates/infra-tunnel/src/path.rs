@@ -60,6 +60,10 @@ pub fn segments(path: &str) -> Vec<String> {
 /// `..\`): a server behind a destination's URL prefix could resolve it to
 /// a path outside that prefix.
 pub fn has_dot_segments(path: &str) -> bool {
+    // Every request passes here: most paths have neither, and need no copy.
+    if !path.contains(['.', '%']) {
+        return false;
+    }
     fully_decoded(path).split('/').any(|s| matches!(s.trim(), "." | ".."))
 }
 

@@ -308,6 +308,30 @@ fn tunnel_hello(
     })
 }
 
+/// Answers the server's streams on an accepted tunnel with `service`, as a
+/// connector would, until the returned token is cancelled.
+fn serve_as_connector<F, Fut>(
+    rt: &tokio::runtime::Runtime,
+    io: tokio::io::BufReader<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>,
+    service: F,
+) -> tokio_util::sync::CancellationToken
+where
+    F: Fn(http::Request<hyper::body::Incoming>) -> Fut + Send + Clone + 'static,
+    Fut: std::future::Future<Output = Result<http::Response<infra_tunnel::Body>, std::convert::Infallible>>
+        + Send
+        + 'static,
+{
+    let drain = tokio_util::sync::CancellationToken::new();
+    rt.spawn(infra_tunnel::transport::serve(
+        io,
+        service,
+        drain.clone(),
+        || true,
+        Duration::from_secs(1),
+    ));
+    drain
+}
+
 fn hello_as(name: &str, key: &str, instance: &str, signing: &SigningKey, kid: &str) -> infra_tunnel::proto::Hello {
     hello_serving(name, key, instance, signing, kid, &[&format!("{name}-web")])
 }
@@ -412,14 +436,7 @@ fn attack_connector_key_cannot_tamper_with_another_connector() {
             Ok::<_, std::convert::Infallible>(http::Response::new(infra_tunnel::boxed(body)))
         }
     };
-    let drain = tokio_util::sync::CancellationToken::new();
-    rt.spawn(infra_tunnel::transport::serve(
-        io,
-        service,
-        drain.clone(),
-        || true,
-        Duration::from_secs(1),
-    ));
+    let drain = serve_as_connector(&rt, io, service);
     infra_testkit::eventually!(20, || {
         let refused = json(
             env.admin
@@ -716,14 +733,7 @@ fn attack_underscore_in_a_destination_name_is_no_wildcard() {
             Ok::<_, std::convert::Infallible>(http::Response::new(infra_tunnel::empty()))
         }
     };
-    let drain = tokio_util::sync::CancellationToken::new();
-    rt.spawn(infra_tunnel::transport::serve(
-        io,
-        service,
-        drain.clone(),
-        || true,
-        Duration::from_secs(1),
-    ));
+    let drain = serve_as_connector(&rt, io, service);
     let snapshot = rx.recv_timeout(Duration::from_secs(20)).expect("a snapshot");
     drain.cancel();
     assert_eq!(snapshot["type"], "snapshot", "{snapshot}");
