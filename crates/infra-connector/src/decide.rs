@@ -1,23 +1,17 @@
 //! The connector's own access decision, from the credential the user sent
 //! and the state the server pushed. No call to the server is made.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
+use std::sync::Arc;
 
-use base64::Engine;
+use infra_auth::jwt::Jwks;
 use infra_auth::jwt::{CachingVerifier, Claims, Verifier, VerifyError};
-use infra_core::access::GrantRule;
-use infra_core::{GrantIndex, Resource, Role, Subject};
-use infra_tunnel::proto::Snapshot;
+use infra_core::{GrantView, Resource};
 
 /// Everything needed to decide, rebuilt on each pushed snapshot.
 pub(crate) struct Decider {
     verifier: CachingVerifier,
-    index: GrantIndex,
-    groups_of: HashMap<String, Vec<String>>,
-    /// Group id → name, for the groups that have grants here.
-    group_names: HashMap<String, String>,
-    /// The same names, to tell them from groups known only to the token.
-    granted_group_names: HashSet<String>,
+    grants: Arc<GrantView>,
     revoked: HashSet<String>,
     /// Kubernetes destinations: a grant on any namespace lets a user in,
     /// and the cluster's RBAC decides the rest.
@@ -27,6 +21,9 @@ pub(crate) struct Decider {
 /// Who the caller is, once allowed.
 #[derive(Debug, Clone)]
 pub(crate) struct Identity {
+    /// The verified token: open streams are judged again from it when
+    /// grants change.
+    pub(crate) claims: Claims,
     pub(crate) user_id: String,
     pub(crate) email: String,
     pub(crate) groups: Vec<String>,
@@ -45,7 +42,7 @@ pub(crate) struct Denial {
     pub(crate) message: String,
 }
 
-fn deny(status: u16, message: impl Into<String>) -> Denial {
+pub(crate) fn deny(status: u16, message: impl Into<String>) -> Denial {
     Denial {
         status,
         message: message.into(),
@@ -53,44 +50,18 @@ fn deny(status: u16, message: impl Into<String>) -> Denial {
 }
 
 impl Decider {
-    pub(crate) fn new(s: &Snapshot, issuer: &str, kube: &[&str]) -> Self {
-        let index = GrantIndex::new(s.grants.iter().filter_map(|g| {
-            Some(GrantRule {
-                subject: match g.subject_kind.as_str() {
-                    "user" => Subject::User(g.subject_id.clone()),
-                    "group" => Subject::Group(g.subject_id.clone()),
-                    _ => return None,
-                },
-                role: Role::parse(&g.role).ok()?,
-                resource: Resource::parse(&g.resource).ok()?,
-                expires_at: g.expires_at,
-            })
-        }));
-        let mut groups_of: HashMap<String, Vec<String>> = HashMap::new();
-        for (g, u) in &s.memberships {
-            groups_of.entry(u.clone()).or_default().push(g.clone());
-        }
-        let group_names: HashMap<String, String> = s
-            .grants
-            .iter()
-            .filter(|g| g.subject_kind == "group" && !g.subject_name.is_empty())
-            .map(|g| (g.subject_id.clone(), g.subject_name.clone()))
-            .collect();
-        let granted_group_names = group_names.values().cloned().collect();
+    pub(crate) fn new(jwks: &Jwks, grants: Arc<GrantView>, revoked: &[String], issuer: &str, kube: &[&str]) -> Self {
         Self {
-            verifier: CachingVerifier::new(Verifier::new(&s.jwks, issuer), 100_000),
-            index,
-            groups_of,
-            group_names,
-            granted_group_names,
+            verifier: CachingVerifier::new(Verifier::new(jwks, issuer), 100_000),
+            grants,
             kube: kube.iter().map(|k| (*k).to_owned()).collect(),
-            revoked: s.revoked_sessions.iter().cloned().collect(),
+            revoked: revoked.iter().cloned().collect(),
         }
     }
 
-    /// Verifies `token` for `destination` and checks the current grants.
-    pub(crate) fn decide(&self, token: &str, destination: &str, now_ms: i64) -> Result<Identity, Denial> {
-        let claims: Claims = self.verifier.verify(token, destination).map_err(|e| match e {
+    /// Checks `token`'s signature, issuer, expiry and audience.
+    pub(crate) fn verify(&self, token: &str, destination: &str) -> Result<Claims, Denial> {
+        self.verifier.verify(token, destination).map_err(|e| match e {
             VerifyError::Audience => deny(
                 403,
                 format!("this token is not for {destination}; get one with 'infra tokens --destination {destination}'"),
@@ -99,33 +70,32 @@ impl Decider {
                 401,
                 format!("{other}; log in again or get a new token with 'infra tokens --destination {destination}'"),
             ),
-        })?;
-        self.authorize(&claims, destination, now_ms)
+        })
     }
 
     /// Whether the holder of `claims` may still use `destination`: used at
-    /// the start of a request and again for open streams when grants change.
+    /// the start of a stream and again for open streams when grants change.
     pub(crate) fn authorize(&self, claims: &Claims, destination: &str, now_ms: i64) -> Result<Identity, Denial> {
         if claims.sid.as_ref().is_some_and(|s| self.revoked.contains(s)) {
             return Err(deny(401, "the session this token came from has ended; log in again"));
         }
         let resource = Resource::parse(destination).map_err(|_| deny(404, "no such destination"))?;
-        let groups = self.groups_of.get(&claims.sub).cloned().unwrap_or_default();
-        let roles: Vec<String> = if self.kube.contains(destination) {
-            self.index
-                .grants_within(&claims.sub, &groups, destination, now_ms)
+        let cluster = self.kube.contains(destination);
+        let roles: Vec<String> = if cluster {
+            self.grants
+                .grants_within(&claims.sub, destination, now_ms)
                 .into_iter()
                 .map(|(res, role)| format!("{role} on {res}"))
                 .collect()
         } else {
-            self.index
-                .roles(&claims.sub, &groups, &resource, now_ms)
+            self.grants
+                .roles_for(&claims.sub, &resource, now_ms)
                 .into_iter()
                 .map(|r| r.to_string())
                 .collect()
         };
         if roles.is_empty() {
-            let what = if self.kube.contains(destination) {
+            let what = if cluster {
                 format!("cluster {destination} or any of its namespaces")
             } else {
                 destination.to_owned()
@@ -138,129 +108,50 @@ impl Decider {
                 ),
             ));
         }
-        // Only a cluster impersonates groups: other kinds skip the work.
-        // Names Kubernetes reserves (`system:masters`) are never sent, from
-        // whatever source: Infra refuses to hold such groups, and this is
-        // the last place one could slip through.
-        let mut current_groups = Vec::new();
-        if self.kube.contains(destination) {
-            current_groups.extend(
-                claims
-                    .groups
-                    .iter()
-                    .filter(|g| !self.granted_group_names.contains(*g))
-                    .cloned(),
-            );
-            current_groups.extend(groups.iter().filter_map(|id| self.group_names.get(id).cloned()));
-            current_groups.retain(|g| !infra_core::reserved_by_kubernetes(g));
-            current_groups.sort();
-            current_groups.dedup();
-        }
         Ok(Identity {
+            claims: claims.clone(),
             user_id: claims.sub.clone(),
             email: claims.email.clone().unwrap_or_else(|| claims.name.clone()),
             groups: claims.groups.clone(),
             roles,
-            current_groups,
+            current_groups: if cluster {
+                self.current_groups(claims)
+            } else {
+                Vec::new()
+            },
         })
+    }
+
+    /// The groups a cluster impersonates. Names Kubernetes reserves
+    /// (`system:masters`) are never sent, from whatever source: Infra
+    /// refuses to hold such groups, and this is the last place one could
+    /// slip through.
+    fn current_groups(&self, claims: &Claims) -> Vec<String> {
+        let mut out: Vec<String> = claims
+            .groups
+            .iter()
+            .filter(|g| !self.grants.is_granted_group(g))
+            .cloned()
+            .collect();
+        out.extend(
+            self.grants
+                .groups_of(&claims.sub)
+                .iter()
+                .filter_map(|id| self.grants.group_name(id).map(str::to_owned)),
+        );
+        out.retain(|g| !infra_core::reserved_by_kubernetes(g));
+        out.sort();
+        out.dedup();
+        out
     }
 
     /// Whether user `user_id` holds any grant on `destination` now,
     /// directly or through a group: for access that outlives a request
     /// (a database login role).
     pub(crate) fn has_any_grant(&self, user_id: &str, destination: &str, now_ms: i64) -> bool {
-        let Ok(resource) = Resource::parse(destination) else {
-            return false;
-        };
-        let groups = self.groups_of.get(user_id).cloned().unwrap_or_default();
-        !self.index.roles(user_id, &groups, &resource, now_ms).is_empty()
+        Resource::parse(destination).is_ok_and(|r| !self.grants.roles_for(user_id, &r, now_ms).is_empty())
     }
-
-    pub(crate) fn claims(&self, token: &str, destination: &str) -> Option<Claims> {
-        self.verifier.verify(token, destination).ok()
-    }
-}
-
-/// The cookie a browser carries its token in, set by `/.infra/callback`.
-/// `__Host-`: a browser keeps such a cookie only if it was set by this very
-/// host over HTTPS with `Path=/` and no `Domain`, so a sibling destination's
-/// upstream (`other.<gateway domain>`) can neither plant one here nor
-/// shadow it with a more specific path. Only this exact name is read.
-pub(crate) const TOKEN_COOKIE: &str = "__Host-infra_token";
-
-/// Whether a cookie name is the token cookie in any spelling a browser or
-/// an older connector may have used: removed before requests go upstream,
-/// and refused from upstream responses.
-pub(crate) fn is_token_cookie(name: &str) -> bool {
-    let n = name.trim().to_ascii_lowercase();
-    let bare = n
-        .strip_prefix("__host-")
-        .or_else(|| n.strip_prefix("__secure-"))
-        .unwrap_or(&n);
-    bare == "infra_token"
-}
-
-/// The user's token from `Authorization: Bearer T`, Basic with the token as
-/// the password, or the browser's token cookie.
-pub(crate) fn token_from(headers: &http::HeaderMap) -> Option<String> {
-    let Some(v) = headers.get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()) else {
-        return headers
-            .get_all(http::header::COOKIE)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(';'))
-            .filter_map(|kv| kv.trim().split_once('='))
-            .find(|(k, _)| *k == TOKEN_COOKIE)
-            .map(|(_, v)| v.to_owned());
-    };
-    let (scheme, rest) = v.split_once(' ')?;
-    if scheme.eq_ignore_ascii_case("bearer") {
-        return Some(rest.trim().to_owned());
-    }
-    if scheme.eq_ignore_ascii_case("basic") {
-        let raw = base64::engine::general_purpose::STANDARD.decode(rest.trim()).ok()?;
-        let text = String::from_utf8(raw).ok()?;
-        let (_, pw) = text.split_once(':')?;
-        return Some(pw.to_owned());
-    }
-    None
 }
 
 #[cfg(test)]
-mod tests {
-    use super::{is_token_cookie, token_from};
-
-    /// The token a request with this `Cookie` header carries, if any.
-    fn check(cookie: &str, expected: Option<&str>) {
-        let mut h = http::HeaderMap::new();
-        h.insert(http::header::COOKIE, http::HeaderValue::from_str(cookie).unwrap());
-        assert_eq!(token_from(&h).as_deref(), expected, "{cookie}");
-    }
-
-    #[test]
-    fn only_the_host_prefixed_cookie_is_a_credential() {
-        check("__Host-infra_token=T", Some("T"));
-        check("a=1; __Host-infra_token=T; b=2", Some("T"));
-        check("infra_token=PLANTED; __Host-infra_token=T", Some("T"));
-        check("infra_token=PLANTED", None);
-        check("__Secure-infra_token=PLANTED", None);
-        check("__host-infra_token=PLANTED", None);
-        check("__Host-infra_token_x=PLANTED", None);
-    }
-
-    #[test]
-    fn token_cookie_spellings() {
-        for name in [
-            "infra_token",
-            "__Host-infra_token",
-            "__host-infra_token",
-            "__Secure-infra_token",
-            " INFRA_TOKEN",
-        ] {
-            assert!(is_token_cookie(name), "{name}");
-        }
-        for name in ["infra_token2", "x_infra_token", "theme", "__Host-infra_session"] {
-            assert!(!is_token_cookie(name), "{name}");
-        }
-    }
-}
+mod tests;

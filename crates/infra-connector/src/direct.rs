@@ -103,7 +103,7 @@ pub(crate) async fn serve(
         let _ = tcp.set_nodelay(true);
         let acceptor = acceptor.clone();
         let state = state.clone();
-        tokio::spawn(async move {
+        state.tasks.clone().spawn(async move {
             let Ok(Ok(tls)) = tokio::time::timeout(std::time::Duration::from_secs(10), acceptor.accept(tcp)).await
             else {
                 return;
@@ -122,7 +122,7 @@ pub(crate) async fn serve(
                     // spelling); the connector sets what it needs.
                     infra_tunnel::hygiene::strip_reserved(req.headers_mut());
                     let Some(dest) = destination_for(&state, host.as_deref()) else {
-                        return Ok::<_, std::convert::Infallible>(crate::proxy::json_error(
+                        return Ok::<_, std::convert::Infallible>(crate::front::json_error(
                             404,
                             "no such destination here: use https://<destination>.<host>/",
                         ));
@@ -133,7 +133,7 @@ pub(crate) async fn serve(
                     if let Ok(v) = HeaderValue::from_str(&peer.ip().to_string()) {
                         req.headers_mut().insert(HDR_CLIENT_ADDR, v);
                     }
-                    Ok(crate::proxy::handle(state, req).await)
+                    Ok(crate::front::handle(state, req).await)
                 }
             });
             let mut b = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());

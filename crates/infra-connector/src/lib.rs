@@ -5,23 +5,32 @@
 //! decides every request itself from the user's token and that state. The
 //! upstream credentials in its configuration never leave it.
 
+mod admit;
+mod audit;
+mod browser;
+mod clock;
 mod config;
 mod decide;
 mod direct;
+mod front;
+mod http_proxy;
 mod kube;
+mod metered;
 mod pg_audit;
 mod pg_direct;
 mod pg_roles;
 mod pg_session;
 mod pg_upstream;
-mod proxy;
 mod rbac;
+mod route;
 mod spool;
 mod ssh_host;
 mod state;
+mod streams;
 mod trust;
 mod tunnel;
 
+use std::future::Future;
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -36,7 +45,7 @@ pub use config::ConnectorArgs;
 pub mod fuzzing {
     /// The header hygiene applied to every request before it is proxied.
     pub fn strip_client_headers(h: &mut http::HeaderMap) {
-        crate::proxy::strip_client_headers(h);
+        crate::http_proxy::strip_client_headers(h);
     }
 
     /// What the Kubernetes request-info parser makes of a request, and the
@@ -74,18 +83,56 @@ pub async fn run(args: ConnectorArgs) -> anyhow::Result<()> {
     let print_sshd = args.print_sshd_config;
     let settings = config::Settings::resolve(args)?;
     if print_sshd {
-        let mut any = false;
-        for d in &settings.destinations {
-            if let config::Kind::Ssh(cfg) = &d.kind {
-                print!("{}", ssh_host::print_setup(&d.name, cfg));
-                any = true;
-            }
-        }
-        if !any {
-            anyhow::bail!("no destination of kind ssh in the configuration");
-        }
-        return Ok(());
+        return print_sshd_setup(&settings);
     }
+    let state = Arc::new(open_state(settings)?);
+    let tls = Arc::new(trust::client_config(&state.settings.tls)?);
+    let admin = tokio::net::TcpListener::bind(state.settings.admin_listen)
+        .await
+        .with_context(|| {
+            format!(
+                "listen on admin address {} (set adminListen)",
+                state.settings.admin_listen
+            )
+        })?;
+    tracing::info!(name = %state.settings.name, server = %state.settings.server, admin = %admin.local_addr()?, "infra connector starting");
+
+    let shutdown = CancellationToken::new();
+    // Not tracked: it must outlive the drain, so a second signal can end it.
+    tokio::spawn(signals(shutdown.clone()));
+    start_services(&state, admin, &shutdown);
+    listen_direct(&state, &shutdown).await?;
+    tunnel::run(state.clone(), tls, shutdown).await;
+    // Everything the tunnels, listeners and streams started, given the
+    // same grace as requests in flight.
+    state.tasks.close();
+    if tokio::time::timeout(tunnel::DRAIN_GRACE, state.tasks.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(tasks = state.tasks.len(), "stopping with sessions still open");
+    }
+    state.spool.flush(true);
+    tracing::info!("stopped");
+    Ok(())
+}
+
+fn print_sshd_setup(settings: &config::Settings) -> anyhow::Result<()> {
+    let mut any = false;
+    for d in &settings.destinations {
+        if let config::Kind::Ssh(cfg) = &d.kind {
+            print!("{}", ssh_host::print_setup(&d.name, cfg));
+            any = true;
+        }
+    }
+    if !any {
+        anyhow::bail!("no destination of kind ssh in the configuration");
+    }
+    Ok(())
+}
+
+/// The data directory, this instance's id and its audit spool.
+fn open_state(settings: config::Settings) -> anyhow::Result<state::State> {
     std::fs::create_dir_all(&settings.data_dir)
         .with_context(|| format!("create data directory {}", settings.data_dir.display()))?;
     let id_path = settings.data_dir.join("instance-id");
@@ -104,31 +151,42 @@ pub async fn run(args: ConnectorArgs) -> anyhow::Result<()> {
             "audit events from an earlier run will be shipped"
         );
     }
-    let tls = Arc::new(trust::client_config(&settings.tls)?);
-    let admin = tokio::net::TcpListener::bind(settings.admin_listen)
-        .await
-        .with_context(|| format!("listen on admin address {} (set adminListen)", settings.admin_listen))?;
-    tracing::info!(name = %settings.name, server = %settings.server, admin = %admin.local_addr()?, "infra connector starting");
-    let state = Arc::new(state::State::new(settings, spool, instance_id)?);
+    state::State::new(settings, spool, instance_id)
+}
 
-    let shutdown = CancellationToken::new();
-    tokio::spawn(signals(shutdown.clone()));
-    tokio::spawn(admin_server(admin, state.clone(), shutdown.clone()));
+/// Runs `service` as a task of the connector until it ends or shutdown.
+fn until_shutdown(
+    state: &state::State,
+    shutdown: &CancellationToken,
+    service: impl Future<Output = ()> + Send + 'static,
+) {
+    let shutdown = shutdown.clone();
+    state.tasks.spawn(async move {
+        tokio::select! {
+            () = service => {}
+            () = shutdown.cancelled() => {}
+        }
+    });
+}
+
+/// The loops that run beside the tunnels for the connector's whole life.
+fn start_services(state: &Arc<state::State>, admin: tokio::net::TcpListener, shutdown: &CancellationToken) {
+    until_shutdown(state, shutdown, admin_server(admin, state.clone(), shutdown.clone()));
     // The spool reaches the disk within SYNC_EVERY, connected or not.
     let st = state.clone();
-    tokio::spawn(async move {
+    until_shutdown(state, shutdown, async move {
         loop {
             tokio::time::sleep(tunnel::SYNC_EVERY).await;
             st.spool.flush(true);
         }
     });
-    for (name, kube) in &state.kube {
-        tokio::spawn(kube.clone().reload_token_forever());
-        tokio::spawn(rbac::run(state.clone(), name.clone(), kube.clone()));
+    for (name, kube) in state.routes.kube() {
+        until_shutdown(state, shutdown, kube.clone().reload_token_forever());
+        until_shutdown(state, shutdown, rbac::run(state.clone(), name.to_owned(), kube.clone()));
     }
     // Grants that expire by time end open streams within a second.
     let st = state.clone();
-    tokio::spawn(async move {
+    until_shutdown(state, shutdown, async move {
         loop {
             tokio::time::sleep(std::time::Duration::from_secs(1)).await;
             st.recheck();
@@ -136,9 +194,9 @@ pub async fn run(args: ConnectorArgs) -> anyhow::Result<()> {
     });
     // Login roles left able to log in (a connector stopped with sessions
     // open) are locked out; retried until the database answers.
-    for (name, roles) in &state.pg {
-        let (name, roles) = (name.clone(), roles.clone());
-        tokio::spawn(async move {
+    for (name, roles) in state.routes.pg() {
+        let (name, roles) = (name.to_owned(), roles.clone());
+        until_shutdown(state, shutdown, async move {
             let mut wait = std::time::Duration::from_secs(1);
             loop {
                 match roles.lock_out_enabled().await {
@@ -159,9 +217,18 @@ pub async fn run(args: ConnectorArgs) -> anyhow::Result<()> {
     }
     for d in &state.settings.destinations {
         if let config::Kind::Ssh(cfg) = &d.kind {
-            tokio::spawn(ssh_host::run(state.clone(), d.name.clone(), cfg.clone()));
+            until_shutdown(
+                state,
+                shutdown,
+                ssh_host::run(state.clone(), d.name.clone(), cfg.clone()),
+            );
         }
     }
+}
+
+/// Direct mode's listeners: PostgreSQL destinations with `listen`, and the
+/// HTTP listener of `direct`.
+async fn listen_direct(state: &Arc<state::State>, shutdown: &CancellationToken) -> anyhow::Result<()> {
     for d in &state.settings.destinations {
         let config::Kind::Postgres(cfg) = &d.kind else { continue };
         let Some(listen) = cfg.listen else { continue };
@@ -174,32 +241,32 @@ pub async fn run(args: ConnectorArgs) -> anyhow::Result<()> {
             names: Vec::new(),
             url: None,
         });
-        let mut tls = direct::tls_config(&state, &dc)?;
+        let mut tls = direct::tls_config(state, &dc)?;
         tls.alpn_protocols = vec![b"postgresql".to_vec()];
         let l = tokio::net::TcpListener::bind(listen)
             .await
             .with_context(|| format!("listen on {listen} (destination {} listen)", d.name))?;
         tracing::info!(destination = %d.name, addr = %l.local_addr()?, "PostgreSQL direct mode listening");
-        tokio::spawn(pg_direct::serve(
+        let serve = pg_direct::serve(
             state.clone(),
             d.name.clone(),
             cfg.clone(),
             l,
             Arc::new(tls),
             shutdown.clone(),
-        ));
+        );
+        state.tasks.spawn(serve);
     }
     if let Some(d) = state.settings.direct.clone() {
-        let tls = direct::tls_config(&state, &d)?;
+        let tls = direct::tls_config(state, &d)?;
         let l = tokio::net::TcpListener::bind(d.listen)
             .await
             .with_context(|| format!("listen on direct.listen {}", d.listen))?;
         tracing::info!(addr = %l.local_addr()?, "direct mode listening");
-        tokio::spawn(direct::serve(state.clone(), l, tls, shutdown.clone()));
+        state
+            .tasks
+            .spawn(direct::serve(state.clone(), l, tls, shutdown.clone()));
     }
-    tunnel::run(state.clone(), tls, shutdown).await;
-    state.spool.flush(true);
-    tracing::info!("stopped");
     Ok(())
 }
 
@@ -233,12 +300,12 @@ async fn signals(token: CancellationToken) {
 /// `GET /healthz`: 200 once the tunnel is up and grants have arrived.
 async fn admin_server(listener: tokio::net::TcpListener, state: Arc<state::State>, shutdown: CancellationToken) {
     loop {
-        let (tcp, _) = tokio::select! {
-            r = listener.accept() => match r { Ok(c) => c, Err(_) => continue },
-            () = shutdown.cancelled() => return,
+        let Ok((tcp, _)) = listener.accept().await else {
+            continue;
         };
-        let state = state.clone();
-        tokio::spawn(async move {
+        let (st, shutdown) = (state.clone(), shutdown.clone());
+        state.tasks.spawn(async move {
+            let state = st;
             let svc = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
                 let state = state.clone();
                 async move {
@@ -252,9 +319,13 @@ async fn admin_server(listener: tokio::net::TcpListener, state: Arc<state::State
                     Ok::<_, std::convert::Infallible>(r)
                 }
             });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(hyper_util::rt::TokioIo::new(tcp), svc)
-                .await;
+            let conn =
+                hyper::server::conn::http1::Builder::new().serve_connection(hyper_util::rt::TokioIo::new(tcp), svc);
+            // A probe's keep-alive connection must not hold up the drain.
+            tokio::select! {
+                _ = conn => {}
+                () = shutdown.cancelled() => {}
+            }
         });
     }
 }

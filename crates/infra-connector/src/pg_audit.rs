@@ -31,24 +31,10 @@ const MAX_AUDIT_SQL: usize = 4096;
 /// one is forgotten (its statements are then reported by name).
 const MAX_NAMED: usize = 10_000;
 
-/// How a statement ended, as the audit log's `result` says it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Outcome {
-    /// The database reported it done.
-    Success,
-    /// The database reported an error, skipped it, or did not answer
-    /// before the session ended.
-    Failure,
-}
-
-impl Outcome {
-    pub(crate) fn as_str(self) -> &'static str {
-        match self {
-            Outcome::Success => "success",
-            Outcome::Failure => "failure",
-        }
-    }
-}
+/// How a statement ended: `Success` when the database reported it done,
+/// `Failure` when it reported an error, skipped it, or did not answer
+/// before the session ended.
+pub(crate) use infra_tunnel::proto::Outcome;
 
 /// One audit event for a statement.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -11,9 +11,11 @@ use infra_proto_pg::{MAX_STARTUP, Startup, auth_cleartext, error_response, frame
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 
+use crate::admit::Entrance;
 use crate::config::PgConfig;
+use crate::decide::Denial;
 use crate::pg_session::{Session, read_startup};
-use crate::state::{State, now_ms};
+use crate::state::State;
 
 pub(crate) async fn serve(
     state: Arc<State>,
@@ -31,7 +33,7 @@ pub(crate) async fn serve(
         };
         let _ = tcp.set_nodelay(true);
         let (state, destination, cfg, acceptor) = (state.clone(), destination.clone(), cfg.clone(), acceptor.clone());
-        tokio::spawn(async move {
+        state.tasks.clone().spawn(async move {
             let started = Instant::now();
             let mut tcp = tcp;
             let mut buf = BytesMut::with_capacity(1024);
@@ -48,7 +50,7 @@ pub(crate) async fn serve(
                     else {
                         return;
                     };
-                    login(state, destination, cfg, tls, peer.ip().to_string(), started).await;
+                    login(state, destination, tls, peer.ip().to_string(), started).await;
                 }
                 Ok(Ok(Some(Startup::Cancel { pid, secret }))) => {
                     // A cancel key is its own credential, as in PostgreSQL.
@@ -73,7 +75,7 @@ pub(crate) async fn serve(
 
 /// After TLS: the startup, the token as password, the access decision,
 /// then the session.
-async fn login<S>(state: Arc<State>, destination: String, cfg: PgConfig, mut io: S, source: String, started: Instant)
+async fn login<S>(state: Arc<State>, destination: String, mut io: S, source: String, started: Instant)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
@@ -123,48 +125,23 @@ where
             },
         }
     };
-    let Some(decider) = state.decider() else {
-        let msg = "this connector has not received its grants from the server yet; try again shortly";
-        let _ = io.write_all(&error_response("FATAL", "57P03", msg)).await;
+    let Some(entrance) = Entrance::new(&state, &destination, &source) else {
         return;
     };
-    let ident = match decider.decide(&token, &destination, now_ms()) {
-        Ok(i) => i,
+    let refused = |d: &Denial| format!("direct session refused: {}", d.message);
+    let admitted = match entrance.admit(&token, |_| None, refused) {
+        Ok(a) => a,
         Err(d) => {
-            let who = decider
-                .claims(&token, &destination)
-                .map(|c| c.name)
-                .unwrap_or_else(|| "unknown".into());
-            state.spool.record(infra_tunnel::proto::AccessEvent {
-                seq: 0,
-                time_ms: now_ms(),
-                user: who,
-                destination: destination.clone(),
-                source: source.clone(),
-                result: "denied".into(),
-                detail: format!("direct session refused: {}", d.message),
-            });
-            let _ = io.write_all(&error_response("FATAL", "28000", &d.message)).await;
+            // 57P03 (cannot connect now) tells the client to try again.
+            let code = if d.status == 503 { "57P03" } else { "28000" };
+            let _ = io.write_all(&error_response("FATAL", code, &d.message)).await;
             return;
         }
     };
-    let claims = decider.claims(&token, &destination);
-    drop(decider);
-    let Some(roles) = state.pg.get(&destination).cloned() else {
+    let Some(session) = Session::new(&admitted) else {
         return;
     };
-    let (cancel, active_id) = state.watch(claims, &destination);
-    let session = Session {
-        state: state.clone(),
-        destination,
-        cfg,
-        roles,
-        ident,
-        source,
-        cancel,
-    };
     session.run(io, params, buf, started).await;
-    if let Some(id) = active_id {
-        state.untrack(id);
-    }
+    // The watch and the in-flight count end with the session.
+    drop(admitted);
 }

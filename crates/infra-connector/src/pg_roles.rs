@@ -93,7 +93,7 @@ pub(crate) fn role_name(email: &str) -> String {
 }
 
 fn now_s() -> i64 {
-    crate::state::now_ms() / 1000
+    crate::clock::now_ms() / 1000
 }
 
 impl Roles {

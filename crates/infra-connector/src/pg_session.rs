@@ -10,16 +10,18 @@ use std::time::Instant;
 
 use bytes::BytesMut;
 use infra_proto_pg::{MAX_MESSAGE, Startup, error_response, frame, parse_startup};
-use infra_tunnel::proto::AccessEvent;
+use infra_tunnel::proto::Outcome;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 
+use crate::admit::Admitted;
+use crate::audit::Audit;
 use crate::config::PgConfig;
 use crate::decide::Identity;
-use crate::pg_audit::Audit;
+use crate::pg_audit::Audit as QueryAudit;
 use crate::pg_roles::{Lease, Roles};
 use crate::pg_upstream::{self, PgError};
-use crate::state::{State, now_ms};
+use crate::route::Target;
 
 /// Startup parameters passed on to the database; the rest (`user`,
 /// `options`, `replication`, ...) are the connector's to decide.
@@ -61,26 +63,32 @@ const LOGIN_REFUSED: [&str; 2] = ["28P01", "28000"];
 
 /// Who and where, for the audit events of one session.
 pub(crate) struct Session {
-    pub(crate) state: Arc<State>,
     pub(crate) destination: String,
     pub(crate) cfg: PgConfig,
     pub(crate) roles: Arc<Roles>,
     pub(crate) ident: Identity,
-    pub(crate) source: String,
+    pub(crate) audit: Audit,
     pub(crate) cancel: CancellationToken,
 }
 
 impl Session {
-    fn record(&self, result: &str, detail: String) {
-        self.state.spool.record(AccessEvent {
-            seq: 0,
-            time_ms: now_ms(),
-            user: self.ident.email.clone(),
-            destination: self.destination.clone(),
-            source: self.source.clone(),
-            result: result.into(),
-            detail,
-        });
+    /// The session of an admitted stream to a database.
+    pub(crate) fn new(a: &Admitted) -> Option<Self> {
+        let Target::Pg { cfg, roles } = &a.route.target else {
+            return None;
+        };
+        Some(Self {
+            destination: a.route.name.clone(),
+            cfg: cfg.clone(),
+            roles: roles.clone(),
+            ident: a.ident.clone(),
+            audit: a.audit.clone(),
+            cancel: a.watch.token().clone(),
+        })
+    }
+
+    fn record(&self, result: Outcome, detail: String) {
+        self.audit.record(result, detail);
     }
 
     /// Serves the session on `io` (the client's bytes both ways).
@@ -106,7 +114,7 @@ impl Session {
                 Ok(None) => return,
                 Err(e) => {
                     let _ = io.write_all(&error_response("FATAL", "08P01", &e)).await;
-                    self.record("denied", format!("bad startup packet: {e}"));
+                    self.record(Outcome::Denied, format!("bad startup packet: {e}"));
                     return;
                 }
             }
@@ -137,7 +145,7 @@ impl Session {
                 };
                 let _ = io.write_all(&error_response("FATAL", code, &msg)).await;
                 self.record(
-                    "failure",
+                    Outcome::Failure,
                     format!("session refused database={database} error={code} {msg}"),
                 );
                 return;
@@ -145,7 +153,7 @@ impl Session {
         };
         let login = lease.name().to_owned();
         self.record(
-            "success",
+            Outcome::Success,
             format!(
                 "session start database={database} login_role={login} granted={} client_app={}",
                 roles.join(","),
@@ -158,7 +166,7 @@ impl Session {
             self.relay(io, buf, upstream).await
         };
         self.record(
-            "success",
+            Outcome::Success,
             format!(
                 "session end database={database} login_role={login} bytes_in={up_bytes} bytes_out={down_bytes} duration_ms={} ended={}",
                 started.elapsed().as_millis(),
@@ -203,7 +211,7 @@ impl Session {
                     // Worth an event: the usual cause is a user who set
                     // their own role's password.
                     self.record(
-                        "failure",
+                        Outcome::Failure,
                         format!(
                             "login as {} refused ({code} {message}); giving the role a new password and trying once more",
                             lease.name()
@@ -231,7 +239,7 @@ impl Session {
             Ok(()) => "sent".to_owned(),
             Err(e) => format!("failed: {e}"),
         };
-        self.record("success", format!("cancel request pid={pid} {outcome}"));
+        self.record(Outcome::Success, format!("cancel request pid={pid} {outcome}"));
     }
 
     /// Messages both ways until one side ends or access is revoked; returns
@@ -244,7 +252,7 @@ impl Session {
     {
         let (mut cr, mut cw) = tokio::io::split(io);
         let (mut ur, mut uw) = upstream.stream.into_split();
-        let audit = std::sync::Mutex::new(Audit::new(self.cfg.keep_parameters));
+        let audit = std::sync::Mutex::new(QueryAudit::new(self.cfg.keep_parameters));
         let (bytes_in, bytes_out) = (AtomicU64::new(0), AtomicU64::new(0));
         let to_database = async {
             // Bytes that came with the startup packet are messages too.
@@ -283,7 +291,7 @@ impl Session {
                     }
                 }
                 for e in events {
-                    self.record(e.outcome.as_str(), e.detail);
+                    self.record(e.outcome, e.detail);
                 }
                 if n > 0 {
                     let chunk = buf.split_to(n);
@@ -310,7 +318,7 @@ impl Session {
             }
             Ended::Protocol(e) => {
                 let _ = cw.write_all(&error_response("FATAL", "08P01", e)).await;
-                self.record("denied", format!("protocol violation: {e}"));
+                self.record(Outcome::Denied, format!("protocol violation: {e}"));
             }
             Ended::ClientClosed | Ended::DatabaseClosed => {}
         }
@@ -321,7 +329,7 @@ impl Session {
             .unwrap_or_else(|p| p.into_inner())
             .end(ended.as_str());
         for e in in_flight {
-            self.record(e.outcome.as_str(), e.detail);
+            self.record(e.outcome, e.detail);
         }
         (ended, bytes_in.into_inner(), bytes_out.into_inner())
     }
@@ -330,7 +338,7 @@ impl Session {
 /// Takes the whole messages at the front of `buf` (each is looked at by
 /// the audit), leaving a partial one for later; an invalid frame is an
 /// error that ends the session.
-fn take_frames(buf: &mut BytesMut, audit: &mut Audit) -> Result<Option<BytesMut>, String> {
+fn take_frames(buf: &mut BytesMut, audit: &mut QueryAudit) -> Result<Option<BytesMut>, String> {
     let mut n = 0;
     loop {
         match frame(&buf[n..], MAX_MESSAGE) {

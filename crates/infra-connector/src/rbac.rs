@@ -13,11 +13,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::Method;
-use infra_tunnel::proto::{GrantEntry, Inventory, Snapshot};
+use infra_core::{GrantView, Subject};
+use infra_tunnel::proto::Inventory;
 use serde_json::{Value, json};
 
+use crate::clock::now_ms;
 use crate::kube::KubeUpstream;
-use crate::state::{State, now_ms};
+use crate::state::{Pushed, State};
 
 const RBAC: &str = "/apis/rbac.authorization.k8s.io/v1";
 pub(crate) const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
@@ -98,30 +100,22 @@ impl Binding {
 }
 
 /// The bindings the grants on `destination` call for at `now`.
-pub(crate) fn desired(grants: &[GrantEntry], destination: &str, now: i64) -> BTreeSet<Binding> {
+pub(crate) fn desired(grants: &GrantView, destination: &str, now: i64) -> BTreeSet<Binding> {
     grants
-        .iter()
-        .filter(|g| g.expires_at.is_none_or(|e| e > now))
-        .filter(|g| g.role != infra_core::KUBE_CONNECT_ROLE && !g.subject_name.is_empty())
+        .bindings_for(destination, now)
+        .into_iter()
+        .filter(|b| b.role.as_str() != infra_core::KUBE_CONNECT_ROLE && !b.subject_name.is_empty())
         // A binding to `system:authenticated` would grant the role to every
         // identity the cluster knows; such names are never subjects.
-        .filter(|g| !infra_core::reserved_by_kubernetes(&g.subject_name))
-        .filter_map(|g| {
-            let namespace = match g.resource.split_once('.') {
-                None if g.resource == destination => None,
-                Some((d, ns)) if d == destination => Some(ns.to_owned()),
-                _ => return None,
-            };
-            Some(Binding {
-                namespace,
-                role: g.role.clone(),
-                subject_kind: match g.subject_kind.as_str() {
-                    "user" => "User",
-                    "group" => "Group",
-                    _ => return None,
-                },
-                subject: g.subject_name.clone(),
-            })
+        .filter(|b| !infra_core::reserved_by_kubernetes(b.subject_name))
+        .map(|b| Binding {
+            namespace: b.namespace.map(str::to_owned),
+            role: b.role.to_string(),
+            subject_kind: match b.subject {
+                Subject::User(_) => "User",
+                Subject::Group(_) => "Group",
+            },
+            subject: b.subject_name.to_owned(),
         })
         .collect()
 }
@@ -158,7 +152,7 @@ pub(crate) async fn run(state: Arc<State>, destination: String, kube: Arc<KubeUp
 
 /// Lists the bindings this connector manages for `destination`, creates the
 /// missing ones and deletes those no grant calls for any more.
-async fn sync(kube: &KubeUpstream, destination: &str, s: &Snapshot) -> anyhow::Result<()> {
+async fn sync(kube: &KubeUpstream, destination: &str, s: &Pushed) -> anyhow::Result<()> {
     let want: BTreeMap<String, Binding> = desired(&s.grants, destination, now_ms())
         .into_iter()
         .map(|b| (b.name(), b))
@@ -260,20 +254,26 @@ fn message(v: &Value) -> String {
 mod tests {
     use super::*;
 
-    fn g(kind: &str, name: &str, role: &str, resource: &str, exp: Option<i64>) -> GrantEntry {
-        GrantEntry {
-            subject_kind: kind.into(),
-            subject_id: format!("id-{name}"),
+    fn g(kind: &str, name: &str, role: &str, resource: &str, exp: Option<i64>) -> infra_core::NamedGrant {
+        let id = format!("id-{name}");
+        infra_core::NamedGrant {
+            rule: infra_core::GrantRule {
+                subject: if kind == "group" {
+                    Subject::Group(id)
+                } else {
+                    Subject::User(id)
+                },
+                role: infra_core::Role::parse(role).unwrap(),
+                resource: infra_core::Resource::parse(resource).unwrap(),
+                expires_at: exp,
+            },
             subject_name: name.into(),
-            role: role.into(),
-            resource: resource.into(),
-            expires_at: exp,
         }
     }
 
     #[test]
     fn grants_become_bindings() {
-        let grants = [
+        let grants = vec![
             g("user", "alice@example.com", "edit", "dev.web", None),
             g("group", "sre", "view", "dev", None),
             g("user", "bob@example.com", "connect", "dev", None),
@@ -281,7 +281,8 @@ mod tests {
             g("user", "dan@example.com", "view", "devel", None),
             g("user", "erin@example.com", "view", "prod.web", None),
         ];
-        let d: Vec<Binding> = desired(&grants, "dev", 50).into_iter().collect();
+        let view = GrantView::new(grants, []);
+        let d: Vec<Binding> = desired(&view, "dev", 50).into_iter().collect();
         assert_eq!(
             d,
             [

@@ -15,7 +15,6 @@
 //!   (`HostCertificate`), renewed every day;
 //! - `sshd_config`: those three lines.
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -23,16 +22,16 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use http::{Request, Response};
-use http_body::Body as _;
 use hyper::body::Incoming;
+use infra_core::{Resource, Role};
 use infra_tunnel::Body;
-use infra_tunnel::proto::{AccessEvent, Inventory, Snapshot};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio_util::sync::CancellationToken;
+use infra_tunnel::proto::{Inventory, Outcome};
 
+use crate::admit::Admitted;
+use crate::clock::now_ms;
 use crate::config::SshConfig;
-use crate::decide::Identity;
-use crate::state::{State, now_ms};
+use crate::route::Target;
+use crate::state::{Pushed, State};
 
 /// The sshd_config lines that make sshd use the files in `dir`.
 pub(crate) fn sshd_snippet(destination: &str, dir: &Path) -> String {
@@ -82,38 +81,16 @@ pub(crate) async fn run(state: Arc<State>, destination: String, cfg: SshConfig) 
     }
 }
 
-/// For each login granted on `destination`, the user ids holding it now
-/// (group grants through the pushed memberships).
-fn granted_logins(s: &Snapshot, destination: &str, now: i64) -> BTreeMap<String, BTreeSet<String>> {
-    let mut out: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    for g in s
-        .grants
-        .iter()
-        .filter(|g| g.resource == destination && g.expires_at.is_none_or(|e| e > now))
-    {
-        let users = out.entry(g.role.clone()).or_default();
-        if g.subject_kind == "group" {
-            users.extend(
-                s.memberships
-                    .iter()
-                    .filter(|(group, _)| *group == g.subject_id)
-                    .map(|(_, user)| user.clone()),
-            );
-        } else {
-            users.insert(g.subject_id.clone());
-        }
-    }
-    out.retain(|_, users| !users.is_empty());
-    out
-}
-
-fn write_files(dir: &Path, destination: &str, s: &Snapshot, reload: Option<&str>) -> anyhow::Result<()> {
+fn write_files(dir: &Path, destination: &str, pushed: &Pushed, reload: Option<&str>) -> anyhow::Result<()> {
+    let s = &pushed.snapshot;
     let principals = dir.join("principals");
     std::fs::create_dir_all(&principals).with_context(|| format!("create {}", principals.display()))?;
     // Principals first: a revocation must reach sshd even if another file
     // cannot be written.
-    let logins = granted_logins(s, destination, now_ms());
+    let resource = Resource::parse(destination).context("destination name")?;
+    let logins = pushed.grants.logins_for(&resource, now_ms());
     for (login, users) in &logins {
+        let login = login.as_str();
         // Login names come from grants (validated role names); refuse any
         // that could leave the directory all the same.
         if login.contains('/') || login.starts_with('.') {
@@ -128,7 +105,8 @@ fn write_files(dir: &Path, destination: &str, s: &Snapshot, reload: Option<&str>
     for entry in std::fs::read_dir(&principals)? {
         let entry = entry?;
         let name = entry.file_name().to_string_lossy().into_owned();
-        if !logins.contains_key(&name) && !name.starts_with(".tmp") {
+        let granted = Role::parse(&name).is_ok_and(|r| logins.contains_key(&r));
+        if !granted && !name.starts_with(".tmp") {
             std::fs::remove_file(entry.path()).with_context(|| format!("remove {}", entry.path().display()))?;
             tracing::info!(destination, login = %name, "login no longer granted: sshd will refuse it");
         }
@@ -190,108 +168,90 @@ pub(crate) fn print_setup(destination: &str, cfg: &SshConfig) -> String {
 
 pub(crate) const DEFAULT_DIR: &str = "/etc/ssh/infra";
 
+/// Why an SSH session's relay ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ended {
+    /// Either side closed.
+    Closed,
+    /// Access was revoked.
+    Revoked,
+}
+
+impl Ended {
+    fn as_str(self) -> &'static str {
+        match self {
+            Ended::Closed => "closed",
+            Ended::Revoked => "revoked",
+        }
+    }
+}
+
 /// One tunneled SSH session: connect to sshd, then copy both ways until
 /// either side ends or access is revoked. The bytes are SSH's own,
 /// encrypted end to end between the client and sshd.
-pub(crate) async fn session(
-    state: Arc<State>,
-    destination: String,
-    cfg: SshConfig,
-    ident: Identity,
-    source: String,
-    (cancel, active_id): (CancellationToken, Option<u64>),
-    req: Request<Incoming>,
-) -> Result<Response<Body>, (u16, String)> {
+pub(crate) async fn session(a: Admitted, req: Request<Incoming>) -> Result<Response<Body>, (u16, String)> {
+    let Target::Ssh(cfg) = &a.route.target else {
+        return Err((500, "not an SSH host".into()));
+    };
+    let destination = &a.route.name;
     let started = Instant::now();
     let connected = tokio::time::timeout(Duration::from_secs(10), tokio::net::TcpStream::connect(&cfg.address)).await;
     let tcp = match connected {
         Ok(Ok(t)) => t,
-        failed => {
-            if let Some(id) = active_id {
-                state.untrack(id);
-            }
-            return Err(match failed {
-                Ok(Err(e)) => (
-                    502,
-                    format!("cannot reach sshd of {destination} at {}: {e}", cfg.address),
-                ),
-                _ => (
-                    504,
-                    format!("sshd of {destination} at {} did not answer in 10 s", cfg.address),
-                ),
-            });
+        Ok(Err(e)) => {
+            return Err((
+                502,
+                format!("cannot reach sshd of {destination} at {}: {e}", cfg.address),
+            ));
+        }
+        Err(_) => {
+            return Err((
+                504,
+                format!("sshd of {destination} at {} did not answer in 10 s", cfg.address),
+            ));
         }
     };
     let _ = tcp.set_nodelay(true);
-    let record = {
-        let (state, destination, email, source) = (state.clone(), destination.clone(), ident.email.clone(), source);
-        move |result: &str, detail: String| {
-            state.spool.record(AccessEvent {
-                seq: 0,
-                time_ms: now_ms(),
-                user: email.clone(),
-                destination: destination.clone(),
-                source: source.clone(),
-                result: result.into(),
-                detail,
-            });
-        }
-    };
-    record(
-        "success",
+    a.audit.record(
+        Outcome::Success,
         format!(
             "session start sshd={} roles={} connector={}",
             cfg.address,
-            ident.roles.join(","),
-            state.settings.name
+            a.ident.roles.join(","),
+            a.state.settings.name
         ),
     );
-    let (mut rd, mut wr) = tcp.into_split();
+    let (rd, wr) = tcp.into_split();
     let (bytes_in, bytes_out) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
-    let mut body = req.into_body();
     let counted_in = bytes_in.clone();
-    let up = tokio::spawn(async move {
-        while let Some(Ok(frame)) = std::future::poll_fn(|cx| std::pin::Pin::new(&mut body).poll_frame(cx)).await {
-            if let Ok(d) = frame.into_data() {
-                counted_in.fetch_add(d.len() as u64, Ordering::Relaxed);
-                if wr.write_all(&d).await.is_err() {
-                    return;
-                }
-            }
-        }
-        let _ = wr.shutdown().await;
-    });
+    let tasks = a.state.tasks.clone();
+    let up = tasks.spawn(infra_tunnel::body::body_to_writer_counted(
+        req.into_body(),
+        wr,
+        move |n| {
+            counted_in.fetch_add(n as u64, Ordering::Relaxed);
+        },
+    ));
     let (tx, rx) = infra_tunnel::body::bytes_channel(16);
     let counted_out = bytes_out.clone();
-    let down = async move {
-        let mut buf = bytes::BytesMut::new();
-        loop {
-            buf.reserve(infra_tunnel::body::READ_CHUNK);
-            match rd.read_buf(&mut buf).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => {
-                    counted_out.fetch_add(n as u64, Ordering::Relaxed);
-                    if tx.send(buf.split().freeze()).await.is_err() {
-                        return;
-                    }
-                }
-            }
-        }
-    };
-    let st = state.clone();
-    tokio::spawn(async move {
+    let down = infra_tunnel::body::reader_to_channel_counted(rd, tx, move |n| {
+        counted_out.fetch_add(n as u64, Ordering::Relaxed);
+    });
+    tasks.spawn(async move {
         let ended = tokio::select! {
-            () = down => "closed",
-            () = cancel.cancelled() => "revoked",
+            () = down => Ended::Closed,
+            () = a.watch.token().cancelled() => Ended::Revoked,
         };
         up.abort();
-        if let Some(id) = active_id {
-            st.untrack(id);
-        }
-        record(
-            if ended == "revoked" { "denied" } else { "success" },
+        let outcome = match ended {
+            Ended::Closed => Outcome::Success,
+            Ended::Revoked => Outcome::Denied,
+        };
+        a.audit.record(
+            outcome,
             format!(
-                "session end reason={ended} bytes_in={} bytes_out={} duration_ms={}",
+                "session end reason={} bytes_in={} bytes_out={} duration_ms={}",
+                ended.as_str(),
                 bytes_in.load(Ordering::Relaxed),
                 bytes_out.load(Ordering::Relaxed),
                 started.elapsed().as_millis()

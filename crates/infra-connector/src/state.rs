@@ -8,18 +8,20 @@ use std::sync::{Arc, Mutex, RwLock};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use infra_auth::jwt::{Claims, SigningKey};
+use infra_core::{GrantRule, GrantView, NamedGrant, Resource, Role, Subject};
 use infra_tunnel::Body;
-use infra_tunnel::proto::{Inventory, Snapshot};
+use infra_tunnel::proto::{Inventory, Snapshot, SubjectKind};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Kind, Settings};
+use crate::clock::now_ms;
+use crate::config::Settings;
 use crate::decide::{Decider, Identity};
-use crate::kube::KubeUpstream;
+use crate::route::Routes;
 use crate::spool::Spool;
 
 /// An open proxied stream, re-checked whenever grants change.
-pub(crate) struct Active {
-    pub(crate) claims: Claims,
+struct Active {
+    claims: Claims,
     pub(crate) destination: String,
     pub(crate) cancel: CancellationToken,
     /// Roles the stream may be using (an SSH session: every login the user
@@ -30,13 +32,14 @@ pub(crate) struct Active {
 
 pub(crate) struct State {
     pub(crate) settings: Settings,
-    pub(crate) spool: Spool,
+    pub(crate) spool: Arc<Spool>,
     pub(crate) client: Client<HttpConnector, Body>,
-    /// Kubernetes API servers by destination name.
-    pub(crate) kube: HashMap<String, Arc<KubeUpstream>>,
-    /// PostgreSQL login-role managers by destination name.
-    pub(crate) pg: HashMap<String, Arc<crate::pg_roles::Roles>>,
+    /// Every destination served, by name.
+    pub(crate) routes: Routes,
     pub(crate) instance_id: String,
+    /// Owns every task a stream, a listener or a tunnel starts, so a
+    /// shutdown can wait for them (see `lib.rs`).
+    pub(crate) tasks: tokio_util::task::TaskTracker,
     pub(crate) assertion_key: SigningKey,
     issuer: RwLock<String>,
     decider: RwLock<Option<Arc<Decider>>>,
@@ -48,8 +51,8 @@ pub(crate) struct State {
     /// Recent assertions by (user, destination): a signature per request
     /// would cost more than the rest of the request's checks.
     assertions: Mutex<HashMap<(String, String), CachedAssertion>>,
-    /// The last pushed snapshot, for the RBAC sync.
-    snapshots: tokio::sync::watch::Sender<Option<Arc<Snapshot>>>,
+    /// The last pushed snapshot, for the RBAC sync and the sshd files.
+    snapshots: tokio::sync::watch::Sender<Option<Arc<Pushed>>>,
     /// What each Kubernetes destination offers to grant, for the server.
     inventories: tokio::sync::watch::Sender<std::collections::BTreeMap<String, Inventory>>,
 }
@@ -64,6 +67,34 @@ struct CachedAssertion {
 /// Assertions live a minute and are reused while at least half is left.
 const ASSERTION_SECS: i64 = 60;
 
+/// A pushed snapshot and its grants, read once.
+pub(crate) struct Pushed {
+    pub(crate) snapshot: Snapshot,
+    pub(crate) grants: Arc<GrantView>,
+}
+
+/// An open stream's registration: cancelled when access is revoked,
+/// forgotten when dropped.
+pub(crate) struct Watch {
+    state: Arc<State>,
+    id: u64,
+    cancel: CancellationToken,
+}
+
+impl Watch {
+    pub(crate) fn token(&self) -> &CancellationToken {
+        &self.cancel
+    }
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        if let Ok(mut g) = self.state.active.lock() {
+            g.remove(&self.id);
+        }
+    }
+}
+
 /// Counts a proxied request from its start until its response body ends.
 pub(crate) struct Inflight(Arc<State>);
 
@@ -71,13 +102,6 @@ impl Drop for Inflight {
     fn drop(&mut self) {
         self.0.inflight.fetch_sub(1, Ordering::Relaxed);
     }
-}
-
-pub(crate) fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
 }
 
 impl State {
@@ -89,24 +113,13 @@ impl State {
             .pool_idle_timeout(std::time::Duration::from_secs(60))
             .pool_max_idle_per_host(256)
             .build(http);
-        let mut kube = HashMap::new();
-        let mut pg = HashMap::new();
-        for d in &settings.destinations {
-            if let Kind::Postgres(p) = &d.kind {
-                pg.insert(d.name.clone(), Arc::new(crate::pg_roles::Roles::new(p.clone())));
-            }
-            if let Kind::Kubernetes(k) = &d.kind {
-                let up = KubeUpstream::new(k, &d.url).map_err(|e| anyhow::anyhow!("destination {}: {e:#}", d.name))?;
-                kube.insert(d.name.clone(), Arc::new(up));
-            }
-        }
         Ok(Self {
+            routes: Routes::new(&settings.destinations)?,
             settings,
-            spool,
+            spool: Arc::new(spool),
             client,
-            kube,
-            pg,
             instance_id,
+            tasks: tokio_util::task::TaskTracker::new(),
             assertion_key: SigningKey::generate()?,
             issuer: RwLock::new(String::new()),
             decider: RwLock::new(None),
@@ -148,27 +161,35 @@ impl State {
     }
 
     /// Installs a pushed snapshot and cuts open streams it no longer allows.
-    pub(crate) fn apply(&self, s: &Snapshot) {
+    ///
+    /// The grants are parsed here, once; every reader (the decision, the
+    /// RBAC sync, the sshd files) reads the same [`GrantView`].
+    pub(crate) fn apply(&self, s: Snapshot) {
         let issuer = self.issuer.read().map(|g| g.clone()).unwrap_or_default();
-        let kube: Vec<&str> = self.kube.keys().map(String::as_str).collect();
-        let d = Arc::new(Decider::new(s, &issuer, &kube));
+        let kube: Vec<&str> = self.routes.kube().map(|(name, _)| name).collect();
+        let grants = Arc::new(grant_view(&s));
+        let d = Arc::new(Decider::new(
+            &s.jwks,
+            grants.clone(),
+            &s.revoked_sessions,
+            &issuer,
+            &kube,
+        ));
         if let Ok(mut g) = self.decider.write() {
             *g = Some(d.clone());
         }
         self.recheck();
         self.revoke_login_roles(&d);
-        self.snapshots.send_replace(Some(Arc::new(s.clone())));
+        self.snapshots
+            .send_replace(Some(Arc::new(Pushed { snapshot: s, grants })));
     }
 
     /// Disables the database login roles of users whose access is gone,
     /// whether or not a session of theirs is open.
     fn revoke_login_roles(&self, d: &Arc<Decider>) {
-        let Ok(rt) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
-        for (destination, roles) in &self.pg {
-            let (roles, d, destination) = (roles.clone(), d.clone(), destination.clone());
-            rt.spawn(async move {
+        for (destination, roles) in self.routes.pg() {
+            let (roles, d, destination) = (roles.clone(), d.clone(), destination.to_owned());
+            self.tasks.spawn(async move {
                 roles
                     .revoke_lost(|user_id| d.has_any_grant(user_id, &destination, now_ms()))
                     .await;
@@ -199,7 +220,7 @@ impl State {
         }
     }
 
-    pub(crate) fn subscribe_snapshots(&self) -> tokio::sync::watch::Receiver<Option<Arc<Snapshot>>> {
+    pub(crate) fn subscribe_snapshots(&self) -> tokio::sync::watch::Receiver<Option<Arc<Pushed>>> {
         self.snapshots.subscribe()
     }
 
@@ -215,42 +236,27 @@ impl State {
         self.inventories.subscribe()
     }
 
-    /// Watches an open stream of `claims` on `destination`: the token is
-    /// cancelled when access is revoked; untrack the id when it ends.
-    pub(crate) fn watch(&self, claims: Option<Claims>, destination: &str) -> (CancellationToken, Option<u64>) {
-        self.watch_roles(claims, destination, Vec::new())
-    }
-
-    /// Like [`State::watch`], also ending the stream when any of `roles` goes.
-    pub(crate) fn watch_roles(
-        &self,
-        claims: Option<Claims>,
-        destination: &str,
-        roles: Vec<String>,
-    ) -> (CancellationToken, Option<u64>) {
+    /// Watches an open stream of `claims` on `destination` until the
+    /// returned guard is dropped: cancelled when access is revoked, or
+    /// when any of `roles` goes (empty: any access will do).
+    pub(crate) fn watch(self: &Arc<Self>, claims: &Claims, destination: &str, roles: Vec<String>) -> Watch {
         let cancel = CancellationToken::new();
-        let id = claims.map(|c| {
-            self.track(Active {
-                claims: c,
-                destination: destination.to_owned(),
-                cancel: cancel.clone(),
-                roles,
-            })
-        });
-        (cancel, id)
-    }
-
-    pub(crate) fn track(&self, a: Active) -> u64 {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         if let Ok(mut g) = self.active.lock() {
-            g.insert(id, a);
+            g.insert(
+                id,
+                Active {
+                    claims: claims.clone(),
+                    destination: destination.to_owned(),
+                    cancel: cancel.clone(),
+                    roles,
+                },
+            );
         }
-        id
-    }
-
-    pub(crate) fn untrack(&self, id: u64) {
-        if let Ok(mut g) = self.active.lock() {
-            g.remove(&id);
+        Watch {
+            state: self.clone(),
+            id,
+            cancel,
         }
     }
 
@@ -296,4 +302,30 @@ impl State {
         }
         Some(jwt)
     }
+}
+
+/// The snapshot's grants as the core reads them; a grant the core cannot
+/// parse (a newer server's) gives nothing.
+fn grant_view(s: &Snapshot) -> GrantView {
+    let grants = s
+        .grants
+        .iter()
+        .filter_map(|g| {
+            let subject = match g.subject_kind {
+                SubjectKind::User => Subject::User(g.subject_id.clone()),
+                SubjectKind::Group => Subject::Group(g.subject_id.clone()),
+            };
+            let rule = GrantRule {
+                subject,
+                role: Role::parse(&g.role).ok()?,
+                resource: Resource::parse(&g.resource).ok()?,
+                expires_at: g.expires_at,
+            };
+            Some(NamedGrant {
+                rule,
+                subject_name: g.subject_name.clone(),
+            })
+        })
+        .collect();
+    GrantView::new(grants, s.memberships.iter().cloned())
 }

@@ -10,7 +10,7 @@ use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use infra_tunnel::body::{LineReader, channel};
 use infra_tunnel::control::{ControlGate, StreamKind};
-use infra_tunnel::proto::{ConnectorMsg, ControlMsg, DestinationInfo, Hello, VERSION};
+use infra_tunnel::proto::{ConnectorMsg, ControlMsg, DestinationInfo, DestinationKind, Hello, VERSION};
 use infra_tunnel::{Body, handshake, transport};
 use rustls::pki_types::ServerName;
 use tokio_util::sync::CancellationToken;
@@ -20,7 +20,7 @@ use crate::state::State;
 const MIN_BACKOFF: Duration = Duration::from_millis(200);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// How long requests in flight may take to finish on SIGTERM.
-const DRAIN_GRACE: Duration = Duration::from_secs(10);
+pub(crate) const DRAIN_GRACE: Duration = Duration::from_secs(10);
 /// How often the audit spool is synced to disk while events flow.
 pub(crate) const SYNC_EVERY: Duration = Duration::from_millis(100);
 /// How long the audit shipper waits after an event for more to join it.
@@ -151,10 +151,10 @@ async fn connect_once(
                 .map(|d| DestinationInfo {
                     name: d.name.clone(),
                     kind: match d.kind {
-                        crate::config::Kind::Http => "http".into(),
-                        crate::config::Kind::Kubernetes(_) => "kubernetes".into(),
-                        crate::config::Kind::Postgres(_) => "postgres".into(),
-                        crate::config::Kind::Ssh(_) => "ssh".into(),
+                        crate::config::Kind::Http => DestinationKind::Http,
+                        crate::config::Kind::Kubernetes(_) => DestinationKind::Kubernetes,
+                        crate::config::Kind::Postgres(_) => DestinationKind::Postgres,
+                        crate::config::Kind::Ssh(_) => DestinationKind::Ssh,
                     },
                     labels: d.labels.clone(),
                     direct_url: match &d.kind {
@@ -202,7 +202,7 @@ async fn connect_once(
         async move {
             match gate.classify(req.headers()) {
                 StreamKind::Control => Ok::<_, std::convert::Infallible>(control(st, req)),
-                StreamKind::User => Ok(crate::proxy::handle(st, req).await),
+                StreamKind::User => Ok(crate::front::handle(st, req).await),
             }
         }
     };
@@ -220,13 +220,14 @@ fn control(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
     let (tx, body) = channel(64);
     let reader_state = state.clone();
     let ack_tx = tx.clone();
-    tokio::spawn(async move {
+    let tasks = state.tasks.clone();
+    tasks.spawn(async move {
         let mut lines = LineReader::new(req.into_body());
         loop {
             match lines.next::<ControlMsg>().await {
                 Ok(Some(ControlMsg::Snapshot(s))) => {
                     tracing::debug!(grants = s.grants.len(), "grants updated");
-                    reader_state.apply(&s);
+                    reader_state.apply(s);
                 }
                 Ok(Some(ControlMsg::AuditAck { seq })) => reader_state.spool.ack(seq),
                 Ok(None) => break,
@@ -241,7 +242,7 @@ fn control(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
     // What the Kubernetes destinations offer to grant: now, and on change.
     let inv_tx = tx.clone();
     let mut inventories = state.subscribe_inventories();
-    tokio::spawn(async move {
+    tasks.spawn(async move {
         loop {
             let all: Vec<_> = inventories.borrow_and_update().values().cloned().collect();
             for inv in all {
@@ -256,7 +257,7 @@ fn control(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
     });
     // Ship audit events: what is pending now, then each new one, in
     // batches.
-    tokio::spawn(async move {
+    tasks.spawn(async move {
         let mut sent = 0i64;
         loop {
             let added = state.spool.added.notified();

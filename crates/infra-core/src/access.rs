@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use crate::names::{Resource, Role};
 
 /// Who a grant is for. Ids are the store's opaque ids.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Subject {
     User(String),
     Group(String),

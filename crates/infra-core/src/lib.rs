@@ -4,11 +4,15 @@
 
 pub mod access;
 pub mod duration;
+pub mod grant_view;
+pub mod kinds;
 pub mod names;
 pub mod redirect;
 
-pub use access::{GrantIndex, InfraRole, Subject};
+pub use access::{GrantIndex, GrantRule, InfraRole, Subject};
 pub use duration::{format_duration, parse_duration};
+pub use grant_view::{Binding, GrantView, NamedGrant};
+pub use kinds::{DestinationKind, SubjectKind, UnknownWord};
 pub use names::{Email, GroupName, NameError, Resource, Role, reserved_by_kubernetes};
 pub use redirect::{ReturnPath, ReturnPathError};
 

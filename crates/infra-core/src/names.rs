@@ -154,8 +154,17 @@ impl Resource {
         self.0.split('.').next().unwrap_or(&self.0)
     }
 
+    /// The part within the destination: `payments` for `prod.payments`.
+    pub fn namespace(&self) -> Option<&str> {
+        self.0.split_once('.').map(|(_, ns)| ns)
+    }
+
     /// Whether a grant on `self` reaches `other`: the same resource, or
     /// `self` is the destination and `other` a part of it.
+    ///
+    /// *Architecture Invariant:* this is the one statement of the rule.
+    /// SQL that selects grants by resource says the same with an exact
+    /// match plus a range (see infra-store), and is tested against this.
     pub fn covers(&self, other: &Resource) -> bool {
         self == other || (!self.0.contains('.') && other.destination() == self.0)
     }

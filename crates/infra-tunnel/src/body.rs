@@ -114,24 +114,43 @@ pub fn bytes_channel(capacity: usize) -> (mpsc::Sender<Bytes>, ChannelBody) {
 }
 
 /// Copies an HTTP body's data into `w` until it ends.
-pub async fn body_to_writer<B, W>(mut body: B, mut w: W)
+pub async fn body_to_writer<B, W>(body: B, w: W)
+where
+    B: http_body::Body<Data = Bytes> + Unpin,
+    W: tokio::io::AsyncWrite + Unpin,
+{
+    body_to_writer_counted(body, w, |_| {}).await;
+}
+
+/// [`body_to_writer`], telling `count` the size of each chunk written.
+pub async fn body_to_writer_counted<B, W>(mut body: B, mut w: W, count: impl Fn(usize))
 where
     B: http_body::Body<Data = Bytes> + Unpin,
     W: tokio::io::AsyncWrite + Unpin,
 {
     use tokio::io::AsyncWriteExt;
     while let Some(Ok(frame)) = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await {
-        if let Ok(d) = frame.into_data()
-            && w.write_all(&d).await.is_err()
-        {
-            return;
+        if let Ok(d) = frame.into_data() {
+            count(d.len());
+            if w.write_all(&d).await.is_err() {
+                return;
+            }
         }
     }
     let _ = w.shutdown().await;
 }
 
 /// Copies `r` into a channel until EOF or the receiver goes away.
-pub async fn reader_to_channel<R: tokio::io::AsyncRead + Unpin>(mut r: R, tx: mpsc::Sender<Bytes>) {
+pub async fn reader_to_channel<R: tokio::io::AsyncRead + Unpin>(r: R, tx: mpsc::Sender<Bytes>) {
+    reader_to_channel_counted(r, tx, |_| {}).await;
+}
+
+/// [`reader_to_channel`], telling `count` the size of each chunk read.
+pub async fn reader_to_channel_counted<R: tokio::io::AsyncRead + Unpin>(
+    mut r: R,
+    tx: mpsc::Sender<Bytes>,
+    count: impl Fn(usize),
+) {
     use tokio::io::AsyncReadExt;
     // Read straight into the buffer that is sent: no copy per chunk (bulk
     // streams spend a fifth of their CPU in memmove otherwise).
@@ -140,7 +159,8 @@ pub async fn reader_to_channel<R: tokio::io::AsyncRead + Unpin>(mut r: R, tx: mp
         buf.reserve(READ_CHUNK);
         match r.read_buf(&mut buf).await {
             Ok(0) | Err(_) => return,
-            Ok(_) => {
+            Ok(n) => {
+                count(n);
                 if tx.send(buf.split().freeze()).await.is_err() {
                     return;
                 }
