@@ -1,0 +1,100 @@
+//! `infra audit`: read, follow and verify the audit log.
+
+use clap::Subcommand;
+use infra_api::{AuditEvent, AuditVerifyResponse};
+
+use super::query;
+use crate::client::Api;
+use crate::output::{OutputArg, print};
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCmd {
+    /// List audit events, oldest first.
+    List {
+        /// RFC 3339 time or a duration ago, such as 1h.
+        #[arg(long)]
+        since: Option<String>,
+        #[arg(long)]
+        user: Option<String>,
+        #[arg(long)]
+        destination: Option<String>,
+        #[arg(long)]
+        action: Option<String>,
+        #[command(flatten)]
+        out: OutputArg,
+    },
+    /// Follow new events as they are written.
+    Tail {
+        /// Show this many recent events first.
+        #[arg(long, short = 'n', default_value_t = 10)]
+        lines: u32,
+    },
+    /// Check the hash chain: fails, naming the event, if any was edited or deleted.
+    Verify,
+}
+
+fn event_row(e: &AuditEvent) -> Vec<String> {
+    vec![
+        e.seq.to_string(),
+        e.time.get(..19).unwrap_or(&e.time).replace('T', " "),
+        e.actor.clone(),
+        e.action.clone(),
+        e.target.clone(),
+        e.result.clone(),
+        e.source.clone(),
+        e.detail.clone(),
+    ]
+}
+
+const EVENT_HEADERS: [&str; 8] = ["seq", "time", "actor", "action", "target", "result", "source", "detail"];
+
+pub(super) async fn run(c: AuditCmd) -> anyhow::Result<()> {
+    let api = Api::from_login()?;
+    match c {
+        AuditCmd::List {
+            since,
+            user,
+            destination,
+            action,
+            out,
+        } => {
+            let q = query(&[
+                ("since", &since),
+                ("user", &user),
+                ("destination", &destination),
+                ("action", &action),
+            ]);
+            let items: Vec<AuditEvent> = api.list_all("/api/audit", &q).await?;
+            print(out.output, &items, &EVENT_HEADERS, event_row)?;
+        }
+        AuditCmd::Tail { lines } => {
+            let first: infra_api::Page<AuditEvent> = api.get("/api/audit?limit=1").await?;
+            let total = first.total_count;
+            let start_page = total.saturating_sub(u64::from(lines)) + 1;
+            let mut after = i64::try_from(start_page).unwrap_or(1) - 1;
+            loop {
+                let p: infra_api::Page<AuditEvent> = api.get(&format!("/api/audit?after={after}&limit=1000")).await?;
+                for e in &p.items {
+                    println!("{}", event_row(e).join("  "));
+                    after = e.seq;
+                }
+                if p.items.is_empty() {
+                    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                }
+            }
+        }
+        AuditCmd::Verify => {
+            let r: AuditVerifyResponse = api.get("/api/audit/verify").await?;
+            if r.ok {
+                println!("{}", r.message);
+            } else {
+                anyhow::bail!(
+                    "audit log verification FAILED at event {}: {}",
+                    r.bad_seq.unwrap_or(0),
+                    r.message
+                );
+            }
+        }
+    }
+    Ok(())
+}
