@@ -14,11 +14,12 @@ use infra_auth::lockout::{FREE_FAILURES, FREE_FAILURES_PER_ACCOUNT, FREE_FAILURE
 use infra_auth::{Secret, access_key, password};
 use infra_store::{AccessKeyRow, LoginFailure, UserRow, identity, keys, now_ms};
 
-use super::{Body, ms, time};
 use crate::audit::{self, Event};
 use crate::authn::{Caller, Source};
 use crate::error::{ApiError, ApiResult};
+use crate::extract::Body;
 use crate::state::AppState;
+use crate::wire::{ms, time};
 
 const BAD_LOGIN: &str = "invalid email or password";
 
@@ -39,21 +40,21 @@ pub(crate) async fn login(
         }
         check_lock(&state, &[&addr_bucket], name, &source).await?;
         let grant = match (req.code, req.state, req.device_code) {
-            (Some(code), Some(st), None) => super::providers::Grant::Code {
+            (Some(code), Some(st), None) => super::provider_login::Grant::Code {
                 code,
                 state: st,
                 redirect_uri: Some(req.redirect_uri.ok_or_else(|| {
                     ApiError::bad_request("redirectUri is required with a code: the one the login started with")
                 })?),
             },
-            (None, None, Some(device_code)) => super::providers::Grant::Device { device_code },
+            (None, None, Some(device_code)) => super::provider_login::Grant::Device { device_code },
             _ => {
                 return Err(ApiError::bad_request(
                     "a provider login takes code and state (from the redirect), or deviceCode",
                 ));
             }
         };
-        return super::providers::login(&state, &source, name, grant)
+        return super::provider_login::login(&state, &source, name, grant)
             .await
             .map(|(r, _)| Json(r));
     }
@@ -73,7 +74,7 @@ pub(crate) async fn login(
             drop(c);
             let stored = user.as_ref().and_then(|u| u.password_hash.clone());
             let pw = Secret::new(pw);
-            let ok = super::argon(&state, move || password::verify(&pw, stored.as_deref())).await?;
+            let ok = crate::hashing::argon(&state, move || password::verify(&pw, stored.as_deref())).await?;
             match user {
                 Some(user) if ok => {
                     // The address keeps its count (a success on one's own
@@ -169,7 +170,7 @@ async fn locked(state: &AppState, left_ms: i64, who: &str, source: &str) -> ApiE
         .result("failure")
         .detail(format!("refused: locked for {secs}s after repeated failures"));
     if let Err(e) = audit::record(state, ev).await {
-        return e;
+        return e.into();
     }
     ApiError::new(
         axum::http::StatusCode::TOO_MANY_REQUESTS,
@@ -235,7 +236,7 @@ async fn fail(state: &AppState, who: &str, source: &str) -> ApiError {
         .detail(BAD_LOGIN);
     match audit::record(state, ev).await {
         Ok(()) => ApiError::unauthorized(BAD_LOGIN),
-        Err(e) => e,
+        Err(e) => e.into(),
     }
 }
 
