@@ -11,7 +11,7 @@
 //! only one request spends the refresh token, which providers rotate);
 //! the others go on with the session as it is. The claiming request waits
 //! for the provider: the token endpoint, then the new ID token (and
-//! userinfo if the groups are not in it). A session nobody uses is not
+//! userinfo if the groups are not in it), each call bounded at 10 s. A session nobody uses is not
 //! refreshed; its inactivity timeout ends it. Tokens for destinations
 //! already issued are not touched: they end within `--token-ttl`.
 //!
