@@ -1,9 +1,11 @@
 //! Recording audit events: durably in the store, in the same transaction as
 //! the change they describe, then as a JSON line on stdout.
+//!
+//! Below the API: failures are the store's, and callers decide what a
+//! client hears of them.
 
-use infra_store::{AuditRow, NewAuditEvent, WriteTx, now_ms};
+use infra_store::{AuditRow, NewAuditEvent, StoreError, WriteTx, now_ms};
 
-use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
 
 /// Who did what, before it is numbered and chained.
@@ -40,7 +42,7 @@ impl Event {
 }
 
 /// Appends `ev` inside `tx`. The caller commits, then calls [`emit`].
-pub(crate) async fn append(tx: &mut WriteTx, ev: Event) -> ApiResult<AuditRow> {
+pub(crate) async fn append(tx: &mut WriteTx, ev: Event) -> Result<AuditRow, StoreError> {
     let new = NewAuditEvent {
         actor: ev.actor,
         action: ev.action.into(),
@@ -49,12 +51,12 @@ pub(crate) async fn append(tx: &mut WriteTx, ev: Event) -> ApiResult<AuditRow> {
         result: ev.result.into(),
         detail: ev.detail,
     };
-    Ok(infra_store::audit::append(tx.conn(), new, now_ms()).await?)
+    infra_store::audit::append(tx.conn(), new, now_ms()).await
 }
 
 /// Appends `ev` as the last step of `tx`, commits, and emits it: the
 /// common end of every API call that changes state.
-pub(crate) async fn commit(state: &AppState, mut tx: WriteTx, ev: Event) -> ApiResult<()> {
+pub(crate) async fn commit(state: &AppState, mut tx: WriteTx, ev: Event) -> Result<(), StoreError> {
     let row = append(&mut tx, ev).await?;
     tx.commit().await?;
     emit(state, &row);
@@ -96,10 +98,10 @@ pub(crate) fn emit_quiet(row: &AuditRow) {
 
 /// Records a stand-alone event (a denial, a failed login) in its own
 /// transaction.
-pub(crate) async fn record(state: &AppState, ev: Event) -> ApiResult<()> {
+pub(crate) async fn record(state: &AppState, ev: Event) -> Result<(), StoreError> {
     let mut tx = state.store.write().await?;
     let row = append(&mut tx, ev).await?;
-    tx.commit().await.map_err(ApiError::from)?;
+    tx.commit().await?;
     emit(state, &row);
     Ok(())
 }

@@ -11,6 +11,7 @@ use infra_store::{GroupRow, UserRow, identity, keys, now_ms};
 
 use crate::audit::{self, Event};
 use crate::error::{ApiError, ApiResult};
+use crate::idp::refresh::RefreshError;
 use crate::state::AppState;
 
 /// An authenticated caller.
@@ -110,7 +111,7 @@ impl Caller {
             // key of it is in use: a user disabled at the provider is
             // noticed even if only a derived key is ever used.
             drop(c);
-            crate::api::providers::refresh_if_due(state, l, &user, &source).await?;
+            crate::idp::refresh::refresh_if_due(state, l, &user, &source).await?;
             c = state.store.conn().await?;
         }
         let lender = lender_of(&mut c, &row).await?;
@@ -119,7 +120,7 @@ impl Caller {
             // A session from an identity provider: its groups are read
             // again (or the session ended) when a refresh is due.
             drop(c);
-            from_provider = crate::api::providers::refresh_if_due(state, &row.id, &user, &source).await?;
+            from_provider = crate::idp::refresh::refresh_if_due(state, &row.id, &user, &source).await?;
             c = state.store.conn().await?;
         }
         // A one-time password is for password logins; a provider session
@@ -209,5 +210,18 @@ impl Caller {
             .detail(format!("{what}: needs {}", needed.as_str()));
         audit::record(state, ev).await?;
         Err(ApiError::forbidden(msg))
+    }
+}
+
+/// What a client hears when its provider session could not be refreshed.
+impl From<RefreshError> for ApiError {
+    fn from(e: RefreshError) -> Self {
+        match e {
+            RefreshError::Ended { ref provider, .. } => ApiError::unauthorized(format!(
+                "your session ended: {e}; log in again with 'infra login --provider {provider}'"
+            )),
+            RefreshError::Store(e) => e.into(),
+            RefreshError::Sealing(_) => ApiError::internal(e),
+        }
     }
 }

@@ -162,9 +162,7 @@ pub(crate) async fn first_admin(state: &AppState) -> anyhow::Result<FirstAdmin> 
         FirstAdmin::Key(k.full)
     };
     keys::insert_setting(tx.conn(), "bootstrapped", &now.to_string()).await?;
-    let row = audit::append(&mut tx, Event::new("system", "bootstrap.admin", &user.email, "local"))
-        .await
-        .map_err(|e| anyhow::anyhow!(e.message))?;
+    let row = audit::append(&mut tx, Event::new("system", "bootstrap.admin", &user.email, "local")).await?;
     tx.commit().await?;
     audit::emit(state, &row);
     Ok(result)

@@ -149,13 +149,7 @@ fn default_data_dir() -> PathBuf {
 
 impl Settings {
     pub(crate) fn resolve(a: ServerArgs) -> anyhow::Result<Self> {
-        let f: FileConfig = match &a.config {
-            None => FileConfig::default(),
-            Some(p) => {
-                let text = std::fs::read_to_string(p).with_context(|| format!("read config file {}", p.display()))?;
-                yaml_serde::from_str(&text).with_context(|| format!("config file {}", p.display()))?
-            }
-        };
+        let f = read_file(a.config.as_deref())?;
         let data_dir = a.data_dir.or(f.data_dir).unwrap_or_else(default_data_dir);
         let db_url =
             a.db.or(f.db)
@@ -164,34 +158,8 @@ impl Settings {
             .listen
             .or(f.listen)
             .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 4443)));
-        let public_url = a.public_url.or(f.public_url).unwrap_or_else(|| {
-            let host = if listen.ip().is_loopback() || listen.ip().is_unspecified() {
-                "localhost".to_owned()
-            } else {
-                match listen {
-                    SocketAddr::V6(v6) => format!("[{}]", v6.ip()),
-                    SocketAddr::V4(v4) => v4.ip().to_string(),
-                }
-            };
-            format!("https://{host}:{}", listen.port())
-        });
-        let public_url = public_url.trim_end_matches('/').to_owned();
-        if !public_url.starts_with("https://") {
-            anyhow::bail!("public URL must start with https://, got {public_url}");
-        }
-        let public_host = public_url
-            .trim_start_matches("https://")
-            .split('/')
-            .next()
-            .map(|hp| {
-                if hp.starts_with('[') {
-                    hp.split(']').next().unwrap_or(hp).trim_start_matches('[')
-                } else {
-                    hp.rsplit_once(':').map_or(hp, |(h, _)| h)
-                }
-            })
-            .unwrap_or_default()
-            .to_ascii_lowercase();
+        let public_url = public_url(a.public_url.or(f.public_url), listen)?;
+        let public_host = host_of(&public_url);
         let gateway_domain = a
             .gateway_domain
             .or(f.gateway_domain)
@@ -203,6 +171,12 @@ impl Settings {
         if log_format != "text" && log_format != "json" {
             anyhow::bail!("log format must be text or json, got {log_format}");
         }
+        let issuer_flags = IssuerFlags {
+            claims: a.issuer_claims,
+            alg: a.issuer_alg,
+            groups: a.issuer_groups_claim,
+            email: a.issuer_email_claim,
+        };
         Ok(Self {
             root_key_file: a
                 .root_key_file
@@ -221,53 +195,14 @@ impl Settings {
             tls_sans,
             json_logs: log_format == "json",
             token_ttl: dur("token TTL", a.token_ttl.or(f.token_ttl), Duration::from_secs(300))?,
-            issuer_claims: {
-                let f = f.issuer_claims.unwrap_or_default();
-                let mut extra = f.extra;
-                for kv in &a.issuer_claims {
-                    let (k, v) = kv
-                        .split_once('=')
-                        .with_context(|| format!("--issuer-claim {kv}: write NAME=VALUE"))?;
-                    extra.insert(k.to_owned(), v.to_owned());
-                }
-                const RESERVED: [&str; 8] = ["iss", "sub", "aud", "exp", "iat", "nbf", "jti", "name"];
-                if let Some(k) = extra.keys().find(|k| RESERVED.contains(&k.as_str())) {
-                    anyhow::bail!("issuer claim {k} is set by Infra itself; choose another name");
-                }
-                let alg = a.issuer_alg.or(f.alg).unwrap_or_else(|| "EdDSA".into());
-                if alg != "EdDSA" && alg != "ES256" {
-                    anyhow::bail!("issuerClaims.alg is EdDSA or ES256, not {alg}");
-                }
-                let groups = a.issuer_groups_claim.or(f.groups).unwrap_or_else(|| "groups".into());
-                let email = a.issuer_email_claim.or(f.email).unwrap_or_else(|| "email".into());
-                if let Some(k) = [&groups, &email].into_iter().find(|k| RESERVED.contains(&k.as_str())) {
-                    anyhow::bail!("issuer claim {k} is set by Infra itself; choose another name");
-                }
-                IssuerClaims {
-                    es256: alg == "ES256",
-                    groups,
-                    email,
-                    extra,
-                }
-            },
+            issuer_claims: issuer_claims(issuer_flags, f.issuer_claims.unwrap_or_default())?,
             default_provider: a.default_provider.or(f.default_provider),
             provider_refresh: dur(
                 "provider refresh",
                 a.provider_refresh.or(f.provider_refresh),
                 Duration::from_secs(300),
             )?,
-            ssh_cert_ttl: {
-                let t = dur(
-                    "SSH certificate TTL",
-                    a.ssh_cert_ttl.or(f.ssh_cert_ttl),
-                    Duration::from_secs(3600),
-                )?;
-                // Retired CA keys stay trusted a day: certificates must end well before.
-                if t > Duration::from_secs(12 * 3600) {
-                    anyhow::bail!("--ssh-cert-ttl is at most 12h (short certificates are the point)");
-                }
-                t
-            },
+            ssh_cert_ttl: ssh_cert_ttl(a.ssh_cert_ttl.or(f.ssh_cert_ttl))?,
             session_ttl: dur(
                 "session TTL",
                 a.session_ttl.or(f.session_ttl),
@@ -285,6 +220,103 @@ impl Settings {
             )?,
         })
     }
+}
+
+/// The YAML file, if one is given.
+fn read_file(path: Option<&Path>) -> anyhow::Result<FileConfig> {
+    let Some(p) = path else {
+        return Ok(FileConfig::default());
+    };
+    let text = std::fs::read_to_string(p).with_context(|| format!("read config file {}", p.display()))?;
+    yaml_serde::from_str(&text).with_context(|| format!("config file {}", p.display()))
+}
+
+/// The public URL, without a trailing slash: the one given, or
+/// `https://<listen address>` with localhost for loopback.
+fn public_url(given: Option<String>, listen: SocketAddr) -> anyhow::Result<String> {
+    let url = given.unwrap_or_else(|| {
+        let host = if listen.ip().is_loopback() || listen.ip().is_unspecified() {
+            "localhost".to_owned()
+        } else {
+            match listen {
+                SocketAddr::V6(v6) => format!("[{}]", v6.ip()),
+                SocketAddr::V4(v4) => v4.ip().to_string(),
+            }
+        };
+        format!("https://{host}:{}", listen.port())
+    });
+    let url = url.trim_end_matches('/').to_owned();
+    if !url.starts_with("https://") {
+        anyhow::bail!("public URL must start with https://, got {url}");
+    }
+    Ok(url)
+}
+
+/// The host part of an `https://` URL, lower-cased (an IPv6 address
+/// without its brackets).
+fn host_of(url: &str) -> String {
+    url.trim_start_matches("https://")
+        .split('/')
+        .next()
+        .map(|hp| {
+            if hp.starts_with('[') {
+                hp.split(']').next().unwrap_or(hp).trim_start_matches('[')
+            } else {
+                hp.rsplit_once(':').map_or(hp, |(h, _)| h)
+            }
+        })
+        .unwrap_or_default()
+        .to_ascii_lowercase()
+}
+
+/// The flags about Infra as an issuer, which win over the file's
+/// `issuerClaims`.
+struct IssuerFlags {
+    claims: Vec<String>,
+    alg: Option<String>,
+    groups: Option<String>,
+    email: Option<String>,
+}
+
+/// Claims tokens carry when Infra issues them for other systems; none may
+/// be one Infra sets itself.
+fn issuer_claims(flags: IssuerFlags, f: IssuerClaimsFile) -> anyhow::Result<IssuerClaims> {
+    const RESERVED: [&str; 8] = ["iss", "sub", "aud", "exp", "iat", "nbf", "jti", "name"];
+    let mut extra = f.extra;
+    for kv in &flags.claims {
+        let (k, v) = kv
+            .split_once('=')
+            .with_context(|| format!("--issuer-claim {kv}: write NAME=VALUE"))?;
+        extra.insert(k.to_owned(), v.to_owned());
+    }
+    if let Some(k) = extra.keys().find(|k| RESERVED.contains(&k.as_str())) {
+        anyhow::bail!("issuer claim {k} is set by Infra itself; choose another name");
+    }
+    let alg = flags.alg.or(f.alg).unwrap_or_else(|| "EdDSA".into());
+    if alg != "EdDSA" && alg != "ES256" {
+        anyhow::bail!("issuerClaims.alg is EdDSA or ES256, not {alg}");
+    }
+    let groups = flags.groups.or(f.groups).unwrap_or_else(|| "groups".into());
+    let email = flags.email.or(f.email).unwrap_or_else(|| "email".into());
+    if let Some(k) = [&groups, &email].into_iter().find(|k| RESERVED.contains(&k.as_str())) {
+        anyhow::bail!("issuer claim {k} is set by Infra itself; choose another name");
+    }
+    Ok(IssuerClaims {
+        es256: alg == "ES256",
+        groups,
+        email,
+        extra,
+    })
+}
+
+/// The longest an SSH user certificate lives [default: 1h, at most 12h].
+fn ssh_cert_ttl(given: Option<String>) -> anyhow::Result<Duration> {
+    let t = dur("SSH certificate TTL", given, Duration::from_secs(3600))?;
+    // Retired CA keys stay trusted a day: certificates must end well before.
+    if t > Duration::from_secs(12 * 3600) {
+        anyhow::bail!("--ssh-cert-ttl is at most 12h (short certificates are the point)");
+    }
+    Ok(t)
 }
 
 /// How tokens for other systems (Infra as an issuer) carry the user.

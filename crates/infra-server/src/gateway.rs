@@ -162,7 +162,9 @@ async fn forward(state: AppState, dest: String, host: String, mut req: Request) 
         match send.try_send_request(req).await {
             Ok(resp) => {
                 return match (resp.headers().get(HDR_UPGRADE).cloned(), on_upgrade, client_tx) {
-                    (Some(proto), Some(on_upgrade), Some(tx)) => switch_protocols(resp, proto, on_upgrade, tx),
+                    (Some(proto), Some(on_upgrade), Some(tx)) => {
+                        switch_protocols(&state.tasks.clients, resp, proto, on_upgrade, tx)
+                    }
                     _ => resp.map(AxumBody::new),
                 };
             }
@@ -188,8 +190,10 @@ async fn forward(state: AppState, dest: String, host: String, mut req: Request) 
 }
 
 /// The upstream agreed to upgrade: answer the client 101, then join the
-/// client's connection to the tunnel stream both ways.
+/// client's connection to the tunnel stream both ways, on the clients'
+/// tracker (an upgraded stream is a client connection for the drain).
 fn switch_protocols(
+    tasks: &tokio_util::task::TaskTracker,
     resp: http::Response<hyper::body::Incoming>,
     proto: HeaderValue,
     on_upgrade: hyper::upgrade::OnUpgrade,
@@ -206,10 +210,11 @@ fn switch_protocols(
     out.headers_mut()
         .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     out.headers_mut().insert(header::UPGRADE, proto);
-    tokio::spawn(async move {
+    let reader_tasks = tasks.clone();
+    tasks.spawn(async move {
         let Ok(client) = on_upgrade.await else { return };
         let (rd, wr) = tokio::io::split(hyper_util::rt::TokioIo::new(client));
-        tokio::spawn(infra_tunnel::body::reader_to_channel(rd, tx));
+        reader_tasks.spawn(infra_tunnel::body::reader_to_channel(rd, tx));
         infra_tunnel::body::body_to_writer(upstream, wr).await;
     });
     out

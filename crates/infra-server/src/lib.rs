@@ -11,17 +11,23 @@ mod authn;
 mod bootstrap;
 mod config;
 mod error;
+mod extract;
 mod gateway;
+mod gateway_names;
+mod hashing;
 mod hub;
+mod idp;
 mod oidc;
 mod pg_gateway;
 mod serve;
 mod signing;
 mod ssh;
 mod state;
+mod tasks;
 mod tls;
 mod tunnel_server;
 mod web;
+mod wire;
 
 pub use config::ServerArgs;
 
@@ -56,3 +62,6 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
 pub fn openapi_json() -> String {
     api::openapi_json()
 }
+
+#[cfg(test)]
+mod testing;

@@ -171,6 +171,6 @@ where
         return;
     }
     let (rd, wr) = tokio::io::split(io);
-    tokio::spawn(infra_tunnel::body::reader_to_channel(rd, tx));
+    state.tasks.clients.spawn(infra_tunnel::body::reader_to_channel(rd, tx));
     infra_tunnel::body::body_to_writer(resp.into_body(), wr).await;
 }

@@ -71,7 +71,7 @@ pub(crate) async fn signer(state: &AppState, kind: CaKind) -> ApiResult<SshCa> {
     let mut c = state.store.conn().await?;
     let now = now_ms();
     let rows = keys::ssh_cas(&mut c, kind.as_str()).await?;
-    let mature = now - crate::api::ms(state.settings.ssh_cert_ttl);
+    let mature = now - crate::wire::ms(state.settings.ssh_cert_ttl);
     let row = match kind {
         CaKind::User => rows.into_iter().find(|r| r.retired_at.is_none()),
         CaKind::Host => {

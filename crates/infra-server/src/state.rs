@@ -16,11 +16,13 @@ pub(crate) struct Inner {
     pub(crate) settings: Settings,
     pub(crate) hub: crate::hub::Hub,
     /// Destination names the gateway serves certificates for.
-    pub(crate) gateway_names: crate::tls::KnownNames,
-    /// Bounds concurrent password hashing (see `api::argon`).
+    pub(crate) gateway_names: crate::gateway_names::KnownNames,
+    /// Bounds concurrent password hashing (see `hashing::argon`).
     pub(crate) hashing: tokio::sync::Semaphore,
     /// The relying party for identity providers (discovery and key caches).
     pub(crate) oidc: crate::oidc::Oidc,
+    /// The owners of every task the server starts (see `tasks`).
+    pub(crate) tasks: crate::tasks::Tasks,
 }
 
 impl std::ops::Deref for AppState {

@@ -8,8 +8,8 @@
 //! CA sign (and the cache hold) certificates for whatever it likes, and new
 //! certificates are issued at a bounded rate.
 
-use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex, RwLock};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use infra_auth::tls_ca::Ca;
@@ -17,53 +17,12 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 
+use crate::gateway_names::KnownNames;
+
 /// Most names kept; past it the cache starts afresh.
 const CACHE_MAX: usize = 4096;
 /// New certificates issued per second at most (each costs a signature).
 const ISSUE_PER_SECOND: u32 = 20;
-/// How often the names are read again from the store, besides on change.
-const NAMES_REFRESH: Duration = Duration::from_secs(2);
-
-/// The destination names that exist, shared by the resolver and the code
-/// that learns of new ones (a connector registering, the store).
-#[derive(Debug, Clone, Default)]
-pub(crate) struct KnownNames(Arc<RwLock<HashSet<String>>>);
-
-impl KnownNames {
-    pub(crate) fn contains(&self, name: &str) -> bool {
-        self.0.read().is_ok_and(|s| s.contains(name))
-    }
-
-    pub(crate) fn add(&self, names: impl IntoIterator<Item = String>) {
-        if let Ok(mut s) = self.0.write() {
-            s.extend(names);
-        }
-    }
-
-    fn replace(&self, names: HashSet<String>) {
-        if let Ok(mut s) = self.0.write() {
-            *s = names;
-        }
-    }
-}
-
-/// Keeps [`KnownNames`] in step with the destinations in the store: now,
-/// on every change signal, and every few seconds.
-pub(crate) async fn keep_names(state: crate::state::AppState, shutdown: tokio_util::sync::CancellationToken) {
-    let mut changes = state.hub.subscribe();
-    loop {
-        if let Ok(mut c) = state.store.conn().await
-            && let Ok(names) = infra_store::connectors::destination_names(&mut c).await
-        {
-            state.gateway_names.replace(names.into_iter().collect());
-        }
-        tokio::select! {
-            r = changes.changed() => if r.is_err() { return },
-            () = tokio::time::sleep(NAMES_REFRESH) => {}
-            () = shutdown.cancelled() => return,
-        }
-    }
-}
 
 pub(crate) struct SniResolver {
     ca: Ca,

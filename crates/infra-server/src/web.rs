@@ -23,8 +23,9 @@ use infra_api::LoginRequest;
 use infra_core::ReturnPath;
 use serde::Deserialize;
 
-use crate::api::{Body, login};
+use crate::api::login;
 use crate::authn::{Caller, Source};
+use crate::extract::Body;
 use crate::state::AppState;
 
 // `__Host-`: the browser takes these cookies only from this exact host over
@@ -204,9 +205,9 @@ pub(crate) async fn oidc_start(
         );
     }
     let started = async {
-        let p = crate::api::providers::load(&state, &name).await?;
+        let p = crate::api::provider_login::load(&state, &name).await?;
         let redirect_uri = format!("{}/oidc/callback", state.settings.public_url);
-        crate::api::providers::begin(&state, &p, &redirect_uri, Some(rd.clone()), &source).await
+        crate::api::provider_login::begin(&state, &p, &redirect_uri, Some(rd.clone()), &source).await
     }
     .await;
     match started {
@@ -290,12 +291,12 @@ pub(crate) async fn oidc_callback(
             "<p>This login's state is unknown, already used or expired. Start again.</p>",
         );
     };
-    let grant = crate::api::providers::Grant::Code {
+    let grant = crate::api::provider_login::Grant::Code {
         code,
         state: st,
         redirect_uri: None,
     };
-    match crate::api::providers::login(&state, &source, &name, grant).await {
+    match crate::api::provider_login::login(&state, &source, &name, grant).await {
         Ok((resp, rd)) => {
             let next = match rd.filter(|r| !r.is_empty()) {
                 Some(r) => format!("/authorize?rd={}", enc(&r)),

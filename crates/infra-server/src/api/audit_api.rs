@@ -6,10 +6,11 @@ use infra_api::{AuditEvent, AuditQuery, AuditVerifyResponse};
 use infra_core::{InfraRole, parse_duration};
 use infra_store::{AuditFilter, AuditRow, VerifyOutcome, now_ms};
 
-use super::{Query, ms, page_of, paging, time};
 use crate::authn::Caller;
 use crate::error::{ApiError, ApiResult};
+use crate::extract::Query;
 use crate::state::AppState;
+use crate::wire::{ms, page_of, paging, time};
 
 fn to_api(r: AuditRow) -> AuditEvent {
     AuditEvent {

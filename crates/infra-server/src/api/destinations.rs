@@ -8,11 +8,12 @@ use infra_api::{Destination, PageQuery};
 use infra_core::InfraRole;
 use infra_store::connectors;
 
-use super::{Query, page_of, paging, time};
 use crate::audit;
 use crate::authn::Caller;
 use crate::error::{ApiError, ApiResult};
+use crate::extract::Query;
 use crate::state::AppState;
+use crate::wire::{page_of, paging, time};
 
 /// How recently a connector must have been seen to count as healthy.
 const HEALTHY_WITHIN_MS: i64 = 60_000;

@@ -8,11 +8,12 @@ use infra_core::{GroupName, InfraRole, Resource, Role, parse_duration};
 use infra_store::{GrantFilter, GrantRow, identity, new_id, now_ms};
 
 use super::users::{ensure_an_admin_remains, find, find_for};
-use super::{Body, Query, ms, page_of, paging, time};
 use crate::audit;
 use crate::authn::Caller;
 use crate::error::{ApiError, ApiResult};
+use crate::extract::{Body, Query};
 use crate::state::AppState;
+use crate::wire::{ms, page_of, paging, time};
 
 pub(crate) fn to_api(g: &GrantRow) -> Grant {
     let is_user = g.subject_kind == "user";

@@ -8,11 +8,12 @@ use infra_core::{GroupName, InfraRole};
 use infra_store::{GroupRow, identity, new_id, now_ms};
 
 use super::users::{ensure_an_admin_remains, find};
-use super::{Body, Query, page_of, paging, time};
 use crate::audit;
 use crate::authn::Caller;
 use crate::error::{ApiError, ApiResult};
+use crate::extract::{Body, Query};
 use crate::state::AppState;
+use crate::wire::{page_of, paging, time};
 
 async fn find_group(c: &mut infra_store::Conn, name: &str) -> ApiResult<GroupRow> {
     let n = GroupName::parse(name)?;

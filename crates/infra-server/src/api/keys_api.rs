@@ -8,11 +8,12 @@ use infra_core::{InfraRole, format_duration, parse_duration};
 use infra_store::{AccessKeyRow, keys, now_ms};
 
 use super::users::find_for;
-use super::{Body, Query, ms, page_of, paging, time};
 use crate::audit;
 use crate::authn::Caller;
 use crate::error::{ApiError, ApiResult};
+use crate::extract::{Body, Query};
 use crate::state::AppState;
+use crate::wire::{ms, page_of, paging, time};
 
 pub(crate) fn to_api(k: &AccessKeyRow) -> AccessKey {
     AccessKey {

@@ -14,11 +14,12 @@ use infra_auth::lockout::{FREE_FAILURES, FREE_FAILURES_PER_ACCOUNT, FREE_FAILURE
 use infra_auth::{Secret, access_key, password};
 use infra_store::{AccessKeyRow, LoginFailure, UserRow, identity, keys, now_ms};
 
-use super::{Body, ms, time};
 use crate::audit::{self, Event};
 use crate::authn::{Caller, Source};
 use crate::error::{ApiError, ApiResult};
+use crate::extract::Body;
 use crate::state::AppState;
+use crate::wire::{ms, time};
 
 const BAD_LOGIN: &str = "invalid email or password";
 
@@ -31,118 +32,140 @@ pub(crate) async fn login(
     Body(req): Body<LoginRequest>,
 ) -> ApiResult<Json<LoginResponse>> {
     let addr_bucket = format!("addr:{source}");
-    if let Some(name) = &req.provider {
-        if req.email.is_some() || req.password.is_some() || req.access_key.is_some() {
-            return Err(ApiError::bad_request(
-                "a provider login takes no email, password or accessKey",
-            ));
-        }
-        check_lock(&state, &[&addr_bucket], name, &source).await?;
-        let grant = match (req.code, req.state, req.device_code) {
-            (Some(code), Some(st), None) => super::providers::Grant::Code {
-                code,
-                state: st,
-                redirect_uri: Some(req.redirect_uri.ok_or_else(|| {
-                    ApiError::bad_request("redirectUri is required with a code: the one the login started with")
-                })?),
-            },
-            (None, None, Some(device_code)) => super::providers::Grant::Device { device_code },
-            _ => {
-                return Err(ApiError::bad_request(
-                    "a provider login takes code and state (from the redirect), or deviceCode",
-                ));
-            }
-        };
-        return super::providers::login(&state, &source, name, grant)
-            .await
-            .map(|(r, _)| Json(r));
+    if let Some(name) = req.provider.clone() {
+        return with_provider(&state, &source, &addr_bucket, &name, req).await;
     }
     match (req.email, req.password, req.access_key) {
-        (Some(email), Some(pw), None) => {
-            let email = email.trim().to_ascii_lowercase();
-            let pair_bucket = format!("pair:{email}|{source}");
-            let account_bucket = format!("email:{email}");
-            let buckets = [
-                (pair_bucket.as_str(), FREE_FAILURES),
-                (account_bucket.as_str(), FREE_FAILURES_PER_ACCOUNT),
-                (addr_bucket.as_str(), FREE_FAILURES_PER_ADDRESS),
-            ];
-            reserve(&state, &buckets, &email, &source).await?;
-            let mut c = state.store.conn().await?;
-            let user = identity::user_by_email(&mut c, &email).await?;
-            drop(c);
-            let stored = user.as_ref().and_then(|u| u.password_hash.clone());
-            let pw = Secret::new(pw);
-            let ok = super::argon(&state, move || password::verify(&pw, stored.as_deref())).await?;
-            match user {
-                Some(user) if ok => {
-                    // The address keeps its count (a success on one's own
-                    // account must not buy more guesses at others'); only
-                    // this attempt is given back.
-                    refund(&state, &[(addr_bucket.as_str(), FREE_FAILURES_PER_ADDRESS)]).await?;
-                    let required = user.password_update_required != 0;
-                    start_session(
-                        &state,
-                        user,
-                        &source,
-                        "password",
-                        &[&pair_bucket, &account_bucket],
-                        required,
-                    )
-                    .await
-                }
-                _ => Err(fail(&state, &email, &source).await),
-            }
-        }
-        (None, None, Some(key)) => {
-            let buckets = [(addr_bucket.as_str(), FREE_FAILURES_PER_ADDRESS)];
-            reserve(&state, &buckets, "access key", &source).await?;
-            let mut c = state.store.conn().await?;
-            let now = now_ms();
-            let found = match access_key::parse(&key) {
-                Some((id, secret)) => keys::key_by_id(&mut c, id)
-                    .await?
-                    .filter(|k| access_key::secret_matches(secret, &k.secret_hash))
-                    .filter(|k| k.expires_at.is_none_or(|e| e > now))
-                    .filter(|k| k.inactivity_timeout_ms.is_none_or(|t| k.last_used_at + t > now)),
-                None => None,
-            };
-            let user = match found.as_ref().and_then(|k| k.user_id.clone()) {
-                Some(uid) => identity::user_by_id(&mut c, &uid).await?,
-                None => None,
-            };
-            drop(c);
-            match (found, user) {
-                (Some(k), Some(user)) => {
-                    refund(&state, &buckets).await?;
-                    let mut c = state.store.conn().await?;
-                    // A fresh session would outlive what it was borrowed from.
-                    if crate::authn::lender_of(&mut c, &k).await?.is_some() {
-                        return Err(ApiError::forbidden(
-                            "this key is borrowed (a workload's exchanged session, an identity-provider session, or a key made with one) and cannot start a new session: use it directly as a bearer key, or log in with 'infra login --provider NAME'",
-                        ));
-                    }
-                    keys::touch_key(&mut c, &k.id, now).await?;
-                    drop(c);
-                    // A session from a key lasts no longer than the key.
-                    let mut json = start_session(&state, user, &source, "access key", &[], false).await?;
-                    if let Some(exp) = k.expires_at {
-                        cap_session(&state, &mut json, exp).await?;
-                    }
-                    Ok(json)
-                }
-                _ => {
-                    let err = fail(&state, "access key", &source).await;
-                    Err(if err.status == axum::http::StatusCode::UNAUTHORIZED {
-                        ApiError::unauthorized("access key is invalid, expired or revoked")
-                    } else {
-                        err
-                    })
-                }
-            }
-        }
+        (Some(email), Some(pw), None) => with_password(&state, &source, &addr_bucket, &email, pw).await,
+        (None, None, Some(key)) => with_key(&state, &source, &addr_bucket, &key).await,
         _ => Err(ApiError::bad_request("send either email and password, or accessKey")),
     }
+}
+
+/// A login through identity provider `name`, finishing a code or device
+/// grant the CLI started.
+async fn with_provider(
+    state: &AppState,
+    source: &str,
+    addr_bucket: &str,
+    name: &str,
+    req: LoginRequest,
+) -> ApiResult<Json<LoginResponse>> {
+    if req.email.is_some() || req.password.is_some() || req.access_key.is_some() {
+        return Err(ApiError::bad_request(
+            "a provider login takes no email, password or accessKey",
+        ));
+    }
+    check_lock(state, &[addr_bucket], name, source).await?;
+    let grant = match (req.code, req.state, req.device_code) {
+        (Some(code), Some(st), None) => super::provider_login::Grant::Code {
+            code,
+            state: st,
+            redirect_uri: Some(req.redirect_uri.ok_or_else(|| {
+                ApiError::bad_request("redirectUri is required with a code: the one the login started with")
+            })?),
+        },
+        (None, None, Some(device_code)) => super::provider_login::Grant::Device { device_code },
+        _ => {
+            return Err(ApiError::bad_request(
+                "a provider login takes code and state (from the redirect), or deviceCode",
+            ));
+        }
+    };
+    super::provider_login::login(state, source, name, grant)
+        .await
+        .map(|(r, _)| Json(r))
+}
+
+/// A login with email and password, throttled per pair, account and
+/// address.
+async fn with_password(
+    state: &AppState,
+    source: &str,
+    addr_bucket: &str,
+    email: &str,
+    pw: String,
+) -> ApiResult<Json<LoginResponse>> {
+    let email = email.trim().to_ascii_lowercase();
+    let pair_bucket = format!("pair:{email}|{source}");
+    let account_bucket = format!("email:{email}");
+    let buckets = [
+        (pair_bucket.as_str(), FREE_FAILURES),
+        (account_bucket.as_str(), FREE_FAILURES_PER_ACCOUNT),
+        (addr_bucket, FREE_FAILURES_PER_ADDRESS),
+    ];
+    reserve(state, &buckets, &email, source).await?;
+    let mut c = state.store.conn().await?;
+    let user = identity::user_by_email(&mut c, &email).await?;
+    drop(c);
+    let stored = user.as_ref().and_then(|u| u.password_hash.clone());
+    let pw = Secret::new(pw);
+    let ok = crate::hashing::argon(state, move || password::verify(&pw, stored.as_deref())).await?;
+    match user {
+        Some(user) if ok => {
+            // The address keeps its count (a success on one's own
+            // account must not buy more guesses at others'); only
+            // this attempt is given back.
+            refund(state, &[(addr_bucket, FREE_FAILURES_PER_ADDRESS)]).await?;
+            let required = user.password_update_required != 0;
+            start_session(
+                state,
+                user,
+                source,
+                "password",
+                &[&pair_bucket, &account_bucket],
+                required,
+            )
+            .await
+        }
+        _ => Err(fail(state, &email, source).await),
+    }
+}
+
+/// A login with an access key of one's own (not a borrowed one), throttled
+/// per address.
+async fn with_key(state: &AppState, source: &str, addr_bucket: &str, key: &str) -> ApiResult<Json<LoginResponse>> {
+    let buckets = [(addr_bucket, FREE_FAILURES_PER_ADDRESS)];
+    reserve(state, &buckets, "access key", source).await?;
+    let mut c = state.store.conn().await?;
+    let now = now_ms();
+    let found = match access_key::parse(key) {
+        Some((id, secret)) => keys::key_by_id(&mut c, id)
+            .await?
+            .filter(|k| access_key::secret_matches(secret, &k.secret_hash))
+            .filter(|k| k.expires_at.is_none_or(|e| e > now))
+            .filter(|k| k.inactivity_timeout_ms.is_none_or(|t| k.last_used_at + t > now)),
+        None => None,
+    };
+    let user = match found.as_ref().and_then(|k| k.user_id.clone()) {
+        Some(uid) => identity::user_by_id(&mut c, &uid).await?,
+        None => None,
+    };
+    drop(c);
+    let (Some(k), Some(user)) = (found, user) else {
+        let err = fail(state, "access key", source).await;
+        return Err(if err.status == axum::http::StatusCode::UNAUTHORIZED {
+            ApiError::unauthorized("access key is invalid, expired or revoked")
+        } else {
+            err
+        });
+    };
+    refund(state, &buckets).await?;
+    let mut c = state.store.conn().await?;
+    // A fresh session would outlive what it was borrowed from.
+    if crate::authn::lender_of(&mut c, &k).await?.is_some() {
+        return Err(ApiError::forbidden(
+            "this key is borrowed (a workload's exchanged session, an identity-provider session, or a key made with one) and cannot start a new session: use it directly as a bearer key, or log in with 'infra login --provider NAME'",
+        ));
+    }
+    keys::touch_key(&mut c, &k.id, now).await?;
+    drop(c);
+    // A session from a key lasts no longer than the key.
+    let mut json = start_session(state, user, source, "access key", &[], false).await?;
+    if let Some(exp) = k.expires_at {
+        cap_session(state, &mut json, exp).await?;
+    }
+    Ok(json)
 }
 
 /// Refuses while any bucket is locked; audits the refusal.
@@ -169,7 +192,7 @@ async fn locked(state: &AppState, left_ms: i64, who: &str, source: &str) -> ApiE
         .result("failure")
         .detail(format!("refused: locked for {secs}s after repeated failures"));
     if let Err(e) = audit::record(state, ev).await {
-        return e;
+        return e.into();
     }
     ApiError::new(
         axum::http::StatusCode::TOO_MANY_REQUESTS,
@@ -235,7 +258,7 @@ async fn fail(state: &AppState, who: &str, source: &str) -> ApiError {
         .detail(BAD_LOGIN);
     match audit::record(state, ev).await {
         Ok(()) => ApiError::unauthorized(BAD_LOGIN),
-        Err(e) => e,
+        Err(e) => e.into(),
     }
 }
 

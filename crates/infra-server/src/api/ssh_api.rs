@@ -1,17 +1,20 @@
 //! SSH: the CA public keys, user certificates, CA rotation.
 
+use std::collections::BTreeMap;
+
 use axum::Json;
 use axum::extract::State;
 use axum::response::IntoResponse;
 use infra_api::{SshCaInfo, SshCaRotate, SshCertRequest, SshCertResponse};
 use infra_auth::ssh_ca::{self, CaKind, UserCertRequest};
 use infra_core::{InfraRole, Resource};
+use infra_store::connectors::DestinationRow;
 use infra_store::{identity, keys, now_ms};
 
-use super::Body;
 use crate::audit;
 use crate::authn::Caller;
 use crate::error::{ApiError, ApiResult};
+use crate::extract::Body;
 use crate::state::AppState;
 
 /// Shortest certificate a client may ask for, so a clock a few seconds
@@ -75,6 +78,9 @@ pub(crate) async fn rotate(
     if kind == CaKind::Host {
         // The new host key starts signing once it is mature (see
         // `ssh::signer`): push the hosts their new certificates then.
+        // Fire and forget: a nudge that must outlive nothing (connectors
+        // get fresh certificates from any replica when they reconnect), so
+        // shutdown does not wait the hour for it.
         let st = state.clone();
         tokio::spawn(async move {
             tokio::time::sleep(st.settings.ssh_cert_ttl + std::time::Duration::from_secs(1)).await;
@@ -99,141 +105,219 @@ pub(crate) async fn issue(
 ) -> ApiResult<Json<SshCertResponse>> {
     let dest = Resource::parse(&req.destination)?;
     let host = dest.destination().to_owned();
-    let deny = |status: ApiError, why: String| {
+    let deny = |d: Denial| {
         let state = state.clone();
-        let ev = caller.event("ssh.certificate", &host).result("denied").detail(why);
+        let ev = caller.event("ssh.certificate", &host).result("denied").detail(d.why);
         async move {
             audit::record(&state, ev).await?;
-            Err::<Json<SshCertResponse>, _>(status)
+            Err::<Json<SshCertResponse>, _>(d.status)
         }
     };
     if dest.as_str() != host {
         let m = format!("an SSH host has no namespaces: ask for '{host}'");
-        return deny(ApiError::bad_request(m.clone()), m).await;
+        return deny(Denial::same(ApiError::bad_request, m)).await;
     }
     let now = now_ms();
-    let mut c = state.store.conn().await?;
-    let row = infra_store::connectors::destination(&mut c, &host).await?;
-    let inventory = infra_store::connectors::inventory(&mut c, &host).await?;
-    let filter = infra_store::GrantFilter {
-        user_id: Some(caller.user.id.clone()),
-        via_groups: caller.groups.iter().map(|g| g.id.clone()).collect(),
-        resource: Some(host.clone()),
-        ..Default::default()
+    let facts = HostFacts::read(&state, &caller, &host, now).await?;
+    let logins = match facts.admit(&caller, &host, &req.logins) {
+        Ok(l) => l,
+        Err(d) => return deny(d).await,
     };
-    let (grants, _) = identity::list_grants(&mut c, &filter, now, 1, infra_api::MAX_LIMIT).await?;
-    drop(c);
-    // When each login's access ends: the latest expiry among the grants
-    // that give it (None: no end).
-    let mut login_ends: std::collections::BTreeMap<String, Option<i64>> = std::collections::BTreeMap::new();
-    for g in &grants {
-        let e = login_ends.entry(g.role.clone()).or_insert(g.expires_at);
-        *e = match (*e, g.expires_at) {
-            (Some(a), Some(b)) => Some(a.max(b)),
-            _ => None,
+    let key = match ssh_ca::parse_allowed_key(&req.public_key) {
+        Ok(k) => k,
+        Err(e) => return deny(Denial::same(ApiError::bad_request, e.to_string())).await,
+    };
+    let now_s = u64::try_from(now / 1000).unwrap_or(0);
+    let ttl = facts.ttl(&state, &caller, req.ttl_seconds, &logins, now_s)?;
+    let serial = u64::from_be_bytes(infra_auth::random_bytes::<8>().map_err(ApiError::internal)?);
+    let extensions = facts.extensions();
+    let cert = UserCertRequest {
+        key: &key,
+        host: &host,
+        user_id: &caller.user.id,
+        logins: &logins,
+        key_id: format!("{} serial={serial}", caller.email()),
+        serial,
+        valid: (now_s.saturating_sub(BACKDATE_SECS), now_s + ttl),
+        extensions: &extensions,
+    };
+    let direct_address = facts
+        .row
+        .and_then(|r| r.direct_url)
+        .and_then(|u| u.strip_prefix("ssh://").map(str::to_owned));
+    sign(&state, &caller, cert, direct_address).await
+}
+
+/// A refusal to issue: audited with `why`, answered with `status`.
+struct Denial {
+    status: ApiError,
+    why: String,
+}
+
+impl Denial {
+    /// A refusal that tells the client what the audit records.
+    fn same(status: fn(String) -> ApiError, why: String) -> Self {
+        Self {
+            status: status(why.clone()),
+            why,
+        }
+    }
+}
+
+/// What the store says about a host for one caller.
+struct HostFacts {
+    row: Option<DestinationRow>,
+    /// The destination's kind and its connector's inventory (JSON).
+    inventory: Option<(String, Option<String>)>,
+    /// Each login the caller is granted there, and when that access ends:
+    /// the latest expiry among the grants that give it (None: no end).
+    login_ends: BTreeMap<String, Option<i64>>,
+}
+
+impl HostFacts {
+    async fn read(state: &AppState, caller: &Caller, host: &str, now: i64) -> ApiResult<Self> {
+        let mut c = state.store.conn().await?;
+        let row = infra_store::connectors::destination(&mut c, host).await?;
+        let inventory = infra_store::connectors::inventory(&mut c, host).await?;
+        let filter = infra_store::GrantFilter {
+            user_id: Some(caller.user.id.clone()),
+            via_groups: caller.groups.iter().map(|g| g.id.clone()).collect(),
+            resource: Some(host.to_owned()),
+            ..Default::default()
         };
-    }
-    let mut granted: Vec<String> = grants.into_iter().map(|g| g.role).collect();
-    granted.sort();
-    granted.dedup();
-    if granted.is_empty() {
-        let m = format!(
-            "you have no grant on {host}; see 'infra list', or ask an admin: infra grants add {} {host} --role LOGIN",
-            caller.email()
-        );
-        return deny(ApiError::forbidden(m), "no grant on this host".into()).await;
-    }
-    match &row {
-        Some(r) if r.kind == "ssh" => {}
-        Some(r) => {
-            let m = format!("{host} is a {} destination, not an SSH host", r.kind);
-            return deny(ApiError::bad_request(m.clone()), m).await;
+        let (grants, _) = identity::list_grants(&mut c, &filter, now, 1, infra_api::MAX_LIMIT).await?;
+        let mut login_ends: BTreeMap<String, Option<i64>> = BTreeMap::new();
+        for g in grants {
+            let e = login_ends.entry(g.role).or_insert(g.expires_at);
+            *e = match (*e, g.expires_at) {
+                (Some(a), Some(b)) => Some(a.max(b)),
+                _ => None,
+            };
         }
-        None => {
-            let m = format!("no connector has registered SSH host {host} yet; ask an admin to start its connector");
-            return deny(ApiError::not_found(m.clone()), m).await;
-        }
+        Ok(Self {
+            row,
+            inventory,
+            login_ends,
+        })
     }
-    let logins = if req.logins.is_empty() {
-        granted.clone()
-    } else {
-        if let Some(l) = req.logins.iter().find(|l| !granted.contains(l)) {
+
+    /// The logins to certify: those asked for (all granted ones if none),
+    /// on a registered SSH host where the caller holds a grant.
+    fn admit(&self, caller: &Caller, host: &str, asked: &[String]) -> Result<Vec<String>, Denial> {
+        let granted: Vec<String> = self.login_ends.keys().cloned().collect();
+        if granted.is_empty() {
+            let m = format!(
+                "you have no grant on {host}; see 'infra list', or ask an admin: infra grants add {} {host} --role LOGIN",
+                caller.email()
+            );
+            return Err(Denial {
+                status: ApiError::forbidden(m),
+                why: "no grant on this host".into(),
+            });
+        }
+        match &self.row {
+            Some(r) if r.kind == "ssh" => {}
+            Some(r) => {
+                let m = format!("{host} is a {} destination, not an SSH host", r.kind);
+                return Err(Denial::same(ApiError::bad_request, m));
+            }
+            None => {
+                let m = format!("no connector has registered SSH host {host} yet; ask an admin to start its connector");
+                return Err(Denial::same(ApiError::not_found, m));
+            }
+        }
+        if asked.is_empty() {
+            return Ok(granted);
+        }
+        if let Some(l) = asked.iter().find(|l| !granted.contains(l)) {
             let m = format!(
                 "you are not granted login '{l}' on {host}; you may use: {}",
                 granted.join(", ")
             );
-            return deny(ApiError::forbidden(m), format!("login {l} not granted")).await;
+            return Err(Denial {
+                status: ApiError::forbidden(m),
+                why: format!("login {l} not granted"),
+            });
         }
-        let mut l = req.logins.clone();
+        let mut l = asked.to_vec();
         l.sort();
         l.dedup();
-        l
-    };
-    let key = match ssh_ca::parse_allowed_key(&req.public_key) {
-        Ok(k) => k,
-        Err(e) => return deny(ApiError::bad_request(e.to_string()), e.to_string()).await,
-    };
-    let now_s = u64::try_from(now / 1000).unwrap_or(0);
-    // Never longer than the server allows, nor than the session that asks.
-    let mut ttl = state.settings.ssh_cert_ttl.as_secs();
-    if let Some(t) = req.ttl_seconds {
-        ttl = ttl.min(t.max(MIN_TTL_SECS));
+        Ok(l)
     }
-    // Never past the session that asks, nor past a grant that expires.
-    let grant_end = logins.iter().filter_map(|l| login_ends.get(l).copied().flatten()).min();
-    for exp in [caller.key_expires, grant_end].into_iter().flatten() {
-        ttl = ttl.min(u64::try_from(exp / 1000).unwrap_or(0).saturating_sub(now_s));
+
+    /// Seconds the certificate lives: never longer than the server allows,
+    /// nor than the session that asks, nor past a grant that expires.
+    fn ttl(
+        &self,
+        state: &AppState,
+        caller: &Caller,
+        asked: Option<u64>,
+        logins: &[String],
+        now_s: u64,
+    ) -> ApiResult<u64> {
+        let mut ttl = state.settings.ssh_cert_ttl.as_secs();
+        if let Some(t) = asked {
+            ttl = ttl.min(t.max(MIN_TTL_SECS));
+        }
+        let grant_end = logins
+            .iter()
+            .filter_map(|l| self.login_ends.get(l).copied().flatten())
+            .min();
+        for exp in [caller.key_expires, grant_end].into_iter().flatten() {
+            ttl = ttl.min(u64::try_from(exp / 1000).unwrap_or(0).saturating_sub(now_s));
+        }
+        if ttl == 0 {
+            return Err(ApiError::unauthorized(
+                "your session has ended; run 'infra login' again",
+            ));
+        }
+        Ok(ttl)
     }
-    if ttl == 0 {
-        return Err(ApiError::unauthorized(
-            "your session has ended; run 'infra login' again",
-        ));
+
+    /// `permit-pty`, and the extensions the host's connector turns on.
+    fn extensions(&self) -> Vec<String> {
+        let mut extensions = vec!["permit-pty".to_owned()];
+        if let Some((_, Some(json))) = &self.inventory
+            && let Ok(inv) = serde_json::from_str::<infra_tunnel::proto::Inventory>(json)
+        {
+            extensions.extend(
+                inv.ssh_extensions
+                    .into_iter()
+                    .filter(|e| ALLOWED_EXTENSIONS.contains(&e.as_str())),
+            );
+        }
+        extensions
     }
-    let serial = u64::from_be_bytes(infra_auth::random_bytes::<8>().map_err(ApiError::internal)?);
-    let mut extensions = vec!["permit-pty".to_owned()];
-    if let Some((_, Some(json))) = inventory
-        && let Ok(inv) = serde_json::from_str::<infra_tunnel::proto::Inventory>(&json)
-    {
-        extensions.extend(
-            inv.ssh_extensions
-                .into_iter()
-                .filter(|e| ALLOWED_EXTENSIONS.contains(&e.as_str())),
-        );
-    }
-    let valid = (now_s.saturating_sub(BACKDATE_SECS), now_s + ttl);
-    let ca = crate::ssh::signer(&state, CaKind::User).await?;
-    let cert = ca
-        .sign_user(&UserCertRequest {
-            key: &key,
-            host: &host,
-            user_id: &caller.user.id,
-            logins: &logins,
-            key_id: format!("{} serial={serial}", caller.email()),
-            serial,
-            valid,
-            extensions: &extensions,
-        })
-        .map_err(ApiError::internal)?;
-    let line = ssh_ca::certificate_line(&cert).map_err(ApiError::internal)?;
-    let ev = caller.event("ssh.certificate", &host).detail(format!(
-        "logins={} serial={serial} valid_before={} key={} extensions={}",
-        logins.join(","),
-        super::time(i64::try_from(valid.1).unwrap_or(0) * 1000),
-        ssh_ca::fingerprint(&key),
-        extensions.join(",")
+}
+
+/// Signs with the active user CA, audits the certificate, and answers.
+async fn sign(
+    state: &AppState,
+    caller: &Caller,
+    cert: UserCertRequest<'_>,
+    direct_address: Option<String>,
+) -> ApiResult<Json<SshCertResponse>> {
+    let ca = crate::ssh::signer(state, CaKind::User).await?;
+    let signed = ca.sign_user(&cert).map_err(ApiError::internal)?;
+    let line = ssh_ca::certificate_line(&signed).map_err(ApiError::internal)?;
+    let ev = caller.event("ssh.certificate", cert.host).detail(format!(
+        "logins={} serial={} valid_before={} key={} extensions={}",
+        cert.logins.join(","),
+        cert.serial,
+        crate::wire::time(i64::try_from(cert.valid.1).unwrap_or(0) * 1000),
+        ssh_ca::fingerprint(cert.key),
+        cert.extensions.join(",")
     ));
-    audit::record(&state, ev).await?;
+    audit::record(state, ev).await?;
     Ok(Json(SshCertResponse {
         certificate: line,
-        principals: cert.valid_principals().to_vec(),
-        logins,
-        serial,
-        valid_after: valid.0,
-        valid_before: valid.1,
-        host_ca: crate::ssh::published(&state, CaKind::Host).await?,
-        direct_address: row
-            .and_then(|r| r.direct_url)
-            .and_then(|u| u.strip_prefix("ssh://").map(str::to_owned)),
+        principals: signed.valid_principals().to_vec(),
+        logins: cert.logins.to_vec(),
+        serial: cert.serial,
+        valid_after: cert.valid.0,
+        valid_before: cert.valid.1,
+        host_ca: crate::ssh::published(state, CaKind::Host).await?,
+        direct_address,
     }))
 }
 

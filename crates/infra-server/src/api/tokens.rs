@@ -7,12 +7,13 @@ use infra_auth::jwt::Claims;
 use infra_core::{InfraRole, Resource};
 use infra_store::{identity, keys, now_ms};
 
-use super::{Body, ms, time};
 use crate::audit;
 use crate::authn::Caller;
 use crate::error::{ApiError, ApiResult};
+use crate::extract::Body;
 use crate::signing;
 use crate::state::AppState;
+use crate::wire::{ms, time};
 
 /// Issue a token for a destination (`aud` = its name) the caller has a
 /// grant on, or for Infra's own audience (the server URL) without one.

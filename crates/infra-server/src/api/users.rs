@@ -8,11 +8,12 @@ use infra_auth::{Secret, password};
 use infra_core::{Email, InfraRole};
 use infra_store::{UserRow, identity, keys, new_id, now_ms};
 
-use super::{Body, Query, page_of, paging, time};
 use crate::audit;
 use crate::authn::Caller;
 use crate::error::{ApiError, ApiResult};
+use crate::extract::{Body, Query};
 use crate::state::AppState;
+use crate::wire::{page_of, paging, time};
 
 pub(crate) fn to_api(u: &UserRow, groups: Vec<String>) -> User {
     User {
@@ -54,7 +55,7 @@ pub(crate) async fn find_for(
 async fn hash(state: &AppState, pw: String) -> ApiResult<String> {
     password::check_policy(&pw).map_err(|e| ApiError::bad_request(e.to_string()))?;
     let pw = Secret::new(pw);
-    super::argon(state, move || password::hash(&pw))
+    crate::hashing::argon(state, move || password::hash(&pw))
         .await?
         .map_err(ApiError::internal)
 }
@@ -175,7 +176,7 @@ pub(crate) async fn update(
     if own {
         let old = Secret::new(req.old_password.clone().unwrap_or_default());
         let stored = u.password_hash.clone();
-        let ok = super::argon(&state, move || password::verify(&old, stored.as_deref())).await?;
+        let ok = crate::hashing::argon(&state, move || password::verify(&old, stored.as_deref())).await?;
         if !ok {
             return Err(ApiError::bad_request(
                 "old password is wrong (send oldPassword to change your own password)",

@@ -10,14 +10,16 @@ use axum::extract::{Form, Path, State};
 use infra_api::{TokenExchangeResponse, WorkloadIssuerCreate, WorkloadIssuerInfo};
 use infra_core::InfraRole;
 use infra_store::providers::{self, WorkloadIssuerRow};
-use infra_store::{AccessKeyRow, identity, keys, now_ms};
+use infra_store::{AccessKeyRow, UserRow, identity, keys, now_ms};
 use serde::Deserialize;
+use serde_json::Value;
 
-use super::{Body, ms, time};
 use crate::audit::{self, Event};
 use crate::authn::{Caller, Source};
 use crate::error::{ApiError, ApiResult};
+use crate::extract::Body;
 use crate::state::AppState;
+use crate::wire::{ms, time};
 
 /// The longest an exchanged credential lives (shorter if the workload's
 /// own token expires sooner).
@@ -182,121 +184,28 @@ pub(crate) async fn exchange(
     Form(req): Form<Exchange>,
 ) -> ApiResult<Json<TokenExchangeResponse>> {
     let _ = (&req.requested_token_type, &req.scope);
-    let refuse = |who: String, why: String| {
-        let state = state.clone();
-        let source = source.clone();
-        async move {
-            let ev = Event::new(&who, "token.exchange", &who, &source)
-                .result("denied")
-                .detail(why.clone());
-            audit::record(&state, ev).await?;
-            Err::<Json<TokenExchangeResponse>, _>(ApiError::unauthorized(why))
-        }
-    };
     if req.grant_type != GRANT_TYPE {
         return Err(ApiError::bad_request(format!("grant_type must be {GRANT_TYPE}")));
     }
     if req.subject_token_type != JWT_TYPE && req.subject_token_type != ID_TOKEN_TYPE {
         return Err(ApiError::bad_request(format!("subject_token_type must be {JWT_TYPE}")));
     }
-    let iss = match infra_auth::oidc::unverified_issuer(&req.subject_token) {
-        Ok(i) => i,
-        Err(e) => return refuse("unknown".into(), format!("subject_token: {e}")).await,
+    let ex = Exchanger {
+        state: &state,
+        source: &source,
     };
-    let mut c = state.store.conn().await?;
-    let candidates: Vec<WorkloadIssuerRow> = providers::workload_issuers(&mut c)
-        .await?
-        .into_iter()
-        .filter(|w| w.issuer == iss)
-        .collect();
-    drop(c);
-    if candidates.is_empty() {
-        return refuse(
-            format!("issuer:{iss}"),
-            format!(
-                "no workload issuer trusts tokens from {iss:?}; an admin adds one with 'infra workload-issuers add'"
-            ),
-        )
-        .await;
-    }
-    // Several clusters may share an issuer name (kubeadm's default): each
-    // with that issuer is tried, with its own keys and audience.
-    let kid = infra_auth::oidc::kid(&req.subject_token).ok().flatten();
-    let mut verified = None;
-    let mut last_error = String::new();
-    for w in candidates {
-        let keys = match (&w.jwks, &w.jwks_url) {
-            (Some(j), _) => serde_json::from_str(j).map_err(ApiError::internal)?,
-            (None, Some(url)) => match state.oidc.keys_at(url, kid.as_deref()).await {
-                Ok(k) => k,
-                Err(e) => {
-                    last_error = e.describe(&format!("workload issuer {}", w.name));
-                    continue;
-                }
-            },
-            (None, None) => continue,
-        };
-        match infra_auth::oidc::verify(&req.subject_token, &keys, &w.issuer, &w.audience, None) {
-            Ok(c) => {
-                verified = Some((w, c));
-                break;
-            }
-            Err(e) => last_error = format!("subject_token refused: {e}"),
-        }
-    }
-    let Some((w, claims)) = verified else {
-        return refuse(format!("issuer:{iss}"), last_error).await;
-    };
-    let value = claims[&w.claim].as_str().unwrap_or_default().to_owned();
-    let mappings: BTreeMap<String, String> = serde_json::from_str(&w.mappings).unwrap_or_default();
-    let Some(sa) = mappings.get(&value) else {
-        return refuse(
-            format!("issuer:{}", w.name),
-            format!(
-                "{}={value:?} is not mapped to a service account by workload issuer {}",
-                w.claim, w.name
-            ),
-        )
-        .await;
-    };
-    let mut c = state.store.conn().await?;
-    let user = identity::user_by_email(&mut c, sa)
-        .await?
-        .filter(|u| u.kind == "service");
-    drop(c);
-    let Some(user) = user else {
-        return refuse(sa.clone(), format!("service account {sa} no longer exists")).await;
-    };
+    let (w, claims) = ex.verify(&req.subject_token).await?;
+    let (user, value) = ex.service_account(&w, &claims).await?;
     let now = now_ms();
     // Never longer than the workload's own token.
     let token_exp = claims["exp"].as_i64().unwrap_or(0).saturating_mul(1000);
     let expires = (now + EXCHANGED_MS).min(token_exp);
     if expires <= now + 1000 {
-        return refuse(sa.clone(), "subject_token expires within a second".into()).await;
+        return ex
+            .refuse(user.email.clone(), "subject_token expires within a second".into())
+            .await;
     }
-    let k = infra_auth::access_key::generate().map_err(ApiError::internal)?;
-    let mut tx = state.store.write().await?;
-    keys::insert_key(
-        tx.conn(),
-        &AccessKeyRow {
-            id: k.id.clone(),
-            name: format!("exchange-{}", &k.id[..6]),
-            kind: "exchange".into(),
-            user_id: Some(user.id.clone()),
-            user_email: None,
-            secret_hash: k.secret_hash.clone(),
-            created_at: now,
-            expires_at: Some(expires),
-            inactivity_timeout_ms: None,
-            last_used_at: now,
-            lender_id: None,
-        },
-    )
-    .await?;
-    let ev = Event::new(&user.email, "token.exchange", &user.email, &source)
-        .detail(format!("issuer={} {}={value} key={}", w.name, w.claim, k.id));
-    audit::commit(&state, tx, ev).await?;
-    let access_key = k.full.expose().clone();
+    let access_key = ex.issue_key(&w, &value, &user, now, expires).await?;
     // With a destination named: a token for it, as that service account.
     if let Some(dest) = req.resource.as_deref().or(req.audience.as_deref()) {
         let caller = Caller::from_key(&state, &access_key, source.clone(), false).await?;
@@ -314,4 +223,134 @@ pub(crate) async fn exchange(
         token_type: "Bearer".into(),
         expires_in: (expires - now) / 1000,
     }))
+}
+
+/// One token exchange; every refusal is audited.
+struct Exchanger<'a> {
+    state: &'a AppState,
+    source: &'a str,
+}
+
+impl Exchanger<'_> {
+    /// Audits the refusal (as `who`, for `why`) and answers 401.
+    async fn refuse<T>(&self, who: String, why: String) -> ApiResult<T> {
+        let ev = Event::new(&who, "token.exchange", &who, self.source)
+            .result("denied")
+            .detail(why.clone());
+        audit::record(self.state, ev).await?;
+        Err(ApiError::unauthorized(why))
+    }
+
+    /// The workload issuer that vouches for `token`, and its verified
+    /// claims. Several clusters may share an issuer name (kubeadm's
+    /// default): each with that issuer is tried, with its own keys and
+    /// audience.
+    async fn verify(&self, token: &str) -> ApiResult<(WorkloadIssuerRow, Value)> {
+        let iss = match infra_auth::oidc::unverified_issuer(token) {
+            Ok(i) => i,
+            Err(e) => return self.refuse("unknown".into(), format!("subject_token: {e}")).await,
+        };
+        let mut c = self.state.store.conn().await?;
+        let candidates: Vec<WorkloadIssuerRow> = providers::workload_issuers(&mut c)
+            .await?
+            .into_iter()
+            .filter(|w| w.issuer == iss)
+            .collect();
+        drop(c);
+        if candidates.is_empty() {
+            return self
+                .refuse(
+                    format!("issuer:{iss}"),
+                    format!(
+                        "no workload issuer trusts tokens from {iss:?}; an admin adds one with 'infra workload-issuers add'"
+                    ),
+                )
+                .await;
+        }
+        let kid = infra_auth::oidc::kid(token).ok().flatten();
+        let mut last_error = String::new();
+        for w in candidates {
+            let keys = match (&w.jwks, &w.jwks_url) {
+                (Some(j), _) => serde_json::from_str(j).map_err(ApiError::internal)?,
+                (None, Some(url)) => match self.state.oidc.keys_at(url, kid.as_deref()).await {
+                    Ok(k) => k,
+                    Err(e) => {
+                        last_error = e.describe(&format!("workload issuer {}", w.name));
+                        continue;
+                    }
+                },
+                (None, None) => continue,
+            };
+            match infra_auth::oidc::verify(token, &keys, &w.issuer, &w.audience, None) {
+                Ok(claims) => return Ok((w, claims)),
+                Err(e) => last_error = format!("subject_token refused: {e}"),
+            }
+        }
+        self.refuse(format!("issuer:{iss}"), last_error).await
+    }
+
+    /// The service account the issuer maps the token's claim to, and the
+    /// claim's value.
+    async fn service_account(&self, w: &WorkloadIssuerRow, claims: &Value) -> ApiResult<(UserRow, String)> {
+        let value = claims[&w.claim].as_str().unwrap_or_default().to_owned();
+        let mappings: BTreeMap<String, String> = serde_json::from_str(&w.mappings).unwrap_or_default();
+        let Some(sa) = mappings.get(&value) else {
+            return self
+                .refuse(
+                    format!("issuer:{}", w.name),
+                    format!(
+                        "{}={value:?} is not mapped to a service account by workload issuer {}",
+                        w.claim, w.name
+                    ),
+                )
+                .await;
+        };
+        let mut c = self.state.store.conn().await?;
+        let user = identity::user_by_email(&mut c, sa)
+            .await?
+            .filter(|u| u.kind == "service");
+        drop(c);
+        match user {
+            Some(u) => Ok((u, value)),
+            None => {
+                self.refuse(sa.clone(), format!("service account {sa} no longer exists"))
+                    .await
+            }
+        }
+    }
+
+    /// A borrowed access key of `user` until `expires`, audited; returns
+    /// the key.
+    async fn issue_key(
+        &self,
+        w: &WorkloadIssuerRow,
+        value: &str,
+        user: &UserRow,
+        now: i64,
+        expires: i64,
+    ) -> ApiResult<String> {
+        let k = infra_auth::access_key::generate().map_err(ApiError::internal)?;
+        let mut tx = self.state.store.write().await?;
+        keys::insert_key(
+            tx.conn(),
+            &AccessKeyRow {
+                id: k.id.clone(),
+                name: format!("exchange-{}", &k.id[..6]),
+                kind: "exchange".into(),
+                user_id: Some(user.id.clone()),
+                user_email: None,
+                secret_hash: k.secret_hash.clone(),
+                created_at: now,
+                expires_at: Some(expires),
+                inactivity_timeout_ms: None,
+                last_used_at: now,
+                lender_id: None,
+            },
+        )
+        .await?;
+        let ev = Event::new(&user.email, "token.exchange", &user.email, self.source)
+            .detail(format!("issuer={} {}={value} key={}", w.name, w.claim, k.id));
+        audit::commit(self.state, tx, ev).await?;
+        Ok(k.full.expose().clone())
+    }
 }
