@@ -77,7 +77,7 @@ async fn open(
         instance_id: format!("swarm-{i}-{}", std::process::id()),
         destinations: vec![DestinationInfo {
             name: a.dest.clone(),
-            kind: "http".into(),
+            kind: infra_tunnel::proto::DestinationKind::Http,
             labels: Default::default(),
             direct_url: None,
             ssh_host_keys: Vec::new(),

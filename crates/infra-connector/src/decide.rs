@@ -6,7 +6,7 @@ use std::collections::{HashMap, HashSet};
 use base64::Engine;
 use infra_auth::jwt::{CachingVerifier, Claims, Verifier, VerifyError};
 use infra_core::access::GrantRule;
-use infra_core::{GrantIndex, Resource, Role, Subject};
+use infra_core::{GrantIndex, Resource, Role};
 use infra_tunnel::proto::Snapshot;
 
 /// Everything needed to decide, rebuilt on each pushed snapshot.
@@ -56,11 +56,7 @@ impl Decider {
     pub(crate) fn new(s: &Snapshot, issuer: &str, kube: &[&str]) -> Self {
         let index = GrantIndex::new(s.grants.iter().filter_map(|g| {
             Some(GrantRule {
-                subject: match g.subject_kind.as_str() {
-                    "user" => Subject::User(g.subject_id.clone()),
-                    "group" => Subject::Group(g.subject_id.clone()),
-                    _ => return None,
-                },
+                subject: g.subject_kind.subject(g.subject_id.clone()),
                 role: Role::parse(&g.role).ok()?,
                 resource: Resource::parse(&g.resource).ok()?,
                 expires_at: g.expires_at,
@@ -73,7 +69,7 @@ impl Decider {
         let group_names: HashMap<String, String> = s
             .grants
             .iter()
-            .filter(|g| g.subject_kind == "group" && !g.subject_name.is_empty())
+            .filter(|g| g.subject_kind == infra_tunnel::proto::SubjectKind::Group && !g.subject_name.is_empty())
             .map(|g| (g.subject_id.clone(), g.subject_name.clone()))
             .collect();
         let granted_group_names = group_names.values().cloned().collect();

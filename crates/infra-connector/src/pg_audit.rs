@@ -41,11 +41,11 @@ pub(crate) enum Outcome {
     Failure,
 }
 
-impl Outcome {
-    pub(crate) fn as_str(self) -> &'static str {
-        match self {
-            Outcome::Success => "success",
-            Outcome::Failure => "failure",
+impl From<Outcome> for infra_tunnel::proto::Outcome {
+    fn from(o: Outcome) -> Self {
+        match o {
+            Outcome::Success => Self::Success,
+            Outcome::Failure => Self::Failure,
         }
     }
 }

@@ -141,7 +141,7 @@ where
                 user: who,
                 destination: destination.clone(),
                 source: source.clone(),
-                result: "denied".into(),
+                result: infra_tunnel::proto::Outcome::Denied,
                 detail: format!("direct session refused: {}", d.message),
             });
             let _ = io.write_all(&error_response("FATAL", "28000", &d.message)).await;

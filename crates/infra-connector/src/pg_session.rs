@@ -71,14 +71,14 @@ pub(crate) struct Session {
 }
 
 impl Session {
-    fn record(&self, result: &str, detail: String) {
+    fn record(&self, result: infra_tunnel::proto::Outcome, detail: String) {
         self.state.spool.record(AccessEvent {
             seq: 0,
             time_ms: now_ms(),
             user: self.ident.email.clone(),
             destination: self.destination.clone(),
             source: self.source.clone(),
-            result: result.into(),
+            result,
             detail,
         });
     }
@@ -106,7 +106,7 @@ impl Session {
                 Ok(None) => return,
                 Err(e) => {
                     let _ = io.write_all(&error_response("FATAL", "08P01", &e)).await;
-                    self.record("denied", format!("bad startup packet: {e}"));
+                    self.record(infra_tunnel::proto::Outcome::Denied, format!("bad startup packet: {e}"));
                     return;
                 }
             }
@@ -137,7 +137,7 @@ impl Session {
                 };
                 let _ = io.write_all(&error_response("FATAL", code, &msg)).await;
                 self.record(
-                    "failure",
+                    infra_tunnel::proto::Outcome::Failure,
                     format!("session refused database={database} error={code} {msg}"),
                 );
                 return;
@@ -145,7 +145,7 @@ impl Session {
         };
         let login = lease.name().to_owned();
         self.record(
-            "success",
+            infra_tunnel::proto::Outcome::Success,
             format!(
                 "session start database={database} login_role={login} granted={} client_app={}",
                 roles.join(","),
@@ -158,7 +158,7 @@ impl Session {
             self.relay(io, buf, upstream).await
         };
         self.record(
-            "success",
+            infra_tunnel::proto::Outcome::Success,
             format!(
                 "session end database={database} login_role={login} bytes_in={up_bytes} bytes_out={down_bytes} duration_ms={} ended={}",
                 started.elapsed().as_millis(),
@@ -203,7 +203,7 @@ impl Session {
                     // Worth an event: the usual cause is a user who set
                     // their own role's password.
                     self.record(
-                        "failure",
+                        infra_tunnel::proto::Outcome::Failure,
                         format!(
                             "login as {} refused ({code} {message}); giving the role a new password and trying once more",
                             lease.name()
@@ -231,7 +231,10 @@ impl Session {
             Ok(()) => "sent".to_owned(),
             Err(e) => format!("failed: {e}"),
         };
-        self.record("success", format!("cancel request pid={pid} {outcome}"));
+        self.record(
+            infra_tunnel::proto::Outcome::Success,
+            format!("cancel request pid={pid} {outcome}"),
+        );
     }
 
     /// Messages both ways until one side ends or access is revoked; returns
@@ -283,7 +286,7 @@ impl Session {
                     }
                 }
                 for e in events {
-                    self.record(e.outcome.as_str(), e.detail);
+                    self.record(e.outcome.into(), e.detail);
                 }
                 if n > 0 {
                     let chunk = buf.split_to(n);
@@ -310,7 +313,7 @@ impl Session {
             }
             Ended::Protocol(e) => {
                 let _ = cw.write_all(&error_response("FATAL", "08P01", e)).await;
-                self.record("denied", format!("protocol violation: {e}"));
+                self.record(infra_tunnel::proto::Outcome::Denied, format!("protocol violation: {e}"));
             }
             Ended::ClientClosed | Ended::DatabaseClosed => {}
         }
@@ -321,7 +324,7 @@ impl Session {
             .unwrap_or_else(|p| p.into_inner())
             .end(ended.as_str());
         for e in in_flight {
-            self.record(e.outcome.as_str(), e.detail);
+            self.record(e.outcome.into(), e.detail);
         }
         (ended, bytes_in.into_inner(), bytes_out.into_inner())
     }

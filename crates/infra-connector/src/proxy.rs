@@ -126,7 +126,7 @@ pub(crate) async fn handle(state: Arc<State>, req: Request<Incoming>) -> Respons
             user: user.to_owned(),
             destination: dest.name.clone(),
             source: source.clone(),
-            result: "denied".into(),
+            result: infra_tunnel::proto::Outcome::Denied,
             detail: detail(d.status, 0, &d.message),
         });
         // A browser is sent to log in instead of shown a 401.
@@ -261,7 +261,7 @@ pub(crate) async fn handle(state: Arc<State>, req: Request<Incoming>) -> Respons
                     user: email,
                     destination: dest.name.clone(),
                     source: source.clone(),
-                    result: "failure".into(),
+                    result: infra_tunnel::proto::Outcome::Failure,
                     detail: format!("session refused: {message}"),
                 });
                 json_error(status, &message)
@@ -417,7 +417,7 @@ pub(crate) async fn handle(state: Arc<State>, req: Request<Incoming>) -> Respons
                 user: ident.email.clone(),
                 destination: dest.name.clone(),
                 source: source.clone(),
-                result: "failure".into(),
+                result: infra_tunnel::proto::Outcome::Failure,
                 detail: detail(status, 0, "upstream unreachable"),
             });
             return error(
@@ -452,7 +452,7 @@ pub(crate) async fn handle(state: Arc<State>, req: Request<Incoming>) -> Respons
                     user: ident.email.clone(),
                     destination: dest.name.clone(),
                     source: source.clone(),
-                    result: "success".into(),
+                    result: infra_tunnel::proto::Outcome::Success,
                     detail: detail(101, 0, "session started"),
                 });
             }
@@ -477,7 +477,7 @@ pub(crate) async fn handle(state: Arc<State>, req: Request<Incoming>) -> Respons
         user: ident.email.clone(),
         destination: dest.name.clone(),
         source,
-        result: "success".into(),
+        result: infra_tunnel::proto::Outcome::Success,
         detail: String::new(),
     };
     let metered = Metered {

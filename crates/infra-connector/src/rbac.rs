@@ -115,10 +115,9 @@ pub(crate) fn desired(grants: &[GrantEntry], destination: &str, now: i64) -> BTr
             Some(Binding {
                 namespace,
                 role: g.role.clone(),
-                subject_kind: match g.subject_kind.as_str() {
-                    "user" => "User",
-                    "group" => "Group",
-                    _ => return None,
+                subject_kind: match g.subject_kind {
+                    infra_tunnel::proto::SubjectKind::User => "User",
+                    infra_tunnel::proto::SubjectKind::Group => "Group",
                 },
                 subject: g.subject_name.clone(),
             })
@@ -262,7 +261,7 @@ mod tests {
 
     fn g(kind: &str, name: &str, role: &str, resource: &str, exp: Option<i64>) -> GrantEntry {
         GrantEntry {
-            subject_kind: kind.into(),
+            subject_kind: kind.parse().unwrap(),
             subject_id: format!("id-{name}"),
             subject_name: name.into(),
             role: role.into(),

@@ -159,7 +159,7 @@ mod tests {
             user: "u".into(),
             destination: "web".into(),
             source: "s".into(),
-            result: "success".into(),
+            result: infra_tunnel::proto::Outcome::Success,
             detail: String::new(),
         }
     }

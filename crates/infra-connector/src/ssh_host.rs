@@ -82,6 +82,32 @@ pub(crate) async fn run(state: Arc<State>, destination: String, cfg: SshConfig) 
     }
 }
 
+/// Why an SSH session's relay ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SessionEnd {
+    /// sshd or the client closed the connection.
+    Closed,
+    /// The user's access was revoked while the session was open.
+    Revoked,
+}
+
+impl SessionEnd {
+    /// The `reason=` word in the audit detail.
+    fn as_str(self) -> &'static str {
+        match self {
+            SessionEnd::Closed => "closed",
+            SessionEnd::Revoked => "revoked",
+        }
+    }
+
+    fn outcome(self) -> infra_tunnel::proto::Outcome {
+        match self {
+            SessionEnd::Closed => infra_tunnel::proto::Outcome::Success,
+            SessionEnd::Revoked => infra_tunnel::proto::Outcome::Denied,
+        }
+    }
+}
+
 /// For each login granted on `destination`, the user ids holding it now
 /// (group grants through the pushed memberships).
 fn granted_logins(s: &Snapshot, destination: &str, now: i64) -> BTreeMap<String, BTreeSet<String>> {
@@ -92,7 +118,7 @@ fn granted_logins(s: &Snapshot, destination: &str, now: i64) -> BTreeMap<String,
         .filter(|g| g.resource == destination && g.expires_at.is_none_or(|e| e > now))
     {
         let users = out.entry(g.role.clone()).or_default();
-        if g.subject_kind == "group" {
+        if g.subject_kind == infra_tunnel::proto::SubjectKind::Group {
             users.extend(
                 s.memberships
                     .iter()
@@ -225,20 +251,20 @@ pub(crate) async fn session(
     let _ = tcp.set_nodelay(true);
     let record = {
         let (state, destination, email, source) = (state.clone(), destination.clone(), ident.email.clone(), source);
-        move |result: &str, detail: String| {
+        move |result: infra_tunnel::proto::Outcome, detail: String| {
             state.spool.record(AccessEvent {
                 seq: 0,
                 time_ms: now_ms(),
                 user: email.clone(),
                 destination: destination.clone(),
                 source: source.clone(),
-                result: result.into(),
+                result,
                 detail,
             });
         }
     };
     record(
-        "success",
+        infra_tunnel::proto::Outcome::Success,
         format!(
             "session start sshd={} roles={} connector={}",
             cfg.address,
@@ -281,17 +307,18 @@ pub(crate) async fn session(
     let st = state.clone();
     tokio::spawn(async move {
         let ended = tokio::select! {
-            () = down => "closed",
-            () = cancel.cancelled() => "revoked",
+            () = down => SessionEnd::Closed,
+            () = cancel.cancelled() => SessionEnd::Revoked,
         };
         up.abort();
         if let Some(id) = active_id {
             st.untrack(id);
         }
         record(
-            if ended == "revoked" { "denied" } else { "success" },
+            ended.outcome(),
             format!(
-                "session end reason={ended} bytes_in={} bytes_out={} duration_ms={}",
+                "session end reason={} bytes_in={} bytes_out={} duration_ms={}",
+                ended.as_str(),
                 bytes_in.load(Ordering::Relaxed),
                 bytes_out.load(Ordering::Relaxed),
                 started.elapsed().as_millis()

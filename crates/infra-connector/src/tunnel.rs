@@ -151,10 +151,10 @@ async fn connect_once(
                 .map(|d| DestinationInfo {
                     name: d.name.clone(),
                     kind: match d.kind {
-                        crate::config::Kind::Http => "http".into(),
-                        crate::config::Kind::Kubernetes(_) => "kubernetes".into(),
-                        crate::config::Kind::Postgres(_) => "postgres".into(),
-                        crate::config::Kind::Ssh(_) => "ssh".into(),
+                        crate::config::Kind::Http => infra_tunnel::proto::DestinationKind::Http,
+                        crate::config::Kind::Kubernetes(_) => infra_tunnel::proto::DestinationKind::Kubernetes,
+                        crate::config::Kind::Postgres(_) => infra_tunnel::proto::DestinationKind::Postgres,
+                        crate::config::Kind::Ssh(_) => infra_tunnel::proto::DestinationKind::Ssh,
                     },
                     labels: d.labels.clone(),
                     direct_url: match &d.kind {

@@ -4,11 +4,13 @@
 
 pub mod access;
 pub mod duration;
+pub mod kinds;
 pub mod names;
 pub mod redirect;
 
 pub use access::{GrantIndex, InfraRole, Subject};
 pub use duration::{format_duration, parse_duration};
+pub use kinds::{DestinationKind, SubjectKind, UnknownWord};
 pub use names::{Email, GroupName, NameError, Resource, Role, reserved_by_kubernetes};
 pub use redirect::{ReturnPath, ReturnPathError};
 

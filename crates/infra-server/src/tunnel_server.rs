@@ -10,7 +10,7 @@ use infra_store::{keys, now_ms};
 use infra_tunnel::body::{LineReader, LineSender, channel};
 use infra_tunnel::control::{ControlSecret, HDR_CONTROL};
 use infra_tunnel::proto::{
-    AccessEvent, ConnectorMsg, ControlMsg, DestinationInfo, GrantEntry, Hello, HelloReply, Snapshot,
+    AccessEvent, ConnectorMsg, ControlMsg, DestinationInfo, GrantEntry, Hello, HelloReply, Outcome, Snapshot,
 };
 use infra_tunnel::{CONTROL_PATH, handshake, transport};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -48,7 +48,7 @@ async fn authenticate(state: &AppState, hello: &Hello) -> Result<String, String>
     if !infra_auth::access_key::secret_matches(secret, &k.secret_hash) || k.expires_at.is_some_and(|e| e <= now_ms()) {
         return Err(bad());
     }
-    if k.kind != "connector" {
+    if k.kind != infra_store::KeyKind::Connector {
         return Err("this is not a connector key; create one with 'infra keys add --connector --name NAME'".into());
     }
     if k.name != hello.name {
@@ -105,7 +105,7 @@ async fn register(state: &AppState, hello: &Hello, key_id: &str, source: &str) -
         for d in &hello.destinations {
             let row = DestinationRow {
                 name: d.name.clone(),
-                kind: d.kind.clone(),
+                kind: d.kind,
                 connector: hello.name.clone(),
                 labels: serde_json::to_string(&d.labels).unwrap_or_default(),
                 direct_url: d.direct_url.clone(),
@@ -314,7 +314,7 @@ pub(crate) async fn build_snapshot(
         let grants = connectors::grants_for(&mut c, destinations, now).await?;
         let mut groups: Vec<String> = grants
             .iter()
-            .filter(|g| g.subject_kind == "group")
+            .filter(|g| g.subject_kind == infra_core::SubjectKind::Group)
             .map(|g| g.subject_id.clone())
             .collect();
         groups.sort();
@@ -473,17 +473,16 @@ async fn store_batch(state: &AppState, hello: &Hello, batch: Vec<AccessEvent>) -
                 foreign += 1;
                 continue;
             };
-            let (action, result) = match ev.result.as_str() {
-                "success" => ("request", "success"),
-                "failure" => ("request", "failure"),
-                _ => ("deny", "denied"),
+            let action = match ev.result {
+                Outcome::Success | Outcome::Failure => "request",
+                Outcome::Denied => "deny",
             };
             events.push(infra_store::NewAuditEvent {
                 actor: ev.user,
                 action: format!("{kind}.{action}"),
                 target: ev.destination,
                 source: ev.source,
-                result: result.into(),
+                result: ev.result.as_str().into(),
                 detail: ev.detail,
             });
         }
@@ -494,7 +493,7 @@ async fn store_batch(state: &AppState, hello: &Hello, batch: Vec<AccessEvent>) -
                 action: "connector.audit_refused".into(),
                 target: hello.name.clone(),
                 source: String::new(),
-                result: "denied".into(),
+                result: Outcome::Denied.as_str().into(),
                 detail: format!("events={foreign} reason=destination not served by this connector"),
             });
         }

@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 
 use infra_auth::jwt::Jwks;
+pub use infra_core::{DestinationKind, SubjectKind};
 use serde::{Deserialize, Serialize};
 
 /// Version of the handshake and control messages.
@@ -30,7 +31,7 @@ pub struct Hello {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct DestinationInfo {
     pub name: String,
-    pub kind: String,
+    pub kind: DestinationKind,
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
     /// Where clients reach it directly, if the connector listens.
@@ -70,8 +71,7 @@ pub struct HelloReply {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct GrantEntry {
-    /// `user` or `group`.
-    pub subject_kind: String,
+    pub subject_kind: SubjectKind,
     pub subject_id: String,
     /// The user's email or the group's name: what a destination knows the
     /// subject by (a Kubernetes RBAC subject, say).
@@ -127,9 +127,44 @@ pub struct AccessEvent {
     pub user: String,
     pub destination: String,
     pub source: String,
-    /// `success` or `denied`.
-    pub result: String,
+    pub result: Outcome,
     pub detail: String,
+}
+
+/// How a proxied request or session ended, as the audit log's `result`
+/// says it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    /// Let through, and the destination answered (whatever it answered).
+    Success,
+    /// Let through, but the destination could not be reached or reported
+    /// an error (a failed SQL statement, say).
+    Failure,
+    /// Refused by the connector: no token, no grant, access revoked, or a
+    /// request that breaks the protocol. A word this build does not know
+    /// reads as `denied`, as it always has: refusing the whole message
+    /// would close the tunnel, and the connector would send it again.
+    // Last: serde takes only the last variant as the catch-all.
+    #[serde(other)]
+    Denied,
+}
+
+impl Outcome {
+    /// The word in the audit log; the same as the JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Success => "success",
+            Outcome::Denied => "denied",
+            Outcome::Failure => "failure",
+        }
+    }
+}
+
+impl std::fmt::Display for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// Connector → server, on the control stream.
@@ -161,4 +196,44 @@ pub struct Inventory {
     /// `permit-X11-forwarding`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ssh_extensions: Vec<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outcomes_are_spelled_as_before() {
+        for (o, word) in [
+            (Outcome::Success, "success"),
+            (Outcome::Denied, "denied"),
+            (Outcome::Failure, "failure"),
+        ] {
+            assert_eq!(o.as_str(), word);
+            let json = format!("\"{word}\"");
+            assert_eq!(serde_json::to_string(&o).unwrap(), json);
+            assert_eq!(serde_json::from_str::<Outcome>(&json).unwrap(), o);
+        }
+        // Anything else is a denial, never a success.
+        for other in ["\"ok\"", "\"Success\"", "\"\""] {
+            assert_eq!(
+                serde_json::from_str::<Outcome>(other).unwrap(),
+                Outcome::Denied,
+                "{other}"
+            );
+        }
+    }
+
+    #[test]
+    fn wire_kinds_are_spelled_as_before() {
+        let g: GrantEntry = serde_json::from_str(
+            r#"{"subjectKind":"group","subjectId":"g1","role":"view","resource":"prod","expiresAt":null}"#,
+        )
+        .unwrap();
+        assert_eq!(g.subject_kind, SubjectKind::Group);
+        assert!(serde_json::to_string(&g).unwrap().contains(r#""subjectKind":"group""#));
+        let d: DestinationInfo = serde_json::from_str(r#"{"name":"db","kind":"postgres"}"#).unwrap();
+        assert_eq!(d.kind, DestinationKind::Postgres);
+        assert!(serde_json::to_string(&d).unwrap().contains(r#""kind":"postgres""#));
+    }
 }

@@ -144,7 +144,7 @@ pub(crate) async fn issue(
         return deny(ApiError::forbidden(m), "no grant on this host".into()).await;
     }
     match &row {
-        Some(r) if r.kind == "ssh" => {}
+        Some(r) if r.kind == infra_core::DestinationKind::Ssh => {}
         Some(r) => {
             let m = format!("{host} is a {} destination, not an SSH host", r.kind);
             return deny(ApiError::bad_request(m.clone()), m).await;
