@@ -4,6 +4,7 @@
 
 pub mod access;
 pub mod duration;
+pub mod jwks;
 pub mod kinds;
 pub mod names;
 pub mod redirect;
