@@ -15,6 +15,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::{Secret, sha256_hex};
 
+/// The key set's wire form lives in `infra-core`, so crates that only carry
+/// keys need no cryptography; re-exported here where keys are made.
+pub use infra_core::jwks::{Jwk, Jwks};
+
 /// Clock skew tolerated on `exp` and `nbf`, in seconds.
 pub const LEEWAY_SECS: u64 = 30;
 
@@ -147,35 +151,6 @@ pub struct Claims {
     pub sid: Option<String>,
 }
 
-/// One public key in a JWKS (RFC 8037 OKP key).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Jwk {
-    pub kty: String,
-    pub crv: String,
-    pub x: String,
-    /// EC keys only (the issuer's ES256 key).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub y: Option<String>,
-    pub kid: String,
-    pub alg: String,
-    #[serde(rename = "use")]
-    pub use_: String,
-}
-
-impl Jwk {
-    pub fn ed25519(kid: &str, x: &str) -> Self {
-        Self {
-            kty: "OKP".into(),
-            crv: "Ed25519".into(),
-            x: x.into(),
-            y: None,
-            kid: kid.into(),
-            alg: "EdDSA".into(),
-            use_: "sig".into(),
-        }
-    }
-}
-
 /// A P-256 key for tokens Infra issues to systems that do not accept
 /// EdDSA (cloud web-identity federation takes RS256 or ES256).
 pub struct EsKey {
@@ -234,11 +209,6 @@ impl EsKey {
         jsonwebtoken::encode(&header, claims, &EncodingKey::from_ec_der(self.pkcs8.expose()))
             .map_err(|_| JwtError::Sign)
     }
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Jwks {
-    pub keys: Vec<Jwk>,
 }
 
 /// Verifies tokens against a key set, offline.

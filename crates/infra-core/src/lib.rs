@@ -5,6 +5,7 @@
 pub mod access;
 pub mod duration;
 pub mod grant_view;
+pub mod jwks;
 pub mod kinds;
 pub mod names;
 pub mod redirect;

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::request::Parts;
 use infra_core::{INFRA_RESOURCE, InfraRole};
-use infra_store::{GroupRow, UserRow, identity, keys, now_ms};
+use infra_store::{GroupRow, KeyKind, UserRow, identity, keys, now_ms};
 
 use crate::audit::{self, Event};
 use crate::error::{ApiError, ApiResult};
@@ -19,7 +19,7 @@ pub(crate) struct Caller {
     pub(crate) user: UserRow,
     pub(crate) groups: Vec<GroupRow>,
     pub(crate) key_id: String,
-    pub(crate) key_kind: String,
+    pub(crate) key_kind: KeyKind,
     pub(crate) key_expires: Option<i64>,
     /// The borrowed session this key lives on, if any: keys it makes for
     /// itself end with that session.
@@ -116,7 +116,7 @@ impl Caller {
         }
         let lender = lender_of(&mut c, &row).await?;
         let mut from_provider = false;
-        if row.kind == "session" {
+        if row.kind == KeyKind::Session {
             // A session from an identity provider: its groups are read
             // again (or the session ended) when a refresh is due.
             drop(c);
@@ -163,7 +163,7 @@ pub(crate) async fn lender_of(c: &mut infra_store::Conn, row: &infra_store::Acce
     if let Some(l) = &row.lender_id {
         return Ok(Some(l.clone()));
     }
-    if row.kind == "exchange" || infra_store::providers::provider_session(c, &row.id).await?.is_some() {
+    if row.kind == KeyKind::Exchange || infra_store::providers::provider_session(c, &row.id).await?.is_some() {
         return Ok(Some(row.id.clone()));
     }
     Ok(None)

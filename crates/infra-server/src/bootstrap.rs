@@ -127,7 +127,7 @@ pub(crate) async fn first_admin(state: &AppState) -> anyhow::Result<FirstAdmin> 
         tx.conn(),
         &GrantRow {
             id: new_id()?,
-            subject_kind: "user".into(),
+            subject_kind: infra_core::SubjectKind::User,
             subject_id: user.id.clone(),
             subject_name: user.email.clone(),
             role: "admin".into(),
@@ -147,7 +147,7 @@ pub(crate) async fn first_admin(state: &AppState) -> anyhow::Result<FirstAdmin> 
             &AccessKeyRow {
                 id: k.id.clone(),
                 name: "first-admin".into(),
-                kind: "user".into(),
+                kind: keys::KeyKind::User,
                 user_id: Some(user.id.clone()),
                 user_email: None,
                 secret_hash: k.secret_hash.clone(),

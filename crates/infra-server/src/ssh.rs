@@ -10,7 +10,7 @@ use infra_auth::envelope;
 use infra_auth::ssh_ca::{CaKind, SshCa};
 use infra_store::keys::{self, SshCaRow};
 use infra_store::now_ms;
-use infra_tunnel::proto::{DestinationInfo, SshMaterial};
+use infra_tunnel::proto::{DestinationInfo, DestinationKind, SshMaterial};
 
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
@@ -114,7 +114,7 @@ pub(crate) async fn material(
     connector: &str,
     destinations: &[DestinationInfo],
 ) -> ApiResult<SshMaterial> {
-    if destinations.iter().all(|d| d.kind != "ssh") {
+    if destinations.iter().all(|d| d.kind != DestinationKind::Ssh) {
         return Ok(SshMaterial::default());
     }
     let user_ca = published(state, CaKind::User).await?;

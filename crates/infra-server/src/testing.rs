@@ -45,13 +45,13 @@ pub(crate) async fn state() -> TestState {
 
 /// Stores an access key of `kind` named `name` (no user: a connector's);
 /// returns the full key.
-pub(crate) async fn add_key(state: &AppState, kind: &str, name: &str) -> String {
+pub(crate) async fn add_key(state: &AppState, kind: infra_store::KeyKind, name: &str) -> String {
     let k = infra_auth::access_key::generate().expect("key");
     let now = now_ms();
     let row = AccessKeyRow {
         id: k.id.clone(),
         name: name.to_owned(),
-        kind: kind.to_owned(),
+        kind,
         user_id: None,
         user_email: None,
         secret_hash: k.secret_hash.clone(),

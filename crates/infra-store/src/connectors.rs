@@ -1,6 +1,7 @@
 //! Destinations, connector audit numbering, revoked sessions and the
 //! connectors' assertion keys.
 
+use infra_core::{DestinationKind, SubjectKind};
 use sqlx::FromRow;
 
 use crate::sql::Sql;
@@ -9,7 +10,8 @@ use crate::{Conn, StoreError};
 #[derive(Debug, Clone, FromRow)]
 pub struct DestinationRow {
     pub name: String,
-    pub kind: String,
+    #[sqlx(try_from = "String")]
+    pub kind: DestinationKind,
     pub connector: String,
     pub labels: String,
     pub direct_url: Option<String>,
@@ -23,7 +25,7 @@ pub async fn upsert_destination(c: &mut Conn, d: &DestinationRow) -> Result<(), 
     let r = sqlx::query(
         "UPDATE destinations SET kind = $1, connector = $2, labels = $3, direct_url = $4, last_seen_at = $5, tunnels = $6 WHERE name = $7",
     )
-    .bind(&d.kind)
+    .bind(d.kind.as_str())
     .bind(&d.connector)
     .bind(&d.labels)
     .bind(&d.direct_url)
@@ -38,7 +40,7 @@ pub async fn upsert_destination(c: &mut Conn, d: &DestinationRow) -> Result<(), 
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
         )
         .bind(&d.name)
-        .bind(&d.kind)
+        .bind(d.kind.as_str())
         .bind(&d.connector)
         .bind(&d.labels)
         .bind(&d.direct_url)
@@ -235,7 +237,8 @@ pub async fn grants_for(c: &mut Conn, destinations: &[String], now: i64) -> Resu
 /// A grant as a connector's snapshot carries it.
 #[derive(Debug, Clone, FromRow)]
 pub struct SnapshotGrant {
-    pub subject_kind: String,
+    #[sqlx(try_from = "String")]
+    pub subject_kind: SubjectKind,
     pub subject_id: String,
     /// The user's email or the group's name.
     pub subject_name: String,
@@ -255,13 +258,21 @@ pub async fn set_inventory(c: &mut Conn, destination: &str, json: &str) -> Resul
 }
 
 /// The kind of `destination` and its last reported inventory, if known.
-pub async fn inventory(c: &mut Conn, destination: &str) -> Result<Option<(String, Option<String>)>, StoreError> {
-    Ok(
-        sqlx::query_as("SELECT kind, inventory FROM destinations WHERE name = $1")
-            .bind(destination)
-            .fetch_optional(c)
-            .await?,
-    )
+pub async fn inventory(
+    c: &mut Conn,
+    destination: &str,
+) -> Result<Option<(DestinationKind, Option<String>)>, StoreError> {
+    #[derive(FromRow)]
+    struct Row {
+        #[sqlx(try_from = "String")]
+        kind: DestinationKind,
+        inventory: Option<String>,
+    }
+    let row: Option<Row> = sqlx::query_as("SELECT kind, inventory FROM destinations WHERE name = $1")
+        .bind(destination)
+        .fetch_optional(c)
+        .await?;
+    Ok(row.map(|r| (r.kind, r.inventory)))
 }
 
 /// (group id, user id) for the given groups.

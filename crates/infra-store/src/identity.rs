@@ -1,5 +1,6 @@
 //! Users, groups, memberships and grants.
 
+use infra_core::SubjectKind;
 use sqlx::{AssertSqlSafe, FromRow};
 
 use crate::sql::Sql;
@@ -29,7 +30,8 @@ pub struct GroupRow {
 #[derive(Debug, Clone, FromRow)]
 pub struct GrantRow {
     pub id: String,
-    pub subject_kind: String,
+    #[sqlx(try_from = "String")]
+    pub subject_kind: SubjectKind,
     pub subject_id: String,
     pub subject_name: String,
     pub role: String,
@@ -225,7 +227,7 @@ pub async fn insert_grant(c: &mut Conn, g: &GrantRow) -> Result<(), StoreError> 
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
     )
     .bind(&g.id)
-    .bind(&g.subject_kind)
+    .bind(g.subject_kind.as_str())
     .bind(&g.subject_id)
     .bind(&g.role)
     .bind(&g.resource)

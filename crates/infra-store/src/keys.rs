@@ -4,11 +4,63 @@ use sqlx::FromRow;
 
 use crate::{Conn, StoreError};
 
+/// What an access key is for; stored as its word in `access_keys.kind`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum KeyKind {
+    /// Made by a user (`infra keys add`) for scripts and tools.
+    User,
+    /// Made by a login (password, identity provider or workload sign-in).
+    Session,
+    /// A workload's session, exchanged for its identity token: borrowed,
+    /// it lasts no longer than what it was exchanged for.
+    Exchange,
+    /// A connector's key: opens tunnels, belongs to no user.
+    Connector,
+}
+
+/// A `kind` column holding a word this build does not know.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown access key kind '{0}'")]
+pub struct UnknownKeyKind(String);
+
+impl KeyKind {
+    /// The stored word.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyKind::User => "user",
+            KeyKind::Session => "session",
+            KeyKind::Exchange => "exchange",
+            KeyKind::Connector => "connector",
+        }
+    }
+
+    pub fn parse(s: &str) -> Result<Self, UnknownKeyKind> {
+        [KeyKind::User, KeyKind::Session, KeyKind::Exchange, KeyKind::Connector]
+            .into_iter()
+            .find(|k| k.as_str() == s)
+            .ok_or_else(|| UnknownKeyKind(s.chars().take(64).collect()))
+    }
+}
+
+impl TryFrom<String> for KeyKind {
+    type Error = UnknownKeyKind;
+    fn try_from(s: String) -> Result<Self, UnknownKeyKind> {
+        Self::parse(&s)
+    }
+}
+
+impl std::fmt::Display for KeyKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 #[derive(Debug, Clone, FromRow)]
 pub struct AccessKeyRow {
     pub id: String,
     pub name: String,
-    pub kind: String,
+    #[sqlx(try_from = "String")]
+    pub kind: KeyKind,
     pub user_id: Option<String>,
     pub user_email: Option<String>,
     pub secret_hash: String,
@@ -48,7 +100,7 @@ pub async fn insert_key(c: &mut Conn, k: &AccessKeyRow) -> Result<(), StoreError
     )
     .bind(&k.id)
     .bind(&k.name)
-    .bind(&k.kind)
+    .bind(k.kind.as_str())
     .bind(&k.user_id)
     .bind(&k.secret_hash)
     .bind(k.created_at)
@@ -84,11 +136,12 @@ pub async fn list_keys(
     limit: u32,
 ) -> Result<(Vec<AccessKeyRow>, u64), StoreError> {
     let (l, o) = crate::limit_offset(page, limit);
-    let cond = "($1 IS NULL OR k.user_id = $1) AND ($2 = 1 OR k.kind <> 'session')";
-    let q = format!("{KEY_SELECT} WHERE {cond} ORDER BY k.created_at LIMIT $3 OFFSET $4");
+    let cond = "($1 IS NULL OR k.user_id = $1) AND ($2 = 1 OR k.kind <> $3)";
+    let q = format!("{KEY_SELECT} WHERE {cond} ORDER BY k.created_at LIMIT $4 OFFSET $5");
     let rows = sqlx::query_as(sqlx::AssertSqlSafe(q))
         .bind(user_id)
         .bind(i64::from(include_sessions))
+        .bind(KeyKind::Session.as_str())
         .bind(l)
         .bind(o)
         .fetch_all(&mut *c)
@@ -97,6 +150,7 @@ pub async fn list_keys(
     let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(q))
         .bind(user_id)
         .bind(i64::from(include_sessions))
+        .bind(KeyKind::Session.as_str())
         .fetch_one(c)
         .await?;
     Ok((rows, u64::try_from(n).unwrap_or(0)))

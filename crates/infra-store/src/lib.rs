@@ -27,7 +27,7 @@ use sqlx::{Any, AnyPool, Transaction};
 pub use audit::{AuditFilter, AuditRow, NewAuditEvent, VerifyOutcome};
 pub use error::StoreError;
 pub use identity::{GrantFilter, GrantRow, GroupRow, UserRow};
-pub use keys::{AccessKeyRow, LoginFailure, SigningKeyRow};
+pub use keys::{AccessKeyRow, KeyKind, LoginFailure, SigningKeyRow};
 pub use sqlx::AnyConnection as Conn;
 
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");

@@ -17,9 +17,15 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde::{Deserialize, Serialize};
+use subtle::ConstantTimeEq as _;
 
 /// The header the server's control stream carries the tunnel secret in.
 pub const HDR_CONTROL: &str = "x-infra-control";
+
+/// The system random number generator failed; no secret can be made.
+#[derive(Debug, thiserror::Error)]
+#[error("the system random number generator failed")]
+pub struct RandomError;
 
 /// The per-tunnel secret. Never printed.
 #[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -34,9 +40,10 @@ impl std::fmt::Debug for ControlSecret {
 
 impl ControlSecret {
     /// A fresh secret from the OS generator (256 bits).
-    pub fn generate() -> Result<Self, infra_auth::RandomError> {
+    pub fn generate() -> Result<Self, RandomError> {
         use base64::Engine as _;
-        let bytes = infra_auth::random_bytes::<32>()?;
+        let mut bytes = [0u8; 32];
+        getrandom::fill(&mut bytes).map_err(|_| RandomError)?;
         Ok(Self(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)))
     }
 
@@ -73,10 +80,12 @@ impl ControlGate {
     /// ever [`StreamKind::Control`]: the first that carries the secret.
     pub fn classify(&self, headers: &http::HeaderMap) -> StreamKind {
         let secret = self.secret.expose().as_bytes();
+        // In constant time: how long a guess takes says nothing about how
+        // much of it was right (only its length shows).
         let carries = !secret.is_empty()
             && headers
                 .get(HDR_CONTROL)
-                .is_some_and(|v| infra_auth::secrets_equal(v.as_bytes(), secret));
+                .is_some_and(|v| bool::from(v.as_bytes().ct_eq(secret)));
         if carries && !self.taken.swap(true, Ordering::AcqRel) {
             StreamKind::Control
         } else {

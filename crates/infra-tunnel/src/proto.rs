@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use infra_auth::jwt::Jwks;
+use infra_core::jwks::Jwks;
 pub use infra_core::{DestinationKind, SubjectKind};
 use serde::{Deserialize, Serialize};
 

@@ -34,7 +34,7 @@ fn to_api(state: &AppState, d: connectors::DestinationRow) -> Destination {
     Destination {
         url: url_of(state, &d.name),
         name: d.name,
-        kind: d.kind,
+        kind: d.kind.as_str().to_owned(),
         connector: d.connector,
         labels: serde_json::from_str(&d.labels).unwrap_or_default(),
         health: if connected {

@@ -4,7 +4,7 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use infra_api::{CreateGrantRequest, Grant, GrantQuery};
-use infra_core::{GroupName, InfraRole, Resource, Role, parse_duration};
+use infra_core::{DestinationKind, GroupName, InfraRole, Resource, Role, SubjectKind, parse_duration};
 use infra_store::{GrantFilter, GrantRow, identity, new_id, now_ms};
 
 use super::users::{ensure_an_admin_remains, find, find_for};
@@ -16,7 +16,7 @@ use crate::state::AppState;
 use crate::wire::{ms, page_of, paging, time};
 
 pub(crate) fn to_api(g: &GrantRow) -> Grant {
-    let is_user = g.subject_kind == "user";
+    let is_user = g.subject_kind == SubjectKind::User;
     Grant {
         id: g.id.clone(),
         user: is_user.then(|| g.subject_name.clone()),
@@ -131,20 +131,20 @@ pub(crate) async fn create(
     let (kind, subject_id, subject_name) = match (&req.user, &req.group) {
         (Some(email), None) => {
             let u = find(tx.conn(), email).await?;
-            ("user", u.id, u.email)
+            (SubjectKind::User, u.id, u.email)
         }
         (None, Some(name)) => {
             let n = GroupName::parse(name)?;
             let g = identity::group_by_name(tx.conn(), n.as_str()).await?.ok_or_else(|| {
                 ApiError::not_found(format!("group not found: {n}; create it with 'infra groups add {n}'"))
             })?;
-            ("group", g.id, g.name)
+            (SubjectKind::Group, g.id, g.name)
         }
         _ => return Err(ApiError::bad_request("give exactly one of user or group")),
     };
     let g = GrantRow {
         id: new_id()?,
-        subject_kind: kind.into(),
+        subject_kind: kind,
         subject_id,
         subject_name,
         role: role.to_string(),
@@ -198,12 +198,12 @@ async fn check_inventory(c: &mut infra_store::Conn, resource: &Resource, role: &
     let Some((kind, Some(json))) = infra_store::connectors::inventory(c, dest).await? else {
         return Ok(());
     };
-    if kind == "ssh" && resource.as_str() != dest {
+    if kind == DestinationKind::Ssh && resource.as_str() != dest {
         return Err(ApiError::bad_request(format!(
             "{dest} is an SSH host: grant the host itself ({dest}) with the login as the role"
         )));
     }
-    if kind != "kubernetes" {
+    if kind != DestinationKind::Kubernetes {
         return Ok(());
     }
     let Ok(inv) = serde_json::from_str::<infra_tunnel::proto::Inventory>(&json) else {

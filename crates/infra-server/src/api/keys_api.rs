@@ -5,7 +5,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use infra_api::{AccessKey, CreateKeyRequest, CreateKeyResponse};
 use infra_core::{InfraRole, format_duration, parse_duration};
-use infra_store::{AccessKeyRow, keys, now_ms};
+use infra_store::{AccessKeyRow, KeyKind, keys, now_ms};
 
 use super::users::find_for;
 use crate::audit;
@@ -19,7 +19,7 @@ pub(crate) fn to_api(k: &AccessKeyRow) -> AccessKey {
     AccessKey {
         id: k.id.clone(),
         name: k.name.clone(),
-        kind: k.kind.clone(),
+        kind: k.kind.as_str().to_owned(),
         user: k.user_email.clone(),
         created: time(k.created_at),
         expires: k.expires_at.map(time),
@@ -110,7 +110,7 @@ pub(crate) async fn create(
             caller
                 .require(&state, InfraRole::Admin, "create connector keys", "connector")
                 .await?;
-            ("connector", None)
+            (KeyKind::Connector, None)
         }
         (false, Some(email)) => {
             let u = find_for(
@@ -122,9 +122,9 @@ pub(crate) async fn create(
                 "create keys for other users",
             )
             .await?;
-            ("user", Some(u))
+            (KeyKind::User, Some(u))
         }
-        (false, None) => ("user", Some(caller.user.clone())),
+        (false, None) => (KeyKind::User, Some(caller.user.clone())),
     };
     // A key a session makes for itself lives no longer than that session
     // when the session is borrowed: exchanged by a workload, or from an
@@ -132,7 +132,7 @@ pub(crate) async fn create(
     // credential or a disabled provider user would keep access for good.
     // Transitively: a key made by such a key is borrowed from the same
     // session (see `lender_of`).
-    let own_key = kind == "user" && user.as_ref().is_some_and(|u| u.id == caller.user.id);
+    let own_key = kind == KeyKind::User && user.as_ref().is_some_and(|u| u.id == caller.user.id);
     let lender = caller.lender.clone().filter(|_| own_key);
     let cap = caller.key_expires.filter(|_| lender.is_some());
     drop(c);
@@ -142,7 +142,7 @@ pub(crate) async fn create(
     let row = AccessKeyRow {
         id: k.id.clone(),
         name,
-        kind: kind.into(),
+        kind,
         user_id: user.as_ref().map(|u| u.id.clone()),
         user_email: user.as_ref().map(|u| u.email.clone()),
         secret_hash: k.secret_hash.clone(),

@@ -282,7 +282,7 @@ pub(crate) async fn start_session(
         &AccessKeyRow {
             id: k.id.clone(),
             name: format!("session-{}", &k.id[..6]),
-            kind: "session".into(),
+            kind: infra_store::KeyKind::Session,
             user_id: Some(user.id.clone()),
             user_email: None,
             secret_hash: k.secret_hash.clone(),
@@ -325,7 +325,7 @@ pub(crate) async fn cap_session(state: &AppState, resp: &mut Json<LoginResponse>
 #[utoipa::path(post, path = "/api/logout", tag = "auth", responses((status = 204)), security(("accessKey" = [])))]
 pub(crate) async fn logout(State(state): State<AppState>, caller: Caller) -> ApiResult<axum::http::StatusCode> {
     let mut tx = state.store.write().await?;
-    if caller.key_kind == "session" {
+    if caller.key_kind == infra_store::KeyKind::Session {
         keys::delete_key(tx.conn(), &caller.key_id).await?;
     }
     audit::commit(&state, tx, caller.event("logout", caller.email())).await?;
@@ -360,7 +360,7 @@ pub(crate) async fn info(State(state): State<AppState>, caller: Caller) -> ApiRe
         if dest != infra_core::INFRA_RESOURCE && !urls.contains_key(&dest) {
             urls.insert(dest.clone(), super::destinations::url_of(&state, &dest));
             if let Some(d) = infra_store::connectors::destination(&mut c, &dest).await? {
-                kinds.insert(dest, d.kind);
+                kinds.insert(dest, d.kind.as_str().to_owned());
             }
         }
     }

@@ -168,7 +168,7 @@ impl Denial {
 struct HostFacts {
     row: Option<DestinationRow>,
     /// The destination's kind and its connector's inventory (JSON).
-    inventory: Option<(String, Option<String>)>,
+    inventory: Option<(infra_core::DestinationKind, Option<String>)>,
     /// Each login the caller is granted there, and when that access ends:
     /// the latest expiry among the grants that give it (None: no end).
     login_ends: BTreeMap<String, Option<i64>>,
@@ -216,7 +216,7 @@ impl HostFacts {
             });
         }
         match &self.row {
-            Some(r) if r.kind == "ssh" => {}
+            Some(r) if r.kind == infra_core::DestinationKind::Ssh => {}
             Some(r) => {
                 let m = format!("{host} is a {} destination, not an SSH host", r.kind);
                 return Err(Denial::same(ApiError::bad_request, m));

@@ -194,7 +194,10 @@ pub(crate) async fn update(
     let sessions = keys::list_keys(tx.conn(), Some(&u.id), true, 1, infra_api::MAX_LIMIT)
         .await?
         .0;
-    for k in sessions.iter().filter(|k| k.kind == "session" && k.id != caller.key_id) {
+    for k in sessions
+        .iter()
+        .filter(|k| k.kind == infra_store::KeyKind::Session && k.id != caller.key_id)
+    {
         keys::delete_key(tx.conn(), &k.id).await?;
     }
     let groups = identity::groups_of_user(tx.conn(), &u.id).await?;

@@ -336,7 +336,7 @@ impl Exchanger<'_> {
             &AccessKeyRow {
                 id: k.id.clone(),
                 name: format!("exchange-{}", &k.id[..6]),
-                kind: "exchange".into(),
+                kind: infra_store::KeyKind::Exchange,
                 user_id: Some(user.id.clone()),
                 user_email: None,
                 secret_hash: k.secret_hash.clone(),

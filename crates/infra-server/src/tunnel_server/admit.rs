@@ -100,7 +100,7 @@ async fn authenticate(state: &AppState, hello: &Hello) -> Result<String, String>
     if !infra_auth::access_key::secret_matches(secret, &k.secret_hash) || k.expires_at.is_some_and(|e| e <= now_ms()) {
         return Err(bad());
     }
-    if k.kind != "connector" {
+    if k.kind != infra_store::KeyKind::Connector {
         return Err("this is not a connector key; create one with 'infra keys add --connector --name NAME'".into());
     }
     if k.name != hello.name {
@@ -157,7 +157,7 @@ async fn register(state: &AppState, hello: &Hello, key_id: &str, source: &str) -
         for d in &hello.destinations {
             let row = DestinationRow {
                 name: d.name.clone(),
-                kind: d.kind.clone(),
+                kind: d.kind,
                 connector: hello.name.clone(),
                 labels: serde_json::to_string(&d.labels).unwrap_or_default(),
                 direct_url: d.direct_url.clone(),

@@ -7,7 +7,7 @@ use std::time::Duration;
 use infra_store::connectors;
 use infra_store::now_ms;
 use infra_tunnel::body::{LineReader, LineSender};
-use infra_tunnel::proto::{AccessEvent, ConnectorMsg, ControlMsg, Hello};
+use infra_tunnel::proto::{AccessEvent, ConnectorMsg, ControlMsg, Hello, Outcome};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -136,17 +136,16 @@ async fn store_batch(state: &AppState, hello: &Hello, batch: Vec<AccessEvent>) -
                 foreign += 1;
                 continue;
             };
-            let (action, result) = match ev.result.as_str() {
-                "success" => ("request", "success"),
-                "failure" => ("request", "failure"),
-                _ => ("deny", "denied"),
+            let action = match ev.result {
+                Outcome::Success | Outcome::Failure => "request",
+                Outcome::Denied => "deny",
             };
             events.push(infra_store::NewAuditEvent {
                 actor: ev.user,
                 action: format!("{kind}.{action}"),
                 target: ev.destination,
                 source: ev.source,
-                result: result.into(),
+                result: ev.result.as_str().into(),
                 detail: ev.detail,
             });
         }
@@ -157,7 +156,7 @@ async fn store_batch(state: &AppState, hello: &Hello, batch: Vec<AccessEvent>) -
                 action: "connector.audit_refused".into(),
                 target: hello.name.clone(),
                 source: String::new(),
-                result: "denied".into(),
+                result: Outcome::Denied.as_str().into(),
                 detail: format!("events={foreign} reason=destination not served by this connector"),
             });
         }

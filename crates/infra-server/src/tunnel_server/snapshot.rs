@@ -36,7 +36,7 @@ pub(super) async fn build_snapshot(
         let grants = connectors::grants_for(&mut c, destinations, now).await?;
         let mut groups: Vec<String> = grants
             .iter()
-            .filter(|g| g.subject_kind == "group")
+            .filter(|g| g.subject_kind == infra_core::SubjectKind::Group)
             .map(|g| g.subject_id.clone())
             .collect();
         groups.sort();

@@ -34,7 +34,7 @@ fn hello(access_key: &str, name: &str) -> Hello {
         instance_id: format!("{name}-instance"),
         destinations: vec![DestinationInfo {
             name: "web".into(),
-            kind: "http".into(),
+            kind: infra_tunnel::proto::DestinationKind::Http,
             labels: Default::default(),
             direct_url: None,
             ssh_host_keys: vec![],
@@ -71,7 +71,7 @@ async fn refusal(state: &AppState, hello: &Hello) -> String {
 #[tokio::test]
 async fn refuses_another_protocol_version() {
     let t = testing::state().await;
-    let key = testing::add_key(&t.state, "connector", "dc1").await;
+    let key = testing::add_key(&t.state, infra_store::KeyKind::Connector, "dc1").await;
     let mut h = hello(&key, "dc1");
     h.version = VERSION + 1;
     let m = refusal(&t.state, &h).await;
@@ -82,8 +82,8 @@ async fn refuses_another_protocol_version() {
 #[tokio::test]
 async fn refuses_connectors_without_a_valid_key_of_their_own() {
     let t = testing::state().await;
-    let key = testing::add_key(&t.state, "connector", "dc1").await;
-    let not_connector = testing::add_key(&t.state, "user", "dc1").await;
+    let key = testing::add_key(&t.state, infra_store::KeyKind::Connector, "dc1").await;
+    let not_connector = testing::add_key(&t.state, infra_store::KeyKind::User, "dc1").await;
     // The right key id with another secret.
     let last = if key.ends_with('a') { 'b' } else { 'a' };
     let wrong_secret = format!("{}{last}", &key[..key.len() - 1]);
@@ -128,7 +128,7 @@ struct Connector {
 }
 
 async fn connect(t: &TestState) -> (Connector, JoinHandle<()>) {
-    let key = testing::add_key(&t.state, "connector", "dc1").await;
+    let key = testing::add_key(&t.state, infra_store::KeyKind::Connector, "dc1").await;
     let (io, server) = start(&t.state);
     let (io, reply) = within(handshake::connect(io, &hello(&key, "dc1"))).await.unwrap();
     let gate = Arc::new(ControlGate::new(reply.control_secret.clone()));
@@ -185,7 +185,7 @@ async fn wait_until_serving(to_server: &LineSender, from_server: &mut LineReader
         user: "alice@example.com".into(),
         destination: "web".into(),
         source: "127.0.0.1".into(),
-        result: "success".into(),
+        result: infra_tunnel::proto::Outcome::Success,
         detail: "GET /".into(),
     };
     to_server.send(&ConnectorMsg::Audit(ev)).await.unwrap();

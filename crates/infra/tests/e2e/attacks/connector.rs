@@ -302,7 +302,7 @@ fn hello_serving(
             .iter()
             .map(|d| infra_tunnel::proto::DestinationInfo {
                 name: (*d).to_owned(),
-                kind: "http".into(),
+                kind: infra_tunnel::proto::DestinationKind::Http,
                 labels: Default::default(),
                 direct_url: None,
                 ssh_host_keys: vec![],
