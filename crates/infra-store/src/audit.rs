@@ -149,7 +149,11 @@ fn filter(q: &mut Sql, f: &AuditFilter) {
         q.push(" AND (actor = ").text(w).push(" OR target = ").text(w).push(")");
     }
     if let Some(d) = &f.destination {
-        q.push(" AND ").covered_by("target", d);
+        // A name that is no resource has no parts: it matches only itself.
+        match infra_core::Resource::parse(d) {
+            Ok(r) => q.push(" AND ").covered_by("target", &r),
+            Err(_) => q.push(" AND target = ").text(d),
+        };
     }
     if let Some(a) = &f.action {
         q.push(" AND action = ").text(a);

@@ -1,7 +1,7 @@
 //! Destinations, connector audit numbering, revoked sessions and the
 //! connectors' assertion keys.
 
-use infra_core::{DestinationKind, SubjectKind};
+use infra_core::{DestinationKind, Resource, SubjectKind};
 use sqlx::FromRow;
 
 use crate::sql::Sql;
@@ -226,8 +226,10 @@ pub async fn grants_for(c: &mut Conn, destinations: &[String], now: i64) -> Resu
          WHERE (g.expires_at IS NULL OR g.expires_at > ",
     );
     q.int(now).push(") AND (1 = 0");
-    for d in destinations {
-        q.push(" OR ").covered_by("g.resource", d);
+    // Grants are made on valid resources only: a name that is not one has
+    // none.
+    for d in destinations.iter().filter_map(|d| Resource::parse(d).ok()) {
+        q.push(" OR ").covered_by("g.resource", &d);
     }
     q.push(") ORDER BY g.id");
     let rows: Vec<SnapshotGrant> = q.fetch_all(c).await?;

@@ -1,6 +1,6 @@
 //! Users, groups, memberships and grants.
 
-use infra_core::SubjectKind;
+use infra_core::{Resource, SubjectKind};
 use sqlx::{AssertSqlSafe, FromRow};
 
 use crate::sql::Sql;
@@ -341,10 +341,15 @@ pub async fn has_grant_on_destination(
     destination: &str,
     now: i64,
 ) -> Result<bool, StoreError> {
+    // Grants are made on valid resources only: a name that is not one has
+    // none.
+    let Ok(destination) = Resource::parse(destination) else {
+        return Ok(false);
+    };
     let mut q = Sql::new("SELECT COUNT(*) FROM grants g WHERE (g.expires_at IS NULL OR g.expires_at > ");
     q.int(now)
         .push(") AND ")
-        .covered_by("g.resource", destination)
+        .covered_by("g.resource", &destination)
         .push(" AND ((g.subject_kind = 'user' AND g.subject_id = ")
         .text(user_id)
         .push(") OR (g.subject_kind = 'group' AND g.subject_id IN (SELECT group_id FROM group_members WHERE user_id = ")

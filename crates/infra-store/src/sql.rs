@@ -5,6 +5,7 @@
 
 use std::fmt::Write;
 
+use infra_core::Resource;
 use sqlx::any::AnyRow;
 use sqlx::{AssertSqlSafe, FromRow};
 
@@ -47,18 +48,26 @@ impl Sql {
         self.placeholder(Arg::Text(v.to_owned()))
     }
 
-    /// `column` names `destination` or a part of it (`destination.x`): the
-    /// store's one spelling of "a grant on a destination covers its parts".
-    /// An exact prefix comparison, not `LIKE` (where `_` in a name would be
-    /// a wildcard) nor a range (whose order depends on the collation).
-    pub(crate) fn covered_by(&mut self, column: &str, destination: &str) -> &mut Self {
-        let prefix = format!("{destination}.");
-        let n = prefix.chars().count();
-        self.push(&format!("({column} = "))
-            .text(destination)
-            .push(&format!(" OR SUBSTR({column}, 1, {n}) = "))
-            .text(&prefix)
-            .push(")")
+    /// `column` holds a resource that `resource` covers: the store's one
+    /// spelling of [`Resource::covers`] (the same resource, or a part
+    /// `dest.x` of destination `dest`).
+    ///
+    /// The part is found by an exact prefix comparison. Not `LIKE`, where
+    /// `_` (allowed in names) is a wildcard. Not a range either
+    /// (`>= 'dest.' AND < 'dest/'`): its order is the column's collation,
+    /// and under a glibc locale such as PostgreSQL's usual `en_US.UTF-8`,
+    /// which skips punctuation, `dest.ns` falls outside it. Equality is
+    /// the same under every collation.
+    pub(crate) fn covered_by(&mut self, column: &str, resource: &Resource) -> &mut Self {
+        let r = resource.as_str();
+        self.push(&format!("({column} = ")).text(r);
+        // Only a destination has parts: `dest.ns` covers itself alone.
+        if resource.destination() == r {
+            let prefix = format!("{r}.");
+            let n = prefix.chars().count();
+            self.push(&format!(" OR SUBSTR({column}, 1, {n}) = ")).text(&prefix);
+        }
+        self.push(")")
     }
 
     pub(crate) async fn fetch_all<T>(&self, c: &mut Conn) -> Result<Vec<T>, StoreError>
@@ -95,5 +104,91 @@ impl Sql {
             };
         }
         Ok(u64::try_from(q.fetch_one(c).await?).unwrap_or(0))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use sqlx::Connection as _;
+
+    use super::*;
+
+    /// Stored values: resources, and strings that are not (a `%` or a
+    /// second dot) to show that no character is a wildcard.
+    const ROWS: &[&str] = &[
+        "dest",
+        "dest.ns",
+        "dest.ns2",
+        "dest2",
+        "dest-x",
+        "dest_x",
+        "des",
+        "d_st",
+        "d_st.ns",
+        "infra",
+        "dest.ns.x",
+        "dest%",
+        "de%t.ns",
+        "dest.%",
+    ];
+    /// What a grant or a filter may name.
+    const QUERIES: &[&str] = &[
+        "dest", "dest.ns", "dest2", "dest-x", "dest_x", "des", "d_st", "d_st.ns", "infra", "de",
+    ];
+
+    /// What `covered_by` must select: for a resource, exactly what
+    /// `Resource::covers` says; for a string that is not one, the rule read
+    /// literally (equal, or below `dest.` when the query is a destination).
+    fn expected(query: &Resource, row: &str) -> bool {
+        match Resource::parse(row) {
+            Ok(row) => query.covers(&row),
+            Err(_) => {
+                let q = query.as_str();
+                row == q || (query.destination() == q && row.strip_prefix(q).is_some_and(|r| r.starts_with('.')))
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn sql_agrees_with_resource_covers() {
+        sqlx::any::install_default_drivers();
+        let mut c = sqlx::AnyConnection::connect("sqlite::memory:").await.unwrap();
+        Sql::new("CREATE TABLE t (resource TEXT NOT NULL)")
+            .execute(&mut c)
+            .await
+            .unwrap();
+        for r in ROWS {
+            Sql::new("INSERT INTO t (resource) VALUES (")
+                .text(r)
+                .push(")")
+                .execute(&mut c)
+                .await
+                .unwrap();
+        }
+        for q in QUERIES {
+            let query = Resource::parse(q).unwrap();
+            let mut sql = Sql::new("SELECT resource FROM t WHERE ");
+            sql.covered_by("resource", &query).push(" ORDER BY resource");
+            let got: Vec<(String,)> = sql.fetch_all(&mut c).await.unwrap();
+            let mut got: Vec<String> = got.into_iter().map(|(r,)| r).collect();
+            got.sort();
+            let mut want: Vec<String> = ROWS
+                .iter()
+                .filter(|r| expected(&query, r))
+                .map(|r| (*r).to_owned())
+                .collect();
+            want.sort();
+            assert_eq!(got, want, "rows covered by {q}");
+        }
+    }
+
+    #[test]
+    fn the_table_means_what_it_says() {
+        let dest = Resource::parse("dest").unwrap();
+        let covered: Vec<_> = ROWS.iter().filter(|r| expected(&dest, r)).collect();
+        assert_eq!(covered, [&"dest", &"dest.ns", &"dest.ns2", &"dest.ns.x", &"dest.%"]);
+        let ns = Resource::parse("dest.ns").unwrap();
+        let covered: Vec<_> = ROWS.iter().filter(|r| expected(&ns, r)).collect();
+        assert_eq!(covered, [&"dest.ns"]);
     }
 }
