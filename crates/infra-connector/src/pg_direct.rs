@@ -7,13 +7,18 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::BytesMut;
-use infra_proto_pg::{MAX_STARTUP, Startup, auth_cleartext, error_response, frame};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use infra_proto_pg::drive::{LOGIN_TIMEOUT, Outcome, drive};
+use infra_proto_pg::error_response;
+use infra_proto_pg::login::{CleartextLogin, Transport};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::PgConfig;
-use crate::pg_session::{Session, read_startup};
+use crate::pg_session::{ANONYMOUS, Origin, Session, cancel_query};
 use crate::state::{State, now_ms};
+
+/// How long a client has for its TLS handshake.
+const TLS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 pub(crate) async fn serve(
     state: Arc<State>,
@@ -31,98 +36,75 @@ pub(crate) async fn serve(
         };
         let _ = tcp.set_nodelay(true);
         let (state, destination, cfg, acceptor) = (state.clone(), destination.clone(), cfg.clone(), acceptor.clone());
-        tokio::spawn(async move {
-            let started = Instant::now();
-            let mut tcp = tcp;
-            let mut buf = BytesMut::with_capacity(1024);
-            // The first packet: TLS is required (the password is a token).
-            let first =
-                tokio::time::timeout(std::time::Duration::from_secs(10), read_startup(&mut tcp, &mut buf)).await;
-            match first {
-                Ok(Ok(Some(Startup::Ssl))) => {
-                    if tcp.write_all(b"S").await.is_err() {
-                        return;
-                    }
-                    let Ok(Ok(tls)) =
-                        tokio::time::timeout(std::time::Duration::from_secs(10), acceptor.accept(tcp)).await
-                    else {
-                        return;
-                    };
-                    login(state, destination, cfg, tls, peer.ip().to_string(), started).await;
-                }
-                Ok(Ok(Some(Startup::Cancel { pid, secret }))) => {
-                    // A cancel key is its own credential, as in PostgreSQL.
-                    let _ = async {
-                        let mut s = tokio::net::TcpStream::connect((cfg.host.as_str(), cfg.port)).await?;
-                        s.write_all(&infra_proto_pg::cancel_request(pid, secret)).await
-                    }
-                    .await;
-                }
-                Ok(Ok(Some(_))) => {
-                    let msg = "this Infra listener requires TLS: connect with sslmode=require and your Infra token as the password";
-                    let _ = tcp.write_all(&error_response("FATAL", "28000", msg)).await;
-                }
-                Ok(Err(e)) => {
-                    let _ = tcp.write_all(&error_response("FATAL", "08P01", &e)).await;
-                }
-                _ => {}
-            }
-        });
+        tokio::spawn(connection(
+            state,
+            destination,
+            cfg,
+            acceptor,
+            tcp,
+            peer.ip().to_string(),
+        ));
     }
 }
 
-/// After TLS: the startup, the token as password, the access decision,
-/// then the session.
-async fn login<S>(state: Arc<State>, destination: String, cfg: PgConfig, mut io: S, source: String, started: Instant)
-where
+/// One client: TLS first (the password is a token), then the startup and
+/// the token as password, then the access decision and the session. A
+/// CancelRequest, before TLS or inside it, is forwarded and audited.
+async fn connection<S>(
+    state: Arc<State>,
+    destination: String,
+    cfg: PgConfig,
+    acceptor: tokio_rustls::TlsAcceptor,
+    mut plain: S,
+    source: String,
+) where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
-    let mut buf = BytesMut::with_capacity(4096);
-    let params = match read_startup(&mut io, &mut buf).await {
-        Ok(Some(Startup::Startup { params })) => params,
-        Ok(Some(_)) => {
-            let _ = io
-                .write_all(&error_response(
-                    "FATAL",
-                    "08P01",
-                    "expected a startup message after TLS",
-                ))
-                .await;
-            return;
-        }
-        Ok(None) => return,
-        Err(e) => {
-            let _ = io.write_all(&error_response("FATAL", "08P01", &e)).await;
-            return;
-        }
+    let started = Instant::now();
+    let origin = Origin {
+        state: &state,
+        destination: &destination,
+        user: ANONYMOUS,
+        source: &source,
     };
-    if io.write_all(&auth_cleartext()).await.is_err() {
-        return;
+    let mut login = CleartextLogin::new(Transport::TlsRequired);
+    let deadline = tokio::time::Instant::now() + LOGIN_TIMEOUT;
+    match drive(&mut plain, &mut login, deadline).await {
+        Ok(Outcome::TlsRequested) => {}
+        Ok(Outcome::Cancel(key)) => return cancel_query(&origin, &cfg, key).await,
+        // Refusals were written by `drive`; a login cannot end before TLS.
+        Ok(Outcome::Done(_) | Outcome::Refused(_)) | Err(_) => return,
     }
-    let token = loop {
-        match frame(&buf, MAX_STARTUP) {
-            Ok(Some((b'p', n))) => {
-                let m = buf.split_to(n);
-                match infra_proto_pg::password(&m[5..]) {
-                    Ok(t) => break t.to_owned(),
-                    Err(e) => {
-                        let _ = io.write_all(&error_response("FATAL", "08P01", &e.to_string())).await;
-                        return;
-                    }
-                }
-            }
-            Ok(Some(_)) | Err(_) => {
-                let _ = io
-                    .write_all(&error_response("FATAL", "08P01", "expected a password message"))
-                    .await;
-                return;
-            }
-            Ok(None) => match io.read_buf(&mut buf).await {
-                Ok(0) | Err(_) => return,
-                Ok(_) => {}
-            },
-        }
+    let Ok(Ok(mut io)) = tokio::time::timeout(TLS_TIMEOUT, acceptor.accept(plain)).await else {
+        return;
     };
+    login.tls_established();
+    let deadline = tokio::time::Instant::now() + LOGIN_TIMEOUT;
+    let l = match drive(&mut io, &mut login, deadline).await {
+        Ok(Outcome::Done(l)) => l,
+        Ok(Outcome::Cancel(key)) => return cancel_query(&origin, &cfg, key).await,
+        Ok(Outcome::TlsRequested | Outcome::Refused(_)) | Err(_) => return,
+    };
+    let buf = BytesMut::from(&l.leftover[..]);
+    let token = l.password.into_string();
+    admit_and_run(state, destination, cfg, io, l.params, buf, source, started, token).await;
+}
+
+/// After the login: the access decision, then the session.
+#[allow(clippy::too_many_arguments)]
+async fn admit_and_run<S>(
+    state: Arc<State>,
+    destination: String,
+    cfg: PgConfig,
+    mut io: S,
+    params: Vec<(String, String)>,
+    buf: BytesMut,
+    source: String,
+    started: Instant,
+    token: String,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
     let Some(decider) = state.decider() else {
         let msg = "this connector has not received its grants from the server yet; try again shortly";
         let _ = io.write_all(&error_response("FATAL", "57P03", msg)).await;
@@ -168,3 +150,6 @@ where
         state.untrack(id);
     }
 }
+
+#[cfg(test)]
+mod tests;
