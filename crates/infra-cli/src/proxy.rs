@@ -14,11 +14,15 @@ use std::sync::Arc;
 use anyhow::Context;
 use bytes::Bytes;
 use clap::Args;
-use http_body_util::{BodyExt, Empty};
+use http_body_util::Empty;
 use hyper_util::rt::TokioIo;
 use infra_api::Info;
+use infra_proto_pg::drive::{DriveError, Outcome, drive};
+use infra_proto_pg::login::{StartupReader, Transport};
+use infra_proto_pg::{Fatal, SqlState};
+use infra_tunnel::refusal::Refusal;
 use rustls::pki_types::{CertificateDer, ServerName, pem::PemObject};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UnixListener};
 
 use crate::client::Api;
@@ -220,30 +224,14 @@ fn spawn_connection<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(c: S, t:
 async fn connection<S: AsyncRead + AsyncWrite + Unpin>(mut client: S, t: &Target) -> anyhow::Result<()> {
     let token = match crate::tokens::token_for(&t.destination).await {
         Ok(r) => r.token,
-        Err(e) => return refuse(client, "28000", &format!("{e:#}")).await,
+        Err(e) => return refuse(client, &Fatal::new(SqlState::InvalidAuthorization, format!("{e:#}"))).await,
     };
     let mut upgraded = match open_stream(t, &token).await? {
         Ok(u) => u,
-        Err(refusal) => return refuse(client, refusal.sqlstate(), &refusal.message).await,
+        Err(refusal) => return refuse(client, &refusal.to_pg()).await,
     };
     let _ = tokio::io::copy_bidirectional(&mut client, &mut upgraded).await;
     Ok(())
-}
-
-/// Why the gateway would not open a stream.
-pub(crate) struct Refusal {
-    pub(crate) status: http::StatusCode,
-    pub(crate) message: String,
-}
-
-impl Refusal {
-    fn sqlstate(&self) -> &'static str {
-        if self.status == http::StatusCode::UNAUTHORIZED || self.status == http::StatusCode::FORBIDDEN {
-            "28000"
-        } else {
-            "08006"
-        }
-    }
 }
 
 /// Opens an `infra-tcp/1` stream to `t` through the gateway with `token`:
@@ -272,18 +260,7 @@ pub(crate) async fn open_stream(
         .body(Empty::<Bytes>::new())?;
     let resp = sender.send_request(req).await.context("request to the Infra gateway")?;
     if resp.status() != http::StatusCode::SWITCHING_PROTOCOLS {
-        let status = resp.status();
-        let body = resp
-            .into_body()
-            .collect()
-            .await
-            .map(|b| b.to_bytes())
-            .unwrap_or_default();
-        let message = serde_json::from_slice::<infra_api::ErrorBody>(&body)
-            .map(|e| e.message)
-            .ok()
-            .unwrap_or_else(|| format!("the Infra gateway answered {status}"));
-        return Ok(Err(Refusal { status, message }));
+        return Ok(Err(Refusal::read(resp).await));
     }
     let upgraded = hyper::upgrade::on(resp)
         .await
@@ -292,30 +269,20 @@ pub(crate) async fn open_stream(
 }
 
 /// Tells a PostgreSQL client why it cannot connect: answers its startup
-/// (declining TLS) with an ErrorResponse it shows to the user.
-async fn refuse<S: AsyncRead + AsyncWrite + Unpin>(mut client: S, code: &str, message: &str) -> anyhow::Result<()> {
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 1024];
+/// (declining TLS: the socket is local) with an ErrorResponse it shows to
+/// the user.
+async fn refuse<S: AsyncRead + AsyncWrite + Unpin>(mut client: S, f: &Fatal) -> anyhow::Result<()> {
+    let mut startup = StartupReader::new(Transport::Tunnel);
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
-    loop {
-        match infra_proto_pg::parse_startup(&buf) {
-            Ok(Some((infra_proto_pg::Startup::Ssl | infra_proto_pg::Startup::GssEnc, n))) => {
-                buf.drain(..n);
-                client.write_all(b"N").await?;
-                continue;
-            }
-            Ok(Some(_)) | Err(_) => break,
-            Ok(None) => {}
-        }
-        let n = tokio::time::timeout_at(deadline, client.read(&mut chunk)).await??;
-        if n == 0 {
+    match drive(&mut client, &mut startup, deadline).await {
+        Ok(Outcome::Done(_)) => {}
+        // A cancel is never answered; a bad startup was, by `drive`.
+        Ok(Outcome::Cancel(_) | Outcome::TlsRequested | Outcome::Refused(_)) | Err(DriveError::Closed) => {
             return Ok(());
         }
-        buf.extend_from_slice(&chunk[..n]);
+        Err(e) => return Err(e.into()),
     }
-    client
-        .write_all(&infra_proto_pg::error_response("FATAL", code, message))
-        .await?;
+    client.write_all(&f.encode()).await?;
     Ok(())
 }
 

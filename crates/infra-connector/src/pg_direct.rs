@@ -7,15 +7,21 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::BytesMut;
-use infra_proto_pg::{MAX_STARTUP, Startup, auth_cleartext, error_response, frame};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use infra_proto_pg::drive::{LOGIN_TIMEOUT, Outcome as Step, drive};
+use infra_proto_pg::error_response;
+use infra_proto_pg::login::{CleartextLogin, Transport};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 
 use crate::admit::Entrance;
+use crate::audit::Audit;
 use crate::config::PgConfig;
 use crate::decide::Denial;
-use crate::pg_session::{Session, read_startup};
+use crate::pg_session::{Session, cancel_query};
 use crate::state::State;
+
+/// How long a client has for its TLS handshake.
+const TLS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 pub(crate) async fn serve(
     state: Arc<State>,
@@ -33,103 +39,76 @@ pub(crate) async fn serve(
         };
         let _ = tcp.set_nodelay(true);
         let (state, destination, cfg, acceptor) = (state.clone(), destination.clone(), cfg.clone(), acceptor.clone());
-        state.tasks.clone().spawn(async move {
-            let started = Instant::now();
-            let mut tcp = tcp;
-            let mut buf = BytesMut::with_capacity(1024);
-            // The first packet: TLS is required (the password is a token).
-            let first =
-                tokio::time::timeout(std::time::Duration::from_secs(10), read_startup(&mut tcp, &mut buf)).await;
-            match first {
-                Ok(Ok(Some(Startup::Ssl))) => {
-                    if tcp.write_all(b"S").await.is_err() {
-                        return;
-                    }
-                    let Ok(Ok(tls)) =
-                        tokio::time::timeout(std::time::Duration::from_secs(10), acceptor.accept(tcp)).await
-                    else {
-                        return;
-                    };
-                    login(state, destination, tls, peer.ip().to_string(), started).await;
-                }
-                Ok(Ok(Some(Startup::Cancel { pid, secret }))) => {
-                    // A cancel key is its own credential, as in PostgreSQL.
-                    let _ = async {
-                        let mut s = tokio::net::TcpStream::connect((cfg.host.as_str(), cfg.port)).await?;
-                        s.write_all(&infra_proto_pg::cancel_request(pid, secret)).await
-                    }
-                    .await;
-                }
-                Ok(Ok(Some(_))) => {
-                    let msg = "this Infra listener requires TLS: connect with sslmode=require and your Infra token as the password";
-                    let _ = tcp.write_all(&error_response("FATAL", "28000", msg)).await;
-                }
-                Ok(Err(e)) => {
-                    let _ = tcp.write_all(&error_response("FATAL", "08P01", &e)).await;
-                }
-                _ => {}
-            }
-        });
+        state.tasks.clone().spawn(connection(
+            state,
+            destination,
+            cfg,
+            acceptor,
+            tcp,
+            peer.ip().to_string(),
+        ));
     }
 }
 
-/// After TLS: the startup, the token as password, the access decision,
-/// then the session.
-async fn login<S>(state: Arc<State>, destination: String, mut io: S, source: String, started: Instant)
-where
+/// One client: TLS first (the password is a token), then the startup and
+/// the token as password, then the access decision and the session. A
+/// CancelRequest, before TLS or inside it, is forwarded and audited.
+async fn connection<S>(
+    state: Arc<State>,
+    destination: String,
+    cfg: PgConfig,
+    acceptor: tokio_rustls::TlsAcceptor,
+    mut plain: S,
+    source: String,
+) where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
-    let mut buf = BytesMut::with_capacity(4096);
-    let params = match read_startup(&mut io, &mut buf).await {
-        Ok(Some(Startup::Startup { params })) => params,
-        Ok(Some(_)) => {
-            let _ = io
-                .write_all(&error_response(
-                    "FATAL",
-                    "08P01",
-                    "expected a startup message after TLS",
-                ))
-                .await;
-            return;
-        }
-        Ok(None) => return,
-        Err(e) => {
-            let _ = io.write_all(&error_response("FATAL", "08P01", &e)).await;
-            return;
-        }
-    };
-    if io.write_all(&auth_cleartext()).await.is_err() {
-        return;
+    let started = Instant::now();
+    // A cancel key is its own credential, as in PostgreSQL: nobody is
+    // known to have sent it.
+    let anonymous = Audit::new(state.spool.clone(), "anonymous", &destination, &source);
+    let mut login = CleartextLogin::new(Transport::TlsRequired);
+    let deadline = tokio::time::Instant::now() + LOGIN_TIMEOUT;
+    match drive(&mut plain, &mut login, deadline).await {
+        Ok(Step::TlsRequested) => {}
+        Ok(Step::Cancel(key)) => return cancel_query(&anonymous, &cfg, key).await,
+        // Refusals were written by `drive`; a login cannot end before TLS.
+        Ok(Step::Done(_) | Step::Refused(_)) | Err(_) => return,
     }
-    let token = loop {
-        match frame(&buf, MAX_STARTUP) {
-            Ok(Some((b'p', n))) => {
-                let m = buf.split_to(n);
-                match infra_proto_pg::password(&m[5..]) {
-                    Ok(t) => break t.to_owned(),
-                    Err(e) => {
-                        let _ = io.write_all(&error_response("FATAL", "08P01", &e.to_string())).await;
-                        return;
-                    }
-                }
-            }
-            Ok(Some(_)) | Err(_) => {
-                let _ = io
-                    .write_all(&error_response("FATAL", "08P01", "expected a password message"))
-                    .await;
-                return;
-            }
-            Ok(None) => match io.read_buf(&mut buf).await {
-                Ok(0) | Err(_) => return,
-                Ok(_) => {}
-            },
-        }
+    let Ok(Ok(mut io)) = tokio::time::timeout(TLS_TIMEOUT, acceptor.accept(plain)).await else {
+        return;
     };
-    let Some(entrance) = Entrance::new(&state, &destination, &source) else {
+    login.tls_established();
+    let deadline = tokio::time::Instant::now() + LOGIN_TIMEOUT;
+    let l = match drive(&mut io, &mut login, deadline).await {
+        Ok(Step::Done(l)) => l,
+        Ok(Step::Cancel(key)) => return cancel_query(&anonymous, &cfg, key).await,
+        Ok(Step::TlsRequested | Step::Refused(_)) | Err(_) => return,
+    };
+    let buf = BytesMut::from(&l.leftover[..]);
+    let token = l.password.into_string();
+    admit_and_run(state, &destination, io, l.params, buf, &source, started, &token).await;
+}
+
+/// After the login: admission, then the session.
+#[allow(clippy::too_many_arguments)]
+async fn admit_and_run<S>(
+    state: Arc<State>,
+    destination: &str,
+    mut io: S,
+    params: Vec<(String, String)>,
+    buf: BytesMut,
+    source: &str,
+    started: Instant,
+    token: &str,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    let Some(entrance) = Entrance::new(&state, destination, source) else {
         return;
     };
     let refused = |d: &Denial| format!("direct session refused: {}", d.message);
-    let admitted = match entrance.admit(&token, |_| None, refused) {
+    let admitted = match entrance.admit(token, |_| None, refused) {
         Ok(a) => a,
         Err(d) => {
             // 57P03 (cannot connect now) tells the client to try again.
@@ -145,3 +124,6 @@ where
     // The watch and the in-flight count end with the session.
     drop(admitted);
 }
+
+#[cfg(test)]
+mod tests;

@@ -9,8 +9,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use bytes::BytesMut;
-use infra_proto_pg::{MAX_MESSAGE, Startup, error_response, frame, parse_startup};
+use infra_proto_pg::drive::{LOGIN_TIMEOUT, Outcome as Step, drive};
+use infra_proto_pg::login::{CancelKey, StartupReader, Transport};
+use infra_proto_pg::{MAX_MESSAGE, error_response, frame};
 use infra_tunnel::proto::Outcome;
+
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 
@@ -71,6 +74,26 @@ pub(crate) struct Session {
     pub(crate) cancel: CancellationToken,
 }
 
+/// How long the database gets to take a cancel.
+const CANCEL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Forwards a CancelRequest to the database and audits it: the one path
+/// for cancels, tunnelled or direct.
+pub(crate) async fn cancel_query(audit: &Audit, cfg: &PgConfig, key: CancelKey) {
+    let send = async {
+        let mut s = tokio::net::TcpStream::connect((cfg.host.as_str(), cfg.port)).await?;
+        s.write_all(&infra_proto_pg::cancel_request(key.pid, key.secret))
+            .await?;
+        s.shutdown().await
+    };
+    let outcome = match tokio::time::timeout(CANCEL_TIMEOUT, send).await {
+        Ok(Ok(())) => "sent".to_owned(),
+        Ok(Err(e)) => format!("failed: {e}"),
+        Err(_) => format!("failed: no answer within {}s", CANCEL_TIMEOUT.as_secs()),
+    };
+    audit.record(Outcome::Success, format!("cancel request pid={} {outcome}", key.pid));
+}
+
 impl Session {
     /// The session of an admitted stream to a database.
     pub(crate) fn new(a: &Admitted) -> Option<Self> {
@@ -91,35 +114,22 @@ impl Session {
         self.audit.record(result, detail);
     }
 
-    /// Serves the session on `io` (the client's bytes both ways).
+    /// Serves the session on `io` (the client's bytes both ways), from its
+    /// startup packet. The stream is already protected to the client's
+    /// Infra end, so requests for encryption are declined.
     pub(crate) async fn serve<S>(self, mut io: S)
     where
         S: AsyncRead + AsyncWrite + Unpin + Send,
     {
         let started = Instant::now();
-        let mut buf = BytesMut::with_capacity(8192);
-        let params = loop {
-            match read_startup(&mut io, &mut buf).await {
-                Ok(Some(Startup::Ssl | Startup::GssEnc)) => {
-                    // The stream is already TLS to the client's Infra end.
-                    if io.write_all(b"N").await.is_err() {
-                        return;
-                    }
-                }
-                Ok(Some(Startup::Cancel { pid, secret })) => {
-                    self.cancel_query(pid, secret).await;
-                    return;
-                }
-                Ok(Some(Startup::Startup { params })) => break params,
-                Ok(None) => return,
-                Err(e) => {
-                    let _ = io.write_all(&error_response("FATAL", "08P01", &e)).await;
-                    self.record(Outcome::Denied, format!("bad startup packet: {e}"));
-                    return;
-                }
-            }
-        };
-        self.run(io, params, buf, started).await;
+        let mut startup = StartupReader::new(Transport::Tunnel);
+        let deadline = tokio::time::Instant::now() + LOGIN_TIMEOUT;
+        match drive(&mut io, &mut startup, deadline).await {
+            Ok(Step::Done(s)) => self.run(io, s.params, BytesMut::from(&s.leftover[..]), started).await,
+            Ok(Step::Cancel(key)) => cancel_query(&self.audit, &self.cfg, key).await,
+            Ok(Step::Refused(f)) => self.record(Outcome::Denied, format!("bad startup packet: {}", f.message)),
+            Ok(Step::TlsRequested) | Err(_) => {}
+        }
     }
 
     /// The session after its startup packet (`params`); `buf` holds any
@@ -211,7 +221,7 @@ impl Session {
                     // Worth an event: the usual cause is a user who set
                     // their own role's password.
                     self.record(
-                        Outcome::Failure,
+                    Outcome::Failure,
                         format!(
                             "login as {} refused ({code} {message}); giving the role a new password and trying once more",
                             lease.name()
@@ -226,20 +236,6 @@ impl Session {
                 }
             }
         }
-    }
-
-    pub(crate) async fn cancel_query(&self, pid: i32, secret: i32) {
-        let r = async {
-            let mut s = tokio::net::TcpStream::connect((self.cfg.host.as_str(), self.cfg.port)).await?;
-            s.write_all(&infra_proto_pg::cancel_request(pid, secret)).await?;
-            s.shutdown().await
-        }
-        .await;
-        let outcome = match r {
-            Ok(()) => "sent".to_owned(),
-            Err(e) => format!("failed: {e}"),
-        };
-        self.record(Outcome::Success, format!("cancel request pid={pid} {outcome}"));
     }
 
     /// Messages both ways until one side ends or access is revoked; returns
@@ -353,22 +349,6 @@ fn take_frames(buf: &mut BytesMut, audit: &mut QueryAudit) -> Result<Option<Byte
     Ok((n > 0).then(|| buf.split_to(n)))
 }
 
-pub(crate) async fn read_startup<S: AsyncRead + Unpin>(
-    io: &mut S,
-    buf: &mut BytesMut,
-) -> Result<Option<Startup>, String> {
-    loop {
-        match parse_startup(buf) {
-            Ok(Some((s, n))) => {
-                let _ = buf.split_to(n);
-                return Ok(Some(s));
-            }
-            Ok(None) => {}
-            Err(e) => return Err(e.to_string()),
-        }
-        match io.read_buf(buf).await {
-            Ok(0) | Err(_) => return Ok(None),
-            Ok(_) => {}
-        }
-    }
-}
+/// Also the helpers of `pg_direct`'s tests.
+#[cfg(test)]
+pub(crate) mod tests;

@@ -8,8 +8,20 @@
 //! Pure functions over byte slices: no I/O, no policy. Every length is
 //! checked before it is trusted; a malformed or oversized packet is an
 //! error, never a panic or an allocation of the size it claims.
+//!
+//! [`login`] has the start of a connection (encryption requests, the
+//! startup packet, the cleartext password) as state machines with no I/O;
+//! [`drive`] (feature `tokio`, on by default) is the one async loop that
+//! runs them on a stream.
 
 use thiserror::Error;
+
+#[cfg(feature = "tokio")]
+pub mod drive;
+pub mod login;
+mod sqlstate;
+
+pub use sqlstate::{Fatal, SqlState};
 
 /// `SSLRequest` code in a startup packet.
 pub const SSL_REQUEST: i32 = 80_877_103;

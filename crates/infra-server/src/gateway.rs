@@ -74,12 +74,53 @@ pub(crate) async fn route(State(state): State<AppState>, req: Request, next: Nex
     }
 }
 
-fn unavailable(dest: &str) -> Response {
-    ApiError::new(
-        http::StatusCode::SERVICE_UNAVAILABLE,
-        format!("no connector is serving destination '{dest}' right now; see 'infra destinations list'"),
-    )
-    .into_response()
+/// Why no tunnel answered a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TunnelFailure {
+    /// No live tunnel serves the destination.
+    NoTunnel,
+    /// A tunnel took the request and then failed: it is not retried, as
+    /// its body may be partly gone.
+    WentAway,
+}
+
+impl TunnelFailure {
+    /// What the client is told.
+    pub(crate) fn message(self, dest: &str) -> String {
+        match self {
+            TunnelFailure::NoTunnel => {
+                format!("no connector is serving destination '{dest}' right now; see 'infra destinations list'")
+            }
+            TunnelFailure::WentAway => {
+                format!("the connector serving '{dest}' went away during the request; try again")
+            }
+        }
+    }
+}
+
+/// Sends `req` into a tunnel for `dest`, trying each in turn: a request a
+/// dying tunnel did not take is handed to the next one, so losing one
+/// connector of several loses no new requests.
+pub(crate) async fn send_to_tunnel(
+    hub: &crate::hub::Hub,
+    dest: &str,
+    mut req: http::Request<infra_tunnel::Body>,
+) -> Result<http::Response<hyper::body::Incoming>, TunnelFailure> {
+    for t in hub.tunnels(dest) {
+        let mut send = t.send.clone();
+        match send.try_send_request(req).await {
+            Ok(resp) => return Ok(resp),
+            Err(mut e) => {
+                tracing::warn!(connector = %t.connector, destination = %dest, error = %e.error(), "tunnel request failed");
+                let Some(r) = e.take_message() else {
+                    return Err(TunnelFailure::WentAway);
+                };
+                t.closed.cancel();
+                req = r;
+            }
+        }
+    }
+    Err(TunnelFailure::NoTunnel)
 }
 
 /// Whether `path` falls in the namespace Infra reserves on the tunnel
@@ -152,41 +193,22 @@ async fn forward(state: AppState, dest: String, host: String, mut req: Request) 
         }
         None => infra_tunnel::boxed(body),
     };
-    let mut req = http::Request::from_parts(parts, body);
-
-    // Try each tunnel for the destination: a request a dying tunnel did not
-    // take is handed to the next one, so losing one connector of several
-    // loses no new requests.
-    for t in state.hub.tunnels(&dest) {
-        let mut send = t.send.clone();
-        match send.try_send_request(req).await {
-            Ok(resp) => {
-                return match (resp.headers().get(HDR_UPGRADE).cloned(), on_upgrade, client_tx) {
-                    (Some(proto), Some(on_upgrade), Some(tx)) => {
-                        switch_protocols(&state.tasks.clients, resp, proto, on_upgrade, tx)
-                    }
-                    _ => resp.map(AxumBody::new),
-                };
+    let req = http::Request::from_parts(parts, body);
+    match send_to_tunnel(&state.hub, &dest, req).await {
+        Ok(resp) => match (resp.headers().get(HDR_UPGRADE).cloned(), on_upgrade, client_tx) {
+            (Some(proto), Some(on_upgrade), Some(tx)) => {
+                switch_protocols(&state.tasks.clients, resp, proto, on_upgrade, tx)
             }
-            Err(mut e) => {
-                tracing::warn!(connector = %t.connector, destination = %dest, error = %e.error(), "tunnel request failed");
-                match e.take_message() {
-                    Some(r) => {
-                        t.closed.cancel();
-                        req = r;
-                    }
-                    None => {
-                        return ApiError::new(
-                            http::StatusCode::BAD_GATEWAY,
-                            format!("the connector serving '{dest}' went away during the request; try again"),
-                        )
-                        .into_response();
-                    }
-                }
-            }
+            _ => resp.map(AxumBody::new),
+        },
+        Err(f) => {
+            let status = match f {
+                TunnelFailure::NoTunnel => http::StatusCode::SERVICE_UNAVAILABLE,
+                TunnelFailure::WentAway => http::StatusCode::BAD_GATEWAY,
+            };
+            ApiError::new(status, f.message(&dest)).into_response()
         }
     }
-    unavailable(&dest)
 }
 
 /// The upstream agreed to upgrade: answer the client 101, then join the

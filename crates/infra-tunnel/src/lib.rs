@@ -25,6 +25,7 @@ pub mod handshake;
 pub mod hygiene;
 pub mod path;
 pub mod proto;
+pub mod refusal;
 pub mod transport;
 
 /// ALPN protocol id that tells a tunnel apart from HTTPS on the one port.
