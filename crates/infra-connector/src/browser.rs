@@ -9,7 +9,7 @@ use infra_core::ReturnPath;
 use infra_tunnel::Body;
 
 use crate::clock::now_ms;
-use crate::front::json_error;
+use crate::answer::json_error;
 use crate::state::State;
 
 fn hv(s: &str) -> Option<HeaderValue> {

@@ -122,7 +122,7 @@ pub(crate) async fn serve(
                     // spelling); the connector sets what it needs.
                     infra_tunnel::hygiene::strip_reserved(req.headers_mut());
                     let Some(dest) = destination_for(&state, host.as_deref()) else {
-                        return Ok::<_, std::convert::Infallible>(crate::front::json_error(
+                        return Ok::<_, std::convert::Infallible>(crate::answer::json_error(
                             404,
                             "no such destination here: use https://<destination>.<host>/",
                         ));

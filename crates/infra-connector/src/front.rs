@@ -3,89 +3,20 @@
 //! protocol. See [`crate::admit`] for what admission guarantees.
 
 use std::sync::Arc;
-use std::time::Instant;
 
-use http::header::{self, HeaderMap, HeaderValue};
-use http::{Request, Response, StatusCode};
+use http::header::{HeaderMap, HeaderValue};
+use http::{Request, Response};
 use hyper::body::Incoming;
 use infra_auth::jwt::Claims;
 use infra_tunnel::hygiene::Upgrade;
 use infra_tunnel::{Body, HDR_CLIENT_ADDR, HDR_DESTINATION, HDR_UPGRADE};
 
 use crate::admit::Entrance;
+use crate::answer::{Call, json_error};
 use crate::browser::{self, CALLBACK_PATH};
 use crate::decide::{Denial, deny};
 use crate::route::{Route, Target};
 use crate::state::State;
-
-pub(crate) fn json_error(status: u16, message: &str) -> Response<Body> {
-    let body = serde_json::json!({ "code": status, "message": message }).to_string();
-    let mut r = Response::new(infra_tunnel::full(body));
-    *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    r.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    if status == 401 {
-        r.headers_mut().insert(
-            header::WWW_AUTHENTICATE,
-            HeaderValue::from_static("Basic realm=\"infra\", charset=\"UTF-8\""),
-        );
-    }
-    r
-}
-
-/// A stream's request as its audit events and error answers describe it.
-pub(crate) struct Call {
-    pub(crate) started: Instant,
-    /// `METHOD /path?query` and, for a cluster, what it is about.
-    pub(crate) what: String,
-    /// The path and query as sent, appended to the upstream URL.
-    pub(crate) path: String,
-    cluster: bool,
-    connector: String,
-}
-
-impl Call {
-    fn new(req: &Request<Incoming>, route: &Route, connector: &str) -> Self {
-        let path = req.uri().path_and_query().map_or("/", |p| p.as_str()).to_owned();
-        let mut what = format!("{} {path}", req.method());
-        let cluster = matches!(route.target, Target::Kube(_));
-        if cluster {
-            let query = req.uri().query().unwrap_or("");
-            let info = crate::kube::RequestInfo::parse(req.method(), req.uri().path(), query);
-            what = format!("{what} {}", info.describe(query));
-        }
-        Self {
-            started: Instant::now(),
-            what,
-            path,
-            cluster,
-            connector: connector.to_owned(),
-        }
-    }
-
-    /// An error answer in the destination's own shape: a Kubernetes
-    /// `Status` for clusters (kubectl prints its message), JSON otherwise.
-    pub(crate) fn error(&self, status: u16, message: &str) -> Response<Body> {
-        if self.cluster {
-            crate::kube::status(status, message)
-        } else {
-            json_error(status, message)
-        }
-    }
-
-    /// The audit detail of an answer with `status` after `bytes`.
-    pub(crate) fn detail(&self, status: u16, bytes: u64, reason: &str) -> String {
-        let ms = self.started.elapsed().as_millis();
-        let mut d = format!(
-            "{} status={status} bytes={bytes} duration_ms={ms} connector={}",
-            self.what, self.connector
-        );
-        if !reason.is_empty() {
-            d.push_str(&format!(" reason={reason}"));
-        }
-        d
-    }
-}
 
 fn header<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
     h.get(name).and_then(|v| v.to_str().ok())

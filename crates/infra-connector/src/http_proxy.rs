@@ -20,7 +20,7 @@ use infra_tunnel::{Body, HDR_UPGRADE};
 
 use crate::admit::Admitted;
 use crate::browser::{strip_token_cookie, strip_token_set_cookie};
-use crate::front::Call;
+use crate::answer::Call;
 use crate::metered::{Done, Metered};
 use crate::route::Target;
 

@@ -6,6 +6,7 @@
 //! upstream credentials in its configuration never leave it.
 
 mod admit;
+mod answer;
 mod audit;
 mod browser;
 mod clock;

@@ -8,7 +8,7 @@ use infra_tunnel::proto::Outcome;
 use infra_tunnel::{Body, HDR_UPGRADE};
 
 use crate::admit::Admitted;
-use crate::front::json_error;
+use crate::answer::json_error;
 
 /// A PostgreSQL session: the client's bytes arrive as the request body and
 /// leave as the response body; the session sees one duplex stream.
