@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use bytes::BytesMut;
-use infra_proto_pg::drive::{LOGIN_TIMEOUT, Outcome, drive};
+use infra_proto_pg::drive::{Driven, LOGIN_TIMEOUT, drive};
 use infra_proto_pg::login::{CancelKey, StartupReader, Transport};
 use infra_proto_pg::{MAX_MESSAGE, error_response, frame};
 use infra_tunnel::proto::AccessEvent;
@@ -143,10 +143,10 @@ impl Session {
         let mut startup = StartupReader::new(Transport::Tunnel);
         let deadline = tokio::time::Instant::now() + LOGIN_TIMEOUT;
         match drive(&mut io, &mut startup, deadline).await {
-            Ok(Outcome::Done(s)) => self.run(io, s.params, BytesMut::from(&s.leftover[..]), started).await,
-            Ok(Outcome::Cancel(key)) => cancel_query(&self.origin(), &self.cfg, key).await,
-            Ok(Outcome::Refused(f)) => self.record("denied", format!("bad startup packet: {}", f.message)),
-            Ok(Outcome::TlsRequested) | Err(_) => {}
+            Ok(Driven::Done(s)) => self.run(io, s.params, BytesMut::from(&s.leftover[..]), started).await,
+            Ok(Driven::Cancel(key)) => cancel_query(&self.origin(), &self.cfg, key).await,
+            Ok(Driven::Refused(f)) => self.record("denied", format!("bad startup packet: {}", f.message)),
+            Ok(Driven::TlsRequested) | Err(_) => {}
         }
     }
 
