@@ -17,7 +17,7 @@ use clap::Args;
 use http_body_util::Empty;
 use hyper_util::rt::TokioIo;
 use infra_api::Info;
-use infra_proto_pg::drive::{DriveError, Outcome, drive};
+use infra_proto_pg::drive::{DriveError, Driven, drive};
 use infra_proto_pg::login::{StartupReader, Transport};
 use infra_proto_pg::{Fatal, SqlState};
 use infra_tunnel::refusal::Refusal;
@@ -275,9 +275,9 @@ async fn refuse<S: AsyncRead + AsyncWrite + Unpin>(mut client: S, f: &Fatal) -> 
     let mut startup = StartupReader::new(Transport::Tunnel);
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
     match drive(&mut client, &mut startup, deadline).await {
-        Ok(Outcome::Done(_)) => {}
+        Ok(Driven::Done(_)) => {}
         // A cancel is never answered; a bad startup was, by `drive`.
-        Ok(Outcome::Cancel(_) | Outcome::TlsRequested | Outcome::Refused(_)) | Err(DriveError::Closed) => {
+        Ok(Driven::Cancel(_) | Driven::TlsRequested | Driven::Refused(_)) | Err(DriveError::Closed) => {
             return Ok(());
         }
         Err(e) => return Err(e.into()),

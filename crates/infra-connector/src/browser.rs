@@ -8,8 +8,8 @@ use http::{HeaderValue, Response, StatusCode};
 use infra_core::ReturnPath;
 use infra_tunnel::Body;
 
-use crate::clock::now_ms;
 use crate::answer::json_error;
+use crate::clock::now_ms;
 use crate::state::State;
 
 fn hv(s: &str) -> Option<HeaderValue> {

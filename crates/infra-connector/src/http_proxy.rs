@@ -19,8 +19,8 @@ use infra_tunnel::proto::Outcome;
 use infra_tunnel::{Body, HDR_UPGRADE};
 
 use crate::admit::Admitted;
-use crate::browser::{strip_token_cookie, strip_token_set_cookie};
 use crate::answer::Call;
+use crate::browser::{strip_token_cookie, strip_token_set_cookie};
 use crate::metered::{Done, Metered};
 use crate::route::Target;
 

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::BytesMut;
-use infra_proto_pg::drive::{LOGIN_TIMEOUT, Outcome as Step, drive};
+use infra_proto_pg::drive::{Driven, LOGIN_TIMEOUT, drive};
 use infra_proto_pg::error_response;
 use infra_proto_pg::login::{CleartextLogin, Transport};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
@@ -70,10 +70,10 @@ async fn connection<S>(
     let mut login = CleartextLogin::new(Transport::TlsRequired);
     let deadline = tokio::time::Instant::now() + LOGIN_TIMEOUT;
     match drive(&mut plain, &mut login, deadline).await {
-        Ok(Step::TlsRequested) => {}
-        Ok(Step::Cancel(key)) => return cancel_query(&anonymous, &cfg, key).await,
+        Ok(Driven::TlsRequested) => {}
+        Ok(Driven::Cancel(key)) => return cancel_query(&anonymous, &cfg, key).await,
         // Refusals were written by `drive`; a login cannot end before TLS.
-        Ok(Step::Done(_) | Step::Refused(_)) | Err(_) => return,
+        Ok(Driven::Done(_) | Driven::Refused(_)) | Err(_) => return,
     }
     let Ok(Ok(mut io)) = tokio::time::timeout(TLS_TIMEOUT, acceptor.accept(plain)).await else {
         return;
@@ -81,9 +81,9 @@ async fn connection<S>(
     login.tls_established();
     let deadline = tokio::time::Instant::now() + LOGIN_TIMEOUT;
     let l = match drive(&mut io, &mut login, deadline).await {
-        Ok(Step::Done(l)) => l,
-        Ok(Step::Cancel(key)) => return cancel_query(&anonymous, &cfg, key).await,
-        Ok(Step::TlsRequested | Step::Refused(_)) | Err(_) => return,
+        Ok(Driven::Done(l)) => l,
+        Ok(Driven::Cancel(key)) => return cancel_query(&anonymous, &cfg, key).await,
+        Ok(Driven::TlsRequested | Driven::Refused(_)) | Err(_) => return,
     };
     let buf = BytesMut::from(&l.leftover[..]);
     let token = l.password.into_string();

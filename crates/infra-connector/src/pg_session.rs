@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use bytes::BytesMut;
-use infra_proto_pg::drive::{LOGIN_TIMEOUT, Outcome as Step, drive};
+use infra_proto_pg::drive::{Driven, LOGIN_TIMEOUT, drive};
 use infra_proto_pg::login::{CancelKey, StartupReader, Transport};
 use infra_proto_pg::{MAX_MESSAGE, error_response, frame};
 use infra_tunnel::proto::Outcome;
@@ -125,10 +125,10 @@ impl Session {
         let mut startup = StartupReader::new(Transport::Tunnel);
         let deadline = tokio::time::Instant::now() + LOGIN_TIMEOUT;
         match drive(&mut io, &mut startup, deadline).await {
-            Ok(Step::Done(s)) => self.run(io, s.params, BytesMut::from(&s.leftover[..]), started).await,
-            Ok(Step::Cancel(key)) => cancel_query(&self.audit, &self.cfg, key).await,
-            Ok(Step::Refused(f)) => self.record(Outcome::Denied, format!("bad startup packet: {}", f.message)),
-            Ok(Step::TlsRequested) | Err(_) => {}
+            Ok(Driven::Done(s)) => self.run(io, s.params, BytesMut::from(&s.leftover[..]), started).await,
+            Ok(Driven::Cancel(key)) => cancel_query(&self.audit, &self.cfg, key).await,
+            Ok(Driven::Refused(f)) => self.record(Outcome::Denied, format!("bad startup packet: {}", f.message)),
+            Ok(Driven::TlsRequested) | Err(_) => {}
         }
     }
 

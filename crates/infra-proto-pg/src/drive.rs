@@ -24,7 +24,7 @@ const FAREWELL: Duration = Duration::from_secs(1);
 
 /// Where a driven handshake stopped.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Outcome<T> {
+pub enum Driven<T> {
     /// `S` was sent: run TLS, call `tls_established`, and drive again.
     TlsRequested,
     /// A CancelRequest: the connection carries nothing else.
@@ -47,7 +47,7 @@ pub enum DriveError {
 }
 
 /// Runs `h` on `io` until it stops, failing at `deadline`.
-pub async fn drive<H, S>(io: &mut S, h: &mut H, deadline: Instant) -> Result<Outcome<H::Done>, DriveError>
+pub async fn drive<H, S>(io: &mut S, h: &mut H, deadline: Instant) -> Result<Driven<H::Done>, DriveError>
 where
     H: Handshake,
     S: AsyncRead + AsyncWrite + Unpin,
@@ -71,13 +71,13 @@ where
                 }
             },
             Step::Write(bytes) => write(io, &bytes, deadline).await?,
-            Step::TlsRequested => return Ok(Outcome::TlsRequested),
-            Step::Cancel(key) => return Ok(Outcome::Cancel(key)),
-            Step::Done(done) => return Ok(Outcome::Done(done)),
+            Step::TlsRequested => return Ok(Driven::TlsRequested),
+            Step::Cancel(key) => return Ok(Driven::Cancel(key)),
+            Step::Done(done) => return Ok(Driven::Done(done)),
             Step::Failed(f) => {
                 // The client may be gone already; the refusal stands anyway.
                 let _ = write(io, &f.encode(), Instant::now() + FAREWELL).await;
-                return Ok(Outcome::Refused(f));
+                return Ok(Driven::Refused(f));
             }
         }
     }
@@ -139,7 +139,7 @@ mod tests {
             client
         });
         let mut login = CleartextLogin::new(Transport::Tls);
-        let Ok(Outcome::Done(l)) = drive(&mut server, &mut login, soon()).await else {
+        let Ok(Driven::Done(l)) = drive(&mut server, &mut login, soon()).await else {
             panic!("no login")
         };
         assert_eq!(l.password.expose(), "tok");
@@ -152,7 +152,7 @@ mod tests {
         let (mut client, mut server) = tokio::io::duplex(1024);
         client.write_all(&startup_message(&[("user", "a")])).await.unwrap();
         let mut login = CleartextLogin::new(Transport::TlsRequired);
-        let Ok(Outcome::Refused(f)) = drive(&mut server, &mut login, soon()).await else {
+        let Ok(Driven::Refused(f)) = drive(&mut server, &mut login, soon()).await else {
             panic!("not refused")
         };
         assert_eq!(f.code, SqlState::InvalidAuthorization);
@@ -168,7 +168,7 @@ mod tests {
         client.write_all(&[0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f]).await.unwrap();
         let mut login = CleartextLogin::new(Transport::TlsRequired);
         let r = drive(&mut server, &mut login, soon()).await.unwrap();
-        assert_eq!(r, Outcome::TlsRequested);
+        assert_eq!(r, Driven::TlsRequested);
         let mut s = [0u8; 1];
         client.read_exact(&mut s).await.unwrap();
         assert_eq!(&s, b"S");

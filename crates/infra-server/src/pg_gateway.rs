@@ -6,7 +6,7 @@
 //! `infra proxy`: the connector decides, the gateway only routes.
 
 use bytes::Bytes;
-use infra_proto_pg::drive::{LOGIN_TIMEOUT, Outcome, drive};
+use infra_proto_pg::drive::{Driven, LOGIN_TIMEOUT, drive};
 use infra_proto_pg::login::{CleartextLogin, Login, Transport};
 use infra_proto_pg::{Fatal, SqlState, startup_message};
 use infra_tunnel::refusal::Refusal;
@@ -49,10 +49,10 @@ where
     let mut login = CleartextLogin::new(Transport::Tls);
     let deadline = tokio::time::Instant::now() + LOGIN_TIMEOUT;
     let login = match drive(&mut io, &mut login, deadline).await {
-        Ok(Outcome::Done(l)) => l,
+        Ok(Driven::Done(l)) => l,
         // A cancel carries no token, so no connector would take it; and
         // PostgreSQL never answers one. Refusals were written by `drive`.
-        Ok(Outcome::Cancel(_) | Outcome::TlsRequested | Outcome::Refused(_)) | Err(_) => return,
+        Ok(Driven::Cancel(_) | Driven::TlsRequested | Driven::Refused(_)) | Err(_) => return,
     };
     let Some((tx, req)) = stream_request(&dest, peer, &login) else {
         return;
