@@ -77,8 +77,9 @@ pub mod fuzzing {
     }
 }
 
-/// Runs the connector until SIGTERM or SIGINT.
-pub async fn run(args: ConnectorArgs) -> anyhow::Result<()> {
+/// Runs the connector until SIGTERM or SIGINT. `init_logs` sets up logging
+/// (JSON lines when given `true`).
+pub async fn run(args: ConnectorArgs, init_logs: fn(bool)) -> anyhow::Result<()> {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     init_logs(args.log_format.as_deref() == Some("json"));
     let print_sshd = args.print_sshd_config;
@@ -269,15 +270,6 @@ async fn listen_direct(state: &Arc<state::State>, shutdown: &CancellationToken) 
             .spawn(direct::serve(state.clone(), l, tls, shutdown.clone()));
     }
     Ok(())
-}
-
-fn init_logs(json: bool) {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("INFRA_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    let b = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _ = if json { b.json().try_init() } else { b.try_init() };
 }
 
 async fn signals(token: CancellationToken) {

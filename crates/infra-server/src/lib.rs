@@ -53,9 +53,10 @@ pub mod fuzzing {
     }
 }
 
-/// Runs the server until SIGTERM or SIGINT.
-pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
-    serve::run(args).await
+/// Runs the server until SIGTERM or SIGINT. `init_logs` sets up logging
+/// (JSON lines when given `true`) once the configuration is read.
+pub async fn run(args: ServerArgs, init_logs: fn(bool)) -> anyhow::Result<()> {
+    serve::run(args, init_logs).await
 }
 
 /// The OpenAPI document, for `infra server --openapi` and tests.

@@ -21,7 +21,7 @@ use crate::bootstrap::{self, FirstAdmin};
 use crate::config::{ServerArgs, Settings};
 use crate::state::{AppState, Inner};
 
-pub(crate) async fn run(args: ServerArgs) -> anyhow::Result<()> {
+pub(crate) async fn run(args: ServerArgs, init_logs: fn(bool)) -> anyhow::Result<()> {
     if args.openapi {
         println!("{}", crate::api::openapi_json());
         return Ok(());
@@ -227,15 +227,6 @@ fn print_banner(s: &Settings, fingerprint: &str, ca_path: &std::path::Path, firs
         }
     }
     eprintln!();
-}
-
-fn init_logs(json: bool) {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("INFRA_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    let b = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _ = if json { b.json().try_init() } else { b.try_init() };
 }
 
 /// Hides a password in a database URL before it is logged.

@@ -37,6 +37,17 @@ enum Cmd {
     Client(infra_cli::Command),
 }
 
+/// Logs for the long-running commands, on stderr: `INFRA_LOG` filters
+/// (default `info`), JSON lines when asked.
+fn init_logs(json: bool) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("INFRA_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = if json { b.json().try_init() } else { b.try_init() };
+}
+
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
@@ -48,8 +59,8 @@ fn main() -> std::process::ExitCode {
     };
     let result = rt.block_on(async {
         match cli.command {
-            Cmd::Server(a) => infra_server::run(*a).await,
-            Cmd::Connector(a) => infra_connector::run(a).await,
+            Cmd::Server(a) => infra_server::run(*a, init_logs).await,
+            Cmd::Connector(a) => infra_connector::run(a, init_logs).await,
             Cmd::Completions { shell } => {
                 clap_complete::generate(shell, &mut Cli::command(), "infra", &mut std::io::stdout());
                 Ok(())
