@@ -398,6 +398,8 @@ impl Drop for Lease {
         }
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
             let (roles, name) = (self.roles.clone(), std::mem::take(&mut self.name));
+            // Not tracked: a drop has no owner to hand the task to, and a
+            // release is one short query.
             rt.spawn(async move { roles.release(&name).await });
         }
     }
