@@ -105,6 +105,8 @@ async fn admit_and_run<S>(
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
     let Some(entrance) = Entrance::new(&state, destination, source) else {
+        let msg = format!("this connector does not serve database '{destination}'");
+        let _ = io.write_all(&error_response("FATAL", "08006", &msg)).await;
         return;
     };
     let refused = |d: &Denial| format!("direct session refused: {}", d.message);

@@ -183,11 +183,6 @@ impl Session {
                 ended.as_str()
             ),
         );
-        if ended == Ended::Revoked
-            && let Err(e) = self.roles.disable(&self.ident.email).await
-        {
-            tracing::warn!(destination = %self.destination, user = %self.ident.email, error = %e, "cannot disable the login role");
-        }
         // The last session of the role: it may no longer log in.
         lease.end().await;
     }
@@ -309,6 +304,12 @@ impl Session {
         };
         match &ended {
             Ended::Revoked => {
+                // The role may no longer log in before the client hears that
+                // the session is over: a client that reconnects at once
+                // must not find it open.
+                if let Err(e) = self.roles.disable(&self.ident.email).await {
+                    tracing::warn!(destination = %self.destination, user = %self.ident.email, error = %e, "cannot disable the login role");
+                }
                 let msg = "your access to this database was revoked; the session is closed";
                 let _ = cw.write_all(&error_response("FATAL", "57P01", msg)).await;
             }

@@ -18,7 +18,7 @@ use crate::state::State;
 pub(crate) const SSL: [u8; 8] = [0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f];
 pub(crate) const GSSENC: [u8; 8] = [0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x30];
 
-/// A connector with no destinations and no grants yet, its data (spool,
+/// A connector serving database `db`, with no grants yet, its data (spool,
 /// direct-mode CA) in a fresh directory named after the test.
 pub(crate) fn state(test: &str) -> Arc<State> {
     let dir = std::env::temp_dir().join(format!("infra-pg-{test}-{}", std::process::id()));
@@ -34,7 +34,14 @@ pub(crate) fn state(test: &str) -> Arc<State> {
         data_dir: dir.clone(),
         admin_listen: "127.0.0.1:0".parse().unwrap(),
         direct: None,
-        destinations: Vec::new(),
+        destinations: vec![crate::config::Destination {
+            name: "db".into(),
+            kind: crate::config::Kind::Postgres(pg(1)),
+            url: "postgres://127.0.0.1:1".into(),
+            authority: "127.0.0.1:1".into(),
+            upstream_authorization: None,
+            labels: Default::default(),
+        }],
     };
     Arc::new(State::new(settings, Spool::open(&dir).unwrap(), "instance".into()).unwrap())
 }
