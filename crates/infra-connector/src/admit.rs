@@ -86,24 +86,23 @@ impl Entrance {
         check: impl FnOnce(&Claims) -> Option<Denial>,
         detail: impl Fn(&Denial) -> String,
     ) -> Result<Admitted, Denial> {
-        let refuse = |audit: &Audit, d: Denial| {
-            audit.record(Outcome::Denied, detail(&d));
+        // The audit handle for a refusal is made only when one happens:
+        // a request let in pays for one handle, its own.
+        let refuse = |user: &str, d: Denial| {
+            self.audit.as_user(user).record(Outcome::Denied, detail(&d));
             d
         };
         let Some(decider) = self.state.decider() else {
-            return Err(refuse(&self.audit, deny(503, NOT_READY)));
+            return Err(refuse(ANONYMOUS, deny(503, NOT_READY)));
         };
         let name = &self.route.name;
-        let claims = decider
-            .verify(token, name)
-            .map_err(|d| refuse(&self.audit.as_user("unknown"), d))?;
-        let audit = self.audit.as_user(&claims.name);
+        let claims = decider.verify(token, name).map_err(|d| refuse("unknown", d))?;
         if let Some(d) = check(&claims) {
-            return Err(refuse(&audit, d));
+            return Err(refuse(&claims.name, d));
         }
         let ident = decider
             .authorize(&claims, name, now_ms())
-            .map_err(|d| refuse(&audit, d))?;
+            .map_err(|d| refuse(&claims.name, d))?;
         drop(decider);
         let roles = if self.route.target.watches_roles() {
             ident.roles.clone()
