@@ -49,6 +49,7 @@ pub(crate) struct Admitted {
 
 const ANONYMOUS: &str = "anonymous";
 const NOT_READY: &str = "this connector has not received its grants from the server yet; try again shortly";
+const AUDIT_BEHIND: &str = "this connector cannot write its audit log as fast as requests arrive; try again shortly";
 
 impl Entrance {
     /// The door to `destination`, if this connector serves it.
@@ -92,6 +93,11 @@ impl Entrance {
             self.audit.as_user(user).record(Outcome::Denied, detail(&d));
             d
         };
+        // Back-pressure: a request is let in only if its event can be
+        // written; never an unaudited request, never a dropped event.
+        if self.state.spool.overloaded() {
+            return Err(refuse(ANONYMOUS, deny(503, AUDIT_BEHIND)));
+        }
         let Some(decider) = self.state.decider() else {
             return Err(refuse(ANONYMOUS, deny(503, NOT_READY)));
         };

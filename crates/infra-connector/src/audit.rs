@@ -8,6 +8,9 @@ use infra_tunnel::proto::{AccessEvent, Outcome};
 use crate::clock::now_ms;
 use crate::spool::Spool;
 
+/// Ends once an event is written to the spool.
+pub(crate) type Written = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
 /// Records events for one stream.
 #[derive(Clone)]
 pub(crate) struct Audit {
@@ -36,14 +39,26 @@ impl Audit {
     }
 
     pub(crate) fn record(&self, result: Outcome, detail: impl Into<String>) {
-        self.spool.record(AccessEvent {
+        self.spool.record(self.event(result, detail.into()));
+    }
+
+    /// Records an event and returns a future that ends once it is
+    /// written: a response that waits for it before its last byte is
+    /// never seen by a client whose request a crash then forgets.
+    pub(crate) fn record_written(&self, result: Outcome, detail: impl Into<String>) -> Written {
+        let seq = self.spool.record(self.event(result, detail.into()));
+        Box::pin(self.spool.clone().written(seq))
+    }
+
+    fn event(&self, result: Outcome, detail: String) -> AccessEvent {
+        AccessEvent {
             seq: 0,
             time_ms: now_ms(),
             user: self.user.clone(),
             destination: self.destination.clone(),
             source: self.source.clone(),
             result,
-            detail: detail.into(),
-        });
+            detail,
+        }
     }
 }

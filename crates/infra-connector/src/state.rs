@@ -105,7 +105,7 @@ impl Drop for Inflight {
 }
 
 impl State {
-    pub(crate) fn new(settings: Settings, spool: Spool, instance_id: String) -> anyhow::Result<Self> {
+    pub(crate) fn new(settings: Settings, spool: Arc<Spool>, instance_id: String) -> anyhow::Result<Self> {
         let mut http = HttpConnector::new();
         http.set_nodelay(true);
         http.set_connect_timeout(Some(std::time::Duration::from_secs(10)));
@@ -116,7 +116,7 @@ impl State {
         Ok(Self {
             routes: Routes::new(&settings.destinations)?,
             settings,
-            spool: Arc::new(spool),
+            spool,
             client,
             instance_id,
             tasks: tokio_util::task::TaskTracker::new(),

@@ -263,9 +263,15 @@ fn control(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
             let added = state.spool.added.notified();
             let batch = state.spool.after(sent, 1000);
             let full = batch.len() == 1000;
-            for ev in batch {
-                sent = ev.seq;
-                if tx.send(&ConnectorMsg::Audit(ev)).await.is_err() {
+            if let Some(last) = batch.last() {
+                sent = last.seq;
+                // The lines the spool wrote are the messages: one frame
+                // for the batch, nothing encoded again.
+                let mut frame = bytes::BytesMut::with_capacity(batch.iter().map(|l| l.bytes.len()).sum());
+                for l in &batch {
+                    frame.extend_from_slice(&l.bytes);
+                }
+                if tx.send_encoded(frame.freeze()).await.is_err() {
                     return;
                 }
             }

@@ -75,12 +75,42 @@ pub(crate) fn emit(state: &AppState, row: &AuditRow) {
     }
 }
 
-/// Writes events to stdout as JSON lines, in one write.
-pub(crate) fn emit_batch(rows: &[AuditRow]) {
+/// Writes events to stdout as JSON lines, on the stdout writer's thread:
+/// the caller (the store's writer, which acknowledges events to
+/// connectors) does not wait for the rendering or the terminal.
+pub(crate) fn emit_batch(rows: Vec<AuditRow>) {
+    static OUT: std::sync::OnceLock<Option<std::sync::mpsc::Sender<Vec<AuditRow>>>> = std::sync::OnceLock::new();
+    let out = OUT.get_or_init(|| {
+        let (tx, rx) = std::sync::mpsc::channel::<Vec<AuditRow>>();
+        std::thread::Builder::new()
+            .name("audit-stdout".into())
+            .spawn(move || {
+                while let Ok(rows) = rx.recv() {
+                    write_lines(&rows);
+                }
+            })
+            .ok()
+            .map(|_| tx)
+    });
+    match out {
+        Some(tx) => {
+            if let Err(e) = tx.send(rows) {
+                write_lines(&e.0);
+            }
+        }
+        None => write_lines(&rows),
+    }
+}
+
+fn write_lines(rows: &[AuditRow]) {
     use std::io::Write;
     let mut buf = Vec::with_capacity(rows.len() * 400);
+    #[derive(serde::Serialize)]
+    struct Line<'a> {
+        audit: &'a AuditRow,
+    }
     for r in rows {
-        if serde_json::to_writer(&mut buf, &serde_json::json!({ "audit": r })).is_ok() {
+        if serde_json::to_writer(&mut buf, &Line { audit: r }).is_ok() {
             buf.push(b'\n');
         }
     }

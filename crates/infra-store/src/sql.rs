@@ -84,6 +84,7 @@ impl Sql {
         Ok(q.fetch_all(c).await?)
     }
 
+    #[cfg(test)]
     pub(crate) async fn execute(&self, c: &mut Conn) -> Result<u64, StoreError> {
         let mut q = sqlx::query(AssertSqlSafe(self.text.clone()));
         for a in &self.args {

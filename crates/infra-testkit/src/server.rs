@@ -143,6 +143,21 @@ impl Server {
         let _ = child.wait();
     }
 
+    /// SIGKILL: the server vanishes mid-work, as in a crash. Start it
+    /// again with [`Server::start_again`].
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts a stopped or killed server with the same data directory,
+    /// port and options.
+    pub fn start_again(&mut self) -> anyhow::Result<()> {
+        self.spawn_and_wait()
+    }
+
     /// Stops the server and starts it again with the same data directory,
     /// port and options.
     pub fn restart(&mut self) -> anyhow::Result<()> {

@@ -53,6 +53,11 @@ impl LineSender {
             .map_err(|_| "control stream closed".into())
     }
 
+    /// Sends lines already encoded (each ends in `\n`), as one frame.
+    pub async fn send_encoded(&self, lines: Bytes) -> Result<(), BoxError> {
+        self.tx.send(lines).await.map_err(|_| "control stream closed".into())
+    }
+
     pub fn is_closed(&self) -> bool {
         self.tx.is_closed()
     }

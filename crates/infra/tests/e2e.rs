@@ -13,6 +13,7 @@ mod e2e {
     pub mod bad_input;
     pub mod common;
     pub mod direct;
+    pub mod durability;
     pub mod gateway;
     pub mod identity;
     pub mod kube;

@@ -120,7 +120,7 @@ pub(crate) fn only_error(b: &[u8]) -> (String, String) {
 pub(crate) fn events(state: &State) -> Vec<(String, String, String)> {
     state
         .spool
-        .after(0, 100)
+        .events()
         .into_iter()
         .map(|e| (e.user, e.result.as_str().to_owned(), e.detail))
         .collect()

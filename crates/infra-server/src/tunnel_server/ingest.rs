@@ -166,7 +166,7 @@ async fn store_batch(state: &AppState, hello: &Hello, batch: Vec<AccessEvent>) -
         let rows = infra_store::audit::append_batch(tx.conn(), events, now_ms()).await?;
         connectors::set_audit_acked(tx.conn(), &hello.instance_id, acked).await?;
         tx.commit().await?;
-        audit::emit_batch(&rows);
+        audit::emit_batch(rows);
         Ok(Some(acked))
     }
     .await;
