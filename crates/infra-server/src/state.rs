@@ -23,6 +23,8 @@ pub(crate) struct Inner {
     pub(crate) oidc: crate::oidc::Oidc,
     /// The owners of every task the server starts (see `tasks`).
     pub(crate) tasks: crate::tasks::Tasks,
+    /// The queue of the server's one writer of connectors' audit events.
+    pub(crate) audit_intake: crate::tunnel_server::Intake,
 }
 
 impl std::ops::Deref for AppState {

@@ -37,7 +37,13 @@ pub(crate) async fn state() -> TestState {
         hashing: tokio::sync::Semaphore::new(1),
         oidc: crate::oidc::Oidc::new(),
         tasks: crate::tasks::Tasks::default(),
+        audit_intake: crate::tunnel_server::Intake::new(),
     }));
+    state.audit_intake.start(
+        &state,
+        &state.tasks.background,
+        tokio_util::sync::CancellationToken::new(),
+    );
     crate::bootstrap::signing_key(&state).await.expect("signing key");
     crate::ssh::ensure(&state).await.expect("SSH CAs");
     TestState { state, _dir: dir }

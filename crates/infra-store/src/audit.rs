@@ -147,16 +147,17 @@ pub async fn append_batch(c: &mut Conn, evs: Vec<NewAuditEvent>, now_ms: i64) ->
 
 /// One insert for a batch: a JSON array of `[seq, time_ms, actor, action,
 /// target, source, result, detail, prev_hash, hash]` rows, taken apart by
-/// the database (SQLite's `jsonb_each`, whose rows stay in its binary
-/// form, so each field is found without parsing text again; PostgreSQL's
-/// `json_array_elements`).
+/// the database: SQLite's `jsonb_each` and PostgreSQL's
+/// `jsonb_array_elements`, whose rows stay in the binary form, so each
+/// field is found without parsing text again (the `json` forms parsed
+/// every row once per field; measured).
 const INSERT_BATCH: [&str; 2] = [
     "INSERT INTO audit_events (seq, time_ms, actor, action, target, source, result, detail, prev_hash, hash) \
      SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5, value ->> 6, \
      value ->> 7, value ->> 8, value ->> 9 FROM jsonb_each($1)",
     "INSERT INTO audit_events (seq, time_ms, actor, action, target, source, result, detail, prev_hash, hash) \
      SELECT (e ->> 0)::bigint, (e ->> 1)::bigint, e ->> 2, e ->> 3, e ->> 4, e ->> 5, e ->> 6, \
-     e ->> 7, e ->> 8, e ->> 9 FROM json_array_elements($1::json) AS e",
+     e ->> 7, e ->> 8, e ->> 9 FROM jsonb_array_elements($1::jsonb) AS e",
 ];
 
 fn is_postgres(c: &Conn) -> bool {

@@ -53,6 +53,16 @@ impl LineSender {
             .map_err(|_| "control stream closed".into())
     }
 
+    /// Sends one message if there is room now; `false` when the stream is
+    /// full or gone.
+    pub fn try_send<T: Serialize>(&self, msg: &T) -> bool {
+        let Ok(mut v) = serde_json::to_vec(msg) else {
+            return false;
+        };
+        v.push(b'\n');
+        self.tx.try_send(Bytes::from(v)).is_ok()
+    }
+
     /// Sends lines already encoded (each ends in `\n`), as one frame.
     pub async fn send_encoded(&self, lines: Bytes) -> Result<(), BoxError> {
         self.tx.send(lines).await.map_err(|_| "control stream closed".into())
