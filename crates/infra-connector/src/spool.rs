@@ -418,6 +418,26 @@ mod tests {
     }
 
     #[test]
+    fn a_writer_that_falls_behind_makes_the_spool_overloaded_and_loses_nothing() {
+        let dir = std::env::temp_dir().join(format!("spool-behind-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let s = Spool::open(&dir).unwrap();
+        {
+            // The writer cannot write while the file's lock is held (as
+            // when the disk stops answering).
+            let _stuck = s.inner.lock().unwrap();
+            for _ in 0..=MAX_QUEUED {
+                s.record(ev());
+            }
+            assert!(s.overloaded());
+        }
+        s.flush(false);
+        assert!(!s.overloaded());
+        assert_eq!(s.after(0, usize::MAX).len(), MAX_QUEUED + 1, "every event was kept");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
     fn reads_spools_written_by_earlier_versions() {
         let dir = std::env::temp_dir().join(format!("spool-old-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
