@@ -42,12 +42,13 @@ impl Audit {
         self.spool.record(self.event(result, detail.into()));
     }
 
-    /// Records an event and returns a future that ends once it is
-    /// written: a response that waits for it before its last byte is
-    /// never seen by a client whose request a crash then forgets.
-    pub(crate) fn record_written(&self, result: Outcome, detail: impl Into<String>) -> Written {
-        let seq = self.spool.record(self.event(result, detail.into()));
-        Box::pin(self.spool.clone().written(seq))
+    /// Records an event and, unless it is written already, returns a
+    /// future that ends once it is: a response that waits for it before
+    /// its last byte is never seen by a client whose request a crash then
+    /// forgets.
+    pub(crate) fn record_written(&self, result: Outcome, detail: impl Into<String>) -> Option<Written> {
+        let seq = self.spool.record_now(self.event(result, detail.into()))?;
+        Some(Box::pin(self.spool.clone().written(seq)))
     }
 
     fn event(&self, result: Outcome, detail: String) -> AccessEvent {

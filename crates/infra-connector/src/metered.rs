@@ -49,7 +49,8 @@ impl Metered {
         }
     }
 
-    /// Records the end-of-response event; `None` if it was recorded.
+    /// Records the end-of-response event; `None` if it was recorded
+    /// before, or is written already.
     fn finish(&mut self, reason: &str) -> Option<Written> {
         // Dropping `Done` forgets the stream and ends its in-flight count.
         let d = self.done.take()?;
@@ -64,7 +65,7 @@ impl Metered {
         if !reason.is_empty() {
             detail.push_str(&format!(" ended={reason}"));
         }
-        Some(d.admitted.audit.record_written(Outcome::Success, detail))
+        d.admitted.audit.record_written(Outcome::Success, detail)
     }
 
     /// The response is complete: its last frame (`None`: its end) goes out
