@@ -297,99 +297,113 @@ async fn main() {
             println!("ready");
             tokio::time::sleep(Duration::from_secs(mode[1].parse().unwrap())).await;
         }
-        Some("revoke") => {
-            let rounds: usize = mode[1].parse().unwrap();
-            let admin = &mode[2];
-            let email = &mode[3];
-            let mut lat = vec![];
-            for _ in 0..rounds {
-                let g: serde_json::Value = http
-                    .post(format!("{api}/api/grants"))
-                    .bearer_auth(admin)
-                    .json(&serde_json::json!({"user": email, "resource": a.dest, "role": "user"}))
-                    .send()
-                    .await
-                    .unwrap()
-                    .json()
-                    .await
-                    .unwrap();
-                let mut have = std::collections::HashSet::new();
-                while have.len() < a.tunnels {
-                    let (i, _, has) = rx.recv().await.unwrap();
-                    if has {
-                        have.insert(i);
-                    }
-                }
-                let t0 = Instant::now();
-                http.delete(format!("{api}/api/grants/{}", g["id"].as_str().unwrap()))
-                    .bearer_auth(admin)
-                    .send()
-                    .await
-                    .unwrap();
-                let mut gone = std::collections::HashSet::new();
-                while gone.len() < a.tunnels {
-                    let (i, t, has) = rx.recv().await.unwrap();
-                    if !has && gone.insert(i) {
-                        lat.push(t.saturating_duration_since(t0).as_secs_f64() * 1000.0);
-                    }
-                }
-            }
-            let n = lat.len();
-            let (p50, p99, max) = (pct(&mut lat, 0.5), pct(&mut lat, 0.99), pct(&mut lat, 1.0));
-            println!(
-                "revocation to {} tunnels x {rounds} rounds ({n} samples): p50 {p50:.1} ms, p99 {p99:.1} ms, max {max:.1} ms",
-                a.tunnels
-            );
-        }
-        Some("audit") => {
-            let stop = tokio_util::sync::CancellationToken::new();
-            let probe = mode.get(3).cloned().map(|admin| {
-                let (http, api, stop) = (http.clone(), api.clone(), stop.clone());
-                tokio::spawn(async move {
-                    let mut lat = vec![];
-                    for k in 0.. {
-                        if stop.is_cancelled() {
-                            break;
-                        }
-                        for req in [
-                            http.post(format!("{api}/api/groups"))
-                                .json(&serde_json::json!({ "name": format!("probe-{}-{k}", std::process::id()) })),
-                            http.delete(format!("{api}/api/groups/probe-{}-{k}", std::process::id())),
-                        ] {
-                            let t = Instant::now();
-                            let r = req.bearer_auth(&admin).send().await.unwrap();
-                            assert!(r.status().is_success(), "API write failed: {}", r.status());
-                            lat.push(t.elapsed().as_secs_f64() * 1000.0);
-                        }
-                    }
-                    lat
-                })
-            });
-            let mut runs = vec![];
-            while runs.len() < a.tunnels {
-                runs.push(done_rx.recv().await.unwrap());
-            }
-            let first = runs.iter().map(|r| r.started).min().unwrap();
-            let last = runs.iter().map(|r| r.ended).max().unwrap();
-            let mut lag: Vec<f64> = runs.into_iter().flat_map(|r| r.lag_ms).collect();
-            let n = lag.len();
-            let secs = last.duration_since(first).as_secs_f64();
-            let (p50, p99) = (pct(&mut lag, 0.5), pct(&mut lag, 0.99));
-            println!(
-                "audit: {n} events from {} tunnels stored in {secs:.2} s: {:.0} events/s; ship lag p50 {p50:.1} ms, p99 {p99:.1} ms",
-                a.tunnels,
-                n as f64 / secs
-            );
-            stop.cancel();
-            if let Some(p) = probe {
-                let mut lat = p.await.unwrap();
-                let n = lat.len();
-                if n > 0 {
-                    let (p50, p99) = (pct(&mut lat, 0.5), pct(&mut lat, 0.99));
-                    println!("api writes meanwhile: {n}, p50 {p50:.1} ms, p99 {p99:.1} ms");
-                }
-            }
-        }
+        Some("revoke") => revoke(&a, &mode, &http, &api, &mut rx).await,
+        Some("audit") => audit_mode(&a, &mode, &http, &api, &mut done_rx).await,
         _ => panic!("mode: idle SECONDS | revoke ROUNDS ADMIN_KEY USER_EMAIL | audit EVENTS RATE [ADMIN_KEY]"),
+    }
+}
+
+/// Adds and removes a grant, `rounds` times, and times each removal's
+/// arrival at every tunnel.
+async fn revoke(a: &Args, mode: &[String], http: &reqwest::Client, api: &str, rx: &mut mpsc::UnboundedReceiver<Seen>) {
+    let rounds: usize = mode[1].parse().unwrap();
+    let admin = &mode[2];
+    let email = &mode[3];
+    let mut lat = vec![];
+    for _ in 0..rounds {
+        let g: serde_json::Value = http
+            .post(format!("{api}/api/grants"))
+            .bearer_auth(admin)
+            .json(&serde_json::json!({"user": email, "resource": a.dest, "role": "user"}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let mut have = std::collections::HashSet::new();
+        while have.len() < a.tunnels {
+            let (i, _, has) = rx.recv().await.unwrap();
+            if has {
+                have.insert(i);
+            }
+        }
+        let t0 = Instant::now();
+        http.delete(format!("{api}/api/grants/{}", g["id"].as_str().unwrap()))
+            .bearer_auth(admin)
+            .send()
+            .await
+            .unwrap();
+        let mut gone = std::collections::HashSet::new();
+        while gone.len() < a.tunnels {
+            let (i, t, has) = rx.recv().await.unwrap();
+            if !has && gone.insert(i) {
+                lat.push(t.saturating_duration_since(t0).as_secs_f64() * 1000.0);
+            }
+        }
+    }
+    let n = lat.len();
+    let (p50, p99, max) = (pct(&mut lat, 0.5), pct(&mut lat, 0.99), pct(&mut lat, 1.0));
+    println!(
+        "revocation to {} tunnels x {rounds} rounds ({n} samples): p50 {p50:.1} ms, p99 {p99:.1} ms, max {max:.1} ms",
+        a.tunnels
+    );
+}
+
+/// Waits for every tunnel's audit run (and the API writes meanwhile) and
+/// prints the figures.
+async fn audit_mode(
+    a: &Args,
+    mode: &[String],
+    http: &reqwest::Client,
+    api: &str,
+    done_rx: &mut mpsc::UnboundedReceiver<AuditRun>,
+) {
+    let stop = tokio_util::sync::CancellationToken::new();
+    let probe = mode.get(3).cloned().map(|admin| {
+        let (http, api, stop) = (http.clone(), api.to_owned(), stop.clone());
+        tokio::spawn(async move {
+            let mut lat = vec![];
+            for k in 0.. {
+                if stop.is_cancelled() {
+                    break;
+                }
+                for req in [
+                    http.post(format!("{api}/api/groups"))
+                        .json(&serde_json::json!({ "name": format!("probe-{}-{k}", std::process::id()) })),
+                    http.delete(format!("{api}/api/groups/probe-{}-{k}", std::process::id())),
+                ] {
+                    let t = Instant::now();
+                    let r = req.bearer_auth(&admin).send().await.unwrap();
+                    assert!(r.status().is_success(), "API write failed: {}", r.status());
+                    lat.push(t.elapsed().as_secs_f64() * 1000.0);
+                }
+            }
+            lat
+        })
+    });
+    let mut runs = vec![];
+    while runs.len() < a.tunnels {
+        runs.push(done_rx.recv().await.unwrap());
+    }
+    let first = runs.iter().map(|r| r.started).min().unwrap();
+    let last = runs.iter().map(|r| r.ended).max().unwrap();
+    let mut lag: Vec<f64> = runs.into_iter().flat_map(|r| r.lag_ms).collect();
+    let n = lag.len();
+    let secs = last.duration_since(first).as_secs_f64();
+    let (p50, p99) = (pct(&mut lag, 0.5), pct(&mut lag, 0.99));
+    println!(
+        "audit: {n} events from {} tunnels stored in {secs:.2} s: {:.0} events/s; ship lag p50 {p50:.1} ms, p99 {p99:.1} ms",
+        a.tunnels,
+        n as f64 / secs
+    );
+    stop.cancel();
+    if let Some(p) = probe {
+        let mut lat = p.await.unwrap();
+        let n = lat.len();
+        if n > 0 {
+            let (p50, p99) = (pct(&mut lat, 0.5), pct(&mut lat, 0.99));
+            println!("api writes meanwhile: {n}, p50 {p50:.1} ms, p99 {p99:.1} ms");
+        }
     }
 }

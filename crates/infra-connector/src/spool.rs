@@ -240,8 +240,10 @@ impl Spool {
             });
         }
         self.written.fetch_max(last, Ordering::Release);
-        drop(g);
+        // Before the lock is let go: whoever takes it next (a flush) sees
+        // the count without these events.
         self.queued.fetch_sub(events.len(), Ordering::Relaxed);
+        drop(g);
         self.added.notify_waiters();
     }
 

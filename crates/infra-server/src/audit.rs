@@ -75,55 +75,9 @@ pub(crate) fn emit(state: &AppState, row: &AuditRow) {
     }
 }
 
-/// Writes events to stdout as JSON lines, on the stdout writer's thread:
-/// the caller (the store's writer, which acknowledges events to
-/// connectors) does not wait for the rendering or the terminal.
-pub(crate) fn emit_batch(rows: Vec<AuditRow>) {
-    static OUT: std::sync::OnceLock<Option<std::sync::mpsc::Sender<Vec<AuditRow>>>> = std::sync::OnceLock::new();
-    let out = OUT.get_or_init(|| {
-        let (tx, rx) = std::sync::mpsc::channel::<Vec<AuditRow>>();
-        std::thread::Builder::new()
-            .name("audit-stdout".into())
-            .spawn(move || {
-                while let Ok(rows) = rx.recv() {
-                    write_lines(&rows);
-                }
-            })
-            .ok()
-            .map(|_| tx)
-    });
-    match out {
-        Some(tx) => {
-            if let Err(e) = tx.send(rows) {
-                write_lines(&e.0);
-            }
-        }
-        None => write_lines(&rows),
-    }
-}
-
-fn write_lines(rows: &[AuditRow]) {
-    use std::io::Write;
-    let mut buf = Vec::with_capacity(rows.len() * 400);
-    #[derive(serde::Serialize)]
-    struct Line<'a> {
-        audit: &'a AuditRow,
-    }
-    for r in rows {
-        if serde_json::to_writer(&mut buf, &Line { audit: r }).is_ok() {
-            buf.push(b'\n');
-        }
-    }
-    let mut out = std::io::stdout().lock();
-    let _ = out.write_all(&buf);
-    let _ = out.flush();
-}
-
 /// Writes the event to stdout as one JSON line.
 pub(crate) fn emit_quiet(row: &AuditRow) {
-    if let Ok(line) = serde_json::to_string(&serde_json::json!({ "audit": row })) {
-        println!("{line}");
-    }
+    crate::audit_out::print(std::slice::from_ref(row));
 }
 
 /// Records a stand-alone event (a denial, a failed login) in its own

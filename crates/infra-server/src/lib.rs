@@ -7,6 +7,8 @@
 
 mod api;
 mod audit;
+mod audit_intake;
+mod audit_out;
 mod authn;
 mod bootstrap;
 mod config;

@@ -92,14 +92,14 @@ async fn open_state(settings: Settings) -> anyhow::Result<AppState> {
         hashing: tokio::sync::Semaphore::new(std::thread::available_parallelism().map_or(2, |n| n.get())),
         oidc: crate::oidc::Oidc::new(),
         tasks: crate::tasks::Tasks::default(),
-        audit_intake: crate::tunnel_server::Intake::new(),
+        audit_intake: crate::audit_intake::Intake::new(),
     })))
 }
 
 /// The loops that run for the server's life, until `shutdown`.
 fn start_background(state: &AppState, shutdown: &CancellationToken) {
     let tasks = &state.tasks.background;
-    state.audit_intake.start(state, tasks, shutdown.clone());
+    state.audit_intake.start(&state.store, tasks, shutdown.clone());
     tasks.spawn(watch_changes(state.clone(), shutdown.clone()));
     tasks.spawn(heartbeat(state.clone(), shutdown.clone()));
     tasks.spawn(crate::gateway_names::keep_names(

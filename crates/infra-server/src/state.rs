@@ -24,7 +24,7 @@ pub(crate) struct Inner {
     /// The owners of every task the server starts (see `tasks`).
     pub(crate) tasks: crate::tasks::Tasks,
     /// The queue of the server's one writer of connectors' audit events.
-    pub(crate) audit_intake: crate::tunnel_server::Intake,
+    pub(crate) audit_intake: crate::audit_intake::Intake,
 }
 
 impl std::ops::Deref for AppState {

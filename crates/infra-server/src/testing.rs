@@ -37,10 +37,10 @@ pub(crate) async fn state() -> TestState {
         hashing: tokio::sync::Semaphore::new(1),
         oidc: crate::oidc::Oidc::new(),
         tasks: crate::tasks::Tasks::default(),
-        audit_intake: crate::tunnel_server::Intake::new(),
+        audit_intake: crate::audit_intake::Intake::new(),
     }));
     state.audit_intake.start(
-        &state,
+        &state.store,
         &state.tasks.background,
         tokio_util::sync::CancellationToken::new(),
     );

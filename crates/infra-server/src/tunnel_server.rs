@@ -27,7 +27,6 @@ use tokio_util::task::TaskTracker;
 
 use self::admit::Admitted;
 pub(crate) use self::admit::valid_direct_url;
-pub(crate) use self::ingest::Intake;
 use crate::hub::Tunnel;
 use crate::state::AppState;
 

@@ -1,92 +1,18 @@
-//! What connectors send back on their control streams: audit events, and
-//! what their destinations offer to grant.
-//!
-//! Each tunnel's reader parses its connector's lines and hands the events
-//! to the server's one audit writer ([`Intake`]). The writer gathers what
-//! every tunnel sent within a few milliseconds, stores it in one
-//! transaction (each connector instance's event numbers once), and then
-//! acknowledges to each connector what of its own is stored. One writer
-//! per server: on SQLite one commit (one fsync) carries every connector's
-//! events, and on PostgreSQL replicas take turns on the chain's head once
-//! per batch, not once per tunnel.
+//! What a connector sends back on the control stream: its audit events,
+//! handed to the server's audit writer (`audit_intake`), and what its
+//! destinations offer to grant.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::Arc;
 
 use infra_store::connectors;
-use infra_store::now_ms;
 use infra_tunnel::body::{LineReader, LineSender};
-use infra_tunnel::proto::{AccessEvent, ConnectorMsg, ControlMsg, Hello, Outcome};
-use tokio::sync::mpsc;
+use infra_tunnel::proto::{ConnectorMsg, Hello};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::audit;
+use crate::audit_intake::Source;
 use crate::state::AppState;
-
-/// How long events are gathered into one commit after the first arrives.
-const GROUP_COMMIT_WINDOW: Duration = Duration::from_millis(5);
-/// Events in one commit, at most, by backend. SQLite: one process, and
-/// each commit is an fsync, so large batches (measured: 1,000 → 80,000
-/// events/s, 4,000 → 107,000). PostgreSQL: every writer, on every
-/// replica, waits for the chain's head while a batch is stored, so smaller
-/// ones keep API writes from waiting long (measured with two replicas:
-/// 4,000 → API writes p99 440 ms, 1,000 → 130 ms, at 55,000 and 47,000
-/// events/s).
-fn batch_limit(backend: infra_store::Backend) -> usize {
-    match backend {
-        infra_store::Backend::Sqlite => 4000,
-        infra_store::Backend::Postgres => 1000,
-    }
-}
-/// Events read from all tunnels and not yet stored, at most: a full queue
-/// stops the tunnels' readers, and so (by flow control) their connectors'
-/// shipping; the connectors keep the events in their spools meanwhile.
-const QUEUE: usize = 16_384;
-
-/// A tunnel the events came from: who it is, and where its
-/// acknowledgements go.
-struct From {
-    hello: Hello,
-    acks: LineSender,
-    closed: CancellationToken,
-}
-
-/// An event and the tunnel it came from.
-type Shipped = (Arc<From>, AccessEvent);
-
-/// The server's audit writer's queue.
-pub(crate) struct Intake {
-    tx: mpsc::Sender<Shipped>,
-    rx: Mutex<Option<mpsc::Receiver<Shipped>>>,
-}
-
-impl Intake {
-    pub(crate) fn new() -> Self {
-        let (tx, rx) = mpsc::channel(QUEUE);
-        Self {
-            tx,
-            rx: Mutex::new(Some(rx)),
-        }
-    }
-
-    /// Starts the writer on `tasks`, until `shutdown` (events not stored
-    /// by then are not acknowledged: their connectors send them again).
-    pub(crate) fn start(&self, state: &AppState, tasks: &TaskTracker, shutdown: CancellationToken) {
-        let Some(rx) = self.rx.lock().ok().and_then(|mut r| r.take()) else {
-            return;
-        };
-        let state = state.clone();
-        tasks.spawn(async move {
-            tokio::select! {
-                () = write(state, rx) => {}
-                () = shutdown.cancelled() => {}
-            }
-        });
-    }
-}
 
 /// Starts reading the connector's messages (`body`, the control stream's
 /// response) on the tunnel's `tasks`: audit events go to the server's
@@ -99,7 +25,7 @@ pub(super) fn start(
     acks: LineSender,
     closed: CancellationToken,
 ) -> JoinHandle<()> {
-    let from = Arc::new(From {
+    let from = Arc::new(Source {
         hello,
         acks,
         closed: closed.clone(),
@@ -110,7 +36,7 @@ pub(super) fn start(
 /// Reads the connector's messages until it ends the stream or the tunnel
 /// closes; audit events go to the writer, inventories straight to the
 /// store.
-async fn read(state: AppState, from: Arc<From>, body: hyper::body::Incoming, closed: CancellationToken) {
+async fn read(state: AppState, from: Arc<Source>, body: hyper::body::Incoming, closed: CancellationToken) {
     let mut lines = LineReader::new(body);
     loop {
         let msg = tokio::select! {
@@ -119,7 +45,7 @@ async fn read(state: AppState, from: Arc<From>, body: hyper::body::Incoming, clo
         };
         match msg {
             Ok(Some(ConnectorMsg::Audit(ev))) => {
-                if state.audit_intake.tx.send((from.clone(), ev)).await.is_err() {
+                if !state.audit_intake.send(&from, ev).await {
                     return;
                 }
             }
@@ -132,141 +58,6 @@ async fn read(state: AppState, from: Arc<From>, body: hyper::body::Incoming, clo
                 return;
             }
         }
-    }
-}
-
-/// The writer: gathers, stores, acknowledges, for the server's life.
-async fn write(state: AppState, mut queue: mpsc::Receiver<Shipped>) {
-    let limit = batch_limit(state.store.backend());
-    let mut batch = Vec::with_capacity(limit);
-    loop {
-        if queue.recv_many(&mut batch, limit).await == 0 {
-            return;
-        }
-        // Group commit: what arrives within a few milliseconds joins, so
-        // a busy server pays one transaction (one fsync) per window.
-        let window = tokio::time::sleep(GROUP_COMMIT_WINDOW);
-        tokio::pin!(window);
-        while batch.len() < limit {
-            let room = limit - batch.len();
-            tokio::select! {
-                n = queue.recv_many(&mut batch, room) => if n == 0 { break },
-                () = &mut window => break,
-            }
-        }
-        let sources = store_batch(&state, std::mem::take(&mut batch)).await;
-        match sources {
-            Ok(acked) => {
-                for (from, seq) in acked {
-                    let ack = ControlMsg::AuditAck { seq };
-                    // Never wait on one slow connector: an acknowledgement
-                    // that does not fit now goes out on its own.
-                    if !from.acks.try_send(&ack) {
-                        tokio::spawn(async move {
-                            let _ = from.acks.send(&ack).await;
-                        });
-                    }
-                }
-            }
-            Err((froms, e)) => {
-                // Not acknowledged: the connectors keep the events and send
-                // them again on their next tunnels.
-                for f in froms {
-                    tracing::error!(connector = %f.hello.name, error = %e, "cannot store connector audit events; closing the tunnel");
-                    f.closed.cancel();
-                }
-            }
-        }
-    }
-}
-
-type Acked = Vec<(Arc<From>, i64)>;
-
-/// Stores a batch from any number of tunnels in one transaction; returns
-/// each tunnel's new acknowledged number.
-async fn store_batch(state: &AppState, batch: Vec<Shipped>) -> Result<Acked, (Vec<Arc<From>>, String)> {
-    // The tunnels in the batch, in the order they first appear; each
-    // one's events keep their order.
-    let mut order: Vec<Arc<From>> = Vec::new();
-    let mut by_tunnel: HashMap<usize, Vec<AccessEvent>> = HashMap::new();
-    for (from, ev) in batch {
-        let k = Arc::as_ptr(&from) as usize;
-        by_tunnel
-            .entry(k)
-            .or_insert_with(|| {
-                order.push(from.clone());
-                Vec::new()
-            })
-            .push(ev);
-    }
-    let r: Result<Acked, crate::error::ApiError> = async {
-        let mut tx = state.store.write().await?;
-        let mut events = Vec::new();
-        let mut acked = Vec::with_capacity(order.len());
-        for from in &order {
-            let evs = by_tunnel.remove(&(Arc::as_ptr(from) as usize)).unwrap_or_default();
-            let instance = &from.hello.instance_id;
-            let mut last = connectors::audit_acked(tx.conn(), instance).await?;
-            let before = last;
-            accept(&from.hello, evs, &mut last, &mut events);
-            if last > before {
-                connectors::set_audit_acked(tx.conn(), instance, last).await?;
-            }
-            acked.push((from.clone(), last));
-        }
-        let rows = infra_store::audit::append_batch(tx.conn(), events, now_ms()).await?;
-        tx.commit().await?;
-        audit::emit_batch(rows);
-        Ok(acked)
-    }
-    .await;
-    r.map_err(|e| (order, e.message))
-}
-
-/// The events of one tunnel worth storing: each number after `last` once
-/// (a resend after a reconnect is not a duplicate), and only about
-/// destinations that connector serves.
-fn accept(hello: &Hello, evs: Vec<AccessEvent>, last: &mut i64, out: &mut Vec<infra_store::NewAuditEvent>) {
-    let mut foreign = 0usize;
-    for ev in evs {
-        if ev.seq <= *last {
-            continue;
-        }
-        *last = ev.seq;
-        // Events about other destinations are not stored (they would
-        // forge another connector's record), but their refusal is.
-        let Some(kind) = hello
-            .destinations
-            .iter()
-            .find(|d| d.name == ev.destination)
-            .map(|d| d.kind.as_str())
-        else {
-            foreign += 1;
-            continue;
-        };
-        let action = match ev.result {
-            Outcome::Success | Outcome::Failure => "request",
-            Outcome::Denied => "deny",
-        };
-        out.push(infra_store::NewAuditEvent {
-            actor: ev.user,
-            action: format!("{kind}.{action}"),
-            target: ev.destination,
-            source: ev.source,
-            result: ev.result.as_str().into(),
-            detail: ev.detail,
-        });
-    }
-    if foreign > 0 {
-        tracing::warn!(connector = %hello.name, events = foreign, "audit events for destinations this connector does not serve; refused");
-        out.push(infra_store::NewAuditEvent {
-            actor: format!("connector:{}", hello.name),
-            action: "connector.audit_refused".into(),
-            target: hello.name.clone(),
-            source: String::new(),
-            result: Outcome::Denied.as_str().into(),
-            detail: format!("events={foreign} reason=destination not served by this connector"),
-        });
     }
 }
 
