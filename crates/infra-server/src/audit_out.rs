@@ -9,28 +9,56 @@ use std::sync::mpsc::{Sender, channel};
 
 use infra_store::AuditRow;
 
-/// Writes `rows` on the stdout thread.
-pub(crate) fn emit_batch(rows: Vec<AuditRow>) {
-    static OUT: OnceLock<Option<Sender<Vec<AuditRow>>>> = OnceLock::new();
-    let out = OUT.get_or_init(|| {
-        let (tx, rx) = channel::<Vec<AuditRow>>();
+enum Msg {
+    Rows(Vec<AuditRow>),
+    /// Answered once everything sent before it is written.
+    Flush(Sender<()>),
+}
+
+/// The stdout thread, started on first use.
+fn out() -> Option<&'static Sender<Msg>> {
+    static OUT: OnceLock<Option<Sender<Msg>>> = OnceLock::new();
+    OUT.get_or_init(|| {
+        let (tx, rx) = channel::<Msg>();
         std::thread::Builder::new()
             .name("audit-stdout".into())
             .spawn(move || {
-                while let Ok(rows) = rx.recv() {
-                    print(&rows);
+                while let Ok(m) = rx.recv() {
+                    match m {
+                        Msg::Rows(rows) => print(&rows),
+                        Msg::Flush(done) => {
+                            let _ = done.send(());
+                        }
+                    }
                 }
             })
             .ok()
             .map(|_| tx)
-    });
-    match out {
+    })
+    .as_ref()
+}
+
+/// Writes `rows` on the stdout thread.
+pub(crate) fn emit_batch(rows: Vec<AuditRow>) {
+    match out() {
         Some(tx) => {
-            if let Err(e) = tx.send(rows) {
-                print(&e.0);
+            if let Err(e) = tx.send(Msg::Rows(rows))
+                && let Msg::Rows(rows) = e.0
+            {
+                print(&rows);
             }
         }
         None => print(&rows),
+    }
+}
+
+/// Waits (at most `within`) until every line handed over is written: at
+/// shutdown, so the stdout copy ends where the database does.
+pub(crate) fn flush(within: std::time::Duration) {
+    let Some(tx) = out() else { return };
+    let (done, wait) = channel();
+    if tx.send(Msg::Flush(done)).is_ok() {
+        let _ = wait.recv_timeout(within);
     }
 }
 

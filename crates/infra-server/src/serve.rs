@@ -60,6 +60,7 @@ pub(crate) async fn run(args: ServerArgs, init_logs: fn(bool)) -> anyhow::Result
     let graceful = GracefulShutdown::new();
     connection::accept_loop(&listener, tls.acceptor, &state, &graceful, &shutdown).await;
     drain(&state, graceful).await;
+    crate::audit_out::flush(std::time::Duration::from_secs(5));
     state.store.close().await;
     tracing::info!("stopped");
     Ok(())

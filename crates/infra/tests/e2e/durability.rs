@@ -148,3 +148,32 @@ fn kill_9_of_the_connector_under_load_loses_no_acknowledged_event() {
     assert_all_stored_once(&w, &answered);
     w.env.admin.run(&["audit", "verify"]).ok();
 }
+
+#[test]
+fn a_graceful_stop_leaves_every_stored_event_on_stdout_too() {
+    let mut w = web_env();
+    let load = Load::start(&w, 4);
+    std::thread::sleep(Duration::from_millis(1500));
+    // SIGTERM under load: what the server stored before it stopped is
+    // also on its stdout (an independent copy), none left unprinted.
+    w.env.server.stop();
+    w.env.server.start_again().unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let answered = load.stop();
+    assert_all_stored_once(&w, &answered);
+    let log = w.env.server.log();
+    let printed: std::collections::HashSet<&str> = log
+        .lines()
+        .filter(|l| l.contains(r#""action":"http.request""#))
+        .filter_map(|l| l.split("/echo?id=").nth(1)?.split([' ', '"']).next())
+        .collect();
+    let stored = stored(&w);
+    let missing: Vec<_> = stored.keys().filter(|id| !printed.contains(id.as_str())).collect();
+    assert!(
+        missing.is_empty(),
+        "{} of {} stored events are not on stdout, e.g. {:?}",
+        missing.len(),
+        stored.len(),
+        &missing[..missing.len().min(5)]
+    );
+}
