@@ -393,6 +393,14 @@ mod tests {
         }
     }
 
+    /// An empty directory for one test (each test runs in its own
+    /// process, so the process id keeps them apart).
+    fn fresh_dir(name: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        dir
+    }
+
     fn seqs(s: &Spool) -> Vec<i64> {
         s.flush(false);
         s.after(0, 100).iter().map(|e| e.seq).collect()
@@ -400,8 +408,7 @@ mod tests {
 
     #[test]
     fn survives_restart_and_forgets_only_acked() {
-        let dir = std::env::temp_dir().join(format!("spool-test-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
+        let dir = fresh_dir("spool-test");
         let s = Spool::open(&dir).unwrap();
         for _ in 0..5 {
             s.record(ev());
@@ -426,8 +433,7 @@ mod tests {
 
     #[test]
     fn the_shipped_line_is_the_message_the_server_reads() {
-        let dir = std::env::temp_dir().join(format!("spool-line-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
+        let dir = fresh_dir("spool-line");
         let s = Spool::open(&dir).unwrap();
         s.record(ev());
         s.flush(false);
@@ -443,8 +449,7 @@ mod tests {
 
     #[test]
     fn the_writer_thread_writes_without_a_flush() {
-        let dir = std::env::temp_dir().join(format!("spool-writer-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
+        let dir = fresh_dir("spool-writer");
         let s = Spool::open(&dir).unwrap();
         s.record(ev());
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
@@ -459,8 +464,7 @@ mod tests {
 
     #[test]
     fn a_writer_that_falls_behind_makes_the_spool_overloaded_and_loses_nothing() {
-        let dir = std::env::temp_dir().join(format!("spool-behind-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
+        let dir = fresh_dir("spool-behind");
         let s = Spool::open(&dir).unwrap();
         {
             // The writer cannot write while the file's lock is held (as
@@ -479,8 +483,7 @@ mod tests {
 
     #[test]
     fn reads_spools_written_by_earlier_versions() {
-        let dir = std::env::temp_dir().join(format!("spool-old-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
+        let dir = fresh_dir("spool-old");
         std::fs::create_dir_all(&dir).unwrap();
         let old = serde_json::to_string(&AccessEvent { seq: 4, ..ev() }).unwrap();
         std::fs::write(dir.join("audit-spool.jsonl"), format!("{old}\n{{\"torn")).unwrap();

@@ -119,32 +119,39 @@ fn assert_all_stored_once(w: &WebEnv, answered: &[String]) {
     });
 }
 
+/// Four clients load the gateway for 1.5 s, `crash` happens, the load
+/// goes on for `after`; returns the ids answered 200.
+fn crash_under_load(w: &mut WebEnv, crash: impl FnOnce(&mut WebEnv), after: Duration) -> Vec<String> {
+    let load = Load::start(w, 4);
+    std::thread::sleep(Duration::from_millis(1500));
+    crash(w);
+    std::thread::sleep(after);
+    load.stop()
+}
+
 #[test]
 fn kill_9_of_the_server_under_load_loses_no_acknowledged_event() {
     let mut w = web_env();
-    let load = Load::start(&w, 4);
-    std::thread::sleep(Duration::from_millis(1500));
-    w.env.server.kill();
-    std::thread::sleep(Duration::from_millis(300));
-    w.env.server.start_again().unwrap();
+    let crash = |w: &mut WebEnv| {
+        w.env.server.kill();
+        std::thread::sleep(Duration::from_millis(300));
+        w.env.server.start_again().unwrap();
+    };
     // Requests flow again once the connector is back.
-    std::thread::sleep(Duration::from_millis(2500));
-    let answered = load.stop();
+    let answered = crash_under_load(&mut w, crash, Duration::from_millis(2500));
     assert_all_stored_once(&w, &answered);
-    let v = w.env.admin.run(&["audit", "verify"]);
-    v.ok();
+    w.env.admin.run(&["audit", "verify"]).ok();
 }
 
 #[test]
 fn kill_9_of_the_connector_under_load_loses_no_acknowledged_event() {
     let mut w = web_env();
-    let load = Load::start(&w, 4);
-    std::thread::sleep(Duration::from_millis(1500));
     // Killed, and started again on the same data directory (its spool).
-    w.c.respawn().unwrap();
-    w.c.wait_ready().unwrap();
-    std::thread::sleep(Duration::from_millis(1500));
-    let answered = load.stop();
+    let crash = |w: &mut WebEnv| {
+        w.c.respawn().unwrap();
+        w.c.wait_ready().unwrap();
+    };
+    let answered = crash_under_load(&mut w, crash, Duration::from_millis(1500));
     assert_all_stored_once(&w, &answered);
     w.env.admin.run(&["audit", "verify"]).ok();
 }
@@ -152,14 +159,13 @@ fn kill_9_of_the_connector_under_load_loses_no_acknowledged_event() {
 #[test]
 fn a_graceful_stop_leaves_every_stored_event_on_stdout_too() {
     let mut w = web_env();
-    let load = Load::start(&w, 4);
-    std::thread::sleep(Duration::from_millis(1500));
     // SIGTERM under load: what the server stored before it stopped is
     // also on its stdout (an independent copy), none left unprinted.
-    w.env.server.stop();
-    w.env.server.start_again().unwrap();
-    std::thread::sleep(Duration::from_millis(500));
-    let answered = load.stop();
+    let stop = |w: &mut WebEnv| {
+        w.env.server.stop();
+        w.env.server.start_again().unwrap();
+    };
+    let answered = crash_under_load(&mut w, stop, Duration::from_millis(500));
     assert_all_stored_once(&w, &answered);
     let log = w.env.server.log();
     let printed: std::collections::HashSet<&str> = log
