@@ -7,6 +7,7 @@
 
 pub mod access_key;
 pub mod chain;
+pub mod decide;
 pub mod envelope;
 pub mod jwt;
 pub mod lockout;

@@ -18,9 +18,9 @@ use infra_tunnel::proto::Outcome;
 
 use crate::audit::Audit;
 use crate::clock::now_ms;
-use crate::decide::{Denial, Identity, deny};
 use crate::route::Route;
 use crate::state::{Inflight, State, Watch};
+use infra_auth::decide::{Denial, Identity, deny};
 
 /// A stream at the door: which destination, from where.
 pub(crate) struct Entrance {

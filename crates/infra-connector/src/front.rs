@@ -13,10 +13,12 @@ use infra_tunnel::{Body, HDR_CLIENT_ADDR, HDR_DESTINATION, HDR_UPGRADE};
 
 use crate::admit::Entrance;
 use crate::answer::{Call, json_error};
-use crate::browser::{self, CALLBACK_PATH};
-use crate::decide::{Denial, deny};
+use infra_tunnel::credential::{self, CALLBACK_PATH};
+
+use crate::browser;
 use crate::route::{Route, Target};
 use crate::state::State;
+use infra_auth::decide::{Denial, deny};
 
 fn header<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
     h.get(name).and_then(|v| v.to_str().ok())
@@ -43,7 +45,7 @@ pub(crate) async fn handle(state: Arc<State>, req: Request<Incoming>) -> Respons
         let d = deny(400, "the path has '.' or '..' segments; send it normalised");
         return refused(&state, &call, &req, entrance.refuse(d, detail));
     }
-    let Some(token) = browser::token_from(req.headers()) else {
+    let Some(token) = credential::token_from(req.headers()) else {
         let d = deny(
             401,
             format!(
@@ -73,7 +75,7 @@ pub(crate) async fn handle(state: Arc<State>, req: Request<Incoming>) -> Respons
 fn refused(state: &State, call: &Call, req: &Request<Incoming>, d: Denial) -> Response<Body> {
     if d.status == 401
         && !call.cluster
-        && browser::wants_html(req.headers(), req.method())
+        && credential::wants_html(req.headers(), req.method())
         && let Some(r) = browser::login_redirect(state, req.headers(), &call.path)
     {
         return r;
@@ -138,7 +140,7 @@ fn shape_refusal(
         ));
     }
     if matches!(route.target, Target::Http)
-        && let Some(why) = browser::cross_origin_cookie_use(h, method)
+        && let Some(why) = credential::cross_origin_cookie_use(h, method, request_host(h))
     {
         return Some(deny(
             403,
@@ -146,4 +148,12 @@ fn shape_refusal(
         ));
     }
     upgrade.as_ref().err().cloned()
+}
+
+/// The host the client addressed: the gateway's copy of it in a tunnel,
+/// `Host` in direct mode.
+fn request_host(h: &http::HeaderMap) -> Option<&str> {
+    h.get(infra_tunnel::HDR_HOST)
+        .or_else(|| h.get(http::header::HOST))
+        .and_then(|v| v.to_str().ok())
 }

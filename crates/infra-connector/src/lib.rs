@@ -11,7 +11,6 @@ mod audit;
 mod browser;
 mod clock;
 mod config;
-mod decide;
 mod direct;
 mod front;
 mod http_proxy;

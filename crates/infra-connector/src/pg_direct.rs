@@ -16,9 +16,9 @@ use tokio_util::sync::CancellationToken;
 use crate::admit::Entrance;
 use crate::audit::Audit;
 use crate::config::PgConfig;
-use crate::decide::Denial;
 use crate::pg_session::{Session, cancel_query};
 use crate::state::State;
+use infra_auth::decide::Denial;
 
 /// How long a client has for its TLS handshake.
 const TLS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);

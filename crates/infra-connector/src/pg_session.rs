@@ -20,11 +20,11 @@ use tokio_util::sync::CancellationToken;
 use crate::admit::Admitted;
 use crate::audit::Audit;
 use crate::config::PgConfig;
-use crate::decide::Identity;
 use crate::pg_audit::Audit as QueryAudit;
 use crate::pg_roles::{Lease, Roles};
 use crate::pg_upstream::{self, PgError};
 use crate::route::Target;
+use infra_auth::decide::Identity;
 
 /// Startup parameters passed on to the database; the rest (`user`,
 /// `options`, `replication`, ...) are the connector's to decide.

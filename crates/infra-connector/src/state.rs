@@ -7,15 +7,15 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
+use infra_auth::decide::{Decider, Identity};
 use infra_auth::jwt::{Claims, SigningKey};
-use infra_core::{GrantRule, GrantView, NamedGrant, Resource, Role, Subject};
+use infra_core::GrantView;
 use infra_tunnel::Body;
-use infra_tunnel::proto::{Inventory, Snapshot, SubjectKind};
+use infra_tunnel::proto::{Inventory, Snapshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::now_ms;
 use crate::config::Settings;
-use crate::decide::{Decider, Identity};
 use crate::route::Routes;
 use crate::spool::Spool;
 
@@ -167,7 +167,7 @@ impl State {
     pub(crate) fn apply(&self, s: Snapshot) {
         let issuer = self.issuer.read().map(|g| g.clone()).unwrap_or_default();
         let kube: Vec<&str> = self.routes.kube().map(|(name, _)| name).collect();
-        let grants = Arc::new(grant_view(&s));
+        let grants = Arc::new(s.grant_view());
         let d = Arc::new(Decider::new(
             &s.jwks,
             grants.clone(),
@@ -302,30 +302,4 @@ impl State {
         }
         Some(jwt)
     }
-}
-
-/// The snapshot's grants as the core reads them; a grant the core cannot
-/// parse (a newer server's) gives nothing.
-fn grant_view(s: &Snapshot) -> GrantView {
-    let grants = s
-        .grants
-        .iter()
-        .filter_map(|g| {
-            let subject = match g.subject_kind {
-                SubjectKind::User => Subject::User(g.subject_id.clone()),
-                SubjectKind::Group => Subject::Group(g.subject_id.clone()),
-            };
-            let rule = GrantRule {
-                subject,
-                role: Role::parse(&g.role).ok()?,
-                resource: Resource::parse(&g.resource).ok()?,
-                expires_at: g.expires_at,
-            };
-            Some(NamedGrant {
-                rule,
-                subject_name: g.subject_name.clone(),
-            })
-        })
-        .collect();
-    GrantView::new(grants, s.memberships.iter().cloned())
 }

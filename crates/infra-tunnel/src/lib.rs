@@ -21,6 +21,7 @@
 pub mod body;
 pub mod cancel;
 pub mod control;
+pub mod credential;
 pub mod handshake;
 pub mod hygiene;
 pub mod path;

@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 
 use infra_core::jwks::Jwks;
 pub use infra_core::{DestinationKind, SubjectKind};
+use infra_core::{GrantRule, GrantView, NamedGrant, Resource, Role, Subject};
 use serde::{Deserialize, Serialize};
 
 /// Version of the handshake and control messages.
@@ -96,6 +97,34 @@ pub struct Snapshot {
     /// For SSH hosts: what their sshd must trust and present.
     #[serde(default)]
     pub ssh: SshMaterial,
+}
+
+impl Snapshot {
+    /// The snapshot's grants as the core reads them; a grant the core
+    /// cannot parse (a newer server's) gives nothing.
+    pub fn grant_view(&self) -> GrantView {
+        let grants = self
+            .grants
+            .iter()
+            .filter_map(|g| {
+                let subject = match g.subject_kind {
+                    SubjectKind::User => Subject::User(g.subject_id.clone()),
+                    SubjectKind::Group => Subject::Group(g.subject_id.clone()),
+                };
+                let rule = GrantRule {
+                    subject,
+                    role: Role::parse(&g.role).ok()?,
+                    resource: Resource::parse(&g.resource).ok()?,
+                    expires_at: g.expires_at,
+                };
+                Some(NamedGrant {
+                    rule,
+                    subject_name: g.subject_name.clone(),
+                })
+            })
+            .collect();
+        GrantView::new(grants, self.memberships.iter().cloned())
+    }
 }
 
 /// The SSH CA keys sshd trusts for user certificates, and each host's

@@ -10,10 +10,10 @@ use tokio::net::TcpListener;
 
 use super::*;
 use crate::config::{Settings, TlsConfig};
-use crate::decide::Identity;
 use crate::pg_roles::Roles;
 use crate::spool::Spool;
 use crate::state::State;
+use infra_auth::decide::Identity;
 
 pub(crate) const SSL: [u8; 8] = [0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f];
 pub(crate) const GSSENC: [u8; 8] = [0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x30];

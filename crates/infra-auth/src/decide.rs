@@ -1,15 +1,15 @@
-//! The connector's own access decision, from the credential the user sent
-//! and the state the server pushed. No call to the server is made.
+//! The access decision, from the credential a user sent and the grants
+//! in memory: the connector's (from the state the server pushed) and the
+//! server's forward-auth (from its store). No I/O.
 
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use infra_auth::jwt::Jwks;
-use infra_auth::jwt::{CachingVerifier, Claims, Verifier, VerifyError};
+use crate::jwt::{CachingVerifier, Claims, Jwks, Verifier, VerifyError};
 use infra_core::{GrantView, Resource};
 
 /// Everything needed to decide, rebuilt on each pushed snapshot.
-pub(crate) struct Decider {
+pub struct Decider {
     verifier: CachingVerifier,
     grants: Arc<GrantView>,
     revoked: HashSet<String>,
@@ -20,29 +20,29 @@ pub(crate) struct Decider {
 
 /// Who the caller is, once allowed.
 #[derive(Debug, Clone)]
-pub(crate) struct Identity {
+pub struct Identity {
     /// The verified token: open streams are judged again from it when
     /// grants change.
-    pub(crate) claims: Claims,
-    pub(crate) user_id: String,
-    pub(crate) email: String,
-    pub(crate) groups: Vec<String>,
-    pub(crate) roles: Vec<String>,
+    pub claims: Claims,
+    pub user_id: String,
+    pub email: String,
+    pub groups: Vec<String>,
+    pub roles: Vec<String>,
     /// The user's groups now: the token's groups, corrected by the current
     /// memberships of every group that has a grant here (so removing a
     /// member takes effect at once, not when the token expires). Computed
     /// for Kubernetes destinations only (the groups to impersonate).
-    pub(crate) current_groups: Vec<String>,
+    pub current_groups: Vec<String>,
 }
 
 /// Why a request was refused; status and a message safe to show.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Denial {
-    pub(crate) status: u16,
-    pub(crate) message: String,
+pub struct Denial {
+    pub status: u16,
+    pub message: String,
 }
 
-pub(crate) fn deny(status: u16, message: impl Into<String>) -> Denial {
+pub fn deny(status: u16, message: impl Into<String>) -> Denial {
     Denial {
         status,
         message: message.into(),
@@ -50,7 +50,7 @@ pub(crate) fn deny(status: u16, message: impl Into<String>) -> Denial {
 }
 
 impl Decider {
-    pub(crate) fn new(jwks: &Jwks, grants: Arc<GrantView>, revoked: &[String], issuer: &str, kube: &[&str]) -> Self {
+    pub fn new(jwks: &Jwks, grants: Arc<GrantView>, revoked: &[String], issuer: &str, kube: &[&str]) -> Self {
         Self {
             verifier: CachingVerifier::new(Verifier::new(jwks, issuer), 100_000),
             grants,
@@ -60,7 +60,7 @@ impl Decider {
     }
 
     /// Checks `token`'s signature, issuer, expiry and audience.
-    pub(crate) fn verify(&self, token: &str, destination: &str) -> Result<Claims, Denial> {
+    pub fn verify(&self, token: &str, destination: &str) -> Result<Claims, Denial> {
         self.verifier.verify(token, destination).map_err(|e| match e {
             VerifyError::Audience => deny(
                 403,
@@ -75,7 +75,7 @@ impl Decider {
 
     /// Whether the holder of `claims` may still use `destination`: used at
     /// the start of a stream and again for open streams when grants change.
-    pub(crate) fn authorize(&self, claims: &Claims, destination: &str, now_ms: i64) -> Result<Identity, Denial> {
+    pub fn authorize(&self, claims: &Claims, destination: &str, now_ms: i64) -> Result<Identity, Denial> {
         if claims.sid.as_ref().is_some_and(|s| self.revoked.contains(s)) {
             return Err(deny(401, "the session this token came from has ended; log in again"));
         }
@@ -148,7 +148,7 @@ impl Decider {
     /// Whether user `user_id` holds any grant on `destination` now,
     /// directly or through a group: for access that outlives a request
     /// (a database login role).
-    pub(crate) fn has_any_grant(&self, user_id: &str, destination: &str, now_ms: i64) -> bool {
+    pub fn has_any_grant(&self, user_id: &str, destination: &str, now_ms: i64) -> bool {
         Resource::parse(destination).is_ok_and(|r| !self.grants.roles_for(user_id, &r, now_ms).is_empty())
     }
 }
