@@ -301,14 +301,29 @@ pub struct Destination {
     pub kind: String,
     pub connector: String,
     pub labels: std::collections::BTreeMap<String, String>,
-    /// `connected` or `disconnected`.
+    /// `connected` or `disconnected` for a connector's destination;
+    /// `forward-auth` for one the server decides for a proxy.
     pub health: String,
     /// Tunnels serving it now.
     pub tunnels: u32,
     pub last_seen: String,
-    /// Where users reach it through the gateway.
+    /// Where users reach it: through the gateway, or a forward-auth
+    /// destination's own public origin.
     pub url: String,
     pub direct_url: Option<String>,
+}
+
+/// A destination the server decides for itself, for a proxy in front of
+/// the application (nginx `auth_request`, Caddy `forward_auth`, Traefik
+/// ForwardAuth, Envoy `ext_authz`). No connector serves it.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NewForwardAuthDestination {
+    pub name: String,
+    /// The application's public origin, `https://host[:port]`: the proxy
+    /// names it in `X-Forwarded-Host`, and browsers come back to it after
+    /// signing in.
+    pub url: String,
 }
 
 /// A request for an SSH user certificate.

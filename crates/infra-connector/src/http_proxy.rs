@@ -120,16 +120,14 @@ fn identify(a: &Admitted, h: &mut HeaderMap) -> Result<(), &'static str> {
             h.append(HeaderName::from_static("impersonate-group"), g);
         }
     } else {
-        for (name, value) in [
-            ("x-forwarded-user", ident.email.clone()),
-            ("x-forwarded-email", ident.email.clone()),
-            ("x-forwarded-groups", ident.groups.join(",")),
-            ("x-forwarded-role", ident.roles.join(",")),
-            ("x-forwarded-for", a.source.clone()),
-            ("x-forwarded-proto", "https".into()),
-        ] {
+        let said = infra_tunnel::hygiene::identity_headers(&ident.email, &ident.groups, &ident.roles);
+        let about = [
+            (HeaderName::from_static("x-forwarded-for"), a.source.clone()),
+            (HeaderName::from_static("x-forwarded-proto"), "https".into()),
+        ];
+        for (name, value) in said.into_iter().chain(about) {
             if let Some(v) = hv(&value) {
-                h.insert(HeaderName::from_static(name), v);
+                h.insert(name, v);
             }
         }
         if let Some(host) = original_host {

@@ -8,6 +8,7 @@ pub mod grant_view;
 pub mod jwks;
 pub mod kinds;
 pub mod names;
+pub mod origin;
 pub mod redirect;
 
 pub use access::{GrantIndex, GrantRule, InfraRole, Subject};
@@ -15,6 +16,7 @@ pub use duration::{format_duration, parse_duration};
 pub use grant_view::{Binding, GrantView, NamedGrant};
 pub use kinds::{DestinationKind, SubjectKind, UnknownWord};
 pub use names::{Email, GroupName, NameError, Resource, Role, reserved_by_kubernetes};
+pub use origin::{AppOrigin, AppOriginError};
 pub use redirect::{ReturnPath, ReturnPathError};
 
 /// The resource that governs Infra itself.

@@ -19,11 +19,12 @@ mod workload;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
-use axum::routing::{delete, get, post, put};
+use axum::routing::{any, delete, get, post, put};
 use utoipa::OpenApi;
 
 use crate::error::ApiError;
 use crate::extract::{MAX_BODY_BYTES, refuse_oversized};
+use crate::forward_auth::http as fa;
 use crate::state::AppState;
 
 pub(crate) fn router(state: AppState) -> Router {
@@ -60,11 +61,14 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/ssh/host-ca", get(ssh_api::host_ca))
         .route("/ssh/ca/rotate", post(ssh_api::rotate))
         .route("/ssh/certificates", post(ssh_api::issue))
-        .route("/destinations", get(destinations::list))
+        .route("/destinations", get(destinations::list).post(destinations::create))
         .route("/destinations/{name}", delete(destinations::remove))
         .route("/connectors/jwks", get(destinations::assertion_keys))
         .route("/connectors/{name}/jwks", get(destinations::connector_assertion_keys))
         .route("/audit", get(audit_api::list))
+        .route("/forward-auth", any(fa::forward_auth))
+        .route(fa::EXT_AUTHZ_SUBPATH, any(fa::ext_authz))
+        .route(&format!("{}/{{*path}}", fa::EXT_AUTHZ_SUBPATH), any(fa::ext_authz))
         .route("/audit/verify", get(audit_api::verify))
         .route(
             "/openapi.json",
@@ -79,6 +83,11 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/oidc/start/{name}", get(crate::web::oidc_start))
         .route("/oidc/callback", get(crate::web::oidc_callback))
         .route("/authorize", get(crate::web::authorize))
+        .route(infra_tunnel::credential::CALLBACK_PATH, get(fa::callback))
+        .route_service(
+            crate::forward_auth::grpc::CHECK_PATH,
+            crate::forward_auth::grpc::service(state.clone()),
+        )
         .route("/.well-known/jwks.json", get(wellknown::jwks))
         .route("/.well-known/openid-configuration", get(wellknown::discovery))
         .fallback(|| async { ApiError::not_found("not found") })
@@ -108,7 +117,7 @@ pub(crate) fn router(state: AppState) -> Router {
         keys_api::list, keys_api::create, keys_api::remove,
         tokens::issue, tokens::list_signing_keys, tokens::rotate,
         audit_api::list, audit_api::verify,
-        destinations::list, destinations::remove, destinations::assertion_keys, destinations::connector_assertion_keys,
+        destinations::list, destinations::create, destinations::remove, fa::forward_auth, destinations::assertion_keys, destinations::connector_assertion_keys,
         ssh_api::user_ca, ssh_api::host_ca, ssh_api::rotate, ssh_api::issue,
         providers::create, providers::list, providers::remove, provider_login::authorize, provider_login::device,
         workload::create, workload::list, workload::remove, workload::exchange,

@@ -48,8 +48,13 @@ pub(crate) struct Source {
     pub(crate) closed: CancellationToken,
 }
 
-/// An event and the tunnel it came from.
-type Shipped = (Arc<Source>, AccessEvent);
+/// What the writer stores: an event and the tunnel it came from, or an
+/// event of this server's own (a forward-auth decision), which needs no
+/// numbering or acknowledgement.
+enum Shipped {
+    Tunnel(Arc<Source>, AccessEvent),
+    Local(infra_store::NewAuditEvent),
+}
 
 /// The server's audit writer's queue.
 pub(crate) struct Intake {
@@ -69,27 +74,55 @@ impl Intake {
     /// Hands an event from `from` to the writer; waits while the queue is
     /// full. `false` once the writer has stopped.
     pub(crate) async fn send(&self, from: &Arc<Source>, ev: AccessEvent) -> bool {
-        self.tx.send((from.clone(), ev)).await.is_ok()
+        self.tx.send(Shipped::Tunnel(from.clone(), ev)).await.is_ok()
     }
 
-    /// Starts the writer on `tasks`, until `shutdown` (events not stored
-    /// by then are not acknowledged: their connectors send them again).
-    pub(crate) fn start(&self, store: &Store, tasks: &TaskTracker, shutdown: CancellationToken) {
-        let Some(rx) = self.rx.lock().ok().and_then(|mut r| r.take()) else {
+    /// Hands one of this server's own events to the writer without
+    /// waiting: `false` if the queue is full (the caller refuses what it
+    /// was about to allow, rather than let it go unrecorded) or the writer
+    /// has stopped.
+    pub(crate) fn record(&self, ev: infra_store::NewAuditEvent) -> bool {
+        self.tx.try_send(Shipped::Local(ev)).is_ok()
+    }
+
+    /// Starts the writer on `tasks`, until `stop` (given once the server's
+    /// clients are done); what is queued then is stored before it ends.
+    /// Connectors' events not stored by then are not acknowledged: their
+    /// connectors send them again.
+    pub(crate) fn start(&self, store: &Store, tasks: &TaskTracker, stop: CancellationToken) {
+        let Some(mut rx) = self.rx.lock().ok().and_then(|mut r| r.take()) else {
             return;
         };
         let store = store.clone();
         tasks.spawn(async move {
             tokio::select! {
-                () = write(store, rx) => {}
-                () = shutdown.cancelled() => {}
+                () = write(&store, &mut rx) => return,
+                () = stop.cancelled() => {}
+            }
+            // The last of what was queued (the server's own decisions have
+            // no spool to come back from), in batches.
+            let limit = batch_limit(store.backend());
+            loop {
+                let mut batch = Vec::new();
+                while batch.len() < limit
+                    && let Ok(e) = rx.try_recv()
+                {
+                    batch.push(e);
+                }
+                if batch.is_empty() {
+                    return;
+                }
+                if let Err((_, lost, e)) = store_batch(&store, batch).await {
+                    tracing::error!(events = lost, error = %e, "cannot store the last audit events at stop");
+                    return;
+                }
             }
         });
     }
 }
 
 /// The writer: gathers, stores, acknowledges, for the server's life.
-async fn write(store: Store, mut queue: mpsc::Receiver<Shipped>) {
+async fn write(store: &Store, queue: &mut mpsc::Receiver<Shipped>) {
     let limit = batch_limit(store.backend());
     let mut batch = Vec::with_capacity(limit);
     loop {
@@ -107,7 +140,7 @@ async fn write(store: Store, mut queue: mpsc::Receiver<Shipped>) {
                 () = &mut window => break,
             }
         }
-        let sources = store_batch(&store, std::mem::take(&mut batch)).await;
+        let sources = store_batch(store, std::mem::take(&mut batch)).await;
         match sources {
             Ok(acked) => {
                 for (from, seq) in acked {
@@ -121,7 +154,12 @@ async fn write(store: Store, mut queue: mpsc::Receiver<Shipped>) {
                     }
                 }
             }
-            Err((froms, e)) => {
+            Err((froms, lost, e)) => {
+                if lost > 0 {
+                    // The server's own decisions have no spool to come
+                    // back from; the proxies were answered already.
+                    tracing::error!(events = lost, error = %e, "cannot store forward-auth audit events; they are lost");
+                }
                 // Not acknowledged: the connectors keep the events and send
                 // them again on their next tunnels.
                 for f in froms {
@@ -137,12 +175,20 @@ type Acked = Vec<(Arc<Source>, i64)>;
 
 /// Stores a batch from any number of tunnels in one transaction; returns
 /// each tunnel's new acknowledged number.
-async fn store_batch(store: &Store, batch: Vec<Shipped>) -> Result<Acked, (Vec<Arc<Source>>, String)> {
+async fn store_batch(store: &Store, batch: Vec<Shipped>) -> Result<Acked, (Vec<Arc<Source>>, usize, String)> {
     // The tunnels in the batch, in the order they first appear; each
     // one's events keep their order.
     let mut order: Vec<Arc<Source>> = Vec::new();
     let mut by_tunnel: HashMap<usize, Vec<AccessEvent>> = HashMap::new();
-    for (from, ev) in batch {
+    let mut local = Vec::new();
+    for shipped in batch {
+        let (from, ev) = match shipped {
+            Shipped::Tunnel(from, ev) => (from, ev),
+            Shipped::Local(ev) => {
+                local.push(ev);
+                continue;
+            }
+        };
         let k = Arc::as_ptr(&from) as usize;
         by_tunnel
             .entry(k)
@@ -152,6 +198,7 @@ async fn store_batch(store: &Store, batch: Vec<Shipped>) -> Result<Acked, (Vec<A
             })
             .push(ev);
     }
+    let lost = local.len();
     let r: Result<Acked, infra_store::StoreError> = async {
         let mut tx = store.write().await?;
         let mut events = Vec::new();
@@ -167,13 +214,14 @@ async fn store_batch(store: &Store, batch: Vec<Shipped>) -> Result<Acked, (Vec<A
             }
             acked.push((from.clone(), last));
         }
+        events.extend(local);
         let rows = infra_store::audit::append_batch(tx.conn(), events, now_ms()).await?;
         tx.commit().await?;
         crate::audit_out::emit_batch(rows);
         Ok(acked)
     }
     .await;
-    r.map_err(|e| (order, e.to_string()))
+    r.map_err(|e| (order, lost, e.to_string()))
 }
 
 /// The events of one tunnel worth storing: each number after `last` once

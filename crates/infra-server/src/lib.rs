@@ -14,6 +14,7 @@ mod bootstrap;
 mod config;
 mod error;
 mod extract;
+mod forward_auth;
 mod gateway;
 mod gateway_names;
 mod hashing;

@@ -94,13 +94,19 @@ async fn open_state(settings: Settings) -> anyhow::Result<AppState> {
         oidc: crate::oidc::Oidc::new(),
         tasks: crate::tasks::Tasks::default(),
         audit_intake: crate::audit_intake::Intake::new(),
+        forward_auth: crate::forward_auth::Apps::default(),
     })))
 }
 
 /// The loops that run for the server's life, until `shutdown`.
 fn start_background(state: &AppState, shutdown: &CancellationToken) {
     let tasks = &state.tasks.background;
-    state.audit_intake.start(&state.store, tasks, shutdown.clone());
+    // The writer outlives the clients' drain: their last decisions are
+    // recorded before it stops.
+    state
+        .audit_intake
+        .start(&state.store, tasks, state.tasks.close_tunnels.clone());
+    tasks.spawn(crate::forward_auth::http::keep(state.clone(), shutdown.clone()));
     tasks.spawn(watch_changes(state.clone(), shutdown.clone()));
     tasks.spawn(heartbeat(state.clone(), shutdown.clone()));
     tasks.spawn(crate::gateway_names::keep_names(

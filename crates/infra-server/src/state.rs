@@ -25,6 +25,8 @@ pub(crate) struct Inner {
     pub(crate) tasks: crate::tasks::Tasks,
     /// The queue of the server's one writer of connectors' audit events.
     pub(crate) audit_intake: crate::audit_intake::Intake,
+    /// Forward-auth destinations and the decider over their grants.
+    pub(crate) forward_auth: crate::forward_auth::Apps,
 }
 
 impl std::ops::Deref for AppState {

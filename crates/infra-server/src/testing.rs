@@ -38,6 +38,7 @@ pub(crate) async fn state() -> TestState {
         oidc: crate::oidc::Oidc::new(),
         tasks: crate::tasks::Tasks::default(),
         audit_intake: crate::audit_intake::Intake::new(),
+        forward_auth: crate::forward_auth::Apps::default(),
     }));
     state.audit_intake.start(
         &state.store,

@@ -11,7 +11,7 @@
 
 mod admit;
 mod ingest;
-mod snapshot;
+pub(crate) mod snapshot;
 
 use std::sync::Arc;
 

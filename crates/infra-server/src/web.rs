@@ -9,10 +9,11 @@
 //! invisibly while the server session lasts.
 //!
 //! *Architecture Invariant:* `rd` must be a URL of a destination on the
-//! gateway (`https://<destination>.<gateway domain>:<gateway port>/path`)
-//! whose path is a [`ReturnPath`]; the browser is sent to an origin rebuilt
-//! from the destination's name and the gateway's own port, never one copied
-//! from `rd`. So these pages are never an open redirect, a token is never
+//! gateway (`https://<destination>.<gateway domain>:<gateway port>/path`),
+//! or on a forward-auth destination's declared origin, whose path is a
+//! [`ReturnPath`]; the browser is sent to an origin rebuilt from the
+//! destination's name and the gateway's own port (or the declared
+//! origin), never one copied from `rd`. So these pages are never an open redirect, a token is never
 //! handed to another port or host, and the session cookie never leaves the
 //! server's host.
 
@@ -64,10 +65,12 @@ fn enc(s: &str) -> String {
     url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
 
-/// Where a browser goes back to after logging in: a destination on this
-/// gateway, and a path on it.
+/// Where a browser goes back to after logging in: a destination (on this
+/// gateway, or a forward-auth application's own origin), and a path on it.
 struct ReturnTo {
     dest: String,
+    /// `https://host[:port]`, rebuilt from what the server knows.
+    origin: String,
     path: ReturnPath,
 }
 
@@ -79,10 +82,11 @@ fn gateway_port(state: &AppState) -> u16 {
         .unwrap_or(443)
 }
 
-/// Parses `rd`: `https://<destination>.<gateway domain>[:<gateway port>]`
-/// and a same-origin path. Anything else, including another port (where
-/// anyone on the machine may listen) and characters a URL parser would
-/// silently drop (tab, newline), is refused.
+/// Parses `rd`: `https://<destination>.<gateway domain>[:<gateway port>]`,
+/// or the exact origin of a forward-auth destination, and a same-origin
+/// path. Anything else, including another port (where anyone on the
+/// machine may listen) and characters a URL parser would silently drop
+/// (tab, newline), is refused.
 fn check_rd(state: &AppState, rd: &str) -> Option<ReturnTo> {
     if rd.bytes().any(|c| c.is_ascii_control() || c == b' ' || c == b'\\') {
         return None;
@@ -91,30 +95,25 @@ fn check_rd(state: &AppState, rd: &str) -> Option<ReturnTo> {
     if u.scheme() != "https" || !u.username().is_empty() || u.password().is_some() {
         return None;
     }
-    if u.port_or_known_default() != Some(gateway_port(state)) {
-        return None;
-    }
     let host = u.host_str()?.to_ascii_lowercase();
-    let dest = crate::gateway::destination_of(&host, &state.settings.gateway_domain, &state.settings.public_host)?;
+    let port = u.port_or_known_default()?;
     let path = match u.query() {
         Some(q) => format!("{}?{q}", u.path()),
         None => u.path().to_owned(),
     };
-    Some(ReturnTo {
-        dest,
-        path: ReturnPath::parse(&path).ok()?,
-    })
-}
-
-impl ReturnTo {
-    /// The destination's origin, from its name and the gateway's port.
-    fn origin(&self, state: &AppState) -> String {
-        let port = match gateway_port(state) {
-            443 => String::new(),
-            p => format!(":{p}"),
-        };
-        format!("https://{}.{}{port}", self.dest, state.settings.gateway_domain)
+    let path = ReturnPath::parse(&path).ok()?;
+    if let Some((dest, origin)) = crate::forward_auth::http::destination_at(&state.forward_auth, &host, port) {
+        return Some(ReturnTo { dest, origin, path });
     }
+    if port != gateway_port(state) {
+        return None;
+    }
+    let dest = crate::gateway::destination_of(&host, &state.settings.gateway_domain, &state.settings.public_host)?;
+    let origin = match port {
+        443 => format!("https://{dest}.{}", state.settings.gateway_domain),
+        p => format!("https://{dest}.{}:{p}", state.settings.gateway_domain),
+    };
+    Some(ReturnTo { dest, origin, path })
 }
 
 /// `rd` if it is a valid return address, otherwise empty (the browser then
@@ -422,7 +421,7 @@ pub(crate) async fn authorize(
     match crate::api::tokens::mint(&state, &caller, Some(&to.dest)).await {
         Ok(t) => Redirect::to(&format!(
             "{}/.infra/callback?token={}&rd={}",
-            to.origin(&state),
+            to.origin,
             enc(&t.token),
             enc(to.path.as_str())
         ))

@@ -18,12 +18,16 @@ pub struct DestinationRow {
     pub created_at: i64,
     pub last_seen_at: i64,
     pub tunnels: i64,
+    /// A forward-auth destination's public origin (its `connector` is
+    /// empty): the server decides for it, no connector serves it.
+    pub public_url: Option<String>,
 }
 
-/// Registers (or refreshes) a destination served by `connector`.
+/// Registers (or refreshes) a destination served by `connector`. Never
+/// takes over a forward-auth destination (its insert fails instead).
 pub async fn upsert_destination(c: &mut Conn, d: &DestinationRow) -> Result<(), StoreError> {
     let r = sqlx::query(
-        "UPDATE destinations SET kind = $1, connector = $2, labels = $3, direct_url = $4, last_seen_at = $5, tunnels = $6 WHERE name = $7",
+        "UPDATE destinations SET kind = $1, connector = $2, labels = $3, direct_url = $4, last_seen_at = $5, tunnels = $6 WHERE name = $7 AND public_url IS NULL",
     )
     .bind(d.kind.as_str())
     .bind(&d.connector)
@@ -55,11 +59,39 @@ pub async fn upsert_destination(c: &mut Conn, d: &DestinationRow) -> Result<(), 
 
 pub async fn destination(c: &mut Conn, name: &str) -> Result<Option<DestinationRow>, StoreError> {
     Ok(sqlx::query_as(
-        "SELECT name, kind, connector, labels, direct_url, created_at, last_seen_at, tunnels FROM destinations WHERE name = $1",
+        "SELECT name, kind, connector, labels, direct_url, created_at, last_seen_at, tunnels, public_url FROM destinations WHERE name = $1",
     )
     .bind(name)
     .fetch_optional(c)
     .await?)
+}
+
+/// Declares a forward-auth destination: decided by the server for a proxy
+/// at `public_url`. `false` if the name is taken.
+pub async fn add_forward_auth(c: &mut Conn, name: &str, public_url: &str, now: i64) -> Result<bool, StoreError> {
+    if destination(&mut *c, name).await?.is_some() {
+        return Ok(false);
+    }
+    sqlx::query(
+        "INSERT INTO destinations (name, kind, connector, labels, direct_url, created_at, last_seen_at, tunnels, public_url) \
+         VALUES ($1, $2, '', '{}', NULL, $3, $3, 0, $4)",
+    )
+    .bind(name)
+    .bind(DestinationKind::Http.as_str())
+    .bind(now)
+    .bind(public_url)
+    .execute(c)
+    .await?;
+    Ok(true)
+}
+
+/// Every forward-auth destination: (name, public origin).
+pub async fn forward_auth_destinations(c: &mut Conn) -> Result<Vec<(String, String)>, StoreError> {
+    Ok(
+        sqlx::query_as("SELECT name, public_url FROM destinations WHERE public_url IS NOT NULL ORDER BY name")
+            .fetch_all(c)
+            .await?,
+    )
 }
 
 /// Every destination's name.
@@ -70,7 +102,7 @@ pub async fn destination_names(c: &mut Conn) -> Result<Vec<String>, StoreError> 
 pub async fn list_destinations(c: &mut Conn, page: u32, limit: u32) -> Result<(Vec<DestinationRow>, u64), StoreError> {
     let (l, o) = crate::limit_offset(page, limit);
     let mut q = Sql::new(
-        "SELECT name, kind, connector, labels, direct_url, created_at, last_seen_at, tunnels FROM destinations ORDER BY name LIMIT ",
+        "SELECT name, kind, connector, labels, direct_url, created_at, last_seen_at, tunnels, public_url FROM destinations ORDER BY name LIMIT ",
     );
     q.int(l).push(" OFFSET ").int(o);
     let rows = q.fetch_all(&mut *c).await?;

@@ -70,6 +70,24 @@ pub fn normalise(name: &str) -> String {
         .collect()
 }
 
+/// The identity headers an upstream is given, by every path that lets a
+/// request through (the connector's proxy, the server's forward-auth and
+/// `ext_authz`): the `X-Forwarded-*` names and oauth2-proxy's
+/// `X-Auth-Request-*`, so an application set up for either keeps working.
+/// Groups and roles are comma-separated (Infra's names contain no comma).
+pub fn identity_headers(user: &str, groups: &[String], roles: &[String]) -> [(HeaderName, String); 7] {
+    let groups = groups.join(",");
+    [
+        (HeaderName::from_static("x-forwarded-user"), user.to_owned()),
+        (HeaderName::from_static("x-forwarded-email"), user.to_owned()),
+        (HeaderName::from_static("x-forwarded-groups"), groups.clone()),
+        (HeaderName::from_static("x-forwarded-role"), roles.join(",")),
+        (HeaderName::from_static("x-auth-request-user"), user.to_owned()),
+        (HeaderName::from_static("x-auth-request-email"), user.to_owned()),
+        (HeaderName::from_static("x-auth-request-groups"), groups),
+    ]
+}
+
 /// Whether `name` is in the reserved `X-Infra-*` namespace, however spelt.
 pub fn is_reserved(name: &str) -> bool {
     normalise(name).starts_with(RESERVED_PREFIX)

@@ -1,4 +1,5 @@
-//! `infra destinations`: what connectors registered.
+//! `infra destinations`: what connectors registered, and the forward-auth
+//! destinations the server decides for itself.
 
 use clap::Subcommand;
 
@@ -7,6 +8,18 @@ use crate::output::{OutputArg, print, when};
 
 #[derive(Debug, Subcommand)]
 pub enum DestinationsCmd {
+    /// Declare a web application behind your own proxy (nginx, Caddy,
+    /// Traefik, Envoy): the proxy asks Infra about each request
+    /// (forward-auth), and grants on NAME decide. No connector.
+    #[command(
+        after_help = "Example:\n  infra destinations add wiki --url https://wiki.example.com\n  infra grants add alice@example.com wiki --role viewer\n\nThen point the proxy's forward-auth at https://<infra server>/api/forward-auth\nand route /.infra/ on the application's host to the server: docs/forward-auth.md\nhas configurations for nginx, Caddy, Traefik, Envoy and Istio."
+    )]
+    Add {
+        name: String,
+        /// The application's public origin, https://host[:port], as browsers reach it.
+        #[arg(long)]
+        url: String,
+    },
     /// List destinations with their connector, kind, health and last seen.
     List(OutputArg),
     /// Forget a destination; grants on it stay.
@@ -34,6 +47,15 @@ pub(super) async fn run(c: DestinationsCmd) -> anyhow::Result<()> {
                     ]
                 },
             )?;
+        }
+        DestinationsCmd::Add { name, url } => {
+            let d: infra_api::Destination = api
+                .post("/api/destinations", &infra_api::NewForwardAuthDestination { name, url })
+                .await?;
+            eprintln!(
+                "Added forward-auth destination {} at {}\nGrant access with: infra grants add USER {} --role ROLE",
+                d.name, d.url, d.name
+            );
         }
         DestinationsCmd::Remove { name } => {
             api.delete(&format!("/api/destinations/{}", enc(&name))).await?;

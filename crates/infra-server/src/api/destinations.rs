@@ -4,8 +4,8 @@
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use infra_api::{Destination, PageQuery};
-use infra_core::InfraRole;
+use infra_api::{Destination, NewForwardAuthDestination, PageQuery};
+use infra_core::{AppOrigin, InfraRole, Resource};
 use infra_store::connectors;
 
 use crate::audit;
@@ -29,6 +29,19 @@ pub(crate) fn url_of(state: &AppState, name: &str) -> String {
 }
 
 fn to_api(state: &AppState, d: connectors::DestinationRow) -> Destination {
+    if let Some(public) = d.public_url {
+        return Destination {
+            url: format!("{public}/"),
+            name: d.name,
+            kind: d.kind.as_str().to_owned(),
+            connector: String::new(),
+            labels: Default::default(),
+            health: "forward-auth".into(),
+            tunnels: 0,
+            last_seen: time(d.last_seen_at),
+            direct_url: None,
+        };
+    }
     let live = state.hub.count(&d.name);
     let connected = live > 0 || (d.tunnels > 0 && infra_store::now_ms() - d.last_seen_at < HEALTHY_WITHIN_MS);
     Destination {
@@ -68,6 +81,59 @@ pub(crate) async fn list(
         limit,
         total,
     ))
+}
+
+/// Declare a forward-auth destination: the server decides for a proxy in
+/// front of the application at `url` (see docs/forward-auth.md).
+#[utoipa::path(post, path = "/api/destinations", tag = "destinations", request_body = NewForwardAuthDestination,
+    responses((status = 201, body = Destination), (status = 409)), security(("accessKey" = [])))]
+pub(crate) async fn create(
+    State(state): State<AppState>,
+    caller: Caller,
+    Json(req): Json<NewForwardAuthDestination>,
+) -> ApiResult<(StatusCode, Json<Destination>)> {
+    caller
+        .require(&state, InfraRole::Admin, "add destinations", &req.name)
+        .await?;
+    let name = Resource::parse(&req.name)
+        .ok()
+        .filter(|r| !r.as_str().contains('.'))
+        .ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "invalid destination name '{}': use lower-case letters, digits and '-'",
+                req.name
+            ))
+        })?;
+    let origin = AppOrigin::parse(&req.url).map_err(|e| ApiError::bad_request(format!("url '{}': {e}", req.url)))?;
+    let mut tx = state.store.write().await?;
+    let taken = connectors::forward_auth_destinations(tx.conn())
+        .await?
+        .into_iter()
+        .find(|(_, u)| AppOrigin::parse(u).is_ok_and(|o| o.host() == origin.host()));
+    if let Some((other, _)) = taken {
+        return Err(ApiError::conflict(format!(
+            "destination '{other}' already has host {}; one application per host",
+            origin.host()
+        )));
+    }
+    let now = infra_store::now_ms();
+    if !connectors::add_forward_auth(tx.conn(), name.as_str(), &origin.to_string(), now).await? {
+        return Err(ApiError::conflict(format!(
+            "destination '{}' exists; see 'infra destinations list'",
+            name.as_str()
+        )));
+    }
+    let row = connectors::destination(tx.conn(), name.as_str()).await?;
+    audit::commit(
+        &state,
+        tx,
+        caller
+            .event("destination.create", name.as_str())
+            .detail(format!("url={origin}")),
+    )
+    .await?;
+    let row = row.ok_or_else(|| ApiError::internal("destination vanished"))?;
+    Ok((StatusCode::CREATED, Json(to_api(&state, row))))
 }
 
 /// Forget a destination (its connector registers it again if it still

@@ -130,6 +130,12 @@ async fn authenticate(state: &AppState, hello: &Hello) -> Result<String, String>
         if let Ok(Some(existing)) = connectors::destination(&mut c, &d.name).await
             && existing.connector != hello.name
         {
+            if existing.public_url.is_some() {
+                return Err(format!(
+                    "destination '{}' is a forward-auth destination of the server; remove it first ('infra destinations remove {}') or rename it",
+                    d.name, d.name
+                ));
+            }
             return Err(format!(
                 "destination '{}' belongs to connector '{}'; remove it first ('infra destinations remove {}') or rename it",
                 d.name, existing.connector, d.name
@@ -164,6 +170,7 @@ async fn register(state: &AppState, hello: &Hello, key_id: &str, source: &str) -
                 created_at: now,
                 last_seen_at: now,
                 tunnels: i64::try_from(state.hub.count(&d.name)).unwrap_or(0) + 1,
+                public_url: None,
             };
             connectors::upsert_destination(tx.conn(), &row).await?;
         }
