@@ -89,7 +89,7 @@ pub(crate) struct Ask<'a> {
 pub(crate) enum Verdict {
     Allow {
         destination: String,
-        ident: Identity,
+        ident: Box<Identity>,
         /// The client's `Cookie` without Infra's token cookie (`None` when
         /// nothing is left): what the upstream should get instead.
         upstream_cookie: Option<String>,
@@ -167,7 +167,7 @@ impl Ready {
         match self.decider.authorize(&claims, dest, now_ms) {
             Ok(ident) => Verdict::Allow {
                 destination: dest.to_owned(),
-                ident,
+                ident: Box::new(ident),
                 upstream_cookie: cookies_without_token(ask.headers),
             },
             Err(d) => Verdict::Deny {

@@ -14,6 +14,7 @@ mod e2e {
     pub mod common;
     pub mod direct;
     pub mod durability;
+    pub mod forward_auth;
     pub mod gateway;
     pub mod identity;
     pub mod kube;

@@ -140,7 +140,8 @@ pub(crate) async fn ext_authz(
     OriginalUri(uri): OriginalUri,
     headers: HeaderMap,
 ) -> Response {
-    let host = text(&headers, header::HOST.as_str());
+    // HTTP/1.1 carries it in `Host`, HTTP/2 in `:authority`.
+    let host = text(&headers, header::HOST.as_str()).or_else(|| uri.authority().map(|a| a.as_str()));
     let pq = uri.path_and_query().map_or("/", |p| p.as_str());
     let original = pq
         .strip_prefix(EXT_AUTHZ_PREFIX)

@@ -29,7 +29,7 @@ pub fn setup() -> Idp {
     setup_with(Vec::new())
 }
 
-fn setup_with(mut server_args: Vec<String>) -> Idp {
+pub fn setup_with(mut server_args: Vec<String>) -> Idp {
     server_args.extend(["--provider-refresh".into(), "1s".into()]);
     let env = super::common::start_with(Backend::Sqlite, server_args);
     let idp = OidcProvider::start(serde_json::json!({
