@@ -14,6 +14,8 @@ mod ssh_api;
 pub(crate) mod tokens;
 mod users;
 mod wellknown;
+
+pub(crate) use wellknown::readiness;
 mod workload;
 
 use axum::Router;
@@ -78,6 +80,8 @@ pub(crate) fn router(state: AppState) -> Router {
     Router::new()
         .nest("/api", api)
         .route("/healthz", get(wellknown::healthz))
+        .route("/livez", get(wellknown::livez))
+        .route("/readyz", get(wellknown::readyz))
         .route("/login", get(crate::web::login_page).post(crate::web::login_submit))
         .route("/login/done", get(crate::web::login_done))
         .route("/oidc/start/{name}", get(crate::web::oidc_start))
@@ -90,6 +94,7 @@ pub(crate) fn router(state: AppState) -> Router {
         )
         .route("/.well-known/jwks.json", get(wellknown::jwks))
         .route("/.well-known/openid-configuration", get(wellknown::discovery))
+        .route_layer(axum::middleware::from_fn(crate::metrics::track_api))
         .fallback(|| async { ApiError::not_found("not found") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(
@@ -121,7 +126,7 @@ pub(crate) fn router(state: AppState) -> Router {
         ssh_api::user_ca, ssh_api::host_ca, ssh_api::rotate, ssh_api::issue,
         providers::create, providers::list, providers::remove, provider_login::authorize, provider_login::device,
         workload::create, workload::list, workload::remove, workload::exchange,
-        wellknown::healthz, wellknown::jwks, wellknown::discovery,
+        wellknown::healthz, wellknown::livez, wellknown::readyz, wellknown::jwks, wellknown::discovery,
     ),
     components(schemas(infra_api::ErrorBody)),
     modifiers(&BearerAuth)

@@ -77,6 +77,7 @@ pub(crate) fn emit(state: &AppState, row: &AuditRow) {
 
 /// Writes the event to stdout as one JSON line.
 pub(crate) fn emit_quiet(row: &AuditRow) {
+    crate::metrics::audited(&row.action, &row.result, &row.detail);
     crate::audit_out::print(std::slice::from_ref(row));
 }
 

@@ -71,6 +71,11 @@ impl Intake {
         }
     }
 
+    /// Events waiting for the writer.
+    pub(crate) fn depth(&self) -> usize {
+        self.tx.max_capacity() - self.tx.capacity()
+    }
+
     /// Hands an event from `from` to the writer; waits while the queue is
     /// full. `false` once the writer has stopped.
     pub(crate) async fn send(&self, from: &Arc<Source>, ev: AccessEvent) -> bool {
@@ -208,6 +213,12 @@ async fn store_batch(store: &Store, batch: Vec<Shipped>) -> Result<Acked, (Vec<A
             let instance = &from.hello.instance_id;
             let mut last = connectors::audit_acked(tx.conn(), instance).await?;
             let before = last;
+            if let Some(oldest) = evs.iter().map(|e| e.time_ms).min() {
+                let lag = u64::try_from(now_ms() - oldest).unwrap_or(0);
+                crate::metrics::METRICS
+                    .audit_ship_lag
+                    .observe(std::time::Duration::from_millis(lag).as_secs_f64());
+            }
             accept(&from.hello, evs, &mut last, &mut events);
             if last > before {
                 connectors::set_audit_acked(tx.conn(), instance, last).await?;

@@ -40,6 +40,7 @@ fn out() -> Option<&'static Sender<Msg>> {
 
 /// Writes `rows` on the stdout thread.
 pub(crate) fn emit_batch(rows: Vec<AuditRow>) {
+    crate::metrics::audited_batch(&rows);
     match out() {
         Some(tx) => {
             if let Err(e) = tx.send(Msg::Rows(rows))

@@ -25,6 +25,11 @@ pub struct ServerArgs {
     /// Address to serve HTTPS on [default: 127.0.0.1:4443].
     #[arg(long, env = "INFRA_LISTEN")]
     pub listen: Option<SocketAddr>,
+    /// Serve Prometheus metrics (`/metrics`), liveness (`/livez`) and
+    /// readiness (`/readyz`) over plain HTTP on this address, e.g.
+    /// 127.0.0.1:9090 [default: off; never on the public port].
+    #[arg(long, env = "INFRA_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
     /// URL clients use to reach this server; the token issuer (`iss`).
     /// Default: https://<listen address>, with localhost for loopback.
     #[arg(long, env = "INFRA_PUBLIC_URL")]
@@ -91,6 +96,7 @@ struct FileConfig {
     data_dir: Option<PathBuf>,
     db: Option<String>,
     listen: Option<SocketAddr>,
+    metrics_listen: Option<SocketAddr>,
     public_url: Option<String>,
     advertise_url: Option<String>,
     gateway_domain: Option<String>,
@@ -115,6 +121,8 @@ pub(crate) struct Settings {
     pub(crate) data_dir: PathBuf,
     pub(crate) db_url: String,
     pub(crate) listen: SocketAddr,
+    /// Where `/metrics`, `/livez` and `/readyz` are served, if anywhere.
+    pub(crate) metrics_listen: Option<SocketAddr>,
     pub(crate) public_url: String,
     pub(crate) advertise_url: String,
     /// The host part of `public_url`, lower-cased.
@@ -185,6 +193,7 @@ impl Settings {
             data_dir,
             db_url,
             listen,
+            metrics_listen: a.metrics_listen.or(f.metrics_listen),
             advertise_url: a
                 .advertise_url
                 .or(f.advertise_url)

@@ -69,7 +69,22 @@ pub(crate) async fn route(State(state): State<AppState>, req: Request, next: Nex
         .as_deref()
         .and_then(|h| destination_of(h, &state.settings.gateway_domain, own))
     {
-        Some(dest) => forward(state, dest, host.unwrap_or_default(), req).await,
+        Some(dest) => {
+            let started = std::time::Instant::now();
+            let m = &crate::metrics::METRICS;
+            // A name the client made up is not a label.
+            let label = if state.gateway_names.contains(&dest) {
+                dest.clone()
+            } else {
+                "unknown".to_owned()
+            };
+            m.gateway_in_flight.inc();
+            let r = forward(state, dest, host.unwrap_or_default(), req).await;
+            m.gateway_in_flight.dec();
+            let class = format!("{}xx", r.status().as_u16() / 100);
+            crate::metrics::gateway(&label, "http", class, started.elapsed());
+            r
+        }
         None => next.run(req).await,
     }
 }

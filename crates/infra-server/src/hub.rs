@@ -40,6 +40,7 @@ impl Hub {
     }
 
     pub(crate) fn add(&self, destinations: &[String], t: Arc<Tunnel>) {
+        crate::metrics::METRICS.tunnels_open.inc();
         if let Ok(mut m) = self.by_destination.write() {
             for d in destinations {
                 m.entry(d.clone()).or_default().push(t.clone());
@@ -47,7 +48,9 @@ impl Hub {
         }
     }
 
+    /// Forgets tunnel `id` (added once with [`Hub::add`]).
     pub(crate) fn remove(&self, id: u64) {
+        crate::metrics::METRICS.tunnels_open.dec();
         if let Ok(mut m) = self.by_destination.write() {
             for v in m.values_mut() {
                 v.retain(|t| t.id != id);

@@ -20,6 +20,7 @@ mod gateway_names;
 mod hashing;
 mod hub;
 mod idp;
+mod metrics;
 mod oidc;
 mod pg_gateway;
 mod serve;

@@ -58,17 +58,24 @@ where
         return;
     };
     drop(login);
+    let started = std::time::Instant::now();
+    // A name the client made up is not a label.
+    let label = if hub.count(&dest) > 0 { dest.as_str() } else { "unknown" };
+    let counted = |result: &str| crate::metrics::gateway(label, "postgres", result.to_owned(), started.elapsed());
     let resp = match send_to_tunnel(hub, &dest, req).await {
         Ok(r) => r,
         Err(f) => {
+            counted("unavailable");
             refuse(&mut io, &Fatal::new(SqlState::ConnectionFailure, f.message(&dest))).await;
             return;
         }
     };
     if resp.headers().get(HDR_UPGRADE).is_none() {
+        counted("refused");
         refuse(&mut io, &Refusal::read(resp).await.to_pg()).await;
         return;
     }
+    counted("ok");
     let (rd, wr) = tokio::io::split(io);
     tasks.spawn(infra_tunnel::body::reader_to_channel(rd, tx));
     infra_tunnel::body::body_to_writer(resp.into_body(), wr).await;

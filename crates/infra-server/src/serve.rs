@@ -9,6 +9,7 @@
 
 mod certs;
 mod connection;
+mod observe;
 
 use std::sync::Arc;
 
@@ -52,6 +53,12 @@ pub(crate) async fn run(args: ServerArgs, init_logs: fn(bool)) -> anyhow::Result
     tracing::info!(%addr, url = %settings.public_url, db = %redact_url(&settings.db_url), "infra server listening");
     print_banner(settings, &tls.fingerprint, &tls.ca_path, first_admin);
 
+    infra_metrics::mark_start();
+    if let Some(addr) = settings.metrics_listen {
+        // It answers through the drain (`/readyz` says "stopping") and
+        // stops with the tunnels.
+        observe::start(&state, addr, state.tasks.close_tunnels.clone()).await?;
+    }
     let shutdown = CancellationToken::new();
     // Not tracked: it waits for a second signal, which exits the process
     // at once, so it must not hold up the drain.

@@ -10,19 +10,41 @@ use crate::error::ApiResult;
 use crate::signing;
 use crate::state::AppState;
 
-/// 200 when the server can reach its database.
+/// 200 when the server can reach its database and is not stopping (the
+/// same as `/readyz`).
 #[utoipa::path(get, path = "/healthz", tag = "health", responses((status = 200, body = Health), (status = 503, body = infra_api::ErrorBody)))]
 pub(crate) async fn healthz(State(state): State<AppState>) -> axum::response::Response {
+    readyz(State(state)).await
+}
+
+/// Readiness: 200 when the server can reach its database and is not
+/// stopping; 503 otherwise (take it out of the load balancer).
+#[utoipa::path(get, path = "/readyz", tag = "health", responses((status = 200, body = Health), (status = 503, body = infra_api::ErrorBody)))]
+pub(crate) async fn readyz(State(state): State<AppState>) -> axum::response::Response {
+    match readiness(&state).await {
+        Ok(()) => Json(Health { status: "ok".into() }).into_response(),
+        Err(why) => crate::error::ApiError::new(axum::http::StatusCode::SERVICE_UNAVAILABLE, why).into_response(),
+    }
+}
+
+/// Liveness: 200 while the process answers at all (a connector
+/// reconnecting, or the database down, is not a reason to restart it).
+#[utoipa::path(get, path = "/livez", tag = "health", responses((status = 200, body = Health)))]
+pub(crate) async fn livez() -> Json<Health> {
+    Json(Health { status: "ok".into() })
+}
+
+/// Why the server is not ready, if it is not.
+pub(crate) async fn readiness(state: &AppState) -> Result<(), &'static str> {
+    if state.tasks.clients.is_closed() {
+        return Err("stopping");
+    }
     let ok = async {
         let mut c = state.store.conn().await.ok()?;
         sqlx_ping(&mut c).await
     }
     .await;
-    match ok {
-        Some(()) => Json(Health { status: "ok".into() }).into_response(),
-        None => crate::error::ApiError::new(axum::http::StatusCode::SERVICE_UNAVAILABLE, "database unreachable")
-            .into_response(),
-    }
+    ok.ok_or("database unreachable")
 }
 
 async fn sqlx_ping(c: &mut infra_store::Conn) -> Option<()> {

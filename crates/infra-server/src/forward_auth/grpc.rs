@@ -74,8 +74,9 @@ fn decide(
         uri: if path.is_empty() { "/" } else { path },
         headers: &headers,
     };
+    let started = std::time::Instant::now();
     let verdict = ready.decide(&ask, now_ms());
-    if !super::http::record(state, &ask, &verdict, "ext-authz-grpc", peer) {
+    if !super::http::record(state, &ask, &verdict, "ext-authz-grpc", peer, started) {
         return unavailable("the audit log is behind; try again shortly");
     }
     match verdict {

@@ -190,8 +190,9 @@ fn answer(
         uri,
         headers,
     };
+    let started = std::time::Instant::now();
     let verdict = ready.decide(&ask, now_ms());
-    if !record(state, &ask, &verdict, via.as_str(), source) {
+    if !record(state, &ask, &verdict, via.as_str(), source, started) {
         return error(503, "the audit log is behind; try again shortly");
     }
     match verdict {
@@ -325,7 +326,20 @@ pub(crate) fn destination_at(apps: &Apps, host: &str, port: u16) -> Option<(Stri
 /// Records a decision in the audit log (through the server's one audit
 /// writer); `false` if it could not be queued, and then the proxy is told
 /// to try again rather than let a request through unrecorded.
-pub(super) fn record(state: &AppState, ask: &Ask<'_>, verdict: &Verdict, via: &str, source: &str) -> bool {
+pub(super) fn record(
+    state: &AppState,
+    ask: &Ask<'_>,
+    verdict: &Verdict,
+    via: &'static str,
+    source: &str,
+    started: std::time::Instant,
+) -> bool {
+    let (destination, allowed) = match verdict {
+        Verdict::Allow { destination, .. } => (destination.as_str(), true),
+        // An unknown host is the client's word: not a label.
+        Verdict::Deny { destination, .. } => (destination.as_deref().unwrap_or("unknown"), false),
+    };
+    crate::metrics::decided(destination, via, allowed, started.elapsed());
     let uri: String = ask.uri.chars().take(512).collect();
     let ev = match verdict {
         Verdict::Allow { destination, ident, .. } => infra_store::NewAuditEvent {

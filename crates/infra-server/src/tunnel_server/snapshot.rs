@@ -92,6 +92,7 @@ pub(super) async fn push_changes(
             () = tokio::time::sleep(REFRESH) => {}
             () = closed.cancelled() => return,
         }
+        let woke = std::time::Instant::now();
         let key_ok = match state.store.conn().await {
             Ok(mut c) => {
                 matches!(keys::key_by_id(&mut c, &key_id).await, Ok(Some(k)) if k.expires_at.is_none_or(|e| e > now_ms()))
@@ -110,6 +111,9 @@ pub(super) async fn push_changes(
                     return;
                 }
                 last = s;
+                crate::metrics::METRICS
+                    .snapshot_push_lag
+                    .observe(woke.elapsed().as_secs_f64());
             }
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "cannot build snapshot"),
