@@ -56,7 +56,7 @@ impl Entrance {
     pub(crate) fn new(state: &Arc<State>, destination: &str, source: &str) -> Option<Self> {
         let route = state.routes.get(destination)?.clone();
         Some(Self {
-            audit: Audit::new(state.spool.clone(), ANONYMOUS, &route.name, source),
+            audit: Audit::new(state.spool.clone(), route.target.kind(), ANONYMOUS, &route.name, source),
             source: source.to_owned(),
             inflight: state.begin(),
             state: state.clone(),
@@ -102,6 +102,8 @@ impl Entrance {
             return Err(refuse(ANONYMOUS, deny(503, NOT_READY)));
         };
         let name = &self.route.name;
+        // Timed until the decision is made, whichever way it goes.
+        let timing = crate::metrics::decision_timer(self.route.target.kind());
         let claims = decider.verify(token, name).map_err(|d| refuse("unknown", d))?;
         if let Some(d) = check(&claims) {
             return Err(refuse(&claims.name, d));
@@ -109,6 +111,7 @@ impl Entrance {
         let ident = decider
             .authorize(&claims, name, now_ms())
             .map_err(|d| refuse(&claims.name, d))?;
+        drop(timing);
         drop(decider);
         let roles = if self.route.target.watches_roles() {
             ident.roles.clone()

@@ -2,6 +2,8 @@
 //! once, at admission; each event then adds only its outcome and detail.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
 
 use infra_tunnel::proto::{AccessEvent, Outcome};
 
@@ -18,15 +20,42 @@ pub(crate) struct Audit {
     user: String,
     destination: String,
     source: String,
+    /// The destination's kind, for metrics.
+    kind: &'static str,
+    /// When the stream was admitted, and whether its first event was
+    /// timed yet (shared by the copies `as_user` makes).
+    started: Instant,
+    timed: Arc<AtomicBool>,
 }
 
 impl Audit {
-    pub(crate) fn new(spool: Arc<Spool>, user: &str, destination: &str, source: &str) -> Self {
+    /// Every event is a request (or statement, or session) in the metrics;
+    /// the first of a stream also times it from admission.
+    fn count(&self, result: Outcome) {
+        let m = &crate::metrics::METRICS;
+        m.requests
+            .get_or_create(&crate::metrics::RequestLabels {
+                destination: self.destination.clone(),
+                kind: self.kind,
+                result: result.as_str(),
+            })
+            .inc();
+        if !self.timed.swap(true, Ordering::Relaxed) {
+            m.request_duration
+                .get_or_create(&crate::metrics::KindLabel { kind: self.kind })
+                .observe(self.started.elapsed().as_secs_f64());
+        }
+    }
+
+    pub(crate) fn new(spool: Arc<Spool>, kind: &'static str, user: &str, destination: &str, source: &str) -> Self {
         Self {
             spool,
             user: user.to_owned(),
             destination: destination.to_owned(),
             source: source.to_owned(),
+            kind,
+            started: Instant::now(),
+            timed: Arc::new(AtomicBool::new(false)),
         }
     }
 
@@ -52,6 +81,7 @@ impl Audit {
     }
 
     fn event(&self, result: Outcome, detail: String) -> AccessEvent {
+        self.count(result);
         AccessEvent {
             seq: 0,
             time_ms: now_ms(),

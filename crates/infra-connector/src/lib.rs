@@ -16,6 +16,7 @@ mod front;
 mod http_proxy;
 mod kube;
 mod metered;
+mod metrics;
 mod pg_audit;
 mod pg_direct;
 mod pg_roles;
@@ -79,6 +80,7 @@ pub mod fuzzing {
 /// Runs the connector until SIGTERM or SIGINT. `init_logs` sets up logging
 /// (JSON lines when given `true`).
 pub async fn run(args: ConnectorArgs, init_logs: fn(bool)) -> anyhow::Result<()> {
+    infra_metrics::mark_start();
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     init_logs(args.log_format.as_deref() == Some("json"));
     let print_sshd = args.print_sshd_config;
@@ -289,7 +291,9 @@ async fn signals(token: CancellationToken) {
     std::process::exit(130);
 }
 
-/// `GET /healthz`: 200 once the tunnel is up and grants have arrived.
+/// The admin listener: `/readyz` (and `/healthz`) 200 once a tunnel is up
+/// and grants have arrived, 503 while connecting; `/livez` 200 while the
+/// process answers (a reconnect is no reason to restart it); `/metrics`.
 async fn admin_server(listener: tokio::net::TcpListener, state: Arc<state::State>, shutdown: CancellationToken) {
     loop {
         let Ok((tcp, _)) = listener.accept().await else {
@@ -301,13 +305,23 @@ async fn admin_server(listener: tokio::net::TcpListener, state: Arc<state::State
             let svc = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
                 let state = state.clone();
                 async move {
-                    let (status, body) = match req.uri().path() {
-                        "/healthz" if state.ready() => (200, r#"{"status":"ok"}"#),
-                        "/healthz" => (503, r#"{"status":"connecting"}"#),
-                        _ => (404, r#"{"code":404,"message":"not found"}"#),
+                    let json = "application/json";
+                    let (status, ctype, body) = match req.uri().path() {
+                        "/healthz" | "/readyz" if state.ready() => (200, json, r#"{"status":"ok"}"#.to_owned()),
+                        "/healthz" | "/readyz" => (503, json, r#"{"status":"connecting"}"#.to_owned()),
+                        "/livez" => (200, json, r#"{"status":"ok"}"#.to_owned()),
+                        "/metrics" => (200, infra_metrics::CONTENT_TYPE, metrics::render(&state.metrics_now())),
+                        _ => (
+                            404,
+                            json,
+                            r#"{"code":404,"message":"not found: /livez, /readyz, /metrics"}"#.to_owned(),
+                        ),
                     };
                     let mut r = http::Response::new(infra_tunnel::full(body));
                     *r.status_mut() = http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::OK);
+                    if let Ok(v) = http::HeaderValue::from_str(ctype) {
+                        r.headers_mut().insert(http::header::CONTENT_TYPE, v);
+                    }
                     Ok::<_, std::convert::Infallible>(r)
                 }
             });

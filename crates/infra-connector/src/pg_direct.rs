@@ -66,7 +66,7 @@ async fn connection<S>(
     let started = Instant::now();
     // A cancel key is its own credential, as in PostgreSQL: nobody is
     // known to have sent it.
-    let anonymous = Audit::new(state.spool.clone(), "anonymous", &destination, &source);
+    let anonymous = Audit::new(state.spool.clone(), "postgres", "anonymous", &destination, &source);
     let mut login = CleartextLogin::new(Transport::TlsRequired);
     let deadline = tokio::time::Instant::now() + LOGIN_TIMEOUT;
     match drive(&mut plain, &mut login, deadline).await {

@@ -19,6 +19,17 @@ pub(crate) enum Target {
 }
 
 impl Target {
+    /// The destination kind's word, as the audit log and metrics say it.
+    pub(crate) fn kind(&self) -> &'static str {
+        let k = match self {
+            Target::Http => infra_core::DestinationKind::Http,
+            Target::Kube(_) => infra_core::DestinationKind::Kubernetes,
+            Target::Pg { .. } => infra_core::DestinationKind::Postgres,
+            Target::Ssh(_) => infra_core::DestinationKind::Ssh,
+        };
+        k.as_str()
+    }
+
     /// Whether a destination of this kind speaks `u`: browsers' WebSockets
     /// for HTTP services, kubectl's SPDY and WebSocket streams for
     /// clusters, and raw streams only for databases and SSH hosts.

@@ -67,6 +67,8 @@ struct Queue {
 pub(crate) struct Line {
     pub(crate) seq: i64,
     pub(crate) bytes: Bytes,
+    /// When it was written (or reloaded): its ship lag ends at the ack.
+    pub(crate) written: std::time::Instant,
 }
 
 struct Inner {
@@ -98,6 +100,7 @@ impl Spool {
                 last = last.max(ev.seq);
                 if ev.seq > acked {
                     pending.push_back(Line {
+                        written: std::time::Instant::now(),
                         seq: ev.seq,
                         bytes: encode_one(&ev),
                     });
@@ -235,6 +238,7 @@ impl Spool {
         let last = seqs.last().map_or(0, |s| s.0);
         for (seq, start, end) in seqs {
             g.pending.push_back(Line {
+                written: std::time::Instant::now(),
                 seq,
                 bytes: all.slice(start..end),
             });
@@ -261,8 +265,14 @@ impl Spool {
             return;
         }
         g.acked = seq;
+        let mut newest = None;
         while g.pending.front().is_some_and(|e| e.seq <= seq) {
-            g.pending.pop_front();
+            newest = g.pending.pop_front().map(|l| l.written);
+        }
+        if let Some(w) = newest {
+            crate::metrics::METRICS
+                .audit_ship_lag
+                .observe(w.elapsed().as_secs_f64());
         }
         let _ = std::fs::write(&g.acked_path, seq.to_string());
         if g.pending.is_empty() {

@@ -47,6 +47,8 @@ pub(crate) struct State {
     next_id: AtomicU64,
     /// Tunnels up right now (one per server replica).
     pub(crate) tunnels_up: std::sync::atomic::AtomicUsize,
+    /// When the last snapshot was applied.
+    applied_at: Mutex<Option<std::time::Instant>>,
     inflight: std::sync::atomic::AtomicUsize,
     /// Recent assertions by (user, destination): a signature per request
     /// would cost more than the rest of the request's checks.
@@ -126,6 +128,7 @@ impl State {
             active: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
             tunnels_up: std::sync::atomic::AtomicUsize::new(0),
+            applied_at: Mutex::new(None),
             inflight: std::sync::atomic::AtomicUsize::new(0),
             assertions: Mutex::new(HashMap::new()),
             snapshots: tokio::sync::watch::Sender::new(None),
@@ -136,6 +139,21 @@ impl State {
     pub(crate) fn begin(self: &Arc<Self>) -> Inflight {
         self.inflight.fetch_add(1, Ordering::Relaxed);
         Inflight(self.clone())
+    }
+
+    /// How long ago the last snapshot was applied, if ever.
+    pub(crate) fn snapshot_age(&self) -> Option<std::time::Duration> {
+        self.applied_at.lock().ok().and_then(|g| g.map(|t| t.elapsed()))
+    }
+
+    /// What a metrics scrape reads.
+    pub(crate) fn metrics_now(&self) -> crate::metrics::Now {
+        crate::metrics::Now {
+            streams: self.inflight(),
+            tunnels: self.tunnels_up.load(Ordering::Relaxed),
+            snapshot_age: self.snapshot_age(),
+            audit_pending: self.spool.pending_len(),
+        }
     }
 
     pub(crate) fn inflight(&self) -> usize {
@@ -165,6 +183,9 @@ impl State {
     /// The grants are parsed here, once; every reader (the decision, the
     /// RBAC sync, the sshd files) reads the same [`GrantView`].
     pub(crate) fn apply(&self, s: Snapshot) {
+        if let Ok(mut g) = self.applied_at.lock() {
+            *g = Some(std::time::Instant::now());
+        }
         let issuer = self.issuer.read().map(|g| g.clone()).unwrap_or_default();
         let kube: Vec<&str> = self.routes.kube().map(|(name, _)| name).collect();
         let grants = Arc::new(s.grant_view());

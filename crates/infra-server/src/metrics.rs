@@ -210,10 +210,18 @@ pub(crate) fn audited(action: &str, result: &str, detail: &str) {
             m.issued.get_or_create(&IssuedLabel { kind: "token" }).inc();
         }
         "token.exchange" if ok => {
-            m.issued.get_or_create(&IssuedLabel { kind: "exchanged_token" }).inc();
+            m.issued
+                .get_or_create(&IssuedLabel {
+                    kind: "exchanged_token",
+                })
+                .inc();
         }
         "ssh.certificate" if ok => {
-            m.issued.get_or_create(&IssuedLabel { kind: "ssh_certificate" }).inc();
+            m.issued
+                .get_or_create(&IssuedLabel {
+                    kind: "ssh_certificate",
+                })
+                .inc();
         }
         _ => {}
     }

@@ -20,6 +20,7 @@ mod e2e {
     pub mod kube;
     pub mod lifecycle;
     pub mod login;
+    pub mod metrics;
     pub mod postgres;
     pub mod replicas;
     pub mod ssh;

@@ -95,7 +95,7 @@ fn session(state: &Arc<State>, cfg: PgConfig) -> Session {
             roles: vec!["read".into()],
             current_groups: Vec::new(),
         },
-        audit: Audit::new(state.spool.clone(), "alice@example.com", "db", "192.0.2.7"),
+        audit: Audit::new(state.spool.clone(), "postgres", "alice@example.com", "db", "192.0.2.7"),
         cancel: CancellationToken::new(),
     }
 }
@@ -178,7 +178,7 @@ async fn a_cancel_reaches_the_database_and_is_audited() {
 #[tokio::test]
 async fn a_cancel_the_database_does_not_take_is_audited_as_failed() {
     let state = state("cancel-failed");
-    let anonymous = Audit::new(state.spool.clone(), "anonymous", "db", "192.0.2.7");
+    let anonymous = Audit::new(state.spool.clone(), "postgres", "anonymous", "db", "192.0.2.7");
     cancel_query(&anonymous, &pg(closed_port().await), CancelKey { pid: 9, secret: 1 }).await;
     let ev = events(&state);
     assert_eq!(ev.len(), 1, "{ev:?}");

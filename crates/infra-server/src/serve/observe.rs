@@ -32,8 +32,8 @@ pub(super) async fn start(state: &AppState, addr: SocketAddr, shutdown: Cancella
                     let state = state.clone();
                     async move { Ok::<_, std::convert::Infallible>(answer(&state, req.uri().path()).await) }
                 });
-                let conn = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(hyper_util::rt::TokioIo::new(tcp), svc);
+                let conn =
+                    hyper::server::conn::http1::Builder::new().serve_connection(hyper_util::rt::TokioIo::new(tcp), svc);
                 // A scraper's keep-alive connection must not hold up the stop.
                 tokio::select! {
                     _ = conn => {}

@@ -110,7 +110,7 @@ server: {{ $server | quote }}
 name: {{ include "infra-connector.validName" (list "name" .Values.name) | quote }}
 accessKeyFile: {{ printf "/etc/infra/secret/%s" (include "infra-connector.secretKey" .) | quote }}
 dataDir: /var/lib/infra
-# The probes reach the admin listener (GET /healthz) through the pod IP.
+# The probes reach the admin listener (GET /readyz, /livez) through the pod IP.
 adminListen: 0.0.0.0:4480
 tls:
 {{- if $tls.trustedFingerprint }}
