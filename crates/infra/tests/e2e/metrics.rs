@@ -142,7 +142,12 @@ fn metrics_parse_and_move_as_server_and_connector_work() {
         1.0
     );
     assert_eq!(value(&after, "infra_tunnels_open", &[]), 1.0);
-    assert!(moved("infra_api_requests_total", &[("route", "/api/tokens"), ("method", "POST")]) >= 1.0);
+    assert!(
+        moved(
+            "infra_api_requests_total",
+            &[("route", "/api/tokens"), ("method", "POST")]
+        ) >= 1.0
+    );
     assert!(value(&after, "infra_snapshot_push_lag_seconds_count", &[]) >= 1.0);
 
     // The connector's, on its admin listener.
