@@ -94,6 +94,21 @@ impl Server {
         Ok(server)
     }
 
+    /// A handle on a server started some other way (listening on `port`,
+    /// with its data in `data_dir`), for the CLI helpers. It is not
+    /// stopped when dropped.
+    pub fn attach(port: u16, data_dir: &Path) -> Server {
+        Server {
+            url: format!("https://127.0.0.1:{port}"),
+            port,
+            data_dir: data_dir.to_path_buf(),
+            bin: PathBuf::new(),
+            opts: ServerOpts::default(),
+            child: None,
+            _temp: None,
+        }
+    }
+
     /// `DIR/ca.pem`: the CA the server's TLS certificate chains to.
     pub fn ca_path(&self) -> PathBuf {
         self.data_dir.join("ca.pem")

@@ -8,12 +8,15 @@ use clap::{CommandFactory, Parser, Subcommand};
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// `infra --version`: the release and the commit it was built from.
+const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (commit ", env!("INFRA_COMMIT"), ")");
+
 /// Infra: identity-aware access to Kubernetes, PostgreSQL, SSH and HTTP
 /// services, with short-lived credentials and a complete audit trail.
 #[derive(Debug, Parser)]
 #[command(
     name = "infra",
-    version,
+    version = VERSION,
     propagate_version = true,
     after_help = "Start a server: infra server\nThen log in:    infra login localhost:4443 --tls-trusted-fingerprint <printed fingerprint>"
 )]

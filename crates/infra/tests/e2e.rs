@@ -12,6 +12,7 @@ mod e2e {
     pub mod audit;
     pub mod bad_input;
     pub mod common;
+    pub mod deploy;
     pub mod direct;
     pub mod durability;
     pub mod forward_auth;
