@@ -30,6 +30,24 @@ pub struct ServerArgs {
     /// 127.0.0.1:9090 [default: off; never on the public port].
     #[arg(long, env = "INFRA_METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,
+    /// Export every audit event as JSON lines to this file (rotated by size).
+    #[arg(long, env = "INFRA_AUDIT_EXPORT_FILE")]
+    pub audit_export_file: Option<PathBuf>,
+    /// Rotate the export file at this size: bytes, or with KB, MB, GB [default: 100MB].
+    #[arg(long, env = "INFRA_AUDIT_EXPORT_FILE_MAX_SIZE")]
+    pub audit_export_file_max_size: Option<String>,
+    /// Rotated export files kept [default: 10].
+    #[arg(long, env = "INFRA_AUDIT_EXPORT_FILE_KEEP")]
+    pub audit_export_file_keep: Option<u32>,
+    /// Export every audit event to a syslog collector: tcp://HOST:PORT or udp://HOST:PORT (RFC 5424).
+    #[arg(long, env = "INFRA_AUDIT_EXPORT_SYSLOG")]
+    pub audit_export_syslog: Option<String>,
+    /// Export every audit event to an HTTP webhook (batches of JSON, retried until 2xx).
+    #[arg(long, env = "INFRA_AUDIT_EXPORT_WEBHOOK")]
+    pub audit_export_webhook: Option<String>,
+    /// Bearer token the webhook is sent with (prefer the environment variable).
+    #[arg(long, env = "INFRA_AUDIT_EXPORT_WEBHOOK_TOKEN", hide_env_values = true)]
+    pub audit_export_webhook_token: Option<String>,
     /// URL clients use to reach this server; the token issuer (`iss`).
     /// Default: https://<listen address>, with localhost for loopback.
     #[arg(long, env = "INFRA_PUBLIC_URL")]
@@ -97,6 +115,11 @@ struct FileConfig {
     db: Option<String>,
     listen: Option<SocketAddr>,
     metrics_listen: Option<SocketAddr>,
+    audit_export_file: Option<PathBuf>,
+    audit_export_file_max_size: Option<String>,
+    audit_export_file_keep: Option<u32>,
+    audit_export_syslog: Option<String>,
+    audit_export_webhook: Option<String>,
     public_url: Option<String>,
     advertise_url: Option<String>,
     gateway_domain: Option<String>,
@@ -123,6 +146,8 @@ pub(crate) struct Settings {
     pub(crate) listen: SocketAddr,
     /// Where `/metrics`, `/livez` and `/readyz` are served, if anywhere.
     pub(crate) metrics_listen: Option<SocketAddr>,
+    /// Where audit events are exported to.
+    pub(crate) audit_export: AuditExport,
     pub(crate) public_url: String,
     pub(crate) advertise_url: String,
     /// The host part of `public_url`, lower-cased.
@@ -194,6 +219,18 @@ impl Settings {
             db_url,
             listen,
             metrics_listen: a.metrics_listen.or(f.metrics_listen),
+            audit_export: AuditExport {
+                file: a.audit_export_file.or(f.audit_export_file),
+                file_max_bytes: size(
+                    "audit export file size",
+                    a.audit_export_file_max_size.or(f.audit_export_file_max_size),
+                    100_000_000,
+                )?,
+                file_keep: a.audit_export_file_keep.or(f.audit_export_file_keep).unwrap_or(10),
+                syslog: a.audit_export_syslog.or(f.audit_export_syslog),
+                webhook: a.audit_export_webhook.or(f.audit_export_webhook),
+                webhook_token: a.audit_export_webhook_token,
+            },
             advertise_url: a
                 .advertise_url
                 .or(f.advertise_url)
@@ -229,6 +266,43 @@ impl Settings {
             )?,
         })
     }
+}
+
+/// Audit export targets, as configured (checked when the server builds
+/// them at start).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct AuditExport {
+    pub(crate) file: Option<PathBuf>,
+    pub(crate) file_max_bytes: u64,
+    pub(crate) file_keep: u32,
+    pub(crate) syslog: Option<String>,
+    pub(crate) webhook: Option<String>,
+    pub(crate) webhook_token: Option<String>,
+}
+
+/// A size: bytes, or a number with KB, MB or GB (powers of 1000) or KiB,
+/// MiB, GiB.
+fn size(what: &str, given: Option<String>, default: u64) -> anyhow::Result<u64> {
+    let Some(s) = given else { return Ok(default) };
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (n, unit) = t.split_at(split);
+    let n: u64 = n
+        .parse()
+        .with_context(|| format!("{what}: '{s}' is not a size such as 100MB"))?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "kb" => 1_000,
+        "mb" => 1_000_000,
+        "gb" => 1_000_000_000,
+        "kib" => 1 << 10,
+        "mib" => 1 << 20,
+        "gib" => 1 << 30,
+        other => anyhow::bail!("{what}: unknown unit '{other}' (use KB, MB, GB, KiB, MiB or GiB)"),
+    };
+    n.checked_mul(mult)
+        .filter(|b| *b > 0)
+        .with_context(|| format!("{what}: '{s}' is out of range"))
 }
 
 /// The YAML file, if one is given.

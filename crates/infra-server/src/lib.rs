@@ -7,6 +7,7 @@
 
 mod api;
 mod audit;
+mod audit_export;
 mod audit_intake;
 mod audit_out;
 mod authn;

@@ -87,6 +87,13 @@ pub(crate) struct Metrics {
     pub(crate) audit_ship_lag: Histogram,
     pub(crate) login_failures: Family<ReasonLabel, Counter>,
     pub(crate) issued: Family<IssuedLabel, Counter>,
+    pub(crate) exported: Family<ExportLabels, Counter>,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct ExportLabels {
+    pub(crate) target: String,
+    pub(crate) result: &'static str,
 }
 
 fn histograms<L: EncodeLabelSet + Clone + std::hash::Hash + Eq + std::fmt::Debug + Send + Sync>() -> Histograms<L> {
@@ -110,6 +117,7 @@ pub(crate) static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         audit_ship_lag: latency_histogram(),
         login_failures: Family::default(),
         issued: Family::default(),
+        exported: Family::default(),
     };
     let mut r = infra_metrics::registry();
     let p = r.sub_registry_with_prefix("infra");
@@ -183,6 +191,11 @@ pub(crate) static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         "Credentials issued, by kind (destination token, exchanged token, SSH certificate)",
         m.issued.clone(),
     );
+    p.register(
+        "audit_exported_events",
+        "Audit events sent to an export target, by target and result (delivered, or failed and to be sent again)",
+        m.exported.clone(),
+    );
     Metrics { registry: r, ..m }
 });
 
@@ -243,6 +256,17 @@ pub(crate) fn audited_batch(rows: &[infra_store::AuditRow]) {
             })
             .inc_by(n);
     }
+}
+
+/// A batch sent to an export target.
+pub(crate) fn exported(target: &str, events: usize, delivered: bool) {
+    METRICS
+        .exported
+        .get_or_create(&ExportLabels {
+            target: target.to_owned(),
+            result: if delivered { "delivered" } else { "failed" },
+        })
+        .inc_by(u64::try_from(events).unwrap_or(u64::MAX));
 }
 
 /// One forward-auth or ext_authz answer.

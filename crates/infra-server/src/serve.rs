@@ -54,6 +54,7 @@ pub(crate) async fn run(args: ServerArgs, init_logs: fn(bool)) -> anyhow::Result
     print_banner(settings, &tls.fingerprint, &tls.ca_path, first_admin);
 
     infra_metrics::mark_start();
+    let sinks = export_sinks(&state.settings.audit_export)?;
     if let Some(addr) = settings.metrics_listen {
         // It answers through the drain (`/readyz` says "stopping") and
         // stops with the tunnels.
@@ -64,6 +65,7 @@ pub(crate) async fn run(args: ServerArgs, init_logs: fn(bool)) -> anyhow::Result
     // at once, so it must not hold up the drain.
     tokio::spawn(signals(shutdown.clone()));
     start_background(&state, &shutdown);
+    crate::audit_export::start(&state.store, sinks, &state.tasks.background, &shutdown);
     let graceful = GracefulShutdown::new();
     connection::accept_loop(&listener, tls.acceptor, &state, &graceful, &shutdown).await;
     drain(&state, graceful).await;
@@ -122,6 +124,24 @@ fn start_background(state: &AppState, shutdown: &CancellationToken) {
         state.hub.subscribe(),
         shutdown.clone(),
     ));
+}
+
+/// The audit export targets the settings name; a bad one stops the start.
+fn export_sinks(c: &crate::config::AuditExport) -> anyhow::Result<Vec<crate::audit_export::Sink>> {
+    use crate::audit_export::{FileSink, Sink, SyslogSink, WebhookSink};
+    let mut sinks = Vec::new();
+    if let Some(p) = &c.file {
+        sinks.push(Sink::File(FileSink::new(p.clone(), c.file_max_bytes, c.file_keep)));
+    }
+    if let Some(u) = &c.syslog {
+        sinks.push(Sink::Syslog(SyslogSink::parse(u).map_err(anyhow::Error::msg)?));
+    }
+    if let Some(u) = &c.webhook {
+        sinks.push(Sink::Webhook(
+            WebhookSink::new(u, c.webhook_token.clone()).map_err(anyhow::Error::msg)?,
+        ));
+    }
+    Ok(sinks)
 }
 
 /// Ends what the listener started, within the grace period: the clients'

@@ -201,6 +201,19 @@ pub async fn list(c: &mut Conn, f: &AuditFilter, page: u32, limit: u32) -> Resul
     Ok((rows, q.fetch_count(c).await?))
 }
 
+/// Up to `limit` events after `seq`, oldest first: what an export target
+/// has not received yet.
+pub async fn after(c: &mut Conn, seq: i64, limit: i64) -> Result<Vec<AuditRow>, StoreError> {
+    Ok(sqlx::query_as(
+        "SELECT seq, time_ms, actor, action, target, source, result, detail, prev_hash, hash FROM audit_events \
+         WHERE seq > $1 ORDER BY seq LIMIT $2",
+    )
+    .bind(seq)
+    .bind(limit)
+    .fetch_all(c)
+    .await?)
+}
+
 /// Walks the whole chain in order, in batches, and checks every link.
 pub async fn verify(c: &mut Conn) -> Result<VerifyOutcome, StoreError> {
     const BATCH: i64 = 5000;

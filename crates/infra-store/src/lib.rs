@@ -14,6 +14,7 @@
 pub mod audit;
 pub mod connectors;
 mod error;
+pub mod export;
 pub mod identity;
 pub mod keys;
 pub mod providers;

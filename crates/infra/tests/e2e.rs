@@ -10,6 +10,7 @@ mod e2e {
     pub mod attacks_pg;
     pub mod attacks_web;
     pub mod audit;
+    pub mod audit_export;
     pub mod bad_input;
     pub mod common;
     pub mod deploy;
