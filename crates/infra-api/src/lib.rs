@@ -238,6 +238,34 @@ pub struct AuditVerifyResponse {
     /// The first event that does not match the chain, when not ok.
     pub bad_seq: Option<i64>,
     pub message: String,
+    /// The event verification started after: 0 for the start of the chain,
+    /// or the checkpoint a routine verification resumed from.
+    #[serde(default)]
+    pub from_seq: i64,
+    /// Archive files checked (a full verification).
+    #[serde(default)]
+    pub archives_checked: u64,
+}
+
+/// One line of a streamed verification (`Accept: application/x-ndjson`):
+/// progress while it runs, then the result.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum AuditVerifyLine {
+    /// Events checked so far.
+    Progress {
+        checked: u64,
+    },
+    Result(AuditVerifyResponse),
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::IntoParams)]
+#[serde(rename_all = "camelCase")]
+pub struct AuditVerifyQuery {
+    /// Walk every archive file and the whole table, not only what is new
+    /// since the last verification.
+    #[serde(default)]
+    pub full: bool,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]

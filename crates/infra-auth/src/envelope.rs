@@ -62,6 +62,17 @@ impl RootKey {
         Secret::new(base64::engine::general_purpose::STANDARD.encode(self.bytes.expose()))
     }
 
+    /// A key for one purpose, derived from the root key (HMAC-SHA256 of
+    /// `purpose`): every replica with the root key derives the same one,
+    /// and nothing else does.
+    pub fn derive(&self, purpose: &str) -> Secret<[u8; 32]> {
+        let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, self.bytes.expose());
+        let tag = aws_lc_rs::hmac::sign(&key, purpose.as_bytes());
+        let mut out = [0u8; 32];
+        out.copy_from_slice(tag.as_ref());
+        Secret::new(out)
+    }
+
     /// A short fingerprint, stored beside each sealed value so a wrong key
     /// gives a clear error instead of a decryption failure.
     pub fn id(&self) -> &str {

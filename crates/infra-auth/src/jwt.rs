@@ -91,6 +91,13 @@ impl SigningKey {
         })
     }
 
+    /// The key whose private half is `seed` (a derived key, say).
+    pub fn from_seed(seed: &[u8; 32]) -> Result<Self, JwtError> {
+        let pair = Ed25519KeyPair::from_seed_unchecked(seed).map_err(|_| JwtError::BadKey)?;
+        let doc = pair.to_pkcs8v1().map_err(|_| JwtError::BadKey)?;
+        Self::from_pkcs8(doc.as_ref().to_vec())
+    }
+
     pub fn pkcs8(&self) -> &[u8] {
         self.pkcs8.expose()
     }
@@ -235,6 +242,12 @@ impl Verifier {
 
     /// Checks signature, issuer, audience and time; returns the claims.
     pub fn verify(&self, token: &str, audience: &str) -> Result<Claims, VerifyError> {
+        self.verify_as(token, audience)
+    }
+
+    /// [`Verifier::verify`] for claims of another shape (a signed audit
+    /// checkpoint, say).
+    pub fn verify_as<T: serde::de::DeserializeOwned>(&self, token: &str, audience: &str) -> Result<T, VerifyError> {
         let header = jsonwebtoken::decode_header(token).map_err(|e| match e.kind() {
             ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => VerifyError::Algorithm,
             _ => VerifyError::Malformed,
@@ -250,7 +263,7 @@ impl Verifier {
         v.set_audience(&[audience]);
         v.set_issuer(&[&self.issuer]);
         v.set_required_spec_claims(&["exp", "nbf", "aud", "iss", "sub"]);
-        let data = jsonwebtoken::decode::<Claims>(token, key, &v).map_err(|e| match e.kind() {
+        let data = jsonwebtoken::decode::<T>(token, key, &v).map_err(|e| match e.kind() {
             ErrorKind::InvalidSignature => VerifyError::Signature,
             ErrorKind::ExpiredSignature => VerifyError::Expired,
             ErrorKind::ImmatureSignature => VerifyError::NotYetValid,

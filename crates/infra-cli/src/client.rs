@@ -35,7 +35,10 @@ pub(crate) fn http_client(cfg: &ClientConfig) -> anyhow::Result<reqwest::Client>
     let mut b = reqwest::Client::builder()
         .user_agent(concat!("infra-cli/", env!("CARGO_PKG_VERSION")))
         .connect_timeout(std::time::Duration::from_secs(10))
-        .timeout(std::time::Duration::from_secs(60));
+        // No fixed limit on a whole request (a full audit verification
+        // streams for as long as it takes), but a server silent for a
+        // minute is given up on.
+        .read_timeout(std::time::Duration::from_secs(60));
     if let Some(pem) = &cfg.ca_pem {
         let cert = reqwest::Certificate::from_pem(pem.as_bytes()).context("the saved server CA is not valid PEM")?;
         b = b.tls_certs_only([cert]);
@@ -110,6 +113,38 @@ impl Api {
             .json()
             .await
             .context("read server response")
+    }
+
+    /// GET with `Accept: application/x-ndjson`: each line, as it arrives,
+    /// to `line`.
+    pub(crate) async fn get_lines(
+        &self,
+        path: &str,
+        mut line: impl FnMut(&str) -> anyhow::Result<()>,
+    ) -> anyhow::Result<()> {
+        let url = format!("{}{path}", self.base);
+        let mut req = self.http.get(&url).header("accept", "application/x-ndjson");
+        if let Some(k) = &self.key {
+            req = req.bearer_auth(k);
+        }
+        let mut resp = req.send().await.map_err(|e| connect_error(&self.base, e))?;
+        if !resp.status().is_success() {
+            let status = resp.status().as_u16();
+            let text = resp.text().await.unwrap_or_default();
+            let message = serde_json::from_str::<ErrorBody>(&text)
+                .map(|e| e.message)
+                .unwrap_or_else(|_| format!("server answered {status}"));
+            return Err(ApiError { status, message }.into());
+        }
+        let mut buf: Vec<u8> = Vec::new();
+        while let Some(chunk) = resp.chunk().await.context("read server response")? {
+            buf.extend_from_slice(&chunk);
+            while let Some(i) = buf.iter().position(|b| *b == b'\n') {
+                let l: Vec<u8> = buf.drain(..=i).collect();
+                line(String::from_utf8_lossy(&l).trim())?;
+            }
+        }
+        Ok(())
     }
 
     pub(crate) async fn get_text(&self, path: &str) -> anyhow::Result<String> {

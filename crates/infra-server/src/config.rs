@@ -48,6 +48,19 @@ pub struct ServerArgs {
     /// Bearer token the webhook is sent with (prefer the environment variable).
     #[arg(long, env = "INFRA_AUDIT_EXPORT_WEBHOOK_TOKEN", hide_env_values = true)]
     pub audit_export_webhook_token: Option<String>,
+    /// Archive and delete audit events older than this (e.g. 90d) [default: keep all].
+    #[arg(long, env = "INFRA_AUDIT_RETENTION")]
+    pub audit_retention: Option<String>,
+    /// Keep at most this many audit events in the database; older ones are archived [default: no limit].
+    #[arg(long, env = "INFRA_AUDIT_RETENTION_EVENTS")]
+    pub audit_retention_events: Option<u64>,
+    /// Where archived audit events go, as compressed JSON lines [default: DATA_DIR/audit-archive].
+    /// Replicas should share it.
+    #[arg(long, env = "INFRA_AUDIT_ARCHIVE_DIR")]
+    pub audit_archive_dir: Option<PathBuf>,
+    /// How often retention looks for events to archive [default: 1m].
+    #[arg(long, env = "INFRA_AUDIT_RETENTION_INTERVAL")]
+    pub audit_retention_interval: Option<String>,
     /// URL clients use to reach this server; the token issuer (`iss`).
     /// Default: https://<listen address>, with localhost for loopback.
     #[arg(long, env = "INFRA_PUBLIC_URL")]
@@ -120,6 +133,10 @@ struct FileConfig {
     audit_export_file_keep: Option<u32>,
     audit_export_syslog: Option<String>,
     audit_export_webhook: Option<String>,
+    audit_retention: Option<String>,
+    audit_retention_events: Option<u64>,
+    audit_archive_dir: Option<PathBuf>,
+    audit_retention_interval: Option<String>,
     public_url: Option<String>,
     advertise_url: Option<String>,
     gateway_domain: Option<String>,
@@ -148,6 +165,10 @@ pub(crate) struct Settings {
     pub(crate) metrics_listen: Option<SocketAddr>,
     /// Where audit events are exported to.
     pub(crate) audit_export: AuditExport,
+    /// Audit retention, when configured.
+    pub(crate) audit_retention: Option<Retention>,
+    /// Where archived audit events are (read by verification too).
+    pub(crate) audit_archive_dir: PathBuf,
     pub(crate) public_url: String,
     pub(crate) advertise_url: String,
     /// The host part of `public_url`, lower-cased.
@@ -187,6 +208,10 @@ impl Settings {
         let db_url =
             a.db.or(f.db)
                 .unwrap_or_else(|| format!("sqlite://{}?mode=rwc", data_dir.join("infra.db").display()));
+        let archive_dir = a
+            .audit_archive_dir
+            .or(f.audit_archive_dir)
+            .unwrap_or_else(|| data_dir.join("audit-archive"));
         let listen = a
             .listen
             .or(f.listen)
@@ -219,6 +244,13 @@ impl Settings {
             db_url,
             listen,
             metrics_listen: a.metrics_listen.or(f.metrics_listen),
+            audit_retention: retention(
+                a.audit_retention.or(f.audit_retention),
+                a.audit_retention_events.or(f.audit_retention_events),
+                &archive_dir,
+                a.audit_retention_interval.or(f.audit_retention_interval),
+            )?,
+            audit_archive_dir: archive_dir.clone(),
             audit_export: AuditExport {
                 file: a.audit_export_file.or(f.audit_export_file),
                 file_max_bytes: size(
@@ -278,6 +310,40 @@ pub(crate) struct AuditExport {
     pub(crate) syslog: Option<String>,
     pub(crate) webhook: Option<String>,
     pub(crate) webhook_token: Option<String>,
+}
+
+/// What audit retention keeps, and where the rest goes.
+#[derive(Debug, Clone)]
+pub(crate) struct Retention {
+    pub(crate) max_age: Option<Duration>,
+    pub(crate) max_events: Option<u64>,
+    pub(crate) dir: PathBuf,
+    pub(crate) interval: Duration,
+}
+
+/// Retention from its settings: `None` when neither bound is set.
+fn retention(
+    age: Option<String>,
+    events: Option<u64>,
+    dir: &Path,
+    interval: Option<String>,
+) -> anyhow::Result<Option<Retention>> {
+    if age.is_none() && events.is_none() {
+        return Ok(None);
+    }
+    let max_age = match age {
+        Some(a) => Some(dur("audit retention", Some(a), Duration::ZERO)?),
+        None => None,
+    };
+    if events == Some(0) {
+        anyhow::bail!("audit retention events: keep at least one event");
+    }
+    Ok(Some(Retention {
+        max_age,
+        max_events: events,
+        dir: dir.to_path_buf(),
+        interval: dur("audit retention interval", interval, Duration::from_secs(60))?,
+    }))
 }
 
 /// A size: bytes, or a number with KB, MB or GB (powers of 1000) or KiB,

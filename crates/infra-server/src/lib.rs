@@ -7,9 +7,11 @@
 
 mod api;
 mod audit;
+mod audit_checkpoint;
 mod audit_export;
 mod audit_intake;
 mod audit_out;
+mod audit_retention;
 mod authn;
 mod bootstrap;
 mod config;

@@ -66,6 +66,12 @@ pub(crate) async fn run(args: ServerArgs, init_logs: fn(bool)) -> anyhow::Result
     tokio::spawn(signals(shutdown.clone()));
     start_background(&state, &shutdown);
     crate::audit_export::start(&state.store, sinks, &state.tasks.background, &shutdown);
+    if let Some(r) = state.settings.audit_retention.clone() {
+        state
+            .tasks
+            .background
+            .spawn(crate::audit_retention::run(state.clone(), r, shutdown.clone()));
+    }
     let graceful = GracefulShutdown::new();
     connection::accept_loop(&listener, tls.acceptor, &state, &graceful, &shutdown).await;
     drain(&state, graceful).await;

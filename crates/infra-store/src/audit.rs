@@ -22,7 +22,7 @@ pub struct NewAuditEvent {
     pub detail: String,
 }
 
-#[derive(Debug, Clone, FromRow, serde::Serialize)]
+#[derive(Debug, Clone, FromRow, serde::Serialize, serde::Deserialize)]
 pub struct AuditRow {
     pub seq: i64,
     pub time_ms: i64,
@@ -49,8 +49,17 @@ pub struct AuditFilter {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum VerifyOutcome {
-    Ok { events: u64 },
-    Broken { events: u64, seq: i64, reason: String },
+    /// Intact up to the recorded head, event `last` with hash `last_hash`.
+    Ok {
+        events: u64,
+        last: i64,
+        last_hash: String,
+    },
+    Broken {
+        events: u64,
+        seq: i64,
+        reason: String,
+    },
 }
 
 fn chain_hash(e: &AuditRow) -> String {
@@ -216,12 +225,28 @@ pub async fn after(c: &mut Conn, seq: i64, limit: i64) -> Result<Vec<AuditRow>, 
 
 /// Walks the whole chain in order, in batches, and checks every link.
 pub async fn verify(c: &mut Conn) -> Result<VerifyOutcome, StoreError> {
+    verify_from(c, None, &mut |_| {}).await
+}
+
+/// Where a verification starts: after event `seq`, whose hash is `hash`
+/// (a checkpoint's); `None` for the start of the chain.
+pub type Anchor = Option<(i64, String)>;
+
+/// Checks every link after `from` up to the recorded head, in batches;
+/// `progress` hears the number of events checked so far after each batch.
+pub async fn verify_from(
+    c: &mut Conn,
+    from: Anchor,
+    progress: &mut (dyn FnMut(u64) + Send),
+) -> Result<VerifyOutcome, StoreError> {
     const BATCH: i64 = 5000;
     let (head_seq, head_hash): (i64, String) = sqlx::query_as("SELECT seq, hash FROM audit_head WHERE id = 1")
         .fetch_one(&mut *c)
         .await?;
-    let mut expected_seq = 1i64;
-    let mut prev = "0".repeat(64);
+    let (mut expected_seq, mut prev) = match from {
+        Some((seq, hash)) => (seq + 1, hash),
+        None => (1i64, "0".repeat(64)),
+    };
     let mut events = 0u64;
     loop {
         let rows: Vec<AuditRow> = sqlx::query_as(
@@ -234,36 +259,18 @@ pub async fn verify(c: &mut Conn) -> Result<VerifyOutcome, StoreError> {
         .await?;
         let done = i64::try_from(rows.len()).unwrap_or(0) < BATCH;
         for r in rows {
-            let broken = |reason: String| {
-                Ok(VerifyOutcome::Broken {
-                    events,
-                    seq: r.seq,
-                    reason,
-                })
-            };
-            if r.seq != expected_seq {
+            if let Err(reason) = check_link(&r, expected_seq, &prev) {
                 return Ok(VerifyOutcome::Broken {
                     events,
-                    seq: expected_seq,
-                    reason: format!(
-                        "event {expected_seq} is missing (deleted?); the next event is {}",
-                        r.seq
-                    ),
+                    seq: r.seq.min(expected_seq),
+                    reason,
                 });
-            }
-            if r.prev_hash != prev {
-                return broken(format!("event {} does not link to the event before it", r.seq));
-            }
-            if chain_hash(&r) != r.hash {
-                return broken(format!(
-                    "event {} was modified: its contents do not match its hash",
-                    r.seq
-                ));
             }
             prev = r.hash.clone();
             expected_seq += 1;
             events += 1;
         }
+        progress(events);
         if done {
             break;
         }
@@ -283,7 +290,74 @@ pub async fn verify(c: &mut Conn) -> Result<VerifyOutcome, StoreError> {
             reason: format!("event {last} does not match the recorded head of the chain"),
         });
     }
-    Ok(VerifyOutcome::Ok { events })
+    Ok(VerifyOutcome::Ok {
+        events,
+        last,
+        last_hash: prev,
+    })
+}
+
+/// Whether `r` is event `expected` and links to `prev` with its own hash
+/// intact; the reason when not.
+pub fn check_link(r: &AuditRow, expected: i64, prev: &str) -> Result<(), String> {
+    if r.seq != expected {
+        return Err(format!(
+            "event {expected} is missing (deleted?); the next event is {}",
+            r.seq
+        ));
+    }
+    if r.prev_hash != prev {
+        return Err(format!("event {} does not link to the event before it", r.seq));
+    }
+    if chain_hash(r) != r.hash {
+        return Err(format!(
+            "event {} was modified: its contents do not match its hash",
+            r.seq
+        ));
+    }
+    Ok(())
+}
+
+/// Event `seq`, if it is in the table.
+pub async fn get(c: &mut Conn, seq: i64) -> Result<Option<AuditRow>, StoreError> {
+    Ok(sqlx::query_as(
+        "SELECT seq, time_ms, actor, action, target, source, result, detail, prev_hash, hash FROM audit_events WHERE seq = $1",
+    )
+    .bind(seq)
+    .fetch_optional(c)
+    .await?)
+}
+
+/// Events `from..=to`, oldest first.
+pub async fn range(c: &mut Conn, from: i64, to: i64) -> Result<Vec<AuditRow>, StoreError> {
+    Ok(sqlx::query_as(
+        "SELECT seq, time_ms, actor, action, target, source, result, detail, prev_hash, hash FROM audit_events \
+         WHERE seq >= $1 AND seq <= $2 ORDER BY seq",
+    )
+    .bind(from)
+    .bind(to)
+    .fetch_all(c)
+    .await?)
+}
+
+/// The sequence number of the last event at or before `time_ms`, and of
+/// the first event in the table.
+pub async fn bounds(c: &mut Conn, before_ms: i64) -> Result<(Option<i64>, Option<i64>), StoreError> {
+    let last_old: Option<i64> = sqlx::query_scalar("SELECT MAX(seq) FROM audit_events WHERE time_ms < $1")
+        .bind(before_ms)
+        .fetch_one(&mut *c)
+        .await?;
+    let first: Option<i64> = sqlx::query_scalar("SELECT MIN(seq) FROM audit_events")
+        .fetch_one(c)
+        .await?;
+    Ok((last_old, first))
+}
+
+/// The chain's head: the last sequence number written and its hash.
+pub async fn head(c: &mut Conn) -> Result<(i64, String), StoreError> {
+    Ok(sqlx::query_as("SELECT seq, hash FROM audit_head WHERE id = 1")
+        .fetch_one(c)
+        .await?)
 }
 
 #[cfg(test)]

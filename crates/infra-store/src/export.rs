@@ -46,10 +46,10 @@ pub async fn advance(c: &mut Conn, target: &str, owner: &str, seq: i64) -> Resul
     Ok(r.rows_affected() > 0)
 }
 
-/// Every target's cursor: (target, last sequence number).
-pub async fn cursors(c: &mut Conn) -> Result<Vec<(String, i64)>, StoreError> {
+/// Every target's cursor: (target, last sequence number, lease end).
+pub async fn cursors(c: &mut Conn) -> Result<Vec<(String, i64, i64)>, StoreError> {
     Ok(
-        sqlx::query_as("SELECT target, last_seq FROM audit_exports ORDER BY target")
+        sqlx::query_as("SELECT target, last_seq, lease_until FROM audit_exports ORDER BY target")
             .fetch_all(c)
             .await?,
     )

@@ -12,6 +12,7 @@
 //! and every change is audited in the same transaction that makes it.
 
 pub mod audit;
+pub mod checkpoints;
 pub mod connectors;
 mod error;
 pub mod export;

@@ -11,6 +11,7 @@ mod e2e {
     pub mod attacks_web;
     pub mod audit;
     pub mod audit_export;
+    pub mod audit_retention;
     pub mod bad_input;
     pub mod common;
     pub mod deploy;

@@ -1,7 +1,7 @@
 //! `infra audit`: read, follow and verify the audit log.
 
 use clap::Subcommand;
-use infra_api::{AuditEvent, AuditVerifyResponse};
+use infra_api::{AuditEvent, AuditVerifyLine, AuditVerifyResponse};
 
 use super::query;
 use crate::client::Api;
@@ -30,7 +30,15 @@ pub enum AuditCmd {
         lines: u32,
     },
     /// Check the hash chain: fails, naming the event, if any was edited or deleted.
-    Verify,
+    ///
+    /// By default only what is new since the last verification (it resumes
+    /// from a signed checkpoint); --full walks every archive file and the
+    /// whole database, showing progress.
+    Verify {
+        /// Check everything: the archived events and the whole database.
+        #[arg(long)]
+        full: bool,
+    },
 }
 
 fn event_row(e: &AuditEvent) -> Vec<String> {
@@ -69,9 +77,16 @@ pub(super) async fn run(c: AuditCmd) -> anyhow::Result<()> {
         }
         AuditCmd::Tail { lines } => {
             let first: infra_api::Page<AuditEvent> = api.get("/api/audit?limit=1").await?;
+            // The newest event's number (not the count: retention may have
+            // archived the oldest).
             let total = first.total_count;
-            let start_page = total.saturating_sub(u64::from(lines)) + 1;
-            let mut after = i64::try_from(start_page).unwrap_or(1) - 1;
+            let newest = if total == 0 {
+                0
+            } else {
+                let last: infra_api::Page<AuditEvent> = api.get(&format!("/api/audit?limit=1&page={total}")).await?;
+                last.items.first().map_or(0, |e| e.seq)
+            };
+            let mut after = newest.saturating_sub(i64::from(lines));
             loop {
                 let p: infra_api::Page<AuditEvent> = api.get(&format!("/api/audit?after={after}&limit=1000")).await?;
                 for e in &p.items {
@@ -83,8 +98,34 @@ pub(super) async fn run(c: AuditCmd) -> anyhow::Result<()> {
                 }
             }
         }
-        AuditCmd::Verify => {
-            let r: AuditVerifyResponse = api.get("/api/audit/verify").await?;
+        AuditCmd::Verify { full } => {
+            let path = if full {
+                "/api/audit/verify?full=true"
+            } else {
+                "/api/audit/verify"
+            };
+            let show = std::io::IsTerminal::is_terminal(&std::io::stderr());
+            let mut result = None;
+            api.get_lines(path, |l| {
+                if l.is_empty() {
+                    return Ok(());
+                }
+                match serde_json::from_str::<AuditVerifyLine>(l)? {
+                    AuditVerifyLine::Progress { checked } => {
+                        if show {
+                            eprint!("\rverifying: {checked} events checked");
+                        }
+                    }
+                    AuditVerifyLine::Result(r) => result = Some(r),
+                }
+                Ok(())
+            })
+            .await?;
+            if show {
+                eprint!("\r\x1b[K");
+            }
+            let r: AuditVerifyResponse = result
+                .ok_or_else(|| anyhow::anyhow!("the server ended the verification without a result; try again"))?;
             if r.ok {
                 println!("{}", r.message);
             } else {

@@ -2,7 +2,7 @@
 
 use axum::Json;
 use axum::extract::State;
-use infra_api::{AuditEvent, AuditQuery, AuditVerifyResponse};
+use infra_api::{AuditEvent, AuditQuery, AuditVerifyLine, AuditVerifyQuery, AuditVerifyResponse};
 use infra_core::{InfraRole, parse_duration};
 use infra_store::{AuditFilter, AuditRow, VerifyOutcome, now_ms};
 
@@ -63,26 +63,131 @@ pub(crate) async fn list(
     Ok(page_of(rows.into_iter().map(to_api).collect(), page, limit, total))
 }
 
-/// Check the hash chain over the whole log.
-#[utoipa::path(get, path = "/api/audit/verify", tag = "audit",
+/// Check the hash chain: from the last checkpoint (what is new since the
+/// last verification), or with `full=true` every archive file and the
+/// whole table. With `Accept: application/x-ndjson` the answer streams
+/// progress lines, then the result.
+#[utoipa::path(get, path = "/api/audit/verify", tag = "audit", params(AuditVerifyQuery),
     responses((status = 200, body = AuditVerifyResponse)), security(("accessKey" = [])))]
-pub(crate) async fn verify(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<AuditVerifyResponse>> {
+pub(crate) async fn verify(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(q): Query<AuditVerifyQuery>,
+    headers: axum::http::HeaderMap,
+) -> ApiResult<axum::response::Response> {
+    use axum::response::IntoResponse as _;
     caller
         .require(&state, InfraRole::View, "verify the audit log", "audit")
         .await?;
+    let stream = headers
+        .get(axum::http::header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("application/x-ndjson"));
+    let (tx, rx) = infra_tunnel::body::bytes_channel(16);
+    let st = state.clone();
+    let work = tokio::spawn(async move {
+        let progress_tx = tx.clone();
+        let mut last = std::time::Instant::now();
+        let mut progress = move |checked: u64| {
+            if last.elapsed() >= std::time::Duration::from_millis(500) {
+                last = std::time::Instant::now();
+                let line = AuditVerifyLine::Progress { checked };
+                let _ = progress_tx.try_send((serde_json::to_string(&line).unwrap_or_default() + "\n").into());
+            }
+        };
+        let r = run_verify(&st, q.full, &mut progress).await;
+        let resp = match &r {
+            Ok(resp) => resp.clone(),
+            Err(e) => AuditVerifyResponse {
+                ok: false,
+                events_checked: 0,
+                bad_seq: None,
+                message: format!("the verification could not finish: {}", e.message),
+                from_seq: 0,
+                archives_checked: 0,
+            },
+        };
+        {
+            let line = AuditVerifyLine::Result(resp);
+            let _ = tx
+                .send((serde_json::to_string(&line).unwrap_or_default() + "\n").into())
+                .await;
+        }
+        r
+    });
+    if stream {
+        let mut r = axum::body::Body::new(infra_tunnel::boxed(rx)).into_response();
+        r.headers_mut().insert(
+            axum::http::header::CONTENT_TYPE,
+            axum::http::HeaderValue::from_static("application/x-ndjson"),
+        );
+        return Ok(r);
+    }
+    drop(rx);
+    let resp = work.await.map_err(ApiError::internal)??;
+    Ok(Json(resp).into_response())
+}
+
+/// Verifies, and on success records where it got to (the next routine
+/// verification starts there).
+async fn run_verify(
+    state: &AppState,
+    full: bool,
+    progress: &mut (dyn FnMut(u64) + Send),
+) -> ApiResult<AuditVerifyResponse> {
     let mut c = state.store.conn().await?;
-    Ok(Json(match infra_store::audit::verify(&mut c).await? {
-        VerifyOutcome::Ok { events } => AuditVerifyResponse {
-            ok: true,
-            events_checked: events,
-            bad_seq: None,
-            message: format!("audit log intact: {events} events, hash chain verified"),
-        },
+    let v = crate::audit_checkpoint::verify(
+        &mut c,
+        &state.root_key,
+        &state.settings.audit_archive_dir,
+        full,
+        progress,
+    )
+    .await?;
+    drop(c);
+    let archives = u64::try_from(v.archives).unwrap_or(0);
+    Ok(match v.outcome {
+        VerifyOutcome::Ok {
+            events,
+            last,
+            last_hash,
+        } => {
+            if last > v.from {
+                let cp = crate::audit_checkpoint::make(
+                    &state.root_key,
+                    infra_store::checkpoints::VERIFIED,
+                    (1, last, &last_hash),
+                    None,
+                )
+                .map_err(ApiError::internal)?;
+                let mut tx = state.store.write().await?;
+                infra_store::checkpoints::forget_verified(tx.conn(), last).await?;
+                infra_store::checkpoints::insert(tx.conn(), &cp).await?;
+                tx.commit().await?;
+            }
+            let scope = if full {
+                format!("{archives} archive files and the database")
+            } else if v.from > 0 {
+                format!("events after the checkpoint at {}", v.from)
+            } else {
+                "the whole chain".to_owned()
+            };
+            AuditVerifyResponse {
+                ok: true,
+                events_checked: events,
+                bad_seq: None,
+                message: format!("audit log intact: {events} events checked ({scope}), hash chain verified"),
+                from_seq: v.from,
+                archives_checked: archives,
+            }
+        }
         VerifyOutcome::Broken { events, seq, reason } => AuditVerifyResponse {
             ok: false,
             events_checked: events,
             bad_seq: Some(seq),
             message: reason,
+            from_seq: v.from,
+            archives_checked: archives,
         },
-    }))
+    })
 }

@@ -13,16 +13,28 @@ fn tamper(backend: Backend) {
     ok.ok();
     assert!(ok.stdout.contains("intact"), "{}", ok.stdout);
 
-    // Edit one event's detail directly in the database.
-    raw_sql(&env, "UPDATE audit_events SET actor = 'someone-else' WHERE seq = 3");
+    // A new event edited: the routine verification (from the checkpoint
+    // the last one left) sees it.
+    a.run(&["groups", "add", "late"]).ok();
+    raw_sql(
+        &env,
+        "UPDATE audit_events SET detail = 'forged' WHERE seq = (SELECT MAX(seq) FROM audit_events)",
+    );
     let out = a.run(&["audit", "verify"]);
+    out.failed();
+    assert!(out.stderr.contains("modified"), "{}", out.stderr);
+
+    // An old event edited: a full verification walks everything, and
+    // names the first fault.
+    raw_sql(&env, "UPDATE audit_events SET actor = 'someone-else' WHERE seq = 3");
+    let out = a.run(&["audit", "verify", "--full"]);
     out.failed();
     assert!(out.stderr.contains("event 3"), "{}", out.stderr);
     assert!(out.stderr.contains("modified"), "{}", out.stderr);
 
     // Delete an event from the middle.
     raw_sql(&env, "DELETE FROM audit_events WHERE seq = 3");
-    let out = a.run(&["audit", "verify"]);
+    let out = a.run(&["audit", "verify", "--full"]);
     out.failed();
     assert!(out.stderr.contains("event 3 is missing"), "{}", out.stderr);
 }
@@ -37,7 +49,16 @@ fn truncate(backend: Backend) {
         &env,
         "DELETE FROM audit_events WHERE seq = (SELECT MAX(seq) FROM audit_events)",
     );
+    // The routine verification notices its own checkpoint is gone; a full
+    // one names what happened.
     let out = a.run(&["audit", "verify"]);
+    out.failed();
+    assert!(
+        out.stderr.contains("no longer matches the last verification"),
+        "{}",
+        out.stderr
+    );
+    let out = a.run(&["audit", "verify", "--full"]);
     out.failed();
     assert!(out.stderr.contains("deleted at the end"), "{}", out.stderr);
 }

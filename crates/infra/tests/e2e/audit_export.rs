@@ -174,7 +174,7 @@ fn every_event_reaches_each_export_target_once() {
     let key = super::common::session_key(&env.admin);
     let deadline = Instant::now() + Duration::from_secs(30);
     let head = loop {
-        let (_, v) = env.server.get_json("/api/audit/verify", Some(&key)).unwrap();
+        let (_, v) = env.server.get_json("/api/audit/verify?full=true", Some(&key)).unwrap();
         let head = v["eventsChecked"].as_i64().unwrap();
         if head > 1200 {
             break head;
