@@ -51,7 +51,19 @@ pub(crate) async fn append(tx: &mut WriteTx, ev: Event) -> Result<AuditRow, Stor
         result: ev.result.into(),
         detail: ev.detail,
     };
+    if moves_decisions(&new.action) {
+        infra_store::connectors::bump_change_marker(tx.conn()).await?;
+    }
     infra_store::audit::append(tx.conn(), new, now_ms()).await
+}
+
+/// Whether a write audited as `action` changes what connectors and
+/// forward-auth decide with: everything but what only records use.
+fn moves_decisions(action: &str) -> bool {
+    !matches!(
+        action,
+        "login" | "token.issue" | "authz.deny" | "http.request" | "http.deny" | "ssh.certificate"
+    )
 }
 
 /// Appends `ev` as the last step of `tx`, commits, and emits it: the
@@ -67,10 +79,7 @@ pub(crate) async fn commit(state: &AppState, mut tx: WriteTx, ev: Event) -> Resu
 /// it changed something connectors decide with, tells them.
 pub(crate) fn emit(state: &AppState, row: &AuditRow) {
     emit_quiet(row);
-    if !matches!(
-        row.action.as_str(),
-        "login" | "token.issue" | "authz.deny" | "http.request" | "http.deny" | "ssh.certificate"
-    ) {
+    if moves_decisions(&row.action) {
         state.hub.changed();
     }
 }

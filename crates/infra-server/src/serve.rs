@@ -177,8 +177,9 @@ async fn drain(state: &AppState, graceful: GracefulShutdown) {
     }
 }
 
-/// Tells connectors' pushers when anything was written, on this replica or
-/// another: the audit chain head moves with every write.
+/// Tells connectors' pushers when anything they decide with changed, on
+/// this replica or another (the store's change marker; audit events alone,
+/// such as proxied requests', do not move it).
 async fn watch_changes(state: AppState, shutdown: CancellationToken) {
     let mut last = None;
     loop {
@@ -206,6 +207,15 @@ async fn heartbeat(state: AppState, shutdown: CancellationToken) {
             if let Err(e) = infra_store::connectors::heartbeat_replica(&mut c, &id, url, infra_store::now_ms()).await {
                 tracing::warn!(error = %e, "cannot record this replica's heartbeat");
             }
+        }
+        // Sessions ended long enough ago that their tokens have expired.
+        let before = infra_store::now_ms() - crate::signing::retention_ms(&state);
+        if let Ok(mut tx) = state.store.write().await
+            && infra_store::connectors::forget_revoked_sessions(tx.conn(), before)
+                .await
+                .is_ok()
+        {
+            let _ = tx.commit().await;
         }
         tokio::select! {
             () = tokio::time::sleep(std::time::Duration::from_secs(10)) => {}

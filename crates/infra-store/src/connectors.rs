@@ -203,13 +203,22 @@ pub async fn revoke_session(c: &mut Conn, id: &str, now: i64) -> Result<(), Stor
 
 /// Sessions revoked since `since`; older ones are pruned.
 pub async fn revoked_sessions(c: &mut Conn, since: i64) -> Result<Vec<String>, StoreError> {
+    Ok(
+        sqlx::query_scalar("SELECT id FROM revoked_sessions WHERE revoked_at >= $1 ORDER BY id")
+            .bind(since)
+            .fetch_all(c)
+            .await?,
+    )
+}
+
+/// Forgets sessions revoked before `before` (their tokens have expired):
+/// a write, so inside the writers' lock.
+pub async fn forget_revoked_sessions(c: &mut Conn, before: i64) -> Result<(), StoreError> {
     sqlx::query("DELETE FROM revoked_sessions WHERE revoked_at < $1")
-        .bind(since)
-        .execute(&mut *c)
+        .bind(before)
+        .execute(c)
         .await?;
-    Ok(sqlx::query_scalar("SELECT id FROM revoked_sessions ORDER BY id")
-        .fetch_all(c)
-        .await?)
+    Ok(())
 }
 
 /// The connector that registered assertion key `kid`, if any.
@@ -331,12 +340,21 @@ pub async fn memberships(c: &mut Conn, groups: &[String]) -> Result<Vec<(String,
     Ok(rows.into_iter().map(|r| (r.group_id, r.user_id)).collect())
 }
 
-/// The current head of the audit chain: changes whenever anything is
-/// written, on any replica.
+/// A number that moves with every write, on any replica, that changes
+/// what connectors and forward-auth decide with.
 pub async fn change_marker(c: &mut Conn) -> Result<i64, StoreError> {
-    Ok(sqlx::query_scalar("SELECT seq FROM audit_head WHERE id = 1")
+    Ok(sqlx::query_scalar("SELECT n FROM change_marker WHERE id = 1")
         .fetch_one(c)
         .await?)
+}
+
+/// Moves the change marker: inside the transaction of a write that
+/// changes what connectors decide with.
+pub async fn bump_change_marker(c: &mut Conn) -> Result<(), StoreError> {
+    sqlx::query("UPDATE change_marker SET n = n + 1 WHERE id = 1")
+        .execute(c)
+        .await?;
+    Ok(())
 }
 
 /// Records that replica `id` is alive at `url`.
