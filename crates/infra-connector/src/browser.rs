@@ -7,7 +7,7 @@ use http::{HeaderValue, Response, StatusCode};
 use infra_core::ReturnPath;
 use infra_tunnel::Body;
 
-use infra_tunnel::credential::{TOKEN_COOKIE, is_token_cookie};
+use infra_tunnel::credential::is_token_cookie;
 
 use crate::answer::json_error;
 use crate::clock::now_ms;
@@ -74,11 +74,7 @@ pub(crate) fn callback(state: &State, dest: &str, query: &str) -> Response<Body>
         return json_error(d.status, &d.message);
     }
     let max_age = (claims.exp - now_ms() / 1000).max(0);
-    // `__Host-` requires `Secure`, `Path=/` and no `Domain`: the cookie is
-    // this host's alone. `SameSite=Lax` keeps it off cross-site requests
-    // other than top-level navigations (see docs/security.md for what a
-    // sibling destination, which is same-site, can still do).
-    let cookie = format!("{TOKEN_COOKIE}={token}; Path=/; Secure; HttpOnly; SameSite=Lax; Max-Age={max_age}");
+    let cookie = infra_tunnel::credential::token_set_cookie(&token, max_age);
     let mut r = Response::new(infra_tunnel::empty());
     *r.status_mut() = StatusCode::FOUND;
     if let (Some(loc), Some(c)) = (hv(rd.as_str()), hv(&cookie)) {
@@ -91,19 +87,9 @@ pub(crate) fn callback(state: &State, dest: &str, query: &str) -> Response<Body>
 /// Removes the connector's token cookie in every spelling (other cookies
 /// are the upstream's).
 pub(crate) fn strip_token_cookie(h: &mut HeaderMap) {
-    let kept: Vec<String> = h
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .map(str::trim)
-        .filter(|kv| !kv.is_empty() && !kv.split('=').next().is_some_and(is_token_cookie))
-        .map(str::to_owned)
-        .collect();
+    let kept = infra_tunnel::credential::cookies_without_token(h);
     h.remove(header::COOKIE);
-    if !kept.is_empty()
-        && let Some(v) = hv(&kept.join("; "))
-    {
+    if let Some(v) = kept.as_deref().and_then(hv) {
         h.insert(header::COOKIE, v);
     }
 }

@@ -168,7 +168,7 @@ impl Ready {
             Ok(ident) => Verdict::Allow {
                 destination: dest.to_owned(),
                 ident: Box::new(ident),
-                upstream_cookie: cookies_without_token(ask.headers),
+                upstream_cookie: credential::cookies_without_token(ask.headers),
             },
             Err(d) => Verdict::Deny {
                 destination: Some(dest.to_owned()),
@@ -183,20 +183,6 @@ impl Ready {
 
 fn enc(s: &str) -> String {
     url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
-}
-
-/// The client's cookies other than Infra's token cookie (in any spelling),
-/// joined as one `Cookie` value; `None` when none are left.
-fn cookies_without_token(h: &HeaderMap) -> Option<String> {
-    let kept: Vec<&str> = h
-        .get_all(::http::header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .map(str::trim)
-        .filter(|kv| !kv.is_empty() && !kv.split('=').next().is_some_and(credential::is_token_cookie))
-        .collect();
-    (!kept.is_empty()).then(|| kept.join("; "))
 }
 
 /// The headers the upstream gets from Infra on an allowed request, to set

@@ -51,6 +51,29 @@ pub fn token_from(headers: &http::HeaderMap) -> Option<String> {
     None
 }
 
+/// The `Set-Cookie` value that keeps `token` in the browser for this host
+/// alone: `__Host-` requires `Secure`, `Path=/` and no `Domain`;
+/// `HttpOnly` keeps it from scripts; `SameSite=Lax` off cross-site
+/// requests but top-level navigations (see docs/security.md for what a
+/// sibling destination, which is same-site, can still do).
+pub fn token_set_cookie(token: &str, max_age_secs: i64) -> String {
+    format!("{TOKEN_COOKIE}={token}; Path=/; Secure; HttpOnly; SameSite=Lax; Max-Age={max_age_secs}")
+}
+
+/// The client's cookies other than the token cookie (in any spelling), as
+/// one `Cookie` value; `None` when none are left. What an upstream gets.
+pub fn cookies_without_token(h: &HeaderMap) -> Option<String> {
+    let kept: Vec<&str> = h
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .map(str::trim)
+        .filter(|kv| !kv.is_empty() && !kv.split('=').next().is_some_and(is_token_cookie))
+        .collect();
+    (!kept.is_empty()).then(|| kept.join("; "))
+}
+
 /// Where the server sends a browser back with a token.
 pub const CALLBACK_PATH: &str = "/.infra/callback";
 

@@ -301,12 +301,7 @@ pub(crate) async fn callback(State(state): State<AppState>, Query(q): Query<Call
     }
     let rd = ReturnPath::or_root(q.rd.as_deref().unwrap_or("/"));
     let max_age = (claims.exp - now_ms() / 1000).max(0);
-    // As the connector's callback: `__Host-` (this host alone, HTTPS,
-    // `Path=/`), `HttpOnly`, `SameSite=Lax`.
-    let cookie = format!(
-        "{}={token}; Path=/; Secure; HttpOnly; SameSite=Lax; Max-Age={max_age}",
-        credential::TOKEN_COOKIE
-    );
+    let cookie = credential::token_set_cookie(&token, max_age);
     let mut r = StatusCode::FOUND.into_response();
     if let (Ok(loc), Ok(c)) = (HeaderValue::from_str(rd.as_str()), HeaderValue::from_str(&cookie)) {
         r.headers_mut().insert(header::LOCATION, loc);
