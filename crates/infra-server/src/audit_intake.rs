@@ -100,10 +100,10 @@ impl Intake {
         };
         let store = store.clone();
         tasks.spawn(async move {
-            tokio::select! {
-                () = write(&store, &mut rx) => return,
-                () = stop.cancelled() => {}
-            }
+            // Never cancelled in the middle of a batch: a commit that
+            // went through but was not followed by its stdout copy and
+            // acknowledgements would leave events stored and unprinted.
+            write(&store, &mut rx, &stop).await;
             // The last of what was queued (the server's own decisions have
             // no spool to come back from), in batches.
             let limit = batch_limit(store.backend());
@@ -127,11 +127,16 @@ impl Intake {
 }
 
 /// The writer: gathers, stores, acknowledges, for the server's life.
-async fn write(store: &Store, queue: &mut mpsc::Receiver<Shipped>) {
+/// Returns at `stop`, between batches.
+async fn write(store: &Store, queue: &mut mpsc::Receiver<Shipped>, stop: &CancellationToken) {
     let limit = batch_limit(store.backend());
     let mut batch = Vec::with_capacity(limit);
     loop {
-        if queue.recv_many(&mut batch, limit).await == 0 {
+        let got = tokio::select! {
+            n = queue.recv_many(&mut batch, limit) => n,
+            () = stop.cancelled() => 0,
+        };
+        if got == 0 {
             return;
         }
         // Group commit: what arrives within a few milliseconds joins, so
