@@ -135,7 +135,12 @@ impl Ready {
             let back = format!("{origin}{}", ReturnPath::or_root(ask.uri));
             format!("{}/authorize?rd={}", self.issuer, enc(&back))
         };
-        if let Some(why) = credential::cross_origin_cookie_use(ask.headers, &ask.method, Some(ask.host)) {
+        // The application's own origin, as a browser writes it in `Origin`
+        // (the port only when it is not 443): proxies often name the host
+        // alone.
+        let authority = origin.to_string();
+        let authority = authority.trim_start_matches("https://");
+        if let Some(why) = credential::cross_origin_cookie_use(ask.headers, &ask.method, Some(authority)) {
             return deny(
                 Some(dest),
                 403,

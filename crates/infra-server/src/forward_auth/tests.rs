@@ -174,6 +174,23 @@ fn the_cookie_works_for_this_origin_only_and_never_reaches_the_upstream() {
         &[("cookie", &only), ("origin", "https://evil.test")],
     );
     assert_eq!(status(&v), 403);
+    // The application's own page on its own port, with the proxy naming
+    // the host alone: same origin.
+    let v = f.ask(
+        "wiki.test",
+        Method::POST,
+        "/save",
+        &[("cookie", &only), ("origin", "https://wiki.test:9443")],
+    );
+    assert_eq!(status(&v), 200);
+    // The same name on another port is another origin.
+    let v = f.ask(
+        "wiki.test",
+        Method::POST,
+        "/save",
+        &[("cookie", &only), ("origin", "https://wiki.test:8443")],
+    );
+    assert_eq!(status(&v), 403);
 }
 
 #[test]

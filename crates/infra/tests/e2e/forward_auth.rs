@@ -112,6 +112,17 @@ fn admits_refuses_and_signs_in(kind: ProxyKind) {
     let (s, _, body) = curl(&fa, "/echo/c", &["-H", &cookie]);
     assert_eq!(s, 200, "{body}");
     assert_eq!(upstream_saw(&body)["cookie"], "theme=dark; sid=app");
+    // A form on the application's own page posts with the cookie; a page
+    // of another origin may not.
+    let own = format!("Origin: {}", fa.proxy.url);
+    let (s, _, body) = curl(&fa, "/echo/form", &["-X", "POST", "-H", &cookie, "-H", &own]);
+    assert_eq!(s, 200, "{body}");
+    let (s, _, body) = curl(
+        &fa,
+        "/echo/form",
+        &["-X", "POST", "-H", &cookie, "-H", "Origin: https://evil.example.com"],
+    );
+    assert_eq!(s, 403, "{body}");
 
     // A grant removed: bob's token, minted while he had one, opens
     // nothing at once (403 with the reason), and the upstream is never
@@ -179,10 +190,10 @@ fn admits_refuses_and_signs_in(kind: ProxyKind) {
         })
         .collect();
     let count = |action: &str, actor: &str| actions.iter().filter(|(a, u)| a == action && u == actor).count();
-    assert_eq!(count("forward_auth.allow", "alice@example.com"), 2, "{actions:?}");
+    assert_eq!(count("forward_auth.allow", "alice@example.com"), 3, "{actions:?}");
     assert_eq!(count("forward_auth.allow", "bob@example.com"), 1, "{actions:?}");
     assert_eq!(count("forward_auth.deny", "bob@example.com"), 1, "{actions:?}");
-    assert_eq!(count("forward_auth.deny", "anonymous"), 2, "{actions:?}");
+    assert_eq!(count("forward_auth.deny", "anonymous"), 3, "{actions:?}");
 }
 
 #[test]
