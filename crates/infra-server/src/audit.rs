@@ -51,14 +51,16 @@ pub(crate) async fn append(tx: &mut WriteTx, ev: Event) -> Result<AuditRow, Stor
         result: ev.result.into(),
         detail: ev.detail,
     };
-    if moves_decisions(&new.action) {
-        infra_store::connectors::bump_change_marker(tx.conn()).await?;
-    }
+    // Every write through the API moves the marker other replicas watch
+    // (a login may bring the user's groups from a provider): only the
+    // audit writer's events (proxied requests, decisions) leave it be.
+    infra_store::connectors::bump_change_marker(tx.conn()).await?;
     infra_store::audit::append(tx.conn(), new, now_ms()).await
 }
 
-/// Whether a write audited as `action` changes what connectors and
-/// forward-auth decide with: everything but what only records use.
+/// Whether a write audited as `action` is worth telling this replica's
+/// connectors about at once (others hear of it through the marker within
+/// 250 ms).
 fn moves_decisions(action: &str) -> bool {
     !matches!(
         action,

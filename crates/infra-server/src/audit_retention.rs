@@ -20,13 +20,16 @@ const ROUND: i64 = 100_000;
 /// An export target whose lease nobody renewed for this long no longer
 /// holds retention back.
 const ABANDONED_MS: i64 = 24 * 3600 * 1000;
+/// Bytes a stored event costs besides its text fields (estimated: two
+/// 8-byte numbers, the row's header, an entry in each of two indexes).
+const ROW_OVERHEAD: i64 = 64;
 /// The lease's name in `audit_exports`.
 const JOB: &str = "job:retention";
 
 /// Runs rounds every `interval` until `stop`.
 pub(crate) async fn run(state: AppState, r: Retention, stop: CancellationToken) {
     let owner = infra_auth::random_token(16).unwrap_or_default();
-    tracing::info!(dir = %r.dir.display(), ?r.max_age, ?r.max_events, "audit retention started");
+    tracing::info!(dir = %r.dir.display(), ?r.max_age, ?r.max_events, ?r.max_bytes, "audit retention started");
     loop {
         loop {
             match round(&state, &r, &owner).await {
@@ -82,6 +85,13 @@ async fn round(state: &AppState, r: &Retention, owner: &str) -> Result<Option<(i
     }
     if let Some(n) = r.max_events {
         due = due.max(head - i64::try_from(n).unwrap_or(i64::MAX));
+    }
+    if let Some(bytes) = r.max_bytes {
+        // An estimate: the newest events' text, plus what each row costs
+        // besides (numbers, row header, its two index entries).
+        let per_event = infra_store::audit::average_size(&mut c, 1000).await.map_err(e)? + ROW_OVERHEAD;
+        let keep = i64::try_from(bytes).unwrap_or(i64::MAX) / per_event.max(1);
+        due = due.max(head - keep.max(1));
     }
     // Never what an export target still has to send (a target no
     // replica has shipped for a day is taken as given up).

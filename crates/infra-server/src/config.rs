@@ -54,6 +54,9 @@ pub struct ServerArgs {
     /// Keep at most this many audit events in the database; older ones are archived [default: no limit].
     #[arg(long, env = "INFRA_AUDIT_RETENTION_EVENTS")]
     pub audit_retention_events: Option<u64>,
+    /// Keep the audit events in the database under this size (e.g. 10GB; estimated from the newest events' size); older ones are archived.
+    #[arg(long, env = "INFRA_AUDIT_RETENTION_SIZE")]
+    pub audit_retention_size: Option<String>,
     /// Where archived audit events go, as compressed JSON lines [default: DATA_DIR/audit-archive].
     /// Replicas should share it.
     #[arg(long, env = "INFRA_AUDIT_ARCHIVE_DIR")]
@@ -135,6 +138,7 @@ struct FileConfig {
     audit_export_webhook: Option<String>,
     audit_retention: Option<String>,
     audit_retention_events: Option<u64>,
+    audit_retention_size: Option<String>,
     audit_archive_dir: Option<PathBuf>,
     audit_retention_interval: Option<String>,
     public_url: Option<String>,
@@ -247,6 +251,7 @@ impl Settings {
             audit_retention: retention(
                 a.audit_retention.or(f.audit_retention),
                 a.audit_retention_events.or(f.audit_retention_events),
+                a.audit_retention_size.or(f.audit_retention_size),
                 &archive_dir,
                 a.audit_retention_interval.or(f.audit_retention_interval),
             )?,
@@ -317,6 +322,9 @@ pub(crate) struct AuditExport {
 pub(crate) struct Retention {
     pub(crate) max_age: Option<Duration>,
     pub(crate) max_events: Option<u64>,
+    /// The audit table's size bound, in bytes (estimated, see
+    /// `audit_retention`).
+    pub(crate) max_bytes: Option<u64>,
     pub(crate) dir: PathBuf,
     pub(crate) interval: Duration,
 }
@@ -325,12 +333,17 @@ pub(crate) struct Retention {
 fn retention(
     age: Option<String>,
     events: Option<u64>,
+    bytes: Option<String>,
     dir: &Path,
     interval: Option<String>,
 ) -> anyhow::Result<Option<Retention>> {
-    if age.is_none() && events.is_none() {
+    if age.is_none() && events.is_none() && bytes.is_none() {
         return Ok(None);
     }
+    let max_bytes = match bytes {
+        Some(b) => Some(size("audit retention size", Some(b), 0)?),
+        None => None,
+    };
     let max_age = match age {
         Some(a) => Some(dur("audit retention", Some(a), Duration::ZERO)?),
         None => None,
@@ -341,6 +354,7 @@ fn retention(
     Ok(Some(Retention {
         max_age,
         max_events: events,
+        max_bytes,
         dir: dir.to_path_buf(),
         interval: dur("audit retention interval", interval, Duration::from_secs(60))?,
     }))

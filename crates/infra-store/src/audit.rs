@@ -353,6 +353,20 @@ pub async fn bounds(c: &mut Conn, before_ms: i64) -> Result<(Option<i64>, Option
     Ok((last_old, first))
 }
 
+/// The average stored size of the newest `sample` events' text fields, in
+/// bytes (0 when there are none): what retention's size bound divides by.
+pub async fn average_size(c: &mut Conn, sample: i64) -> Result<i64, StoreError> {
+    Ok(sqlx::query_scalar(
+        "SELECT CAST(COALESCE(AVG(LENGTH(actor) + LENGTH(action) + LENGTH(target) + LENGTH(source) \
+         + LENGTH(result) + LENGTH(detail) + LENGTH(prev_hash) + LENGTH(hash)), 0) AS BIGINT) \
+         FROM (SELECT actor, action, target, source, result, detail, prev_hash, hash FROM audit_events \
+         ORDER BY seq DESC LIMIT $1) AS s",
+    )
+    .bind(sample)
+    .fetch_one(c)
+    .await?)
+}
+
 /// The chain's head: the last sequence number written and its hash.
 pub async fn head(c: &mut Conn) -> Result<(i64, String), StoreError> {
     Ok(sqlx::query_as("SELECT seq, hash FROM audit_head WHERE id = 1")

@@ -340,16 +340,16 @@ pub async fn memberships(c: &mut Conn, groups: &[String]) -> Result<Vec<(String,
     Ok(rows.into_iter().map(|r| (r.group_id, r.user_id)).collect())
 }
 
-/// A number that moves with every write, on any replica, that changes
-/// what connectors and forward-auth decide with.
+/// A number that moves with every write through the API, on any replica
+/// (not with the audit writer's events): what replicas watch for changes
+/// to what connectors and forward-auth decide with.
 pub async fn change_marker(c: &mut Conn) -> Result<i64, StoreError> {
     Ok(sqlx::query_scalar("SELECT n FROM change_marker WHERE id = 1")
         .fetch_one(c)
         .await?)
 }
 
-/// Moves the change marker: inside the transaction of a write that
-/// changes what connectors decide with.
+/// Moves the change marker, inside a write's transaction.
 pub async fn bump_change_marker(c: &mut Conn) -> Result<(), StoreError> {
     sqlx::query("UPDATE change_marker SET n = n + 1 WHERE id = 1")
         .execute(c)

@@ -108,3 +108,64 @@ fn retention_archives_under_load_and_verification_spans_the_cut() {
     out.failed();
     assert!(out.stderr.contains("do not match what was signed"), "{}", out.stderr);
 }
+
+#[test]
+fn retention_by_size_keeps_the_table_under_its_bound() {
+    let dir = tempfile::tempdir().unwrap();
+    let archive = dir.path().join("archive");
+    let env = start_with(
+        Backend::Sqlite,
+        vec![
+            "--audit-retention-size".into(),
+            "40KB".into(),
+            "--audit-retention-interval".into(),
+            "1s".into(),
+            "--audit-archive-dir".into(),
+            archive.display().to_string(),
+        ],
+    );
+    let a = &env.admin;
+    a.run(&["destinations", "add", "wiki", "--url", "https://wiki.example.com"])
+        .ok();
+    let mut cmd = Command::new("curl");
+    cmd.stdout(Stdio::null())
+        .args(["-s", "--parallel", "--parallel-max", "8", "--cacert"])
+        .arg(env.server.ca_path())
+        .args(["-H", "X-Forwarded-Host: wiki.example.com"]);
+    for _ in 0..600 {
+        cmd.arg(format!("https://localhost:{}/api/forward-auth", env.server.port));
+    }
+    assert!(cmd.status().unwrap().success());
+    // A decision's event is about 400 bytes as stored: 40 KB keeps about a
+    // hundred of them.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let out = a.run(&["audit", "list", "-o", "json"]);
+        let events = super::common::json(out.ok()).as_array().unwrap().clone();
+        let bytes: usize = events
+            .iter()
+            .map(|e| {
+                [
+                    "actor", "action", "target", "source", "result", "detail", "prevHash", "hash",
+                ]
+                .iter()
+                .map(|k| e[*k].as_str().map_or(0, str::len))
+                .sum::<usize>()
+                    + 64
+            })
+            .sum();
+        if bytes <= 45_000 && !archives(&archive).is_empty() {
+            assert!(events.len() > 20, "pruned far below the bound: {} events", events.len());
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} events, about {bytes} bytes, still in the database",
+            events.len()
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let out = a.run(&["audit", "verify", "--full"]);
+    out.ok();
+    assert!(out.stdout.contains("intact"), "{}", out.stdout);
+}
