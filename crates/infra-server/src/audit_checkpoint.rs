@@ -264,7 +264,7 @@ pub(crate) fn write_archive(dir: &Path, rows: &[AuditRow]) -> std::io::Result<(S
     let (Some(first), Some(last)) = (rows.first(), rows.last()) else {
         return Err(std::io::Error::other("nothing to archive"));
     };
-    std::fs::create_dir_all(dir)?;
+    create_private_dir(dir)?;
     let name = format!("audit-{:012}-{:012}.jsonl.gz", first.seq, last.seq);
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
     for r in rows {
@@ -274,7 +274,16 @@ pub(crate) fn write_archive(dir: &Path, rows: &[AuditRow]) -> std::io::Result<(S
     let bytes = gz.finish()?;
     let tmp = dir.join(format!(".{name}.tmp"));
     {
-        let mut f = std::fs::File::create(&tmp)?;
+        // The audit trail is for the operator's eyes only.
+        let mut f = {
+            use std::os::unix::fs::OpenOptionsExt as _;
+            std::fs::OpenOptions::new()
+                .create(true)
+                .write(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&tmp)?
+        };
         f.write_all(&bytes)?;
         f.sync_all()?;
     }
@@ -283,6 +292,15 @@ pub(crate) fn write_archive(dir: &Path, rows: &[AuditRow]) -> std::io::Result<(S
         let _ = d.sync_all();
     }
     Ok((name, infra_auth::sha256_hex(&bytes)))
+}
+
+/// Creates `dir` (and its parents) readable by this user only, if missing.
+pub(crate) fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt as _;
+    if dir.is_dir() {
+        return Ok(());
+    }
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)
 }
 
 #[cfg(test)]
@@ -310,5 +328,29 @@ mod tests {
         // Another root key's signature is no signature here.
         let other = make(&RootKey::generate().unwrap(), ARCHIVE, (1, 10, &"a".repeat(64)), None).unwrap();
         assert!(check(&root, &other).is_err());
+    }
+
+    #[test]
+    fn archives_are_private_and_read_back() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let at = dir.path().join("archive");
+        let row = AuditRow {
+            seq: 1,
+            time_ms: 1,
+            actor: "a".into(),
+            action: "login".into(),
+            target: "a".into(),
+            source: "s".into(),
+            result: "success".into(),
+            detail: String::new(),
+            prev_hash: "0".repeat(64),
+            hash: "f".repeat(64),
+        };
+        let (name, sha) = write_archive(&at, std::slice::from_ref(&row)).unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&at), 0o700);
+        assert_eq!(mode(&at.join(&name)), 0o600);
+        assert_eq!(infra_auth::sha256_hex(&std::fs::read(at.join(&name)).unwrap()), sha);
     }
 }

@@ -39,9 +39,17 @@ impl FileSink {
 
 fn append(path: &Path, bytes: &[u8], max: u64, keep: u32) -> std::io::Result<()> {
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
+        crate::audit_checkpoint::create_private_dir(dir)?;
     }
-    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
+    // Readable by this user only: the audit trail is for the operator.
+    let mut f = {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(path)?
+    };
     f.write_all(bytes)?;
     f.sync_data()?;
     if f.metadata()?.len() >= max {
