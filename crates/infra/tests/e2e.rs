@@ -7,6 +7,7 @@
 mod e2e {
     pub mod admin;
     pub mod attacks;
+    pub mod attacks_forward_auth;
     pub mod attacks_pg;
     pub mod attacks_web;
     pub mod audit;

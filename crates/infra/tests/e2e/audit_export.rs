@@ -6,7 +6,6 @@
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
-use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -159,16 +158,7 @@ fn every_event_reaches_each_export_target_once() {
     env.admin
         .run(&["destinations", "add", "wiki", "--url", "https://wiki.example.com"])
         .ok();
-    let url = format!("https://localhost:{}/api/forward-auth", env.server.port);
-    let mut cmd = Command::new("curl");
-    cmd.stdout(std::process::Stdio::null())
-        .args(["-s", "--parallel", "--parallel-max", "16", "--cacert"])
-        .arg(env.server.ca_path())
-        .args(["-H", "X-Forwarded-Host: wiki.example.com"]);
-    for _ in 0..1200 {
-        cmd.arg(&url);
-    }
-    assert!(cmd.status().unwrap().success());
+    super::forward_auth::decisions(&env, 1200);
     // The chain's head once the decisions are stored: every event the
     // export must carry.
     let key = super::common::session_key(&env.admin);

@@ -4,10 +4,11 @@
 //! an edited archived event however the editor covers their tracks.
 
 use std::io::{Read as _, Write as _};
-use std::process::{Command, Stdio};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use super::common::{Backend, raw_sql, start_with};
+use super::common::{Backend, Env, raw_sql, start_with};
+use super::forward_auth::decisions;
 
 fn archives(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     let mut v: Vec<_> = std::fs::read_dir(dir)
@@ -22,37 +23,36 @@ fn archives(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     v
 }
 
-#[test]
-fn retention_archives_under_load_and_verification_spans_the_cut() {
+/// A server that looks for due events every second with `bound` (a
+/// retention flag and its value), archiving into the returned directory,
+/// and destination `wiki` for forward-auth decisions.
+fn server_with_retention(bound: &str, value: &str) -> (Env, tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let archive = dir.path().join("archive");
     let env = start_with(
         Backend::Sqlite,
         vec![
-            "--audit-retention-events".into(),
-            "100".into(),
+            bound.into(),
+            value.into(),
             "--audit-retention-interval".into(),
             "1s".into(),
             "--audit-archive-dir".into(),
             archive.display().to_string(),
         ],
     );
-    let a = &env.admin;
-    a.run(&["destinations", "add", "wiki", "--url", "https://wiki.example.com"])
+    env.admin
+        .run(&["destinations", "add", "wiki", "--url", "https://wiki.example.com"])
         .ok();
+    (env, dir, archive)
+}
+
+#[test]
+fn retention_archives_under_load_and_verification_spans_the_cut() {
+    let (env, _dir, archive) = server_with_retention("--audit-retention-events", "100");
+    let a = &env.admin;
     // Load while retention runs: two waves of forward-auth decisions.
-    let url = format!("https://localhost:{}/api/forward-auth", env.server.port);
-    for _ in 0..2 {
-        let mut cmd = Command::new("curl");
-        cmd.stdout(Stdio::null())
-            .args(["-s", "--parallel", "--parallel-max", "8", "--cacert"])
-            .arg(env.server.ca_path())
-            .args(["-H", "X-Forwarded-Host: wiki.example.com"]);
-        for _ in 0..600 {
-            cmd.arg(&url);
-        }
-        assert!(cmd.status().unwrap().success());
-    }
+    decisions(&env, 600);
+    decisions(&env, 600);
     // Pruned down to about the number kept, the rest in archive files.
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
@@ -111,31 +111,9 @@ fn retention_archives_under_load_and_verification_spans_the_cut() {
 
 #[test]
 fn retention_by_size_keeps_the_table_under_its_bound() {
-    let dir = tempfile::tempdir().unwrap();
-    let archive = dir.path().join("archive");
-    let env = start_with(
-        Backend::Sqlite,
-        vec![
-            "--audit-retention-size".into(),
-            "40KB".into(),
-            "--audit-retention-interval".into(),
-            "1s".into(),
-            "--audit-archive-dir".into(),
-            archive.display().to_string(),
-        ],
-    );
+    let (env, _dir, archive) = server_with_retention("--audit-retention-size", "40KB");
     let a = &env.admin;
-    a.run(&["destinations", "add", "wiki", "--url", "https://wiki.example.com"])
-        .ok();
-    let mut cmd = Command::new("curl");
-    cmd.stdout(Stdio::null())
-        .args(["-s", "--parallel", "--parallel-max", "8", "--cacert"])
-        .arg(env.server.ca_path())
-        .args(["-H", "X-Forwarded-Host: wiki.example.com"]);
-    for _ in 0..600 {
-        cmd.arg(format!("https://localhost:{}/api/forward-auth", env.server.port));
-    }
-    assert!(cmd.status().unwrap().success());
+    decisions(&env, 600);
     // A decision's event is about 400 bytes as stored: 40 KB keeps about a
     // hundred of them.
     let deadline = Instant::now() + Duration::from_secs(60);

@@ -14,17 +14,17 @@ use super::gateway::{token, user};
 
 const APP: &str = "wiki.localhost";
 
-struct Fa {
-    env: Env,
+pub struct Fa {
+    pub env: Env,
     _up: Upstream,
-    proxy: Proxy,
-    alice: Cli,
-    bob: Cli,
+    pub proxy: Proxy,
+    pub alice: Cli,
+    pub bob: Cli,
 }
 
 /// A server, an upstream behind `kind`, destination `wiki` at the proxy
 /// (alice may use it), and `docs` elsewhere (bob may use that).
-fn setup(kind: ProxyKind) -> Fa {
+pub fn setup(kind: ProxyKind) -> Fa {
     let env = start(Backend::Sqlite);
     let up = Upstream::start().unwrap();
     let proxy = Proxy::start(kind, APP, &env.server, &up.url).expect("start the proxy");
@@ -49,7 +49,7 @@ fn setup(kind: ProxyKind) -> Fa {
 
 /// curl through the proxy: (status, headers, body). `-k`: the proxy's own
 /// certificate is self-signed for the test.
-fn curl(fa: &Fa, path: &str, args: &[&str]) -> (u16, String, String) {
+pub fn curl(fa: &Fa, path: &str, args: &[&str]) -> (u16, String, String) {
     let out = Command::new("curl")
         .args(["-sS", "-k", "-D", "-", "-o", "-", "-w", "\n%{http_code}"])
         .args(["--resolve", &format!("{APP}:{}:127.0.0.1", fa.proxy.port)])
@@ -61,6 +61,21 @@ fn curl(fa: &Fa, path: &str, args: &[&str]) -> (u16, String, String) {
     let (rest, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
     let (head, body) = rest.split_once("\r\n\r\n").unwrap_or((rest, ""));
     (code.trim().parse().unwrap_or(0), head.to_owned(), body.to_owned())
+}
+
+/// `n` anonymous forward-auth decisions for `wiki.example.com`, 8 at a
+/// time: audit events by the thousand, quickly.
+pub fn decisions(env: &Env, n: usize) {
+    let url = format!("https://localhost:{}/api/forward-auth", env.server.port);
+    let mut cmd = Command::new("curl");
+    cmd.stdout(std::process::Stdio::null())
+        .args(["-s", "--parallel", "--parallel-max", "8", "--cacert"])
+        .arg(env.server.ca_path())
+        .args(["-H", "X-Forwarded-Host: wiki.example.com"]);
+    for _ in 0..n {
+        cmd.arg(&url);
+    }
+    assert!(cmd.status().unwrap().success());
 }
 
 /// The headers the upstream's echo saw.
