@@ -79,19 +79,30 @@ async fn run(store: Store, mut sink: Sink, owner: String) {
     let target = sink.name();
     tracing::info!(%target, "audit export started");
     let mut failures = 0u32;
+    // The cursor while this replica holds the lease, and when to renew it
+    // (half-way through: a write per renewal, not per batch).
+    let mut held: Option<(i64, i64)> = None;
     loop {
-        let cursor = match claim(&store, &target, &owner).await {
-            Ok(Some(seq)) => seq,
-            Ok(None) => {
-                // Another replica ships it.
-                tokio::time::sleep(IDLE).await;
-                continue;
-            }
-            Err(e) => {
-                tracing::warn!(%target, error = %e, "audit export: cannot read its cursor");
-                tokio::time::sleep(IDLE).await;
-                continue;
-            }
+        let cursor = match held {
+            Some((cursor, renew_at)) if now_ms() < renew_at => cursor,
+            _ => match claim(&store, &target, &owner).await {
+                Ok(Some(seq)) => {
+                    held = Some((seq, now_ms() + lease_ms() / 2));
+                    seq
+                }
+                Ok(None) => {
+                    // Another replica ships it.
+                    held = None;
+                    tokio::time::sleep(IDLE).await;
+                    continue;
+                }
+                Err(e) => {
+                    held = None;
+                    tracing::warn!(%target, error = %e, "audit export: cannot read its cursor");
+                    tokio::time::sleep(IDLE).await;
+                    continue;
+                }
+            },
         };
         let rows = match store.conn().await {
             Ok(mut c) => infra_store::audit::after(&mut c, cursor, BATCH).await,
@@ -113,9 +124,15 @@ async fn run(store: Store, mut sink: Sink, owner: String) {
             Ok(()) => {
                 failures = 0;
                 crate::metrics::exported(&target, rows.len(), true);
-                if let Err(e) = advance(&store, &target, &owner, last).await {
-                    // Delivered but not recorded: sent again next time.
-                    tracing::warn!(%target, error = %e, "audit export: cannot record progress");
+                match advance(&store, &target, &owner, last).await {
+                    Ok(true) => held = held.map(|(_, renew_at)| (last, renew_at)),
+                    // Another replica took the lease over: its cursor stands.
+                    Ok(false) => held = None,
+                    Err(e) => {
+                        // Delivered but not recorded: sent again next time.
+                        held = None;
+                        tracing::warn!(%target, error = %e, "audit export: cannot record progress");
+                    }
                 }
             }
             Err(e) => {
@@ -137,9 +154,13 @@ fn backoff(failures: u32) -> Duration {
         .map_or(most, |d| d.min(most))
 }
 
+fn lease_ms() -> i64 {
+    i64::try_from(LEASE.as_millis()).unwrap_or(15_000)
+}
+
 async fn claim(store: &Store, target: &str, owner: &str) -> Result<Option<i64>, infra_store::StoreError> {
     let now = now_ms();
-    let until = now + i64::try_from(LEASE.as_millis()).unwrap_or(15_000);
+    let until = now + lease_ms();
     let mut tx = store.write().await?;
     let r = infra_store::export::claim(tx.conn(), target, owner, now, until).await?;
     tx.commit().await?;

@@ -98,10 +98,10 @@ fn text<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
     params(("redirect" = Option<bool>, Query, description = "answer a browser's page load with a 302 to sign in instead of a 401")),
     responses((status = 200), (status = 302), (status = 401, body = infra_api::ErrorBody), (status = 403, body = infra_api::ErrorBody)))]
 ///
-/// The original request as nginx (`X-Original-*`),
-/// Caddy and Traefik (`X-Forwarded-*`) describe it. The proxy must set
-/// `X-Forwarded-Host` itself (each documented configuration does), since
-/// it names the application decided about.
+/// The original request as the proxy describes it, in one spelling:
+/// `X-Forwarded-Host` (required: the proxy sets it itself, as each
+/// documented configuration does, since it names the application decided
+/// about), `X-Forwarded-Method`, `X-Forwarded-Uri`.
 pub(crate) async fn forward_auth(
     State(state): State<AppState>,
     Source(source): Source,
@@ -109,24 +109,21 @@ pub(crate) async fn forward_auth(
     method: Method,
     headers: HeaderMap,
 ) -> Response {
-    let host = text(&headers, "x-forwarded-host").or_else(|| text(&headers, header::HOST.as_str()));
-    let method = text(&headers, "x-forwarded-method")
-        .or_else(|| text(&headers, "x-original-method"))
-        .and_then(|m| Method::from_bytes(m.as_bytes()).ok())
-        .unwrap_or(method);
-    let uri = text(&headers, "x-forwarded-uri")
-        .or_else(|| text(&headers, "x-original-uri"))
-        .unwrap_or("/");
-    answer(
-        &state,
-        &source,
-        Via::ForwardAuth,
+    let Some(host) = text(&headers, "x-forwarded-host") else {
+        return error(
+            400,
+            "the proxy must name the application in X-Forwarded-Host (see docs/forward-auth.md)",
+        );
+    };
+    let ask = Ask {
         host,
-        method,
-        uri,
-        &headers,
-        opts.redirect,
-    )
+        method: text(&headers, "x-forwarded-method")
+            .and_then(|m| Method::from_bytes(m.as_bytes()).ok())
+            .unwrap_or(method),
+        uri: text(&headers, "x-forwarded-uri").unwrap_or("/"),
+        headers: &headers,
+    };
+    answer(&state, &source, Via::ForwardAuth, &ask, opts.redirect)
 }
 
 /// `/api/ext-authz/<original path>`: Envoy's HTTP authorization service
@@ -141,22 +138,20 @@ pub(crate) async fn ext_authz(
     headers: HeaderMap,
 ) -> Response {
     // HTTP/1.1 carries it in `Host`, HTTP/2 in `:authority`.
-    let host = text(&headers, header::HOST.as_str()).or_else(|| uri.authority().map(|a| a.as_str()));
+    let Some(host) = text(&headers, header::HOST.as_str()).or_else(|| uri.authority().map(|a| a.as_str())) else {
+        return error(400, "the request has no Host");
+    };
     let pq = uri.path_and_query().map_or("/", |p| p.as_str());
-    let original = pq
-        .strip_prefix(EXT_AUTHZ_PREFIX)
-        .filter(|p| p.starts_with('/'))
-        .unwrap_or("/");
-    answer(
-        &state,
-        &source,
-        Via::ExtAuthzHttp,
+    let ask = Ask {
         host,
         method,
-        original,
-        &headers,
-        true,
-    )
+        uri: pq
+            .strip_prefix(EXT_AUTHZ_PREFIX)
+            .filter(|p| p.starts_with('/'))
+            .unwrap_or("/"),
+        headers: &headers,
+    };
+    answer(&state, &source, Via::ExtAuthzHttp, &ask, true)
 }
 
 /// Envoy's `path_prefix` for the HTTP service.
@@ -164,35 +159,16 @@ pub(crate) const EXT_AUTHZ_PREFIX: &str = "/api/ext-authz";
 /// The same, within the `/api` router.
 pub(crate) const EXT_AUTHZ_SUBPATH: &str = "/ext-authz";
 
-#[allow(clippy::too_many_arguments)]
-fn answer(
-    state: &AppState,
-    source: &str,
-    via: Via,
-    host: Option<&str>,
-    method: Method,
-    uri: &str,
-    headers: &HeaderMap,
-    redirect_browsers: bool,
-) -> Response {
-    let Some(host) = host else {
-        return error(400, "the proxy must send the original host (X-Forwarded-Host or Host)");
-    };
+fn answer(state: &AppState, source: &str, via: Via, ask: &Ask<'_>, redirect_browsers: bool) -> Response {
     let Some(ready) = state.forward_auth.current() else {
         return error(
             503,
             "the server is still loading its forward-auth destinations; try again shortly",
         );
     };
-    let ask = Ask {
-        host,
-        method,
-        uri,
-        headers,
-    };
     let started = std::time::Instant::now();
-    let verdict = ready.decide(&ask, now_ms());
-    if !record(state, &ask, &verdict, via.as_str(), source, started) {
+    let verdict = ready.decide(ask, now_ms());
+    if !record(state, ask, &verdict, via.as_str(), source, started) {
         return error(503, "the audit log is behind; try again shortly");
     }
     match verdict {
@@ -215,8 +191,8 @@ fn answer(
                     h.insert(header::COOKIE, v);
                 }
             }
-            let mut remove = super::headers_to_remove(headers);
-            if matches!(via, Via::ExtAuthzHttp) && cookie.is_empty() && headers.contains_key(header::COOKIE) {
+            let mut remove = super::headers_to_remove(ask.headers);
+            if matches!(via, Via::ExtAuthzHttp) && cookie.is_empty() && ask.headers.contains_key(header::COOKIE) {
                 remove.push("cookie".into());
             }
             if let Ok(v) = HeaderValue::from_str(&remove.join(",")) {
@@ -232,7 +208,7 @@ fn answer(
         } => {
             if let Some(to) = &sign_in
                 && redirect_browsers
-                && credential::wants_html(headers, &ask.method)
+                && credential::wants_html(ask.headers, &ask.method)
                 && let Ok(v) = HeaderValue::from_str(to)
             {
                 let mut r = StatusCode::FOUND.into_response();
