@@ -478,7 +478,13 @@ pub struct DeviceStart {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct WorkloadIssuerCreate {
     pub name: String,
+    /// The tokens' `iss`; with `fromCluster`, the cluster's own.
+    #[serde(default)]
     pub issuer: String,
+    /// A Kubernetes destination: trust the service-account issuer and keys
+    /// its connector reports (kept current as the cluster rotates keys).
+    #[serde(default)]
+    pub from_cluster: Option<String>,
     /// Where its keys are (a JWKS URL) ...
     #[serde(default)]
     pub jwks_url: Option<String>,
@@ -490,7 +496,9 @@ pub struct WorkloadIssuerCreate {
     /// The claim that names the workload (default `sub`).
     #[serde(default)]
     pub claim: Option<String>,
-    /// Claim value → service account email.
+    /// Claim value → service account email. A key ending in `*` is a
+    /// pattern whose value has one `*`, replaced by the rest of the claim
+    /// (`system:serviceaccount:shop:*` → `*@shop.example`).
     pub mappings: std::collections::BTreeMap<String, String>,
 }
 
@@ -503,7 +511,21 @@ pub struct WorkloadIssuerInfo {
     pub audience: String,
     pub claim: String,
     pub mappings: std::collections::BTreeMap<String, String>,
+    /// The Kubernetes destination whose reported issuer and keys it uses.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<String>,
     pub created: String,
+}
+
+/// The CA that signs connectors' admission webhook certificates: the
+/// `caBundle` of a `MutatingWebhookConfiguration`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WebhookCaInfo {
+    /// The certificate in PEM.
+    pub pem: String,
+    /// The same, base64-encoded, as `caBundle` takes it.
+    pub ca_bundle: String,
 }
 
 /// RFC 8693 token exchange response.

@@ -16,6 +16,7 @@ pub mod password;
 pub mod secret;
 pub mod ssh_ca;
 pub mod tls_ca;
+pub mod webhook_ca;
 
 pub use secret::Secret;
 

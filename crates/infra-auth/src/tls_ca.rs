@@ -16,6 +16,12 @@ use crate::Secret;
 #[error("certificate authority: {0}")]
 pub struct CaError(String);
 
+impl CaError {
+    pub(crate) fn new(message: String) -> Self {
+        Self(message)
+    }
+}
+
 fn e(err: impl std::fmt::Display) -> CaError {
     CaError(err.to_string())
 }

@@ -87,6 +87,12 @@ impl Api {
         if let Some(b) = body {
             req = req.json(b);
         }
+        self.check(req).await
+    }
+
+    /// Sends `req`; a refusal becomes an [`ApiError`] with the server's
+    /// message.
+    async fn check(&self, req: reqwest::RequestBuilder) -> anyhow::Result<reqwest::Response> {
         let resp = req.send().await.map_err(|e| connect_error(&self.base, e))?;
         if resp.status().is_success() {
             return Ok(resp);
@@ -161,6 +167,13 @@ impl Api {
             .json()
             .await
             .context("read server response")
+    }
+
+    /// POST of a form (`application/x-www-form-urlencoded`), such as an
+    /// RFC 8693 token exchange.
+    pub(crate) async fn post_form<T: DeserializeOwned>(&self, path: &str, form: &[(&str, &str)]) -> anyhow::Result<T> {
+        let req = self.http.post(format!("{}{path}", self.base)).form(form);
+        self.check(req).await?.json().await.context("read server response")
     }
 
     pub(crate) async fn put<B: Serialize>(&self, path: &str, body: Option<&B>) -> anyhow::Result<()> {

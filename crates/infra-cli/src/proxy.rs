@@ -28,6 +28,11 @@ use tokio::net::{TcpListener, TcpStream, UnixListener};
 use crate::client::Api;
 use crate::config::{self, ClientConfig};
 
+mod http_proxy;
+mod workload;
+
+use workload::Workload;
+
 #[derive(Debug, Args)]
 #[command(after_help = "\
 Any PostgreSQL client then connects with no password, for example:
@@ -39,7 +44,13 @@ use a unix socket in a directory only you can enter instead:
   infra proxy db --socket-dir ~/.infra/run &
   psql \"host=$HOME/.infra/run dbname=app\"
 Each connection is authorised on its own (your grants now), audited with every query,
-and closed if your access is revoked.")]
+and closed if your access is revoked.
+An HTTP destination gets a local HTTP port instead, which adds your token to each request:
+  infra proxy web --port 8080 &
+  curl http://127.0.0.1:8080/
+As a workload (the sidecar Infra's admission webhook injects), with the platform's token
+instead of a login, and INFRA_SERVER and INFRA_SERVER_CA set:
+  infra proxy db --port 5432 --workload-token /var/run/secrets/infra/token")]
 pub struct ProxyArgs {
     /// The database destination (see 'infra list').
     destination: String,
@@ -51,6 +62,10 @@ pub struct ProxyArgs {
     /// instead of a TCP port: only you can connect.
     #[arg(long, value_name = "DIR")]
     socket_dir: Option<std::path::PathBuf>,
+    /// Act as a workload: exchange the JWT in this file (re-read each time,
+    /// as the platform rotates it) instead of using a login.
+    #[arg(long, value_name = "FILE", env = "INFRA_WORKLOAD_TOKEN_FILE")]
+    workload_token: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -79,6 +94,25 @@ pub(crate) struct Target {
     /// The gateway name: TLS server name and Host.
     name: String,
     tls: Arc<rustls::ClientConfig>,
+    source: Source,
+}
+
+/// Whose credential the proxy's connections carry.
+#[derive(Clone)]
+pub(crate) enum Source {
+    /// The logged-in user's (or `INFRA_ACCESS_KEY`'s).
+    Login,
+    /// A workload's, by token exchange.
+    Workload(Arc<Workload>),
+}
+
+impl Source {
+    async fn token(&self, destination: &str) -> anyhow::Result<String> {
+        match self {
+            Source::Login => Ok(crate::tokens::token_for(destination).await?.token),
+            Source::Workload(w) => w.token(destination).await,
+        }
+    }
 }
 
 async fn target(destination: &str) -> anyhow::Result<Target> {
@@ -87,17 +121,33 @@ async fn target(destination: &str) -> anyhow::Result<Target> {
 
 /// The gateway address for `destination`, which must be of `kind`.
 pub(crate) async fn gateway_target(destination: &str, kind: &str, what: &str) -> anyhow::Result<Target> {
-    let cfg = config::load_config()?.context("not logged in; run 'infra login SERVER' first")?;
-    let info: Info = Api::from_login()?.get("/api/info").await?;
+    let (t, k) = locate(destination, Source::Login).await?;
+    if k != kind {
+        anyhow::bail!("{destination} is a {k} destination, not {what}");
+    }
+    Ok(t)
+}
+
+/// Where `destination` is reached through the gateway, and its kind.
+async fn locate(destination: &str, source: Source) -> anyhow::Result<(Target, String)> {
+    let (cfg, api, who) = match &source {
+        Source::Login => (
+            config::load_config()?.context("not logged in; run 'infra login SERVER' first")?,
+            Api::from_login()?,
+            "you have",
+        ),
+        Source::Workload(w) => (
+            w.client_config().clone(),
+            w.api().await?,
+            "this workload's service account has",
+        ),
+    };
+    let info: Info = api.get("/api/info").await?;
     let url = info
         .urls
         .get(destination)
-        .with_context(|| format!("you have no grant on {destination}; 'infra list' shows what you can reach"))?;
-    if let Some(k) = info.kinds.get(destination)
-        && k != kind
-    {
-        anyhow::bail!("{destination} is a {k} destination, not {what}");
-    }
+        .with_context(|| format!("{who} no grant on {destination}; 'infra list' shows what it can reach"))?;
+    let kind = info.kinds.get(destination).cloned().unwrap_or_default();
     let authority = url
         .trim_start_matches("https://")
         .split('/')
@@ -114,13 +164,17 @@ pub(crate) async fn gateway_target(destination: &str, kind: &str, what: &str) ->
     } else {
         name.clone()
     };
-    Ok(Target {
-        destination: destination.to_owned(),
-        host,
-        port,
-        name,
-        tls: Arc::new(tls_config(&cfg)?),
-    })
+    Ok((
+        Target {
+            destination: destination.to_owned(),
+            host,
+            port,
+            name,
+            tls: Arc::new(tls_config(&cfg)?),
+            source,
+        },
+        kind,
+    ))
 }
 
 fn tls_config(cfg: &ClientConfig) -> anyhow::Result<rustls::ClientConfig> {
@@ -171,8 +225,43 @@ fn private_socket(dir: &std::path::Path, port: u16) -> anyhow::Result<(UnixListe
     Ok((l, path))
 }
 
+/// Finds the destination as a workload, retrying until the server says
+/// yes: a pod's sidecar starts before an admin may have granted it, and its
+/// log is where the reason is read.
+async fn locate_as_workload(destination: &str, w: Arc<Workload>) -> (Target, String) {
+    let mut wait = std::time::Duration::from_secs(2);
+    loop {
+        match locate(destination, Source::Workload(w.clone())).await {
+            Ok(found) => return found,
+            Err(e) => {
+                eprintln!(
+                    "{destination}: not reachable yet, retrying in {}s: {e:#}",
+                    wait.as_secs()
+                );
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(std::time::Duration::from_secs(30));
+            }
+        }
+    }
+}
+
 pub(crate) async fn proxy(a: ProxyArgs) -> anyhow::Result<()> {
-    let t = target(&a.destination).await?;
+    let (t, kind) = match &a.workload_token {
+        Some(f) => locate_as_workload(&a.destination, Arc::new(Workload::from_env(f.clone())?)).await,
+        None => locate(&a.destination, Source::Login).await?,
+    };
+    let who = match &t.source {
+        Source::Login => config::load_config()?.and_then(|c| c.user).unwrap_or_default(),
+        Source::Workload(_) => "this workload".to_owned(),
+    };
+    match kind.as_str() {
+        "postgres" => {}
+        "http" => return http_proxy::serve(&t, a.port, &who).await,
+        k => anyhow::bail!(
+            "{} is a {k} destination; infra proxy serves postgres and http ones",
+            a.destination
+        ),
+    }
     if let Some(dir) = &a.socket_dir {
         let port = if a.port == 0 { 5432 } else { a.port };
         let (l, path) = private_socket(dir, port)?;
@@ -180,7 +269,7 @@ pub(crate) async fn proxy(a: ProxyArgs) -> anyhow::Result<()> {
             "Proxying {} to {} as {} (only you can connect); connect with:\n  psql \"host={} port={port} dbname=DATABASE\"",
             path.display(),
             t.destination,
-            config::load_config()?.and_then(|c| c.user).unwrap_or_default(),
+            who,
             dir.display()
         );
         return serve_unix(l, t).await;
@@ -191,8 +280,7 @@ pub(crate) async fn proxy(a: ProxyArgs) -> anyhow::Result<()> {
     let port = l.local_addr()?.port();
     eprintln!(
         "Proxying 127.0.0.1:{port} to {} as {} (any local user can connect to this port; --socket-dir is private); connect with:\n  psql \"host=127.0.0.1 port={port} dbname=DATABASE\"",
-        t.destination,
-        config::load_config()?.and_then(|c| c.user).unwrap_or_default()
+        t.destination, who
     );
     serve(l, t).await
 }
@@ -222,13 +310,19 @@ fn spawn_connection<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(c: S, t:
 
 /// One client connection: open a stream through the gateway, then copy.
 async fn connection<S: AsyncRead + AsyncWrite + Unpin>(mut client: S, t: &Target) -> anyhow::Result<()> {
-    let token = match crate::tokens::token_for(&t.destination).await {
-        Ok(r) => r.token,
-        Err(e) => return refuse(client, &Fatal::new(SqlState::InvalidAuthorization, format!("{e:#}"))).await,
+    let token = match t.source.token(&t.destination).await {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("{}: connection refused: {e:#}", t.destination);
+            return refuse(client, &Fatal::new(SqlState::InvalidAuthorization, format!("{e:#}"))).await;
+        }
     };
     let mut upgraded = match open_stream(t, &token).await? {
         Ok(u) => u,
-        Err(refusal) => return refuse(client, &refusal.to_pg()).await,
+        Err(refusal) => {
+            eprintln!("{}: connection refused: {}", t.destination, refusal.to_pg().message);
+            return refuse(client, &refusal.to_pg()).await;
+        }
     };
     let _ = tokio::io::copy_bidirectional(&mut client, &mut upgraded).await;
     Ok(())

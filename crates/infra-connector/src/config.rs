@@ -167,8 +167,70 @@ struct FileConfig {
     data_dir: Option<PathBuf>,
     admin_listen: Option<SocketAddr>,
     direct: Option<DirectConfig>,
+    webhook: Option<WebhookFile>,
     #[serde(default)]
     destinations: Vec<DestinationConfig>,
+}
+
+/// `webhook:` as written in the file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct WebhookFile {
+    listen: SocketAddr,
+    cluster: Option<String>,
+    names: Vec<String>,
+    image: String,
+    server: Option<String>,
+}
+
+/// The admission webhook that injects `infra proxy` sidecars into the pods
+/// of a cluster this connector serves.
+#[derive(Debug, Clone)]
+pub(crate) struct WebhookConfig {
+    pub(crate) listen: SocketAddr,
+    /// The Kubernetes destination whose pods it admits.
+    pub(crate) cluster: String,
+    /// The names the API server reaches it by (the Service's DNS name),
+    /// certified by the server's webhook CA.
+    pub(crate) names: Vec<String>,
+    /// The `infra` image the sidecars run.
+    pub(crate) image: String,
+    /// The server URL the sidecars dial.
+    pub(crate) server: String,
+}
+
+impl WebhookConfig {
+    fn resolve(f: WebhookFile, destinations: &[Destination], server: &str) -> anyhow::Result<Self> {
+        let clusters: Vec<&str> = destinations
+            .iter()
+            .filter(|d| matches!(d.kind, Kind::Kubernetes(_)))
+            .map(|d| d.name.as_str())
+            .collect();
+        let cluster = match (f.cluster, clusters.as_slice()) {
+            (Some(c), _) if clusters.contains(&c.as_str()) => c,
+            (Some(c), _) => bail!("webhook.cluster: {c} is not a destination of kind kubernetes here"),
+            (None, [one]) => (*one).to_owned(),
+            (None, []) => bail!("webhook: serve a destination of kind kubernetes (the cluster whose pods it admits)"),
+            (None, _) => bail!("webhook: several clusters are served; name one with webhook.cluster"),
+        };
+        if f.names.is_empty() {
+            bail!("webhook.names: the names the API server reaches the webhook by, such as infra-connector.infra.svc");
+        }
+        if f.image.trim().is_empty() {
+            bail!("webhook.image: the infra image the sidecars run");
+        }
+        let server = match f.server {
+            Some(s) => parse_server(&s).context("webhook.server")?.0,
+            None => server.to_owned(),
+        };
+        Ok(Self {
+            listen: f.listen,
+            cluster,
+            names: f.names,
+            image: f.image,
+            server,
+        })
+    }
 }
 
 /// A validated destination.
@@ -195,6 +257,7 @@ pub(crate) struct Settings {
     pub(crate) data_dir: PathBuf,
     pub(crate) admin_listen: SocketAddr,
     pub(crate) direct: Option<DirectConfig>,
+    pub(crate) webhook: Option<WebhookConfig>,
     pub(crate) destinations: Vec<Destination>,
 }
 
@@ -276,6 +339,10 @@ impl Settings {
             bail!("no destinations configured: add at least one under 'destinations:'");
         }
         destination::check_sshd_dirs(&destinations)?;
+        let webhook = f
+            .webhook
+            .map(|w| WebhookConfig::resolve(w, &destinations, &server))
+            .transpose()?;
         Ok(Self {
             server,
             server_host: host,
@@ -288,6 +355,7 @@ impl Settings {
                 .admin_listen
                 .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 4480))),
             direct: f.direct,
+            webhook,
             destinations,
         })
     }

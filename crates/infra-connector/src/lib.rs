@@ -30,6 +30,7 @@ mod state;
 mod streams;
 mod trust;
 mod tunnel;
+mod webhook;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -105,6 +106,7 @@ pub async fn run(args: ConnectorArgs, init_logs: fn(bool)) -> anyhow::Result<()>
     tokio::spawn(signals(shutdown.clone()));
     start_services(&state, admin, &shutdown);
     listen_direct(&state, &shutdown).await?;
+    listen_webhook(&state, &shutdown).await?;
     tunnel::run(state.clone(), tls, shutdown).await;
     // Everything the tunnels, listeners and streams started, given the
     // same grace as requests in flight.
@@ -154,7 +156,11 @@ fn open_state(settings: config::Settings) -> anyhow::Result<state::State> {
             "audit events from an earlier run will be shipped"
         );
     }
-    state::State::new(settings, spool, instance_id)
+    let webhook_key = match &settings.webhook {
+        Some(_) => Some(webhook::load_or_make_key(&settings.data_dir)?),
+        None => None,
+    };
+    state::State::new(settings, spool, instance_id, webhook_key)
 }
 
 /// Runs `service` as a task of the connector until it ends or shutdown.
@@ -270,6 +276,21 @@ async fn listen_direct(state: &Arc<state::State>, shutdown: &CancellationToken) 
             .tasks
             .spawn(direct::serve(state.clone(), l, tls, shutdown.clone()));
     }
+    Ok(())
+}
+
+/// The admission webhook's listener, when configured.
+async fn listen_webhook(state: &Arc<state::State>, shutdown: &CancellationToken) -> anyhow::Result<()> {
+    let (Some(cfg), Some(key)) = (state.settings.webhook.clone(), state.webhook_key.clone()) else {
+        return Ok(());
+    };
+    let l = tokio::net::TcpListener::bind(cfg.listen)
+        .await
+        .with_context(|| format!("listen on webhook.listen {}", cfg.listen))?;
+    tracing::info!(addr = %l.local_addr()?, cluster = %cfg.cluster, "admission webhook listening");
+    state
+        .tasks
+        .spawn(webhook::serve(state.clone(), cfg, key, l, shutdown.clone()));
     Ok(())
 }
 

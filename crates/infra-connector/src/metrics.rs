@@ -41,6 +41,12 @@ pub(crate) struct Metrics {
     pub(crate) snapshot_age: Gauge<f64, std::sync::atomic::AtomicU64>,
     pub(crate) audit_queue: Gauge,
     pub(crate) audit_ship_lag: Histogram,
+    pub(crate) admission_duration: Histograms<ResultLabel>,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct ResultLabel {
+    pub(crate) result: &'static str,
 }
 
 pub(crate) static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
@@ -54,6 +60,7 @@ pub(crate) static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         snapshot_age: Gauge::default(),
         audit_queue: Gauge::default(),
         audit_ship_lag: latency_histogram(),
+        admission_duration: Family::new_with_constructor(latency_histogram),
     };
     let mut r = infra_metrics::registry();
     let p = r.sub_registry_with_prefix("infra_connector");
@@ -97,8 +104,22 @@ pub(crate) static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         "Time from an audit event written to the spool to the server's acknowledgement",
         m.audit_ship_lag.clone(),
     );
+    p.register(
+        "admission_duration_seconds",
+        "Time the admission webhook takes to answer the API server, by result (injected, untouched, refused)",
+        m.admission_duration.clone(),
+    );
     Metrics { registry: r, ..m }
 });
+
+impl Metrics {
+    /// One admission review answered.
+    pub(crate) fn admission(&self, result: &'static str, took: std::time::Duration) {
+        self.admission_duration
+            .get_or_create(&ResultLabel { result })
+            .observe(took.as_secs_f64());
+    }
+}
 
 /// Observes the time to a decision when dropped.
 pub(crate) struct DecisionTimer {

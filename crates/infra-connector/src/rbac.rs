@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use http::Method;
 use infra_core::{GrantView, Subject};
-use infra_tunnel::proto::Inventory;
+use infra_tunnel::proto::{ClusterIssuer, Inventory};
 use serde_json::{Value, json};
 
 use crate::clock::now_ms;
@@ -242,8 +242,33 @@ async fn inventory(kube: &KubeUpstream, destination: &str) -> anyhow::Result<Inv
         destination: destination.to_owned(),
         namespaces,
         roles,
+        cluster_issuer: cluster_issuer(kube).await,
         ..Default::default()
     })
+}
+
+/// The cluster's service-account issuer and keys, from the API server's
+/// discovery documents (`system:service-account-issuer-discovery`), so the
+/// server can trust the cluster's tokens (`--from-cluster`) and follow its
+/// key rotations. `None` where discovery is off or not allowed.
+async fn cluster_issuer(kube: &KubeUpstream) -> Option<ClusterIssuer> {
+    let get = |path: &'static str| async move {
+        match kube.call(Method::GET, path, None).await {
+            Ok((200, v)) => Some(v),
+            Ok((code, v)) => {
+                tracing::debug!(path, code, error = %message(&v), "service-account issuer discovery unavailable");
+                None
+            }
+            Err(e) => {
+                tracing::debug!(path, error = %format!("{e:#}"), "service-account issuer discovery failed");
+                None
+            }
+        }
+    };
+    let config = get("/.well-known/openid-configuration").await?;
+    let jwks = get("/openid/v1/jwks").await?;
+    let issuer = config["issuer"].as_str()?.to_owned();
+    jwks["keys"].is_array().then_some(ClusterIssuer { issuer, jwks })
 }
 
 fn message(v: &Value) -> String {

@@ -55,6 +55,8 @@ pub(crate) struct State {
     assertions: Mutex<HashMap<(String, String), CachedAssertion>>,
     /// The last pushed snapshot, for the RBAC sync and the sshd files.
     snapshots: tokio::sync::watch::Sender<Option<Arc<Pushed>>>,
+    /// The admission webhook's TLS key, when it is configured.
+    pub(crate) webhook_key: Option<Arc<infra_auth::Secret<Vec<u8>>>>,
     /// What each Kubernetes destination offers to grant, for the server.
     inventories: tokio::sync::watch::Sender<std::collections::BTreeMap<String, Inventory>>,
 }
@@ -107,7 +109,12 @@ impl Drop for Inflight {
 }
 
 impl State {
-    pub(crate) fn new(settings: Settings, spool: Arc<Spool>, instance_id: String) -> anyhow::Result<Self> {
+    pub(crate) fn new(
+        settings: Settings,
+        spool: Arc<Spool>,
+        instance_id: String,
+        webhook_key: Option<infra_auth::Secret<Vec<u8>>>,
+    ) -> anyhow::Result<Self> {
         let mut http = HttpConnector::new();
         http.set_nodelay(true);
         http.set_connect_timeout(Some(std::time::Duration::from_secs(10)));
@@ -133,6 +140,7 @@ impl State {
             assertions: Mutex::new(HashMap::new()),
             snapshots: tokio::sync::watch::Sender::new(None),
             inventories: tokio::sync::watch::Sender::new(Default::default()),
+            webhook_key: webhook_key.map(Arc::new),
         })
     }
 

@@ -169,6 +169,10 @@ async fn connect_once(
                         crate::config::Kind::Ssh(c) => crate::ssh_host::host_key(&d.name, c).into_iter().collect(),
                         _ => Vec::new(),
                     },
+                    webhook: match (&s.webhook, &state.webhook_key) {
+                        (Some(w), Some(key)) if w.cluster == d.name => crate::webhook::key_info(w, key),
+                        _ => None,
+                    },
                 })
                 .collect(),
             assertion_key: state.assertion_key.public_x.clone(),

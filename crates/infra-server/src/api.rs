@@ -53,6 +53,7 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/tokens/exchange", post(workload::exchange))
         .route("/workload-issuers", get(workload::list).post(workload::create))
         .route("/workload-issuers/{name}", delete(workload::remove))
+        .route("/workloads/webhook-ca", get(workload::webhook_ca))
         .route("/signing-keys", get(tokens::list_signing_keys))
         .route("/signing-keys/rotate", post(tokens::rotate))
         .route("/providers", get(providers::list).post(providers::create))
@@ -125,7 +126,7 @@ pub(crate) fn router(state: AppState) -> Router {
         destinations::list, destinations::create, destinations::remove, fa::forward_auth, destinations::assertion_keys, destinations::connector_assertion_keys,
         ssh_api::user_ca, ssh_api::host_ca, ssh_api::rotate, ssh_api::issue,
         providers::create, providers::list, providers::remove, provider_login::authorize, provider_login::device,
-        workload::create, workload::list, workload::remove, workload::exchange,
+        workload::create, workload::list, workload::remove, workload::exchange, workload::webhook_ca,
         wellknown::healthz, wellknown::livez, wellknown::readyz, wellknown::jwks, wellknown::discovery,
     ),
     components(schemas(infra_api::ErrorBody)),

@@ -16,7 +16,7 @@ use crate::audit::{self, Event};
 use crate::signing;
 use crate::state::AppState;
 
-const CA_SECRET: &str = "tls_ca";
+pub(crate) const CA_SECRET: &str = "tls_ca";
 
 /// Loads the root key from INFRA_ROOT_KEY, or its file, creating the file
 /// (0600) on first start.

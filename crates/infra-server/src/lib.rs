@@ -35,6 +35,7 @@ mod tls;
 mod tunnel_server;
 mod web;
 mod wire;
+mod workloads;
 
 pub use config::ServerArgs;
 

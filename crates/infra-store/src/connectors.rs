@@ -99,6 +99,17 @@ pub async fn destination_names(c: &mut Conn) -> Result<Vec<String>, StoreError> 
     Ok(sqlx::query_scalar("SELECT name FROM destinations").fetch_all(c).await?)
 }
 
+/// Every destination's name and kind.
+pub async fn destination_kinds(c: &mut Conn) -> Result<Vec<(String, DestinationKind)>, StoreError> {
+    let rows: Vec<(String, String)> = sqlx::query_as("SELECT name, kind FROM destinations ORDER BY name")
+        .fetch_all(c)
+        .await?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|(n, k)| Some((n, DestinationKind::try_from(k).ok()?)))
+        .collect())
+}
+
 pub async fn list_destinations(c: &mut Conn, page: u32, limit: u32) -> Result<(Vec<DestinationRow>, u64), StoreError> {
     let (l, o) = crate::limit_offset(page, limit);
     let mut q = Sql::new(

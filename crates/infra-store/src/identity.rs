@@ -91,6 +91,15 @@ pub async fn list_users(c: &mut Conn, page: u32, limit: u32) -> Result<(Vec<User
     Ok((rows, u64::try_from(n).unwrap_or(0)))
 }
 
+/// Every service account: (id, email).
+pub async fn service_accounts(c: &mut Conn) -> Result<Vec<(String, String)>, StoreError> {
+    Ok(
+        sqlx::query_as("SELECT id, email FROM users WHERE kind = 'service' ORDER BY email")
+            .fetch_all(c)
+            .await?,
+    )
+}
+
 pub async fn set_password(c: &mut Conn, user_id: &str, hash: &str, update_required: bool) -> Result<(), StoreError> {
     sqlx::query("UPDATE users SET password_hash = $1, password_update_required = $2 WHERE id = $3")
         .bind(hash)

@@ -305,14 +305,17 @@ pub struct WorkloadIssuerRow {
     /// JSON object: claim value → service account email.
     pub mappings: String,
     pub created_at: i64,
+    /// The Kubernetes destination whose reported issuer and keys this
+    /// issuer uses (`--from-cluster`), instead of `jwks`/`jwks_url`.
+    pub cluster: Option<String>,
 }
 
-const ISSUER_COLS: &str = "name, issuer, jwks_url, jwks, audience, claim, mappings, created_at";
+const ISSUER_COLS: &str = "name, issuer, jwks_url, jwks, audience, claim, mappings, created_at, cluster";
 
 pub async fn insert_workload_issuer(c: &mut Conn, w: &WorkloadIssuerRow) -> Result<(), StoreError> {
     sqlx::query(
-        "INSERT INTO workload_issuers (name, issuer, jwks_url, jwks, audience, claim, mappings, created_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        "INSERT INTO workload_issuers (name, issuer, jwks_url, jwks, audience, claim, mappings, created_at, cluster) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
     )
     .bind(&w.name)
     .bind(&w.issuer)
@@ -322,6 +325,7 @@ pub async fn insert_workload_issuer(c: &mut Conn, w: &WorkloadIssuerRow) -> Resu
     .bind(&w.claim)
     .bind(&w.mappings)
     .bind(w.created_at)
+    .bind(&w.cluster)
     .execute(c)
     .await?;
     Ok(())

@@ -71,6 +71,19 @@ impl KubeCluster {
         self.dir.path().join("ca.pem")
     }
 
+    /// The key the API server signs service-account tokens with (ECDSA
+    /// P-256, PKCS#8 PEM): for tests that need a token the API server
+    /// would never issue, such as one already expired.
+    pub fn service_account_key_pem(&self) -> anyhow::Result<String> {
+        let p = self.dir.path().join("sa-key.pem");
+        std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))
+    }
+
+    /// The `iss` of the cluster's service-account tokens.
+    pub fn service_account_issuer(&self) -> &'static str {
+        SA_ISSUER
+    }
+
     /// A bearer token for `kube-admin` in group `system:masters`.
     pub fn admin_token(&self) -> &str {
         &self.admin_token
@@ -93,6 +106,11 @@ impl KubeCluster {
     /// kubeconfig of the machine is read or written. Killed after 120 s.
     pub fn kubectl(&self, args: &[&str]) -> Output {
         self.kubectl_stdin(args, None)
+    }
+
+    /// `kubectl ARGS` with `input` on stdin (`create -f -`, say).
+    pub fn kubectl_with_input(&self, args: &[&str], input: &str) -> Output {
+        self.kubectl_stdin(args, Some(input))
     }
 
     /// `kubectl apply -f -` with `yaml` as input; the output on success.
@@ -161,11 +179,24 @@ impl KubeCluster {
     /// A token for service account `namespace/name` from the TokenRequest
     /// API (audience `https://kubernetes.default.svc`, valid 1 h).
     pub async fn service_account_token(&self, namespace: &str, name: &str) -> anyhow::Result<String> {
+        self.token_request(namespace, name, SA_ISSUER, 3600).await
+    }
+
+    /// A token for service account `namespace/name` for `audience`, valid
+    /// `seconds` (600 at least), issued by the API server's TokenRequest
+    /// API as the kubelet asks for a projected token.
+    pub async fn token_request(
+        &self,
+        namespace: &str,
+        name: &str,
+        audience: &str,
+        seconds: u32,
+    ) -> anyhow::Result<String> {
         let path = format!("/api/v1/namespaces/{namespace}/serviceaccounts/{name}/token");
         let body = json!({
             "apiVersion": "authentication.k8s.io/v1",
             "kind": "TokenRequest",
-            "spec": {"audiences": [SA_ISSUER], "expirationSeconds": 3600},
+            "spec": {"audiences": [audience], "expirationSeconds": seconds},
         });
         let resp = self
             .send(self.request(reqwest::Method::POST, &path)?.json(&body))

@@ -42,6 +42,20 @@ pub struct DestinationInfo {
     /// to certify with the host CA.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ssh_host_keys: Vec<String>,
+    /// Kubernetes clusters: the admission webhook the connector serves, for
+    /// the server to certify its key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook: Option<WebhookKey>,
+}
+
+/// The webhook's public key (an uncompressed P-256 point, base64url) and
+/// the names the API server reaches it by. The private key stays with the
+/// connector.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct WebhookKey {
+    pub public_key: String,
+    pub names: Vec<String>,
 }
 
 /// The server's answer.
@@ -97,6 +111,10 @@ pub struct Snapshot {
     /// For SSH hosts: what their sshd must trust and present.
     #[serde(default)]
     pub ssh: SshMaterial,
+    /// For a connector serving the admission webhook: what it injects and
+    /// warns about.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workloads: Option<Workloads>,
 }
 
 impl Snapshot {
@@ -134,6 +152,39 @@ impl Snapshot {
 pub struct SshMaterial {
     pub user_ca: Vec<String>,
     pub host_certs: BTreeMap<String, Vec<String>>,
+}
+
+/// What the admission webhook of one cluster works from.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Workloads {
+    /// The Kubernetes destination the webhook serves.
+    pub cluster: String,
+    /// The webhook's serving certificate (leaf, then CA) in PEM; empty
+    /// when its key could not be certified.
+    pub certificate: String,
+    /// The webhook CA: the `caBundle` of the webhook configuration.
+    pub ca: String,
+    /// The CA of the server's own certificate, which the injected sidecars
+    /// trust.
+    pub server_ca: String,
+    /// The workload issuers made `--from-cluster` this cluster.
+    pub issuers: Vec<ClusterTrust>,
+    /// The service accounts those issuers' mappings name or match, each
+    /// with the destinations a grant lets it reach.
+    pub reach: BTreeMap<String, Vec<String>>,
+    /// The destinations a pod may name: their kinds.
+    pub destinations: BTreeMap<String, DestinationKind>,
+}
+
+/// A workload issuer that trusts a cluster's service-account tokens.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterTrust {
+    pub name: String,
+    /// The audience a projected token must carry.
+    pub audience: String,
+    pub mappings: BTreeMap<String, String>,
 }
 
 /// Server → connector, on the control stream.
@@ -225,6 +276,18 @@ pub struct Inventory {
     /// `permit-X11-forwarding`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ssh_extensions: Vec<String>,
+    /// Kubernetes clusters: the service-account token issuer and its keys,
+    /// from the API server's discovery documents.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster_issuer: Option<ClusterIssuer>,
+}
+
+/// A cluster's service-account issuer (`iss` of its tokens) and its JWKS.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterIssuer {
+    pub issuer: String,
+    pub jwks: serde_json::Value,
 }
 
 #[cfg(test)]

@@ -34,6 +34,7 @@ pub(crate) fn state(test: &str) -> Arc<State> {
         data_dir: dir.clone(),
         admin_listen: "127.0.0.1:0".parse().unwrap(),
         direct: None,
+        webhook: None,
         destinations: vec![crate::config::Destination {
             name: "db".into(),
             kind: crate::config::Kind::Postgres(pg(1)),
@@ -43,7 +44,7 @@ pub(crate) fn state(test: &str) -> Arc<State> {
             labels: Default::default(),
         }],
     };
-    Arc::new(State::new(settings, Spool::open(&dir).unwrap(), "instance".into()).unwrap())
+    Arc::new(State::new(settings, Spool::open(&dir).unwrap(), "instance".into(), None).unwrap())
 }
 
 /// A database at `port` (nothing need listen there).

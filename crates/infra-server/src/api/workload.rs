@@ -7,10 +7,12 @@ use std::collections::BTreeMap;
 
 use axum::Json;
 use axum::extract::{Form, Path, State};
-use infra_api::{TokenExchangeResponse, WorkloadIssuerCreate, WorkloadIssuerInfo};
-use infra_core::InfraRole;
+use infra_api::{TokenExchangeResponse, WebhookCaInfo, WorkloadIssuerCreate, WorkloadIssuerInfo};
+use infra_core::workload::Mappings;
+use infra_core::{DestinationKind, InfraRole};
 use infra_store::providers::{self, WorkloadIssuerRow};
-use infra_store::{AccessKeyRow, UserRow, identity, keys, now_ms};
+use infra_store::{AccessKeyRow, UserRow, connectors, identity, keys, now_ms};
+use infra_tunnel::proto::{ClusterIssuer, Inventory};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -37,7 +39,66 @@ fn to_api(w: &WorkloadIssuerRow) -> WorkloadIssuerInfo {
         audience: w.audience.clone(),
         claim: w.claim.clone(),
         mappings: serde_json::from_str(&w.mappings).unwrap_or_default(),
+        cluster: w.cluster.clone(),
         created: time(w.created_at),
+    }
+}
+
+/// What the connector of Kubernetes destination `cluster` last reported as
+/// its service-account issuer and keys.
+pub(crate) async fn cluster_issuer(
+    c: &mut infra_store::Conn,
+    cluster: &str,
+) -> Result<Option<ClusterIssuer>, infra_store::StoreError> {
+    Ok(connectors::inventory(c, cluster)
+        .await?
+        .and_then(|(_, inv)| inv)
+        .and_then(|j| serde_json::from_str::<Inventory>(&j).ok())
+        .and_then(|i| i.cluster_issuer))
+}
+
+/// Where an issuer's tokens come from and its keys are: a cluster's
+/// report, a URL, or a document.
+async fn source(state: &AppState, req: &WorkloadIssuerCreate) -> ApiResult<(String, Option<String>, Option<String>)> {
+    if let Some(cluster) = &req.from_cluster {
+        if !req.issuer.is_empty() || req.jwks_url.is_some() || req.jwks.is_some() {
+            return Err(ApiError::bad_request(
+                "fromCluster takes the issuer and keys from the cluster: give no issuer, jwksUrl or jwks",
+            ));
+        }
+        let mut c = state.store.conn().await?;
+        match connectors::inventory(&mut c, cluster).await? {
+            None => return Err(ApiError::bad_request(format!("no destination named {cluster}"))),
+            Some((kind, _)) if kind != DestinationKind::Kubernetes => {
+                return Err(ApiError::bad_request(format!(
+                    "{cluster} is a {kind} destination, not a Kubernetes cluster"
+                )));
+            }
+            Some(_) => {}
+        }
+        let Some(reported) = cluster_issuer(&mut c, cluster).await? else {
+            return Err(ApiError::bad_request(format!(
+                "the connector of {cluster} has not reported the cluster's service-account issuer yet: is it running, and may it read /.well-known/openid-configuration and /openid/v1/jwks (the system:service-account-issuer-discovery ClusterRole)?"
+            )));
+        };
+        return Ok((reported.issuer, None, None));
+    }
+    if req.issuer.is_empty() {
+        return Err(ApiError::bad_request("issuer is required (or fromCluster)"));
+    }
+    match (&req.jwks_url, &req.jwks) {
+        (Some(u), None) => Ok((req.issuer.clone(), Some(u.clone()), None)),
+        (None, Some(j)) => {
+            let set: jsonwebtoken::jwk::JwkSet = serde_json::from_value(j.clone())
+                .map_err(|e| ApiError::bad_request(format!("jwks is not a JWKS document: {e}")))?;
+            if set.keys.is_empty() {
+                return Err(ApiError::bad_request("jwks has no keys"));
+            }
+            Ok((req.issuer.clone(), None, Some(j.to_string())))
+        }
+        _ => Err(ApiError::bad_request(
+            "give jwksUrl or jwks (one of them), or fromCluster",
+        )),
     }
 }
 
@@ -60,28 +121,19 @@ pub(crate) async fn create(
     {
         return Err(ApiError::bad_request("name: lower-case letters, digits and -"));
     }
-    if req.issuer.is_empty() || req.audience.is_empty() {
-        return Err(ApiError::bad_request("issuer and audience are required"));
+    if req.audience.is_empty() {
+        return Err(ApiError::bad_request("audience is required"));
     }
-    let jwks = match (&req.jwks_url, &req.jwks) {
-        (Some(_), None) => None,
-        (None, Some(j)) => {
-            let set: jsonwebtoken::jwk::JwkSet = serde_json::from_value(j.clone())
-                .map_err(|e| ApiError::bad_request(format!("jwks is not a JWKS document: {e}")))?;
-            if set.keys.is_empty() {
-                return Err(ApiError::bad_request("jwks has no keys"));
-            }
-            Some(j.to_string())
-        }
-        _ => return Err(ApiError::bad_request("give jwksUrl or jwks (one of them)")),
-    };
+    let (issuer, jwks_url, jwks) = source(&state, &req).await?;
     if req.mappings.is_empty() {
         return Err(ApiError::bad_request(
             "mappings is empty: map claim values to service accounts",
         ));
     }
+    Mappings::new(req.mappings.clone()).map_err(|e| ApiError::bad_request(e.to_string()))?;
     let mut c = state.store.conn().await?;
-    for sa in req.mappings.values() {
+    // A pattern's service accounts are looked up at each exchange.
+    for sa in req.mappings.values().filter(|v| !v.contains('*')) {
         match identity::user_by_email(&mut c, sa).await? {
             Some(u) if u.kind == "service" => {}
             Some(_) => {
@@ -99,13 +151,14 @@ pub(crate) async fn create(
     drop(c);
     let row = WorkloadIssuerRow {
         name: req.name.clone(),
-        issuer: req.issuer.clone(),
-        jwks_url: req.jwks_url.clone(),
+        issuer,
+        jwks_url,
         jwks,
         audience: req.audience.clone(),
         claim: req.claim.clone().unwrap_or_else(|| "sub".into()),
         mappings: serde_json::to_string(&req.mappings).map_err(ApiError::internal)?,
         created_at: now_ms(),
+        cluster: req.from_cluster.clone(),
     };
     let mut tx = state.store.write().await?;
     if providers::workload_issuers(tx.conn())
@@ -154,6 +207,23 @@ pub(crate) async fn remove(
     }
     audit::commit(&state, tx, caller.event("workload-issuer.delete", &name)).await?;
     Ok(axum::http::StatusCode::NO_CONTENT)
+}
+
+/// The webhook CA: what a cluster's API server trusts the connector's
+/// admission webhook by.
+#[utoipa::path(get, path = "/api/workloads/webhook-ca", tag = "workload identity",
+    responses((status = 200, body = WebhookCaInfo)), security(("accessKey" = [])))]
+pub(crate) async fn webhook_ca(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<WebhookCaInfo>> {
+    use base64::Engine as _;
+    caller
+        .require(&state, InfraRole::View, "read the webhook CA", "workload-issuers")
+        .await?;
+    let ca = crate::workloads::webhook_ca(&state).map_err(ApiError::internal)?;
+    let pem = ca.cert_pem().to_owned();
+    Ok(Json(WebhookCaInfo {
+        ca_bundle: base64::engine::general_purpose::STANDARD.encode(&pem),
+        pem,
+    }))
 }
 
 /// RFC 8693 request (form-encoded).
@@ -251,11 +321,21 @@ impl Exchanger<'_> {
             Err(e) => return self.refuse("unknown".into(), format!("subject_token: {e}")).await,
         };
         let mut c = self.state.store.conn().await?;
-        let candidates: Vec<WorkloadIssuerRow> = providers::workload_issuers(&mut c)
-            .await?
-            .into_iter()
-            .filter(|w| w.issuer == iss)
-            .collect();
+        let mut candidates = Vec::new();
+        for mut w in providers::workload_issuers(&mut c).await? {
+            // A cluster's issuer and keys are what its connector reported
+            // last: a rotation in the cluster takes effect by itself.
+            if let Some(cluster) = &w.cluster {
+                let Some(reported) = cluster_issuer(&mut c, cluster).await? else {
+                    continue;
+                };
+                w.issuer = reported.issuer;
+                w.jwks = Some(reported.jwks.to_string());
+            }
+            if w.issuer == iss {
+                candidates.push(w);
+            }
+        }
         drop(c);
         if candidates.is_empty() {
             return self
@@ -294,7 +374,7 @@ impl Exchanger<'_> {
     async fn service_account(&self, w: &WorkloadIssuerRow, claims: &Value) -> ApiResult<(UserRow, String)> {
         let value = claims[&w.claim].as_str().unwrap_or_default().to_owned();
         let mappings: BTreeMap<String, String> = serde_json::from_str(&w.mappings).unwrap_or_default();
-        let Some(sa) = mappings.get(&value) else {
+        let Some(sa) = Mappings::stored(mappings).resolve(&value) else {
             return self
                 .refuse(
                     format!("issuer:{}", w.name),
@@ -306,7 +386,7 @@ impl Exchanger<'_> {
                 .await;
         };
         let mut c = self.state.store.conn().await?;
-        let user = identity::user_by_email(&mut c, sa)
+        let user = identity::user_by_email(&mut c, &sa)
             .await?
             .filter(|u| u.kind == "service");
         drop(c);

@@ -29,7 +29,14 @@ pub(super) async fn build_snapshot(
     let snapshot = grants_snapshot(state, &destinations)
         .await
         .map_err(|e| format!("build grants snapshot: {e}"))?;
-    Ok(Snapshot { ssh, ..snapshot })
+    let workloads = crate::workloads::material(state, connector, infos)
+        .await
+        .map_err(|e| format!("build workloads: {e}"))?;
+    Ok(Snapshot {
+        ssh,
+        workloads,
+        ..snapshot
+    })
 }
 
 /// What any decision about `destinations` reads: the signing keys, their
@@ -72,6 +79,7 @@ pub(crate) async fn grants_snapshot(
         memberships,
         revoked_sessions,
         ssh: Default::default(),
+        workloads: None,
     })
 }
 

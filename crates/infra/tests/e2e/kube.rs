@@ -4,6 +4,7 @@
 //! from grants, and Forbidden messages are Kubernetes' own.
 
 mod streams;
+mod workloads;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

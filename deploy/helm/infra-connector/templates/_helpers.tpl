@@ -120,6 +120,17 @@ tls:
 {{- else }}
   caFile: {{ $tls.caFile | quote }}
 {{- end }}
+{{- if .Values.webhook.enabled }}
+{{- if not .Values.cluster.enabled }}
+{{- fail "webhook.enabled needs cluster.enabled: the webhook admits the pods of the cluster the connector serves" }}
+{{- end }}
+# The admission webhook that injects infra proxy sidecars (docs/workloads.md).
+webhook:
+  listen: {{ printf "0.0.0.0:%v" .Values.webhook.port | quote }}
+  names:
+    - {{ printf "%s.%s.svc" (include "infra-connector.fullname" .) .Release.Namespace | quote }}
+  image: {{ .Values.webhook.image | default (printf "%s:%s" .Values.image.repository (.Values.image.tag | default .Chart.AppVersion)) | quote }}
+{{- end }}
 destinations:
 {{- toYaml $destinations | nindent 2 }}
 {{- end }}

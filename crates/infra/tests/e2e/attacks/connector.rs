@@ -306,6 +306,7 @@ fn hello_serving(
                 labels: Default::default(),
                 direct_url: None,
                 ssh_host_keys: vec![],
+                webhook: None,
             })
             .collect(),
         assertion_key: signing.jwk().x,

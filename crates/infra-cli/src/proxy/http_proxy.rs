@@ -1,0 +1,143 @@
+//! `infra proxy` for an HTTP destination: a loopback HTTP/1.1 listener
+//! whose requests go to the destination through the gateway with the
+//! token added, so an HTTP client with no notion of Infra (curl, an app's
+//! own client) reaches it by a plain `http://127.0.0.1:PORT` URL.
+//!
+//! Whoever reaches the port acts as the proxy's identity, as with the
+//! database listener. A client's own `Authorization` and
+//! `Proxy-Authorization` are dropped: the token is the only credential
+//! that leaves.
+
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use http_body_util::BodyExt as _;
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
+use rustls::pki_types::ServerName;
+use tokio::net::{TcpListener, TcpStream};
+
+use super::Target;
+
+type Upstream = SendRequest<hyper::body::Incoming>;
+
+pub(super) async fn serve(t: &Target, port: u16, who: &str) -> anyhow::Result<()> {
+    let l = TcpListener::bind(("127.0.0.1", port))
+        .await
+        .with_context(|| format!("listen on 127.0.0.1:{port} (choose another with --port)"))?;
+    let port = l.local_addr()?.port();
+    eprintln!(
+        "Proxying http://127.0.0.1:{port} to {} as {who} (any local user can connect to this port); try:\n  curl http://127.0.0.1:{port}/",
+        t.destination
+    );
+    loop {
+        let (c, _) = l.accept().await?;
+        c.set_nodelay(true)?;
+        let t = t.clone();
+        tokio::spawn(async move {
+            // One upstream connection per client connection, opened at its
+            // first request and again if the gateway closed it.
+            let upstream: Arc<tokio::sync::Mutex<Option<Upstream>>> = Arc::default();
+            let svc = hyper::service::service_fn(move |req| {
+                let (t, upstream) = (t.clone(), upstream.clone());
+                async move { Ok::<_, std::convert::Infallible>(forward(&t, &upstream, req).await) }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(c), svc)
+                .await;
+        });
+    }
+}
+
+fn plain(status: http::StatusCode, message: String) -> http::Response<infra_tunnel::Body> {
+    let mut r = http::Response::new(infra_tunnel::full(format!("{message}\n")));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
+}
+
+async fn forward(
+    t: &Target,
+    upstream: &tokio::sync::Mutex<Option<Upstream>>,
+    mut req: http::Request<hyper::body::Incoming>,
+) -> http::Response<infra_tunnel::Body> {
+    let token = match t.source.token(&t.destination).await {
+        Ok(tok) => tok,
+        Err(e) => {
+            eprintln!("{}: request refused: {e:#}", t.destination);
+            return plain(http::StatusCode::UNAUTHORIZED, format!("Infra: {e:#}"));
+        }
+    };
+    let path = req
+        .uri()
+        .path_and_query()
+        .map_or("/", http::uri::PathAndQuery::as_str)
+        .to_owned();
+    let Ok(uri) = path.parse() else {
+        return plain(http::StatusCode::BAD_REQUEST, "Infra: a bad request path".into());
+    };
+    *req.uri_mut() = uri;
+    let h = req.headers_mut();
+    h.remove(http::header::PROXY_AUTHORIZATION);
+    let (Ok(host), Ok(bearer)) = (
+        http::HeaderValue::from_str(&t.name),
+        http::HeaderValue::from_str(&format!("Bearer {token}")),
+    ) else {
+        return plain(http::StatusCode::BAD_GATEWAY, "Infra: a bad gateway name".into());
+    };
+    h.insert(http::header::HOST, host);
+    h.insert(http::header::AUTHORIZATION, bearer);
+    let mut guard = upstream.lock().await;
+    let alive = match guard.as_mut() {
+        Some(s) => s.ready().await.is_ok(),
+        None => false,
+    };
+    if !alive {
+        match connect(t).await {
+            Ok(s) => *guard = Some(s),
+            Err(e) => {
+                eprintln!("{}: {e:#}", t.destination);
+                return plain(http::StatusCode::BAD_GATEWAY, format!("Infra: {e:#}"));
+            }
+        }
+    }
+    let Some(sender) = guard.as_mut() else {
+        return plain(
+            http::StatusCode::BAD_GATEWAY,
+            "Infra: no connection to the gateway".into(),
+        );
+    };
+    match sender.send_request(req).await {
+        Ok(resp) => {
+            if resp.status() == http::StatusCode::UNAUTHORIZED || resp.status() == http::StatusCode::FORBIDDEN {
+                eprintln!("{}: the request was refused ({})", t.destination, resp.status());
+            }
+            resp.map(|b| b.map_err(Into::into).boxed_unsync())
+        }
+        Err(e) => {
+            *guard = None;
+            plain(
+                http::StatusCode::BAD_GATEWAY,
+                format!("Infra: request to the gateway: {e}"),
+            )
+        }
+    }
+}
+
+async fn connect(t: &Target) -> anyhow::Result<Upstream> {
+    let tcp = TcpStream::connect((t.host.as_str(), t.port))
+        .await
+        .with_context(|| format!("connect to the Infra gateway {}:{}", t.host, t.port))?;
+    tcp.set_nodelay(true)?;
+    let name = ServerName::try_from(t.name.clone()).context("gateway name")?;
+    let tls = tokio_rustls::TlsConnector::from(t.tls.clone())
+        .connect(name, tcp)
+        .await
+        .context("TLS with the Infra gateway")?;
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await?;
+    tokio::spawn(conn);
+    Ok(sender)
+}
