@@ -20,6 +20,7 @@ mod extract;
 mod forward_auth;
 mod gateway;
 mod gateway_names;
+mod grants_snapshot;
 mod hashing;
 mod hub;
 mod idp;

@@ -83,7 +83,7 @@ pub(crate) async fn material(
         })
         .collect();
     let names: Vec<String> = destinations.keys().cloned().collect();
-    let view = crate::tunnel_server::snapshot::grants_snapshot(state, &names)
+    let view = crate::grants_snapshot::grants_snapshot(state, &names)
         .await
         .map_err(store)?
         .grant_view();

@@ -50,7 +50,7 @@ async fn build(state: &AppState) -> Result<Ready, infra_store::StoreError> {
         .filter_map(|(n, u)| AppOrigin::parse(&u).ok().map(|o| (n, o)))
         .collect();
     let names: Vec<String> = apps.iter().map(|(n, _)| n.clone()).collect();
-    let s = crate::tunnel_server::snapshot::grants_snapshot(state, &names).await?;
+    let s = crate::grants_snapshot::grants_snapshot(state, &names).await?;
     let issuer = state.settings.public_url.clone();
     let decider = infra_auth::decide::Decider::new(
         &s.jwks,

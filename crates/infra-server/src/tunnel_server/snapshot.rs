@@ -4,10 +4,9 @@
 
 use std::time::Duration;
 
-use infra_store::connectors;
 use infra_store::{keys, now_ms};
 use infra_tunnel::body::LineSender;
-use infra_tunnel::proto::{ControlMsg, DestinationInfo, GrantEntry, Snapshot};
+use infra_tunnel::proto::{ControlMsg, DestinationInfo, Snapshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::state::AppState;
@@ -26,7 +25,7 @@ pub(super) async fn build_snapshot(
     let ssh = crate::ssh::material(state, connector, infos)
         .await
         .map_err(|e| format!("build SSH material: {}", e.message))?;
-    let snapshot = grants_snapshot(state, &destinations)
+    let snapshot = crate::grants_snapshot::grants_snapshot(state, &destinations)
         .await
         .map_err(|e| format!("build grants snapshot: {e}"))?;
     let workloads = crate::workloads::material(state, connector, infos)
@@ -36,50 +35,6 @@ pub(super) async fn build_snapshot(
         ssh,
         workloads,
         ..snapshot
-    })
-}
-
-/// What any decision about `destinations` reads: the signing keys, their
-/// grants, the memberships of the groups in them, and the sessions ended
-/// recently. A connector's snapshot, and the server's own forward-auth
-/// decisions.
-pub(crate) async fn grants_snapshot(
-    state: &AppState,
-    destinations: &[String],
-) -> Result<Snapshot, infra_store::StoreError> {
-    let jwks = crate::signing::jwks(state)
-        .await
-        .map_err(|_| infra_store::StoreError::Random)?;
-    let mut c = state.store.conn().await?;
-    let now = now_ms();
-    let grants = connectors::grants_for(&mut c, destinations, now).await?;
-    let mut groups: Vec<String> = grants
-        .iter()
-        .filter(|g| g.subject_kind == infra_core::SubjectKind::Group)
-        .map(|g| g.subject_id.clone())
-        .collect();
-    groups.sort();
-    groups.dedup();
-    let memberships = connectors::memberships(&mut c, &groups).await?;
-    let since = now - crate::signing::retention_ms(state);
-    let revoked_sessions = connectors::revoked_sessions(&mut c, since).await?;
-    Ok(Snapshot {
-        jwks,
-        grants: grants
-            .into_iter()
-            .map(|g| GrantEntry {
-                subject_kind: g.subject_kind,
-                subject_id: g.subject_id,
-                subject_name: g.subject_name,
-                role: g.role,
-                resource: g.resource,
-                expires_at: g.expires_at,
-            })
-            .collect(),
-        memberships,
-        revoked_sessions,
-        ssh: Default::default(),
-        workloads: None,
     })
 }
 
