@@ -174,6 +174,7 @@ async fn open(
             labels: Default::default(),
             direct_url: None,
             ssh_host_keys: Vec::new(),
+            webhook: None,
         }],
         // A real key: the server checks that the id is derived from it.
         assertion_key: assertion.public_x.clone(),

@@ -48,7 +48,7 @@ impl Mappings {
             let stars = value.matches('*').count();
             match key.strip_suffix('*') {
                 Some(prefix) if prefix.contains('*') => return fail("only a final * is a pattern"),
-                Some(prefix) if prefix.is_empty() => return fail("a pattern needs a prefix before *"),
+                Some("") => return fail("a pattern needs a prefix before *"),
                 Some(_) if stars != 1 => return fail("a pattern's service account has one * for the matched name"),
                 None if key.contains('*') => return fail("only a final * is a pattern"),
                 None if stars != 0 => return fail("an exact mapping's service account has no *"),

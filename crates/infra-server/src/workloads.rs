@@ -24,7 +24,11 @@ const DAY_MS: i64 = 86_400_000;
 /// Certificates issued, by (public key, names), with when: a snapshot is
 /// pushed on every change, and a new certificate each time would make the
 /// connector reload for nothing. A cache only; any replica re-issues.
-static ISSUED: LazyLock<Mutex<HashMap<(String, Vec<String>), (String, i64)>>> = LazyLock::new(Mutex::default);
+static ISSUED: LazyLock<Mutex<HashMap<Request, Issued>>> = LazyLock::new(Mutex::default);
+/// (public key, names)
+type Request = (String, Vec<String>);
+/// (chain PEM, when in unix ms)
+type Issued = (String, i64);
 
 /// The webhook CA of this deployment (the same on every replica).
 pub(crate) fn webhook_ca(state: &AppState) -> Result<WebhookCa, String> {
@@ -37,7 +41,7 @@ pub(crate) async fn material(
     state: &AppState,
     connector: &str,
     infos: &[DestinationInfo],
-) -> Result<Option<Workloads>, String> {
+) -> Result<Option<Box<Workloads>>, String> {
     let Some((cluster, key)) = infos.iter().find_map(|d| Some((d.name.clone(), d.webhook.clone()?))) else {
         return Ok(None);
     };
@@ -107,7 +111,7 @@ pub(crate) async fn material(
             .map(|(cert_pem, _)| cert_pem)
             .unwrap_or_default()
     };
-    Ok(Some(Workloads {
+    Ok(Some(Box::new(Workloads {
         cluster,
         certificate,
         ca: ca.cert_pem().to_owned(),
@@ -115,7 +119,7 @@ pub(crate) async fn material(
         issuers,
         reach,
         destinations,
-    }))
+    })))
 }
 
 /// The webhook's certificate, re-issued once a third of its life is left.

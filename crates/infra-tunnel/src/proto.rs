@@ -114,7 +114,7 @@ pub struct Snapshot {
     /// For a connector serving the admission webhook: what it injects and
     /// warns about.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub workloads: Option<Workloads>,
+    pub workloads: Option<Box<Workloads>>,
 }
 
 impl Snapshot {

@@ -38,6 +38,7 @@ fn hello(access_key: &str, name: &str) -> Hello {
             labels: Default::default(),
             direct_url: None,
             ssh_host_keys: vec![],
+            webhook: None,
         }],
         assertion_kid: infra_auth::jwt::ed25519_kid(&assertion.public_x).unwrap(),
         assertion_key: assertion.public_x,
