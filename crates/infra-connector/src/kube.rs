@@ -103,10 +103,23 @@ impl KubeUpstream {
 
     /// A call of the connector's own (RBAC sync, inventory): JSON in and out.
     pub(crate) async fn call(&self, method: Method, path: &str, body: Option<&Value>) -> anyhow::Result<(u16, Value)> {
+        self.call_accepting(method, path, body, "application/json").await
+    }
+
+    /// [`KubeUpstream::call`] with another `Accept`: the issuer's key set
+    /// is `application/jwk-set+json`, and the API server answers 406 to a
+    /// request that accepts only `application/json`.
+    pub(crate) async fn call_accepting(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+        accept: &'static str,
+    ) -> anyhow::Result<(u16, Value)> {
         let mut req = Request::builder()
             .method(method.clone())
             .uri(format!("{}{path}", self.base))
-            .header(header::ACCEPT, "application/json");
+            .header(header::ACCEPT, accept);
         if let Some(a) = self.authorization() {
             req = req.header(header::AUTHORIZATION, a);
         }

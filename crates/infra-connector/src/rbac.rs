@@ -253,7 +253,10 @@ async fn inventory(kube: &KubeUpstream, destination: &str) -> anyhow::Result<Inv
 /// key rotations. `None` where discovery is off or not allowed.
 async fn cluster_issuer(kube: &KubeUpstream) -> Option<ClusterIssuer> {
     let get = |path: &'static str| async move {
-        match kube.call(Method::GET, path, None).await {
+        match kube
+            .call_accepting(Method::GET, path, None, "application/json, application/jwk-set+json")
+            .await
+        {
             Ok((200, v)) => Some(v),
             Ok((code, v)) => {
                 tracing::debug!(path, code, error = %message(&v), "service-account issuer discovery unavailable");
