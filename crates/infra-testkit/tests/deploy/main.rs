@@ -233,6 +233,27 @@ async fn plain_manifests_and_helm_chart_pass_the_api_server() {
     assert_eq!(can(&["bind", "clusterroles"]), "yes");
     assert_eq!(can(&["list", "pods"]), "no");
     assert_eq!(can(&["get", "secrets", "-n", "tools"]), "no");
+    assert_eq!(can(&["get", "/openid/v1/jwks"]), "yes");
+
+    // With the admission webhook: its Service, its port, its configuration
+    // (the caBundle given), and the webhook section of the connector's.
+    let values = [
+        LIKE_PLAIN,
+        "webhook: {enabled: true, caBundle: Q0E=, namespaceLabels: {team: shop}}\n",
+    ];
+    helm.lint(&chart, &values).ok();
+    let rendered = helm.template(&chart, "infra-connector", "infra", &values).unwrap();
+    let objects = by_kind(kube.dry_run(&rendered.manifest).unwrap());
+    let hook = &objects[&("MutatingWebhookConfiguration".into(), "infra-connector".into())]["webhooks"][0];
+    assert_eq!(hook["clientConfig"]["service"]["name"], "infra-connector");
+    assert_eq!(hook["clientConfig"]["service"]["path"], "/mutate");
+    assert_eq!(hook["namespaceSelector"]["matchLabels"], json!({"team": "shop"}));
+    assert_eq!(hook["sideEffects"], "None");
+    let service = &objects[&("Service".into(), "infra-connector".into())];
+    assert_eq!(service["spec"]["ports"][0]["port"], 8443);
+    let config = connector_config(&objects[&("ConfigMap".into(), "infra-connector".into())]).unwrap();
+    assert_eq!(config["webhook"]["names"], json!(["infra-connector.infra.svc"]));
+    assert_eq!(config["webhook"]["listen"], "0.0.0.0:8443");
 
     eprintln!(
         "rendered, dry-run applied, compared and installed in {:?}",

@@ -153,7 +153,11 @@ async fn server_helm_chart_passes_the_api_server() {
         "{}",
         rendered.notes
     );
-    assert!(!rendered.notes.contains("workload-issuers"), "{}", rendered.notes);
+    assert!(
+        rendered.notes.contains("workload-issuers add CLUSTER --from-cluster"),
+        "{}",
+        rendered.notes
+    );
 
     // Secrets of the user's: the chart makes none and names theirs; without
     // a metrics listener the probes ask the HTTPS port.
@@ -193,11 +197,6 @@ async fn server_helm_chart_passes_the_api_server() {
     assert!(
         deployment["spec"]["template"]["metadata"]["annotations"]["checksum/secret"].is_null(),
         "no checksum of a Secret the chart does not make"
-    );
-    assert!(
-        rendered.notes.contains("infra workload-issuers add"),
-        "{}",
-        rendered.notes
     );
 
     // One replica on SQLite: a claim, and the old pod stops before the new.
