@@ -116,6 +116,7 @@ fn main() {
             .map(String::from)
             .to_vec(),
         sid: Some("k7Rw2nZp9Qx4sT8v".into()),
+        act: None,
     };
     let token = key.sign(&claims).unwrap();
     let verifier = Verifier::new(&Jwks { keys: vec![key.jwk()] }, ISS);

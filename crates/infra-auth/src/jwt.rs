@@ -156,6 +156,17 @@ pub struct Claims {
     /// ending it can end the token too.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sid: Option<String>,
+    /// RFC 8693's actor: for a token a workload got by exchange, the
+    /// workload its platform named (`system:serviceaccount:NS:NAME`), so
+    /// the audit names it beside the service account.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub act: Option<Actor>,
+}
+
+/// The `act` claim (RFC 8693, section 4.1).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Actor {
+    pub sub: String,
 }
 
 /// A P-256 key for tokens Infra issues to systems that do not accept

@@ -120,7 +120,9 @@ impl Entrance {
         };
         let watch = self.state.watch(&ident.claims, name, roles);
         Ok(Admitted {
-            audit: self.audit.as_user(&ident.email),
+            audit: self
+                .audit
+                .as_user_for(&ident.email, ident.claims.act.as_ref().map(|a| a.sub.as_str())),
             state: self.state,
             route: self.route,
             ident,

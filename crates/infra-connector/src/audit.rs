@@ -18,6 +18,9 @@ pub(crate) type Written = std::pin::Pin<Box<dyn std::future::Future<Output = ()>
 pub(crate) struct Audit {
     spool: Arc<Spool>,
     user: String,
+    /// The workload the user is acting for (a token's `act`), named in
+    /// every event's detail.
+    actor: Option<Arc<str>>,
     destination: String,
     source: String,
     /// The destination's kind, for metrics.
@@ -51,6 +54,7 @@ impl Audit {
         Self {
             spool,
             user: user.to_owned(),
+            actor: None,
             destination: destination.to_owned(),
             source: source.to_owned(),
             kind,
@@ -63,6 +67,15 @@ impl Audit {
     pub(crate) fn as_user(&self, user: &str) -> Self {
         Self {
             user: user.to_owned(),
+            ..self.clone()
+        }
+    }
+
+    /// The same stream, of `user` acting for the workload `actor`.
+    pub(crate) fn as_user_for(&self, user: &str, actor: Option<&str>) -> Self {
+        Self {
+            user: user.to_owned(),
+            actor: actor.map(Arc::from),
             ..self.clone()
         }
     }
@@ -89,7 +102,10 @@ impl Audit {
             destination: self.destination.clone(),
             source: self.source.clone(),
             result,
-            detail,
+            detail: match &self.actor {
+                Some(a) => format!("{detail} workload={a}"),
+                None => detail,
+            },
         }
     }
 }

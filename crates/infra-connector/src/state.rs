@@ -315,6 +315,7 @@ impl State {
             email: Some(ident.email.clone()),
             groups: ident.groups.clone(),
             sid: None,
+            act: None,
         };
         let jwt = self.assertion_key.sign(&claims).ok()?;
         if let Ok(mut cache) = self.assertions.lock() {

@@ -418,7 +418,7 @@ pub(crate) async fn authorize(
     let Some(caller) = caller else {
         return Redirect::to(&format!("/login?rd={}", enc(&rd))).into_response();
     };
-    match crate::api::tokens::mint(&state, &caller, Some(&to.dest)).await {
+    match crate::api::tokens::mint(&state, &caller, Some(&to.dest), None).await {
         Ok(t) => Redirect::to(&format!(
             "{}/.infra/callback?token={}&rd={}",
             to.origin,

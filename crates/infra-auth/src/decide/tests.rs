@@ -64,6 +64,7 @@ impl Fixture {
             email: None,
             groups: vec!["from-token".into(), "sre".into(), "system:masters".into()],
             sid: Some("live".into()),
+            act: None,
         }
     }
 

@@ -22,6 +22,7 @@ fn claims(aud: &str, exp_in: i64, nbf_in: i64) -> Claims {
         email: Some("alice@example.com".into()),
         groups: vec!["devs".into()],
         sid: None,
+        act: None,
     }
 }
 

@@ -80,6 +80,7 @@ pub(crate) fn alice() -> infra_auth::jwt::Claims {
         email: None,
         groups: Vec::new(),
         sid: None,
+        act: None,
     }
 }
 

@@ -27,7 +27,7 @@ pub(crate) async fn issue(
     match (&req.destination, &req.audience) {
         (Some(_), Some(_)) => Err(ApiError::bad_request("give destination or audience, not both")),
         (None, Some(aud)) => Ok(Json(for_audience(&state, &caller, aud).await?)),
-        _ => Ok(Json(mint(&state, &caller, req.destination.as_deref()).await?)),
+        _ => Ok(Json(mint(&state, &caller, req.destination.as_deref(), None).await?)),
     }
 }
 
@@ -92,7 +92,14 @@ async fn for_audience(state: &AppState, caller: &Caller, aud: &str) -> ApiResult
 
 /// Signs a token for `destination` (or Infra's own audience) if the caller
 /// has a grant on it; audits the issuance or the refusal.
-pub(crate) async fn mint(state: &AppState, caller: &Caller, destination: Option<&str>) -> ApiResult<TokenResponse> {
+/// A token for `destination` (or the server's audience) as `caller`;
+/// `actor` is the workload a token exchange was for (the `act` claim).
+pub(crate) async fn mint(
+    state: &AppState,
+    caller: &Caller,
+    destination: Option<&str>,
+    actor: Option<&str>,
+) -> ApiResult<TokenResponse> {
     let now = now_ms();
     let aud = match destination {
         Some(d) => {
@@ -131,6 +138,7 @@ pub(crate) async fn mint(state: &AppState, caller: &Caller, destination: Option<
         email: Some(caller.user.email.clone()),
         groups: caller.groups.iter().map(|g| g.name.clone()).collect(),
         sid: Some(caller.key_id.clone()),
+        act: actor.map(|a| infra_auth::jwt::Actor { sub: a.to_owned() }),
     };
     let token = key.sign(&claims).map_err(ApiError::internal)?;
     let ev = caller

@@ -279,7 +279,7 @@ pub(crate) async fn exchange(
     // With a destination named: a token for it, as that service account.
     if let Some(dest) = req.resource.as_deref().or(req.audience.as_deref()) {
         let caller = Caller::from_key(&state, &access_key, source.clone(), false).await?;
-        let t = super::tokens::mint(&state, &caller, Some(dest)).await?;
+        let t = super::tokens::mint(&state, &caller, Some(dest), Some(&value)).await?;
         return Ok(Json(TokenExchangeResponse {
             access_token: t.token,
             issued_token_type: JWT_TYPE.into(),

@@ -63,6 +63,7 @@ impl Fixture {
                 email: None,
                 groups: vec!["eng".into()],
                 sid: Some("live".into()),
+                act: None,
             })
             .unwrap()
     }

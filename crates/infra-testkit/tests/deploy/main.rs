@@ -87,6 +87,21 @@ async fn plain_manifests_and_helm_chart_pass_the_api_server() {
         ]
     );
 
+    // The webhook's Service beside them (its configuration is what
+    // `infra workload-issuers webhook-config` prints, tested end to end).
+    let webhook_yaml = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../deploy/kubernetes/webhook.yaml"
+    ))
+    .unwrap();
+    let with_webhook = by_kind(kube.dry_run(&format!("{plain_yaml}\n---\n{webhook_yaml}")).unwrap());
+    let service = &with_webhook[&("Service".into(), "infra-connector".into())];
+    assert_eq!(service["spec"]["ports"][0]["port"], 8443);
+    assert_eq!(
+        service["spec"]["selector"],
+        plain[&("Deployment".into(), "infra-connector".into())]["spec"]["selector"]["matchLabels"]
+    );
+
     // The chart with the plain manifests' values makes the same objects,
     // apart from labels, annotations, the selector and the image tag (and
     // the Namespace, which `helm install --create-namespace` makes).

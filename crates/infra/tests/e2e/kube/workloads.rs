@@ -368,16 +368,15 @@ fn pods_get_sidecars_that_reach_postgres_and_http_with_no_secret() {
         .unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).contains("via url"), "{out:?}");
 
-    // The audit names the service account, and the exchange its pod's
-    // namespace and Kubernetes service account.
+    // The audit names the service account and, in each event, the pod's
+    // namespace and Kubernetes service account (the token's `act`).
     let events = super::super::common::json(&w.env.admin.run(&["audit", "list", "-o", "json"]));
     let events = events.as_array().unwrap();
     assert!(
-        events.iter().any(|e| e["actor"] == SA
-            && e["detail"]
-                .as_str()
-                .unwrap_or_default()
-                .contains("query=\"select current_user\"")),
+        events.iter().any(|e| e["actor"] == SA && {
+            let d = e["detail"].as_str().unwrap_or_default();
+            d.contains("query=\"select current_user\"") && d.contains("workload=system:serviceaccount:shop:api")
+        }),
         "{events:#?}"
     );
     assert!(
