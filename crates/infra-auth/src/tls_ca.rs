@@ -73,13 +73,7 @@ impl Ca {
         // with: the subject name is byte-identical, so chains verify.
         let issuer = Issuer::new(ca_params(), ca_key);
         let mut p = CertificateParams::new(Vec::<String>::new()).map_err(e)?;
-        p.subject_alt_names = names
-            .iter()
-            .map(|n| match n.parse::<std::net::IpAddr>() {
-                Ok(ip) => Ok(SanType::IpAddress(ip)),
-                Err(_) => n.clone().try_into().map(SanType::DnsName).map_err(e),
-            })
-            .collect::<Result<_, _>>()?;
+        p.subject_alt_names = subject_alt_names(names)?;
         p.distinguished_name
             .push(DnType::CommonName, names.first().cloned().unwrap_or_default());
         p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
@@ -93,6 +87,18 @@ impl Ca {
             key_pem: Secret::new(key.serialize_pem()),
         })
     }
+}
+
+/// `names` as a certificate's subject alternative names: IP addresses as
+/// such, the rest as DNS names.
+pub(crate) fn subject_alt_names(names: &[String]) -> Result<Vec<SanType>, CaError> {
+    names
+        .iter()
+        .map(|n| match n.parse::<std::net::IpAddr>() {
+            Ok(ip) => Ok(SanType::IpAddress(ip)),
+            Err(_) => n.clone().try_into().map(SanType::DnsName).map_err(e),
+        })
+        .collect()
 }
 
 fn time_now() -> time::OffsetDateTime {

@@ -13,7 +13,7 @@
 
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose, PKCS_ECDSA_P256_SHA256, PKCS_ED25519, PublicKeyData, SanType, SerialNumber, SignatureAlgorithm,
+    KeyUsagePurpose, PKCS_ECDSA_P256_SHA256, PKCS_ED25519, PublicKeyData, SerialNumber, SignatureAlgorithm,
 };
 use rustls::pki_types::PrivatePkcs8KeyDer;
 
@@ -76,13 +76,7 @@ impl WebhookCa {
             return Err(err("no names to certify"));
         }
         let mut p = CertificateParams::new(Vec::<String>::new()).map_err(err)?;
-        p.subject_alt_names = names
-            .iter()
-            .map(|n| match n.parse::<std::net::IpAddr>() {
-                Ok(ip) => Ok(SanType::IpAddress(ip)),
-                Err(_) => n.clone().try_into().map(SanType::DnsName).map_err(err),
-            })
-            .collect::<Result<_, _>>()?;
+        p.subject_alt_names = crate::tls_ca::subject_alt_names(names)?;
         p.distinguished_name.push(DnType::CommonName, names[0].clone());
         p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
         p.not_before = now - time::Duration::hours(1);

@@ -328,6 +328,19 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(mut client: S, t: &Target
     Ok(())
 }
 
+/// A TLS connection to the gateway that serves `t`.
+pub(crate) async fn connect_gateway(t: &Target) -> anyhow::Result<tokio_rustls::client::TlsStream<TcpStream>> {
+    let tcp = TcpStream::connect((t.host.as_str(), t.port))
+        .await
+        .with_context(|| format!("connect to the Infra gateway {}:{}", t.host, t.port))?;
+    tcp.set_nodelay(true)?;
+    let name = ServerName::try_from(t.name.clone()).context("gateway name")?;
+    tokio_rustls::TlsConnector::from(t.tls.clone())
+        .connect(name, tcp)
+        .await
+        .context("TLS with the Infra gateway")
+}
+
 /// Opens an `infra-tcp/1` stream to `t` through the gateway with `token`:
 /// the outer error is a failure to talk to the gateway, the inner one its
 /// refusal (with the reason from the connector or server).
@@ -335,16 +348,7 @@ pub(crate) async fn open_stream(
     t: &Target,
     token: &str,
 ) -> anyhow::Result<Result<TokioIo<hyper::upgrade::Upgraded>, Refusal>> {
-    let tcp = TcpStream::connect((t.host.as_str(), t.port))
-        .await
-        .with_context(|| format!("connect to the Infra gateway {}:{}", t.host, t.port))?;
-    tcp.set_nodelay(true)?;
-    let name = ServerName::try_from(t.name.clone()).context("gateway name")?;
-    let tls = tokio_rustls::TlsConnector::from(t.tls.clone())
-        .connect(name, tcp)
-        .await
-        .context("TLS with the Infra gateway")?;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(connect_gateway(t).await?)).await?;
     tokio::spawn(conn.with_upgrades());
     let req = http::Request::get("/")
         .header(http::header::HOST, &t.name)

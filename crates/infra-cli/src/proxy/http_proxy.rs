@@ -14,8 +14,7 @@ use anyhow::Context as _;
 use http_body_util::BodyExt as _;
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
-use rustls::pki_types::ServerName;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 
 use super::Target;
 
@@ -128,15 +127,7 @@ async fn forward(
 }
 
 async fn connect(t: &Target) -> anyhow::Result<Upstream> {
-    let tcp = TcpStream::connect((t.host.as_str(), t.port))
-        .await
-        .with_context(|| format!("connect to the Infra gateway {}:{}", t.host, t.port))?;
-    tcp.set_nodelay(true)?;
-    let name = ServerName::try_from(t.name.clone()).context("gateway name")?;
-    let tls = tokio_rustls::TlsConnector::from(t.tls.clone())
-        .connect(name, tcp)
-        .await
-        .context("TLS with the Infra gateway")?;
+    let tls = super::connect_gateway(t).await?;
     let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await?;
     tokio::spawn(conn);
     Ok(sender)
