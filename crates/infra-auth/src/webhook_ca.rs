@@ -75,6 +75,9 @@ impl WebhookCa {
         if names.is_empty() {
             return Err(err("no names to certify"));
         }
+        if names.iter().any(|n| n.contains('*')) {
+            return Err(err("a webhook's names are exact: no wildcards"));
+        }
         let mut p = CertificateParams::new(Vec::<String>::new()).map_err(err)?;
         p.subject_alt_names = crate::tls_ca::subject_alt_names(names)?;
         p.distinguished_name.push(DnType::CommonName, names[0].clone());
@@ -171,5 +174,6 @@ mod tests {
         assert!(ca.certify(&[0; 65], &["a.svc".into()], now).is_err());
         let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
         assert!(ca.certify(key.public_key_raw(), &[], now).is_err());
+        assert!(ca.certify(key.public_key_raw(), &["*.svc".into()], now).is_err());
     }
 }

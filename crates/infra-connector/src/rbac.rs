@@ -126,7 +126,15 @@ pub(crate) async fn run(state: Arc<State>, destination: String, kube: Arc<KubeUp
     let mut snapshots = state.subscribe_snapshots();
     let mut last_inventory: Option<Inventory> = None;
     loop {
-        match inventory(&kube, &destination).await {
+        let read = inventory(&kube, &destination).await.map(|mut inv| {
+            // Discovery that failed once keeps the issuer last read: a
+            // blip must not stop the cluster's workloads from exchanging.
+            if inv.cluster_issuer.is_none() {
+                inv.cluster_issuer = last_inventory.as_ref().and_then(|l| l.cluster_issuer.clone());
+            }
+            inv
+        });
+        match read {
             Ok(inv) if last_inventory.as_ref() != Some(&inv) => {
                 state.set_inventory(inv.clone());
                 last_inventory = Some(inv);

@@ -31,6 +31,11 @@ use crate::state::State;
 /// The API server sends at most 3 MiB; a pod is far smaller.
 const BODY_LIMIT: usize = 4 << 20;
 const KEY_FILE: &str = "webhook-key.der";
+/// The last certificate from the server, so that a restart serves at once
+/// (until the first snapshot arrives, the API server could not reach the
+/// webhook, and with `failurePolicy: Fail` would refuse every pod of the
+/// namespaces it serves).
+const CERT_FILE: &str = "webhook-cert.pem";
 
 /// The webhook's TLS key, made once and kept in the data directory (0600).
 pub(crate) fn load_or_make_key(dir: &Path) -> anyhow::Result<Secret<Vec<u8>>> {
@@ -64,6 +69,8 @@ pub(crate) fn key_info(cfg: &WebhookConfig, key: &Secret<Vec<u8>>) -> Option<Web
 #[derive(Debug)]
 struct Certificate {
     key: Arc<Secret<Vec<u8>>>,
+    /// Where the chain in use is kept.
+    path: std::path::PathBuf,
     current: RwLock<Option<(String, Arc<CertifiedKey>)>>,
 }
 
@@ -87,6 +94,11 @@ impl Certificate {
         if let Ok(mut c) = self.current.write() {
             *c = Some((chain_pem.to_owned(), Arc::new(CertifiedKey::new(certs, signer))));
         }
+        if std::fs::read_to_string(&self.path).ok().as_deref() != Some(chain_pem)
+            && let Err(e) = std::fs::write(&self.path, chain_pem)
+        {
+            tracing::warn!(path = %self.path.display(), error = %e, "cannot keep the webhook certificate");
+        }
         tracing::info!("webhook certificate from the server in use");
         Ok(())
     }
@@ -108,8 +120,14 @@ pub(crate) async fn serve(
 ) {
     let cert = Arc::new(Certificate {
         key,
+        path: state.settings.data_dir.join(CERT_FILE),
         current: RwLock::new(None),
     });
+    if let Ok(pem) = std::fs::read_to_string(&cert.path)
+        && let Err(e) = cert.update(&pem)
+    {
+        tracing::warn!(error = %format!("{e:#}"), "the kept webhook certificate cannot be used; waiting for the server's");
+    }
     let mut tls = rustls::ServerConfig::builder()
         .with_no_client_auth()
         .with_cert_resolver(cert.clone());

@@ -76,7 +76,10 @@ impl Mappings {
     }
 
     /// The service account `value` maps to: an exact mapping first, else
-    /// the pattern with the longest prefix.
+    /// the pattern with the longest prefix. A pattern never yields a
+    /// service account an exact mapping names: whoever may create a
+    /// Kubernetes service account in a namespace must not become one that
+    /// was given to a particular workload by name.
     pub fn resolve(&self, value: &str) -> Option<String> {
         if let Some(sa) = self.0.get(value).filter(|v| !v.contains('*')) {
             return Some(sa.clone());
@@ -90,6 +93,7 @@ impl Mappings {
             })
             .max_by_key(|(len, _)| *len)
             .map(|(_, sa)| sa)
+            .filter(|sa| !self.0.iter().any(|(k, v)| !k.ends_with('*') && v == sa))
     }
 
     /// Whether some pattern could map a claim to `email`.
@@ -138,6 +142,18 @@ mod tests {
         assert_eq!(maps.resolve("system:serviceaccount:shop:"), None);
         assert_eq!(maps.resolve("system:serviceaccount:shop:a@b"), None);
         assert_eq!(maps.resolve("other"), None);
+        // `orders` is given to shop:api by name; a service account called
+        // `orders` in shop does not get it through the pattern.
+        let maps = m(&[
+            ("system:serviceaccount:shop:api", "orders@shop.example"),
+            ("system:serviceaccount:shop:*", "*@shop.example"),
+        ])
+        .unwrap();
+        assert_eq!(maps.resolve("system:serviceaccount:shop:orders"), None);
+        assert_eq!(
+            maps.resolve("system:serviceaccount:shop:web").as_deref(),
+            Some("web@shop.example")
+        );
         assert!(maps.is_pattern_target("web@shop.example"));
         assert!(!maps.is_pattern_target("@shop.example"));
         assert!(!maps.is_pattern_target("web@evil.example"));

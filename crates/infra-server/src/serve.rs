@@ -214,6 +214,9 @@ async fn heartbeat(state: AppState, shutdown: CancellationToken) {
             && infra_store::connectors::forget_revoked_sessions(tx.conn(), before)
                 .await
                 .is_ok()
+            && infra_store::keys::prune_expired_exchange_keys(tx.conn(), before)
+                .await
+                .is_ok()
         {
             let _ = tx.commit().await;
         }

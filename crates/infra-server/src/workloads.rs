@@ -30,9 +30,11 @@ type Request = (String, Vec<String>);
 /// (chain PEM, when in unix ms)
 type Issued = (String, i64);
 
-/// The webhook CA of this deployment (the same on every replica).
-pub(crate) fn webhook_ca(state: &AppState) -> Result<WebhookCa, String> {
-    WebhookCa::from_seed(state.root_key.derive(CA_PURPOSE).expose()).map_err(|e| e.to_string())
+/// The webhook CA of one cluster (the same on every replica). One per
+/// cluster: a certificate a connector gets for its own webhook is no use
+/// against another cluster's API server.
+pub(crate) fn webhook_ca(state: &AppState, cluster: &str) -> Result<WebhookCa, String> {
+    WebhookCa::from_seed(state.root_key.derive(&format!("{CA_PURPOSE}:{cluster}")).expose()).map_err(|e| e.to_string())
 }
 
 /// The workloads part of a snapshot for a connector with `infos`; `None`
@@ -52,7 +54,7 @@ pub(crate) async fn material(
     if owner.is_none_or(|o| o.connector != connector || o.kind != DestinationKind::Kubernetes) {
         return Ok(None);
     }
-    let ca = webhook_ca(state)?;
+    let ca = webhook_ca(state, &cluster)?;
     let certificate = certificate(&ca, &key.public_key, &key.names).unwrap_or_else(|e| {
         tracing::warn!(connector, cluster = %cluster, error = %e, "cannot certify the webhook's key");
         String::new()
@@ -61,7 +63,7 @@ pub(crate) async fn material(
         .await
         .map_err(store)?
         .into_iter()
-        .filter(|w| w.cluster.as_deref() == Some(cluster.as_str()))
+        .filter(|w| w.cluster.as_deref() == Some(cluster.as_str()) && w.cluster_connector.as_deref() == Some(connector))
         .map(|w| ClusterTrust {
             name: w.name,
             audience: w.audience,
@@ -140,6 +142,10 @@ fn certificate(ca: &WebhookCa, public_key: &str, names: &[String]) -> Result<Str
         .certify(&point, names, time::OffsetDateTime::now_utc())
         .map_err(|e| e.to_string())?;
     if let Ok(mut issued) = ISSUED.lock() {
+        // Bounded: one entry per connector instance in practice.
+        if issued.len() >= 4096 {
+            issued.clear();
+        }
         issued.insert(cache_key, (pem.clone(), now));
     }
     Ok(pem)

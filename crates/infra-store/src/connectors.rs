@@ -302,10 +302,14 @@ pub struct SnapshotGrant {
 }
 
 /// Records what `destination` offers to grant (JSON from its connector).
-pub async fn set_inventory(c: &mut Conn, destination: &str, json: &str) -> Result<(), StoreError> {
-    sqlx::query("UPDATE destinations SET inventory = $1 WHERE name = $2")
+/// Stores what `connector` reports for `destination`, only while that
+/// connector owns it: a tunnel left open after the destination was removed
+/// and taken by another connector reports nothing any more.
+pub async fn set_inventory(c: &mut Conn, destination: &str, connector: &str, json: &str) -> Result<(), StoreError> {
+    sqlx::query("UPDATE destinations SET inventory = $1 WHERE name = $2 AND connector = $3")
         .bind(json)
         .bind(destination)
+        .bind(connector)
         .execute(c)
         .await?;
     Ok(())

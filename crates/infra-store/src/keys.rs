@@ -231,6 +231,18 @@ pub async fn retire_signing_keys(c: &mut Conn, now: i64) -> Result<(), StoreErro
 }
 
 /// Drops retired keys whose every token has expired.
+/// Deletes workload keys (token exchanges) that expired before `before`:
+/// a workload exchanges again each time, and nothing minted with an
+/// expired key outlives it.
+pub async fn prune_expired_exchange_keys(c: &mut Conn, before: i64) -> Result<u64, StoreError> {
+    let r = sqlx::query("DELETE FROM access_keys WHERE kind = $1 AND expires_at IS NOT NULL AND expires_at < $2")
+        .bind(KeyKind::Exchange.as_str())
+        .bind(before)
+        .execute(c)
+        .await?;
+    Ok(r.rows_affected())
+}
+
 pub async fn prune_signing_keys(c: &mut Conn, retired_before: i64) -> Result<(), StoreError> {
     sqlx::query("DELETE FROM signing_keys WHERE retired_at IS NOT NULL AND retired_at < $1")
         .bind(retired_before)

@@ -308,14 +308,18 @@ pub struct WorkloadIssuerRow {
     /// The Kubernetes destination whose reported issuer and keys this
     /// issuer uses (`--from-cluster`), instead of `jwks`/`jwks_url`.
     pub cluster: Option<String>,
+    /// The connector that served `cluster` when the issuer was made: only
+    /// its reports are trusted.
+    pub cluster_connector: Option<String>,
 }
 
-const ISSUER_COLS: &str = "name, issuer, jwks_url, jwks, audience, claim, mappings, created_at, cluster";
+const ISSUER_COLS: &str =
+    "name, issuer, jwks_url, jwks, audience, claim, mappings, created_at, cluster, cluster_connector";
 
 pub async fn insert_workload_issuer(c: &mut Conn, w: &WorkloadIssuerRow) -> Result<(), StoreError> {
     sqlx::query(
-        "INSERT INTO workload_issuers (name, issuer, jwks_url, jwks, audience, claim, mappings, created_at, cluster) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        "INSERT INTO workload_issuers (name, issuer, jwks_url, jwks, audience, claim, mappings, created_at, cluster, cluster_connector) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
     )
     .bind(&w.name)
     .bind(&w.issuer)
@@ -326,6 +330,7 @@ pub async fn insert_workload_issuer(c: &mut Conn, w: &WorkloadIssuerRow) -> Resu
     .bind(&w.mappings)
     .bind(w.created_at)
     .bind(&w.cluster)
+    .bind(&w.cluster_connector)
     .execute(c)
     .await?;
     Ok(())

@@ -72,6 +72,8 @@ fn main() -> anyhow::Result<()> {
     let out = admin.run(&[
         "workload-issuers",
         "webhook-config",
+        "--cluster",
+        "k8s",
         "--url",
         &format!("https://127.0.0.1:{webhook_port}"),
     ]);

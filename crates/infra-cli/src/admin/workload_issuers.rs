@@ -50,7 +50,7 @@ A pattern's service accounts must exist when a workload exchanges a token ('infr
     /// Print the MutatingWebhookConfiguration that sends a cluster's new pods to its connector's admission webhook.
     #[command(after_help = "\
 The caBundle comes from this server (the CA that certifies every connector's webhook). Apply it with:
-  infra workload-issuers webhook-config --service infra/infra-connector | kubectl apply -f -
+  infra workload-issuers webhook-config --cluster prod --service infra/infra-connector | kubectl apply -f -
   kubectl label namespace shop infra.dev/inject=enabled
 Pods in labelled namespaces that carry the annotation infra.dev/connect: \"db,web\" get an infra proxy
 sidecar per destination (docs/workloads.md).")]
@@ -61,6 +61,9 @@ sidecar per destination (docs/workloads.md).")]
 
 #[derive(Debug, clap::Args)]
 pub struct WebhookConfigArgs {
+    /// The Kubernetes destination whose connector serves the webhook (each cluster has its own CA).
+    #[arg(long)]
+    cluster: String,
     /// The connector's Service, NAMESPACE/NAME (the webhook listens on its --port).
     #[arg(
         long,
@@ -201,7 +204,9 @@ pub(super) async fn run(c: WorkloadIssuersCmd) -> anyhow::Result<()> {
             )?;
         }
         WorkloadIssuersCmd::WebhookConfig(a) => {
-            let ca: infra_api::WebhookCaInfo = api.get("/api/workloads/webhook-ca").await?;
+            let ca: infra_api::WebhookCaInfo = api
+                .get(&format!("/api/workloads/webhook-ca?cluster={}", enc(&a.cluster)))
+                .await?;
             print!("{}", webhook_config(&a, &ca.ca_bundle)?);
         }
         WorkloadIssuersCmd::Remove { name } => {

@@ -120,6 +120,12 @@ pub(crate) fn mutate(pod: &Value, namespace: &str, cx: &Context<'_>) -> Decision
             };
         }
     };
+    if let Some(why) = unfit(pod, &wanted) {
+        return Decision {
+            refuse: Some(why),
+            ..Decision::default()
+        };
+    }
     let w = cx.workloads;
     let mut warnings = Vec::new();
     for want in &wanted {
@@ -181,6 +187,39 @@ pub(crate) fn mutate(pod: &Value, namespace: &str, cx: &Context<'_>) -> Decision
     };
     d.patch = patch(pod, &wanted, cx, &audience, account.as_deref(), &mut d.warnings);
     d
+}
+
+/// Why the pod cannot take the sidecars, if it cannot: on the node's
+/// network their loopback ports would be every process's on the node; a
+/// name the webhook adds that the pod already uses would make the API
+/// server refuse it with a less helpful message.
+fn unfit(pod: &Value, wanted: &[Wanted]) -> Option<String> {
+    if pod["spec"]["hostNetwork"] == json!(true) {
+        return Some(format!(
+            "{ANNOTATION}: a pod on the host's network (hostNetwork: true) cannot have Infra's sidecars: their ports would be open to every process on the node"
+        ));
+    }
+    let names = |key: &str| -> Vec<String> {
+        pod["spec"][key]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|c| c["name"].as_str().map(str::to_owned))
+            .collect()
+    };
+    let containers: Vec<String> = [names("containers"), names("initContainers")].concat();
+    for want in wanted {
+        let name = format!("infra-{}", want.destination);
+        if containers.contains(&name) {
+            return Some(format!("{ANNOTATION}: the pod already has a container named {name}"));
+        }
+    }
+    if names("volumes").iter().any(|v| v == TOKEN_VOLUME) {
+        return Some(format!(
+            "{ANNOTATION}: the pod already has a volume named {TOKEN_VOLUME}"
+        ));
+    }
+    None
 }
 
 /// The port each destination's sidecar listens on, and its kind (an

@@ -124,7 +124,9 @@ pub(crate) async fn mint(
     };
     let key = signing::active(state).await?;
     let secs = now / 1000;
-    let exp = secs + ms(state.settings.token_ttl) / 1000;
+    // Never past the key it was minted with (a workload's exchanged key
+    // lives no longer than the platform's token).
+    let exp = (secs + ms(state.settings.token_ttl) / 1000).min(caller.key_expires.map_or(i64::MAX, |e| e / 1000));
     let jti = infra_auth::random_token(20).map_err(ApiError::internal)?;
     let claims = Claims {
         iss: state.settings.public_url.clone(),

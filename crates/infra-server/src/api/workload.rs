@@ -19,7 +19,7 @@ use serde_json::Value;
 use crate::audit::{self, Event};
 use crate::authn::{Caller, Source};
 use crate::error::{ApiError, ApiResult};
-use crate::extract::Body;
+use crate::extract::{Body, Query};
 use crate::state::AppState;
 use crate::wire::{ms, time};
 
@@ -45,21 +45,34 @@ fn to_api(w: &WorkloadIssuerRow) -> WorkloadIssuerInfo {
 }
 
 /// What the connector of Kubernetes destination `cluster` last reported as
-/// its service-account issuer and keys.
+/// its service-account issuer and keys, if `connector` (the one trusted
+/// for it) still serves it.
 pub(crate) async fn cluster_issuer(
     c: &mut infra_store::Conn,
     cluster: &str,
+    connector: &str,
 ) -> Result<Option<ClusterIssuer>, infra_store::StoreError> {
+    let Some(row) = connectors::destination(c, cluster).await? else {
+        return Ok(None);
+    };
+    if row.connector != connector || row.kind != DestinationKind::Kubernetes {
+        return Ok(None);
+    }
     Ok(connectors::inventory(c, cluster)
         .await?
         .and_then(|(_, inv)| inv)
         .and_then(|j| serde_json::from_str::<Inventory>(&j).ok())
-        .and_then(|i| i.cluster_issuer))
+        .and_then(|i| i.cluster_issuer)
+        .filter(|i| serde_json::from_value::<jsonwebtoken::jwk::JwkSet>(i.jwks.clone()).is_ok()))
 }
+
+/// Where an issuer's tokens come from: (issuer, JWKS URL, JWKS, the
+/// connector trusted for the cluster).
+type KeySource = (String, Option<String>, Option<String>, Option<String>);
 
 /// Where an issuer's tokens come from and its keys are: a cluster's
 /// report, a URL, or a document.
-async fn source(state: &AppState, req: &WorkloadIssuerCreate) -> ApiResult<(String, Option<String>, Option<String>)> {
+async fn source(state: &AppState, req: &WorkloadIssuerCreate) -> ApiResult<KeySource> {
     if let Some(cluster) = &req.from_cluster {
         if !req.issuer.is_empty() || req.jwks_url.is_some() || req.jwks.is_some() {
             return Err(ApiError::bad_request(
@@ -67,34 +80,35 @@ async fn source(state: &AppState, req: &WorkloadIssuerCreate) -> ApiResult<(Stri
             ));
         }
         let mut c = state.store.conn().await?;
-        match connectors::inventory(&mut c, cluster).await? {
+        let connector = match connectors::destination(&mut c, cluster).await? {
             None => return Err(ApiError::bad_request(format!("no destination named {cluster}"))),
-            Some((kind, _)) if kind != DestinationKind::Kubernetes => {
+            Some(d) if d.kind != DestinationKind::Kubernetes => {
                 return Err(ApiError::bad_request(format!(
-                    "{cluster} is a {kind} destination, not a Kubernetes cluster"
+                    "{cluster} is a {} destination, not a Kubernetes cluster",
+                    d.kind
                 )));
             }
-            Some(_) => {}
-        }
-        let Some(reported) = cluster_issuer(&mut c, cluster).await? else {
+            Some(d) => d.connector,
+        };
+        let Some(reported) = cluster_issuer(&mut c, cluster, &connector).await? else {
             return Err(ApiError::bad_request(format!(
                 "the connector of {cluster} has not reported the cluster's service-account issuer yet: is it running, and may it read /.well-known/openid-configuration and /openid/v1/jwks (the system:service-account-issuer-discovery ClusterRole)?"
             )));
         };
-        return Ok((reported.issuer, None, None));
+        return Ok((reported.issuer, None, None, Some(connector)));
     }
     if req.issuer.is_empty() {
         return Err(ApiError::bad_request("issuer is required (or fromCluster)"));
     }
     match (&req.jwks_url, &req.jwks) {
-        (Some(u), None) => Ok((req.issuer.clone(), Some(u.clone()), None)),
+        (Some(u), None) => Ok((req.issuer.clone(), Some(u.clone()), None, None)),
         (None, Some(j)) => {
             let set: jsonwebtoken::jwk::JwkSet = serde_json::from_value(j.clone())
                 .map_err(|e| ApiError::bad_request(format!("jwks is not a JWKS document: {e}")))?;
             if set.keys.is_empty() {
                 return Err(ApiError::bad_request("jwks has no keys"));
             }
-            Ok((req.issuer.clone(), None, Some(j.to_string())))
+            Ok((req.issuer.clone(), None, Some(j.to_string()), None))
         }
         _ => Err(ApiError::bad_request(
             "give jwksUrl or jwks (one of them), or fromCluster",
@@ -124,7 +138,7 @@ pub(crate) async fn create(
     if req.audience.is_empty() {
         return Err(ApiError::bad_request("audience is required"));
     }
-    let (issuer, jwks_url, jwks) = source(&state, &req).await?;
+    let (issuer, jwks_url, jwks, cluster_connector) = source(&state, &req).await?;
     if req.mappings.is_empty() {
         return Err(ApiError::bad_request(
             "mappings is empty: map claim values to service accounts",
@@ -159,6 +173,7 @@ pub(crate) async fn create(
         mappings: serde_json::to_string(&req.mappings).map_err(ApiError::internal)?,
         created_at: now_ms(),
         cluster: req.from_cluster.clone(),
+        cluster_connector,
     };
     let mut tx = state.store.write().await?;
     if providers::workload_issuers(tx.conn())
@@ -209,16 +224,39 @@ pub(crate) async fn remove(
     Ok(axum::http::StatusCode::NO_CONTENT)
 }
 
-/// The webhook CA: what a cluster's API server trusts the connector's
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct WebhookCaQuery {
+    cluster: String,
+}
+
+/// The webhook CA of a cluster: what its API server trusts the connector's
 /// admission webhook by.
 #[utoipa::path(get, path = "/api/workloads/webhook-ca", tag = "workload identity",
+    params(("cluster" = String, Query, description = "the Kubernetes destination")),
     responses((status = 200, body = WebhookCaInfo)), security(("accessKey" = [])))]
-pub(crate) async fn webhook_ca(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<WebhookCaInfo>> {
+pub(crate) async fn webhook_ca(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(q): Query<WebhookCaQuery>,
+) -> ApiResult<Json<WebhookCaInfo>> {
     use base64::Engine as _;
     caller
         .require(&state, InfraRole::View, "read the webhook CA", "workload-issuers")
         .await?;
-    let ca = crate::workloads::webhook_ca(&state).map_err(ApiError::internal)?;
+    let mut c = state.store.conn().await?;
+    match connectors::destination(&mut c, &q.cluster).await? {
+        Some(d) if d.kind == DestinationKind::Kubernetes => {}
+        Some(d) => {
+            return Err(ApiError::bad_request(format!(
+                "{} is a {} destination, not a Kubernetes cluster",
+                q.cluster, d.kind
+            )));
+        }
+        None => return Err(ApiError::not_found(format!("no destination named {}", q.cluster))),
+    }
+    drop(c);
+    let ca = crate::workloads::webhook_ca(&state, &q.cluster).map_err(ApiError::internal)?;
     let pem = ca.cert_pem().to_owned();
     Ok(Json(WebhookCaInfo {
         ca_bundle: base64::engine::general_purpose::STANDARD.encode(&pem),
@@ -326,7 +364,8 @@ impl Exchanger<'_> {
             // A cluster's issuer and keys are what its connector reported
             // last: a rotation in the cluster takes effect by itself.
             if let Some(cluster) = &w.cluster {
-                let Some(reported) = cluster_issuer(&mut c, cluster).await? else {
+                let connector = w.cluster_connector.clone().unwrap_or_default();
+                let Some(reported) = cluster_issuer(&mut c, cluster, &connector).await? else {
                     continue;
                 };
                 w.issuer = reported.issuer;
@@ -351,7 +390,13 @@ impl Exchanger<'_> {
         let mut last_error = String::new();
         for w in candidates {
             let keys = match (&w.jwks, &w.jwks_url) {
-                (Some(j), _) => serde_json::from_str(j).map_err(ApiError::internal)?,
+                (Some(j), _) => match serde_json::from_str(j) {
+                    Ok(k) => k,
+                    Err(e) => {
+                        last_error = format!("workload issuer {}: its key set cannot be read: {e}", w.name);
+                        continue;
+                    }
+                },
                 (None, Some(url)) => match self.state.oidc.keys_at(url, kid.as_deref()).await {
                     Ok(k) => k,
                     Err(e) => {

@@ -71,7 +71,7 @@ async fn store_inventory(state: &AppState, hello: &Hello, inv: infra_tunnel::pro
     let Ok(json) = serde_json::to_string(&inv) else { return };
     let r: Result<(), infra_store::StoreError> = async {
         let mut c = state.store.conn().await?;
-        connectors::set_inventory(&mut c, &inv.destination, &json).await
+        connectors::set_inventory(&mut c, &inv.destination, &hello.name, &json).await
     }
     .await;
     if let Err(e) = r {

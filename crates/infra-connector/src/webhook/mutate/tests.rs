@@ -162,6 +162,22 @@ fn unmapped_and_unknown_are_warnings_malformed_and_unfit_are_refusals() {
             .is_some_and(|m| m.contains("kubernetes destination")),
         "{d:?}"
     );
+    let mut on_host = pod(Some("db"), "api");
+    on_host["spec"]["hostNetwork"] = json!(true);
+    assert!(
+        run(&on_host)
+            .refuse
+            .as_deref()
+            .is_some_and(|m| m.contains("hostNetwork"))
+    );
+    let mut taken = pod(Some("db"), "api");
+    taken["spec"]["containers"][1]["name"] = json!("infra-db");
+    assert!(
+        run(&taken)
+            .refuse
+            .as_deref()
+            .is_some_and(|m| m.contains("already has a container named infra-db"))
+    );
 }
 
 #[test]

@@ -116,6 +116,8 @@ fn setup() -> Wl {
     let out = a.run(&[
         "workload-issuers",
         "webhook-config",
+        "--cluster",
+        "k8s",
         "--url",
         &format!("https://127.0.0.1:{webhook_port}"),
     ]);
