@@ -5,6 +5,7 @@
 //! One file per side of the boundary; the TLS helpers they share are here.
 
 mod api;
+mod cluster_trust;
 mod connector;
 mod ports;
 mod providers;

@@ -229,7 +229,7 @@ fn attack_pinned_connector_refuses_a_chain_that_only_contains_the_ca() {
 /// A tunnel client that speaks as a connector: TLS with the tunnel ALPN and
 /// the handshake line. Returns the server's reply and, when accepted, the
 /// connection for HTTP/2.
-fn tunnel_hello(
+pub(super) fn tunnel_hello(
     env: &Env,
     rt: &tokio::runtime::Runtime,
     hello: &infra_tunnel::proto::Hello,
@@ -259,7 +259,7 @@ fn tunnel_hello(
 
 /// Answers the server's streams on an accepted tunnel with `service`, as a
 /// connector would, until the returned token is cancelled.
-fn serve_as_connector<F, Fut>(
+pub(super) fn serve_as_connector<F, Fut>(
     rt: &tokio::runtime::Runtime,
     io: tokio::io::BufReader<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>,
     service: F,
