@@ -401,6 +401,27 @@ fn pods_get_sidecars_that_reach_postgres_and_http_with_no_secret() {
     assert!(out.status.success(), "{out:?}\n{}", sidecar_log(&w, web_port));
     let echo: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(echo["headers"]["x-forwarded-email"], SA, "{echo:#}");
+    // A web page cannot use the port: not through a name of its own that
+    // resolves to 127.0.0.1 (DNS rebinding), not from another site.
+    for extra in [
+        format!("Host: rebound.example:{web_port}"),
+        "Origin: https://evil.example".to_owned(),
+    ] {
+        let out = Command::new("curl")
+            .args([
+                "-s",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                "-H",
+                &extra,
+                &format!("{url}/echo"),
+            ])
+            .output()
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "403", "{extra}");
+    }
 
     // Removing the grant ends an open session.
     let mut long = psql(&app_env, "select pg_sleep(60)")
