@@ -66,6 +66,14 @@ pub struct ProxyArgs {
     /// as the platform rotates it) instead of using a login.
     #[arg(long, value_name = "FILE", env = "INFRA_WORKLOAD_TOKEN_FILE")]
     workload_token: Option<std::path::PathBuf>,
+    /// With --workload-token: the destination's kind, so the proxy listens at once and finds the
+    /// destination at the first connection (a grant given later needs no restart).
+    #[arg(long, value_parser = ["postgres", "http"], requires = "workload_token")]
+    kind: Option<String>,
+    /// Wait (60 s at most) until a proxy listens on --port, then exit: the sidecar's postStart
+    /// hook, which holds the pod's other containers until the proxy is up.
+    #[arg(long, hide = true)]
+    ready_check: bool,
 }
 
 #[derive(Debug, Args)]
@@ -104,6 +112,48 @@ pub(crate) enum Source {
     Login,
     /// A workload's, by token exchange.
     Workload(Arc<Workload>),
+}
+
+/// Where a proxy's connections go.
+#[derive(Clone)]
+pub(crate) enum Route {
+    /// Found at start (a login: no grant, no proxy).
+    Known(Target),
+    /// A workload's: found at its first connection and kept, so the
+    /// sidecar listens at once and a grant given later needs no restart.
+    Lazy {
+        destination: String,
+        workload: Arc<Workload>,
+        found: Arc<tokio::sync::Mutex<Option<Target>>>,
+    },
+}
+
+impl Route {
+    fn destination(&self) -> &str {
+        match self {
+            Route::Known(t) => &t.destination,
+            Route::Lazy { destination, .. } => destination,
+        }
+    }
+
+    pub(crate) async fn target(&self) -> anyhow::Result<Target> {
+        match self {
+            Route::Known(t) => Ok(t.clone()),
+            Route::Lazy {
+                destination,
+                workload,
+                found,
+            } => {
+                let mut found = found.lock().await;
+                if let Some(t) = &*found {
+                    return Ok(t.clone());
+                }
+                let (t, _) = locate(destination, Source::Workload(workload.clone())).await?;
+                *found = Some(t.clone());
+                Ok(t)
+            }
+        }
+    }
 }
 
 impl Source {
@@ -245,18 +295,50 @@ async fn locate_as_workload(destination: &str, w: Arc<Workload>) -> (Target, Str
     }
 }
 
+/// `--ready-check`: waits until something listens on `port`.
+async fn ready_check(port: u16) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+    while TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "no proxy listens on 127.0.0.1:{port} after 60 s"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    Ok(())
+}
+
 pub(crate) async fn proxy(a: ProxyArgs) -> anyhow::Result<()> {
-    let (t, kind) = match &a.workload_token {
-        Some(f) => locate_as_workload(&a.destination, Arc::new(Workload::from_env(f.clone())?)).await,
-        None => locate(&a.destination, Source::Login).await?,
+    if a.ready_check {
+        return ready_check(a.port).await;
+    }
+    let (route, kind) = match (&a.workload_token, &a.kind) {
+        (Some(f), kind) => {
+            let workload = Arc::new(Workload::from_env(f.clone())?);
+            let kind = match kind {
+                Some(k) => k.clone(),
+                None => locate_as_workload(&a.destination, workload.clone()).await.1,
+            };
+            let route = Route::Lazy {
+                destination: a.destination.clone(),
+                workload,
+                found: Arc::default(),
+            };
+            (route, kind)
+        }
+        (None, _) => {
+            let (t, kind) = locate(&a.destination, Source::Login).await?;
+            (Route::Known(t), kind)
+        }
     };
-    let who = match &t.source {
-        Source::Login => config::load_config()?.and_then(|c| c.user).unwrap_or_default(),
-        Source::Workload(_) => "this workload".to_owned(),
+    let who = match &route {
+        Route::Known(_) => config::load_config()?.and_then(|c| c.user).unwrap_or_default(),
+        Route::Lazy { .. } => "this workload".to_owned(),
     };
+    let t = route.clone();
     match kind.as_str() {
         "postgres" => {}
-        "http" => return http_proxy::serve(&t, a.port, &who).await,
+        "http" => return http_proxy::serve(route, a.port, &who).await,
         k => anyhow::bail!(
             "{} is a {k} destination; infra proxy serves postgres and http ones",
             a.destination
@@ -268,11 +350,11 @@ pub(crate) async fn proxy(a: ProxyArgs) -> anyhow::Result<()> {
         eprintln!(
             "Proxying {} to {} as {} (only you can connect); connect with:\n  psql \"host={} port={port} dbname=DATABASE\"",
             path.display(),
-            t.destination,
+            t.destination(),
             who,
             dir.display()
         );
-        return serve_unix(l, t).await;
+        return serve_unix(l, route).await;
     }
     let l = TcpListener::bind(("127.0.0.1", a.port))
         .await
@@ -280,12 +362,13 @@ pub(crate) async fn proxy(a: ProxyArgs) -> anyhow::Result<()> {
     let port = l.local_addr()?.port();
     eprintln!(
         "Proxying 127.0.0.1:{port} to {} as {} (any local user can connect to this port; --socket-dir is private); connect with:\n  psql \"host=127.0.0.1 port={port} dbname=DATABASE\"",
-        t.destination, who
+        t.destination(),
+        who
     );
-    serve(l, t).await
+    serve(l, route).await
 }
 
-async fn serve(l: TcpListener, t: Target) -> anyhow::Result<()> {
+async fn serve(l: TcpListener, t: Route) -> anyhow::Result<()> {
     loop {
         let (c, _) = l.accept().await?;
         c.set_nodelay(true)?;
@@ -293,23 +376,35 @@ async fn serve(l: TcpListener, t: Target) -> anyhow::Result<()> {
     }
 }
 
-async fn serve_unix(l: UnixListener, t: Target) -> anyhow::Result<()> {
+async fn serve_unix(l: UnixListener, t: Route) -> anyhow::Result<()> {
     loop {
         let (c, _) = l.accept().await?;
         spawn_connection(c, t.clone());
     }
 }
 
-fn spawn_connection<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(c: S, t: Target) {
+fn spawn_connection<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(c: S, route: Route) {
     tokio::spawn(async move {
-        if let Err(e) = connection(c, &t).await {
-            eprintln!("{}: {e:#}", t.destination);
+        if let Err(e) = connection(c, &route).await {
+            eprintln!("{}: {e:#}", route.destination());
         }
     });
 }
 
 /// One client connection: open a stream through the gateway, then copy.
-async fn connection<S: AsyncRead + AsyncWrite + Unpin>(mut client: S, t: &Target) -> anyhow::Result<()> {
+async fn connection<S: AsyncRead + AsyncWrite + Unpin>(client: S, route: &Route) -> anyhow::Result<()> {
+    let t = match route.target().await {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("{}: connection refused: {e:#}", route.destination());
+            return refuse(client, &Fatal::new(SqlState::InvalidAuthorization, format!("{e:#}"))).await;
+        }
+    };
+    relay(client, &t).await
+}
+
+/// Opens the stream for one client to `t` and copies both ways.
+async fn relay<S: AsyncRead + AsyncWrite + Unpin>(mut client: S, t: &Target) -> anyhow::Result<()> {
     let token = match t.source.token(&t.destination).await {
         Ok(t) => t,
         Err(e) => {
@@ -395,7 +490,7 @@ pub(crate) async fn psql(a: PsqlArgs) -> anyhow::Result<()> {
     let port = 5432;
     let (l, _) = private_socket(&dir, port)?;
     let cleanup = RemoveOnDrop(dir.clone());
-    tokio::spawn(serve_unix(l, t));
+    tokio::spawn(serve_unix(l, Route::Known(t)));
     let user = config::load_config()?.and_then(|c| c.user).unwrap_or_default();
     let host = dir.display().to_string();
     let mut conninfo = format!(

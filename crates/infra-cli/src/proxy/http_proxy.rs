@@ -19,7 +19,7 @@ use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
-use super::Target;
+use super::{Route, Target};
 
 type Upstream = SendRequest<hyper::body::Incoming>;
 
@@ -63,14 +63,14 @@ fn local_request(h: &http::HeaderMap, port: u16) -> Result<(), &'static str> {
     Ok(())
 }
 
-pub(super) async fn serve(t: &Target, port: u16, who: &str) -> anyhow::Result<()> {
+pub(super) async fn serve(t: Route, port: u16, who: &str) -> anyhow::Result<()> {
     let l = TcpListener::bind(("127.0.0.1", port))
         .await
         .with_context(|| format!("listen on 127.0.0.1:{port} (choose another with --port)"))?;
     let port = l.local_addr()?.port();
     eprintln!(
         "Proxying http://127.0.0.1:{port} to {} as {who} (any local user can connect to this port); try:\n  curl http://127.0.0.1:{port}/",
-        t.destination
+        t.destination()
     );
     loop {
         let (c, _) = l.accept().await?;
@@ -107,10 +107,18 @@ fn plain(status: http::StatusCode, message: String) -> http::Response<infra_tunn
 }
 
 async fn forward(
-    t: &Target,
+    route: &Route,
     upstream: &tokio::sync::Mutex<Option<Upstream>>,
     mut req: http::Request<hyper::body::Incoming>,
 ) -> http::Response<infra_tunnel::Body> {
+    let t = match route.target().await {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("{}: request refused: {e:#}", route.destination());
+            return plain(http::StatusCode::FORBIDDEN, format!("Infra: {e:#}"));
+        }
+    };
+    let t = &t;
     let token = match t.source.token(&t.destination).await {
         Ok(tok) => tok,
         Err(e) => {

@@ -265,7 +265,6 @@ fn patch(
     let mut env: Vec<(String, String)> = Vec::new();
     let user = account.unwrap_or("infra");
     for (want, (port, kind)) in wanted.iter().zip(&ports) {
-        ops.push(json!({"op": "add", "path": "/spec/containers/-", "value": sidecar(want, *port, cx)}));
         let url = match kind {
             DestinationKind::Http => format!("http://127.0.0.1:{port}"),
             _ => {
@@ -317,6 +316,15 @@ fn patch(
             ops.push(json!({"op": "add", "path": format!("/spec/containers/{i}/env"), "value": add}));
         }
     }
+    // The sidecars go first, each holding the next container until it
+    // listens (its postStart hook): the kubelet starts a pod's containers
+    // in order. Inserted after the environment's operations, whose indices
+    // are the pod's own.
+    for (i, (want, (port, kind))) in wanted.iter().zip(&ports).enumerate() {
+        ops.push(
+            json!({"op": "add", "path": format!("/spec/containers/{i}"), "value": sidecar(want, *port, *kind, cx)}),
+        );
+    }
     let injected: Vec<&str> = wanted.iter().map(|w| w.destination.as_str()).collect();
     if pod["metadata"]["annotations"].is_object() {
         ops.push(
@@ -328,13 +336,18 @@ fn patch(
     ops
 }
 
+/// The `infra` binary in the image (its entrypoint).
+const BINARY: &str = "/usr/local/bin/infra";
+
 /// The `infra proxy` container for one destination.
-fn sidecar(want: &Wanted, port: u16, cx: &Context<'_>) -> Value {
+fn sidecar(want: &Wanted, port: u16, kind: DestinationKind, cx: &Context<'_>) -> Value {
     json!({
         "name": format!("infra-{}", want.destination),
         "image": cx.image,
         "args": ["proxy", want.destination, "--port", port.to_string(),
-                 "--workload-token", format!("{TOKEN_DIR}/token")],
+                 "--workload-token", format!("{TOKEN_DIR}/token"), "--kind", kind.as_str()],
+        "lifecycle": {"postStart": {"exec": {"command":
+            [BINARY, "proxy", want.destination, "--port", port.to_string(), "--ready-check"]}}},
         "env": [
             {"name": "INFRA_SERVER", "value": cx.server},
             {"name": "INFRA_SERVER_CA", "value": cx.workloads.server_ca},

@@ -95,7 +95,11 @@ fn a_granted_pod_gets_token_sidecars_and_environment() {
     let sidecars: Vec<&Value> = d
         .patch
         .iter()
-        .filter(|o| o["path"] == "/spec/containers/-")
+        .filter(|o| {
+            o["path"]
+                .as_str()
+                .is_some_and(|p| p.starts_with("/spec/containers/") && !p.contains("/env"))
+        })
         .map(|o| &o["value"])
         .collect();
     assert_eq!(sidecars.len(), 2);
@@ -108,10 +112,18 @@ fn a_granted_pod_gets_token_sidecars_and_environment() {
             "--port",
             "5432",
             "--workload-token",
-            "/var/run/secrets/infra/token"
+            "/var/run/secrets/infra/token",
+            "--kind",
+            "postgres"
         ])
     );
     assert_eq!(sidecars[1]["args"][3], "18080");
+    // First in the pod, each holding the next container until it listens.
+    assert_eq!(d.patch.iter().filter(|o| o["path"] == "/spec/containers/0").count(), 1);
+    assert_eq!(
+        sidecars[0]["lifecycle"]["postStart"]["exec"]["command"][5],
+        "--ready-check"
+    );
     let env = env_of(&d, 0);
     assert_eq!(env["PGHOST"], "127.0.0.1");
     assert_eq!(env["PGPORT"], "5432");

@@ -351,6 +351,16 @@ fn pods_get_sidecars_that_reach_postgres_and_http_with_no_secret() {
     std::fs::write(&token_file, &token).unwrap();
     let pg_port = free_port();
     let _db = run_sidecar(&w, db_sidecar, pg_port, &token_file);
+    // Its postStart hook, which holds the app until the proxy listens.
+    let hook: Vec<String> = db_sidecar["lifecycle"]["postStart"]["exec"]["command"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap().replace("5432", &pg_port.to_string()))
+        .collect();
+    assert_eq!(hook[0], "/usr/local/bin/infra");
+    let out = Command::new(bin()).args(&hook[1..]).output().unwrap();
+    assert!(out.status.success(), "{out:?}");
     let app_env = app_env(app, "5432", pg_port);
     let out = psql(&app_env, "select current_user").output().unwrap();
     assert!(out.status.success(), "{out:?}\n{}", sidecar_log(&w, pg_port));
@@ -456,6 +466,14 @@ fn pods_get_sidecars_that_reach_postgres_and_http_with_no_secret() {
         "{}",
         sidecar_log(&w, pg_port)
     );
+    // Granted again: the same sidecar gets in, with no restart.
+    let out = w.env.admin.run(&["grants", "add", SA, "db", "--role", "app_read"]);
+    assert_eq!(out.status, 0, "{out:?}");
+    eventually!(Duration::from_secs(10), || {
+        let out = psql(&app_env, "select 1").output().unwrap();
+        anyhow::ensure!(out.status.success(), "{out:?}");
+        Ok(())
+    });
 }
 
 #[test]
