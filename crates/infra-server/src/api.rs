@@ -93,6 +93,7 @@ pub(crate) fn router(state: AppState) -> Router {
             crate::forward_auth::grpc::CHECK_PATH,
             crate::forward_auth::grpc::service(state.clone()),
         )
+        .merge(crate::console::routes())
         .route("/.well-known/jwks.json", get(wellknown::jwks))
         .route("/.well-known/openid-configuration", get(wellknown::discovery))
         .route_layer(axum::middleware::from_fn(crate::metrics::track_api))

@@ -15,6 +15,7 @@ mod audit_retention;
 mod authn;
 mod bootstrap;
 mod config;
+mod console;
 mod error;
 mod extract;
 mod forward_auth;

@@ -321,7 +321,7 @@ fn with_session(mut r: Response, key: &str) -> Response {
 /// through Infra would happen in the attacker's name. Browsers say where a
 /// post comes from (`Sec-Fetch-Site`, `Origin`); a client that sends
 /// neither is no browser a page could drive.
-fn posted_from_here(headers: &HeaderMap, uri: &axum::http::Uri) -> bool {
+pub(crate) fn posted_from_here(headers: &HeaderMap, uri: &axum::http::Uri) -> bool {
     let text = |n: header::HeaderName| headers.get(n).and_then(|v| v.to_str().ok());
     if let Some(site) = text(header::HeaderName::from_static("sec-fetch-site"))
         && !matches!(site, "same-origin" | "none")
@@ -375,15 +375,12 @@ pub(crate) async fn login_submit(
     }
 }
 
+/// Signed in with no destination to go back to: the portal.
 pub(crate) async fn login_done() -> Response {
-    page(
-        StatusCode::OK,
-        "Logged in",
-        "<p>You are logged in to Infra. Open the destination you wanted again.</p>",
-    )
+    Redirect::to("/console").into_response()
 }
 
-fn session_cookie(h: &HeaderMap) -> Option<String> {
+pub(crate) fn session_cookie(h: &HeaderMap) -> Option<String> {
     cookie(h, SESSION_COOKIE)
 }
 

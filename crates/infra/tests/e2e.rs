@@ -15,6 +15,7 @@ mod e2e {
     pub mod audit_retention;
     pub mod bad_input;
     pub mod common;
+    pub mod console;
     pub mod deploy;
     pub mod direct;
     pub mod durability;

@@ -1,0 +1,228 @@
+//! The web console, served by the server on its own port: for now the
+//! portal's *My access* page and signing out.
+//!
+//! Pages are HTML rendered here (maud), with the stylesheet and the one
+//! small script embedded in the binary: no build step, and the pages work
+//! without JavaScript. The caller comes from the `__Host-infra_session`
+//! cookie the sign-in form sets, and every page calls the API's own
+//! handlers with that caller, so no permission is checked twice or
+//! differently.
+//!
+//! Who could abuse it: another site (a framed page, a forged form post),
+//! anyone who can put text into a name the page shows. Every response
+//! carries a strict Content-Security-Policy (no inline script or style,
+//! `frame-ancestors 'none'`); every form carries a token bound to the
+//! session (`csrf.rs`) and must come from this origin; maud escapes every
+//! value it renders.
+
+mod csrf;
+mod layout;
+
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Redirect, Response};
+use maud::{Markup, html};
+
+use crate::api::login;
+use crate::authn::{Caller, Source};
+use crate::state::AppState;
+
+const STYLESHEET: &str = include_str!("console/assets/console.css");
+const SCRIPT: &str = include_str!("console/assets/console.js");
+
+/// The console's routes, merged into the server's router.
+pub(crate) fn routes() -> axum::Router<AppState> {
+    use axum::routing::{get, post};
+    axum::Router::new()
+        .route("/console", get(my_access))
+        .route("/console/logout", post(logout))
+        .route("/console/assets/console.css", get(|| asset(STYLESHEET, "text/css")))
+        .route("/console/assets/console.js", get(|| asset(SCRIPT, "text/javascript")))
+        .layer(axum::middleware::from_fn(headers))
+}
+
+/// What every console response carries: no framing, no inline code, no
+/// caching of pages that show who has access to what.
+async fn headers(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let mut r = next.run(req).await;
+    let h = r.headers_mut();
+    let set = |h: &mut HeaderMap, k: &'static str, v: &'static str| {
+        h.insert(k, HeaderValue::from_static(v));
+    };
+    set(
+        h,
+        "content-security-policy",
+        "default-src 'none'; style-src 'self'; script-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+    );
+    set(h, "x-frame-options", "DENY");
+    set(h, "x-content-type-options", "nosniff");
+    set(h, "referrer-policy", "no-referrer");
+    if !h.contains_key(header::CACHE_CONTROL) {
+        set(h, "cache-control", "no-store");
+    }
+    r
+}
+
+async fn asset(body: &'static str, content_type: &'static str) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, content_type),
+            (header::CACHE_CONTROL, "public, max-age=3600"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+fn html_response(status: StatusCode, page: Markup) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+        page.into_string(),
+    )
+        .into_response()
+}
+
+/// The signed-in caller, or where to sign in.
+async fn signed_in(state: &AppState, headers: &HeaderMap, source: String) -> Result<Caller, Response> {
+    let key = crate::web::session_cookie(headers);
+    let caller = match key {
+        Some(k) => Caller::from_key(state, &k, source, false).await.ok(),
+        None => None,
+    };
+    caller.ok_or_else(|| Redirect::to("/login").into_response())
+}
+
+/// An API time (`2026-12-14T12:46:32.347Z`) as people read it:
+/// `2026-12-14 12:46 UTC`.
+fn readable_time(t: &str) -> String {
+    match t.get(..16) {
+        Some(minutes) if t.ends_with('Z') => format!("{} UTC", minutes.replacen('T', " ", 1)),
+        _ => t.to_owned(),
+    }
+}
+
+/// How a user gets into a destination of `kind`, as commands to copy (and,
+/// for HTTP, a link).
+fn way_in(name: &str, kind: &str, url: &str) -> Markup {
+    let command = |c: String| {
+        html! {
+            div.command {
+                code { (c) }
+                button.copy type="button" data-copy=(c) hidden { "Copy" }
+            }
+        }
+    };
+    match kind {
+        "http" => html! { a href=(url) { (url) } },
+        "kubernetes" => html! {
+            (command(format!("infra use {name}")))
+            (command(format!("kubectl --context infra:{name} get pods")))
+        },
+        "postgres" => html! {
+            (command(format!("infra psql {name}")))
+            (command(format!("infra proxy {name} --port 5432")))
+        },
+        "ssh" => command(format!("infra ssh {name}")),
+        _ => html! { span.muted { "Not connected yet: its connector has not registered it." } },
+    }
+}
+
+async fn my_access(State(state): State<AppState>, Source(source): Source, headers: HeaderMap) -> Response {
+    let caller = match signed_in(&state, &headers, source).await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let csrf = csrf::token(&state, &caller);
+    let info = match login::info(State(state.clone()), caller).await {
+        Ok(i) => i.0,
+        Err(e) => return html_response(e.status, layout::error_page(&e.message)),
+    };
+    let rows: Vec<(String, Vec<&infra_api::Grant>)> = info
+        .urls
+        .keys()
+        .map(|dest| {
+            let grants = info
+                .grants
+                .iter()
+                .filter(|g| g.resource == *dest || g.resource.starts_with(&format!("{dest}.")))
+                .collect();
+            (dest.clone(), grants)
+        })
+        .collect();
+    let body = html! {
+        h1 { "My access" }
+        @if rows.is_empty() {
+            div.empty {
+                p { "You cannot reach any destination yet." }
+                p { "Ask an admin for a grant, for example: " code { "infra grants add " (info.user.email) " DESTINATION --role ROLE" } }
+            }
+        } @else {
+            p.lead { "What you can reach, and how to get in. Commands need the CLI, logged in with " code { "infra login" } "." }
+            ul.cards {
+                @for (dest, grants) in &rows {
+                    @let kind = info.kinds.get(dest).map_or("", String::as_str);
+                    li.card {
+                        div.card-head {
+                            h2 { (dest) }
+                            @if !kind.is_empty() { span.badge { (kind) } }
+                        }
+                        dl {
+                            dt { "Access" }
+                            dd {
+                                @for g in grants {
+                                    span.role {
+                                        (g.role)
+                                        @if g.resource != *dest { " on " (g.resource) }
+                                        @if let Some(group) = &g.group { " (group " (group) ")" }
+                                        @if let Some(exp) = &g.expires { " until " time datetime=(exp) { (readable_time(exp)) } }
+                                    }
+                                }
+                            }
+                        }
+                        div.way-in { (way_in(dest, kind, info.urls.get(dest).map_or("", String::as_str))) }
+                    }
+                }
+            }
+        }
+    };
+    html_response(StatusCode::OK, layout::page("My access", &info.user.email, &csrf, body))
+}
+
+#[derive(Debug, serde::Deserialize)]
+pub(crate) struct LogoutForm {
+    #[serde(default)]
+    csrf: String,
+}
+
+/// Ends the session the cookie carries (the API's own logout) and clears
+/// the cookie.
+async fn logout(
+    State(state): State<AppState>,
+    Source(source): Source,
+    headers: HeaderMap,
+    uri: axum::http::Uri,
+    axum::extract::Form(f): axum::extract::Form<LogoutForm>,
+) -> Response {
+    let caller = match signed_in(&state, &headers, source).await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    if !crate::web::posted_from_here(&headers, &uri) || !csrf::check(&state, &caller, &f.csrf) {
+        return html_response(
+            StatusCode::FORBIDDEN,
+            layout::error_page(
+                "This form was not sent from this page of the console, so it was refused. Reload the page and try again.",
+            ),
+        );
+    }
+    if let Err(e) = login::logout(State(state.clone()), caller).await {
+        return html_response(e.status, layout::error_page(&e.message));
+    }
+    let mut r = Redirect::to("/login").into_response();
+    r.headers_mut().insert(
+        header::SET_COOKIE,
+        HeaderValue::from_static("__Host-infra_session=; Path=/; Secure; HttpOnly; SameSite=Lax; Max-Age=0"),
+    );
+    r
+}

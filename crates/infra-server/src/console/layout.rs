@@ -1,0 +1,79 @@
+//! The frame of every console page: the header with who is signed in and
+//! the sign-out form, the main column, the stylesheet and the script.
+
+use maud::{DOCTYPE, Markup, html};
+
+fn head(title: &str) -> Markup {
+    html! {
+        head {
+            meta charset="utf-8";
+            meta name="viewport" content="width=device-width, initial-scale=1";
+            meta name="color-scheme" content="light dark";
+            title { (title) " · Infra" }
+            link rel="stylesheet" href="/console/assets/console.css";
+            script src="/console/assets/console.js" defer {}
+        }
+    }
+}
+
+/// A page for the signed-in `user`; `csrf` goes into its forms.
+pub(super) fn page(title: &str, user: &str, csrf: &str, body: Markup) -> Markup {
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            (head(title))
+            body {
+                a.skip href="#main" { "Skip to content" }
+                header.top {
+                    nav aria-label="Console" {
+                        a.brand href="/console" { "Infra" }
+                        a href="/console" aria-current="page" { "My access" }
+                    }
+                    div.who {
+                        span { (user) }
+                        form method="post" action="/console/logout" {
+                            input type="hidden" name="csrf" value=(csrf);
+                            button type="submit" { "Sign out" }
+                        }
+                    }
+                }
+                main #main { (body) }
+            }
+        }
+    }
+}
+
+/// A page that says what went wrong, for anyone.
+pub(super) fn error_page(message: &str) -> Markup {
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            (head("Cannot show this page"))
+            body {
+                main #main {
+                    h1 { "Cannot show this page" }
+                    p.error role="alert" { (message) }
+                    p { a href="/console" { "Back to the console" } }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn what_users_control_is_text_never_markup() {
+        let evil = "<script>alert(1)</script>\"><img src=x onerror=alert(1)>";
+        let page = page(evil, evil, evil, html! { p { (evil) } }).into_string();
+        assert!(
+            !page.contains("<script>alert") && !page.contains("<img src=x"),
+            "{page}"
+        );
+        assert!(page.contains("&lt;script&gt;alert(1)&lt;/script&gt;"), "{page}");
+        let err = error_page(evil).into_string();
+        assert!(!err.contains("<script>alert"), "{err}");
+    }
+}

@@ -1,0 +1,180 @@
+//! The web console through the real server, as a browser's requests: sign
+//! in with the form, the portal's *My access* page, its headers, and the
+//! sign-out form's defences.
+
+use std::process::Command;
+
+use super::gateway::{user, web_env};
+
+/// `curl` against the server: (status, headers, body).
+fn curl(env: &super::common::Env, path: &str, args: &[&str]) -> (u16, String, String) {
+    let out = Command::new("curl")
+        .args(["-sS", "-D", "-", "-o", "-", "-w", "\n%{http_code}", "--cacert"])
+        .arg(env.server.ca_path())
+        .args(args)
+        .arg(format!("{}{path}", env.server.url))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let (rest, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    let (head, body) = rest.split_once("\r\n\r\n").unwrap_or((rest, ""));
+    (code.trim().parse().unwrap_or(0), head.to_owned(), body.to_owned())
+}
+
+fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
+    head.lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+    })
+}
+
+#[test]
+fn the_portal_shows_what_a_user_can_reach_and_signs_out_only_from_its_own_form() {
+    let w = web_env();
+    let env = &w.env;
+    let _alice = user(env, "alice@example.com");
+    let a = &env.admin;
+    a.run(&["grants", "add", "alice@example.com", "web", "--role", "user"])
+        .ok();
+    a.run(&["groups", "add", "ops"]).ok();
+    a.run(&["groups", "adduser", "ops", "alice@example.com"]).ok();
+    a.run(&["grants", "add", "--group", "ops", "other", "--role", "admin"])
+        .ok();
+    let origin = env.server.url.trim_end_matches('/').to_owned();
+
+    // Not signed in: to the sign-in form.
+    let (status, head, _) = curl(env, "/console", &[]);
+    assert_eq!(status, 303, "{head}");
+    assert_eq!(header(&head, "location"), Some("/login"));
+
+    // The sign-in form sets the session cookie and lands on the portal.
+    let (status, head, _) = curl(
+        env,
+        "/login",
+        &[
+            "-H",
+            &format!("Origin: {origin}"),
+            "--data-urlencode",
+            "email=alice@example.com",
+            "--data-urlencode",
+            "password=user-password-1",
+        ],
+    );
+    assert_eq!(status, 303, "{head}");
+    assert_eq!(header(&head, "location"), Some("/login/done"));
+    let set_cookie = header(&head, "set-cookie").unwrap().to_owned();
+    for attr in ["__Host-infra_session=", "Secure", "HttpOnly", "Path=/"] {
+        assert!(set_cookie.contains(attr), "{set_cookie}");
+    }
+    let cookie = set_cookie.split(';').next().unwrap().to_owned();
+    let (status, head, _) = curl(env, "/login/done", &["-H", &format!("Cookie: {cookie}")]);
+    assert_eq!((status, header(&head, "location")), (303, Some("/console")));
+
+    let (status, head, body) = curl(env, "/console", &["-H", &format!("Cookie: {cookie}")]);
+    assert_eq!(status, 200, "{body}");
+    // Exactly alice's destinations, how she holds them, and the way in.
+    assert!(body.contains("alice@example.com"), "{body}");
+    for want in [
+        "<h2>web</h2>",
+        "<h2>other</h2>",
+        "user",
+        "admin",
+        "(group ops)",
+        "https://web.",
+    ] {
+        assert!(body.contains(want), "{want} not in {body}");
+    }
+    assert!(!body.contains("<h2>infra</h2>"), "{body}");
+    // Its defences: no framing, no inline code, no caching.
+    let csp = header(&head, "content-security-policy").unwrap();
+    assert!(
+        csp.contains("frame-ancestors 'none'") && csp.contains("script-src 'self'"),
+        "{csp}"
+    );
+    assert!(!csp.contains("unsafe-inline"), "{csp}");
+    assert_eq!(header(&head, "x-frame-options"), Some("DENY"));
+    assert_eq!(header(&head, "cache-control"), Some("no-store"));
+    assert!(
+        !body.contains("<script>") && !body.contains("style="),
+        "inline code in {body}"
+    );
+
+    // Sign out: refused without the page's token, with another's, or
+    // from another site; done with it.
+    let csrf = body
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .unwrap()
+        .to_owned();
+    let post = |extra: &[&str]| {
+        let mut args = vec!["-X", "POST", "-H"];
+        let c = format!("Cookie: {cookie}");
+        args.push(&c);
+        args.extend_from_slice(extra);
+        let (status, _, _) = curl(env, "/console/logout", &args);
+        status
+    };
+    let own_origin = format!("Origin: {origin}");
+    assert_eq!(post(&["-H", &own_origin, "-d", "csrf="]), 403);
+    assert_eq!(
+        post(&["-H", &own_origin, "-d", &format!("csrf={}", "0".repeat(64))]),
+        403
+    );
+    assert_eq!(
+        post(&["-H", "Origin: https://evil.example", "-d", &format!("csrf={csrf}")]),
+        403
+    );
+    let (status, _, _) = curl(env, "/console", &["-H", &format!("Cookie: {cookie}")]);
+    assert_eq!(status, 200, "a refused sign-out must leave the session");
+    assert_eq!(post(&["-H", &own_origin, "-d", &format!("csrf={csrf}")]), 303);
+    let (status, head, _) = curl(env, "/console", &["-H", &format!("Cookie: {cookie}")]);
+    assert_eq!((status, header(&head, "location")), (303, Some("/login")));
+}
+
+/// The console in Chromium, through `crates/infra-testkit/oidc/console.mjs`:
+/// what the browser shows, and axe-core's findings.
+fn in_chromium(env: &super::common::Env, email: &str, pages: &[&str]) -> serde_json::Value {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../infra-testkit/oidc/console.mjs");
+    let mut cmd = Command::new("node");
+    cmd.arg(&script).args([
+        "--url",
+        &env.server.url,
+        "--username",
+        email,
+        "--password",
+        "user-password-1",
+        "--insecure",
+    ]);
+    for p in pages {
+        cmd.args(["--page", p]);
+    }
+    let out = cmd.output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn in_a_browser_the_portal_shows_each_destination_and_passes_axe() {
+    let w = web_env();
+    let env = &w.env;
+    let _alice = user(env, "alice@example.com");
+    env.admin
+        .run(&["grants", "add", "alice@example.com", "web", "--role", "user"])
+        .ok();
+    let result = in_chromium(env, "alice@example.com", &["/console"]);
+    let page = &result["pages"][0];
+    assert!(page["url"].as_str().unwrap().ends_with("/console"), "{page:#}");
+    let text = page["text"].as_str().unwrap();
+    assert!(
+        text.contains("web") && text.contains("user") && !text.contains("other"),
+        "{text}"
+    );
+    let serious: Vec<&serde_json::Value> = page["violations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|v| matches!(v["impact"].as_str(), Some("serious" | "critical")))
+        .collect();
+    assert!(serious.is_empty(), "axe: {serious:#?}");
+}
