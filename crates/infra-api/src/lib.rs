@@ -4,6 +4,8 @@
 //! strings as clients send them, and the server validates them at the edge.
 //! Requests reject unknown fields so a typo is an error, not a silent no-op.
 
+pub mod kubeconfig;
+
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 

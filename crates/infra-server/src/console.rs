@@ -36,6 +36,7 @@ pub(crate) fn routes() -> axum::Router<AppState> {
     axum::Router::new()
         .route("/console", get(my_access))
         .route("/console/logout", post(logout))
+        .route("/console/kubeconfig", get(kubeconfig))
         .route("/console/assets/console.css", get(|| asset(STYLESHEET, "text/css")))
         .route("/console/assets/console.js", get(|| asset(SCRIPT, "text/javascript")))
         .layer(axum::middleware::from_fn(headers))
@@ -159,6 +160,9 @@ async fn my_access(State(state): State<AppState>, Source(source): Source, header
             }
         } @else {
             p.lead { "What you can reach, and how to get in. Commands need the CLI, logged in with " code { "infra login" } "." }
+            @if info.kinds.values().any(|k| k == "kubernetes") {
+                p { a.button href="/console/kubeconfig" download { "Download kubeconfig" } " for kubectl (its credentials come from the CLI, logged in)." }
+            }
             ul.cards {
                 @for (dest, grants) in &rows {
                     @let kind = info.kinds.get(dest).map_or("", String::as_str);
@@ -187,6 +191,60 @@ async fn my_access(State(state): State<AppState>, Source(source): Source, header
         }
     };
     html_response(StatusCode::OK, layout::page("My access", &info.user.email, &csrf, body))
+}
+
+/// A kubeconfig with an `infra:` context for each cluster (and granted
+/// namespace) the user can reach: the same entries `infra login` writes,
+/// whose credentials come from `infra tokens` (the CLI on the `PATH`,
+/// logged in). The server's CA comes with it.
+async fn kubeconfig(State(state): State<AppState>, Source(source): Source, headers: HeaderMap) -> Response {
+    use infra_api::kubeconfig::{Access, Trust, document};
+    let caller = match signed_in(&state, &headers, source).await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let info = match login::info(State(state.clone()), caller).await {
+        Ok(i) => i.0,
+        Err(e) => return html_response(e.status, layout::error_page(&e.message)),
+    };
+    let ca = match server_ca(&state).await {
+        Ok(ca) => ca,
+        Err(e) => return html_response(e.status, layout::error_page(&e.message)),
+    };
+    let access = Access::from_info(&info, Trust::Ca(ca), "infra".into());
+    if access.clusters.is_empty() {
+        return html_response(
+            StatusCode::NOT_FOUND,
+            layout::error_page("You cannot reach any Kubernetes cluster, so there is no kubeconfig to download."),
+        );
+    }
+    let yaml = document(&access).and_then(|d| Ok(yaml_serde::to_string(&d)?));
+    match yaml {
+        Ok(y) => (
+            [
+                (header::CONTENT_TYPE, "application/yaml"),
+                (
+                    header::CONTENT_DISPOSITION,
+                    "attachment; filename=\"infra-kubeconfig.yaml\"",
+                ),
+            ],
+            y,
+        )
+            .into_response(),
+        Err(e) => html_response(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            layout::error_page(&format!("cannot write the kubeconfig: {e}")),
+        ),
+    }
+}
+
+/// The CA that signs the server's (and the gateway's) certificates.
+async fn server_ca(state: &AppState) -> crate::error::ApiResult<String> {
+    let mut c = state.store.conn().await?;
+    infra_store::keys::sealed_secret(&mut c, crate::bootstrap::CA_SECRET)
+        .await?
+        .map(|(pem, _)| pem)
+        .ok_or_else(|| crate::error::ApiError::internal("the server has no CA yet"))
 }
 
 #[derive(Debug, serde::Deserialize)]

@@ -7,7 +7,7 @@ use std::process::Command;
 use super::gateway::{user, web_env};
 
 /// `curl` against the server: (status, headers, body).
-fn curl(env: &super::common::Env, path: &str, args: &[&str]) -> (u16, String, String) {
+pub fn curl(env: &super::common::Env, path: &str, args: &[&str]) -> (u16, String, String) {
     let out = Command::new("curl")
         .args(["-sS", "-D", "-", "-o", "-", "-w", "\n%{http_code}", "--cacert"])
         .arg(env.server.ca_path())
@@ -21,7 +21,32 @@ fn curl(env: &super::common::Env, path: &str, args: &[&str]) -> (u16, String, St
     (code.trim().parse().unwrap_or(0), head.to_owned(), body.to_owned())
 }
 
-fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
+/// Signs in with the console's form as `email` (password
+/// `user-password-1`); the session cookie, `name=value`.
+pub fn sign_in(env: &super::common::Env, email: &str) -> String {
+    let origin = env.server.url.trim_end_matches('/').to_owned();
+    let (status, head, _) = curl(
+        env,
+        "/login",
+        &[
+            "-H",
+            &format!("Origin: {origin}"),
+            "--data-urlencode",
+            &format!("email={email}"),
+            "--data-urlencode",
+            "password=user-password-1",
+        ],
+    );
+    assert_eq!(status, 303, "{head}");
+    header(&head, "set-cookie")
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned()
+}
+
+pub fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
     head.lines().find_map(|l| {
         let (k, v) = l.split_once(':')?;
         k.trim().eq_ignore_ascii_case(name).then(|| v.trim())

@@ -3,6 +3,7 @@
 //! judge: what users may do comes from the RoleBindings the connector makes
 //! from grants, and Forbidden messages are Kubernetes' own.
 
+mod console;
 mod streams;
 mod workloads;
 
