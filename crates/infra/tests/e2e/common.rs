@@ -107,3 +107,17 @@ impl Drop for Env {
         }
     }
 }
+
+/// `curl ARGS URL`, with the response's headers: (status, headers, body).
+pub fn curl_response(args: &[&str], url: &str) -> (u16, String, String) {
+    let out = std::process::Command::new("curl")
+        .args(["-sS", "-D", "-", "-o", "-", "-w", "\n%{http_code}"])
+        .args(args)
+        .arg(url)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let (rest, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    let (head, body) = rest.split_once("\r\n\r\n").unwrap_or((rest, ""));
+    (code.trim().parse().unwrap_or(0), head.to_owned(), body.to_owned())
+}

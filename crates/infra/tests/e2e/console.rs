@@ -8,17 +8,10 @@ use super::gateway::{user, web_env};
 
 /// `curl` against the server: (status, headers, body).
 pub fn curl(env: &super::common::Env, path: &str, args: &[&str]) -> (u16, String, String) {
-    let out = Command::new("curl")
-        .args(["-sS", "-D", "-", "-o", "-", "-w", "\n%{http_code}", "--cacert"])
-        .arg(env.server.ca_path())
-        .args(args)
-        .arg(format!("{}{path}", env.server.url))
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    let (rest, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
-    let (head, body) = rest.split_once("\r\n\r\n").unwrap_or((rest, ""));
-    (code.trim().parse().unwrap_or(0), head.to_owned(), body.to_owned())
+    let ca = env.server.ca_path().display().to_string();
+    let mut all = vec!["--cacert", ca.as_str()];
+    all.extend_from_slice(args);
+    super::common::curl_response(&all, &format!("{}{path}", env.server.url))
 }
 
 /// Signs in with the console's form as `email` (password

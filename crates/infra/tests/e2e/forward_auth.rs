@@ -50,17 +50,10 @@ pub fn setup(kind: ProxyKind) -> Fa {
 /// curl through the proxy: (status, headers, body). `-k`: the proxy's own
 /// certificate is self-signed for the test.
 pub fn curl(fa: &Fa, path: &str, args: &[&str]) -> (u16, String, String) {
-    let out = Command::new("curl")
-        .args(["-sS", "-k", "-D", "-", "-o", "-", "-w", "\n%{http_code}"])
-        .args(["--resolve", &format!("{APP}:{}:127.0.0.1", fa.proxy.port)])
-        .args(args)
-        .arg(format!("{}{path}", fa.proxy.url))
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    let (rest, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
-    let (head, body) = rest.split_once("\r\n\r\n").unwrap_or((rest, ""));
-    (code.trim().parse().unwrap_or(0), head.to_owned(), body.to_owned())
+    let resolve = format!("{APP}:{}:127.0.0.1", fa.proxy.port);
+    let mut all = vec!["-k", "--resolve", &resolve];
+    all.extend_from_slice(args);
+    super::common::curl_response(&all, &format!("{}{path}", fa.proxy.url))
 }
 
 /// `n` anonymous forward-auth decisions for `wiki.example.com`, 8 at a
