@@ -6,7 +6,7 @@ mod audit_api;
 mod destinations;
 mod grants;
 mod groups;
-mod keys_api;
+pub(crate) mod keys_api;
 pub(crate) mod login;
 pub(crate) mod provider_login;
 mod providers;

@@ -15,6 +15,7 @@
 //! session (`csrf.rs`) and must come from this origin; maud escapes every
 //! value it renders.
 
+mod account;
 mod csrf;
 mod layout;
 
@@ -37,6 +38,8 @@ pub(crate) fn routes() -> axum::Router<AppState> {
         .route("/console", get(my_access))
         .route("/console/logout", post(logout))
         .route("/console/kubeconfig", get(kubeconfig))
+        .route("/console/account", get(account::page))
+        .route("/console/account/keys/{id}/end", post(account::end_key))
         .route("/console/assets/console.css", get(|| asset(STYLESHEET, "text/css")))
         .route("/console/assets/console.js", get(|| asset(SCRIPT, "text/javascript")))
         .layer(axum::middleware::from_fn(headers))
@@ -247,6 +250,17 @@ async fn server_ca(state: &AppState) -> crate::error::ApiResult<String> {
         .ok_or_else(|| crate::error::ApiError::internal("the server has no CA yet"))
 }
 
+/// The answer to a form post that did not come from the console's own page.
+fn refused_form() -> Response {
+    html_response(
+        StatusCode::FORBIDDEN,
+        layout::error_page(
+            "This form was not sent from this page of the console, so it was refused. Reload the page and try again.",
+        ),
+    )
+}
+
+/// A form with nothing but the console's token.
 #[derive(Debug, serde::Deserialize)]
 pub(crate) struct LogoutForm {
     #[serde(default)]
@@ -267,12 +281,7 @@ async fn logout(
         Err(r) => return r,
     };
     if !crate::web::posted_from_here(&headers, &uri) || !csrf::check(&state, &caller, &f.csrf) {
-        return html_response(
-            StatusCode::FORBIDDEN,
-            layout::error_page(
-                "This form was not sent from this page of the console, so it was refused. Reload the page and try again.",
-            ),
-        );
+        return refused_form();
     }
     if let Err(e) = login::logout(State(state.clone()), caller).await {
         return html_response(e.status, layout::error_page(&e.message));

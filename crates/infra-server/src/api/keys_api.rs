@@ -42,6 +42,18 @@ pub(crate) struct KeyQuery {
     limit: Option<u32>,
 }
 
+impl KeyQuery {
+    /// A user's own keys and sessions, `page` by page.
+    pub(crate) fn own(email: &str, page: u32) -> Self {
+        Self {
+            user: Some(email.to_owned()),
+            sessions: true,
+            page: Some(page),
+            limit: Some(infra_api::MAX_LIMIT),
+        }
+    }
+}
+
 /// List access keys: everyone's with `view`, else your own.
 #[utoipa::path(get, path = "/api/keys", tag = "keys", params(KeyQuery),
     responses((status = 200, body = infra_api::Page<AccessKey>)), security(("accessKey" = [])))]

@@ -16,7 +16,11 @@ fn head(title: &str) -> Markup {
     }
 }
 
-/// A page for the signed-in `user`; `csrf` goes into its forms.
+/// The console's sections, in the navigation's order: (path, name).
+const SECTIONS: [(&str, &str); 2] = [("/console", "My access"), ("/console/account", "Sessions and keys")];
+
+/// A page for the signed-in `user`; `csrf` goes into its forms. Its title
+/// is also the section it belongs to.
 pub(super) fn page(title: &str, user: &str, csrf: &str, body: Markup) -> Markup {
     html! {
         (DOCTYPE)
@@ -27,7 +31,13 @@ pub(super) fn page(title: &str, user: &str, csrf: &str, body: Markup) -> Markup 
                 header.top {
                     nav aria-label="Console" {
                         a.brand href="/console" { "Infra" }
-                        a href="/console" aria-current="page" { "My access" }
+                        @for (path, name) in SECTIONS {
+                            @if name == title {
+                                a href=(path) aria-current="page" { (name) }
+                            } @else {
+                                a href=(path) { (name) }
+                            }
+                        }
                     }
                     div.who {
                         span { (user) }

@@ -180,7 +180,7 @@ fn in_a_browser_the_portal_shows_each_destination_and_passes_axe() {
     env.admin
         .run(&["grants", "add", "alice@example.com", "web", "--role", "user"])
         .ok();
-    let result = in_chromium(env, "alice@example.com", &["/console"]);
+    let result = in_chromium(env, "alice@example.com", &["/console", "/console/account"]);
     let page = &result["pages"][0];
     assert!(page["url"].as_str().unwrap().ends_with("/console"), "{page:#}");
     let text = page["text"].as_str().unwrap();
@@ -188,11 +188,55 @@ fn in_a_browser_the_portal_shows_each_destination_and_passes_axe() {
         text.contains("web") && text.contains("user") && !text.contains("other"),
         "{text}"
     );
-    let serious: Vec<&serde_json::Value> = page["violations"]
-        .as_array()
+    let account = &result["pages"][1];
+    assert!(
+        account["text"].as_str().unwrap().contains("this session"),
+        "{account:#}"
+    );
+    for page in result["pages"].as_array().unwrap() {
+        let serious: Vec<&serde_json::Value> = page["violations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|v| matches!(v["impact"].as_str(), Some("serious" | "critical")))
+            .collect();
+        assert!(serious.is_empty(), "axe on {}: {serious:#?}", page["path"]);
+    }
+}
+
+#[test]
+fn a_user_sees_and_ends_their_own_sessions_and_keys_from_the_page_only() {
+    let w = web_env();
+    let env = &w.env;
+    let alice = user(env, "alice@example.com");
+    let key = alice.run(&["keys", "add", "--name", "ci-bot", "--quiet"]);
+    assert_eq!(key.status, 0, "{key:?}");
+    let key = key.stdout.trim().to_owned();
+    let works = |k: &str| env.server.get_json("/api/info", Some(k)).unwrap().0;
+    assert_eq!(works(&key), 200);
+
+    let cookie = sign_in(env, "alice@example.com");
+    let (status, _, page) = curl(env, "/console/account", &["-H", &format!("Cookie: {cookie}")]);
+    assert_eq!(status, 200, "{page}");
+    assert!(page.contains("ci-bot") && page.contains("this session"), "{page}");
+    // Another user's keys are not there.
+    assert!(!page.contains("admin@example.com"), "{page}");
+    let id = key.split('.').next().unwrap();
+    let csrf = page
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
         .unwrap()
-        .iter()
-        .filter(|v| matches!(v["impact"].as_str(), Some("serious" | "critical")))
-        .collect();
-    assert!(serious.is_empty(), "axe: {serious:#?}");
+        .to_owned();
+    let origin = format!("Origin: {}", env.server.url.trim_end_matches('/'));
+    let end = |extra: &[&str]| {
+        let c = format!("Cookie: {cookie}");
+        let mut args = vec!["-X", "POST", "-H", c.as_str(), "-H", origin.as_str()];
+        args.extend_from_slice(extra);
+        curl(env, &format!("/console/account/keys/{id}/end"), &args).0
+    };
+    assert_eq!(end(&["-d", "csrf=forged"]), 403);
+    assert_eq!(works(&key), 200, "a forged post ended the key");
+    assert_eq!(end(&["-d", &format!("csrf={csrf}")]), 303);
+    assert_eq!(works(&key), 401, "the key still works after it was ended");
 }

@@ -1,0 +1,106 @@
+//! *Sessions and keys*: the signed-in user's own sessions and access keys,
+//! and ending any of them, through the API's own handlers (`/api/keys`).
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
+use maud::html;
+
+use super::{csrf, html_response, layout, readable_time, signed_in};
+use crate::api::keys_api::{self, KeyQuery};
+use crate::authn::Source;
+use crate::extract::Query;
+use crate::state::AppState;
+
+pub(super) async fn page(State(state): State<AppState>, Source(source): Source, headers: HeaderMap) -> Response {
+    let caller = match signed_in(&state, &headers, source.clone()).await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let (email, current, token) = (
+        caller.user.email.clone(),
+        caller.key_id.clone(),
+        csrf::token(&state, &caller),
+    );
+    let mut keys = Vec::new();
+    let mut page = 1;
+    let mut caller = Some(caller);
+    loop {
+        // Each page is the API's answer to this caller; the handler takes
+        // the caller by value, so later pages authenticate again.
+        let who = match caller.take() {
+            Some(c) => c,
+            None => match signed_in(&state, &headers, source.clone()).await {
+                Ok(c) => c,
+                Err(r) => return r,
+            },
+        };
+        match keys_api::list(State(state.clone()), who, Query(KeyQuery::own(&email, page))).await {
+            Ok(p) => {
+                let n = p.0.items.len();
+                keys.extend(p.0.items);
+                if n == 0 || keys.len() as u64 >= p.0.total_count {
+                    break;
+                }
+                page += 1;
+            }
+            Err(e) => return html_response(e.status, layout::error_page(&e.message)),
+        }
+    }
+    let body = html! {
+        h1 { "Sessions and keys" }
+        p.lead { "Everything that can act as you: your sign-ins (sessions) and the access keys you made. Ending one signs it out everywhere at once." }
+        table {
+            caption.visually-hidden { "Your sessions and access keys" }
+            thead { tr { th scope="col" { "Name" } th scope="col" { "Kind" } th scope="col" { "Last used" } th scope="col" { "Expires" } th scope="col" { span.visually-hidden { "Action" } } } }
+            tbody {
+                @for k in &keys {
+                    tr {
+                        td {
+                            (k.name)
+                            @if k.id == current { " " span.badge { "this session" } }
+                        }
+                        td data-label="Kind" { (k.kind) }
+                        td data-label="Last used" { time datetime=(k.last_used) { (readable_time(&k.last_used)) } }
+                        td data-label="Expires" {
+                            @match &k.expires {
+                                Some(e) => time datetime=(e) { (readable_time(e)) },
+                                None => "never",
+                            }
+                        }
+                        td {
+                            form method="post" action=(format!("/console/account/keys/{}/end", k.id)) {
+                                input type="hidden" name="csrf" value=(token);
+                                button type="submit" aria-label=(format!("End {}", k.name)) { "End" }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    };
+    html_response(StatusCode::OK, layout::page("Sessions and keys", &email, &token, body))
+}
+
+/// Ends one of the user's keys or sessions (the API's `DELETE
+/// /api/keys/{id}`), from this page's form only.
+pub(super) async fn end_key(
+    State(state): State<AppState>,
+    Source(source): Source,
+    headers: HeaderMap,
+    uri: axum::http::Uri,
+    Path(id): Path<String>,
+    axum::extract::Form(f): axum::extract::Form<super::LogoutForm>,
+) -> Response {
+    let caller = match signed_in(&state, &headers, source).await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    if !crate::web::posted_from_here(&headers, &uri) || !csrf::check(&state, &caller, &f.csrf) {
+        return super::refused_form();
+    }
+    match keys_api::remove(State(state.clone()), caller, Path(id)).await {
+        Ok(_) => Redirect::to("/console/account").into_response(),
+        Err(e) => html_response(e.status, layout::error_page(&e.message)),
+    }
+}
