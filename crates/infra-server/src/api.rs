@@ -12,7 +12,7 @@ pub(crate) mod provider_login;
 mod providers;
 mod ssh_api;
 pub(crate) mod tokens;
-mod users;
+pub(crate) mod users;
 mod wellknown;
 
 pub(crate) use wellknown::readiness;

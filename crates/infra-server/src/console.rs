@@ -40,6 +40,7 @@ pub(crate) fn routes() -> axum::Router<AppState> {
         .route("/console/kubeconfig", get(kubeconfig))
         .route("/console/account", get(account::page))
         .route("/console/account/keys/{id}/end", post(account::end_key))
+        .route("/console/account/password", post(account::change_password))
         .route("/console/assets/console.css", get(|| asset(STYLESHEET, "text/css")))
         .route("/console/assets/console.js", get(|| asset(SCRIPT, "text/javascript")))
         .layer(axum::middleware::from_fn(headers))

@@ -12,7 +12,34 @@ use crate::authn::Source;
 use crate::extract::Query;
 use crate::state::AppState;
 
-pub(super) async fn page(State(state): State<AppState>, Source(source): Source, headers: HeaderMap) -> Response {
+#[derive(Debug, serde::Deserialize)]
+pub(super) struct Shown {
+    #[serde(default)]
+    changed: bool,
+}
+
+pub(super) async fn page(
+    State(state): State<AppState>,
+    Source(source): Source,
+    headers: HeaderMap,
+    axum::extract::Query(shown): axum::extract::Query<Shown>,
+) -> Response {
+    let notice = shown
+        .changed
+        .then_some("Your password was changed, and your other sessions were ended.");
+    render(&state, &headers, source, notice, None).await
+}
+
+/// The page, with a notice at the top or an error at the password form.
+async fn render(
+    state: &AppState,
+    headers: &HeaderMap,
+    source: String,
+    notice: Option<&str>,
+    password_error: Option<&str>,
+) -> Response {
+    let state = state.clone();
+    let headers = headers.clone();
     let caller = match signed_in(&state, &headers, source.clone()).await {
         Ok(c) => c,
         Err(r) => return r,
@@ -49,6 +76,7 @@ pub(super) async fn page(State(state): State<AppState>, Source(source): Source, 
     }
     let body = html! {
         h1 { "Sessions and keys" }
+        @if let Some(n) = notice { p.notice role="status" { (n) } }
         p.lead { "Everything that can act as you: your sign-ins (sessions) and the access keys you made. Ending one signs it out everywhere at once." }
         table {
             caption.visually-hidden { "Your sessions and access keys" }
@@ -78,8 +106,70 @@ pub(super) async fn page(State(state): State<AppState>, Source(source): Source, 
                 }
             }
         }
+        h2 { "Change your password" }
+        form.stack method="post" action="/console/account/password" {
+            input type="hidden" name="csrf" value=(token);
+            label for="old_password" { "Current password" }
+            input #old_password type="password" name="old_password" autocomplete="current-password" required;
+            label for="password" { "New password" }
+            input #password type="password" name="password" autocomplete="new-password" required
+                aria-describedby=[password_error.map(|_| "password-error")];
+            label for="confirm" { "New password, again" }
+            input #confirm type="password" name="confirm" autocomplete="new-password" required;
+            @if let Some(e) = password_error { p #password-error .error role="alert" { (e) } }
+            button type="submit" { "Change password" }
+        }
     };
-    html_response(StatusCode::OK, layout::page("Sessions and keys", &email, &token, body))
+    let status = if password_error.is_some() {
+        StatusCode::BAD_REQUEST
+    } else {
+        StatusCode::OK
+    };
+    html_response(status, layout::page("Sessions and keys", &email, &token, body))
+}
+
+#[derive(Debug, serde::Deserialize)]
+pub(super) struct PasswordForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    old_password: String,
+    #[serde(default)]
+    password: String,
+    #[serde(default)]
+    confirm: String,
+}
+
+/// Changes the user's own password through the API's `PUT
+/// /api/users/{email}`: the old one is checked and the other sessions end
+/// there.
+pub(super) async fn change_password(
+    State(state): State<AppState>,
+    Source(source): Source,
+    headers: HeaderMap,
+    uri: axum::http::Uri,
+    axum::extract::Form(f): axum::extract::Form<PasswordForm>,
+) -> Response {
+    let caller = match signed_in(&state, &headers, source.clone()).await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    if !crate::web::posted_from_here(&headers, &uri) || !csrf::check(&state, &caller, &f.csrf) {
+        return super::refused_form();
+    }
+    if f.password != f.confirm {
+        return render(&state, &headers, source, None, Some("The two new passwords differ.")).await;
+    }
+    let email = caller.user.email.clone();
+    let req = infra_api::UpdateUserRequest {
+        password: f.password,
+        old_password: Some(f.old_password),
+    };
+    match crate::api::users::update(State(state.clone()), caller, Path(email), crate::extract::Body(req)).await {
+        Ok(_) => Redirect::to("/console/account?changed=true").into_response(),
+        Err(e) if e.status.is_client_error() => render(&state, &headers, source, None, Some(&e.message)).await,
+        Err(e) => html_response(e.status, layout::error_page(&e.message)),
+    }
 }
 
 /// Ends one of the user's keys or sessions (the API's `DELETE

@@ -239,4 +239,40 @@ fn a_user_sees_and_ends_their_own_sessions_and_keys_from_the_page_only() {
     assert_eq!(works(&key), 200, "a forged post ended the key");
     assert_eq!(end(&["-d", &format!("csrf={csrf}")]), 303);
     assert_eq!(works(&key), 401, "the key still works after it was ended");
+
+    // Changing the password: each mistake said at the form, then done.
+    let change = |old: &str, new: &str, confirm: &str| {
+        let c = format!("Cookie: {cookie}");
+        let fields = [
+            format!("csrf={csrf}"),
+            format!("old_password={old}"),
+            format!("password={new}"),
+            format!("confirm={confirm}"),
+        ];
+        let mut args = vec!["-X", "POST", "-H", c.as_str(), "-H", origin.as_str()];
+        for f in &fields {
+            args.extend(["--data-urlencode", f.as_str()]);
+        }
+        curl(env, "/console/account/password", &args)
+    };
+    let (status, _, body) = change("user-password-1", "a-new-password-2", "another-password-3");
+    assert_eq!(status, 400);
+    assert!(body.contains("The two new passwords differ."), "{body}");
+    let (status, _, body) = change("wrong-password-9", "a-new-password-2", "a-new-password-2");
+    assert_eq!(status, 400);
+    assert!(body.contains("old password is wrong"), "{body}");
+    let (status, head, _) = change("user-password-1", "a-new-password-2", "a-new-password-2");
+    assert_eq!(
+        (status, header(&head, "location")),
+        (303, Some("/console/account?changed=true"))
+    );
+    let (status, _, body) = curl(
+        env,
+        "/console/account?changed=true",
+        &["-H", &format!("Cookie: {cookie}")],
+    );
+    assert_eq!(status, 200, "the session that changed the password stays");
+    assert!(body.contains("Your password was changed"), "{body}");
+    let out = alice.run(&["list"]);
+    assert_ne!(out.status, 0, "the CLI's session outlived the password change: {out:?}");
 }
