@@ -49,7 +49,17 @@ pub(crate) fn routes() -> axum::Router<AppState> {
 /// What every console response carries: no framing, no inline code, no
 /// caching of pages that show who has access to what.
 async fn headers(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
-    let mut r = next.run(req).await;
+    with_defences(next.run(req).await)
+}
+
+/// A page outside the console's routes (the sign-in flow's) in its frame:
+/// the brand, a title, `body`.
+pub(crate) fn plain_page(title: &str, body: Markup) -> Markup {
+    layout::plain(title, body)
+}
+
+/// The console's response headers on `r` (also the sign-in pages').
+pub(crate) fn with_defences(mut r: Response) -> Response {
     let h = r.headers_mut();
     let set = |h: &mut HeaderMap, k: &'static str, v: &'static str| {
         h.insert(k, HeaderValue::from_static(v));
@@ -61,7 +71,9 @@ async fn headers(req: axum::extract::Request, next: axum::middleware::Next) -> R
     );
     set(h, "x-frame-options", "DENY");
     set(h, "x-content-type-options", "nosniff");
-    set(h, "referrer-policy", "no-referrer");
+    // Not `no-referrer`: with it, a browser sends `Origin: null` on a form
+    // post, and the same-origin check refuses the console's own forms.
+    set(h, "referrer-policy", "same-origin");
     if !h.contains_key(header::CACHE_CONTROL) {
         set(h, "cache-control", "no-store");
     }

@@ -125,38 +125,35 @@ fn valid_rd(state: &AppState, rd: &str) -> String {
     }
 }
 
+/// A page of the sign-in flow, in the console's style, with the console's
+/// defences (no inline code, no framing). `body` is HTML already escaped.
 fn page(status: StatusCode, title: &str, body: &str) -> Response {
-    let html = format!(
-        "<!doctype html><html><head><meta charset=\"utf-8\"><title>{t}</title>\
-         <style>body{{font-family:sans-serif;max-width:26em;margin:4em auto}}input{{display:block;width:100%;margin:.4em 0 1em;padding:.4em}}\
-         .err{{color:#b00}}</style></head><body><h1>{t}</h1>{body}</body></html>",
-        t = esc(title)
-    );
-    (status, Html(html)).into_response()
+    let html = crate::console::plain_page(title, maud::PreEscaped(body.to_owned()));
+    crate::console::with_defences((status, Html(html.into_string())).into_response())
 }
 
 fn login_form(rd: &str, error: Option<&str>, providers: &[String]) -> Response {
-    let err = error
-        .map(|e| format!("<p class=\"err\">{}</p>", esc(e)))
-        .unwrap_or_default();
-    let links: String = providers
-        .iter()
-        .map(|p| {
-            format!(
-                "<p><a class=\"provider\" href=\"/oidc/start/{}?rd={}\">Sign in with {}</a></p>",
-                enc(p),
-                enc(rd),
-                esc(p)
-            )
-        })
-        .collect();
-    let body = format!(
-        "{err}{links}<form method=\"post\" action=\"/login\">\
-         <label>Email<input name=\"email\" type=\"email\" autocomplete=\"username\" required autofocus></label>\
-         <label>Password<input name=\"password\" type=\"password\" autocomplete=\"current-password\" required></label>\
-         <input type=\"hidden\" name=\"rd\" value=\"{}\"><button type=\"submit\">Log in</button></form>",
-        esc(rd)
-    );
+    let body = maud::html! {
+        @if let Some(e) = error { p #login-error .error role="alert" { (e) } }
+        @if !providers.is_empty() {
+            div.providers {
+                @for p in providers {
+                    a.button href=(format!("/oidc/start/{}?rd={}", enc(p), enc(rd))) { "Sign in with " (p) }
+                }
+            }
+            p.or { "or with your email and password" }
+        }
+        form.stack method="post" action="/login" {
+            label for="email" { "Email" }
+            input #email name="email" type="email" autocomplete="username" required autofocus
+                aria-describedby=[error.map(|_| "login-error")];
+            label for="password" { "Password" }
+            input #password name="password" type="password" autocomplete="current-password" required;
+            input type="hidden" name="rd" value=(rd);
+            button.primary type="submit" { "Log in" }
+        }
+    }
+    .into_string();
     let status = if error.is_some() {
         StatusCode::UNAUTHORIZED
     } else {

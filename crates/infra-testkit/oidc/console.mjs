@@ -3,13 +3,16 @@
 // and can take screenshots.
 //
 //   node console.mjs --url BASE --username U --password P --page PATH...
-//                    [--screenshots DIR] [--insecure]
+//                    [--public PATH]... [--screenshots DIR] [--sign-out] [--insecure]
 //
 // For each --page, in a light desktop window: loads BASE+PATH, runs axe-core
 // (WCAG 2 A and AA rules), and reports the page's final URL, its innerText
 // (the first 4000 characters) and the violations. With --screenshots, also
 // saves PATH at desktop and mobile width, light and dark, as
-// DIR/<name>-<desktop|mobile>-<light|dark>.png. Prints one JSON object
+// DIR/<name>-<desktop|mobile>-<light|dark>.png. Each --public PATH is
+// checked (and screenshotted) the same way before signing in, such as
+// /login. With --sign-out, last presses the page's Sign out button and
+// reports where the browser lands ("signedOut": URL). Prints one JSON object
 // {"pages": [{"path", "url", "text", "violations": [{"id", "impact",
 // "help", "nodes"}]}]}. Exit codes: 0 done (violations are reported, not
 // judged), 3 the sign-in was refused, 1 any other failure, 2 usage.
@@ -25,8 +28,10 @@ const { values } = parseArgs({
     username: { type: 'string' },
     password: { type: 'string' },
     page: { type: 'string', multiple: true, default: [] },
+    public: { type: 'string', multiple: true, default: [] },
     screenshots: { type: 'string' },
     insecure: { type: 'boolean', default: false },
+    'sign-out': { type: 'boolean', default: false },
   },
 });
 if (!values.url || values.username === undefined || values.password === undefined || values.page.length === 0) {
@@ -55,9 +60,8 @@ try {
     return { ctx, page };
   };
 
-  const { ctx, page } = await signIn({ viewport: { width: 1280, height: 800 } });
   const pages = [];
-  for (const path of values.page) {
+  const check = async (page, path) => {
     await page.goto(base + path);
     await page.evaluate(axeSource);
     const result = await page.evaluate(() =>
@@ -74,23 +78,41 @@ try {
         nodes: v.nodes.map((n) => n.target.join(' ')),
       })),
     });
+  };
+  const name = (path) => path.replace(/^\//, '').replace(/[^a-z0-9]+/gi, '-') || 'index';
+  {
+    const ctx = await browser.newContext({ ignoreHTTPSErrors: values.insecure, bypassCSP: true, viewport: { width: 1280, height: 800 } });
+    const page = await ctx.newPage();
+    for (const path of values.public) await check(page, path);
+    await ctx.close();
+  }
+  const { ctx, page } = await signIn({ viewport: { width: 1280, height: 800 } });
+  for (const path of values.page) await check(page, path);
+  let signedOut;
+  if (values['sign-out']) {
+    await Promise.all([page.waitForNavigation(), page.click('text=Sign out')]);
+    signedOut = page.url();
   }
   await ctx.close();
 
   if (values.screenshots) {
     for (const [width, height, form] of [[1280, 800, 'desktop'], [390, 844, 'mobile']]) {
       for (const colorScheme of ['light', 'dark']) {
-        const { ctx, page } = await signIn({ viewport: { width, height }, colorScheme });
-        for (const path of values.page) {
+        const shoot = async (page, path) => {
           await page.goto(base + path);
-          const name = path.replace(/^\//, '').replace(/[^a-z0-9]+/gi, '-') || 'index';
-          await page.screenshot({ path: `${values.screenshots}/${name}-${form}-${colorScheme}.png`, fullPage: true });
-        }
+          await page.screenshot({ path: `${values.screenshots}/${name(path)}-${form}-${colorScheme}.png`, fullPage: true });
+        };
+        const anon = await browser.newContext({ ignoreHTTPSErrors: values.insecure, viewport: { width, height }, colorScheme });
+        const p = await anon.newPage();
+        for (const path of values.public) await shoot(p, path);
+        await anon.close();
+        const { ctx, page } = await signIn({ viewport: { width, height }, colorScheme });
+        for (const path of values.page) await shoot(page, path);
         await ctx.close();
       }
     }
   }
-  console.log(JSON.stringify({ pages }));
+  console.log(JSON.stringify({ pages, signedOut }));
 } finally {
   await browser.close();
 }

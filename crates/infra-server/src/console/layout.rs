@@ -53,6 +53,23 @@ pub(super) fn page(title: &str, user: &str, csrf: &str, body: Markup) -> Markup 
     }
 }
 
+/// A page for anyone (signed in or not): the brand and a narrow card.
+pub(super) fn plain(title: &str, body: Markup) -> Markup {
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            (head(title))
+            body.plain {
+                main #main .narrow {
+                    p.brand { "Infra" }
+                    h1 { (title) }
+                    (body)
+                }
+            }
+        }
+    }
+}
+
 /// A page that says what went wrong, for anyone.
 pub(super) fn error_page(message: &str) -> Markup {
     html! {

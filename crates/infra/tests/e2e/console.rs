@@ -155,7 +155,7 @@ fn the_portal_shows_what_a_user_can_reach_and_signs_out_only_from_its_own_form()
 fn in_chromium(env: &super::common::Env, email: &str, pages: &[&str]) -> serde_json::Value {
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../infra-testkit/oidc/console.mjs");
     let mut cmd = Command::new("node");
-    cmd.arg(&script).args([
+    cmd.arg(&script).args(["--public", "/login", "--sign-out"]).args([
         "--url",
         &env.server.url,
         "--username",
@@ -181,14 +181,21 @@ fn in_a_browser_the_portal_shows_each_destination_and_passes_axe() {
         .run(&["grants", "add", "alice@example.com", "web", "--role", "user"])
         .ok();
     let result = in_chromium(env, "alice@example.com", &["/console", "/console/account"]);
-    let page = &result["pages"][0];
+    assert!(
+        result["pages"][0]["text"].as_str().unwrap().contains("Log in"),
+        "{result:#}"
+    );
+    // The sign-in page first, then the signed-in pages, then the page's own
+    // Sign out, posted by the browser.
+    let page = &result["pages"][1];
     assert!(page["url"].as_str().unwrap().ends_with("/console"), "{page:#}");
+    assert!(result["signedOut"].as_str().unwrap().ends_with("/login"), "{result:#}");
     let text = page["text"].as_str().unwrap();
     assert!(
         text.contains("web") && text.contains("user") && !text.contains("other"),
         "{text}"
     );
-    let account = &result["pages"][1];
+    let account = &result["pages"][2];
     assert!(
         account["text"].as_str().unwrap().contains("this session"),
         "{account:#}"
