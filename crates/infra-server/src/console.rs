@@ -102,7 +102,7 @@ fn html_response(status: StatusCode, page: Markup) -> Response {
 
 /// The signed-in caller, or where to sign in.
 async fn signed_in(state: &AppState, headers: &HeaderMap, source: String) -> Result<Caller, Response> {
-    let key = crate::web::session_cookie(headers);
+    let key = crate::browser::session_cookie(headers);
     let caller = match key {
         Some(k) => Caller::from_key(state, &k, source, false).await.ok(),
         None => None,
@@ -293,16 +293,19 @@ async fn logout(
         Ok(c) => c,
         Err(r) => return r,
     };
-    if !crate::web::posted_from_here(&headers, &uri) || !csrf::check(&state, &caller, &f.csrf) {
+    if !crate::browser::posted_from_here(&headers, &uri) || !csrf::check(&state, &caller, &f.csrf) {
         return refused_form();
     }
     if let Err(e) = login::logout(State(state.clone()), caller).await {
         return html_response(e.status, layout::error_page(&e.message));
     }
     let mut r = Redirect::to("/login").into_response();
-    r.headers_mut().insert(
-        header::SET_COOKIE,
-        HeaderValue::from_static("__Host-infra_session=; Path=/; Secure; HttpOnly; SameSite=Lax; Max-Age=0"),
+    let clear = format!(
+        "{}=; Path=/; Secure; HttpOnly; SameSite=Lax; Max-Age=0",
+        crate::browser::SESSION_COOKIE
     );
+    if let Ok(v) = HeaderValue::from_str(&clear) {
+        r.headers_mut().insert(header::SET_COOKIE, v);
+    }
     r
 }

@@ -14,6 +14,7 @@ mod audit_out;
 mod audit_retention;
 mod authn;
 mod bootstrap;
+mod browser;
 mod config;
 mod console;
 mod error;

@@ -26,12 +26,12 @@ use serde::Deserialize;
 
 use crate::api::login;
 use crate::authn::{Caller, Source};
+use crate::browser::{SESSION_COOKIE, cookie, posted_from_here, session_cookie};
 use crate::extract::Body;
 use crate::state::AppState;
 
 // `__Host-`: the browser takes these cookies only from this exact host over
 // HTTPS with `Path=/`, so a destination on a sub-domain cannot plant one.
-const SESSION_COOKIE: &str = "__Host-infra_session";
 /// The state of the browser's own provider login: the callback is taken
 /// only from the browser that started it, so nobody can log a victim in
 /// to the attacker's account by sending them a callback link.
@@ -312,28 +312,6 @@ fn with_session(mut r: Response, key: &str) -> Response {
     r
 }
 
-/// Whether a form post comes from a page of this server. Without this check
-/// any site could post its author's credentials and log the visitor's
-/// browser in as that author (login CSRF): what the visitor then does
-/// through Infra would happen in the attacker's name. Browsers say where a
-/// post comes from (`Sec-Fetch-Site`, `Origin`); a client that sends
-/// neither is no browser a page could drive.
-pub(crate) fn posted_from_here(headers: &HeaderMap, uri: &axum::http::Uri) -> bool {
-    let text = |n: header::HeaderName| headers.get(n).and_then(|v| v.to_str().ok());
-    if let Some(site) = text(header::HeaderName::from_static("sec-fetch-site"))
-        && !matches!(site, "same-origin" | "none")
-    {
-        return false;
-    }
-    let Some(origin) = text(header::ORIGIN) else {
-        return true;
-    };
-    let host = text(header::HOST)
-        .map(str::to_owned)
-        .or_else(|| uri.authority().map(|a| a.to_string()));
-    host.is_some_and(|h| origin.eq_ignore_ascii_case(&format!("https://{h}")))
-}
-
 pub(crate) async fn login_submit(
     State(state): State<AppState>,
     source: Source,
@@ -375,20 +353,6 @@ pub(crate) async fn login_submit(
 /// Signed in with no destination to go back to: the portal.
 pub(crate) async fn login_done() -> Response {
     Redirect::to("/console").into_response()
-}
-
-pub(crate) fn session_cookie(h: &HeaderMap) -> Option<String> {
-    cookie(h, SESSION_COOKIE)
-}
-
-fn cookie(h: &HeaderMap, name: &str) -> Option<String> {
-    h.get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|kv| kv.trim().split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v.to_owned())
 }
 
 pub(crate) async fn authorize(

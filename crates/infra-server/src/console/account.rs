@@ -154,7 +154,7 @@ pub(super) async fn change_password(
         Ok(c) => c,
         Err(r) => return r,
     };
-    if !crate::web::posted_from_here(&headers, &uri) || !csrf::check(&state, &caller, &f.csrf) {
+    if !crate::browser::posted_from_here(&headers, &uri) || !csrf::check(&state, &caller, &f.csrf) {
         return super::refused_form();
     }
     if f.password != f.confirm {
@@ -186,7 +186,7 @@ pub(super) async fn end_key(
         Ok(c) => c,
         Err(r) => return r,
     };
-    if !crate::web::posted_from_here(&headers, &uri) || !csrf::check(&state, &caller, &f.csrf) {
+    if !crate::browser::posted_from_here(&headers, &uri) || !csrf::check(&state, &caller, &f.csrf) {
         return super::refused_form();
     }
     match keys_api::remove(State(state.clone()), caller, Path(id)).await {
