@@ -7,7 +7,7 @@
 //! to the server per pod.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{LazyLock, Mutex};
+use std::sync::{Arc, LazyLock, Mutex};
 
 use infra_auth::webhook_ca::{LEAF_DAYS, WebhookCa};
 use infra_core::workload::Mappings;
@@ -30,11 +30,28 @@ type Request = (String, Vec<String>);
 /// (chain PEM, when in unix ms)
 type Issued = (String, i64);
 
+/// The CAs made so far, by (root key id, cluster): each snapshot of a
+/// webhook's connector needs its cluster's, and making one signs.
+static CAS: LazyLock<Mutex<HashMap<CaKey, Arc<WebhookCa>>>> = LazyLock::new(Mutex::default);
+/// (root key id, cluster)
+type CaKey = (String, String);
+
 /// The webhook CA of one cluster (the same on every replica). One per
 /// cluster: a certificate a connector gets for its own webhook is no use
 /// against another cluster's API server.
-pub(crate) fn webhook_ca(state: &AppState, cluster: &str) -> Result<WebhookCa, String> {
-    WebhookCa::from_seed(state.root_key.derive(&format!("{CA_PURPOSE}:{cluster}")).expose()).map_err(|e| e.to_string())
+pub(crate) fn webhook_ca(state: &AppState, cluster: &str) -> Result<Arc<WebhookCa>, String> {
+    let key = (state.root_key.id().to_owned(), cluster.to_owned());
+    if let Some(ca) = CAS.lock().ok().and_then(|m| m.get(&key).cloned()) {
+        return Ok(ca);
+    }
+    let ca = Arc::new(
+        WebhookCa::from_seed(state.root_key.derive(&format!("{CA_PURPOSE}:{cluster}")).expose())
+            .map_err(|e| e.to_string())?,
+    );
+    if let Ok(mut m) = CAS.lock() {
+        m.insert(key, ca.clone());
+    }
+    Ok(ca)
 }
 
 /// The workloads part of a snapshot for a connector with `infos`; `None`

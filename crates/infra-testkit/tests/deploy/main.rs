@@ -276,19 +276,23 @@ async fn plain_manifests_and_helm_chart_pass_the_api_server() {
     );
 }
 
+/// Rendering `chart` as `release` in `infra` with `values` fails, saying
+/// `expected`.
+pub(crate) fn refuses(helm: &Helm, chart: &std::path::Path, release: &str, values: &[&str], expected: &str) {
+    let out = helm.try_template(chart, release, "infra", values);
+    out.failed();
+    assert!(
+        out.stderr.contains(expected),
+        "values {values:?}: expected {expected:?} in\n{}",
+        out.stderr
+    );
+}
+
 #[test]
 fn helm_chart_refuses_bad_values_with_what_to_set() {
     let helm = Helm::new().unwrap();
     let chart = helm.chart(CHART);
-    let check = |extra: &str, expected: &str| {
-        let out = helm.try_template(&chart, "infra-connector", "infra", &[LIKE_PLAIN, extra]);
-        out.failed();
-        assert!(
-            out.stderr.contains(expected),
-            "values {extra:?}: expected {expected:?} in\n{}",
-            out.stderr
-        );
-    };
+    let check = |extra: &str, expected: &str| refuses(&helm, &chart, "infra-connector", &[LIKE_PLAIN, extra], expected);
     check(
         "accessKey: ''\n",
         "accessKey is required (from 'infra keys add --connector",

@@ -6,7 +6,7 @@
 use infra_testkit::{Helm, KubeCluster};
 use serde_json::{Value, json};
 
-use super::by_kind;
+use super::{by_kind, refuses};
 
 const SERVER_CHART: &str = "infra-server";
 /// The password in the database URL and the root key of [`SERVER_VALUES`]:
@@ -259,15 +259,7 @@ async fn server_helm_chart_passes_the_api_server() {
 fn server_helm_chart_refuses_bad_values_with_what_to_set() {
     let helm = Helm::new().unwrap();
     let chart = helm.chart(SERVER_CHART);
-    let check = |extra: &str, expected: &str| {
-        let out = helm.try_template(&chart, "infra-server", "infra", &[SERVER_VALUES, extra]);
-        out.failed();
-        assert!(
-            out.stderr.contains(expected),
-            "values {extra:?}: expected {expected:?} in\n{}",
-            out.stderr
-        );
-    };
+    let check = |extra: &str, expected: &str| refuses(&helm, &chart, "infra-server", &[SERVER_VALUES, extra], expected);
     check(
         "database: {url: ''}\n",
         "replicas is 2, but no PostgreSQL is configured: set database.url (postgres://USER:PASSWORD@HOST:5432/DATABASE) or database.existingSecret",

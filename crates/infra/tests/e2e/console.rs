@@ -14,27 +14,41 @@ pub fn curl(env: &super::common::Env, path: &str, args: &[&str]) -> (u16, String
     super::common::curl_response(&all, &format!("{}{path}", env.server.url))
 }
 
-/// Signs in with the console's form as `email` (password
-/// `user-password-1`); the session cookie, `name=value`.
+/// Posts the console's sign-in form as `email` (password
+/// `user-password-1`) from the server's own origin: (status, headers).
+fn post_sign_in(env: &super::common::Env, email: &str) -> (u16, String) {
+    let origin = format!("Origin: {}", env.server.url.trim_end_matches('/'));
+    let email = format!("email={email}");
+    let args = [
+        "-H",
+        origin.as_str(),
+        "--data-urlencode",
+        email.as_str(),
+        "--data-urlencode",
+        "password=user-password-1",
+    ];
+    let (status, head, _) = curl(env, "/login", &args);
+    (status, head)
+}
+
+/// Signs in with the console's form as `email`; the session cookie,
+/// `name=value`.
 pub fn sign_in(env: &super::common::Env, email: &str) -> String {
-    let origin = env.server.url.trim_end_matches('/').to_owned();
-    let (status, head, _) = curl(
-        env,
-        "/login",
-        &[
-            "-H",
-            &format!("Origin: {origin}"),
-            "--data-urlencode",
-            &format!("email={email}"),
-            "--data-urlencode",
-            "password=user-password-1",
-        ],
-    );
+    let (status, head) = post_sign_in(env, email);
     assert_eq!(status, 303, "{head}");
     header(&head, "set-cookie")
         .unwrap()
         .split(';')
         .next()
+        .unwrap()
+        .to_owned()
+}
+
+/// The token in a console page's forms.
+fn csrf_of(page: &str) -> String {
+    page.split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
         .unwrap()
         .to_owned()
 }
@@ -66,18 +80,7 @@ fn the_portal_shows_what_a_user_can_reach_and_signs_out_only_from_its_own_form()
     assert_eq!(header(&head, "location"), Some("/login"));
 
     // The sign-in form sets the session cookie and lands on the portal.
-    let (status, head, _) = curl(
-        env,
-        "/login",
-        &[
-            "-H",
-            &format!("Origin: {origin}"),
-            "--data-urlencode",
-            "email=alice@example.com",
-            "--data-urlencode",
-            "password=user-password-1",
-        ],
-    );
+    let (status, head) = post_sign_in(env, "alice@example.com");
     assert_eq!(status, 303, "{head}");
     assert_eq!(header(&head, "location"), Some("/login/done"));
     let set_cookie = header(&head, "set-cookie").unwrap().to_owned();
@@ -119,12 +122,7 @@ fn the_portal_shows_what_a_user_can_reach_and_signs_out_only_from_its_own_form()
 
     // Sign out: refused without the page's token, with another's, or
     // from another site; done with it.
-    let csrf = body
-        .split("name=\"csrf\" value=\"")
-        .nth(1)
-        .and_then(|r| r.split('"').next())
-        .unwrap()
-        .to_owned();
+    let csrf = csrf_of(&body);
     let post = |extra: &[&str]| {
         let mut args = vec!["-X", "POST", "-H"];
         let c = format!("Cookie: {cookie}");
@@ -229,12 +227,7 @@ fn a_user_sees_and_ends_their_own_sessions_and_keys_from_the_page_only() {
     // Another user's keys are not there.
     assert!(!page.contains("admin@example.com"), "{page}");
     let id = key.split('.').next().unwrap();
-    let csrf = page
-        .split("name=\"csrf\" value=\"")
-        .nth(1)
-        .and_then(|r| r.split('"').next())
-        .unwrap()
-        .to_owned();
+    let csrf = csrf_of(&page);
     let origin = format!("Origin: {}", env.server.url.trim_end_matches('/'));
     let end = |extra: &[&str]| {
         let c = format!("Cookie: {cookie}");
