@@ -28,6 +28,8 @@ const SA: &str = "api@shop.example";
 
 struct Wl {
     cluster: KubeCluster,
+    /// Where the connector's admission webhook listens.
+    webhook_port: u16,
     env: Env,
     _connector: Connector,
     _pg: Postgres,
@@ -135,6 +137,7 @@ fn setup() -> Wl {
     cluster.apply(&config).unwrap();
     Wl {
         cluster,
+        webhook_port,
         env,
         _connector: connector,
         _pg: pg,
@@ -519,4 +522,59 @@ fn the_exchange_refuses_other_audiences_expired_tokens_and_unmapped_accounts() {
     let (code, body) = exchange(&w, &expired);
     assert_eq!(code, 401, "{body}");
     assert!(body.contains("expired"), "{body}");
+}
+
+/// The webhook's port and the webhook CA, as anyone on the network (no
+/// credential) finds them: the webhook answers only about the pod it is
+/// sent and changes nothing; the CA is for admins.
+#[test]
+fn attack_the_webhook_port_answers_only_about_the_pod_it_is_sent() {
+    let w = setup();
+    let url = |path: &str| format!("https://127.0.0.1:{}{path}", w.webhook_port);
+    let post = |path: &str, body: &str| {
+        let out = Command::new("curl")
+            .args([
+                "-sk",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                "-X",
+                "POST",
+                "--data-binary",
+                "@-",
+            ])
+            .args(["-H", "Content-Type: application/json", &url(path)])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .and_then(|mut c| {
+                use std::io::Write as _;
+                c.stdin.take().unwrap().write_all(body.as_bytes())?;
+                c.wait_with_output()
+            })
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    // Not a review, another path, a body past the limit: refused.
+    assert_eq!(post("/mutate", "not json"), "400");
+    assert_eq!(post("/mutate", r#"{"request": {}}"#), "400");
+    assert_eq!(post("/admin", "{}"), "404");
+    assert_eq!(post("/mutate", &"x".repeat(5 << 20)), "413");
+    // A review it makes up: the answer is a patch for that pod, which
+    // nobody applies; nothing is created in the cluster.
+    let review = json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {
+        "uid": "u1", "kind": {"kind": "Pod"}, "namespace": "shop",
+        "object": {"metadata": {"name": "made-up", "annotations": {"infra.dev/connect": "db"}},
+                   "spec": {"serviceAccountName": "api", "containers": [{"name": "app", "image": "x"}]}}}});
+    assert_eq!(post("/mutate", &review.to_string()), "200");
+    let out = w.cluster.kubectl(&["get", "pods", "-n", "shop", "-o", "name"]);
+    assert!(!out.stdout.contains("made-up"), "{out:?}");
+    // The webhook CA is not for anonymous clients.
+    let (status, _) = w
+        .env
+        .server
+        .get_json("/api/workloads/webhook-ca?cluster=k8s", None)
+        .unwrap();
+    assert_eq!(status, 401);
 }
