@@ -83,6 +83,9 @@ pub struct User {
     pub created: String,
     pub last_seen: Option<String>,
     pub groups: Vec<String>,
+    /// `user` (a person) or `service` (a service account).
+    #[serde(default)]
+    pub kind: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -341,6 +344,21 @@ pub struct Destination {
     /// destination's own public origin.
     pub url: String,
     pub direct_url: Option<String>,
+}
+
+/// One way a user reaches a destination: the grant, and the group it is
+/// held through (none for a grant to the user).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AccessPath {
+    pub user: String,
+    pub role: String,
+    /// The destination or the part of it (`cluster.namespace`) granted.
+    pub resource: String,
+    pub group: Option<String>,
+    pub expires: Option<String>,
+    /// The grant's id (`infra grants remove ID` ends this path).
+    pub grant: String,
 }
 
 /// A destination the server decides for itself, for a proxy in front of

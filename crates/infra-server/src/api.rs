@@ -2,21 +2,21 @@
 //! handlers. What the handlers share lives below it (`extract`, `wire`,
 //! `hashing`), so other front ends (`web`) use it without reaching up here.
 
-mod audit_api;
-mod destinations;
-mod grants;
-mod groups;
+pub(crate) mod audit_api;
+pub(crate) mod destinations;
+pub(crate) mod grants;
+pub(crate) mod groups;
 pub(crate) mod keys_api;
 pub(crate) mod login;
 pub(crate) mod provider_login;
-mod providers;
-mod ssh_api;
+pub(crate) mod providers;
+pub(crate) mod ssh_api;
 pub(crate) mod tokens;
 pub(crate) mod users;
 mod wellknown;
 
 pub(crate) use wellknown::readiness;
-mod workload;
+pub(crate) mod workload;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -40,7 +40,7 @@ pub(crate) fn router(state: AppState) -> Router {
             get(users::get_one).put(users::update).delete(users::remove),
         )
         .route("/groups", get(groups::list).post(groups::create))
-        .route("/groups/{name}", delete(groups::remove))
+        .route("/groups/{name}", get(groups::get_one).delete(groups::remove))
         .route(
             "/groups/{name}/members/{email}",
             put(groups::add_member).delete(groups::remove_member),
@@ -66,6 +66,7 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/ssh/certificates", post(ssh_api::issue))
         .route("/destinations", get(destinations::list).post(destinations::create))
         .route("/destinations/{name}", delete(destinations::remove))
+        .route("/destinations/{name}/access", get(destinations::access))
         .route("/connectors/jwks", get(destinations::assertion_keys))
         .route("/connectors/{name}/jwks", get(destinations::connector_assertion_keys))
         .route("/audit", get(audit_api::list))
@@ -119,12 +120,12 @@ pub(crate) fn router(state: AppState) -> Router {
     paths(
         login::login, login::logout, login::info,
         users::list, users::create, users::get_one, users::update, users::remove,
-        groups::list, groups::create, groups::remove, groups::add_member, groups::remove_member,
+        groups::list, groups::get_one, groups::create, groups::remove, groups::add_member, groups::remove_member,
         grants::list, grants::create, grants::remove,
         keys_api::list, keys_api::create, keys_api::remove,
         tokens::issue, tokens::list_signing_keys, tokens::rotate,
         audit_api::list, audit_api::verify,
-        destinations::list, destinations::create, destinations::remove, fa::forward_auth, destinations::assertion_keys, destinations::connector_assertion_keys,
+        destinations::list, destinations::create, destinations::remove, destinations::access, fa::forward_auth, destinations::assertion_keys, destinations::connector_assertion_keys,
         ssh_api::user_ca, ssh_api::host_ca, ssh_api::rotate, ssh_api::issue,
         providers::create, providers::list, providers::remove, provider_login::authorize, provider_login::device,
         workload::create, workload::list, workload::remove, workload::exchange, workload::webhook_ca,

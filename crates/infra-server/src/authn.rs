@@ -14,7 +14,9 @@ use crate::error::{ApiError, ApiResult};
 use crate::idp::refresh::RefreshError;
 use crate::state::AppState;
 
-/// An authenticated caller.
+/// An authenticated caller. Cloned only by the console, which calls
+/// several API handlers for one page.
+#[derive(Clone)]
 pub(crate) struct Caller {
     pub(crate) user: UserRow,
     pub(crate) groups: Vec<GroupRow>,

@@ -17,7 +17,10 @@
 
 mod account;
 mod csrf;
+mod form;
+mod grants;
 mod layout;
+mod people;
 
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -25,7 +28,6 @@ use axum::response::{IntoResponse, Redirect, Response};
 use maud::{Markup, html};
 
 use crate::api::login;
-use crate::authn::{Caller, Source};
 use crate::state::AppState;
 
 const STYLESHEET: &str = include_str!("console/assets/console.css");
@@ -41,6 +43,17 @@ pub(crate) fn routes() -> axum::Router<AppState> {
         .route("/console/account", get(account::page))
         .route("/console/account/keys/{id}/end", post(account::end_key))
         .route("/console/account/password", post(account::change_password))
+        .route("/console/users", get(people::users_page).post(people::add_user))
+        .route("/console/users/find", get(people::find_user))
+        .route("/console/users/{email}", get(people::user_page))
+        .route("/console/users/{email}/remove", post(people::remove_user))
+        .route("/console/groups", get(people::groups_page).post(people::add_group))
+        .route("/console/groups/{name}", get(people::group_page))
+        .route("/console/groups/{name}/remove", post(people::remove_group))
+        .route("/console/groups/{name}/members", post(people::add_member))
+        .route("/console/groups/{name}/members/{email}/remove", post(people::remove_member))
+        .route("/console/grants", get(grants::page).post(grants::add))
+        .route("/console/grants/{id}/remove", post(grants::remove_grant))
         .route("/console/assets/console.css", get(|| asset(STYLESHEET, "text/css")))
         .route("/console/assets/console.js", get(|| asset(SCRIPT, "text/javascript")))
         .layer(axum::middleware::from_fn(headers))
@@ -100,16 +113,6 @@ fn html_response(status: StatusCode, page: Markup) -> Response {
         .into_response()
 }
 
-/// The signed-in caller, or where to sign in.
-async fn signed_in(state: &AppState, headers: &HeaderMap, source: String) -> Result<Caller, Response> {
-    let key = crate::browser::session_cookie(headers);
-    let caller = match key {
-        Some(k) => Caller::from_key(state, &k, source, false).await.ok(),
-        None => None,
-    };
-    caller.ok_or_else(|| Redirect::to("/login").into_response())
-}
-
 /// An API time (`2026-12-14T12:46:32.347Z`) as people read it:
 /// `2026-12-14 12:46 UTC`.
 fn readable_time(t: &str) -> String {
@@ -145,12 +148,9 @@ fn way_in(name: &str, kind: &str, url: &str) -> Markup {
     }
 }
 
-async fn my_access(State(state): State<AppState>, Source(source): Source, headers: HeaderMap) -> Response {
-    let caller = match signed_in(&state, &headers, source).await {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
+async fn my_access(State(state): State<AppState>, form::Signed(caller): form::Signed) -> Response {
     let csrf = csrf::token(&state, &caller);
+    let staff = caller.role.is_some();
     let info = match login::info(State(state.clone()), caller).await {
         Ok(i) => i.0,
         Err(e) => return html_response(e.status, layout::error_page(&e.message)),
@@ -206,19 +206,15 @@ async fn my_access(State(state): State<AppState>, Source(source): Source, header
             }
         }
     };
-    html_response(StatusCode::OK, layout::page("My access", &info.user.email, &csrf, body))
+    html_response(StatusCode::OK, layout::page("My access", &info.user.email, &csrf, staff, body))
 }
 
 /// A kubeconfig with an `infra:` context for each cluster (and granted
 /// namespace) the user can reach: the same entries `infra login` writes,
 /// whose credentials come from `infra tokens` (the CLI on the `PATH`,
 /// logged in). The server's CA comes with it.
-async fn kubeconfig(State(state): State<AppState>, Source(source): Source, headers: HeaderMap) -> Response {
+async fn kubeconfig(State(state): State<AppState>, form::Signed(caller): form::Signed) -> Response {
     use infra_api::kubeconfig::{Access, Trust, document};
-    let caller = match signed_in(&state, &headers, source).await {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
     let info = match login::info(State(state.clone()), caller).await {
         Ok(i) => i.0,
         Err(e) => return html_response(e.status, layout::error_page(&e.message)),
@@ -263,41 +259,45 @@ async fn server_ca(state: &AppState) -> crate::error::ApiResult<String> {
         .ok_or_else(|| crate::error::ApiError::internal("the server has no CA yet"))
 }
 
-/// The answer to a form post that did not come from the console's own page.
-fn refused_form() -> Response {
-    html_response(
-        StatusCode::FORBIDDEN,
-        layout::error_page(
-            "This form was not sent from this page of the console, so it was refused. Reload the page and try again.",
-        ),
-    )
+/// A form with nothing but the console's token (checked by `Posted`).
+#[derive(Debug, serde::Deserialize)]
+pub(crate) struct Nothing {}
+
+/// What a list page is asked for: a page, and the change just made.
+#[derive(Debug, Default, serde::Deserialize)]
+pub(crate) struct Shown {
+    page: Option<u32>,
+    done: Option<Done>,
 }
 
-/// A form with nothing but the console's token.
-#[derive(Debug, serde::Deserialize)]
-pub(crate) struct LogoutForm {
-    #[serde(default)]
-    csrf: String,
+/// The changes a page confirms after a redirect: a closed set, so a link
+/// cannot make a console page say anything else.
+#[derive(Debug, Clone, Copy, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub(crate) enum Done {
+    Removed,
+}
+
+impl Done {
+    pub(crate) fn word(self) -> &'static str {
+        match self {
+            Done::Removed => "removed",
+        }
+    }
+
+    /// The confirmation, about a `thing` (`user`, `group`).
+    pub(crate) fn message(self, thing: &str) -> String {
+        match self {
+            Done::Removed => format!("The {thing} was removed."),
+        }
+    }
 }
 
 /// Ends the session the cookie carries (the API's own logout) and clears
 /// the cookie.
-async fn logout(
-    State(state): State<AppState>,
-    Source(source): Source,
-    headers: HeaderMap,
-    uri: axum::http::Uri,
-    axum::extract::Form(f): axum::extract::Form<LogoutForm>,
-) -> Response {
-    let caller = match signed_in(&state, &headers, source).await {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
-    if !crate::browser::posted_from_here(&headers, &uri) || !csrf::check(&state, &caller, &f.csrf) {
-        return refused_form();
-    }
-    if let Err(e) = login::logout(State(state.clone()), caller).await {
-        return html_response(e.status, layout::error_page(&e.message));
+async fn logout(State(state): State<AppState>, p: form::Posted<Nothing>) -> Response {
+    if let Err(e) = login::logout(State(state.clone()), p.caller).await {
+        return form::failed(&e);
     }
     let mut r = Redirect::to("/login").into_response();
     let clear = format!(

@@ -367,3 +367,58 @@ pub async fn has_grant_on_destination(
     let n = q.fetch_count(c).await?;
     Ok(n > 0)
 }
+
+/// One way a user reaches a destination: a grant on it (or a part of it),
+/// held directly or through a group.
+#[derive(Debug, Clone, FromRow)]
+pub struct ReachRow {
+    pub email: String,
+    pub role: String,
+    pub resource: String,
+    /// The group the grant is held through; none for a direct grant.
+    pub via_group: Option<String>,
+    pub expires_at: Option<i64>,
+    pub grant_id: String,
+}
+
+/// Everyone who can reach `destination` right now and through which grant,
+/// by email, a page at a time; and how many such paths there are.
+pub async fn reach_of_destination(
+    c: &mut Conn,
+    destination: &Resource,
+    now: i64,
+    page: u32,
+    limit: u32,
+) -> Result<(Vec<ReachRow>, u64), StoreError> {
+    let paths = |q: &mut Sql| {
+        q.push(
+            "SELECT u.email, g.role, g.resource, NULL AS via_group, g.expires_at, g.id AS grant_id \
+             FROM grants g JOIN users u ON g.subject_kind = 'user' AND u.id = g.subject_id \
+             WHERE (g.expires_at IS NULL OR g.expires_at > ",
+        )
+        .int(now)
+        .push(") AND ")
+        .covered_by("g.resource", destination)
+        .push(
+            " UNION ALL SELECT u.email, g.role, g.resource, gr.name AS via_group, g.expires_at, g.id AS grant_id \
+             FROM grants g JOIN infra_groups gr ON g.subject_kind = 'group' AND gr.id = g.subject_id \
+             JOIN group_members m ON m.group_id = gr.id JOIN users u ON u.id = m.user_id \
+             WHERE (g.expires_at IS NULL OR g.expires_at > ",
+        )
+        .int(now)
+        .push(") AND ")
+        .covered_by("g.resource", destination);
+    };
+    let (l, o) = limit_offset(page, limit);
+    let mut q = Sql::new("SELECT email, role, resource, via_group, expires_at, grant_id FROM (");
+    paths(&mut q);
+    q.push(") AS reach ORDER BY email, resource, role, via_group LIMIT ")
+        .int(l)
+        .push(" OFFSET ")
+        .int(o);
+    let rows = q.fetch_all(&mut *c).await?;
+    let mut q = Sql::new("SELECT COUNT(*) FROM (");
+    paths(&mut q);
+    q.push(") AS reach");
+    Ok((rows, q.fetch_count(c).await?))
+}

@@ -293,6 +293,7 @@ fn info(grants: &[&str], kinds: &[(&str, &str)]) -> Info {
         created: "2030-01-01T00:00:00Z".into(),
         last_seen: None,
         groups: Vec::new(),
+        kind: "user".into(),
     };
     Info {
         server_version: "test".into(),

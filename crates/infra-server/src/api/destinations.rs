@@ -4,9 +4,9 @@
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use infra_api::{Destination, NewForwardAuthDestination, PageQuery};
+use infra_api::{AccessPath, Destination, NewForwardAuthDestination, PageQuery};
 use infra_core::{AppOrigin, InfraRole, Resource};
-use infra_store::connectors;
+use infra_store::{connectors, identity, now_ms};
 
 use crate::audit;
 use crate::authn::Caller;
@@ -81,6 +81,37 @@ pub(crate) async fn list(
         limit,
         total,
     ))
+}
+
+/// Who can reach a destination right now: every user with a grant on it
+/// or a part of it, directly or through a group, one line per grant.
+#[utoipa::path(get, path = "/api/destinations/{name}/access", tag = "destinations", params(PageQuery),
+    responses((status = 200, body = infra_api::Page<AccessPath>)), security(("accessKey" = [])))]
+pub(crate) async fn access(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+    Query(q): Query<PageQuery>,
+) -> ApiResult<Json<infra_api::Page<AccessPath>>> {
+    let dest = Resource::parse(&name)?;
+    caller
+        .require(&state, InfraRole::View, "see who can reach a destination", dest.as_str())
+        .await?;
+    let (page, limit) = paging(q.page, q.limit)?;
+    let mut c = state.store.conn().await?;
+    let (rows, total) = identity::reach_of_destination(&mut c, &dest, now_ms(), page, limit).await?;
+    let paths = rows
+        .into_iter()
+        .map(|r| AccessPath {
+            user: r.email,
+            role: r.role,
+            resource: r.resource,
+            group: r.via_group,
+            expires: r.expires_at.map(time),
+            grant: r.grant_id,
+        })
+        .collect();
+    Ok(page_of(paths, page, limit, total))
 }
 
 /// Declare a forward-auth destination: the server decides for a proxy in

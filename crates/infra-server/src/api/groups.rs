@@ -47,6 +47,27 @@ pub(crate) async fn list(
     Ok(page_of(out, page, limit, total))
 }
 
+/// One group with its members.
+#[utoipa::path(get, path = "/api/groups/{name}", tag = "groups", params(("name" = String, Path)),
+    responses((status = 200, body = Group)), security(("accessKey" = [])))]
+pub(crate) async fn get_one(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> ApiResult<Json<Group>> {
+    let n = GroupName::parse(&name)?;
+    caller.require(&state, InfraRole::View, "see groups", n.as_str()).await?;
+    let mut c = state.store.conn().await?;
+    let g = find_group(&mut c, n.as_str()).await?;
+    let members = identity::members_of_group(&mut c, &g.id).await?;
+    Ok(Json(Group {
+        id: g.id,
+        name: g.name,
+        created: time(g.created_at),
+        members,
+    }))
+}
+
 /// Add a group.
 #[utoipa::path(post, path = "/api/groups", tag = "groups", request_body = CreateGroupRequest,
     responses((status = 201, body = Group)), security(("accessKey" = [])))]

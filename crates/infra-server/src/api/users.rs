@@ -22,6 +22,7 @@ pub(crate) fn to_api(u: &UserRow, groups: Vec<String>) -> User {
         created: time(u.created_at),
         last_seen: u.last_seen_at.map(time),
         groups,
+        kind: u.kind.clone(),
     }
 }
 

@@ -2,13 +2,14 @@
 //! and ending any of them, through the API's own handlers (`/api/keys`).
 
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use maud::html;
 
-use super::{csrf, html_response, layout, readable_time, signed_in};
+use super::form::{Posted, Signed, failed};
+use super::{csrf, html_response, layout, readable_time};
 use crate::api::keys_api::{self, KeyQuery};
-use crate::authn::Source;
+use crate::authn::Caller;
 use crate::extract::Query;
 use crate::state::AppState;
 
@@ -20,60 +21,46 @@ pub(super) struct Shown {
 
 pub(super) async fn page(
     State(state): State<AppState>,
-    Source(source): Source,
-    headers: HeaderMap,
+    Signed(caller): Signed,
     axum::extract::Query(shown): axum::extract::Query<Shown>,
 ) -> Response {
     let notice = shown
         .changed
         .then_some("Your password was changed, and your other sessions were ended.");
-    render(&state, &headers, source, notice, None).await
+    render(&state, caller, notice, None).await
+}
+
+/// Every key and session of `email` the caller may see, page after page.
+pub(super) async fn keys_of(
+    state: &AppState,
+    caller: &Caller,
+    email: &str,
+) -> crate::error::ApiResult<Vec<infra_api::AccessKey>> {
+    let mut keys = Vec::new();
+    let mut page = 1;
+    loop {
+        let p = keys_api::list(State(state.clone()), caller.clone(), Query(KeyQuery::own(email, page))).await?;
+        let n = p.0.items.len();
+        keys.extend(p.0.items);
+        if n == 0 || keys.len() as u64 >= p.0.total_count {
+            return Ok(keys);
+        }
+        page += 1;
+    }
 }
 
 /// The page, with a notice at the top or an error at the password form.
-async fn render(
-    state: &AppState,
-    headers: &HeaderMap,
-    source: String,
-    notice: Option<&str>,
-    password_error: Option<&str>,
-) -> Response {
-    let state = state.clone();
-    let headers = headers.clone();
-    let caller = match signed_in(&state, &headers, source.clone()).await {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
+async fn render(state: &AppState, caller: Caller, notice: Option<&str>, password_error: Option<&str>) -> Response {
     let (email, current, token) = (
         caller.user.email.clone(),
         caller.key_id.clone(),
-        csrf::token(&state, &caller),
+        csrf::token(state, &caller),
     );
-    let mut keys = Vec::new();
-    let mut page = 1;
-    let mut caller = Some(caller);
-    loop {
-        // Each page is the API's answer to this caller; the handler takes
-        // the caller by value, so later pages authenticate again.
-        let who = match caller.take() {
-            Some(c) => c,
-            None => match signed_in(&state, &headers, source.clone()).await {
-                Ok(c) => c,
-                Err(r) => return r,
-            },
-        };
-        match keys_api::list(State(state.clone()), who, Query(KeyQuery::own(&email, page))).await {
-            Ok(p) => {
-                let n = p.0.items.len();
-                keys.extend(p.0.items);
-                if n == 0 || keys.len() as u64 >= p.0.total_count {
-                    break;
-                }
-                page += 1;
-            }
-            Err(e) => return html_response(e.status, layout::error_page(&e.message)),
-        }
-    }
+    let staff = caller.role.is_some();
+    let keys = match keys_of(state, &caller, &email).await {
+        Ok(k) => k,
+        Err(e) => return failed(&e),
+    };
     let body = html! {
         h1 { "Sessions and keys" }
         @if let Some(n) = notice { p.notice role="status" { (n) } }
@@ -125,13 +112,11 @@ async fn render(
     } else {
         StatusCode::OK
     };
-    html_response(status, layout::page("Sessions and keys", &email, &token, body))
+    html_response(status, layout::page("Sessions and keys", &email, &token, staff, body))
 }
 
 #[derive(Debug, serde::Deserialize)]
 pub(super) struct PasswordForm {
-    #[serde(default)]
-    csrf: String,
     #[serde(default)]
     old_password: String,
     #[serde(default)]
@@ -143,23 +128,12 @@ pub(super) struct PasswordForm {
 /// Changes the user's own password through the API's `PUT
 /// /api/users/{email}`: the old one is checked and the other sessions end
 /// there.
-pub(super) async fn change_password(
-    State(state): State<AppState>,
-    Source(source): Source,
-    headers: HeaderMap,
-    uri: axum::http::Uri,
-    axum::extract::Form(f): axum::extract::Form<PasswordForm>,
-) -> Response {
-    let caller = match signed_in(&state, &headers, source.clone()).await {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
-    if !crate::browser::posted_from_here(&headers, &uri) || !csrf::check(&state, &caller, &f.csrf) {
-        return super::refused_form();
-    }
+pub(super) async fn change_password(State(state): State<AppState>, p: Posted<PasswordForm>) -> Response {
+    let Posted { caller, form: f } = p;
     if f.password != f.confirm {
-        return render(&state, &headers, source, None, Some("The two new passwords differ.")).await;
+        return render(&state, caller, None, Some("The two new passwords differ.")).await;
     }
+    let again = caller.clone();
     let email = caller.user.email.clone();
     let req = infra_api::UpdateUserRequest {
         password: f.password,
@@ -167,30 +141,16 @@ pub(super) async fn change_password(
     };
     match crate::api::users::update(State(state.clone()), caller, Path(email), crate::extract::Body(req)).await {
         Ok(_) => Redirect::to("/console/account?changed=true").into_response(),
-        Err(e) if e.status.is_client_error() => render(&state, &headers, source, None, Some(&e.message)).await,
-        Err(e) => html_response(e.status, layout::error_page(&e.message)),
+        Err(e) if e.status.is_client_error() => render(&state, again, None, Some(&e.message)).await,
+        Err(e) => failed(&e),
     }
 }
 
 /// Ends one of the user's keys or sessions (the API's `DELETE
 /// /api/keys/{id}`), from this page's form only.
-pub(super) async fn end_key(
-    State(state): State<AppState>,
-    Source(source): Source,
-    headers: HeaderMap,
-    uri: axum::http::Uri,
-    Path(id): Path<String>,
-    axum::extract::Form(f): axum::extract::Form<super::LogoutForm>,
-) -> Response {
-    let caller = match signed_in(&state, &headers, source).await {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
-    if !crate::browser::posted_from_here(&headers, &uri) || !csrf::check(&state, &caller, &f.csrf) {
-        return super::refused_form();
-    }
-    match keys_api::remove(State(state.clone()), caller, Path(id)).await {
+pub(super) async fn end_key(State(state): State<AppState>, Path(id): Path<String>, p: Posted<super::Nothing>) -> Response {
+    match keys_api::remove(State(state.clone()), p.caller, Path(id)).await {
         Ok(_) => Redirect::to("/console/account").into_response(),
-        Err(e) => html_response(e.status, layout::error_page(&e.message)),
+        Err(e) => failed(&e),
     }
 }

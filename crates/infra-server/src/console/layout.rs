@@ -16,12 +16,36 @@ fn head(title: &str) -> Markup {
     }
 }
 
-/// The console's sections, in the navigation's order: (path, name).
+/// The sections every user has, in the navigation's order: (path, name).
 const SECTIONS: [(&str, &str); 2] = [("/console", "My access"), ("/console/account", "Sessions and keys")];
 
-/// A page for the signed-in `user`; `csrf` goes into its forms. Its title
-/// is also the section it belongs to.
-pub(super) fn page(title: &str, user: &str, csrf: &str, body: Markup) -> Markup {
+/// The sections of those with a role on Infra (`view` or `admin`).
+const ADMIN_SECTIONS: [(&str, &str); 7] = [
+    ("/console/users", "Users"),
+    ("/console/groups", "Groups"),
+    ("/console/grants", "Grants"),
+    ("/console/destinations", "Destinations"),
+    ("/console/identity", "Identity"),
+    ("/console/audit", "Audit"),
+    ("/console/service-accounts", "Service accounts"),
+];
+
+fn links(sections: &[(&str, &str)], title: &str) -> Markup {
+    html! {
+        @for (path, name) in sections {
+            @if *name == title {
+                a href=(path) aria-current="page" { (name) }
+            } @else {
+                a href=(path) { (name) }
+            }
+        }
+    }
+}
+
+/// A page for the signed-in `user`; `csrf` goes into its forms; `staff`
+/// (a role on Infra) adds the admin sections. Its title is also the
+/// section it belongs to.
+pub(super) fn page(title: &str, user: &str, csrf: &str, staff: bool, body: Markup) -> Markup {
     html! {
         (DOCTYPE)
         html lang="en" {
@@ -31,13 +55,7 @@ pub(super) fn page(title: &str, user: &str, csrf: &str, body: Markup) -> Markup 
                 header.top {
                     nav aria-label="Console" {
                         a.brand href="/console" { "Infra" }
-                        @for (path, name) in SECTIONS {
-                            @if name == title {
-                                a href=(path) aria-current="page" { (name) }
-                            } @else {
-                                a href=(path) { (name) }
-                            }
-                        }
+                        (links(&SECTIONS, title))
                     }
                     div.who {
                         span { (user) }
@@ -46,6 +64,9 @@ pub(super) fn page(title: &str, user: &str, csrf: &str, body: Markup) -> Markup 
                             button type="submit" { "Sign out" }
                         }
                     }
+                }
+                @if staff {
+                    nav.admin aria-label="Administration" { (links(&ADMIN_SECTIONS, title)) }
                 }
                 main #main { (body) }
             }
@@ -94,7 +115,7 @@ mod tests {
     #[test]
     fn what_users_control_is_text_never_markup() {
         let evil = "<script>alert(1)</script>\"><img src=x onerror=alert(1)>";
-        let page = page(evil, evil, evil, html! { p { (evil) } }).into_string();
+        let page = page(evil, evil, evil, true, html! { p { (evil) } }).into_string();
         assert!(
             !page.contains("<script>alert") && !page.contains("<img src=x"),
             "{page}"

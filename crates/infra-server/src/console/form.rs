@@ -1,0 +1,176 @@
+//! What every console handler starts with: the signed-in caller (`Signed`),
+//! or for a form post, the caller, the proof that the post came from the
+//! console's own page, and the form's fields (`Posted`). A handler cannot
+//! see a posted field before both checks have passed.
+
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::StatusCode;
+use axum::http::request::Parts;
+use axum::response::{IntoResponse, Redirect, Response};
+use maud::{Markup, html};
+use serde::de::DeserializeOwned;
+
+use super::{csrf, html_response, layout};
+use crate::authn::{Caller, Source};
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// The caller the session cookie names; without one (or with an ended
+/// session), a redirect to the sign-in page.
+pub(crate) struct Signed(pub(crate) Caller);
+
+impl FromRequestParts<AppState> for Signed {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Response> {
+        let source = match Source::from_request_parts(parts, state).await {
+            Ok(Source(s)) => s,
+            Err(e) => return Err(failed(&e)),
+        };
+        let key = crate::browser::session_cookie(&parts.headers);
+        let caller = match key {
+            Some(k) => Caller::from_key(state, &k, source, false).await.ok(),
+            None => None,
+        };
+        caller.map(Signed).ok_or_else(|| Redirect::to("/login").into_response())
+    }
+}
+
+/// A form post from a console page: signed in, sent by this origin, with
+/// this session's token; then its fields, as `T`.
+pub(crate) struct Posted<T> {
+    pub(crate) caller: Caller,
+    pub(crate) form: T,
+}
+
+#[derive(serde::Deserialize)]
+struct Token {
+    #[serde(default)]
+    csrf: String,
+}
+
+impl<T: DeserializeOwned> FromRequest<AppState> for Posted<T> {
+    type Rejection = Response;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Response> {
+        let (mut parts, body) = req.into_parts();
+        let Signed(caller) = Signed::from_request_parts(&mut parts, state).await?;
+        if !crate::browser::posted_from_here(&parts.headers, &parts.uri) {
+            return Err(refused());
+        }
+        let bytes = axum::body::to_bytes(body, crate::extract::MAX_BODY_BYTES)
+            .await
+            .map_err(|_| failed(&ApiError::bad_request("the form could not be read")))?;
+        let token: Token = serde_urlencoded::from_bytes(&bytes).map_err(|_| refused())?;
+        if !csrf::check(state, &caller, &token.csrf) {
+            return Err(refused());
+        }
+        let form = serde_urlencoded::from_bytes(&bytes)
+            .map_err(|e| failed(&ApiError::bad_request(format!("the form is not one this page sends: {e}"))))?;
+        Ok(Posted { caller, form })
+    }
+}
+
+/// The answer to a form post that did not come from the console's own page.
+pub(crate) fn refused() -> Response {
+    html_response(
+        StatusCode::FORBIDDEN,
+        layout::error_page(
+            "This form was not sent from this page of the console, so it was refused. Reload the page and try again.",
+        ),
+    )
+}
+
+/// An error page for an API error, with its status.
+pub(crate) fn failed(e: &ApiError) -> Response {
+    html_response(e.status, layout::error_page(&e.message))
+}
+
+/// A non-empty trimmed field, or none.
+pub(crate) fn given(s: &str) -> Option<String> {
+    let t = s.trim();
+    (!t.is_empty()).then(|| t.to_owned())
+}
+
+/// What went wrong with a form: which form and field, and the API's message.
+#[derive(Debug)]
+pub(crate) struct FieldError {
+    pub(crate) form: &'static str,
+    pub(crate) field: &'static str,
+    pub(crate) message: String,
+    pub(crate) status: StatusCode,
+}
+
+impl FieldError {
+    pub(crate) fn new(form: &'static str, field: &'static str, e: ApiError) -> Self {
+        Self {
+            form,
+            field,
+            message: e.message,
+            status: e.status,
+        }
+    }
+
+    /// The message, if it belongs to `field` of `form`.
+    pub(crate) fn at(e: Option<&Self>, form: &str, field: &str) -> Option<String> {
+        e.filter(|e| e.form == form && e.field == field).map(|e| e.message.clone())
+    }
+}
+
+/// A labelled text input, with the error that concerns it right below and
+/// tied to it for screen readers.
+pub(crate) fn field(
+    id: &str,
+    label: &str,
+    name: &str,
+    value: &str,
+    error: Option<String>,
+    attrs: (&str, &str, bool),
+) -> Markup {
+    let (kind, placeholder, required) = attrs;
+    let err_id = format!("{id}-error");
+    html! {
+        div.field {
+            label for=(id) { (label) }
+            input id=(id) type=(kind) name=(name) value=(value) placeholder=(placeholder) required[required]
+                aria-invalid=[error.as_ref().map(|_| "true")]
+                aria-describedby=[error.as_ref().map(|_| err_id.as_str())];
+            @if let Some(e) = &error { p.error id=(err_id) role="alert" { (e) } }
+        }
+    }
+}
+
+/// The hidden token every console form carries.
+pub(crate) fn token_input(token: &str) -> Markup {
+    html! { input type="hidden" name="csrf" value=(token); }
+}
+
+/// A one-button form that posts to `action` (removals, ends).
+pub(crate) fn button_form(action: &str, token: &str, label: &str, aria: &str) -> Markup {
+    html! {
+        form.inline method="post" action=(action) {
+            (token_input(token))
+            button.danger type="submit" aria-label=(aria) { (label) }
+        }
+    }
+}
+
+/// Previous/next links for a paged list; `base` already carries the
+/// page's other query parameters (and ends in `?` or `&`).
+pub(crate) fn pager(base: &str, page: u32, limit: u32, total: u64) -> Markup {
+    let last = u32::try_from(total.div_ceil(u64::from(limit.max(1)))).unwrap_or(u32::MAX).max(1);
+    html! {
+        @if last > 1 {
+            nav.pager aria-label="Pages" {
+                @if page > 1 { a href=(format!("{base}page={}", page - 1)) rel="prev" { "Previous" } }
+                span { "Page " (page) " of " (last) " (" (total) ")" }
+                @if page < last { a href=(format!("{base}page={}", page + 1)) rel="next" { "Next" } }
+            }
+        }
+    }
+}
+
+/// A value for a URL's path or query.
+pub(crate) fn enc(s: &str) -> String {
+    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
