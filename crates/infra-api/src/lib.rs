@@ -36,6 +36,16 @@ pub struct PageQuery {
     pub limit: Option<u32>,
 }
 
+/// Which users to list.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema, utoipa::IntoParams)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct UserQuery {
+    /// `user` (people) or `service` (service accounts); default both.
+    pub kind: Option<String>,
+    pub page: Option<u32>,
+    pub limit: Option<u32>,
+}
+
 pub const DEFAULT_LIMIT: u32 = 100;
 pub const MAX_LIMIT: u32 = 1000;
 
@@ -229,8 +239,15 @@ pub struct AuditQuery {
     pub user: Option<String>,
     pub destination: Option<String>,
     pub action: Option<String>,
+    /// `success`, `denied` or `failure`.
+    pub result: Option<String>,
+    /// Events before this time: RFC 3339 or a duration ago.
+    pub until: Option<String>,
     /// Only events after this sequence number (for `tail`).
     pub after: Option<i64>,
+    /// Newest first instead of oldest first.
+    #[serde(default)]
+    pub newest_first: bool,
     pub page: Option<u32>,
     pub limit: Option<u32>,
 }

@@ -16,11 +16,15 @@
 //! value it renders.
 
 mod account;
+mod audit;
 mod csrf;
 mod form;
 mod grants;
+mod identity;
 mod layout;
 mod people;
+mod places;
+mod services;
 
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -54,6 +58,21 @@ pub(crate) fn routes() -> axum::Router<AppState> {
         .route("/console/groups/{name}/members/{email}/remove", post(people::remove_member))
         .route("/console/grants", get(grants::page).post(grants::add))
         .route("/console/grants/{id}/remove", post(grants::remove_grant))
+        .route("/console/destinations", get(places::list))
+        .route("/console/destinations/{name}", get(places::one))
+        .route("/console/destinations/{name}/remove", post(places::remove))
+        .route("/console/identity", get(identity::page))
+        .route("/console/identity/providers", post(identity::add_provider))
+        .route("/console/identity/providers/{name}/remove", post(identity::remove_provider))
+        .route("/console/identity/workload-issuers/{name}/remove", post(identity::remove_issuer))
+        .route("/console/identity/ssh-ca/rotate", post(identity::rotate))
+        .route("/console/service-accounts", get(services::page).post(services::add))
+        .route("/console/service-accounts/keys", post(services::add_key))
+        .route("/console/service-accounts/keys/{id}/end", post(services::end_key))
+        .route("/console/audit", get(audit::page))
+        .route("/console/audit/rows", get(audit::rows))
+        .route("/console/audit/verify", post(audit::verify))
+        .route("/console/audit/{seq}", get(audit::one))
         .route("/console/assets/console.css", get(|| asset(STYLESHEET, "text/css")))
         .route("/console/assets/console.js", get(|| asset(SCRIPT, "text/javascript")))
         .layer(axum::middleware::from_fn(headers))
@@ -80,7 +99,7 @@ pub(crate) fn with_defences(mut r: Response) -> Response {
     set(
         h,
         "content-security-policy",
-        "default-src 'none'; style-src 'self'; script-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+        "default-src 'none'; style-src 'self'; script-src 'self'; img-src 'self'; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
     );
     set(h, "x-frame-options", "DENY");
     set(h, "x-content-type-options", "nosniff");

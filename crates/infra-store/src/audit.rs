@@ -44,7 +44,11 @@ pub struct AuditFilter {
     /// Matches a target that is the destination or a part of it.
     pub destination: Option<String>,
     pub action: Option<String>,
+    pub result: Option<String>,
+    /// Events before this time.
+    pub until_ms: Option<i64>,
     pub after_seq: Option<i64>,
+    pub newest_first: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -191,19 +195,28 @@ fn filter(q: &mut Sql, f: &AuditFilter) {
     if let Some(a) = &f.action {
         q.push(" AND action = ").text(a);
     }
+    if let Some(r) = &f.result {
+        q.push(" AND result = ").text(r);
+    }
+    if let Some(t) = f.until_ms {
+        q.push(" AND time_ms < ").int(t);
+    }
     if let Some(s) = f.after_seq {
         q.push(" AND seq > ").int(s);
     }
 }
 
-/// Events matching `f`, oldest first.
+/// Events matching `f`, oldest first (or newest first).
 pub async fn list(c: &mut Conn, f: &AuditFilter, page: u32, limit: u32) -> Result<(Vec<AuditRow>, u64), StoreError> {
     let (l, o) = crate::limit_offset(page, limit);
     let mut q = Sql::new(
         "SELECT seq, time_ms, actor, action, target, source, result, detail, prev_hash, hash FROM audit_events",
     );
     filter(&mut q, f);
-    q.push(" ORDER BY seq LIMIT ").int(l).push(" OFFSET ").int(o);
+    q.push(if f.newest_first { " ORDER BY seq DESC LIMIT " } else { " ORDER BY seq LIMIT " })
+        .int(l)
+        .push(" OFFSET ")
+        .int(o);
     let rows = q.fetch_all(&mut *c).await?;
     let mut q = Sql::new("SELECT COUNT(*) FROM audit_events");
     filter(&mut q, f);

@@ -79,16 +79,27 @@ pub async fn user_by_id(c: &mut Conn, id: &str) -> Result<Option<UserRow>, Store
     Ok(sqlx::query_as(AssertSqlSafe(q)).bind(id).fetch_optional(c).await?)
 }
 
-pub async fn list_users(c: &mut Conn, page: u32, limit: u32) -> Result<(Vec<UserRow>, u64), StoreError> {
+/// Users by email, a page at a time; only those of `kind` (`user`,
+/// `service`) if given.
+pub async fn list_users(
+    c: &mut Conn,
+    kind: Option<&str>,
+    page: u32,
+    limit: u32,
+) -> Result<(Vec<UserRow>, u64), StoreError> {
     let (l, o) = limit_offset(page, limit);
-    let q = format!("SELECT {USER_COLS} FROM users ORDER BY email LIMIT $1 OFFSET $2");
-    let rows = sqlx::query_as(AssertSqlSafe(q))
-        .bind(l)
-        .bind(o)
-        .fetch_all(&mut *c)
-        .await?;
-    let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM users").fetch_one(c).await?;
-    Ok((rows, u64::try_from(n).unwrap_or(0)))
+    let only = |q: &mut Sql| {
+        if let Some(k) = kind {
+            q.push(" WHERE kind = ").text(k);
+        }
+    };
+    let mut q = Sql::new(&format!("SELECT {USER_COLS} FROM users"));
+    only(&mut q);
+    q.push(" ORDER BY email LIMIT ").int(l).push(" OFFSET ").int(o);
+    let rows = q.fetch_all(&mut *c).await?;
+    let mut q = Sql::new("SELECT COUNT(*) FROM users");
+    only(&mut q);
+    Ok((rows, q.fetch_count(c).await?))
 }
 
 /// Every service account: (id, email).

@@ -27,19 +27,30 @@ fn to_api(r: AuditRow) -> AuditEvent {
     }
 }
 
-fn since(s: &str) -> ApiResult<i64> {
+/// A time (`what` = `since` or `until`): RFC 3339, or a duration ago.
+fn point(what: &str, s: &str) -> ApiResult<i64> {
     if let Ok(t) = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339) {
         return Ok(i64::try_from(t.unix_timestamp_nanos() / 1_000_000).unwrap_or(0));
     }
     let d = parse_duration(s).map_err(|_| {
         ApiError::bad_request(format!(
-            "invalid since '{s}': use an RFC 3339 time (2026-01-02T15:04:05Z) or a duration ago (1h)"
+            "invalid {what} '{s}': use an RFC 3339 time (2026-01-02T15:04:05Z) or a duration ago (1h)"
         ))
     })?;
     Ok(now_ms() - ms(d))
 }
 
-/// List audit events, oldest first.
+/// A result to filter on: one of the three an event can have.
+fn result_word(r: &str) -> ApiResult<String> {
+    match r.trim() {
+        w @ ("success" | "denied" | "failure") => Ok(w.to_owned()),
+        other => Err(ApiError::bad_request(format!(
+            "invalid result '{other}': use success, denied or failure"
+        ))),
+    }
+}
+
+/// List audit events, oldest first (or newest first).
 #[utoipa::path(get, path = "/api/audit", tag = "audit", params(AuditQuery),
     responses((status = 200, body = infra_api::Page<AuditEvent>)), security(("accessKey" = [])))]
 pub(crate) async fn list(
@@ -52,11 +63,14 @@ pub(crate) async fn list(
         .await?;
     let (page, limit) = paging(q.page, q.limit)?;
     let f = AuditFilter {
-        since_ms: q.since.as_deref().map(since).transpose()?,
+        since_ms: q.since.as_deref().map(|s| point("since", s)).transpose()?,
         who: q.user.map(|u| u.trim().to_ascii_lowercase()),
         destination: q.destination,
         action: q.action,
+        result: q.result.map(|r| result_word(&r)).transpose()?,
+        until_ms: q.until.as_deref().map(|s| point("until", s)).transpose()?,
         after_seq: q.after,
+        newest_first: q.newest_first,
     };
     let mut c = state.store.conn().await?;
     let (rows, total) = infra_store::audit::list(&mut c, &f, page, limit).await?;
@@ -126,6 +140,15 @@ pub(crate) async fn verify(
     drop(rx);
     let resp = work.await.map_err(ApiError::internal)??;
     Ok(Json(resp).into_response())
+}
+
+/// A routine verification (from the last checkpoint) for `caller`, who
+/// needs `view` on Infra, as the endpoint does.
+pub(crate) async fn check(state: &AppState, caller: &Caller) -> ApiResult<AuditVerifyResponse> {
+    caller
+        .require(state, InfraRole::View, "verify the audit log", "audit")
+        .await?;
+    run_verify(state, false, &mut |_| {}).await
 }
 
 /// Verifies, and on success records where it got to (the next routine

@@ -3,7 +3,7 @@
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use infra_api::{CreateUserRequest, CreateUserResponse, PageQuery, UpdateUserRequest, User};
+use infra_api::{CreateUserRequest, CreateUserResponse, UpdateUserRequest, User, UserQuery};
 use infra_auth::{Secret, password};
 use infra_core::{Email, InfraRole};
 use infra_store::{UserRow, identity, keys, new_id, now_ms};
@@ -62,17 +62,26 @@ async fn hash(state: &AppState, pw: String) -> ApiResult<String> {
 }
 
 /// List users.
-#[utoipa::path(get, path = "/api/users", tag = "users", params(PageQuery),
+#[utoipa::path(get, path = "/api/users", tag = "users", params(UserQuery),
     responses((status = 200, body = infra_api::Page<User>)), security(("accessKey" = [])))]
 pub(crate) async fn list(
     State(state): State<AppState>,
     caller: Caller,
-    Query(q): Query<PageQuery>,
+    Query(q): Query<UserQuery>,
 ) -> ApiResult<Json<infra_api::Page<User>>> {
     caller.require(&state, InfraRole::View, "list users", "users").await?;
     let (page, limit) = paging(q.page, q.limit)?;
+    let kind = match q.kind.as_deref() {
+        None => None,
+        Some(k @ ("user" | "service")) => Some(k),
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "invalid kind '{other}': use user or service"
+            )));
+        }
+    };
     let mut c = state.store.conn().await?;
-    let (rows, total) = identity::list_users(&mut c, page, limit).await?;
+    let (rows, total) = identity::list_users(&mut c, kind, page, limit).await?;
     let mut out = Vec::with_capacity(rows.len());
     for u in &rows {
         let groups = identity::groups_of_user(&mut c, &u.id).await?;

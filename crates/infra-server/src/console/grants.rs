@@ -197,13 +197,15 @@ pub(super) async fn page(
     Signed(caller): Signed,
     axum::extract::Query(f): axum::extract::Query<Filter>,
 ) -> Response {
+    // The filter fills the form in: "grant this group access" opens it
+    // with the group.
+    let for_group = f.user.is_empty() && !f.group.is_empty();
     let sent = AddGrant {
-        subject: if f.user.is_empty() { "group".into() } else { "user".into() },
-        to: if f.user.is_empty() { f.group.clone() } else { f.user.clone() },
+        subject: if for_group { "group" } else { "user" }.into(),
+        to: if for_group { f.group.clone() } else { f.user.clone() },
         resource: f.resource.clone(),
         ..Default::default()
     };
-    let sent = if f.group.is_empty() && f.user.is_empty() { AddGrant { subject: "user".into(), ..sent } } else { sent };
     render(&state, caller, &f, Outcome { sent, ..Default::default() }).await
 }
 
@@ -234,7 +236,7 @@ async fn render(state: &AppState, caller: Caller, f: &Filter, out: Outcome<AddGr
             button type="submit" { "Filter" }
         }
         @if admin {
-            details.add #add open[err.is_some() || !f.group.is_empty() || !f.user.is_empty()] {
+            details.add #add open[err.is_some() || !f.group.is_empty() || !f.user.is_empty() || !f.resource.is_empty()] {
                 summary { "Add a grant" }
                 form.stack method="post" action="/console/grants" {
                     (token_input(&token))

@@ -7,7 +7,7 @@
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
-use infra_api::{CreateGroupRequest, CreateUserRequest, PageQuery};
+use infra_api::{CreateGroupRequest, CreateUserRequest, PageQuery, UserQuery};
 use maud::{Markup, html};
 
 use super::form::{FieldError, Posted, Signed, button_form, enc, failed, field, given, pager, token_input};
@@ -59,7 +59,12 @@ async fn render_users(state: &AppState, caller: Caller, page: u32, out: Outcome<
     let admin = is_admin(&caller);
     let email = caller.user.email.clone();
     let staff = caller.role.is_some();
-    let list = match users::list(State(state.clone()), caller, page_query(page)).await {
+    let q = Query(UserQuery {
+        kind: None,
+        page: Some(page.max(1)),
+        limit: Some(PER_PAGE),
+    });
+    let list = match users::list(State(state.clone()), caller, q).await {
         Ok(l) => l.0,
         Err(e) => return failed(&e),
     };

@@ -15,3 +15,39 @@ document.addEventListener("DOMContentLoaded", () => {
     });
   }
 });
+
+// The audit page follows new events: every two seconds it asks the
+// console for the rows after the newest it shows (same filters, rendered
+// by the server) and puts them on top.
+document.addEventListener("DOMContentLoaded", () => {
+  const follow = document.getElementById("follow");
+  const table = document.getElementById("events");
+  if (!follow || !table || !window.fetch) return;
+  follow.hidden = false;
+  const body = table.tBodies[0];
+  let after = Number(follow.dataset.after || "0");
+  let busy = false;
+  setInterval(async () => {
+    if (busy || document.hidden) return;
+    busy = true;
+    try {
+      const r = await fetch(`/console/audit/rows?${follow.dataset.filter}after=${after}`, { credentials: "same-origin" });
+      if (!r.ok) { follow.textContent = "Stopped following: reload the page."; return; }
+      const t = document.createElement("template");
+      t.innerHTML = await r.text();
+      const rows = Array.from(t.content.querySelectorAll("tr[data-seq]"));
+      if (rows.length === 0) return;
+      for (const row of rows.reverse()) {
+        row.classList.add("new");
+        body.insertBefore(row, body.firstChild);
+        after = Math.max(after, Number(row.dataset.seq));
+      }
+      table.hidden = false;
+      follow.textContent = `Following new events: ${rows.length} new just now.`;
+    } catch {
+      follow.textContent = "Stopped following: the server did not answer. Reload the page.";
+    } finally {
+      busy = false;
+    }
+  }, 2000);
+});

@@ -1,0 +1,138 @@
+//! *Destinations*: every destination with its connector and health, and
+//! for each one, everyone who can reach it and through which grant or
+//! group (the API's `/api/destinations/{name}/access`).
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Redirect, Response};
+use infra_api::PageQuery;
+use maud::html;
+
+use super::form::{Posted, Signed, button_form, enc, failed, pager};
+use super::people::{PER_PAGE, is_admin};
+use super::{Done, Shown, csrf, html_response, layout, readable_time};
+use crate::api::destinations;
+use crate::extract::Query;
+use crate::state::AppState;
+
+pub(super) async fn list(
+    State(state): State<AppState>,
+    Signed(caller): Signed,
+    axum::extract::Query(q): axum::extract::Query<Shown>,
+) -> Response {
+    let token = csrf::token(&state, &caller);
+    let (email, staff, admin) = (caller.user.email.clone(), caller.role.is_some(), is_admin(&caller));
+    let page = q.page.unwrap_or(1).max(1);
+    let query = Query(PageQuery {
+        page: Some(page),
+        limit: Some(PER_PAGE),
+    });
+    let list = match destinations::list(State(state.clone()), caller, query).await {
+        Ok(l) => l.0,
+        Err(e) => return failed(&e),
+    };
+    let body = html! {
+        h1 { "Destinations" }
+        @if let Some(d) = q.done { p.notice role="status" { (d.message("destination")) } }
+        p.lead { "What connectors serve, and the applications the server guards itself (forward auth). Open one to see who can reach it." }
+        @if list.items.is_empty() {
+            div.empty {
+                p { "No destination yet. Run a connector next to your cluster, database, SSH host or web service:" }
+                p { code { "infra keys add --connector" } " then " code { "infra connector --config connector.yaml" } " (see docs/connectors.md)." }
+            }
+        } @else {
+            table {
+                caption.visually-hidden { "Destinations" }
+                thead { tr { th scope="col" { "Name" } th scope="col" { "Kind" } th scope="col" { "Connector" } th scope="col" { "Health" }
+                    th scope="col" { "Tunnels" } th scope="col" { "Last seen" } @if admin { th scope="col" { span.visually-hidden { "Action" } } } } }
+                tbody {
+                    @for d in &list.items {
+                        tr {
+                            td { a href=(format!("/console/destinations/{}", enc(&d.name))) { (d.name) } }
+                            td data-label="Kind" { span.badge { (d.kind) } }
+                            td data-label="Connector" { @if d.connector.is_empty() { span.muted { "the server" } } @else { (d.connector) } }
+                            td data-label="Health" { span class=(format!("health {}", d.health)) { (d.health) } }
+                            td data-label="Tunnels" { (d.tunnels) }
+                            td data-label="Last seen" { (readable_time(&d.last_seen)) }
+                            @if admin { td { (button_form(&format!("/console/destinations/{}/remove", enc(&d.name)), &token, "Remove", &format!("Remove destination {}", d.name))) } }
+                        }
+                    }
+                }
+            }
+            @if admin { p.muted { "A destination a connector still serves comes back when the connector next connects: stop serving it in the connector's configuration first." } }
+        }
+        (pager("/console/destinations?", page, PER_PAGE, list.total_count))
+    };
+    html_response(StatusCode::OK, layout::page("Destinations", &email, &token, staff, body))
+}
+
+/// One destination: who can reach it, and through what.
+pub(super) async fn one(
+    State(state): State<AppState>,
+    Signed(caller): Signed,
+    Path(name): Path<String>,
+    axum::extract::Query(q): axum::extract::Query<Shown>,
+) -> Response {
+    let token = csrf::token(&state, &caller);
+    let (email, staff, admin) = (caller.user.email.clone(), caller.role.is_some(), is_admin(&caller));
+    let page = q.page.unwrap_or(1).max(1);
+    let query = Query(PageQuery {
+        page: Some(page),
+        limit: Some(PER_PAGE),
+    });
+    let paths = match destinations::access(State(state.clone()), caller, Path(name.clone()), query).await {
+        Ok(p) => p.0,
+        Err(e) => return failed(&e),
+    };
+    let back = format!("/console/destinations/{}", enc(&name));
+    let body = html! {
+        p.crumbs { a href="/console/destinations" { "Destinations" } " / " }
+        h1 { (name) }
+        h2 { "Who can reach " (name) }
+        p.lead { "Every user with a grant on it or a part of it, one line per grant: a user holding two grants appears twice." }
+        @if paths.items.is_empty() {
+            div.empty { p { "Nobody can reach " (name) " now." } }
+        } @else {
+            table {
+                caption.visually-hidden { "Who can reach " (name) }
+                thead { tr { th scope="col" { "User" } th scope="col" { "Role" } th scope="col" { "On" } th scope="col" { "Through" } th scope="col" { "Until" }
+                    @if admin { th scope="col" { span.visually-hidden { "Action" } } } } }
+                tbody {
+                    @for p in &paths.items {
+                        tr {
+                            td { a href=(format!("/console/users/{}", enc(&p.user))) { (p.user) } }
+                            td data-label="Role" { span.role { (p.role) } }
+                            td data-label="On" { @if p.resource == name { "all of it" } @else { "namespace " code { (&p.resource[name.len() + 1..]) } } }
+                            td data-label="Through" {
+                                @match &p.group {
+                                    Some(g) => { "group " a href=(format!("/console/groups/{}", enc(g))) { (g) } },
+                                    None => "a grant to them",
+                                }
+                            }
+                            td data-label="Until" { @match &p.expires { Some(e) => time datetime=(e) { (readable_time(e)) }, None => span.muted { "no end" } } }
+                            @if admin {
+                                td {
+                                    form.inline method="post" action=(format!("/console/grants/{}/remove", enc(&p.grant))) {
+                                        (super::form::token_input(&token))
+                                        input type="hidden" name="back" value=(back);
+                                        button.danger type="submit" aria-label=(format!("Remove the grant of {} to {}", p.role, p.group.as_deref().unwrap_or(&p.user))) { "Remove grant" }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        (pager(&format!("{back}?"), page, PER_PAGE, paths.total_count))
+        @if admin { p { a.button href=(format!("/console/grants?resource={}#add", enc(&name))) { "Grant access to " (name) } } }
+    };
+    html_response(StatusCode::OK, layout::page("Destinations", &email, &token, staff, body))
+}
+
+pub(super) async fn remove(State(state): State<AppState>, Path(name): Path<String>, p: Posted<super::Nothing>) -> Response {
+    match destinations::remove(State(state), p.caller, Path(name)).await {
+        Ok(_) => Redirect::to(&format!("/console/destinations?done={}", Done::Removed.word())).into_response(),
+        Err(e) => failed(&e),
+    }
+}
