@@ -16,6 +16,7 @@ mod e2e {
     pub mod bad_input;
     pub mod common;
     pub mod console;
+    mod console_admin;
     pub mod deploy;
     pub mod direct;
     pub mod durability;

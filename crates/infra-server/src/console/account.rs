@@ -141,7 +141,7 @@ pub(super) async fn change_password(State(state): State<AppState>, p: Posted<Pas
     };
     match crate::api::users::update(State(state.clone()), caller, Path(email), crate::extract::Body(req)).await {
         Ok(_) => Redirect::to("/console/account?changed=true").into_response(),
-        Err(e) if e.status.is_client_error() => render(&state, again, None, Some(&e.message)).await,
+        Err(e) if super::form::about_the_form(&e) => render(&state, again, None, Some(&e.message)).await,
         Err(e) => failed(&e),
     }
 }

@@ -116,7 +116,7 @@ async fn render(state: &AppState, caller: Caller, f: &Filter, verified: Option<A
         }
         Err(e) => return failed(&e),
     };
-    let chain = match chain_state(state, verified.as_ref()).await {
+    let chain = match chain_state(state, verified.as_ref(), &token).await {
         Ok(c) => c,
         Err(e) => return failed(&e),
     };
@@ -154,22 +154,18 @@ async fn render(state: &AppState, caller: Caller, f: &Filter, verified: Option<A
             tbody { @for e in &list.items { (row(e)) } }
         }
         (pager(&format!("/console/audit?{base}"), page, PER_PAGE, list.total_count))
-        form.inline method="post" action="/console/audit/verify" {
-            (token_input(&token))
-            button type="submit" { "Verify the chain now" }
-        }
     };
     html_response(StatusCode::OK, layout::page("Audit", &email, &token, staff, body))
 }
 
 /// Where the chain stands: the last verification (this one, if the user
 /// just asked), and how many events came after it.
-async fn chain_state(state: &AppState, just: Option<&AuditVerifyResponse>) -> ApiResult<Markup> {
+async fn chain_state(state: &AppState, just: Option<&AuditVerifyResponse>, token: &str) -> ApiResult<Markup> {
     let mut c = state.store.conn().await?;
     let (head, _) = infra_store::audit::head(&mut c).await?;
     let last = infra_store::checkpoints::latest(&mut c, infra_store::checkpoints::VERIFIED).await?;
     Ok(html! {
-        div.chain role="status" {
+        div.chain {
             @match just {
                 Some(v) if !v.ok => {
                     p.error { strong { "The chain is broken" }
@@ -183,6 +179,10 @@ async fn chain_state(state: &AppState, just: Option<&AuditVerifyResponse>) -> Ap
                     " (" (readable_time(&crate::wire::time(cp.created_at))) ")"
                     @if head > cp.seq { "; " (head - cp.seq) " newer events not verified yet." } @else { "; nothing newer." } },
                 None => p { "The hash chain has not been verified yet (" (head) " events)." },
+            }
+            form.inline method="post" action="/console/audit/verify" {
+                (token_input(token))
+                button type="submit" { "Verify the chain now" }
             }
         }
     })

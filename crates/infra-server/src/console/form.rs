@@ -86,6 +86,13 @@ pub(crate) fn failed(e: &ApiError) -> Response {
     html_response(e.status, layout::error_page(&e.message))
 }
 
+/// Whether an API error is about what the form said (shown next to its
+/// field), rather than about who sent it (a refusal page of its own: the
+/// form may not even be on the caller's page).
+pub(crate) fn about_the_form(e: &ApiError) -> bool {
+    e.status.is_client_error() && !matches!(e.status, StatusCode::FORBIDDEN | StatusCode::UNAUTHORIZED)
+}
+
 /// A non-empty trimmed field, or none.
 pub(crate) fn given(s: &str) -> Option<String> {
     let t = s.trim();

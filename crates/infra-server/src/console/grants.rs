@@ -310,7 +310,7 @@ pub(super) async fn add(State(state): State<AppState>, p: Posted<AddGrant>) -> R
             let f = Filter { resource: g.resource.clone(), ..Default::default() };
             render(&state, again, &f, Outcome { notice: Some(notice), ..Default::default() }).await
         }
-        Err(e) if e.status.is_client_error() => {
+        Err(e) if super::form::about_the_form(&e) => {
             let field = field_of(&e.message);
             let f = Filter::default();
             let out = Outcome { notice: None, error: Some(FieldError::new("add", field, e)), sent: form };

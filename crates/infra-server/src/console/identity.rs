@@ -195,7 +195,7 @@ pub(super) async fn add_provider(State(state): State<AppState>, p: Posted<AddPro
             let notice = html! { "Added provider " (info.name) "." @if let Some(n) = &info.notice { " " (n) } };
             render(&state, again, Outcome { notice: Some(notice), ..Default::default() }).await
         }
-        Err(e) if e.status.is_client_error() => {
+        Err(e) if super::form::about_the_form(&e) => {
             let m = e.message.to_ascii_lowercase();
             let field = ["client_secret", "client_id", "groups_claim", "allowed_domains", "issuer"]
                 .into_iter()

@@ -131,7 +131,7 @@ pub(super) async fn add_user(State(state): State<AppState>, p: Posted<AddUser>) 
             let out = Outcome { notice: Some(notice), ..Default::default() };
             render_users(&state, again, 1, out).await
         }
-        Err(e) if e.status.is_client_error() => {
+        Err(e) if super::form::about_the_form(&e) => {
             let field = if e.message.contains("password") { "password" } else { "email" };
             let out = Outcome { notice: None, error: Some(FieldError::new("add", field, e)), sent: form };
             render_users(&state, again, 1, out).await
@@ -259,7 +259,7 @@ pub(super) async fn add_group(State(state): State<AppState>, p: Posted<AddGroup>
     let req = CreateGroupRequest { name: form.name.trim().to_owned() };
     match groups::create(State(state.clone()), caller, Body(req)).await {
         Ok(_) => Redirect::to(&format!("/console/groups/{}", enc(form.name.trim()))).into_response(),
-        Err(e) if e.status.is_client_error() => {
+        Err(e) if super::form::about_the_form(&e) => {
             let out = Outcome { notice: None, error: Some(FieldError::new("add", "name", e)), sent: form };
             render_groups(&state, again, 1, out).await
         }
@@ -341,7 +341,7 @@ pub(super) async fn add_member(State(state): State<AppState>, Path(name): Path<S
             let out = Outcome { notice: Some(html! { "Added " (email) " to the group." }), ..Default::default() };
             render_group(&state, again, name, out).await
         }
-        Err(e) if e.status.is_client_error() => {
+        Err(e) if super::form::about_the_form(&e) => {
             let out = Outcome { notice: None, error: Some(FieldError::new("member", "email", e)), sent: form };
             render_group(&state, again, name, out).await
         }

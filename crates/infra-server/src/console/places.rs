@@ -115,7 +115,7 @@ pub(super) async fn one(
                                     form.inline method="post" action=(format!("/console/grants/{}/remove", enc(&p.grant))) {
                                         (super::form::token_input(&token))
                                         input type="hidden" name="back" value=(back);
-                                        button.danger type="submit" aria-label=(format!("Remove the grant of {} to {}", p.role, p.group.as_deref().unwrap_or(&p.user))) { "Remove grant" }
+                                        button.danger type="submit" aria-label=(format!("Remove grant: {} to {}", p.role, p.group.as_deref().unwrap_or(&p.user))) { "Remove grant" }
                                     }
                                 }
                             }

@@ -124,7 +124,7 @@ pub(super) async fn add(State(state): State<AppState>, p: Posted<Sent>) -> Respo
             let notice = html! { "Added service account " (u.0.user.email) ". Grant it access, then make it a key or map a workload to it." };
             render(&state, again, 1, Outcome { notice: Some(notice), ..Default::default() }).await
         }
-        Err(e) if e.status.is_client_error() => {
+        Err(e) if super::form::about_the_form(&e) => {
             let out = Outcome { notice: None, error: Some(FieldError::new("account", "email", e)), sent: form };
             render(&state, again, 1, out).await
         }
@@ -151,7 +151,7 @@ pub(super) async fn add_key(State(state): State<AppState>, p: Posted<Sent>) -> R
             };
             render(&state, again, 1, Outcome { notice: Some(notice), ..Default::default() }).await
         }
-        Err(e) if e.status.is_client_error() => {
+        Err(e) if super::form::about_the_form(&e) => {
             let field = if e.message.contains("duration") { "expires_in" } else { "name" };
             let out = Outcome { notice: None, error: Some(FieldError::new("key", field, e)), sent: form };
             render(&state, again, 1, out).await

@@ -45,7 +45,7 @@ pub fn sign_in(env: &super::common::Env, email: &str) -> String {
 }
 
 /// The token in a console page's forms.
-fn csrf_of(page: &str) -> String {
+pub fn csrf_of(page: &str) -> String {
     page.split("name=\"csrf\" value=\"")
         .nth(1)
         .and_then(|r| r.split('"').next())

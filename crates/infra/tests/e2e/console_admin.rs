@@ -1,0 +1,247 @@
+//! The admin console through the real server, as a browser's requests:
+//! a `view` admin sees every page and can change nothing whatever they
+//! post; forms without this session's token or from another origin are
+//! refused; what users can put into names and the audit log renders as
+//! text on every page.
+
+use super::common::json;
+use super::console::{csrf_of, curl, sign_in};
+use super::gateway::{user, web_env};
+
+/// Every admin page, for a caller with a role on Infra.
+const ADMIN_PAGES: [&str; 11] = [
+    "/console/users",
+    "/console/users/alice%40example.com",
+    "/console/groups",
+    "/console/groups/ops",
+    "/console/grants",
+    "/console/destinations",
+    "/console/destinations/web",
+    "/console/identity",
+    "/console/service-accounts",
+    "/console/audit",
+    "/console/audit/1",
+];
+
+/// A second admin who signs in with the console's form (the first
+/// admin's password is the testkit's own).
+fn admin_in_browser(env: &super::common::Env) -> String {
+    let _root = user(env, "root@example.com");
+    env.admin
+        .run(&["grants", "add", "root@example.com", "infra", "--role", "admin"])
+        .ok();
+    sign_in(env, "root@example.com")
+}
+
+/// The `action`s of a page's `method="post"` forms.
+fn post_actions(page: &str) -> Vec<String> {
+    page.split("<form")
+        .skip(1)
+        .filter(|f| f.split('>').next().is_some_and(|tag| tag.contains("method=\"post\"")))
+        .filter_map(|f| f.split("action=\"").nth(1)?.split('"').next().map(str::to_owned))
+        .collect()
+}
+
+/// Posts `fields` to `path` with `cookie`, from `origin`: the status and body.
+fn post(env: &super::common::Env, cookie: &str, origin: &str, path: &str, fields: &[String]) -> (u16, String) {
+    let c = format!("Cookie: {cookie}");
+    let o = format!("Origin: {origin}");
+    let mut args = vec!["-X", "POST", "-H", c.as_str(), "-H", o.as_str()];
+    for f in fields {
+        args.extend(["--data-urlencode", f.as_str()]);
+    }
+    if fields.is_empty() {
+        args.extend(["-d", ""]);
+    }
+    let (status, _, body) = curl(env, path, &args);
+    (status, body)
+}
+
+#[test]
+fn attack_a_view_admin_sees_every_page_and_changes_nothing() {
+    let w = web_env();
+    let env = &w.env;
+    let a = &env.admin;
+    let _viewer = user(env, "viewer@example.com");
+    let _alice = user(env, "alice@example.com");
+    a.run(&["grants", "add", "viewer@example.com", "infra", "--role", "view"])
+        .ok();
+    a.run(&["groups", "add", "ops"]).ok();
+    a.run(&["groups", "adduser", "ops", "alice@example.com"]).ok();
+    a.run(&["grants", "add", "--group", "ops", "web", "--role", "user"]).ok();
+    let origin = env.server.url.trim_end_matches('/').to_owned();
+    let cookie = sign_in(env, "viewer@example.com");
+
+    // Every page shows, with no control that changes anything.
+    let mut token = String::new();
+    for path in ADMIN_PAGES {
+        let (status, _, page) = curl(env, path, &["-H", &format!("Cookie: {cookie}")]);
+        assert_eq!(status, 200, "{path}: {page}");
+        assert!(page.contains("Administration"), "{path}: no admin navigation");
+        let posts = post_actions(&page);
+        assert!(
+            posts.iter().all(|p| p == "/console/logout" || p == "/console/audit/verify"),
+            "{path} offers a view admin {posts:?}"
+        );
+        token = csrf_of(&page);
+    }
+    let (_, _, reach) = curl(env, "/console/destinations/web", &["-H", &format!("Cookie: {cookie}")]);
+    assert!(reach.contains("alice@example.com") && reach.contains(">ops</a>"), "{reach}");
+
+    // The forms a view admin does not get, forged with their own valid
+    // token from the console's origin: the API refuses each and audits it.
+    let t = format!("csrf={token}");
+    let f = |s: &str| s.to_owned();
+    let forged: Vec<(&str, Vec<String>)> = vec![
+        ("/console/users", vec![t.clone(), f("email=mallory@example.com")]),
+        ("/console/users/alice%40example.com/remove", vec![t.clone()]),
+        ("/console/groups", vec![t.clone(), f("name=mallory")]),
+        ("/console/groups/ops/members", vec![t.clone(), f("email=viewer@example.com")]),
+        ("/console/groups/ops/remove", vec![t.clone()]),
+        (
+            "/console/grants",
+            vec![
+                t.clone(),
+                f("subject=user"),
+                f("to=viewer@example.com"),
+                f("role=admin"),
+                f("resource=infra"),
+            ],
+        ),
+        ("/console/service-accounts", vec![t.clone(), f("email=bot@example.com")]),
+        ("/console/identity/ssh-ca/rotate", vec![t.clone(), f("kind=user")]),
+        ("/console/destinations/web/remove", vec![t.clone()]),
+    ];
+    for (path, fields) in &forged {
+        let (status, body) = post(env, &cookie, &origin, path, fields);
+        assert_eq!(status, 403, "{path}: {body}");
+        assert!(body.contains("you need role admin on infra"), "{path}: {body}");
+    }
+    let users = json(a.run(&["users", "list", "-o", "json"]).ok()).to_string();
+    assert!(
+        !users.contains("mallory") && !users.contains("bot@example.com") && users.contains("alice@example.com"),
+        "{users}"
+    );
+    let groups = json(a.run(&["groups", "list", "-o", "json"]).ok()).to_string();
+    assert!(
+        groups.contains("ops") && !groups.contains("mallory") && !groups.contains("viewer@"),
+        "{groups}"
+    );
+    let grants = json(a.run(&["grants", "list", "--user", "viewer@example.com", "-o", "json"]).ok());
+    assert_eq!(grants.as_array().unwrap().len(), 1, "{grants:#}");
+    let denials = json(
+        a.run(&["audit", "list", "--user", "viewer@example.com", "--action", "authz.deny", "-o", "json"])
+            .ok(),
+    );
+    assert_eq!(
+        denials.as_array().unwrap().len(),
+        forged.len(),
+        "each refused post is audited: {denials:#}"
+    );
+}
+
+#[test]
+fn attack_admin_forms_without_the_session_token_or_from_another_site_are_refused() {
+    let w = web_env();
+    let env = &w.env;
+    let origin = env.server.url.trim_end_matches('/').to_owned();
+    let cookie = admin_in_browser(env);
+    let (_, _, page) = curl(env, "/console/users", &["-H", &format!("Cookie: {cookie}")]);
+    let token = csrf_of(&page);
+    let email = "email=eve@example.com".to_owned();
+    let cases = [
+        (origin.as_str(), vec![email.clone()]),
+        (origin.as_str(), vec![email.clone(), "csrf=".into()]),
+        (origin.as_str(), vec![email.clone(), format!("csrf={}", "0".repeat(64))]),
+        ("https://evil.example", vec![email.clone(), format!("csrf={token}")]),
+        ("null", vec![email.clone(), format!("csrf={token}")]),
+    ];
+    for (from, fields) in &cases {
+        let (status, body) = post(env, &cookie, from, "/console/users", fields);
+        assert_eq!(status, 403, "{from} {fields:?}: {body}");
+    }
+    // Another user's session token is worth nothing in this session.
+    let _bob = user(env, "bob@example.com");
+    let bob = sign_in(env, "bob@example.com");
+    let (_, _, bobs) = curl(env, "/console", &["-H", &format!("Cookie: {bob}")]);
+    let (status, _) = post(
+        env,
+        &cookie,
+        &origin,
+        "/console/users",
+        &[email.clone(), format!("csrf={}", csrf_of(&bobs))],
+    );
+    assert_eq!(status, 403);
+    let users = json(env.admin.run(&["users", "list", "-o", "json"]).ok()).to_string();
+    assert!(!users.contains("eve@example.com"), "{users}");
+    // With its own token, from its own page: done.
+    let (status, body) = post(env, &cookie, &origin, "/console/users", &[email, format!("csrf={token}")]);
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("Added eve@example.com") && body.contains("one-time password"), "{body}");
+}
+
+#[test]
+fn attack_markup_in_names_and_the_audit_log_renders_as_text_on_every_page() {
+    let w = web_env();
+    let env = &w.env;
+    let a = &env.admin;
+    // What anyone can put into what the console shows: a login attempt's
+    // email (audited as typed), a workload issuer's audience and mappings;
+    // and in emails, the characters that matter in attributes.
+    let marks = "<img src=x onerror=alert(1)>";
+    let body = serde_json::json!({"email": marks, "password": "x"}).to_string();
+    let (status, _) = env
+        .server
+        .send_json("POST", "/api/login", None, body.as_bytes(), "application/json")
+        .unwrap();
+    assert_eq!(status, 401);
+    let odd = "o'neil&co@example.com";
+    a.run(&["users", "add", odd, "--service"]).ok();
+    a.run(&["grants", "add", odd, "web", "--role", "user"]).ok();
+    let dir = tempfile::tempdir().unwrap();
+    let jwks = dir.path().join("jwks.json");
+    // The example key of RFC 7517, appendix A.1.
+    std::fs::write(
+        &jwks,
+        r#"{"keys":[{"kty":"EC","crv":"P-256","kid":"1","x":"MKBCTNIcKUSDii11ySs3526iDZ8AiTo7Tu6KPAqv7D4","y":"4Etl6SRW2YiLUrN5vfvVHuhp7x8PxltmWWlbbM4IFyM"}]}"#,
+    )
+    .unwrap();
+    a.run(&[
+        "workload-issuers",
+        "add",
+        "ci",
+        "--issuer",
+        "https://ci.example.com",
+        "--jwks-file",
+        jwks.to_str().unwrap(),
+        "--audience",
+        "\"><script>alert(2)</script>",
+        "--map",
+        &format!("<b>repo</b>={odd}"),
+    ])
+    .ok();
+
+    let cookie = admin_in_browser(env);
+    let mut shown = String::new();
+    let pages = ADMIN_PAGES
+        .iter()
+        .filter(|p| !p.contains("alice") && !p.contains("/ops"))
+        .chain(&["/console", "/console/audit?result=failure", "/console/users/o'neil%26co%40example.com"]);
+    for path in pages {
+        let (status, _, page) = curl(env, path, &["-H", &format!("Cookie: {cookie}")]);
+        assert_eq!(status, 200, "{path}: {page}");
+        for raw in ["<img src=x", "<script>alert", "<b>repo", "o'neil&co"] {
+            assert!(!page.contains(raw), "{path} renders {raw} as markup: {page}");
+        }
+        shown.push_str(&page);
+    }
+    // Each was on some page, as text.
+    for escaped in [
+        "&lt;img src=x onerror=alert(1)&gt;",
+        "&lt;script&gt;alert(2)&lt;/script&gt;",
+        "&lt;b&gt;repo&lt;/b&gt;",
+        "o'neil&amp;co@example.com",
+    ] {
+        assert!(shown.contains(escaped), "{escaped} was on no page");
+    }
+}
