@@ -150,7 +150,7 @@ fn the_portal_shows_what_a_user_can_reach_and_signs_out_only_from_its_own_form()
 
 /// The console in Chromium, through `crates/infra-testkit/oidc/console.mjs`:
 /// what the browser shows, and axe-core's findings.
-fn in_chromium(env: &super::common::Env, email: &str, pages: &[&str]) -> serde_json::Value {
+pub fn in_chromium(env: &super::common::Env, email: &str, pages: &[&str]) -> serde_json::Value {
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../infra-testkit/oidc/console.mjs");
     let mut cmd = Command::new("node");
     cmd.arg(&script).args(["--public", "/login", "--sign-out"]).args([

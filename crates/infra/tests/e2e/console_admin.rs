@@ -245,3 +245,65 @@ fn attack_markup_in_names_and_the_audit_log_renders_as_text_on_every_page() {
         assert!(shown.contains(escaped), "{escaped} was on no page");
     }
 }
+
+/// Every page's serious or critical axe-core findings, from `in_chromium`.
+fn serious(result: &serde_json::Value) -> Vec<String> {
+    result["pages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|p| {
+            p["violations"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|v| matches!(v["impact"].as_str(), Some("serious" | "critical")))
+                .map(move |v| format!("{}: {} ({})", p["path"], v["id"], v["nodes"]))
+        })
+        .collect()
+}
+
+#[test]
+fn in_a_browser_an_admin_gives_a_new_user_access_and_the_console_shows_why() {
+    let w = web_env();
+    let env = &w.env;
+    let _root = admin_in_browser(env);
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../infra-testkit/oidc/console_flow.mjs");
+    let out = std::process::Command::new("node")
+        .arg(&script)
+        .args(["--url", &env.server.url, "--insecure"])
+        .args(["--admin", "root@example.com", "--password", "user-password-1"])
+        .args(["--user", "dana@example.com", "--user-password", "dana-password-1"])
+        .args(["--group", "team", "--destination", "web", "--role", "user"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let text = |k: &str| r[k].as_str().unwrap_or_default().to_owned();
+    assert!(text("userAdded").contains("Added dana@example.com."), "{r:#}");
+    assert!(text("memberAdded").contains("Added dana@example.com to the group."), "{r:#}");
+    assert!(text("granted").contains("Granted user on web to team."), "{r:#}");
+    // Who can reach web: the admin by a grant to them, dana through team.
+    let who = text("whoCanReach");
+    let line = |email: &str| who.lines().find(|l| l.contains(email)).unwrap_or_default().to_owned();
+    assert!(line("dana@example.com").contains("group team"), "{who}");
+    assert!(line("admin@example.com").contains("a grant to them"), "{who}");
+    assert!(!who.contains("root@example.com"), "root holds nothing on web: {who}");
+    let user_page = text("userPage");
+    assert!(user_page.contains("web") && user_page.contains("group team"), "{user_page}");
+    assert_eq!(r["followed"], true, "the audit page did not follow: {}", text("auditText"));
+    assert!(text("auditText").contains("grant.create"), "{r:#}");
+    let mine = text("myAccess");
+    assert!(mine.contains("web") && mine.contains("(group team)"), "{mine}");
+
+    // Every admin page passes axe (the user's pages are checked in
+    // console.rs).
+    let pages: Vec<String> = ADMIN_PAGES
+        .iter()
+        .map(|p| p.replace("alice", "dana").replace("/ops", "/team"))
+        .collect();
+    let pages: Vec<&str> = pages.iter().map(String::as_str).collect();
+    let result = super::console::in_chromium(env, "root@example.com", &pages);
+    let findings = serious(&result);
+    assert!(findings.is_empty(), "axe: {findings:#?}");
+}
