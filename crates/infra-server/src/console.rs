@@ -55,7 +55,10 @@ pub(crate) fn routes() -> axum::Router<AppState> {
         .route("/console/groups/{name}", get(people::group_page))
         .route("/console/groups/{name}/remove", post(people::remove_group))
         .route("/console/groups/{name}/members", post(people::add_member))
-        .route("/console/groups/{name}/members/{email}/remove", post(people::remove_member))
+        .route(
+            "/console/groups/{name}/members/{email}/remove",
+            post(people::remove_member),
+        )
         .route("/console/grants", get(grants::page).post(grants::add))
         .route("/console/grants/{id}/remove", post(grants::remove_grant))
         .route("/console/destinations", get(places::list))
@@ -63,8 +66,14 @@ pub(crate) fn routes() -> axum::Router<AppState> {
         .route("/console/destinations/{name}/remove", post(places::remove))
         .route("/console/identity", get(identity::page))
         .route("/console/identity/providers", post(identity::add_provider))
-        .route("/console/identity/providers/{name}/remove", post(identity::remove_provider))
-        .route("/console/identity/workload-issuers/{name}/remove", post(identity::remove_issuer))
+        .route(
+            "/console/identity/providers/{name}/remove",
+            post(identity::remove_provider),
+        )
+        .route(
+            "/console/identity/workload-issuers/{name}/remove",
+            post(identity::remove_issuer),
+        )
         .route("/console/identity/ssh-ca/rotate", post(identity::rotate))
         .route("/console/service-accounts", get(services::page).post(services::add))
         .route("/console/service-accounts/keys", post(services::add_key))
@@ -225,7 +234,10 @@ async fn my_access(State(state): State<AppState>, form::Signed(caller): form::Si
             }
         }
     };
-    html_response(StatusCode::OK, layout::page("My access", &info.user.email, &csrf, staff, body))
+    html_response(
+        StatusCode::OK,
+        layout::page("My access", &info.user.email, &csrf, staff, body),
+    )
 }
 
 /// A kubeconfig with an `infra:` context for each cluster (and granted

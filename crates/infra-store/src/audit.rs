@@ -211,14 +211,19 @@ pub async fn list(c: &mut Conn, f: &AuditFilter, page: u32, limit: u32) -> Resul
     let (l, o) = crate::limit_offset(page, limit);
     let mut q = Sql::new(
         "SELECT seq, time_ms, actor, action, target, source, result, detail, prev_hash, hash FROM audit_events",
-    );
+    )
+    .on(c);
     filter(&mut q, f);
-    q.push(if f.newest_first { " ORDER BY seq DESC LIMIT " } else { " ORDER BY seq LIMIT " })
-        .int(l)
-        .push(" OFFSET ")
-        .int(o);
+    q.push(if f.newest_first {
+        " ORDER BY seq DESC LIMIT "
+    } else {
+        " ORDER BY seq LIMIT "
+    })
+    .int(l)
+    .push(" OFFSET ")
+    .int(o);
     let rows = q.fetch_all(&mut *c).await?;
-    let mut q = Sql::new("SELECT COUNT(*) FROM audit_events");
+    let mut q = Sql::new("SELECT COUNT(*) FROM audit_events").on(c);
     filter(&mut q, f);
     Ok((rows, q.fetch_count(c).await?))
 }

@@ -299,12 +299,17 @@ pub async fn list_grants(
     limit: u32,
 ) -> Result<(Vec<GrantRow>, u64), StoreError> {
     let (l, o) = limit_offset(page, limit);
+    // The page's grants are picked off the `grants_listing` index in its
+    // order, and only those rows are joined to their subjects' names: a
+    // late page skips index entries, not joined rows.
     let mut q = Sql::new(GRANT_SELECT);
+    q.push(" WHERE g.id IN (SELECT g.id FROM grants g");
     grant_where(&mut q, f, now);
-    q.push(" ORDER BY g.resource, g.role, subject_name LIMIT ")
+    q.push(" ORDER BY g.resource, g.role, g.subject_kind, g.subject_id LIMIT ")
         .int(l)
         .push(" OFFSET ")
-        .int(o);
+        .int(o)
+        .push(") ORDER BY g.resource, g.role, g.subject_kind, g.subject_id");
     let rows = q.fetch_all(&mut *c).await?;
     let mut q = Sql::new("SELECT COUNT(*) FROM grants g");
     grant_where(&mut q, f, now);
@@ -366,7 +371,7 @@ pub async fn has_grant_on_destination(
     let Ok(destination) = Resource::parse(destination) else {
         return Ok(false);
     };
-    let mut q = Sql::new("SELECT COUNT(*) FROM grants g WHERE (g.expires_at IS NULL OR g.expires_at > ");
+    let mut q = Sql::new("SELECT COUNT(*) FROM grants g WHERE (g.expires_at IS NULL OR g.expires_at > ").on(c);
     q.int(now)
         .push(") AND ")
         .covered_by("g.resource", &destination)
@@ -421,14 +426,14 @@ pub async fn reach_of_destination(
         .covered_by("g.resource", destination);
     };
     let (l, o) = limit_offset(page, limit);
-    let mut q = Sql::new("SELECT email, role, resource, via_group, expires_at, grant_id FROM (");
+    let mut q = Sql::new("SELECT email, role, resource, via_group, expires_at, grant_id FROM (").on(c);
     paths(&mut q);
     q.push(") AS reach ORDER BY email, resource, role, via_group LIMIT ")
         .int(l)
         .push(" OFFSET ")
         .int(o);
     let rows = q.fetch_all(&mut *c).await?;
-    let mut q = Sql::new("SELECT COUNT(*) FROM (");
+    let mut q = Sql::new("SELECT COUNT(*) FROM (").on(c);
     paths(&mut q);
     q.push(") AS reach");
     Ok((rows, q.fetch_count(c).await?))

@@ -19,6 +19,9 @@ enum Arg {
 pub(crate) struct Sql {
     text: String,
     args: Vec<Arg>,
+    /// Text columns compare byte by byte (SQLite's `BINARY`), so a prefix
+    /// is a range an index can serve.
+    bytewise: bool,
 }
 
 impl Sql {
@@ -26,7 +29,15 @@ impl Sql {
         Self {
             text: s.to_owned(),
             args: Vec::new(),
+            bytewise: false,
         }
+    }
+
+    /// The same query for connection `c`: on SQLite, whose text columns
+    /// compare byte by byte, `covered_by` reads an index.
+    pub(crate) fn on(mut self, c: &Conn) -> Self {
+        self.bytewise = c.backend_name() == "SQLite";
+        self
     }
 
     pub(crate) fn push(&mut self, s: &str) -> &mut Self {
@@ -57,15 +68,26 @@ impl Sql {
     /// (`>= 'dest.' AND < 'dest/'`): its order is the column's collation,
     /// and under a glibc locale such as PostgreSQL's usual `en_US.UTF-8`,
     /// which skips punctuation, `dest.ns` falls outside it. Equality is
-    /// the same under every collation.
+    /// the same under every collation. Where text compares byte by byte
+    /// (`on` a SQLite connection), the range is exact, and an index on the
+    /// column serves it: a string is at least `dest.` and below `dest/`
+    /// exactly when it starts with `dest.` (`/` follows `.`).
     pub(crate) fn covered_by(&mut self, column: &str, resource: &Resource) -> &mut Self {
         let r = resource.as_str();
         self.push(&format!("({column} = ")).text(r);
         // Only a destination has parts: `dest.ns` covers itself alone.
         if resource.destination() == r {
             let prefix = format!("{r}.");
-            let n = prefix.chars().count();
-            self.push(&format!(" OR SUBSTR({column}, 1, {n}) = ")).text(&prefix);
+            if self.bytewise {
+                self.push(&format!(" OR ({column} >= "))
+                    .text(&prefix)
+                    .push(&format!(" AND {column} < "))
+                    .text(&format!("{r}/"))
+                    .push(")");
+            } else {
+                let n = prefix.chars().count();
+                self.push(&format!(" OR SUBSTR({column}, 1, {n}) = ")).text(&prefix);
+            }
         }
         self.push(")")
     }
@@ -166,9 +188,10 @@ mod tests {
                 .await
                 .unwrap();
         }
-        for q in QUERIES {
+        for (q, bytewise) in QUERIES.iter().flat_map(|q| [(q, false), (q, true)]) {
             let query = Resource::parse(q).unwrap();
             let mut sql = Sql::new("SELECT resource FROM t WHERE ");
+            sql.bytewise = bytewise;
             sql.covered_by("resource", &query).push(" ORDER BY resource");
             let got: Vec<(String,)> = sql.fetch_all(&mut c).await.unwrap();
             let mut got: Vec<String> = got.into_iter().map(|(r,)| r).collect();
@@ -179,7 +202,7 @@ mod tests {
                 .map(|r| (*r).to_owned())
                 .collect();
             want.sort();
-            assert_eq!(got, want, "rows covered by {q}");
+            assert_eq!(got, want, "rows covered by {q} (bytewise: {bytewise})");
         }
     }
 

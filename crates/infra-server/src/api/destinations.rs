@@ -95,7 +95,12 @@ pub(crate) async fn access(
 ) -> ApiResult<Json<infra_api::Page<AccessPath>>> {
     let dest = Resource::parse(&name)?;
     caller
-        .require(&state, InfraRole::View, "see who can reach a destination", dest.as_str())
+        .require(
+            &state,
+            InfraRole::View,
+            "see who can reach a destination",
+            dest.as_str(),
+        )
         .await?;
     let (page, limit) = paging(q.page, q.limit)?;
     let mut c = state.store.conn().await?;

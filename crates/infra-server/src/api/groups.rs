@@ -56,7 +56,9 @@ pub(crate) async fn get_one(
     Path(name): Path<String>,
 ) -> ApiResult<Json<Group>> {
     let n = GroupName::parse(&name)?;
-    caller.require(&state, InfraRole::View, "see groups", n.as_str()).await?;
+    caller
+        .require(&state, InfraRole::View, "see groups", n.as_str())
+        .await?;
     let mut c = state.store.conn().await?;
     let g = find_group(&mut c, n.as_str()).await?;
     let members = identity::members_of_group(&mut c, &g.id).await?;

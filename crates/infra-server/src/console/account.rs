@@ -6,7 +6,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use maud::html;
 
-use super::form::{Posted, Signed, failed};
+use super::form::{Posted, Signed, failed, then_to};
 use super::{csrf, html_response, layout, readable_time};
 use crate::api::keys_api::{self, KeyQuery};
 use crate::authn::Caller;
@@ -148,9 +148,13 @@ pub(super) async fn change_password(State(state): State<AppState>, p: Posted<Pas
 
 /// Ends one of the user's keys or sessions (the API's `DELETE
 /// /api/keys/{id}`), from this page's form only.
-pub(super) async fn end_key(State(state): State<AppState>, Path(id): Path<String>, p: Posted<super::Nothing>) -> Response {
-    match keys_api::remove(State(state.clone()), p.caller, Path(id)).await {
-        Ok(_) => Redirect::to("/console/account").into_response(),
-        Err(e) => failed(&e),
-    }
+pub(super) async fn end_key(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    p: Posted<super::Nothing>,
+) -> Response {
+    then_to(
+        keys_api::remove(State(state), p.caller, Path(id)).await,
+        "/console/account",
+    )
 }

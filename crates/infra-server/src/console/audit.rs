@@ -107,12 +107,31 @@ pub(super) async fn page(
 async fn render(state: &AppState, caller: Caller, f: &Filter, verified: Option<AuditVerifyResponse>) -> Response {
     let token = csrf::token(state, &caller);
     let (email, staff) = (caller.user.email.clone(), caller.role.is_some());
-    let list = match events(state, caller, Filter { after: None, ..f.clone() }.query(PER_PAGE)).await {
+    let list = match events(
+        state,
+        caller,
+        Filter {
+            after: None,
+            ..f.clone()
+        }
+        .query(PER_PAGE),
+    )
+    .await
+    {
         Ok(l) => l,
         Err(e) if e.status == StatusCode::BAD_REQUEST => {
-            return html_response(e.status, layout::page("Audit", &email, &token, staff, html! {
-                h1 { "Audit" } p.error role="alert" { (e.message) } p { a href="/console/audit" { "Show all events" } }
-            }));
+            return html_response(
+                e.status,
+                layout::page(
+                    "Audit",
+                    &email,
+                    &token,
+                    staff,
+                    html! {
+                        h1 { "Audit" } p.error role="alert" { (e.message) } p { a href="/console/audit" { "Show all events" } }
+                    },
+                ),
+            );
         }
         Err(e) => return failed(&e),
     };

@@ -65,8 +65,11 @@ impl<T: DeserializeOwned> FromRequest<AppState> for Posted<T> {
         if !csrf::check(state, &caller, &token.csrf) {
             return Err(refused());
         }
-        let form = serde_urlencoded::from_bytes(&bytes)
-            .map_err(|e| failed(&ApiError::bad_request(format!("the form is not one this page sends: {e}"))))?;
+        let form = serde_urlencoded::from_bytes(&bytes).map_err(|e| {
+            failed(&ApiError::bad_request(format!(
+                "the form is not one this page sends: {e}"
+            )))
+        })?;
         Ok(Posted { caller, form })
     }
 }
@@ -79,6 +82,14 @@ pub(crate) fn refused() -> Response {
             "This form was not sent from this page of the console, so it was refused. Reload the page and try again.",
         ),
     )
+}
+
+/// After a change: to `to` when the API did it, else the error page.
+pub(crate) fn then_to<T>(done: crate::error::ApiResult<T>, to: &str) -> Response {
+    match done {
+        Ok(_) => Redirect::to(to).into_response(),
+        Err(e) => failed(&e),
+    }
 }
 
 /// An error page for an API error, with its status.
@@ -120,7 +131,8 @@ impl FieldError {
 
     /// The message, if it belongs to `field` of `form`.
     pub(crate) fn at(e: Option<&Self>, form: &str, field: &str) -> Option<String> {
-        e.filter(|e| e.form == form && e.field == field).map(|e| e.message.clone())
+        e.filter(|e| e.form == form && e.field == field)
+            .map(|e| e.message.clone())
     }
 }
 
@@ -165,7 +177,9 @@ pub(crate) fn button_form(action: &str, token: &str, label: &str, aria: &str) ->
 /// Previous/next links for a paged list; `base` already carries the
 /// page's other query parameters (and ends in `?` or `&`).
 pub(crate) fn pager(base: &str, page: u32, limit: u32, total: u64) -> Markup {
-    let last = u32::try_from(total.div_ceil(u64::from(limit.max(1)))).unwrap_or(u32::MAX).max(1);
+    let last = u32::try_from(total.div_ceil(u64::from(limit.max(1))))
+        .unwrap_or(u32::MAX)
+        .max(1);
     html! {
         @if last > 1 {
             nav.pager aria-label="Pages" {

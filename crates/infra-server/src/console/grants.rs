@@ -4,11 +4,11 @@
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Redirect, Response};
+use axum::response::Response;
 use infra_api::{CreateGrantRequest, Grant, GrantQuery};
 use maud::{Markup, html};
 
-use super::form::{FieldError, Posted, Signed, enc, failed, field, given, pager, token_input};
+use super::form::{FieldError, Posted, Signed, enc, failed, field, given, pager, then_to, token_input};
 use super::people::{Outcome, PER_PAGE, is_admin};
 use super::{csrf, html_response, layout, readable_time};
 use crate::api::grants;
@@ -24,7 +24,9 @@ async fn all(state: &AppState, caller: &Caller, mut q: GrantQuery) -> ApiResult<
     loop {
         q.page = Some(page);
         q.limit = Some(infra_api::MAX_LIMIT);
-        let p = grants::list(State(state.clone()), caller.clone(), Query(q.clone())).await?.0;
+        let p = grants::list(State(state.clone()), caller.clone(), Query(q.clone()))
+            .await?
+            .0;
         let n = p.items.len();
         out.extend(p.items);
         if n == 0 || out.len() as u64 >= p.total_count {
@@ -77,48 +79,25 @@ fn remove(g: &Grant, controls: Option<(&str, &str)>) -> Markup {
     }
 }
 
-/// A user's grants by what they reach: destination, role, part, and
-/// whether it comes from a grant to them or from which group.
-pub(super) fn reach_table(list: &[Grant], controls: Option<(&str, &str)>, empty: &str) -> Markup {
+/// Grants by what they reach: destination (or part), role, until; with
+/// `through`, also whether each is a grant to the user or which group's.
+pub(super) fn table(list: &[Grant], through_too: bool, controls: Option<(&str, &str)>, empty: &str) -> Markup {
     html! {
         @if list.is_empty() {
             div.empty { p { (empty) } }
         } @else {
             table {
-                caption.visually-hidden { "Grants and where they come from" }
-                thead { tr { th scope="col" { "Reaches" } th scope="col" { "Role" } th scope="col" { "Through" } th scope="col" { "Until" }
+                caption.visually-hidden { "Grants" @if through_too { " and where they come from" } }
+                thead { tr { th scope="col" { "Reaches" } th scope="col" { "Role" }
+                    @if through_too { th scope="col" { "Through" } }
+                    th scope="col" { "Until" }
                     @if controls.is_some() { th scope="col" { span.visually-hidden { "Action" } } } } }
                 tbody {
                     @for g in list {
                         tr {
                             td { (resource_link(&g.resource)) }
                             td data-label="Role" { span.role { (g.role) } }
-                            td data-label="Through" { (through(g)) }
-                            td data-label="Until" { (until(g)) }
-                            @if controls.is_some() { td { (remove(g, controls)) } }
-                        }
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// A group's grants: what, role, until.
-pub(super) fn held_table(list: &[Grant], controls: Option<(&str, &str)>, empty: &str) -> Markup {
-    html! {
-        @if list.is_empty() {
-            div.empty { p { (empty) } }
-        } @else {
-            table {
-                caption.visually-hidden { "Grants" }
-                thead { tr { th scope="col" { "On" } th scope="col" { "Role" } th scope="col" { "Until" }
-                    @if controls.is_some() { th scope="col" { span.visually-hidden { "Action" } } } } }
-                tbody {
-                    @for g in list {
-                        tr {
-                            td { (resource_link(&g.resource)) }
-                            td data-label="Role" { span.role { (g.role) } }
+                            @if through_too { td data-label="Through" { (through(g)) } }
                             td data-label="Until" { (until(g)) }
                             @if controls.is_some() { td { (remove(g, controls)) } }
                         }
@@ -169,7 +148,12 @@ impl Filter {
     /// The filter as the start of a query string, for the pager.
     fn base(&self) -> String {
         let mut s = String::from("/console/grants?");
-        for (k, v) in [("user", &self.user), ("group", &self.group), ("resource", &self.resource), ("role", &self.role)] {
+        for (k, v) in [
+            ("user", &self.user),
+            ("group", &self.group),
+            ("resource", &self.resource),
+            ("role", &self.role),
+        ] {
             if !v.trim().is_empty() {
                 s.push_str(&format!("{k}={}&", enc(v.trim())));
             }
@@ -206,7 +190,16 @@ pub(super) async fn page(
         resource: f.resource.clone(),
         ..Default::default()
     };
-    render(&state, caller, &f, Outcome { sent, ..Default::default() }).await
+    render(
+        &state,
+        caller,
+        &f,
+        Outcome {
+            sent,
+            ..Default::default()
+        },
+    )
+    .await
 }
 
 async fn render(state: &AppState, caller: Caller, f: &Filter, out: Outcome<AddGrant>) -> Response {
@@ -289,7 +282,10 @@ fn render_error(email: &str, token: &str, staff: bool, message: &str) -> Respons
         p.error role="alert" { (message) }
         p { a href="/console/grants" { "Show all grants" } }
     };
-    html_response(StatusCode::BAD_REQUEST, layout::page("Grants", email, token, staff, body))
+    html_response(
+        StatusCode::BAD_REQUEST,
+        layout::page("Grants", email, token, staff, body),
+    )
 }
 
 pub(super) async fn add(State(state): State<AppState>, p: Posted<AddGrant>) -> Response {
@@ -307,13 +303,29 @@ pub(super) async fn add(State(state): State<AppState>, p: Posted<AddGrant>) -> R
         Ok((_, g)) => {
             let g = g.0;
             let notice = html! { "Granted " (g.role) " on " (g.resource) " to " (g.user.as_deref().or(g.group.as_deref()).unwrap_or("")) "." };
-            let f = Filter { resource: g.resource.clone(), ..Default::default() };
-            render(&state, again, &f, Outcome { notice: Some(notice), ..Default::default() }).await
+            let f = Filter {
+                resource: g.resource.clone(),
+                ..Default::default()
+            };
+            render(
+                &state,
+                again,
+                &f,
+                Outcome {
+                    notice: Some(notice),
+                    ..Default::default()
+                },
+            )
+            .await
         }
         Err(e) if super::form::about_the_form(&e) => {
             let field = field_of(&e.message);
             let f = Filter::default();
-            let out = Outcome { notice: None, error: Some(FieldError::new("add", field, e)), sent: form };
+            let out = Outcome {
+                notice: None,
+                error: Some(FieldError::new("add", field, e)),
+                sent: form,
+            };
             render(&state, again, &f, out).await
         }
         Err(e) => failed(&e),
@@ -341,11 +353,15 @@ pub(super) struct RemoveGrant {
     back: String,
 }
 
-pub(super) async fn remove_grant(State(state): State<AppState>, Path(id): Path<String>, p: Posted<RemoveGrant>) -> Response {
-    match grants::remove(State(state), p.caller, Path(id)).await {
-        Ok(_) => Redirect::to(local(&p.form.back)).into_response(),
-        Err(e) => failed(&e),
-    }
+pub(super) async fn remove_grant(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    p: Posted<RemoveGrant>,
+) -> Response {
+    then_to(
+        grants::remove(State(state), p.caller, Path(id)).await,
+        local(&p.form.back),
+    )
 }
 
 /// `back` if it is a console page of this server, else the grants page:
@@ -363,7 +379,14 @@ mod tests {
 
     #[test]
     fn a_form_never_redirects_off_the_console() {
-        for bad in ["https://evil.example/", "//evil.example", "/console//evil", "/\\evil", "/console/x y", "/login"] {
+        for bad in [
+            "https://evil.example/",
+            "//evil.example",
+            "/console//evil",
+            "/\\evil",
+            "/console/x y",
+            "/login",
+        ] {
             assert_eq!(local(bad), "/console/grants", "{bad}");
         }
         assert_eq!(local("/console/users/a%40b.c"), "/console/users/a%40b.c");
@@ -374,6 +397,9 @@ mod tests {
         assert_eq!(field_of("invalid duration '3x'"), "expires_in");
         assert_eq!(field_of("role root does not exist on infra; use admin or view"), "role");
         assert_eq!(field_of("user not found: a@b.c; see 'infra users list'"), "to");
-        assert_eq!(field_of("you need role admin on infra to grant access (you have view)"), "to");
+        assert_eq!(
+            field_of("you need role admin on infra to grant access (you have view)"),
+            "to"
+        );
     }
 }

@@ -4,12 +4,12 @@
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Redirect, Response};
+use axum::response::Response;
 use infra_api::{ProviderCreate, SshCaRotate};
 use infra_auth::ssh_ca::CaKind;
 use maud::{Markup, html};
 
-use super::form::{FieldError, Posted, Signed, button_form, enc, failed, field, given, token_input};
+use super::form::{FieldError, Posted, Signed, button_form, enc, failed, field, given, then_to, token_input};
 use super::people::{Outcome, is_admin};
 use super::{Done, csrf, html_response, layout, readable_time};
 use crate::api::{providers, ssh_api, workload};
@@ -44,7 +44,15 @@ pub(super) async fn page(
     axum::extract::Query(q): axum::extract::Query<Shown>,
 ) -> Response {
     let notice = q.done.map(|d| html! { (d.message("entry")) });
-    render(&state, caller, Outcome { notice, ..Default::default() }).await
+    render(
+        &state,
+        caller,
+        Outcome {
+            notice,
+            ..Default::default()
+        },
+    )
+    .await
 }
 
 async fn render(state: &AppState, caller: Caller, out: Outcome<AddProvider>) -> Response {
@@ -182,44 +190,66 @@ pub(super) async fn add_provider(State(state): State<AppState>, p: Posted<AddPro
         client_secret: form.client_secret.clone(),
         groups_claim: given(&form.groups_claim),
         scopes: Vec::new(),
-        allowed_domains: form
-            .allowed_domains
-            .split(',')
-            .filter_map(given)
-            .collect(),
+        allowed_domains: form.allowed_domains.split(',').filter_map(given).collect(),
         allow_unverified_email: false,
     };
     match providers::create(State(state.clone()), caller, Body(req)).await {
         Ok((_, info)) => {
             let info = info.0;
             let notice = html! { "Added provider " (info.name) "." @if let Some(n) = &info.notice { " " (n) } };
-            render(&state, again, Outcome { notice: Some(notice), ..Default::default() }).await
+            render(
+                &state,
+                again,
+                Outcome {
+                    notice: Some(notice),
+                    ..Default::default()
+                },
+            )
+            .await
         }
         Err(e) if super::form::about_the_form(&e) => {
             let m = e.message.to_ascii_lowercase();
-            let field = ["client_secret", "client_id", "groups_claim", "allowed_domains", "issuer"]
-                .into_iter()
-                .find(|f| m.contains(&f.replace('_', " ")) || m.contains(f))
-                .unwrap_or("name");
-            let out = Outcome { notice: None, error: Some(FieldError::new("provider", field, e)), sent: form };
+            let field = [
+                "client_secret",
+                "client_id",
+                "groups_claim",
+                "allowed_domains",
+                "issuer",
+            ]
+            .into_iter()
+            .find(|f| m.contains(&f.replace('_', " ")) || m.contains(f))
+            .unwrap_or("name");
+            let out = Outcome {
+                notice: None,
+                error: Some(FieldError::new("provider", field, e)),
+                sent: form,
+            };
             render(&state, again, out).await
         }
         Err(e) => failed(&e),
     }
 }
 
-pub(super) async fn remove_provider(State(state): State<AppState>, Path(name): Path<String>, p: Posted<super::Nothing>) -> Response {
-    match providers::remove(State(state), p.caller, Path(name)).await {
-        Ok(_) => Redirect::to(&format!("/console/identity?done={}", Done::Removed.word())).into_response(),
-        Err(e) => failed(&e),
-    }
+pub(super) async fn remove_provider(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    p: Posted<super::Nothing>,
+) -> Response {
+    then_to(
+        providers::remove(State(state), p.caller, Path(name)).await,
+        &format!("/console/identity?done={}", Done::Removed.word()),
+    )
 }
 
-pub(super) async fn remove_issuer(State(state): State<AppState>, Path(name): Path<String>, p: Posted<super::Nothing>) -> Response {
-    match workload::remove(State(state), p.caller, Path(name)).await {
-        Ok(_) => Redirect::to(&format!("/console/identity?done={}", Done::Removed.word())).into_response(),
-        Err(e) => failed(&e),
-    }
+pub(super) async fn remove_issuer(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    p: Posted<super::Nothing>,
+) -> Response {
+    then_to(
+        workload::remove(State(state), p.caller, Path(name)).await,
+        &format!("/console/identity?done={}", Done::Removed.word()),
+    )
 }
 
 #[derive(Debug, serde::Deserialize)]
@@ -234,7 +264,15 @@ pub(super) async fn rotate(State(state): State<AppState>, p: Posted<Rotate>) -> 
     match ssh_api::rotate(State(state.clone()), p.caller, Body(req)).await {
         Ok(info) => {
             let notice = html! { "Rotated the " (info.0.kind) " CA: a new key signs from now on." };
-            render(&state, again, Outcome { notice: Some(notice), ..Default::default() }).await
+            render(
+                &state,
+                again,
+                Outcome {
+                    notice: Some(notice),
+                    ..Default::default()
+                },
+            )
+            .await
         }
         Err(e) => failed(&e),
     }

@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use infra_api::{CreateGroupRequest, CreateUserRequest, PageQuery, UserQuery};
 use maud::{Markup, html};
 
-use super::form::{FieldError, Posted, Signed, button_form, enc, failed, field, given, pager, token_input};
+use super::form::{FieldError, Posted, Signed, button_form, enc, failed, field, given, pager, then_to, token_input};
 use super::{Done, Shown, csrf, grants, html_response, layout, readable_time};
 use crate::api::{groups, users};
 use crate::authn::Caller;
@@ -49,9 +49,22 @@ pub(super) struct Outcome<F> {
     pub(super) sent: F,
 }
 
-pub(super) async fn users_page(State(state): State<AppState>, Signed(caller): Signed, axum::extract::Query(q): axum::extract::Query<Shown>) -> Response {
+pub(super) async fn users_page(
+    State(state): State<AppState>,
+    Signed(caller): Signed,
+    axum::extract::Query(q): axum::extract::Query<Shown>,
+) -> Response {
     let notice = q.done.map(|d| html! { (d.message("user")) });
-    render_users(&state, caller, q.page.unwrap_or(1), Outcome { notice, ..Default::default() }).await
+    render_users(
+        &state,
+        caller,
+        q.page.unwrap_or(1),
+        Outcome {
+            notice,
+            ..Default::default()
+        },
+    )
+    .await
 }
 
 async fn render_users(state: &AppState, caller: Caller, page: u32, out: Outcome<AddUser>) -> Response {
@@ -128,23 +141,38 @@ pub(super) async fn add_user(State(state): State<AppState>, p: Posted<AddUser>) 
                 },
                 None => html! { "Added " (created.0.user.email) "." },
             };
-            let out = Outcome { notice: Some(notice), ..Default::default() };
+            let out = Outcome {
+                notice: Some(notice),
+                ..Default::default()
+            };
             render_users(&state, again, 1, out).await
         }
         Err(e) if super::form::about_the_form(&e) => {
-            let field = if e.message.contains("password") { "password" } else { "email" };
-            let out = Outcome { notice: None, error: Some(FieldError::new("add", field, e)), sent: form };
+            let field = if e.message.contains("password") {
+                "password"
+            } else {
+                "email"
+            };
+            let out = Outcome {
+                notice: None,
+                error: Some(FieldError::new("add", field, e)),
+                sent: form,
+            };
             render_users(&state, again, 1, out).await
         }
         Err(e) => failed(&e),
     }
 }
 
-pub(super) async fn remove_user(State(state): State<AppState>, Path(email): Path<String>, p: Posted<super::Nothing>) -> Response {
-    match users::remove(State(state), p.caller, Path(email)).await {
-        Ok(_) => Redirect::to(&format!("/console/users?done={}", Done::Removed.word())).into_response(),
-        Err(e) => failed(&e),
-    }
+pub(super) async fn remove_user(
+    State(state): State<AppState>,
+    Path(email): Path<String>,
+    p: Posted<super::Nothing>,
+) -> Response {
+    then_to(
+        users::remove(State(state), p.caller, Path(email)).await,
+        &format!("/console/users?done={}", Done::Removed.word()),
+    )
 }
 
 #[derive(Debug, serde::Deserialize)]
@@ -153,15 +181,16 @@ pub(super) struct Find {
     email: String,
 }
 
-pub(super) async fn find_user(
-    Signed(_): Signed,
-    axum::extract::Query(f): axum::extract::Query<Find>,
-) -> Response {
+pub(super) async fn find_user(Signed(_): Signed, axum::extract::Query(f): axum::extract::Query<Find>) -> Response {
     Redirect::to(&format!("/console/users/{}", enc(f.email.trim()))).into_response()
 }
 
 /// One user: their groups and everything they can reach, grant by grant.
-pub(super) async fn user_page(State(state): State<AppState>, Signed(caller): Signed, Path(email): Path<String>) -> Response {
+pub(super) async fn user_page(
+    State(state): State<AppState>,
+    Signed(caller): Signed,
+    Path(email): Path<String>,
+) -> Response {
     let token = csrf::token(&state, &caller);
     let me = caller.user.email.clone();
     let staff = caller.role.is_some();
@@ -188,7 +217,7 @@ pub(super) async fn user_page(State(state): State<AppState>, Signed(caller): Sig
             dt { "Added" } dd { (readable_time(&user.created)) }
         }
         h2 { "What " (user.email) " can reach, and why" }
-        (grants::reach_table(&reach, admin.then_some((token.as_str(), back.as_str())), "This user holds no grant, directly or through a group."))
+        (grants::table(&reach, true, admin.then_some((token.as_str(), back.as_str())), "This user holds no grant, directly or through a group."))
     };
     html_response(StatusCode::OK, layout::page("Users", &me, &token, staff, body))
 }
@@ -199,9 +228,22 @@ pub(super) struct AddGroup {
     name: String,
 }
 
-pub(super) async fn groups_page(State(state): State<AppState>, Signed(caller): Signed, axum::extract::Query(q): axum::extract::Query<Shown>) -> Response {
+pub(super) async fn groups_page(
+    State(state): State<AppState>,
+    Signed(caller): Signed,
+    axum::extract::Query(q): axum::extract::Query<Shown>,
+) -> Response {
     let notice = q.done.map(|d| html! { (d.message("group")) });
-    render_groups(&state, caller, q.page.unwrap_or(1), Outcome { notice, ..Default::default() }).await
+    render_groups(
+        &state,
+        caller,
+        q.page.unwrap_or(1),
+        Outcome {
+            notice,
+            ..Default::default()
+        },
+    )
+    .await
 }
 
 async fn render_groups(state: &AppState, caller: Caller, page: u32, out: Outcome<AddGroup>) -> Response {
@@ -256,22 +298,32 @@ async fn render_groups(state: &AppState, caller: Caller, page: u32, out: Outcome
 pub(super) async fn add_group(State(state): State<AppState>, p: Posted<AddGroup>) -> Response {
     let Posted { caller, form } = p;
     let again = caller.clone();
-    let req = CreateGroupRequest { name: form.name.trim().to_owned() };
+    let req = CreateGroupRequest {
+        name: form.name.trim().to_owned(),
+    };
     match groups::create(State(state.clone()), caller, Body(req)).await {
         Ok(_) => Redirect::to(&format!("/console/groups/{}", enc(form.name.trim()))).into_response(),
         Err(e) if super::form::about_the_form(&e) => {
-            let out = Outcome { notice: None, error: Some(FieldError::new("add", "name", e)), sent: form };
+            let out = Outcome {
+                notice: None,
+                error: Some(FieldError::new("add", "name", e)),
+                sent: form,
+            };
             render_groups(&state, again, 1, out).await
         }
         Err(e) => failed(&e),
     }
 }
 
-pub(super) async fn remove_group(State(state): State<AppState>, Path(name): Path<String>, p: Posted<super::Nothing>) -> Response {
-    match groups::remove(State(state), p.caller, Path(name)).await {
-        Ok(_) => Redirect::to(&format!("/console/groups?done={}", Done::Removed.word())).into_response(),
-        Err(e) => failed(&e),
-    }
+pub(super) async fn remove_group(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    p: Posted<super::Nothing>,
+) -> Response {
+    then_to(
+        groups::remove(State(state), p.caller, Path(name)).await,
+        &format!("/console/groups?done={}", Done::Removed.word()),
+    )
 }
 
 #[derive(Debug, Default, serde::Deserialize)]
@@ -280,7 +332,11 @@ pub(super) struct AddMember {
     email: String,
 }
 
-pub(super) async fn group_page(State(state): State<AppState>, Signed(caller): Signed, Path(name): Path<String>) -> Response {
+pub(super) async fn group_page(
+    State(state): State<AppState>,
+    Signed(caller): Signed,
+    Path(name): Path<String>,
+) -> Response {
     render_group(&state, caller, name, Outcome::default()).await
 }
 
@@ -325,24 +381,35 @@ async fn render_group(state: &AppState, caller: Caller, name: String, out: Outco
             }
         }
         h2 { "Grants" }
-        (grants::held_table(&held, admin.then_some((token.as_str(), base.as_str())), "This group holds no grant yet."))
+        (grants::table(&held, false, admin.then_some((token.as_str(), base.as_str())), "This group holds no grant yet."))
         @if admin { p { a.button href=(format!("/console/grants?group={}#add", enc(&group.name))) { "Grant this group access" } } }
     };
     let status = out.error.as_ref().map_or(StatusCode::OK, |e| e.status);
     html_response(status, layout::page("Groups", &me, &token, staff, body))
 }
 
-pub(super) async fn add_member(State(state): State<AppState>, Path(name): Path<String>, p: Posted<AddMember>) -> Response {
+pub(super) async fn add_member(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    p: Posted<AddMember>,
+) -> Response {
     let Posted { caller, form } = p;
     let again = caller.clone();
     let email = form.email.trim().to_owned();
     match groups::add_member(State(state.clone()), caller, Path((name.clone(), email.clone()))).await {
         Ok(_) => {
-            let out = Outcome { notice: Some(html! { "Added " (email) " to the group." }), ..Default::default() };
+            let out = Outcome {
+                notice: Some(html! { "Added " (email) " to the group." }),
+                ..Default::default()
+            };
             render_group(&state, again, name, out).await
         }
         Err(e) if super::form::about_the_form(&e) => {
-            let out = Outcome { notice: None, error: Some(FieldError::new("member", "email", e)), sent: form };
+            let out = Outcome {
+                notice: None,
+                error: Some(FieldError::new("member", "email", e)),
+                sent: form,
+            };
             render_group(&state, again, name, out).await
         }
         Err(e) => failed(&e),
@@ -354,8 +421,8 @@ pub(super) async fn remove_member(
     Path((name, email)): Path<(String, String)>,
     p: Posted<super::Nothing>,
 ) -> Response {
-    match groups::remove_member(State(state), p.caller, Path((name.clone(), email))).await {
-        Ok(_) => Redirect::to(&format!("/console/groups/{}", enc(&name))).into_response(),
-        Err(e) => failed(&e),
-    }
+    then_to(
+        groups::remove_member(State(state), p.caller, Path((name.clone(), email))).await,
+        &format!("/console/groups/{}", enc(&name)),
+    )
 }

@@ -4,11 +4,11 @@
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Redirect, Response};
+use axum::response::Response;
 use infra_api::PageQuery;
 use maud::html;
 
-use super::form::{Posted, Signed, button_form, enc, failed, pager};
+use super::form::{Posted, Signed, button_form, enc, failed, pager, then_to};
 use super::people::{PER_PAGE, is_admin};
 use super::{Done, Shown, csrf, html_response, layout, readable_time};
 use crate::api::destinations;
@@ -63,7 +63,10 @@ pub(super) async fn list(
         }
         (pager("/console/destinations?", page, PER_PAGE, list.total_count))
     };
-    html_response(StatusCode::OK, layout::page("Destinations", &email, &token, staff, body))
+    html_response(
+        StatusCode::OK,
+        layout::page("Destinations", &email, &token, staff, body),
+    )
 }
 
 /// One destination: who can reach it, and through what.
@@ -127,12 +130,19 @@ pub(super) async fn one(
         (pager(&format!("{back}?"), page, PER_PAGE, paths.total_count))
         @if admin { p { a.button href=(format!("/console/grants?resource={}#add", enc(&name))) { "Grant access to " (name) } } }
     };
-    html_response(StatusCode::OK, layout::page("Destinations", &email, &token, staff, body))
+    html_response(
+        StatusCode::OK,
+        layout::page("Destinations", &email, &token, staff, body),
+    )
 }
 
-pub(super) async fn remove(State(state): State<AppState>, Path(name): Path<String>, p: Posted<super::Nothing>) -> Response {
-    match destinations::remove(State(state), p.caller, Path(name)).await {
-        Ok(_) => Redirect::to(&format!("/console/destinations?done={}", Done::Removed.word())).into_response(),
-        Err(e) => failed(&e),
-    }
+pub(super) async fn remove(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    p: Posted<super::Nothing>,
+) -> Response {
+    then_to(
+        destinations::remove(State(state), p.caller, Path(name)).await,
+        &format!("/console/destinations?done={}", Done::Removed.word()),
+    )
 }

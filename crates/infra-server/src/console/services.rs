@@ -4,11 +4,11 @@
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Redirect, Response};
+use axum::response::Response;
 use infra_api::{CreateKeyRequest, CreateUserRequest, UserQuery};
 use maud::html;
 
-use super::form::{FieldError, Posted, Signed, button_form, enc, failed, field, given, pager, token_input};
+use super::form::{FieldError, Posted, Signed, button_form, enc, failed, field, given, pager, then_to, token_input};
 use super::people::{Outcome, PER_PAGE, is_admin};
 use super::{Done, Shown, account, csrf, html_response, layout, readable_time};
 use crate::api::{keys_api, users};
@@ -34,7 +34,16 @@ pub(super) async fn page(
     axum::extract::Query(q): axum::extract::Query<Shown>,
 ) -> Response {
     let notice = q.done.map(|d| html! { (d.message("service account or key")) });
-    render(&state, caller, q.page.unwrap_or(1).max(1), Outcome { notice, ..Default::default() }).await
+    render(
+        &state,
+        caller,
+        q.page.unwrap_or(1).max(1),
+        Outcome {
+            notice,
+            ..Default::default()
+        },
+    )
+    .await
 }
 
 async fn render(state: &AppState, caller: Caller, page: u32, out: Outcome<Sent>) -> Response {
@@ -122,10 +131,23 @@ pub(super) async fn add(State(state): State<AppState>, p: Posted<Sent>) -> Respo
     match users::create(State(state.clone()), caller, Body(req)).await {
         Ok((_, u)) => {
             let notice = html! { "Added service account " (u.0.user.email) ". Grant it access, then make it a key or map a workload to it." };
-            render(&state, again, 1, Outcome { notice: Some(notice), ..Default::default() }).await
+            render(
+                &state,
+                again,
+                1,
+                Outcome {
+                    notice: Some(notice),
+                    ..Default::default()
+                },
+            )
+            .await
         }
         Err(e) if super::form::about_the_form(&e) => {
-            let out = Outcome { notice: None, error: Some(FieldError::new("account", "email", e)), sent: form };
+            let out = Outcome {
+                notice: None,
+                error: Some(FieldError::new("account", "email", e)),
+                sent: form,
+            };
             render(&state, again, 1, out).await
         }
         Err(e) => failed(&e),
@@ -149,20 +171,41 @@ pub(super) async fn add_key(State(state): State<AppState>, p: Posted<Sent>) -> R
                 "Made key " code { (k.key.name) } " for " (form.account) ". Copy it now; it is not shown again: "
                 code.secret { (k.access_key) }
             };
-            render(&state, again, 1, Outcome { notice: Some(notice), ..Default::default() }).await
+            render(
+                &state,
+                again,
+                1,
+                Outcome {
+                    notice: Some(notice),
+                    ..Default::default()
+                },
+            )
+            .await
         }
         Err(e) if super::form::about_the_form(&e) => {
-            let field = if e.message.contains("duration") { "expires_in" } else { "name" };
-            let out = Outcome { notice: None, error: Some(FieldError::new("key", field, e)), sent: form };
+            let field = if e.message.contains("duration") {
+                "expires_in"
+            } else {
+                "name"
+            };
+            let out = Outcome {
+                notice: None,
+                error: Some(FieldError::new("key", field, e)),
+                sent: form,
+            };
             render(&state, again, 1, out).await
         }
         Err(e) => failed(&e),
     }
 }
 
-pub(super) async fn end_key(State(state): State<AppState>, Path(id): Path<String>, p: Posted<super::Nothing>) -> Response {
-    match keys_api::remove(State(state), p.caller, Path(id)).await {
-        Ok(_) => Redirect::to(&format!("/console/service-accounts?done={}", Done::Removed.word())).into_response(),
-        Err(e) => failed(&e),
-    }
+pub(super) async fn end_key(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    p: Posted<super::Nothing>,
+) -> Response {
+    then_to(
+        keys_api::remove(State(state), p.caller, Path(id)).await,
+        &format!("/console/service-accounts?done={}", Done::Removed.word()),
+    )
 }

@@ -68,7 +68,8 @@ fn attack_a_view_admin_sees_every_page_and_changes_nothing() {
         .ok();
     a.run(&["groups", "add", "ops"]).ok();
     a.run(&["groups", "adduser", "ops", "alice@example.com"]).ok();
-    a.run(&["grants", "add", "--group", "ops", "web", "--role", "user"]).ok();
+    a.run(&["grants", "add", "--group", "ops", "web", "--role", "user"])
+        .ok();
     let origin = env.server.url.trim_end_matches('/').to_owned();
     let cookie = sign_in(env, "viewer@example.com");
 
@@ -80,13 +81,18 @@ fn attack_a_view_admin_sees_every_page_and_changes_nothing() {
         assert!(page.contains("Administration"), "{path}: no admin navigation");
         let posts = post_actions(&page);
         assert!(
-            posts.iter().all(|p| p == "/console/logout" || p == "/console/audit/verify"),
+            posts
+                .iter()
+                .all(|p| p == "/console/logout" || p == "/console/audit/verify"),
             "{path} offers a view admin {posts:?}"
         );
         token = csrf_of(&page);
     }
     let (_, _, reach) = curl(env, "/console/destinations/web", &["-H", &format!("Cookie: {cookie}")]);
-    assert!(reach.contains("alice@example.com") && reach.contains(">ops</a>"), "{reach}");
+    assert!(
+        reach.contains("alice@example.com") && reach.contains(">ops</a>"),
+        "{reach}"
+    );
 
     // The forms a view admin does not get, forged with their own valid
     // token from the console's origin: the API refuses each and audits it.
@@ -96,7 +102,10 @@ fn attack_a_view_admin_sees_every_page_and_changes_nothing() {
         ("/console/users", vec![t.clone(), f("email=mallory@example.com")]),
         ("/console/users/alice%40example.com/remove", vec![t.clone()]),
         ("/console/groups", vec![t.clone(), f("name=mallory")]),
-        ("/console/groups/ops/members", vec![t.clone(), f("email=viewer@example.com")]),
+        (
+            "/console/groups/ops/members",
+            vec![t.clone(), f("email=viewer@example.com")],
+        ),
         ("/console/groups/ops/remove", vec![t.clone()]),
         (
             "/console/grants",
@@ -127,11 +136,23 @@ fn attack_a_view_admin_sees_every_page_and_changes_nothing() {
         groups.contains("ops") && !groups.contains("mallory") && !groups.contains("viewer@"),
         "{groups}"
     );
-    let grants = json(a.run(&["grants", "list", "--user", "viewer@example.com", "-o", "json"]).ok());
+    let grants = json(
+        a.run(&["grants", "list", "--user", "viewer@example.com", "-o", "json"])
+            .ok(),
+    );
     assert_eq!(grants.as_array().unwrap().len(), 1, "{grants:#}");
     let denials = json(
-        a.run(&["audit", "list", "--user", "viewer@example.com", "--action", "authz.deny", "-o", "json"])
-            .ok(),
+        a.run(&[
+            "audit",
+            "list",
+            "--user",
+            "viewer@example.com",
+            "--action",
+            "authz.deny",
+            "-o",
+            "json",
+        ])
+        .ok(),
     );
     assert_eq!(
         denials.as_array().unwrap().len(),
@@ -175,9 +196,18 @@ fn attack_admin_forms_without_the_session_token_or_from_another_site_are_refused
     let users = json(env.admin.run(&["users", "list", "-o", "json"]).ok()).to_string();
     assert!(!users.contains("eve@example.com"), "{users}");
     // With its own token, from its own page: done.
-    let (status, body) = post(env, &cookie, &origin, "/console/users", &[email, format!("csrf={token}")]);
+    let (status, body) = post(
+        env,
+        &cookie,
+        &origin,
+        "/console/users",
+        &[email, format!("csrf={token}")],
+    );
     assert_eq!(status, 200, "{body}");
-    assert!(body.contains("Added eve@example.com") && body.contains("one-time password"), "{body}");
+    assert!(
+        body.contains("Added eve@example.com") && body.contains("one-time password"),
+        "{body}"
+    );
 }
 
 #[test]
@@ -226,7 +256,11 @@ fn attack_markup_in_names_and_the_audit_log_renders_as_text_on_every_page() {
     let pages = ADMIN_PAGES
         .iter()
         .filter(|p| !p.contains("alice") && !p.contains("/ops"))
-        .chain(&["/console", "/console/audit?result=failure", "/console/users/o'neil%26co%40example.com"]);
+        .chain(&[
+            "/console",
+            "/console/audit?result=failure",
+            "/console/users/o'neil%26co%40example.com",
+        ]);
     for path in pages {
         let (status, _, page) = curl(env, path, &["-H", &format!("Cookie: {cookie}")]);
         assert_eq!(status, 200, "{path}: {page}");
@@ -281,7 +315,10 @@ fn in_a_browser_an_admin_gives_a_new_user_access_and_the_console_shows_why() {
     let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let text = |k: &str| r[k].as_str().unwrap_or_default().to_owned();
     assert!(text("userAdded").contains("Added dana@example.com."), "{r:#}");
-    assert!(text("memberAdded").contains("Added dana@example.com to the group."), "{r:#}");
+    assert!(
+        text("memberAdded").contains("Added dana@example.com to the group."),
+        "{r:#}"
+    );
     assert!(text("granted").contains("Granted user on web to team."), "{r:#}");
     // Who can reach web: the admin by a grant to them, dana through team.
     let who = text("whoCanReach");
@@ -290,8 +327,16 @@ fn in_a_browser_an_admin_gives_a_new_user_access_and_the_console_shows_why() {
     assert!(line("admin@example.com").contains("a grant to them"), "{who}");
     assert!(!who.contains("root@example.com"), "root holds nothing on web: {who}");
     let user_page = text("userPage");
-    assert!(user_page.contains("web") && user_page.contains("group team"), "{user_page}");
-    assert_eq!(r["followed"], true, "the audit page did not follow: {}", text("auditText"));
+    assert!(
+        user_page.contains("web") && user_page.contains("group team"),
+        "{user_page}"
+    );
+    assert_eq!(
+        r["followed"],
+        true,
+        "the audit page did not follow: {}",
+        text("auditText")
+    );
     assert!(text("auditText").contains("grant.create"), "{r:#}");
     let mine = text("myAccess");
     assert!(mine.contains("web") && mine.contains("(group team)"), "{mine}");
