@@ -363,6 +363,23 @@ pub struct Destination {
     pub direct_url: Option<String>,
 }
 
+/// A running connector (one data directory) and its tunnels.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ConnectorInstance {
+    pub connector: String,
+    pub instance: String,
+    /// Its `infra --version`; empty for connectors too old to say.
+    pub version: String,
+    /// The address it connects from.
+    pub source: String,
+    /// When its current tunnels opened (or its last ones, if none is open).
+    pub connected: String,
+    pub last_seen: String,
+    /// Tunnels open now, across the server's replicas.
+    pub tunnels: u32,
+}
+
 /// One way a user reaches a destination: the grant, and the group it is
 /// held through (none for a grant to the user).
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]

@@ -179,6 +179,7 @@ async fn open(
         // A real key: the server checks that the id is derived from it.
         assertion_key: assertion.public_x.clone(),
         assertion_kid: assertion.kid.clone(),
+        software: String::new(),
     };
     let (io, _) = handshake::connect(stream, &hello).await.unwrap();
     let dest: Arc<str> = a.dest.clone().into();

@@ -177,6 +177,7 @@ async fn connect_once(
                 .collect(),
             assertion_key: state.assertion_key.public_x.clone(),
             assertion_kid: state.assertion_key.kid.clone(),
+            software: env!("CARGO_PKG_VERSION").into(),
         };
         let (io, reply) = handshake::connect(tls, &hello).await?;
         Ok::<_, anyhow::Error>((io, reply))

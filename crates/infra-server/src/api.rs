@@ -65,8 +65,12 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/ssh/ca/rotate", post(ssh_api::rotate))
         .route("/ssh/certificates", post(ssh_api::issue))
         .route("/destinations", get(destinations::list).post(destinations::create))
-        .route("/destinations/{name}", delete(destinations::remove))
+        .route(
+            "/destinations/{name}",
+            get(destinations::get_one).delete(destinations::remove),
+        )
         .route("/destinations/{name}/access", get(destinations::access))
+        .route("/connectors", get(destinations::connectors_list))
         .route("/connectors/jwks", get(destinations::assertion_keys))
         .route("/connectors/{name}/jwks", get(destinations::connector_assertion_keys))
         .route("/audit", get(audit_api::list))
@@ -125,7 +129,7 @@ pub(crate) fn router(state: AppState) -> Router {
         keys_api::list, keys_api::create, keys_api::remove,
         tokens::issue, tokens::list_signing_keys, tokens::rotate,
         audit_api::list, audit_api::verify,
-        destinations::list, destinations::create, destinations::remove, destinations::access, fa::forward_auth, destinations::assertion_keys, destinations::connector_assertion_keys,
+        destinations::list, destinations::create, destinations::remove, destinations::access, destinations::connectors_list, destinations::get_one, fa::forward_auth, destinations::assertion_keys, destinations::connector_assertion_keys,
         ssh_api::user_ca, ssh_api::host_ca, ssh_api::rotate, ssh_api::issue,
         providers::create, providers::list, providers::remove, provider_login::authorize, provider_login::device,
         workload::create, workload::list, workload::remove, workload::exchange, workload::webhook_ca,

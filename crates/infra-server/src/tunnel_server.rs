@@ -43,11 +43,15 @@ where
         return;
     };
     let name = admitted.hello.name.clone();
+    let instance = admitted.hello.instance_id.clone();
     let tasks = TaskTracker::new();
     let destinations = run(&state, admitted, &source, &tasks).await;
     // Nothing the tunnel started outlives it.
     tasks.close();
     tasks.wait().await;
+    if let Ok(mut c) = state.store.conn().await {
+        let _ = connectors::instance_disconnected(&mut c, &instance, now_ms()).await;
+    }
     if let Some(destinations) = destinations {
         update_tunnel_counts(&state, &destinations).await;
         tracing::info!(connector = %name, %source, "connector disconnected");

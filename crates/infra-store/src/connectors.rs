@@ -404,3 +404,71 @@ pub async fn live_replicas(c: &mut Conn, since: i64) -> Result<Vec<String>, Stor
             .await?,
     )
 }
+
+/// A connector instance as admins see it.
+#[derive(Debug, Clone, FromRow)]
+pub struct InstanceRow {
+    pub instance_id: String,
+    pub connector: String,
+    pub version: String,
+    pub source: String,
+    pub connected_at: i64,
+    pub last_seen_at: i64,
+    pub tunnels: i64,
+}
+
+/// Instance `r.instance_id` opened a tunnel (at `r.last_seen_at`).
+pub async fn instance_connected(c: &mut Conn, r: &InstanceRow) -> Result<(), StoreError> {
+    let n = sqlx::query(
+        "UPDATE connector_instances SET connector = $1, version = $2, source = $3, last_seen_at = $4, \
+         tunnels = tunnels + 1, connected_at = CASE WHEN tunnels = 0 THEN $4 ELSE connected_at END \
+         WHERE instance_id = $5",
+    )
+    .bind(&r.connector)
+    .bind(&r.version)
+    .bind(&r.source)
+    .bind(r.last_seen_at)
+    .bind(&r.instance_id)
+    .execute(&mut *c)
+    .await?
+    .rows_affected();
+    if n == 0 {
+        sqlx::query(
+            "INSERT INTO connector_instances (instance_id, connector, version, source, connected_at, last_seen_at, tunnels) \
+             VALUES ($1, $2, $3, $4, $5, $5, 1)",
+        )
+        .bind(&r.instance_id)
+        .bind(&r.connector)
+        .bind(&r.version)
+        .bind(&r.source)
+        .bind(r.last_seen_at)
+        .execute(c)
+        .await?;
+    }
+    Ok(())
+}
+
+/// A tunnel of instance `id` closed at `now`.
+pub async fn instance_disconnected(c: &mut Conn, id: &str, now: i64) -> Result<(), StoreError> {
+    sqlx::query(
+        "UPDATE connector_instances SET last_seen_at = $1, \
+         tunnels = CASE WHEN tunnels > 0 THEN tunnels - 1 ELSE 0 END WHERE instance_id = $2",
+    )
+    .bind(now)
+    .bind(id)
+    .execute(c)
+    .await?;
+    Ok(())
+}
+
+/// Instances seen since `since`, by connector name and then the most
+/// recently seen first.
+pub async fn instances(c: &mut Conn, since: i64) -> Result<Vec<InstanceRow>, StoreError> {
+    Ok(sqlx::query_as(
+        "SELECT instance_id, connector, version, source, connected_at, last_seen_at, tunnels FROM connector_instances \
+         WHERE last_seen_at >= $1 OR tunnels > 0 ORDER BY connector, last_seen_at DESC",
+    )
+    .bind(since)
+    .fetch_all(c)
+    .await?)
+}

@@ -128,6 +128,7 @@ mod tests {
             destinations: vec![],
             assertion_key: "x".into(),
             assertion_kid: "k".into(),
+            software: String::new(),
         }
     }
 

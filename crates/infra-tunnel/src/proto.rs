@@ -26,6 +26,10 @@ pub struct Hello {
     /// and its key id.
     pub assertion_key: String,
     pub assertion_kid: String,
+    /// The connector's version (`infra --version`), shown to admins; empty
+    /// from connectors older than this field.
+    #[serde(default)]
+    pub software: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

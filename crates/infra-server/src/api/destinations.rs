@@ -4,7 +4,7 @@
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use infra_api::{AccessPath, Destination, NewForwardAuthDestination, PageQuery};
+use infra_api::{AccessPath, ConnectorInstance, Destination, NewForwardAuthDestination, PageQuery};
 use infra_core::{AppOrigin, InfraRole, Resource};
 use infra_store::{connectors, identity, now_ms};
 
@@ -83,6 +83,24 @@ pub(crate) async fn list(
     ))
 }
 
+/// One destination with its connector and health.
+#[utoipa::path(get, path = "/api/destinations/{name}", tag = "destinations",
+    responses((status = 200, body = Destination), (status = 404, body = infra_api::ErrorBody)), security(("accessKey" = [])))]
+pub(crate) async fn get_one(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> ApiResult<Json<Destination>> {
+    caller
+        .require(&state, InfraRole::View, "see destinations", &name)
+        .await?;
+    let mut c = state.store.conn().await?;
+    let d = connectors::destination(&mut c, &name)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("destination not found: {name}; see 'infra destinations list'")))?;
+    Ok(Json(to_api(&state, d)))
+}
+
 /// Who can reach a destination right now: every user with a grant on it
 /// or a part of it, directly or through a group, one line per grant.
 #[utoipa::path(get, path = "/api/destinations/{name}/access", tag = "destinations", params(PageQuery),
@@ -117,6 +135,35 @@ pub(crate) async fn access(
         })
         .collect();
     Ok(page_of(paths, page, limit, total))
+}
+
+/// Connectors seen in the last week: each instance, its version, where it
+/// connects from and its open tunnels.
+#[utoipa::path(get, path = "/api/connectors", tag = "destinations",
+    responses((status = 200, body = Vec<ConnectorInstance>)), security(("accessKey" = [])))]
+pub(crate) async fn connectors_list(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> ApiResult<Json<Vec<ConnectorInstance>>> {
+    caller
+        .require(&state, InfraRole::View, "list connectors", "connectors")
+        .await?;
+    let mut c = state.store.conn().await?;
+    let week = 7 * 24 * 3_600_000;
+    let rows = connectors::instances(&mut c, now_ms() - week).await?;
+    Ok(Json(
+        rows.into_iter()
+            .map(|r| ConnectorInstance {
+                connector: r.connector,
+                instance: r.instance_id,
+                version: r.version,
+                source: r.source,
+                connected: time(r.connected_at),
+                last_seen: time(r.last_seen_at),
+                tunnels: u32::try_from(r.tunnels).unwrap_or(0),
+            })
+            .collect(),
+    ))
 }
 
 /// Declare a forward-auth destination: the server decides for a proxy in

@@ -27,6 +27,10 @@ pub(super) async fn list(
         page: Some(page),
         limit: Some(PER_PAGE),
     });
+    let instances = match destinations::connectors_list(State(state.clone()), caller.clone()).await {
+        Ok(l) => l.0,
+        Err(e) => return failed(&e),
+    };
     let list = match destinations::list(State(state.clone()), caller, query).await {
         Ok(l) => l.0,
         Err(e) => return failed(&e),
@@ -62,6 +66,30 @@ pub(super) async fn list(
             @if admin { p.muted { "A destination a connector still serves comes back when the connector next connects: stop serving it in the connector's configuration first." } }
         }
         (pager("/console/destinations?", page, PER_PAGE, list.total_count))
+        h2 #connectors { "Connectors" }
+        p.lead { "Each running connector (one data directory) seen in the last week, and the tunnels it holds open to the server." }
+        @if instances.is_empty() {
+            div.empty { p { "No connector has connected in the last week." } }
+        } @else {
+            table {
+                caption.visually-hidden { "Connectors" }
+                thead { tr { th scope="col" { "Connector" } th scope="col" { "Instance" } th scope="col" { "Version" } th scope="col" { "From" }
+                    th scope="col" { "Tunnels" } th scope="col" { "Connected" } th scope="col" { "Last seen" } } }
+                tbody {
+                    @for i in &instances {
+                        tr {
+                            td { (i.connector) }
+                            td data-label="Instance" { code { (i.instance.chars().take(8).collect::<String>()) } }
+                            td data-label="Version" { @if i.version.is_empty() { span.muted { "unknown" } } @else { (i.version) } }
+                            td data-label="From" { (i.source) }
+                            td data-label="Tunnels" { span class=(if i.tunnels > 0 { "health connected" } else { "health disconnected" }) { (i.tunnels) } }
+                            td data-label="Connected" { (readable_time(&i.connected)) }
+                            td data-label="Last seen" { @if i.tunnels > 0 { "now" } @else { (readable_time(&i.last_seen)) } }
+                        }
+                    }
+                }
+            }
+        }
     };
     html_response(
         StatusCode::OK,
@@ -83,6 +111,13 @@ pub(super) async fn one(
         page: Some(page),
         limit: Some(PER_PAGE),
     });
+    // A destination nobody registered yet can still be granted: its page
+    // says so and lists who could reach it.
+    let dest = match destinations::get_one(State(state.clone()), caller.clone(), Path(name.clone())).await {
+        Ok(d) => Some(d.0),
+        Err(e) if e.status == StatusCode::NOT_FOUND => None,
+        Err(e) => return failed(&e),
+    };
     let paths = match destinations::access(State(state.clone()), caller, Path(name.clone()), query).await {
         Ok(p) => p.0,
         Err(e) => return failed(&e),
@@ -91,6 +126,15 @@ pub(super) async fn one(
     let body = html! {
         p.crumbs { a href="/console/destinations" { "Destinations" } " / " }
         h1 { (name) }
+        @match &dest {
+            Some(d) => dl.facts {
+                dt { "Kind" } dd { span.badge { (d.kind) } }
+                dt { "Served by" } dd { @if d.connector.is_empty() { "the server (forward auth)" } @else { "connector " (d.connector) } }
+                dt { "Health" } dd { span class=(format!("health {}", d.health)) { (d.health) } " · " (d.tunnels) " tunnels · last seen " (readable_time(&d.last_seen)) }
+                dt { "Reached at" } dd { @if d.kind == "http" { a href=(d.url) { (d.url) } } @else { code { (d.url) } } }
+            },
+            None => p.notice { "No connector has registered " (name) " yet; grants on it take effect when one does." },
+        }
         h2 { "Who can reach " (name) }
         p.lead { "Every user with a grant on it or a part of it, one line per grant: a user holding two grants appears twice." }
         @if paths.items.is_empty() {

@@ -194,6 +194,16 @@ async fn register(state: &AppState, hello: &Hello, key_id: &str, source: &str) -
                 )));
             }
         };
+        let seen = connectors::InstanceRow {
+            instance_id: hello.instance_id.clone(),
+            connector: hello.name.clone(),
+            version: hello.software.chars().take(64).collect(),
+            source: source.to_owned(),
+            connected_at: now,
+            last_seen_at: now,
+            tunnels: 1,
+        };
+        connectors::instance_connected(tx.conn(), &seen).await?;
         let names: Vec<&str> = hello.destinations.iter().map(|d| d.name.as_str()).collect();
         let ev = Event::new(
             &format!("connector:{}", hello.name),

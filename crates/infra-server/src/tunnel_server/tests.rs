@@ -42,6 +42,7 @@ fn hello(access_key: &str, name: &str) -> Hello {
         }],
         assertion_kid: infra_auth::jwt::ed25519_kid(&assertion.public_x).unwrap(),
         assertion_key: assertion.public_x,
+        software: String::new(),
     }
 }
 

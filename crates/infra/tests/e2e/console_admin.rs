@@ -93,6 +93,17 @@ fn attack_a_view_admin_sees_every_page_and_changes_nothing() {
         reach.contains("alice@example.com") && reach.contains(">ops</a>"),
         "{reach}"
     );
+    assert!(
+        reach.contains("connector dc1") && reach.contains("connected"),
+        "{reach}"
+    );
+    // The running connector, its version and its open tunnel.
+    let (_, _, dests) = curl(env, "/console/destinations", &["-H", &format!("Cookie: {cookie}")]);
+    let connectors = dests.split("id=\"connectors\"").nth(1).unwrap_or_default();
+    assert!(
+        connectors.contains("<td>dc1</td>") && connectors.contains(env!("CARGO_PKG_VERSION")),
+        "{connectors}"
+    );
 
     // The forms a view admin does not get, forged with their own valid
     // token from the console's origin: the API refuses each and audits it.

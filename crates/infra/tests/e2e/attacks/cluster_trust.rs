@@ -72,6 +72,7 @@ fn report_cluster(
         }],
         assertion_key: signing.jwk().x,
         assertion_kid: signing.kid.clone(),
+        software: String::new(),
     };
     let (reply, io) = tunnel_hello(env, rt, &hello)?;
     if !reply.ok {

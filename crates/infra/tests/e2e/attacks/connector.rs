@@ -311,6 +311,7 @@ fn hello_serving(
             .collect(),
         assertion_key: signing.jwk().x,
         assertion_kid: kid.to_owned(),
+        software: String::new(),
     }
 }
 
