@@ -20,6 +20,12 @@ pub enum AuditCmd {
         destination: Option<String>,
         #[arg(long)]
         action: Option<String>,
+        /// Only events with this result.
+        #[arg(long, value_parser = ["success", "denied", "failure"])]
+        result: Option<String>,
+        /// Only events before this: RFC 3339 time or a duration ago.
+        #[arg(long)]
+        until: Option<String>,
         #[command(flatten)]
         out: OutputArg,
     },
@@ -64,13 +70,17 @@ pub(super) async fn run(c: AuditCmd) -> anyhow::Result<()> {
             user,
             destination,
             action,
+            result,
+            until,
             out,
         } => {
             let q = query(&[
                 ("since", &since),
+                ("until", &until),
                 ("user", &user),
                 ("destination", &destination),
                 ("action", &action),
+                ("result", &result),
             ]);
             let items: Vec<AuditEvent> = api.list_all("/api/audit", &q).await?;
             print(out.output, &items, &EVENT_HEADERS, event_row)?;

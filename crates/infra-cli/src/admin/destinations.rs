@@ -24,6 +24,17 @@ pub enum DestinationsCmd {
     List(OutputArg),
     /// Forget a destination; grants on it stay.
     Remove { name: String },
+    /// Who can reach a destination now, and why: one line per grant on it
+    /// or a part of it, to the user or through a group.
+    #[command(after_help = "Example:\n  infra destinations access prod\n  infra destinations access prod -o json")]
+    Access {
+        name: String,
+        #[command(flatten)]
+        out: OutputArg,
+    },
+    /// Running connectors of the last week: instance, version, address and
+    /// open tunnels.
+    Connectors(OutputArg),
 }
 
 pub(super) async fn run(c: DestinationsCmd) -> anyhow::Result<()> {
@@ -56,6 +67,52 @@ pub(super) async fn run(c: DestinationsCmd) -> anyhow::Result<()> {
                 "Added forward-auth destination {} at {}\nGrant access with: infra grants add USER {} --role ROLE",
                 d.name, d.url, d.name
             );
+        }
+        DestinationsCmd::Access { name, out } => {
+            let path = format!("/api/destinations/{}/access", enc(&name));
+            let items: Vec<infra_api::AccessPath> = api.list_all(&path, "").await?;
+            if items.is_empty() && matches!(out.output, crate::output::Format::Table) {
+                eprintln!("Nobody can reach {name} now.");
+                return Ok(());
+            }
+            print(out.output, &items, &["user", "role", "on", "through", "expires"], |p| {
+                vec![
+                    p.user.clone(),
+                    p.role.clone(),
+                    p.resource.clone(),
+                    p.group
+                        .as_ref()
+                        .map_or_else(|| "a grant to them".into(), |g| format!("group {g}")),
+                    p.expires.as_deref().map_or_else(|| "never".into(), when),
+                ]
+            })?;
+        }
+        DestinationsCmd::Connectors(o) => {
+            let items: Vec<infra_api::ConnectorInstance> = api.get("/api/connectors").await?;
+            print(
+                o.output,
+                &items,
+                &[
+                    "connector",
+                    "instance",
+                    "version",
+                    "from",
+                    "tunnels",
+                    "connected",
+                    "last seen",
+                ],
+                |i| {
+                    vec![
+                        i.connector.clone(),
+                        i.instance.clone(),
+                        i.version.clone(),
+                        i.source.clone(),
+                        i.tunnels.to_string(),
+                        when(&i.connected),
+                        when(&i.last_seen),
+                    ]
+                },
+            )?;
         }
         DestinationsCmd::Remove { name } => {
             api.delete(&format!("/api/destinations/{}", enc(&name))).await?;

@@ -62,7 +62,7 @@ fn attack_a_view_admin_sees_every_page_and_changes_nothing() {
     let w = web_env();
     let env = &w.env;
     let a = &env.admin;
-    let _viewer = user(env, "viewer@example.com");
+    let viewer = user(env, "viewer@example.com");
     let _alice = user(env, "alice@example.com");
     a.run(&["grants", "add", "viewer@example.com", "infra", "--role", "view"])
         .ok();
@@ -97,6 +97,19 @@ fn attack_a_view_admin_sees_every_page_and_changes_nothing() {
         reach.contains("connector dc1") && reach.contains("connected"),
         "{reach}"
     );
+    // The same answer on the command line.
+    let paths = json(viewer.run(&["destinations", "access", "web", "-o", "json"]).ok());
+    let via = |email: &str| {
+        paths
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["user"] == email)
+            .map(|p| p["group"].clone())
+    };
+    assert_eq!(via("alice@example.com"), Some(serde_json::json!("ops")), "{paths:#}");
+    assert_eq!(via("admin@example.com"), Some(serde_json::Value::Null), "{paths:#}");
+    assert_eq!(via("viewer@example.com"), None, "{paths:#}");
     // The running connector, its version and its open tunnel.
     let (_, _, dests) = curl(env, "/console/destinations", &["-H", &format!("Cookie: {cookie}")]);
     let connectors = dests.split("id=\"connectors\"").nth(1).unwrap_or_default();
