@@ -38,7 +38,7 @@ pub(crate) fn print<T: Serialize>(
             t.load_style(comfy_table::presets::NOTHING);
             t.set_header(headers.iter().map(|h| h.to_uppercase()));
             for i in items {
-                t.add_row(row(i));
+                t.add_row(row(i).into_iter().map(|cell| printable(&cell)));
             }
             let text = t.to_string();
             for line in text.lines() {
@@ -50,9 +50,36 @@ pub(crate) fn print<T: Serialize>(
 }
 
 /// A time as a short, readable string: `2026-11-22 10:04`.
+/// A cell as a terminal shows it: control characters (escape sequences
+/// that could rewrite the screen or the clipboard, bidi overrides) as
+/// `\u{..}`. What the server stores is anyone's text: a login attempt's
+/// email, an audit detail.
+fn printable(cell: &str) -> String {
+    let bidi = |c: char| matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{200e}' | '\u{200f}');
+    cell.chars()
+        .map(|c| {
+            if c.is_control() || bidi(c) {
+                c.escape_unicode().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
 pub(crate) fn when(rfc3339: &str) -> String {
     rfc3339
         .get(..16)
         .map(|s| s.replace('T', " "))
         .unwrap_or_else(|| rfc3339.to_owned())
+}
+
+#[cfg(test)]
+mod printable_tests {
+    #[test]
+    fn escapes_cannot_reach_the_terminal() {
+        assert_eq!(super::printable("a\u{1b}]52;c;eA==\u{7}b"), "a\\u{1b}]52;c;eA==\\u{7}b");
+        assert_eq!(super::printable("v1\u{202e}"), "v1\\u{202e}");
+        assert_eq!(super::printable("plain text é"), "plain text é");
+    }
 }

@@ -94,6 +94,11 @@ impl GroupName {
         if !s.chars().all(|c| c.is_ascii_alphanumeric() || "-_.@/: ".contains(c)) {
             return Err(err(W, s, "use letters, digits, spaces and - _ . @ / :"));
         }
+        // A name is a path segment of the API and the console: `.` and
+        // `..` would be read as "here" and "up" there.
+        if s == "." || s == ".." {
+            return Err(err(W, s, "must not be . or .."));
+        }
         // Headers lose surrounding spaces on the way, so " a" would arrive
         // as "a": a name is what it will be read as.
         if s.trim() != s {
@@ -268,6 +273,8 @@ mod tests {
             assert!(GroupName::parse(ok).is_ok(), "{ok:?}");
         }
         assert!(GroupName::parse("devs ").is_err());
+        assert!(GroupName::parse(".").is_err() && GroupName::parse("..").is_err());
+        assert!(GroupName::parse("a.b").is_ok());
     }
 
     #[test]

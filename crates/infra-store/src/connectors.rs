@@ -418,7 +418,12 @@ pub struct InstanceRow {
 }
 
 /// Instance `r.instance_id` opened a tunnel (at `r.last_seen_at`).
+/// Instances unseen for 30 days, with no tunnel, are forgotten then.
 pub async fn instance_connected(c: &mut Conn, r: &InstanceRow) -> Result<(), StoreError> {
+    sqlx::query("DELETE FROM connector_instances WHERE tunnels = 0 AND last_seen_at < $1")
+        .bind(r.last_seen_at - 30 * 24 * 3_600_000)
+        .execute(&mut *c)
+        .await?;
     let n = sqlx::query(
         "UPDATE connector_instances SET connector = $1, version = $2, source = $3, last_seen_at = $4, \
          tunnels = tunnels + 1, connected_at = CASE WHEN tunnels = 0 THEN $4 ELSE connected_at END \
@@ -466,7 +471,7 @@ pub async fn instance_disconnected(c: &mut Conn, id: &str, now: i64) -> Result<(
 pub async fn instances(c: &mut Conn, since: i64) -> Result<Vec<InstanceRow>, StoreError> {
     Ok(sqlx::query_as(
         "SELECT instance_id, connector, version, source, connected_at, last_seen_at, tunnels FROM connector_instances \
-         WHERE last_seen_at >= $1 OR tunnels > 0 ORDER BY connector, last_seen_at DESC",
+         WHERE last_seen_at >= $1 OR tunnels > 0 ORDER BY connector, last_seen_at DESC LIMIT 1000",
     )
     .bind(since)
     .fetch_all(c)

@@ -34,7 +34,9 @@ fn point(what: &str, s: &str) -> ApiResult<i64> {
     }
     let d = parse_duration(s).map_err(|_| {
         ApiError::bad_request(format!(
-            "invalid {what} '{s}': use an RFC 3339 time (2026-01-02T15:04:05Z) or a duration ago (1h)"
+            "invalid {what} '{}': use an RFC 3339 time (2026-01-02T15:04:05Z) or a duration ago (1h)",
+            // Said back, but not at any length.
+            s.chars().take(40).collect::<String>()
         ))
     })?;
     Ok(now_ms() - ms(d))
@@ -44,9 +46,7 @@ fn point(what: &str, s: &str) -> ApiResult<i64> {
 fn result_word(r: &str) -> ApiResult<String> {
     match r.trim() {
         w @ ("success" | "denied" | "failure") => Ok(w.to_owned()),
-        other => Err(ApiError::bad_request(format!(
-            "invalid result '{other}': use success, denied or failure"
-        ))),
+        _ => Err(ApiError::bad_request("invalid result: use success, denied or failure")),
     }
 }
 
@@ -140,6 +140,18 @@ pub(crate) async fn verify(
     drop(rx);
     let resp = work.await.map_err(ApiError::internal)??;
     Ok(Json(resp).into_response())
+}
+
+/// Where the chain stands for `caller` (who needs `view`): the last event
+/// written, and the last verification's checkpoint (event and time).
+pub(crate) async fn chain_state(state: &AppState, caller: &Caller) -> ApiResult<(i64, Option<(i64, i64)>)> {
+    caller
+        .require(state, InfraRole::View, "read the audit log", "audit")
+        .await?;
+    let mut c = state.store.conn().await?;
+    let (head, _) = infra_store::audit::head(&mut c).await?;
+    let last = infra_store::checkpoints::latest(&mut c, infra_store::checkpoints::VERIFIED).await?;
+    Ok((head, last.map(|cp| (cp.seq, cp.created_at))))
 }
 
 /// A routine verification (from the last checkpoint) for `caller`, who

@@ -109,7 +109,7 @@ async fn render(state: &AppState, caller: Caller, f: &Filter, verified: Option<A
     let (email, staff) = (caller.user.email.clone(), caller.role.is_some());
     let list = match events(
         state,
-        caller,
+        caller.clone(),
         Filter {
             after: None,
             ..f.clone()
@@ -135,7 +135,7 @@ async fn render(state: &AppState, caller: Caller, f: &Filter, verified: Option<A
         }
         Err(e) => return failed(&e),
     };
-    let chain = match chain_state(state, verified.as_ref(), &token).await {
+    let chain = match chain_state(state, &caller, verified.as_ref(), &token).await {
         Ok(c) => c,
         Err(e) => return failed(&e),
     };
@@ -179,10 +179,13 @@ async fn render(state: &AppState, caller: Caller, f: &Filter, verified: Option<A
 
 /// Where the chain stands: the last verification (this one, if the user
 /// just asked), and how many events came after it.
-async fn chain_state(state: &AppState, just: Option<&AuditVerifyResponse>, token: &str) -> ApiResult<Markup> {
-    let mut c = state.store.conn().await?;
-    let (head, _) = infra_store::audit::head(&mut c).await?;
-    let last = infra_store::checkpoints::latest(&mut c, infra_store::checkpoints::VERIFIED).await?;
+async fn chain_state(
+    state: &AppState,
+    caller: &Caller,
+    just: Option<&AuditVerifyResponse>,
+    token: &str,
+) -> ApiResult<Markup> {
+    let (head, last) = audit_api::chain_state(state, caller).await?;
     Ok(html! {
         div.chain {
             @match just {
@@ -193,10 +196,10 @@ async fn chain_state(state: &AppState, just: Option<&AuditVerifyResponse>, token
                 Some(v) => p { strong { "Verified." } " " (v.message) },
                 None => {},
             }
-            @match &last {
-                Some(cp) => p { "Hash chain verified up to event " a href=(format!("/console/audit/{}", cp.seq)) { (cp.seq) }
-                    " (" (readable_time(&crate::wire::time(cp.created_at))) ")"
-                    @if head > cp.seq { "; " (head - cp.seq) " newer events not verified yet." } @else { "; nothing newer." } },
+            @match last {
+                Some((seq, at)) => p { "Hash chain verified up to event " a href=(format!("/console/audit/{seq}")) { (seq) }
+                    " (" (readable_time(&crate::wire::time(at))) ")"
+                    @if head > seq { "; " (head - seq) " newer events not verified yet." } @else { "; nothing newer." } },
                 None => p { "The hash chain has not been verified yet (" (head) " events)." },
             }
             form.inline method="post" action="/console/audit/verify" {
@@ -215,20 +218,35 @@ pub(super) async fn verify(State(state): State<AppState>, p: Posted<super::Nothi
     }
 }
 
-/// The rows after `after` (newest first), for the page's script to put on
-/// top: the same filters, the same rendering.
+/// Rows a follow request returns at most.
+const FOLLOW_BATCH: u32 = 200;
+
+/// The rows after `after`, for the page's script to put on top: the same
+/// filters, the same rendering, newest first; `X-Infra-More: true` when
+/// more follow them (the script asks again at once).
 pub(super) async fn rows(
     State(state): State<AppState>,
     Signed(caller): Signed,
     axum::extract::Query(f): axum::extract::Query<Filter>,
 ) -> Response {
-    let q = Filter { page: None, ..f }.query(infra_api::MAX_LIMIT);
+    // Oldest first from `after`, a batch at a time: a burst of events is
+    // shown in full, over as many requests as it takes, never skipped.
+    let mut q = Filter { page: None, ..f }.query(FOLLOW_BATCH);
+    q.newest_first = false;
     match events(&state, caller, q).await {
-        Ok(l) => (
-            [(axum::http::header::CONTENT_TYPE, "text/html; charset=utf-8")],
-            html! { @for e in &l.items { (row(e)) } }.into_string(),
-        )
-            .into_response(),
+        Ok(l) => {
+            let more = l.total_count > l.items.len() as u64;
+            let html = html! { @for e in l.items.iter().rev() { (row(e)) } }.into_string();
+            let more = if more { "true" } else { "false" };
+            (
+                [
+                    (axum::http::header::CONTENT_TYPE, "text/html; charset=utf-8"),
+                    (axum::http::HeaderName::from_static("x-infra-more"), more),
+                ],
+                html,
+            )
+                .into_response()
+        }
         Err(e) => failed(&e),
     }
 }
@@ -238,7 +256,7 @@ pub(super) async fn one(State(state): State<AppState>, Signed(caller): Signed, P
     let token = csrf::token(&state, &caller);
     let (email, staff) = (caller.user.email.clone(), caller.role.is_some());
     let q = AuditQuery {
-        after: Some(seq - 1),
+        after: Some(seq.saturating_sub(1)),
         limit: Some(1),
         ..Default::default()
     };

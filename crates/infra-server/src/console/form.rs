@@ -191,7 +191,28 @@ pub(crate) fn pager(base: &str, page: u32, limit: u32, total: u64) -> Markup {
     }
 }
 
-/// A value for a URL's path or query.
+/// A value for a URL's path segment or query: every byte but the
+/// unreserved ones (`A-Z a-z 0-9 - . _ ~`) percent-encoded, so a space is
+/// `%20` in both places and `/`, `?`, `#`, `&`, `+` never split anything.
 pub(crate) fn enc(s: &str) -> String {
-    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::enc;
+
+    #[test]
+    fn a_name_stays_one_segment() {
+        assert_eq!(enc("a b/c?d#e&f+g@h.i"), "a%20b%2Fc%3Fd%23e%26f%2Bg%40h.i");
+        assert_eq!(enc("o'neil"), "o%27neil");
+    }
 }

@@ -180,15 +180,25 @@ pub(super) async fn page(
     State(state): State<AppState>,
     Signed(caller): Signed,
     axum::extract::Query(f): axum::extract::Query<Filter>,
+    headers: axum::http::HeaderMap,
 ) -> Response {
-    // The filter fills the form in: "grant this group access" opens it
-    // with the group.
+    // The filter fills the form in ("grant this group access" opens it
+    // with the group), but only for a link on a console page: a link on
+    // another site must not hand an admin a grant ready to submit.
+    let from_here = headers
+        .get("sec-fetch-site")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v == "same-origin");
     let for_group = f.user.is_empty() && !f.group.is_empty();
-    let sent = AddGrant {
-        subject: if for_group { "group" } else { "user" }.into(),
-        to: if for_group { f.group.clone() } else { f.user.clone() },
-        resource: f.resource.clone(),
-        ..Default::default()
+    let sent = if from_here {
+        AddGrant {
+            subject: if for_group { "group" } else { "user" }.into(),
+            to: if for_group { f.group.clone() } else { f.user.clone() },
+            resource: f.resource.clone(),
+            ..Default::default()
+        }
+    } else {
+        AddGrant::default()
     };
     render(
         &state,
@@ -229,7 +239,7 @@ async fn render(state: &AppState, caller: Caller, f: &Filter, out: Outcome<AddGr
             button type="submit" { "Filter" }
         }
         @if admin {
-            details.add #add open[err.is_some() || !f.group.is_empty() || !f.user.is_empty() || !f.resource.is_empty()] {
+            details.add #add open[err.is_some() || !sent.to.is_empty() || !sent.resource.is_empty()] {
                 summary { "Add a grant" }
                 form.stack method="post" action="/console/grants" {
                     (token_input(&token))
@@ -369,7 +379,9 @@ pub(super) async fn remove_grant(
 fn local(back: &str) -> &str {
     let ok = back.starts_with("/console/")
         && !back.contains("//")
-        && back.bytes().all(|b| b.is_ascii_graphic() && b != b'\\');
+        && back.bytes().all(|b| b.is_ascii_graphic() && b != b'\\')
+        && !back.to_ascii_lowercase().contains("%2e")
+        && !back.split('/').any(|seg| seg == "." || seg == "..");
     if ok { back } else { "/console/grants" }
 }
 
@@ -386,6 +398,9 @@ mod tests {
             "/\\evil",
             "/console/x y",
             "/login",
+            "/console/../login",
+            "/console/%2e%2e/login",
+            "/console/./users",
         ] {
             assert_eq!(local(bad), "/console/grants", "{bad}");
         }

@@ -106,6 +106,16 @@ async fn authenticate(state: &AppState, hello: &Hello) -> Result<String, String>
     if k.name != hello.name {
         return Err(format!("this key is for connector '{}', not '{}'", k.name, hello.name));
     }
+    // The instance id and version are shown to admins (console, CLI
+    // tables): plain tokens only, never text that a terminal or a reader
+    // would take for something else.
+    let token = |s: &str, extra: &str| s.chars().all(|c| c.is_ascii_alphanumeric() || extra.contains(c));
+    if hello.instance_id.is_empty() || hello.instance_id.len() > 64 || !token(&hello.instance_id, "-_") {
+        return Err("invalid instance id: use 1 to 64 letters, digits, - or _ (the connector's data directory holds it in instance-id)".into());
+    }
+    if hello.software.len() > 64 || !token(&hello.software, ".+-") {
+        return Err("invalid connector version".into());
+    }
     if infra_auth::jwt::ed25519_kid(&hello.assertion_key).as_deref() != Some(hello.assertion_kid.as_str()) {
         return Err("the assertion key id is not derived from the assertion key; upgrade the connector".into());
     }
@@ -197,7 +207,7 @@ async fn register(state: &AppState, hello: &Hello, key_id: &str, source: &str) -
         let seen = connectors::InstanceRow {
             instance_id: hello.instance_id.clone(),
             connector: hello.name.clone(),
-            version: hello.software.chars().take(64).collect(),
+            version: hello.software.clone(),
             source: source.to_owned(),
             connected_at: now,
             last_seen_at: now,

@@ -376,3 +376,109 @@ fn in_a_browser_an_admin_gives_a_new_user_access_and_the_console_shows_why() {
     let findings = serious(&result);
     assert!(findings.is_empty(), "axe: {findings:#?}");
 }
+
+#[test]
+fn attack_a_burst_of_events_cannot_hide_one_from_the_followed_audit_page() {
+    let env = super::common::start(super::common::Backend::Sqlite);
+    let env = &env;
+    let viewer = user(env, "viewer@example.com");
+    drop(viewer);
+    env.admin
+        .run(&["grants", "add", "viewer@example.com", "infra", "--role", "view"])
+        .ok();
+    let cookie = sign_in(env, "viewer@example.com");
+    let c = format!("Cookie: {cookie}");
+    let (_, _, page) = curl(env, "/console/audit", &["-H", &c]);
+    let newest = |page: &str| -> i64 {
+        page.split("data-seq=\"")
+            .nth(1)
+            .and_then(|r| r.split('"').next())
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    let before = newest(&page);
+    // The event to hide, then more than a thousand in one go (each a
+    // refused post, each audited), faster than the page polls: more than
+    // one answer can carry.
+    const BURST: usize = 1050;
+    let origin = format!("Origin: {}", env.server.url.trim_end_matches('/'));
+    let token = format!("csrf={}", csrf_of(&page));
+    let (status, _) = post(
+        env,
+        &cookie,
+        &origin[8..],
+        "/console/groups",
+        &[token.clone(), "name=the-one".into()],
+    );
+    assert_eq!(status, 403);
+    let url = format!("{}/console/groups", env.server.url);
+    let ca = env.server.ca_path().display().to_string();
+    let mut args = vec![
+        "-sS",
+        "-o",
+        "/dev/null",
+        "--cacert",
+        ca.as_str(),
+        "-H",
+        c.as_str(),
+        "-H",
+        origin.as_str(),
+        "-d",
+        token.as_str(),
+        "-d",
+        "name=burst",
+    ];
+    args.extend(std::iter::repeat_n(url.as_str(), BURST));
+    let out = std::process::Command::new("curl").args(&args).output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+
+    // Denials are written by the audit intake, a moment later.
+    let denials = || {
+        json(
+            env.admin
+                .run(&["audit", "list", "--action", "authz.deny", "-o", "json"])
+                .ok(),
+        )
+        .as_array()
+        .map_or(0, Vec::len)
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while denials() < BURST + 1 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the denials were not all written: {} of {}",
+            denials(),
+            BURST + 1
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+
+    // What the page's script asks for: the oldest new events first, a
+    // batch at a time, until none is left.
+    let mut after = before;
+    let mut seen: Vec<i64> = Vec::new();
+    for _ in 0..20 {
+        let (status, head, rows) = curl(env, &format!("/console/audit/rows?after={after}"), &["-H", &c]);
+        assert_eq!(status, 200, "{rows}");
+        let seqs: Vec<i64> = rows
+            .split("data-seq=\"")
+            .skip(1)
+            .map(|r| r.split('"').next().unwrap().parse().unwrap())
+            .collect();
+        assert!(
+            seqs.windows(2).all(|w| w[0] > w[1]),
+            "newest first in a batch: {seqs:?}"
+        );
+        seen.extend(seqs.iter().rev());
+        after = seqs.first().copied().unwrap_or(after);
+        let more = super::console::header(&head, "x-infra-more") == Some("true");
+        if !more {
+            break;
+        }
+    }
+    let want: Vec<i64> = (before + 1..=before + 1 + BURST as i64).collect();
+    assert_eq!(seen, want, "every event, in order, none skipped");
+    let (_, _, first) = curl(env, &format!("/console/audit/{}", before + 1), &["-H", &c]);
+    assert!(first.contains("the-one") || first.contains("authz.deny"), "{first}");
+}

@@ -27,23 +27,35 @@ document.addEventListener("DOMContentLoaded", () => {
   const body = table.tBodies[0];
   let after = Number(follow.dataset.after || "0");
   let busy = false;
+  // One batch (oldest first on the server, newest first in the answer);
+  // true when more are waiting.
+  const fetchBatch = async () => {
+    const r = await fetch(`/console/audit/rows?${follow.dataset.filter}after=${after}`, { credentials: "same-origin" });
+    if (!r.ok) throw new Error(String(r.status));
+    const t = document.createElement("template");
+    t.innerHTML = await r.text();
+    const rows = Array.from(t.content.querySelectorAll("tr[data-seq]"));
+    for (const row of rows.reverse()) {
+      row.classList.add("new");
+      body.insertBefore(row, body.firstChild);
+      after = Math.max(after, Number(row.dataset.seq));
+    }
+    return { n: rows.length, more: r.headers.get("x-infra-more") === "true" };
+  };
   setInterval(async () => {
     if (busy || document.hidden) return;
     busy = true;
     try {
-      const r = await fetch(`/console/audit/rows?${follow.dataset.filter}after=${after}`, { credentials: "same-origin" });
-      if (!r.ok) { follow.textContent = "Stopped following: reload the page."; return; }
-      const t = document.createElement("template");
-      t.innerHTML = await r.text();
-      const rows = Array.from(t.content.querySelectorAll("tr[data-seq]"));
-      if (rows.length === 0) return;
-      for (const row of rows.reverse()) {
-        row.classList.add("new");
-        body.insertBefore(row, body.firstChild);
-        after = Math.max(after, Number(row.dataset.seq));
+      let total = 0;
+      for (;;) {
+        const { n, more } = await fetchBatch();
+        total += n;
+        if (!more || n === 0) break;
       }
-      table.hidden = false;
-      follow.textContent = `Following new events: ${rows.length} new just now.`;
+      if (total > 0) {
+        table.hidden = false;
+        follow.textContent = `Following new events: ${total} new just now.`;
+      }
     } catch {
       follow.textContent = "Stopped following: the server did not answer. Reload the page.";
     } finally {

@@ -362,6 +362,18 @@ fn attack_connector_key_cannot_tamper_with_another_connector() {
     let reply = tunnel_hello(env, &rt, &hello_as("evil", &evil_key, &dc1_instance, &mine, &mine.kid));
     assert!(reply.is_err(), "a connector claimed dc1's audit instance");
 
+    // 2b. Text for an admin's terminal or page in what admins are shown
+    // of it: its instance id and version. Refused at the handshake.
+    let escape = "evil\u{1b}]52;c;ZWNobyBwd25lZA==\u{7}";
+    let reply = tunnel_hello(env, &rt, &hello_as("evil", &evil_key, escape, &mine, &mine.kid));
+    assert!(reply.is_err(), "an instance id with a terminal escape was accepted");
+    let mut spoofed = hello_as("evil", &evil_key, "evil-instance", &mine, &mine.kid);
+    spoofed.software = "1.0\u{202e}0.9".into();
+    assert!(
+        tunnel_hello(env, &rt, &spoofed).is_err(),
+        "a version with a bidi override was accepted"
+    );
+
     // 3. Audit events about a destination it does not serve.
     let (reply, io) = tunnel_hello(
         env,
