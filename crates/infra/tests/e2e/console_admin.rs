@@ -88,6 +88,22 @@ fn attack_a_view_admin_sees_every_page_and_changes_nothing() {
         );
         token = csrf_of(&page);
     }
+    // The same in Chromium: what the viewer sees has no control that
+    // changes anything, and passes axe.
+    let seen = super::console::in_chromium(env, "viewer@example.com", &ADMIN_PAGES);
+    for page in seen["pages"].as_array().unwrap().iter().skip(1) {
+        let text = page["text"].as_str().unwrap();
+        assert!(text.contains("Service accounts"), "no admin navigation: {page:#}");
+        for control in ["Remove", "Add a ", "Rotate", "Make a key", "Grant access", "Grant this"] {
+            assert!(
+                !text.contains(control),
+                "{} shows the viewer {control}: {text}",
+                page["path"]
+            );
+        }
+    }
+    let findings = serious(&seen);
+    assert!(findings.is_empty(), "axe: {findings:#?}");
     let (_, _, reach) = curl(env, "/console/destinations/web", &["-H", &format!("Cookie: {cookie}")]);
     assert!(
         reach.contains("alice@example.com") && reach.contains(">ops</a>"),
