@@ -5,6 +5,9 @@
 //! Requests reject unknown fields so a typo is an error, not a silent no-op.
 
 pub mod kubeconfig;
+mod requests;
+
+pub use requests::*;
 
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -245,6 +248,8 @@ pub struct AuditQuery {
     pub until: Option<String>,
     /// Only events after this sequence number (for `tail`).
     pub after: Option<i64>,
+    /// Only the events of this access request: its story.
+    pub request: Option<String>,
     /// Newest first instead of oldest first.
     #[serde(default)]
     pub newest_first: bool,

@@ -10,6 +10,7 @@ mod groups;
 mod info;
 mod keys;
 mod providers;
+mod requests;
 mod signing_keys;
 mod ssh_ca;
 mod users;
@@ -23,6 +24,7 @@ use self::grants::GrantsCmd;
 use self::groups::GroupsCmd;
 use self::keys::KeysCmd;
 use self::providers::ProvidersCmd;
+use self::requests::{AccessPolicyCmd, RequestCmd, RequestWebhooksCmd};
 use self::signing_keys::SigningKeysCmd;
 use self::ssh_ca::SshCaCmd;
 use self::users::UsersCmd;
@@ -111,6 +113,15 @@ pub enum Command {
     /// Read and verify the audit log.
     #[command(subcommand)]
     Audit(AuditCmd),
+    /// Ask for access for a while, and review others' requests.
+    #[command(subcommand)]
+    Request(RequestCmd),
+    /// Say who may request what, for how long, and who approves.
+    #[command(subcommand, name = "access-policy")]
+    AccessPolicy(AccessPolicyCmd),
+    /// Send request events to a team's receiver (JSON or Slack), signed.
+    #[command(subcommand, name = "request-webhooks")]
+    RequestWebhooks(RequestWebhooksCmd),
     /// List or remove destinations (registered by connectors).
     #[command(subcommand)]
     Destinations(DestinationsCmd),
@@ -140,6 +151,9 @@ pub(crate) async fn run(cmd: Command) -> anyhow::Result<()> {
         Command::Grants(c) => grants::run(c).await,
         Command::Keys(c) => keys::run(c).await,
         Command::Audit(c) => audit::run(c).await,
+        Command::Request(c) => requests::run(c).await,
+        Command::AccessPolicy(c) => requests::run_policy(c).await,
+        Command::RequestWebhooks(c) => requests::run_webhooks(c).await,
         Command::SigningKeys(c) => signing_keys::run(c).await,
         Command::Destinations(c) => destinations::run(c).await,
     }

@@ -10,6 +10,7 @@ pub mod kinds;
 pub mod names;
 pub mod origin;
 pub mod redirect;
+pub mod request;
 pub mod workload;
 
 pub use access::{GrantIndex, GrantRule, InfraRole, Subject};

@@ -16,6 +16,12 @@ pub struct NameError {
     pub reason: &'static str,
 }
 
+impl NameError {
+    pub(crate) fn new(what: &'static str, value: &str, reason: &'static str) -> Self {
+        err(what, value, reason)
+    }
+}
+
 fn err(what: &'static str, value: &str, reason: &'static str) -> NameError {
     // Cap what we echo back so a huge input does not become a huge error.
     let value: String = value.chars().take(64).collect();

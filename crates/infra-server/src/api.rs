@@ -10,6 +10,10 @@ pub(crate) mod keys_api;
 pub(crate) mod login;
 pub(crate) mod provider_login;
 pub(crate) mod providers;
+pub(crate) mod request_grants;
+mod request_policies;
+mod request_webhooks;
+pub(crate) mod requests;
 pub(crate) mod ssh_api;
 pub(crate) mod tokens;
 pub(crate) mod users;
@@ -74,6 +78,21 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/connectors/jwks", get(destinations::assertion_keys))
         .route("/connectors/{name}/jwks", get(destinations::connector_assertion_keys))
         .route("/audit", get(audit_api::list))
+        .route(
+            "/access-policies",
+            get(request_policies::list).post(request_policies::create),
+        )
+        .route("/access-policies/{name}", delete(request_policies::remove))
+        .route(
+            "/request-webhooks",
+            get(request_webhooks::list).post(request_webhooks::create),
+        )
+        .route("/request-webhooks/{name}", delete(request_webhooks::remove))
+        .route("/requests", get(requests::list).post(requests::create))
+        .route("/requests/{id}", get(requests::get_one))
+        .route("/requests/{id}/approve", post(requests::approve))
+        .route("/requests/{id}/deny", post(requests::deny))
+        .route("/requests/{id}/cancel", post(requests::cancel))
         .route("/forward-auth", any(fa::forward_auth))
         .route(fa::EXT_AUTHZ_SUBPATH, any(fa::ext_authz))
         .route(&format!("{}/{{*path}}", fa::EXT_AUTHZ_SUBPATH), any(fa::ext_authz))
@@ -129,6 +148,9 @@ pub(crate) fn router(state: AppState) -> Router {
         keys_api::list, keys_api::create, keys_api::remove,
         tokens::issue, tokens::list_signing_keys, tokens::rotate,
         audit_api::list, audit_api::verify,
+        request_policies::list, request_policies::create, request_policies::remove,
+        request_webhooks::list, request_webhooks::create, request_webhooks::remove,
+        requests::create, requests::list, requests::get_one, requests::approve, requests::deny, requests::cancel,
         destinations::list, destinations::create, destinations::remove, destinations::access, destinations::connectors_list, destinations::get_one, fa::forward_auth, destinations::assertion_keys, destinations::connector_assertion_keys,
         ssh_api::user_ca, ssh_api::host_ca, ssh_api::rotate, ssh_api::issue,
         providers::create, providers::list, providers::remove, provider_login::authorize, provider_login::device,

@@ -29,6 +29,7 @@ mod idp;
 mod metrics;
 mod oidc;
 mod pg_gateway;
+mod request_events;
 mod serve;
 mod signing;
 mod ssh;

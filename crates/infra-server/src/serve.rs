@@ -124,6 +124,7 @@ fn start_background(state: &AppState, shutdown: &CancellationToken) {
     tasks.spawn(crate::forward_auth::http::keep(state.clone(), shutdown.clone()));
     tasks.spawn(watch_changes(state.clone(), shutdown.clone()));
     tasks.spawn(heartbeat(state.clone(), shutdown.clone()));
+    tasks.spawn(crate::request_events::run(state.clone(), shutdown.clone()));
     tasks.spawn(crate::gateway_names::keep_names(
         state.gateway_names.clone(),
         state.store.clone(),

@@ -48,6 +48,10 @@ pub struct AuditFilter {
     /// Events before this time.
     pub until_ms: Option<i64>,
     pub after_seq: Option<i64>,
+    /// Events whose detail starts `request=ID`: an access request's story.
+    /// The id is the store's (letters and digits only), so it cannot be a
+    /// `LIKE` pattern.
+    pub request: Option<String>,
     pub newest_first: bool,
 }
 
@@ -204,6 +208,18 @@ fn filter(q: &mut Sql, f: &AuditFilter) {
     if let Some(s) = f.after_seq {
         q.push(" AND seq > ").int(s);
     }
+    if let Some(id) = f
+        .request
+        .as_deref()
+        .filter(|id| id.chars().all(|c| c.is_ascii_alphanumeric()))
+    {
+        let tag = format!("request={id}");
+        q.push(" AND (detail = ")
+            .text(&tag)
+            .push(" OR detail LIKE ")
+            .text(&format!("{tag} %"))
+            .push(")");
+    }
 }
 
 /// Events matching `f`, oldest first (or newest first).
@@ -236,6 +252,22 @@ pub async fn after(c: &mut Conn, seq: i64, limit: i64) -> Result<Vec<AuditRow>, 
          WHERE seq > $1 ORDER BY seq LIMIT $2",
     )
     .bind(seq)
+    .bind(limit)
+    .fetch_all(c)
+    .await?)
+}
+
+/// Up to `limit` events after `seq` whose action starts with `prefix`
+/// (such as `request.`), oldest first.
+pub async fn actions_after(c: &mut Conn, seq: i64, prefix: &str, limit: i64) -> Result<Vec<AuditRow>, StoreError> {
+    let n = i64::try_from(prefix.chars().count()).unwrap_or(0);
+    Ok(sqlx::query_as(
+        "SELECT seq, time_ms, actor, action, target, source, result, detail, prev_hash, hash FROM audit_events \
+         WHERE seq > $1 AND SUBSTR(action, 1, $2) = $3 ORDER BY seq LIMIT $4",
+    )
+    .bind(seq)
+    .bind(n)
+    .bind(prefix)
     .bind(limit)
     .fetch_all(c)
     .await?)

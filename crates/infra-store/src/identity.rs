@@ -438,3 +438,33 @@ pub async fn reach_of_destination(
     q.push(") AS reach");
     Ok((rows, q.fetch_count(c).await?))
 }
+
+/// Makes user `user_id`'s grant of `role` on `resource` last until at least
+/// `until`, if it has an end before then: the id of that grant, or none if
+/// the user holds no such grant. A grant with no end stays without one.
+pub async fn extend_user_grant(
+    c: &mut Conn,
+    user_id: &str,
+    role: &str,
+    resource: &str,
+    until: i64,
+) -> Result<Option<String>, StoreError> {
+    sqlx::query(
+        "UPDATE grants SET expires_at = $1 WHERE subject_kind = 'user' AND subject_id = $2 AND role = $3 \
+         AND resource = $4 AND expires_at IS NOT NULL AND expires_at < $1",
+    )
+    .bind(until)
+    .bind(user_id)
+    .bind(role)
+    .bind(resource)
+    .execute(&mut *c)
+    .await?;
+    Ok(sqlx::query_scalar(
+        "SELECT id FROM grants WHERE subject_kind = 'user' AND subject_id = $1 AND role = $2 AND resource = $3",
+    )
+    .bind(user_id)
+    .bind(role)
+    .bind(resource)
+    .fetch_optional(c)
+    .await?)
+}

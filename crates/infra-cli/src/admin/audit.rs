@@ -26,6 +26,9 @@ pub enum AuditCmd {
         /// Only events before this: RFC 3339 time or a duration ago.
         #[arg(long)]
         until: Option<String>,
+        /// Only the events of this access request: its whole story.
+        #[arg(long)]
+        request: Option<String>,
         #[command(flatten)]
         out: OutputArg,
     },
@@ -72,6 +75,7 @@ pub(super) async fn run(c: AuditCmd) -> anyhow::Result<()> {
             action,
             result,
             until,
+            request,
             out,
         } => {
             let q = query(&[
@@ -81,6 +85,7 @@ pub(super) async fn run(c: AuditCmd) -> anyhow::Result<()> {
                 ("destination", &destination),
                 ("action", &action),
                 ("result", &result),
+                ("request", &request),
             ]);
             let items: Vec<AuditEvent> = api.list_all("/api/audit", &q).await?;
             print(out.output, &items, &EVENT_HEADERS, event_row)?;

@@ -70,6 +70,14 @@ pub(crate) async fn list(
         result: q.result.map(|r| result_word(&r)).transpose()?,
         until_ms: q.until.as_deref().map(|s| point("until", s)).transpose()?,
         after_seq: q.after,
+        request: q
+            .request
+            .map(|r| {
+                let ok = !r.is_empty() && r.len() <= 64 && r.chars().all(|c| c.is_ascii_alphanumeric());
+                ok.then_some(r)
+                    .ok_or_else(|| ApiError::bad_request("invalid request id"))
+            })
+            .transpose()?,
         newest_first: q.newest_first,
     };
     let mut c = state.store.conn().await?;

@@ -193,7 +193,7 @@ pub(crate) async fn remove(
 /// cluster whose connector has reported what it offers, an unknown
 /// namespace or a role that is not a grantable ClusterRole. A destination
 /// no connector has reported yet is taken on trust.
-async fn check_inventory(c: &mut infra_store::Conn, resource: &Resource, role: &Role) -> ApiResult<()> {
+pub(crate) async fn check_inventory(c: &mut infra_store::Conn, resource: &Resource, role: &Role) -> ApiResult<()> {
     let dest = resource.destination();
     let Some((kind, Some(json))) = infra_store::connectors::inventory(c, dest).await? else {
         return Ok(());

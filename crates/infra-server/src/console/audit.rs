@@ -45,6 +45,7 @@ impl Filter {
             result: given(&self.result),
             until: given(&self.until),
             after: self.after,
+            request: None,
             newest_first: true,
             page: Some(self.page.unwrap_or(1).max(1)),
             limit: Some(limit),
