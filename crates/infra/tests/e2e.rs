@@ -29,6 +29,7 @@ mod e2e {
     pub mod metrics;
     pub mod postgres;
     pub mod replicas;
+    pub mod requests;
     pub mod ssh;
     pub mod tokens;
 }

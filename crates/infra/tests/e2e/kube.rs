@@ -4,6 +4,7 @@
 //! from grants, and Forbidden messages are Kubernetes' own.
 
 mod console;
+mod requests;
 mod streams;
 mod workloads;
 
