@@ -227,9 +227,12 @@ fn denied_expired_cancelled_or_outside_the_policy_grant_nothing() {
     assert!(seen.failed().stderr.contains("not found"), "{seen:?}");
 }
 
+/// What a receiver got: each POST's head and body.
+type Received = Arc<Mutex<Vec<(String, String)>>>;
+
 /// A local receiver: answers 500 to the first POST, then 200; keeps every
 /// request (headers and body).
-fn receiver() -> (String, Arc<Mutex<Vec<(String, String)>>>) {
+fn receiver() -> (String, Received) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}/hook", listener.local_addr().unwrap());
     let got = Arc::new(Mutex::new(Vec::new()));
