@@ -172,3 +172,109 @@ fn a_connector_is_reachable_through_every_replica() {
         other => Err(anyhow::anyhow!("through B: {other}\n{}", c.log())),
     });
 }
+
+/// Two reviewers approving one request at the same moment, on two
+/// replicas, make one grant; a cancel racing an approval ends in exactly
+/// one of the two, and the grants say the same.
+#[test]
+fn racing_reviews_and_cancels_across_replicas_decide_once() {
+    let pg = Postgres::start().unwrap();
+    let db = pg.create_database("infra").unwrap();
+    let a = replica(&db);
+    let b = replica(&db);
+    let admin = Cli::new(&bin()).unwrap();
+    login(&admin, &a, ADMIN, ADMIN_PW).ok();
+    let on = |server: &Server, email: &str| {
+        let c = Cli::new(&bin()).unwrap();
+        login(&c, server, email, "user-password-1").ok();
+        c
+    };
+    for (email, group) in [
+        ("dev@example.com", "devs"),
+        ("sre1@example.com", "sre"),
+        ("sre2@example.com", "sre"),
+    ] {
+        admin
+            .run_stdin(&["users", "add", email, "--password-stdin"], "user-password-1")
+            .ok();
+        admin.run(&["groups", "add", group]);
+        admin.run(&["groups", "adduser", group, email]).ok();
+    }
+    admin
+        .run(&[
+            "access-policy",
+            "add",
+            "p",
+            "--requesters",
+            "devs",
+            "--resource",
+            "*",
+            "--role",
+            "view",
+            "--max",
+            "1h",
+            "--approvers",
+            "sre",
+        ])
+        .ok();
+    let dev_a = on(&a, "dev@example.com");
+    let dev_b = on(&b, "dev@example.com");
+    let sre1 = on(&a, "sre1@example.com");
+    let sre2 = on(&b, "sre2@example.com");
+    let ask = |dest: &str| -> String {
+        let v = json(
+            dev_a
+                .run(&[
+                    "request", "add", dest, "--role", "view", "--for", "10m", "--reason", "race", "-o", "json",
+                ])
+                .ok(),
+        );
+        v[0]["id"].as_str().unwrap().to_owned()
+    };
+    let grants_on = |dest: &str| {
+        json(admin.run(&["grants", "list", "--resource", dest, "-o", "json"]).ok())
+            .as_array()
+            .map_or(0, Vec::len)
+    };
+    let state_of = |id: &str| {
+        let v = json(admin.run(&["request", "show", id, "-o", "json"]).ok());
+        v[0]["state"].as_str().unwrap().to_owned()
+    };
+    for round in 0..4 {
+        // Two approvals at once.
+        let dest = format!("race{round}");
+        let id = ask(&dest);
+        let (x, y) = thread::scope(|s| {
+            let x = s.spawn(|| sre1.run(&["request", "approve", &id]).status);
+            let y = s.spawn(|| sre2.run(&["request", "approve", &id]).status);
+            (x.join().unwrap(), y.join().unwrap())
+        });
+        assert_eq!(
+            u8::from(x == 0) + u8::from(y == 0),
+            1,
+            "exactly one approval decides: {x} {y}"
+        );
+        assert_eq!(grants_on(&dest), 1, "one grant");
+        assert_eq!(state_of(&id), "approved");
+
+        // A cancel racing an approval.
+        let dest = format!("cancel{round}");
+        let id = ask(&dest);
+        let (cancel, approve) = thread::scope(|s| {
+            let c = s.spawn(|| dev_b.run(&["request", "cancel", &id]).status);
+            let p = s.spawn(|| sre1.run(&["request", "approve", &id]).status);
+            (c.join().unwrap(), p.join().unwrap())
+        });
+        assert_eq!(u8::from(cancel == 0) + u8::from(approve == 0), 1, "{cancel} {approve}");
+        let state = state_of(&id);
+        if cancel == 0 {
+            assert_eq!(
+                (state.as_str(), grants_on(&dest)),
+                ("cancelled", 0),
+                "a cancelled request granted"
+            );
+        } else {
+            assert_eq!((state.as_str(), grants_on(&dest)), ("approved", 1));
+        }
+    }
+}
