@@ -11,7 +11,7 @@ pub(crate) mod login;
 pub(crate) mod provider_login;
 pub(crate) mod providers;
 pub(crate) mod request_grants;
-mod request_policies;
+pub(crate) mod request_policies;
 mod request_webhooks;
 pub(crate) mod requests;
 pub(crate) mod ssh_api;

@@ -24,6 +24,7 @@ mod identity;
 mod layout;
 mod people;
 mod places;
+mod requests;
 mod services;
 
 use axum::extract::State;
@@ -78,6 +79,10 @@ pub(crate) fn routes() -> axum::Router<AppState> {
         .route("/console/service-accounts", get(services::page).post(services::add))
         .route("/console/service-accounts/keys", post(services::add_key))
         .route("/console/service-accounts/keys/{id}/end", post(services::end_key))
+        .route("/console/requests", get(requests::page).post(requests::ask))
+        .route("/console/requests/{id}", get(requests::one))
+        .route("/console/requests/{id}/review", post(requests::review))
+        .route("/console/requests/{id}/cancel", post(requests::cancel))
         .route("/console/audit", get(audit::page))
         .route("/console/audit/rows", get(audit::rows))
         .route("/console/audit/verify", post(audit::verify))
@@ -179,6 +184,7 @@ fn way_in(name: &str, kind: &str, url: &str) -> Markup {
 async fn my_access(State(state): State<AppState>, form::Signed(caller): form::Signed) -> Response {
     let csrf = csrf::token(&state, &caller);
     let staff = caller.role.is_some();
+    let offers = requests::offers(&state, &caller).await.unwrap_or_default();
     let info = match login::info(State(state.clone()), caller).await {
         Ok(i) => i.0,
         Err(e) => return html_response(e.status, layout::error_page(&e.message)),
@@ -231,6 +237,18 @@ async fn my_access(State(state): State<AppState>, form::Signed(caller): form::Si
                         div.way-in { (way_in(dest, kind, info.urls.get(dest).map_or("", String::as_str))) }
                     }
                 }
+            }
+        }
+        @if !offers.is_empty() {
+            h2 { "Need more, for a while?" }
+            p {
+                "You may ask for "
+                @for (i, p) in offers.iter().enumerate() {
+                    @if i > 0 { "; " }
+                    @if !p.roles.is_empty() { (p.roles.join(" or ")) " on " code { (p.resources.join(", ")) } }
+                    @if !p.groups.is_empty() { " membership of " (p.groups.join(", ")) }
+                }
+                ". " a href="/console/requests" { "Request access" }
             }
         }
     };

@@ -125,7 +125,7 @@ fn payload(state: &AppState, format: &str, ev: &AuditRow) -> String {
             _ => "",
         };
         let review = if ev.action == "request.create" && ev.result == "success" {
-            format!("\nReview: `infra request show {request}` then `infra request approve {request}` (server {server})")
+            format!("\n<{server}/console/requests/{request}|Review it in Infra>, or `infra request approve {request}`")
         } else {
             String::new()
         };
@@ -141,6 +141,7 @@ fn payload(state: &AppState, format: &str, ev: &AuditRow) -> String {
             "result": ev.result,
             "detail": ev.detail,
             "server": server,
+            "url": if request.is_empty() { String::new() } else { format!("{server}/console/requests/{request}") },
         })
     };
     doc.to_string()

@@ -17,7 +17,11 @@ fn head(title: &str) -> Markup {
 }
 
 /// The sections every user has, in the navigation's order: (path, name).
-const SECTIONS: [(&str, &str); 2] = [("/console", "My access"), ("/console/account", "Sessions and keys")];
+const SECTIONS: [(&str, &str); 3] = [
+    ("/console", "My access"),
+    ("/console/requests", "Requests"),
+    ("/console/account", "Sessions and keys"),
+];
 
 /// The sections of those with a role on Infra (`view` or `admin`).
 const ADMIN_SECTIONS: [(&str, &str); 7] = [

@@ -385,3 +385,81 @@ fn break_glass_is_granted_at_once_flagged_and_every_event_reaches_the_webhook_si
     // A forged signature does not pass the check the receiver makes.
     assert!(!signed("another-secret", &seen[1].0, &seen[1].1));
 }
+
+#[test]
+fn in_a_browser_a_user_asks_from_the_portal_a_reviewer_approves_and_the_destination_appears() {
+    let w = super::gateway::web_env();
+    let env = &w.env;
+    let a = &env.admin;
+    let _dev = user(env, "dev@example.com");
+    let _sre = user(env, "sre@example.com");
+    for (g, who) in [("devs", "dev@example.com"), ("sre", "sre@example.com")] {
+        a.run(&["groups", "add", g]).ok();
+        a.run(&["groups", "adduser", g, who]).ok();
+    }
+    a.run(&[
+        "access-policy",
+        "add",
+        "web-users",
+        "--requesters",
+        "devs",
+        "--resource",
+        "web",
+        "--role",
+        "user",
+        "--max",
+        "4h",
+        "--approvers",
+        "sre",
+    ])
+    .ok();
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../infra-testkit/oidc/console_request.mjs");
+    let out = std::process::Command::new("node")
+        .arg(&script)
+        .args(["--url", &env.server.url, "--insecure", "--password", "user-password-1"])
+        .args(["--requester", "dev@example.com", "--reviewer", "sre@example.com"])
+        .args(["--destination", "web", "--role", "user"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let text = |k: &str| r[k].as_str().unwrap_or_default().to_owned();
+    assert!(
+        text("offered").contains("Request access") && !text("offered").contains("https://web."),
+        "{r:#}"
+    );
+    assert!(
+        text("asked").contains("pending") && text("asked").contains("HTTP: reach web"),
+        "{r:#}"
+    );
+    assert!(text("reviewQueue").contains("Waiting for your review"), "{r:#}");
+    let review = text("reviewPage");
+    assert!(
+        review.contains("dev@example.com holds now") && review.contains("new"),
+        "{review}"
+    );
+    assert!(
+        text("approved").contains("approved") && text("approved").contains("ok from the console"),
+        "{r:#}"
+    );
+    assert!(text("portalAfter").contains("web"), "{r:#}");
+    let held = grants_of(env, "dev@example.com");
+    assert_eq!(held.len(), 1, "{held:#?}");
+
+    // The pages pass axe, for the requester and the reviewer.
+    let all = json(a.run(&["request", "list", "-o", "json"]).ok());
+    let id = all[0]["id"].as_str().unwrap().to_owned();
+    let detail = format!("/console/requests/{id}");
+    for who in ["dev@example.com", "sre@example.com"] {
+        let seen = super::console::in_chromium(env, who, &["/console", "/console/requests", &detail]);
+        for page in seen["pages"].as_array().unwrap() {
+            let serious: Vec<&serde_json::Value> = page["violations"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|v| matches!(v["impact"].as_str(), Some("serious" | "critical")))
+                .collect();
+            assert!(serious.is_empty(), "axe on {} for {who}: {serious:#?}", page["path"]);
+        }
+    }
+}
