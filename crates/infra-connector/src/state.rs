@@ -244,6 +244,17 @@ impl State {
                 if let Some(reason) = reason {
                     tracing::info!(user = %a.claims.name, destination = %a.destination, %reason, "closing stream: access revoked");
                     a.cancel.cancel();
+                    // The cut is part of the record: an access request's
+                    // story ends with the sessions its end closed.
+                    self.spool.record(infra_tunnel::proto::AccessEvent {
+                        seq: 0,
+                        time_ms: now,
+                        user: a.claims.name.clone(),
+                        destination: a.destination.clone(),
+                        source: String::new(),
+                        result: infra_tunnel::proto::Outcome::Denied,
+                        detail: format!("session cut: {reason}"),
+                    });
                 }
             }
         }

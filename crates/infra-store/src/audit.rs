@@ -48,11 +48,20 @@ pub struct AuditFilter {
     /// Events before this time.
     pub until_ms: Option<i64>,
     pub after_seq: Option<i64>,
-    /// Events whose detail starts `request=ID`: an access request's story.
-    /// The id is the store's (letters and digits only), so it cannot be a
-    /// `LIKE` pattern.
-    pub request: Option<String>,
+    /// An access request's story: events whose detail starts `request=ID`,
+    /// and the sessions its end cut.
+    pub request: Option<RequestStory>,
     pub newest_first: bool,
+}
+
+/// What belongs to an access request's story.
+#[derive(Debug, Clone, Default)]
+pub struct RequestStory {
+    /// The store's id (letters and digits only, so never a `LIKE` pattern).
+    pub id: String,
+    /// Once granted: the requester, the destinations it gave, and the time
+    /// its grants held (a cut of one of their sessions then belongs to it).
+    pub granted: Option<(String, Vec<String>, i64, i64)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -208,17 +217,32 @@ fn filter(q: &mut Sql, f: &AuditFilter) {
     if let Some(s) = f.after_seq {
         q.push(" AND seq > ").int(s);
     }
-    if let Some(id) = f
+    if let Some(story) = f
         .request
-        .as_deref()
-        .filter(|id| id.chars().all(|c| c.is_ascii_alphanumeric()))
+        .as_ref()
+        .filter(|r| r.id.chars().all(|c| c.is_ascii_alphanumeric()))
     {
-        let tag = format!("request={id}");
+        let tag = format!("request={}", story.id);
         q.push(" AND (detail = ")
             .text(&tag)
             .push(" OR detail LIKE ")
-            .text(&format!("{tag} %"))
-            .push(")");
+            .text(&format!("{tag} %"));
+        if let Some((user, dests, from, to)) = &story.granted {
+            q.push(" OR (actor = ")
+                .text(user)
+                .push(" AND SUBSTR(detail, 1, 12) = ")
+                .text("session cut:")
+                .push(" AND time_ms >= ")
+                .int(*from)
+                .push(" AND time_ms <= ")
+                .int(*to)
+                .push(" AND (1 = 0");
+            for d in dests {
+                q.push(" OR target = ").text(d);
+            }
+            q.push("))");
+        }
+        q.push(")");
     }
 }
 

@@ -27,7 +27,7 @@ use std::time::Duration;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{Any, AnyPool, Transaction};
 
-pub use audit::{AuditFilter, AuditRow, NewAuditEvent, VerifyOutcome};
+pub use audit::{AuditFilter, AuditRow, NewAuditEvent, RequestStory, VerifyOutcome};
 pub use error::StoreError;
 pub use identity::{GrantFilter, GrantRow, GroupRow, UserRow};
 pub use keys::{AccessKeyRow, KeyKind, LoginFailure, SigningKeyRow};

@@ -42,6 +42,31 @@ fn point(what: &str, s: &str) -> ApiResult<i64> {
     Ok(now_ms() - ms(d))
 }
 
+/// The story of access request `id`: its own events and, once it was
+/// granted, the sessions of its requester on its destinations cut while
+/// its grants held or at their end.
+async fn story(state: &AppState, id: String) -> ApiResult<infra_store::RequestStory> {
+    if id.is_empty() || id.len() > 64 || !id.chars().all(|c| c.is_ascii_alphanumeric()) {
+        return Err(ApiError::bad_request("invalid request id"));
+    }
+    let mut c = state.store.conn().await?;
+    let row = infra_store::requests::request(&mut c, &id).await?;
+    let granted = row.and_then(|r| {
+        let from = r.decided_at?;
+        let until = r.grants_until?;
+        let asks: Vec<infra_core::request::Ask> = serde_json::from_str(&r.asks).ok()?;
+        let dests = asks
+            .iter()
+            .filter_map(|a| match a {
+                infra_core::request::Ask::Grant { resource, .. } => Some(resource.destination().to_owned()),
+                infra_core::request::Ask::Membership { .. } => None,
+            })
+            .collect();
+        Some((r.requester, dests, from, until + 60_000))
+    });
+    Ok(infra_store::RequestStory { id, granted })
+}
+
 /// A result to filter on: one of the three an event can have.
 fn result_word(r: &str) -> ApiResult<String> {
     match r.trim() {
@@ -70,14 +95,10 @@ pub(crate) async fn list(
         result: q.result.map(|r| result_word(&r)).transpose()?,
         until_ms: q.until.as_deref().map(|s| point("until", s)).transpose()?,
         after_seq: q.after,
-        request: q
-            .request
-            .map(|r| {
-                let ok = !r.is_empty() && r.len() <= 64 && r.chars().all(|c| c.is_ascii_alphanumeric());
-                ok.then_some(r)
-                    .ok_or_else(|| ApiError::bad_request("invalid request id"))
-            })
-            .transpose()?,
+        request: match q.request {
+            Some(r) => Some(story(&state, r).await?),
+            None => None,
+        },
         newest_first: q.newest_first,
     };
     let mut c = state.store.conn().await?;

@@ -106,19 +106,33 @@ fn a_developer_asks_an_sre_approves_kubectl_works_and_the_watch_is_cut_when_time
     let after = kubectl(&dev, &["get", "pods", "-n", "dev"]);
     assert_ne!(after.status, 0, "kubectl still works after the time is up: {after:?}");
 
-    // The story, from the request to its end.
+    // The story, from the request to its end and the session it cut.
     eventually!(10, || {
         let story = json(a.run(&["audit", "list", "--request", &id, "-o", "json"]).ok());
-        let actions: Vec<String> = story
+        let events: Vec<(String, String)> = story
             .as_array()
             .unwrap()
             .iter()
-            .map(|e| e["action"].as_str().unwrap().to_owned())
+            .map(|e| {
+                (
+                    e["action"].as_str().unwrap().to_owned(),
+                    e["detail"].as_str().unwrap().to_owned(),
+                )
+            })
             .collect();
+        let has = |action: &str| events.iter().any(|(a, _)| a == action);
         anyhow::ensure!(
-            actions.starts_with(&["request.create".into()])
-                && actions.ends_with(&["request.grant".into(), "request.end".into()]),
-            "{actions:?}"
+            events.first().is_some_and(|(a, _)| a == "request.create")
+                && has("request.approve")
+                && has("request.grant")
+                && has("request.end"),
+            "{events:?}"
+        );
+        anyhow::ensure!(
+            events
+                .iter()
+                .any(|(a, d)| a == "kubernetes.deny" && d.starts_with("session cut:")),
+            "the cut watch is not in the story: {events:?}"
         );
         Ok(())
     });
