@@ -463,3 +463,92 @@ fn in_a_browser_a_user_asks_from_the_portal_a_reviewer_approves_and_the_destinat
         }
     }
 }
+
+#[test]
+fn auto_approval_several_destinations_and_a_group_membership_that_is_taken_back() {
+    let env = start(Backend::Sqlite);
+    let (dev, sre1, _) = team(&env);
+    let a = &env.admin;
+    a.run(&["groups", "add", "oncall"]).ok();
+    a.run(&[
+        "access-policy",
+        "add",
+        "peek",
+        "--requesters",
+        "devs",
+        "--resource",
+        "*",
+        "--role",
+        "view",
+        "--max",
+        "1h",
+        "--auto-approve",
+        "view",
+    ])
+    .ok();
+    a.run(&[
+        "access-policy",
+        "add",
+        "shift",
+        "--requesters",
+        "devs",
+        "--group",
+        "oncall",
+        "--max",
+        "1h",
+        "--approvers",
+        "sre",
+    ])
+    .ok();
+
+    // Two destinations in one request, granted at once by the policy.
+    let r = request(
+        &dev,
+        &[
+            "alpha",
+            "beta",
+            "--role",
+            "view",
+            "--for",
+            "20m",
+            "--reason",
+            "look around",
+        ],
+    );
+    assert_eq!(r["state"], "approved", "{r:#}");
+    assert_eq!(r["asks"].as_array().unwrap().len(), 2);
+    let held: Vec<String> = grants_of(&env, "dev@example.com")
+        .iter()
+        .map(|g| g["resource"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(held, ["alpha", "beta"]);
+    let id = r["id"].as_str().unwrap();
+    let story = json(a.run(&["audit", "list", "--request", id, "-o", "json"]).ok()).to_string();
+    assert!(story.contains("auto-approve"), "{story}");
+
+    // A group's membership, for a few seconds: added on approval, taken
+    // back at the end.
+    let r = request(&dev, &["--group", "oncall", "--for", "3s", "--reason", "my shift"]);
+    let id = r["id"].as_str().unwrap().to_owned();
+    assert!(
+        r["asks"][0]["means"].as_str().unwrap().contains("membership of oncall"),
+        "{r:#}"
+    );
+    sre1.run(&["request", "approve", &id]).ok();
+    let members = |g: &str| {
+        json(a.run(&["groups", "list", "-o", "json"]).ok())
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|x| x["name"] == g)
+            .map(|x| x["members"].to_string())
+            .unwrap_or_default()
+    };
+    assert!(members("oncall").contains("dev@example.com"));
+    infra_testkit::eventually!(15, || {
+        anyhow::ensure!(!members("oncall").contains("dev@example.com"), "still a member");
+        Ok(())
+    });
+    let s = json(dev.run(&["request", "show", &id, "-o", "json"]).ok());
+    assert_eq!(s[0]["state"], "ended", "{s:#}");
+}
