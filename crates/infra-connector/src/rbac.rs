@@ -215,6 +215,35 @@ async fn sync(kube: &KubeUpstream, destination: &str, s: &Pushed) -> anyhow::Res
     Ok(())
 }
 
+/// Rules of a ClusterRole reported, at most.
+const MAX_RULES: usize = 40;
+
+/// One rule of a ClusterRole, as people read it: `get, list: pods,
+/// services` (`(apps)` when not the core group; URLs for non-resource
+/// rules). Capped, so a huge role cannot make a huge report.
+fn rule_line(rule: &Value) -> Option<String> {
+    let list = |k: &str| -> Vec<String> {
+        rule[k]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|v| v.as_str().map(str::to_owned))
+            .collect()
+    };
+    let verbs = list("verbs");
+    let what = match (list("resources"), list("nonResourceURLs")) {
+        (r, _) if !r.is_empty() => r,
+        (_, u) if !u.is_empty() => u,
+        _ => return None,
+    };
+    let groups: Vec<String> = list("apiGroups").into_iter().filter(|g| !g.is_empty()).collect();
+    let mut line = format!("{}: {}", verbs.join(", "), what.join(", "));
+    if !groups.is_empty() {
+        line.push_str(&format!(" ({})", groups.join(", ")));
+    }
+    Some(line.chars().take(200).collect())
+}
+
 /// The namespaces and the grantable ClusterRoles of the cluster.
 async fn inventory(kube: &KubeUpstream, destination: &str) -> anyhow::Result<Inventory> {
     let (code, ns) = kube.call(Method::GET, "/api/v1/namespaces", None).await?;
@@ -233,7 +262,7 @@ async fn inventory(kube: &KubeUpstream, destination: &str) -> anyhow::Result<Inv
             .filter_map(|i| i["metadata"]["name"].as_str().map(str::to_owned))
             .collect()
     };
-    let mut roles: Vec<String> = roles["items"]
+    let grantable: Vec<&Value> = roles["items"]
         .as_array()
         .into_iter()
         .flatten()
@@ -241,6 +270,23 @@ async fn inventory(kube: &KubeUpstream, destination: &str) -> anyhow::Result<Inv
             let name = r["metadata"]["name"].as_str().unwrap_or_default();
             DEFAULT_ROLES.contains(&name) || r["metadata"]["labels"][GRANTABLE_LABEL].as_str() == Some("true")
         })
+        .collect();
+    let role_rules = grantable
+        .iter()
+        .filter_map(|r| {
+            let name = r["metadata"]["name"].as_str()?.to_owned();
+            let rules = r["rules"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(rule_line)
+                .take(MAX_RULES)
+                .collect();
+            Some((name, rules))
+        })
+        .collect();
+    let mut roles: Vec<String> = grantable
+        .iter()
         .filter_map(|r| r["metadata"]["name"].as_str().map(str::to_owned))
         .collect();
     roles.sort();
@@ -250,6 +296,7 @@ async fn inventory(kube: &KubeUpstream, destination: &str) -> anyhow::Result<Inv
         destination: destination.to_owned(),
         namespaces,
         roles,
+        role_rules,
         cluster_issuer: cluster_issuer(kube).await,
         ..Default::default()
     })
@@ -288,6 +335,17 @@ fn message(v: &Value) -> String {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_rule_reads_as_verbs_on_resources() {
+        let r = serde_json::json!({"verbs": ["get", "list"], "resources": ["pods", "services"], "apiGroups": [""]});
+        assert_eq!(super::rule_line(&r).as_deref(), Some("get, list: pods, services"));
+        let r = serde_json::json!({"verbs": ["*"], "resources": ["deployments"], "apiGroups": ["apps"]});
+        assert_eq!(super::rule_line(&r).as_deref(), Some("*: deployments (apps)"));
+        let r = serde_json::json!({"verbs": ["get"], "nonResourceURLs": ["/healthz"]});
+        assert_eq!(super::rule_line(&r).as_deref(), Some("get: /healthz"));
+        assert_eq!(super::rule_line(&serde_json::json!({"verbs": ["get"]})), None);
+    }
     use super::*;
 
     fn g(kind: &str, name: &str, role: &str, resource: &str, exp: Option<i64>) -> infra_core::NamedGrant {

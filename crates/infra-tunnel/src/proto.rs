@@ -275,6 +275,11 @@ pub struct Inventory {
     /// Roles a grant may name (Kubernetes ClusterRoles).
     #[serde(default)]
     pub roles: Vec<String>,
+    /// Kubernetes clusters: what each grantable ClusterRole allows, one
+    /// line per rule (`get, list, watch: pods, services`), as the cluster
+    /// says; shown to whoever reviews an access request.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub role_rules: BTreeMap<String, Vec<String>>,
     /// SSH hosts: the certificate extensions the host allows beyond
     /// `permit-pty` (`permit-port-forwarding`, `permit-agent-forwarding`,
     /// `permit-X11-forwarding`).

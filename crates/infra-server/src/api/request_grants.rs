@@ -83,7 +83,8 @@ pub(crate) async fn means(c: &mut infra_store::Conn, a: &Ask) -> ApiResult<Strin
                     format!("sign in to cluster {dest} as yourself; the cluster's own RBAC decides the rest")
                 }
                 Some(DestinationKind::Kubernetes) => {
-                    format!("Kubernetes ClusterRole {role}, bound to you {scope} of cluster {dest}")
+                    let rules = cluster_role_rules(c, dest, role).await?;
+                    format!("Kubernetes ClusterRole {role}, bound to you {scope} of cluster {dest}{rules}")
                 }
                 Some(DestinationKind::Postgres) => {
                     format!("PostgreSQL: connect to {dest} as yourself with the database role {role}")
@@ -117,6 +118,21 @@ pub(crate) async fn means(c: &mut infra_store::Conn, a: &Ask) -> ApiResult<Strin
             })
         }
     }
+}
+
+/// What ClusterRole `role` allows on cluster `dest`, as its connector
+/// last reported: ` (allows: RULE; RULE ...)`, or nothing when unknown.
+async fn cluster_role_rules(c: &mut infra_store::Conn, dest: &str, role: &str) -> ApiResult<String> {
+    let Some((_, Some(json))) = infra_store::connectors::inventory(c, dest).await? else {
+        return Ok(String::new());
+    };
+    let inv: infra_tunnel::proto::Inventory = serde_json::from_str(&json).unwrap_or_default();
+    Ok(match inv.role_rules.get(role) {
+        None => String::new(),
+        Some(r) if r.is_empty() => " (its rules are empty here: an aggregated role the cluster fills in)".to_owned(),
+        Some(r) if r.len() > 8 => format!(" (allows: {}; and {} more rules)", r[..8].join("; "), r.len() - 8),
+        Some(r) => format!(" (allows: {})", r.join("; ")),
+    })
 }
 
 /// Ends what is due: pending requests not reviewed in time expire;

@@ -50,6 +50,8 @@ fn a_developer_asks_an_sre_approves_kubectl_works_and_the_watch_is_cut_when_time
         means.contains("ClusterRole view") && means.contains("namespace dev"),
         "{r:#}"
     );
+    // What the role allows, as the cluster says.
+    assert!(means.contains("(allows: get, list, watch: configmaps"), "{means}");
     assert!(
         dev.run(&["request", "approve", &id])
             .failed()
