@@ -42,6 +42,10 @@ pub struct AccessPolicy {
     /// Roles granted at once, without review.
     #[serde(default)]
     pub auto_approve: Vec<String>,
+    /// If set, auto-approval is only for members of these groups (an
+    /// on-call group kept current by the rota).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub auto_approve_members: Vec<String>,
     /// Break-glass: requesters may approve their own request for at most
     /// this long (`1h`); flagged, audited and notified.
     #[serde(default)]
@@ -121,9 +125,13 @@ pub struct AccessRequest {
     /// An approved request's grants end then.
     pub grants_until: Option<String>,
     pub reviews: Vec<RequestReview>,
-    /// For reviewers: what the requester holds now.
+    /// For reviewers: what the requester holds now on the destinations
+    /// asked for (all of it, for a group's membership).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub current: Option<Vec<crate::Grant>>,
+    /// Whether the caller may approve or deny it.
+    #[serde(default)]
+    pub may_review: bool,
 }
 
 /// A review's reason.

@@ -124,6 +124,10 @@ pub struct Policy {
     /// Roles granted without review (low risk), still audited.
     #[serde(default)]
     pub auto_approve: Vec<Role>,
+    /// If set, auto-approval applies only to members of these groups (an
+    /// on-call group kept current by the rota): "view during on-call".
+    #[serde(default)]
+    pub auto_approve_members: Vec<GroupName>,
     /// Break-glass: the requester approves their own request for at most
     /// this long (milliseconds), loudly audited and notified.
     #[serde(default)]
@@ -222,9 +226,16 @@ impl Policy {
             .unwrap_or(self.approvals)
     }
 
-    /// Whether `asks` are granted at once, without review.
-    pub fn auto_approves(&self, asks: &[Ask]) -> bool {
-        !asks.is_empty()
+    /// Whether `asks` by a member of `requester_groups` are granted at
+    /// once, without review.
+    pub fn auto_approves(&self, requester_groups: &[String], asks: &[Ask]) -> bool {
+        let member = self.auto_approve_members.is_empty()
+            || self
+                .auto_approve_members
+                .iter()
+                .any(|g| requester_groups.iter().any(|m| m == g.as_str()));
+        member
+            && !asks.is_empty()
             && asks
                 .iter()
                 .all(|a| matches!(a, Ask::Grant { role, .. } if self.auto_approve.contains(role)))
@@ -360,6 +371,7 @@ mod tests {
             approvals: 1,
             approvals_for: [(Role::parse("edit").unwrap(), 2)].into(),
             auto_approve: vec![],
+            auto_approve_members: vec![],
             break_glass_ms: Some(3_600_000),
         }
     }
@@ -433,6 +445,18 @@ mod tests {
         ] {
             assert!(after_review(s, 5, 1, Approve).is_err());
         }
+    }
+
+    #[test]
+    fn auto_approval_can_be_for_the_on_call_only() {
+        let mut p = policy();
+        p.auto_approve = vec![Role::parse("view").unwrap()];
+        let view = [grant("view", "prod")];
+        assert!(p.auto_approves(&["devs".into()], &view));
+        assert!(!p.auto_approves(&["devs".into()], &[grant("edit", "prod")]));
+        p.auto_approve_members = vec![GroupName::parse("oncall").unwrap()];
+        assert!(!p.auto_approves(&["devs".into()], &view));
+        assert!(p.auto_approves(&["devs".into(), "oncall".into()], &view));
     }
 
     #[test]

@@ -21,8 +21,11 @@ use crate::state::AppState;
 const PREFIX: &str = "request.";
 /// Events per delivery round.
 const BATCH: i64 = 50;
-/// How long a replica holds a receiver while it delivers.
-const LEASE_MS: i64 = 30_000;
+/// How long a replica holds a receiver while it delivers: longer than a
+/// round can take (`BATCH` posts of at most `TIMEOUT` each).
+const LEASE_MS: i64 = 11 * 60_000;
+/// The longest one POST may take.
+const TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The context the secrets of receivers are sealed under.
 pub(crate) fn secret_context(name: &str) -> String {
@@ -32,7 +35,7 @@ pub(crate) fn secret_context(name: &str) -> String {
 /// Runs until `shutdown`: sweeps, then delivers, every second.
 pub(crate) async fn run(state: AppState, shutdown: CancellationToken) {
     let http = match reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
+        .timeout(TIMEOUT)
         .redirect(reqwest::redirect::Policy::none())
         .build()
     {
@@ -62,13 +65,19 @@ async fn deliver(state: &AppState, http: &reqwest::Client) -> Result<(), infra_s
         requests::webhooks(&mut c).await?
     };
     let now = now_ms();
-    for w in hooks.into_iter().filter(|w| w.next_at <= now) {
-        let events = {
+    for due in hooks.into_iter().filter(|w| w.next_at <= now) {
+        let (w, events) = {
             let mut c = state.store.conn().await?;
-            if !requests::lease_webhook(&mut c, &w.name, now, now + LEASE_MS).await? {
+            if !requests::lease_webhook(&mut c, &due.name, now, now + LEASE_MS).await? {
                 continue;
             }
-            infra_store::audit::actions_after(&mut c, w.last_seq, PREFIX, BATCH).await?
+            // Read again under the lease: another replica may have
+            // delivered since the list was read.
+            let Some(w) = requests::webhook(&mut c, &due.name).await? else {
+                continue;
+            };
+            let events = infra_store::audit::actions_after(&mut c, w.last_seq, PREFIX, BATCH).await?;
+            (w, events)
         };
         let mut last = w.last_seq;
         let mut failed = None;
@@ -129,7 +138,7 @@ fn payload(state: &AppState, format: &str, ev: &AuditRow) -> String {
         } else {
             String::new()
         };
-        serde_json::json!({ "text": format!("*{}* {what} {}{review}", ev.actor, ev.detail) })
+        serde_json::json!({ "text": format!("*{}* {what} {}{review}", slack_text(&ev.actor), slack_text(&ev.detail)) })
     } else {
         serde_json::json!({
             "event": ev.action,
@@ -145,6 +154,29 @@ fn payload(state: &AppState, format: &str, ev: &AuditRow) -> String {
         })
     };
     doc.to_string()
+}
+
+/// Text a requester wrote, as Slack shows it and never as markup: `&`,
+/// `<`, `>` escaped (no links, mentions or `<!channel>`), one line.
+fn slack_text(s: &str) -> String {
+    s.chars()
+        .map(|c| match c {
+            '&' => "&amp;".to_owned(),
+            '<' => "&lt;".to_owned(),
+            '>' => "&gt;".to_owned(),
+            c if c.is_control() => " ".to_owned(),
+            c => c.to_string(),
+        })
+        .collect()
+}
+
+/// Where a URL points, without its path or query (a Slack webhook's path
+/// is its secret): for messages and errors.
+pub(crate) fn url_host(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(u) => format!("{}://{}/…", u.scheme(), u.host_str().unwrap_or_default()),
+        Err(_) => "(invalid URL)".to_owned(),
+    }
 }
 
 /// `X-Infra-Signature` for `body` at `t` (unix seconds).
@@ -166,16 +198,28 @@ async fn post(http: &reqwest::Client, url: &str, secret: &[u8], ev: &AuditRow, b
         .body(body)
         .send()
         .await
-        .map_err(|e| format!("{url}: {e}"))?;
+        .map_err(|e| format!("{}: {}", url_host(url), e.without_url()))?;
     if resp.status().is_success() {
         Ok(())
     } else {
-        Err(format!("{url} answered {}", resp.status()))
+        Err(format!("{} answered {}", url_host(url), resp.status()))
     }
 }
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn what_a_requester_wrote_is_never_slack_markup_and_urls_keep_their_secret() {
+        assert_eq!(
+            super::slack_text("<!channel> <https://evil|Review>\n*x* & y"),
+            "&lt;!channel&gt; &lt;https://evil|Review&gt; *x* &amp; y"
+        );
+        assert_eq!(
+            super::url_host("https://hooks.slack.com/services/T/B/SECRET"),
+            "https://hooks.slack.com/…"
+        );
+    }
+
     #[test]
     fn the_signature_is_hmac_sha256_of_time_dot_body() {
         // RFC 4231 test case 2 shape: key "Jefe".

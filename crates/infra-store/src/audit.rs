@@ -217,11 +217,12 @@ fn filter(q: &mut Sql, f: &AuditFilter) {
     if let Some(s) = f.after_seq {
         q.push(" AND seq > ").int(s);
     }
-    if let Some(story) = f
-        .request
-        .as_ref()
-        .filter(|r| r.id.chars().all(|c| c.is_ascii_alphanumeric()))
-    {
+    if let Some(story) = &f.request {
+        if !story.id.chars().all(|c| c.is_ascii_alphanumeric()) {
+            // Never "no filter": an id that cannot be one matches nothing.
+            q.push(" AND 1 = 0");
+            return;
+        }
         let tag = format!("request={}", story.id);
         q.push(" AND (detail = ")
             .text(&tag)
@@ -282,12 +283,13 @@ pub async fn after(c: &mut Conn, seq: i64, limit: i64) -> Result<Vec<AuditRow>, 
 }
 
 /// Up to `limit` events after `seq` whose action starts with `prefix`
-/// (such as `request.`), oldest first.
+/// (such as `request.`), oldest first; refusals left out (anyone can
+/// cause those, as often as they like).
 pub async fn actions_after(c: &mut Conn, seq: i64, prefix: &str, limit: i64) -> Result<Vec<AuditRow>, StoreError> {
     let n = i64::try_from(prefix.chars().count()).unwrap_or(0);
     Ok(sqlx::query_as(
         "SELECT seq, time_ms, actor, action, target, source, result, detail, prev_hash, hash FROM audit_events \
-         WHERE seq > $1 AND SUBSTR(action, 1, $2) = $3 ORDER BY seq LIMIT $4",
+         WHERE seq > $1 AND SUBSTR(action, 1, $2) = $3 AND result <> 'denied' ORDER BY seq LIMIT $4",
     )
     .bind(seq)
     .bind(n)

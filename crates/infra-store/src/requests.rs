@@ -243,6 +243,14 @@ pub async fn put_webhook(c: &mut Conn, w: &WebhookRow) -> Result<(), StoreError>
     Ok(())
 }
 
+pub async fn webhook(c: &mut Conn, name: &str) -> Result<Option<WebhookRow>, StoreError> {
+    let q = format!("SELECT {WEBHOOK_COLS} FROM request_webhooks WHERE name = $1");
+    Ok(sqlx::query_as(sqlx::AssertSqlSafe(q))
+        .bind(name)
+        .fetch_optional(c)
+        .await?)
+}
+
 pub async fn webhooks(c: &mut Conn) -> Result<Vec<WebhookRow>, StoreError> {
     let q = format!("SELECT {WEBHOOK_COLS} FROM request_webhooks ORDER BY name");
     Ok(sqlx::query_as(sqlx::AssertSqlSafe(q)).fetch_all(c).await?)
@@ -280,7 +288,8 @@ pub async fn webhook_done(
     match failed {
         None => {
             sqlx::query(
-                "UPDATE request_webhooks SET last_seq = $1, failures = 0, last_error = NULL, next_at = $2 WHERE name = $3",
+                "UPDATE request_webhooks SET last_seq = CASE WHEN last_seq > $1 THEN last_seq ELSE $1 END, failures = 0, \
+                 last_error = NULL, next_at = $2 WHERE name = $3",
             )
             .bind(last_seq)
             .bind(now)
@@ -290,8 +299,8 @@ pub async fn webhook_done(
         }
         Some((error, retry_at)) => {
             sqlx::query(
-                "UPDATE request_webhooks SET last_seq = $1, failures = failures + 1, last_error = $2, next_at = $3 \
-                 WHERE name = $4",
+                "UPDATE request_webhooks SET last_seq = CASE WHEN last_seq > $1 THEN last_seq ELSE $1 END, \
+                 failures = failures + 1, last_error = $2, next_at = $3 WHERE name = $4",
             )
             .bind(last_seq)
             .bind(error)

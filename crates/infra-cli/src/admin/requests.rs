@@ -78,7 +78,7 @@ pub struct AddArgs {
 pub enum AccessPolicyCmd {
     /// Say who may request what, for how long, and who approves.
     #[command(
-        after_help = "Examples:\n  infra access-policy add prod-access --requesters devs --resource 'prod' --resource 'prod.*' \\\n      --role view --role edit --max 4h --approvers sre --approvals-for edit=2\n  infra access-policy add oncall --requesters sre --group oncall --max 12h --approvers infra-admins\n  infra access-policy add peek --requesters devs --resource '*' --role view --max 1h --auto-approve view\n  infra access-policy add emergency --requesters sre --resource 'prod' --role edit --max 1h \\\n      --approvers sre --break-glass 30m"
+        after_help = "Examples:\n  infra access-policy add prod-access --requesters devs --resource 'prod' --resource 'prod.*' \\\n      --role view --role edit --max 4h --approvers sre --approvals-for edit=2\n  infra access-policy add oncall --requesters sre --group oncall --max 12h --approvers infra-admins\n  infra access-policy add peek --requesters devs --resource '*' --role view --max 1h --auto-approve view --auto-approve-members oncall\n  infra access-policy add emergency --requesters sre --resource 'prod' --role edit --max 1h \\\n      --approvers sre --break-glass 30m"
     )]
     Add(Box<PolicyArgs>),
     /// List access policies.
@@ -117,6 +117,9 @@ pub struct PolicyArgs {
     /// Roles granted without review (repeat).
     #[arg(long = "auto-approve")]
     auto_approve: Vec<String>,
+    /// Auto-approve only for members of this group, such as the on-call rota's (repeat).
+    #[arg(long = "auto-approve-members")]
+    auto_approve_members: Vec<String>,
     /// Allow break-glass for at most this long.
     #[arg(long)]
     break_glass: Option<String>,
@@ -305,6 +308,7 @@ pub(super) async fn run_policy(c: AccessPolicyCmd) -> anyhow::Result<()> {
                 approvals: a.approvals,
                 approvals_for: a.approvals_for.into_iter().collect(),
                 auto_approve: a.auto_approve,
+                auto_approve_members: a.auto_approve_members,
                 break_glass: a.break_glass,
                 review_within: a.review_within,
                 created: None,

@@ -38,33 +38,105 @@ pub(crate) async fn grant(
                     created_by: format!("request:{}", row.id),
                     expires_at: Some(until),
                 };
-                match identity::insert_grant(c, &g).await {
-                    Ok(()) => made.push(format!("grant:{}", g.id)),
-                    Err(infra_store::StoreError::Conflict) => {
-                        let held =
-                            identity::extend_user_grant(c, &row.requester_id, role.as_str(), resource.as_str(), until)
-                                .await?;
-                        if let Some(id) = held {
-                            made.push(format!("grant:{id}"));
-                        }
+                // Held already (a standing grant, or an earlier request's):
+                // its end moves later, if it has one. Looked up first: on
+                // PostgreSQL a failed insert would end the transaction.
+                let held =
+                    identity::extend_user_grant(c, &row.requester_id, role.as_str(), resource.as_str(), until).await?;
+                match held {
+                    Some(id) => made.push(format!("grant:{id}")),
+                    None => {
+                        identity::insert_grant(c, &g).await?;
+                        made.push(format!("grant:{}", g.id));
                     }
-                    Err(e) => return Err(e.into()),
                 }
             }
             Ask::Membership { group } => {
                 let g = identity::group_by_name(c, group.as_str())
                     .await?
                     .ok_or_else(|| ApiError::conflict(format!("group {} no longer exists", group.as_str())))?;
-                match identity::add_member(c, &g.id, &row.requester_id).await {
-                    Ok(()) => made.push(format!("member:{}", g.id)),
-                    // Already a member: nothing to take back at the end.
-                    Err(infra_store::StoreError::Conflict) => {}
-                    Err(e) => return Err(e.into()),
+                // A member already: nothing to take back at the end. Looked
+                // up first, as for grants.
+                let member = identity::groups_of_user(c, &row.requester_id)
+                    .await?
+                    .iter()
+                    .any(|m| m.id == g.id);
+                if !member {
+                    identity::add_member(c, &g.id, &row.requester_id).await?;
+                    made.push(format!("member:{}", g.id));
                 }
             }
         }
     }
     Ok((until, serde_json::to_string(&made).map_err(ApiError::internal)?))
+}
+
+/// Pending requests one user may have at once: a flood cannot bury the
+/// reviewers' queue.
+const MAX_PENDING: u64 = 20;
+
+/// Why `asks` may not be requested now by `user_id` although a policy
+/// allows them, if so: a group whose membership would make the requester
+/// an admin of Infra or a reviewer (escalation by membership), too many
+/// pending requests, or break-glass again while the last still holds.
+pub(crate) async fn admissible(
+    c: &mut infra_store::Conn,
+    user_id: &str,
+    asks: &[Ask],
+    break_glass: bool,
+    now: i64,
+) -> ApiResult<Option<String>> {
+    for a in asks {
+        let Ask::Membership { group } = a else { continue };
+        let Some(g) = identity::group_by_name(c, group.as_str()).await? else {
+            return Ok(Some(format!("there is no group {}", group.as_str())));
+        };
+        let f = infra_store::GrantFilter {
+            group_id: Some(g.id.clone()),
+            resource: Some(infra_core::INFRA_RESOURCE.to_owned()),
+            ..Default::default()
+        };
+        let (_, on_infra) = identity::list_grants(c, &f, now, 1, 1).await?;
+        let reviews = super::request_policies::policies(c).await?.iter().any(|(_, p, _)| {
+            p.approvers
+                .iter()
+                .any(|a| matches!(a, infra_core::request::Approvers::Group(r) if r == group))
+        });
+        if on_infra > 0 || reviews {
+            return Ok(Some(format!(
+                "membership of {} is not requestable: it holds a role on Infra or reviews requests",
+                group.as_str()
+            )));
+        }
+    }
+    let mine = requests::RequestFilter {
+        requester_id: Some(user_id.to_owned()),
+        state: Some("pending".into()),
+    };
+    let (_, pending) = requests::requests(c, &mine, 1, 1).await?;
+    if pending >= MAX_PENDING {
+        return Ok(Some(format!(
+            "you have {pending} requests waiting for review already; cancel some first"
+        )));
+    }
+    if break_glass {
+        let active = requests::RequestFilter {
+            requester_id: Some(user_id.to_owned()),
+            state: Some("approved".into()),
+        };
+        let (rows, _) = requests::requests(c, &active, 1, 100).await?;
+        if let Some(r) = rows
+            .iter()
+            .find(|r| r.break_glass != 0 && r.grants_until.is_some_and(|u| u > now))
+        {
+            return Ok(Some(format!(
+                "your break-glass access (request {}) holds until {}: ask for a review to go on",
+                r.id,
+                r.grants_until.map(time).unwrap_or_default()
+            )));
+        }
+    }
+    Ok(None)
 }
 
 /// What an ask gives, in its destination's terms.
@@ -147,43 +219,51 @@ pub(crate) async fn sweep(state: &AppState) -> ApiResult<()> {
         requests::due(&mut c, now).await?
     };
     for (id, was) in due {
-        let mut tx = state.store.write().await?;
-        let Some(row) = requests::request(tx.conn(), &id).await? else {
-            continue;
-        };
-        let (to, action) = if was == "pending" {
-            ("expired", "request.expire")
-        } else {
-            ("ended", "request.end")
-        };
-        if !requests::set_state(tx.conn(), &id, &was, to, now, None).await? {
-            continue;
+        // One request's trouble does not hold up the others'.
+        if let Err(e) = end_one(state, &id, &was, now).await {
+            tracing::error!(request = %id, error = %e.message, "access requests: cannot expire or end this request; trying again");
         }
-        let mut taken = Vec::new();
-        if to == "ended" {
-            let made: Vec<String> = serde_json::from_str(&row.grant_ids).unwrap_or_default();
-            for m in made {
-                if let Some(group_id) = m.strip_prefix("member:")
-                    && identity::remove_member(tx.conn(), group_id, &row.requester_id).await?
-                {
-                    taken.push(m.clone());
-                }
-            }
-        }
-        let detail = match to {
-            "expired" => format!("request={id} not reviewed by {}", time(row.review_by)),
-            _ => format!(
-                "request={id} time up at {}; memberships taken back: {}",
-                row.grants_until.map(time).unwrap_or_default(),
-                if taken.is_empty() {
-                    "none".into()
-                } else {
-                    taken.join(",")
-                }
-            ),
-        };
-        let ev = Event::new("system", action, &row.requester, "server").detail(detail);
-        super::requests::commit_all(state, tx, vec![ev]).await?;
     }
     Ok(())
+}
+
+/// Expires or ends request `id`, read as `was`.
+async fn end_one(state: &AppState, id: &str, was: &str, now: i64) -> ApiResult<()> {
+    let mut tx = state.store.write().await?;
+    let Some(row) = requests::request(tx.conn(), id).await? else {
+        return Ok(());
+    };
+    let (to, action) = if was == "pending" {
+        ("expired", "request.expire")
+    } else {
+        ("ended", "request.end")
+    };
+    if !requests::set_state(tx.conn(), id, was, to, now, None).await? {
+        return Ok(());
+    }
+    let mut taken = Vec::new();
+    if to == "ended" {
+        let made: Vec<String> = serde_json::from_str(&row.grant_ids).unwrap_or_default();
+        for m in made {
+            if let Some(group_id) = m.strip_prefix("member:")
+                && identity::remove_member(tx.conn(), group_id, &row.requester_id).await?
+            {
+                taken.push(m.clone());
+            }
+        }
+    }
+    let detail = match to {
+        "expired" => format!("request={id} not reviewed by {}", time(row.review_by)),
+        _ => format!(
+            "request={id} time up at {}; memberships taken back: {}",
+            row.grants_until.map(time).unwrap_or_default(),
+            if taken.is_empty() {
+                "none".into()
+            } else {
+                taken.join(",")
+            }
+        ),
+    };
+    let ev = Event::new("system", action, &row.requester, "server").detail(detail);
+    super::requests::commit_all(state, tx, vec![ev]).await
 }

@@ -56,6 +56,7 @@ pub(crate) fn parse(p: &AccessPolicy) -> ApiResult<(Policy, i64)> {
             .map(|(r, n)| Ok((Role::parse(r)?, *n)))
             .collect::<Result<_, infra_core::NameError>>()?,
         auto_approve: roles(&p.auto_approve)?,
+        auto_approve_members: groups(&p.auto_approve_members)?,
         break_glass_ms: p.break_glass.as_deref().map(parse_duration).transpose()?.map(ms),
     };
     policy.check().map_err(|r| ApiError::bad_request(r.0))?;

@@ -15,10 +15,16 @@ use crate::extract::Body;
 use crate::state::AppState;
 use crate::wire::time;
 
-fn to_api(w: &WebhookRow, secret: Option<String>) -> RequestWebhook {
+/// A receiver as the API shows it: its whole URL only to admins (a
+/// Slack webhook's URL is itself a credential).
+fn to_api(w: &WebhookRow, secret: Option<String>, admin: bool) -> RequestWebhook {
     RequestWebhook {
         name: w.name.clone(),
-        url: w.url.clone(),
+        url: if admin {
+            w.url.clone()
+        } else {
+            crate::request_events::url_host(&w.url)
+        },
         format: w.format.clone(),
         delivered_up_to: w.last_seq,
         failures: u32::try_from(w.failures).unwrap_or(u32::MAX),
@@ -35,12 +41,13 @@ pub(crate) async fn list(State(state): State<AppState>, caller: Caller) -> ApiRe
     caller
         .require(&state, InfraRole::View, "list request webhooks", "request-webhooks")
         .await?;
+    let admin = caller.role == Some(InfraRole::Admin);
     let mut c = state.store.conn().await?;
     Ok(Json(
         requests::webhooks(&mut c)
             .await?
             .iter()
-            .map(|w| to_api(w, None))
+            .map(|w| to_api(w, None, admin))
             .collect(),
     ))
 }
@@ -101,11 +108,13 @@ pub(crate) async fn create(
         }
         Err(e) => return Err(e.into()),
     }
-    let ev = caller
-        .event("request-webhook.create", name)
-        .detail(format!("url={} format={}", row.url, row.format));
+    let ev = caller.event("request-webhook.create", name).detail(format!(
+        "url={} format={}",
+        crate::request_events::url_host(&row.url),
+        row.format
+    ));
     audit::commit(&state, tx, ev).await?;
-    Ok((StatusCode::CREATED, Json(to_api(&row, Some(secret)))))
+    Ok((StatusCode::CREATED, Json(to_api(&row, Some(secret), true))))
 }
 
 /// Remove a receiver.

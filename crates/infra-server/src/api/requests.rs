@@ -77,7 +77,14 @@ pub(crate) async fn create(
 ) -> ApiResult<(StatusCode, Json<AccessRequest>)> {
     let asks = asks_of(&req)?;
     let duration = ms(parse_duration(&req.duration)?);
-    let reason = req.reason.trim().to_owned();
+    // One line of plain text: it goes into audit details, tables and team
+    // channels.
+    let reason: String = req
+        .reason
+        .trim()
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
     if reason.is_empty() || reason.len() > 500 {
         return Err(ApiError::bad_request(
             "give a reason (a ticket, an incident), at most 500 characters",
@@ -87,13 +94,13 @@ pub(crate) async fn create(
     let target = asks.first().map(target_of).unwrap_or_default();
     let now = now_ms();
     let mut tx = state.store.write().await?;
-    for a in &asks {
-        if let Ask::Grant { role, resource } = a {
-            super::grants::check_inventory(tx.conn(), resource, role).await?;
-        }
-    }
     let all = policies(tx.conn()).await?;
-    let chosen = find_policy(&all, &group_names(&caller), &asks, duration, req.break_glass);
+    let chosen = match find_policy(&all, &group_names(&caller), &asks, duration, req.break_glass) {
+        Ok(p) => request_grants::admissible(tx.conn(), &caller.user.id, &asks, req.break_glass, now)
+            .await?
+            .map_or(Ok(p), Err),
+        Err(why) => Err(why),
+    };
     let (doc, policy, review_ms) = match chosen {
         Ok(p) => p,
         Err(why) => {
@@ -108,8 +115,14 @@ pub(crate) async fn create(
             )));
         }
     };
+    // Only now, for a request a policy allows: what the cluster offers.
+    for a in &asks {
+        if let Ask::Grant { role, resource } = a {
+            super::grants::check_inventory(tx.conn(), resource, role).await?;
+        }
+    }
     let id = new_id()?;
-    let at_once = req.break_glass || policy.auto_approves(&asks);
+    let at_once = req.break_glass || policy.auto_approves(&group_names(&caller), &asks);
     let mut row = RequestRow {
         id: id.clone(),
         requester_id: caller.user.id.clone(),
@@ -317,8 +330,40 @@ pub(crate) async fn to_api(state: &AppState, caller: &Caller, id: &str) -> ApiRe
             ..Default::default()
         };
         let (held, _) = identity::list_grants(&mut c, &f, now_ms(), 1, infra_api::MAX_LIMIT).await?;
-        Some(held.iter().map(super::grants::to_api).collect())
+        // Only what bears on this request: the destinations it asks for
+        // (everything, for a membership, which may reach anywhere).
+        let dests: Vec<&str> = asks
+            .iter()
+            .filter_map(|a| match a {
+                Ask::Grant { resource, .. } => Some(resource.destination()),
+                Ask::Membership { .. } => None,
+            })
+            .collect();
+        let all = asks.iter().any(|a| matches!(a, Ask::Membership { .. }));
+        Some(
+            held.iter()
+                .filter(|g| {
+                    all || dests
+                        .iter()
+                        .any(|d| g.resource == *d || g.resource.starts_with(&format!("{d}.")))
+                })
+                .map(super::grants::to_api)
+                .collect(),
+        )
     };
+    let may_review = row.state == "pending"
+        && policy.is_some_and(|p| {
+            let (id, groups, admin) = reviewer(caller);
+            p.may_review(
+                &Reviewer {
+                    id: &id,
+                    groups: &groups,
+                    infra_admin: admin,
+                },
+                &row.requester_id,
+            )
+            .is_ok()
+        });
     let approvals = reviews.iter().filter(|r| r.decision == "approve").count();
     Ok(AccessRequest {
         id: row.id.clone(),
@@ -347,6 +392,7 @@ pub(crate) async fn to_api(state: &AppState, caller: &Caller, id: &str) -> ApiRe
             })
             .collect(),
         current,
+        may_review,
     })
 }
 
@@ -423,7 +469,32 @@ async fn review(state: &AppState, caller: &Caller, id: &str, d: Decision, reason
     let reviews = requests::reviews(tx.conn(), id).await?;
     let approvals = u32::try_from(reviews.iter().filter(|r| r.decision == "approve").count()).unwrap_or(0);
     let current = RequestState::parse(&row.state).unwrap_or(RequestState::Expired);
-    let needed = u32::try_from(row.approvals_needed).unwrap_or(1);
+    let asks = stored_asks(&row)?;
+    // The policy as it is now: at least as many approvals as when asked,
+    // and an approval only for what it still allows this requester.
+    let needed = u32::try_from(row.approvals_needed)
+        .unwrap_or(1)
+        .max(policy.approvals_needed(&asks));
+    if current == RequestState::Pending && d == Decision::Approve {
+        if now >= row.review_by {
+            return Err(ApiError::conflict("the request was not reviewed in time: it expires"));
+        }
+        let groups: Vec<String> = identity::groups_of_user(tx.conn(), &row.requester_id)
+            .await?
+            .into_iter()
+            .map(|g| g.name)
+            .collect();
+        let still = match policy.allows(&groups, &asks, row.duration_ms) {
+            Err(why) => Some(why.0),
+            Ok(()) => request_grants::admissible(tx.conn(), "", &asks, false, now).await?,
+        };
+        if let Some(why) = still {
+            return Err(ApiError::conflict(format!(
+                "the request no longer fits policy {}: {why}; deny it, and ask again if it should be",
+                row.policy
+            )));
+        }
+    }
     let next = after_review(current, approvals, needed, d).map_err(|r| ApiError::conflict(r.0))?;
     match requests::add_review(
         tx.conn(),
@@ -457,7 +528,6 @@ async fn review(state: &AppState, caller: &Caller, id: &str, d: Decision, reason
     ))];
     match next {
         RequestState::Approved => {
-            let asks = stored_asks(&row)?;
             let (until, grants) = request_grants::grant(tx.conn(), &row, &asks, now).await?;
             if !requests::set_state(tx.conn(), id, "pending", "approved", now, Some((until, &grants))).await? {
                 return Err(ApiError::conflict("the request was decided meanwhile"));

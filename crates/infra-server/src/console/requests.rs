@@ -115,7 +115,15 @@ pub(super) async fn page(
         .get("sec-fetch-site")
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v == "same-origin");
-    let sent = if from_here { prefill } else { Ask::default() };
+    // Never break-glass from a link: that box is ticked by hand.
+    let sent = if from_here {
+        Ask {
+            break_glass: None,
+            ..prefill
+        }
+    } else {
+        Ask::default()
+    };
     render(
         &state,
         caller,
@@ -288,7 +296,7 @@ async fn render_one(state: &AppState, caller: Caller, id: &str, problem: Option<
                 }
             }
         }
-        @if pending && !mine {
+        @if r.may_review {
             form.stack method="post" action=(format!("{base}/review")) {
                 (token_input(&token))
                 (field("v-reason", "Reason (shown to the requester and in the audit log)", "reason", "", None, ("text", "", false)))
