@@ -476,24 +476,7 @@ async fn review(state: &AppState, caller: &Caller, id: &str, d: Decision, reason
         .unwrap_or(1)
         .max(policy.approvals_needed(&asks));
     if current == RequestState::Pending && d == Decision::Approve {
-        if now >= row.review_by {
-            return Err(ApiError::conflict("the request was not reviewed in time: it expires"));
-        }
-        let groups: Vec<String> = identity::groups_of_user(tx.conn(), &row.requester_id)
-            .await?
-            .into_iter()
-            .map(|g| g.name)
-            .collect();
-        let still = match policy.allows(&groups, &asks, row.duration_ms) {
-            Err(why) => Some(why.0),
-            Ok(()) => request_grants::admissible(tx.conn(), "", &asks, false, now).await?,
-        };
-        if let Some(why) = still {
-            return Err(ApiError::conflict(format!(
-                "the request no longer fits policy {}: {why}; deny it, and ask again if it should be",
-                row.policy
-            )));
-        }
+        still_fits(tx.conn(), &row, policy, &asks, now).await?;
     }
     let next = after_review(current, approvals, needed, d).map_err(|r| ApiError::conflict(r.0))?;
     match requests::add_review(
@@ -547,6 +530,37 @@ async fn review(state: &AppState, caller: &Caller, id: &str, d: Decision, reason
         _ => {}
     }
     commit_all(state, tx, events).await
+}
+
+/// Refuses to approve `row` unless it still fits `policy` as it is now:
+/// not past its review time, the requester still one the policy names,
+/// what it asks still covered (and no group that has become powerful).
+async fn still_fits(
+    c: &mut infra_store::Conn,
+    row: &RequestRow,
+    policy: &Policy,
+    asks: &[Ask],
+    now: i64,
+) -> ApiResult<()> {
+    if now >= row.review_by {
+        return Err(ApiError::conflict("the request was not reviewed in time: it expires"));
+    }
+    let groups: Vec<String> = identity::groups_of_user(c, &row.requester_id)
+        .await?
+        .into_iter()
+        .map(|g| g.name)
+        .collect();
+    let why = match policy.allows(&groups, asks, row.duration_ms) {
+        Err(why) => Some(why.0),
+        Ok(()) => request_grants::admissible(c, "", asks, false, now).await?,
+    };
+    match why {
+        Some(why) => Err(ApiError::conflict(format!(
+            "the request no longer fits policy {}: {why}; deny it, and ask again if it should be",
+            row.policy
+        ))),
+        None => Ok(()),
+    }
 }
 
 /// Withdraw your own pending request.

@@ -104,6 +104,15 @@ pub(crate) fn about_the_form(e: &ApiError) -> bool {
     e.status.is_client_error() && !matches!(e.status, StatusCode::FORBIDDEN | StatusCode::UNAUTHORIZED)
 }
 
+/// Whether this GET came from a page of this site (`Sec-Fetch-Site:
+/// same-origin`): only then may a link fill a form in.
+pub(crate) fn from_here(headers: &axum::http::HeaderMap) -> bool {
+    headers
+        .get("sec-fetch-site")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v == "same-origin")
+}
+
 /// A non-empty trimmed field, or none.
 pub(crate) fn given(s: &str) -> Option<String> {
     let t = s.trim();

@@ -185,10 +185,7 @@ pub(super) async fn page(
     // The filter fills the form in ("grant this group access" opens it
     // with the group), but only for a link on a console page: a link on
     // another site must not hand an admin a grant ready to submit.
-    let from_here = headers
-        .get("sec-fetch-site")
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v == "same-origin");
+    let from_here = super::form::from_here(&headers);
     let for_group = f.user.is_empty() && !f.group.is_empty();
     let sent = if from_here {
         AddGrant {

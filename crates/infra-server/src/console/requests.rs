@@ -111,10 +111,7 @@ pub(super) async fn page(
     headers: axum::http::HeaderMap,
 ) -> Response {
     // Filled in from a link only when the link is on this site.
-    let from_here = headers
-        .get("sec-fetch-site")
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v == "same-origin");
+    let from_here = super::form::from_here(&headers);
     // Never break-glass from a link: that box is ticked by hand.
     let sent = if from_here {
         Ask {

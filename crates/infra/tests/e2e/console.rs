@@ -148,6 +148,23 @@ fn the_portal_shows_what_a_user_can_reach_and_signs_out_only_from_its_own_form()
     assert_eq!((status, header(&head, "location")), (303, Some("/login")));
 }
 
+/// Every page's serious or critical axe-core findings, from `in_chromium`.
+pub fn serious(result: &serde_json::Value) -> Vec<String> {
+    result["pages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|p| {
+            p["violations"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|v| matches!(v["impact"].as_str(), Some("serious" | "critical")))
+                .map(move |v| format!("{}: {} ({})", p["path"], v["id"], v["nodes"]))
+        })
+        .collect()
+}
+
 /// The console in Chromium, through `crates/infra-testkit/oidc/console.mjs`:
 /// what the browser shows, and axe-core's findings.
 pub fn in_chromium(env: &super::common::Env, email: &str, pages: &[&str]) -> serde_json::Value {
@@ -198,15 +215,8 @@ fn in_a_browser_the_portal_shows_each_destination_and_passes_axe() {
         account["text"].as_str().unwrap().contains("this session"),
         "{account:#}"
     );
-    for page in result["pages"].as_array().unwrap() {
-        let serious: Vec<&serde_json::Value> = page["violations"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|v| matches!(v["impact"].as_str(), Some("serious" | "critical")))
-            .collect();
-        assert!(serious.is_empty(), "axe on {}: {serious:#?}", page["path"]);
-    }
+    let findings = serious(&result);
+    assert!(findings.is_empty(), "axe: {findings:#?}");
 }
 
 #[test]

@@ -102,7 +102,7 @@ fn attack_a_view_admin_sees_every_page_and_changes_nothing() {
             );
         }
     }
-    let findings = serious(&seen);
+    let findings = super::console::serious(&seen);
     assert!(findings.is_empty(), "axe: {findings:#?}");
     let (_, _, reach) = curl(env, "/console/destinations/web", &["-H", &format!("Cookie: {cookie}")]);
     assert!(
@@ -320,23 +320,6 @@ fn attack_markup_in_names_and_the_audit_log_renders_as_text_on_every_page() {
     }
 }
 
-/// Every page's serious or critical axe-core findings, from `in_chromium`.
-fn serious(result: &serde_json::Value) -> Vec<String> {
-    result["pages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .flat_map(|p| {
-            p["violations"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .filter(|v| matches!(v["impact"].as_str(), Some("serious" | "critical")))
-                .map(move |v| format!("{}: {} ({})", p["path"], v["id"], v["nodes"]))
-        })
-        .collect()
-}
-
 #[test]
 fn in_a_browser_an_admin_gives_a_new_user_access_and_the_console_shows_why() {
     let w = web_env();
@@ -389,7 +372,7 @@ fn in_a_browser_an_admin_gives_a_new_user_access_and_the_console_shows_why() {
         .collect();
     let pages: Vec<&str> = pages.iter().map(String::as_str).collect();
     let result = super::console::in_chromium(env, "root@example.com", &pages);
-    let findings = serious(&result);
+    let findings = super::console::serious(&result);
     assert!(findings.is_empty(), "axe: {findings:#?}");
 }
 
