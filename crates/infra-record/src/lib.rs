@@ -11,6 +11,8 @@
 //!   carried which bytes.
 //! - [`exec`]: the two together: a `kubectl exec`/`attach` session as
 //!   asciicast events.
+//! - [`retention`]: which stored recordings to delete, by age and then
+//!   by total size, oldest first, never one being written.
 //!
 //! No I/O and no clock: callers hand in bytes and times, so every rule
 //! here is tested alone and a recorder cannot block the data path.
@@ -18,3 +20,4 @@
 pub mod asciicast;
 pub mod exec;
 pub mod k8s_ws;
+pub mod retention;
