@@ -1,19 +1,19 @@
 //! asciicast v2 (<https://docs.asciinema.org/manual/asciicast/v2/>): a
 //! JSON header line, then one line per event.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// The first line of a recording.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Header {
     pub version: u8,
     pub width: u16,
     pub height: u16,
     /// Unix seconds at the start.
     pub timestamp: i64,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub title: Option<String>,
-    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub env: std::collections::BTreeMap<String, String>,
 }
 
@@ -45,6 +45,16 @@ pub enum Code {
 }
 
 impl Code {
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "o" => Code::Output,
+            "i" => Code::Input,
+            "r" => Code::Resize,
+            "m" => Code::Marker,
+            _ => return None,
+        })
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Code::Output => "o",
@@ -70,6 +80,69 @@ impl Event {
         let t = (self.time * 1e6).round() / 1e6;
         serde_json::to_string(&(t, self.code.as_str(), &self.data)).unwrap_or_default()
     }
+}
+
+/// Why a text is not an asciicast v2 recording: the line (1-based) and
+/// what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParseError {
+    pub line: usize,
+    pub reason: String,
+}
+
+impl std::fmt::Display for ParseError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "line {}: {}", self.line, self.reason)
+    }
+}
+
+/// Reads a recording back, checking what players rely on: a version 2
+/// header with a size, then events whose times never go back.
+pub fn parse(text: &str) -> Result<(Header, Vec<Event>), ParseError> {
+    let bad = |line: usize, reason: &str| ParseError {
+        line,
+        reason: reason.to_owned(),
+    };
+    let mut lines = text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty());
+    let (_, first) = lines.next().ok_or_else(|| bad(1, "empty: no header"))?;
+    let header: Header = serde_json::from_str(first).map_err(|e| bad(1, &format!("not a header: {e}")))?;
+    if header.version != 2 {
+        return Err(bad(1, "not version 2"));
+    }
+    if header.width == 0 || header.height == 0 {
+        return Err(bad(1, "a terminal of size zero"));
+    }
+    let mut events = Vec::new();
+    let mut last = 0.0_f64;
+    for (i, l) in lines {
+        let (time, code, data): (f64, String, String) =
+            serde_json::from_str(l).map_err(|e| bad(i + 1, &format!("not an event: {e}")))?;
+        let code = Code::parse(&code).ok_or_else(|| bad(i + 1, "an unknown event code"))?;
+        if !time.is_finite() || time < last {
+            return Err(bad(i + 1, "time goes back"));
+        }
+        last = time;
+        events.push(Event { time, code, data });
+    }
+    Ok((header, events))
+}
+
+/// How to play events back: each output's text after how long a pause,
+/// at `speed` times real time, with no pause longer than `idle_cap`
+/// seconds (asciinema's `-i`).
+pub fn schedule(events: &[Event], speed: f64, idle_cap: Option<f64>) -> Vec<(std::time::Duration, &str)> {
+    let speed = if speed.is_finite() && speed > 0.0 { speed } else { 1.0 };
+    let mut out = Vec::new();
+    let mut last = 0.0_f64;
+    for e in events.iter().filter(|e| e.code == Code::Output) {
+        let mut pause = (e.time - last).max(0.0);
+        if let Some(cap) = idle_cap {
+            pause = pause.min(cap.max(0.0));
+        }
+        last = e.time;
+        out.push((std::time::Duration::from_secs_f64(pause / speed), e.data.as_str()));
+    }
+    out
 }
 
 /// Bytes of one stream as text: a character split across two chunks is
@@ -136,6 +209,59 @@ mod tests {
             data: "ls\r\n\u{1b}[0m\"x\"".into(),
         };
         assert_eq!(e.line(), r#"[1.234568,"o","ls\r\n\u001b[0m\"x\""]"#);
+    }
+
+    #[test]
+    fn what_is_written_reads_back_and_what_is_broken_is_said() {
+        let h = Header::new(100, 30, 7);
+        let events = [
+            Event {
+                time: 0.5,
+                code: Code::Input,
+                data: "ls\r".into(),
+            },
+            Event {
+                time: 0.75,
+                code: Code::Output,
+                data: "a b\r\n".into(),
+            },
+            Event {
+                time: 9.0,
+                code: Code::Output,
+                data: "$ ".into(),
+            },
+        ];
+        let text: String = std::iter::once(h.line())
+            .chain(events.iter().map(Event::line))
+            .map(|l| l + "\n")
+            .collect();
+        let (back, evs) = parse(&text).unwrap();
+        assert_eq!((&back, evs.as_slice()), (&h, &events[..]));
+        let plan = schedule(&evs, 2.0, Some(2.0));
+        assert_eq!(
+            plan,
+            [
+                (std::time::Duration::from_secs_f64(0.375), "a b\r\n"),
+                (std::time::Duration::from_secs_f64(1.0), "$ ")
+            ]
+        );
+        assert_eq!(parse("").unwrap_err().reason, "empty: no header");
+        assert_eq!(
+            parse(r#"{"version":1,"width":1,"height":1,"timestamp":0}"#)
+                .unwrap_err()
+                .reason,
+            "not version 2"
+        );
+        let back_in_time = format!("{}\n[2.0,\"o\",\"x\"]\n[1.0,\"o\",\"y\"]\n", h.line());
+        assert_eq!(
+            parse(&back_in_time).unwrap_err(),
+            ParseError {
+                line: 3,
+                reason: "time goes back".into()
+            }
+        );
+        let unknown = format!("{}\n[1.0,\"z\",\"x\"]\n", h.line());
+        assert_eq!(parse(&unknown).unwrap_err().line, 2);
     }
 
     #[test]

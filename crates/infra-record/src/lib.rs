@@ -4,7 +4,8 @@
 //!
 //! - [`asciicast`]: the format: a header line, then one JSON array per
 //!   event (`[seconds, "o" | "i" | "r" | "m", data]`), text kept whole
-//!   across chunk boundaries.
+//!   across chunk boundaries; reading it back; when to show what on
+//!   playback.
 //! - [`k8s_ws`]: the frames of Kubernetes' WebSocket stream protocol
 //!   (`v5.channel.k8s.io` and its predecessors), read incrementally from
 //!   each direction: which channel (stdin, stdout, stderr, error, resize)
