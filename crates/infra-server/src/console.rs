@@ -182,8 +182,7 @@ fn way_in(name: &str, kind: &str, url: &str) -> Markup {
 }
 
 async fn my_access(State(state): State<AppState>, form::Signed(caller): form::Signed) -> Response {
-    let csrf = csrf::token(&state, &caller);
-    let staff = caller.role.is_some();
+    let v = form::Viewer::of(&state, &caller);
     let offers = requests::offers(&state, &caller).await.unwrap_or_default();
     let info = match login::info(State(state.clone()), caller).await {
         Ok(i) => i.0,
@@ -252,10 +251,7 @@ async fn my_access(State(state): State<AppState>, form::Signed(caller): form::Si
             }
         }
     };
-    html_response(
-        StatusCode::OK,
-        layout::page("My access", &info.user.email, &csrf, staff, body),
-    )
+    v.page(StatusCode::OK, "My access", body)
 }
 
 /// A kubeconfig with an `infra:` context for each cluster (and granted
@@ -328,10 +324,12 @@ pub(crate) enum Done {
 }
 
 impl Done {
-    pub(crate) fn word(self) -> &'static str {
-        match self {
+    /// Where to go after it: `page`, told to confirm it.
+    pub(crate) fn after(self, page: &str) -> String {
+        let word = match self {
             Done::Removed => "removed",
-        }
+        };
+        format!("{page}?done={word}")
     }
 
     /// The confirmation, about a `thing` (`user`, `group`).

@@ -215,31 +215,31 @@ pub(crate) async fn list(
         requester_id: None,
         state: q.state.clone(),
     };
-    let ids: Vec<String>;
+    // The policies once for the whole page, not once per request.
+    let all = policies(&mut c).await?;
+    let chosen: Vec<RequestRow>;
     let total;
     if q.to_review {
         // Pending ones this caller may review, decided by each one's policy.
         f.state = Some("pending".into());
         let (rows, _) = requests::requests(&mut c, &f, 1, infra_api::MAX_LIMIT).await?;
-        let all = policies(&mut c).await?;
         let (id, groups, admin) = reviewer(&caller);
         let me = Reviewer {
             id: &id,
             groups: &groups,
             infra_admin: admin,
         };
-        let mine: Vec<String> = rows
+        let mine: Vec<RequestRow> = rows
             .into_iter()
             .filter(|r| {
                 all.iter()
                     .find(|(d, _, _)| d.name == r.policy)
                     .is_some_and(|(_, p, _)| p.may_review(&me, &r.requester_id).is_ok())
             })
-            .map(|r| r.id)
             .collect();
         total = mine.len() as u64;
         let start = usize::try_from((page - 1) * limit).unwrap_or(usize::MAX);
-        ids = mine.into_iter().skip(start).take(limit as usize).collect();
+        chosen = mine.into_iter().skip(start).take(limit as usize).collect();
     } else {
         let everyone = !q.mine && caller.role.is_some_and(|r| r.satisfies(InfraRole::View));
         if !everyone {
@@ -247,12 +247,11 @@ pub(crate) async fn list(
         }
         let (rows, n) = requests::requests(&mut c, &f, page, limit).await?;
         total = n;
-        ids = rows.into_iter().map(|r| r.id).collect();
+        chosen = rows;
     }
-    drop(c);
-    let mut out = Vec::with_capacity(ids.len());
-    for id in ids {
-        out.push(to_api(&state, &caller, &id).await?);
+    let mut out = Vec::with_capacity(chosen.len());
+    for row in chosen {
+        out.push(shown(&mut c, &caller, row, &all).await?);
     }
     Ok(page_of(out, page, limit, total))
 }
@@ -295,6 +294,18 @@ pub(crate) async fn to_api(state: &AppState, caller: &Caller, id: &str) -> ApiRe
     let mut c = state.store.conn().await?;
     let row = requests::request(&mut c, id).await?.ok_or_else(|| not_found(id))?;
     let all = policies(&mut c).await?;
+    shown(&mut c, caller, row, &all).await
+}
+
+/// Request `row` as `caller` may see it (or the 404 of one that does not
+/// exist), given every policy.
+async fn shown(
+    c: &mut infra_store::Conn,
+    caller: &Caller,
+    row: RequestRow,
+    all: &[(infra_api::AccessPolicy, Policy, i64)],
+) -> ApiResult<AccessRequest> {
+    let id = row.id.as_str();
     let policy = all.iter().find(|(d, _, _)| d.name == row.policy).map(|(_, p, _)| p);
     if !may_see(caller, &row, policy) {
         return Err(not_found(id));
@@ -316,20 +327,20 @@ pub(crate) async fn to_api(state: &AppState, caller: &Caller, id: &str) -> ApiRe
             role,
             resource,
             group,
-            means: means(&mut c, a).await?,
+            means: means(c, a).await?,
         });
     }
-    let reviews = requests::reviews(&mut c, id).await?;
+    let reviews = requests::reviews(c, id).await?;
     let current = if row.requester_id == caller.user.id {
         None
     } else {
-        let groups = identity::groups_of_user(&mut c, &row.requester_id).await?;
+        let groups = identity::groups_of_user(c, &row.requester_id).await?;
         let f = infra_store::GrantFilter {
             user_id: Some(row.requester_id.clone()),
             via_groups: groups.into_iter().map(|g| g.id).collect(),
             ..Default::default()
         };
-        let (held, _) = identity::list_grants(&mut c, &f, now_ms(), 1, infra_api::MAX_LIMIT).await?;
+        let (held, _) = identity::list_grants(c, &f, now_ms(), 1, infra_api::MAX_LIMIT).await?;
         // Only what bears on this request: the destinations it asks for
         // (everything, for a membership, which may reach anywhere).
         let dests: Vec<&str> = asks

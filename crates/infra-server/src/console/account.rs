@@ -6,8 +6,8 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use maud::html;
 
-use super::form::{Posted, Signed, failed, then_to};
-use super::{csrf, html_response, layout, readable_time};
+use super::form::{Posted, Signed, Viewer, failed, then_to};
+use super::readable_time;
 use crate::api::keys_api::{self, KeyQuery};
 use crate::authn::Caller;
 use crate::extract::Query;
@@ -51,12 +51,8 @@ pub(super) async fn keys_of(
 
 /// The page, with a notice at the top or an error at the password form.
 async fn render(state: &AppState, caller: Caller, notice: Option<&str>, password_error: Option<&str>) -> Response {
-    let (email, current, token) = (
-        caller.user.email.clone(),
-        caller.key_id.clone(),
-        csrf::token(state, &caller),
-    );
-    let staff = caller.role.is_some();
+    let v = Viewer::of(state, &caller);
+    let (email, current, token) = (v.email.clone(), caller.key_id.clone(), v.token.clone());
     let keys = match keys_of(state, &caller, &email).await {
         Ok(k) => k,
         Err(e) => return failed(&e),
@@ -112,7 +108,7 @@ async fn render(state: &AppState, caller: Caller, notice: Option<&str>, password
     } else {
         StatusCode::OK
     };
-    html_response(status, layout::page("Sessions and keys", &email, &token, staff, body))
+    v.page(status, "Sessions and keys", body)
 }
 
 #[derive(Debug, serde::Deserialize)]

@@ -8,9 +8,9 @@ use axum::response::{IntoResponse, Response};
 use infra_api::{AuditEvent, AuditQuery, AuditVerifyResponse};
 use maud::{Markup, html};
 
-use super::form::{Posted, Signed, enc, failed, field, given, pager, token_input};
+use super::form::{Posted, Signed, Viewer, enc, failed, field, given, pager, token_input};
 use super::people::PER_PAGE;
-use super::{csrf, html_response, layout, readable_time};
+use super::readable_time;
 use crate::api::audit_api;
 use crate::authn::Caller;
 use crate::error::ApiResult;
@@ -106,8 +106,9 @@ pub(super) async fn page(
 }
 
 async fn render(state: &AppState, caller: Caller, f: &Filter, verified: Option<AuditVerifyResponse>) -> Response {
-    let token = csrf::token(state, &caller);
-    let (email, staff) = (caller.user.email.clone(), caller.role.is_some());
+    let v = Viewer::of(state, &caller);
+    let token = v.token.clone();
+
     let list = match events(
         state,
         caller.clone(),
@@ -121,18 +122,9 @@ async fn render(state: &AppState, caller: Caller, f: &Filter, verified: Option<A
     {
         Ok(l) => l,
         Err(e) if e.status == StatusCode::BAD_REQUEST => {
-            return html_response(
-                e.status,
-                layout::page(
-                    "Audit",
-                    &email,
-                    &token,
-                    staff,
-                    html! {
+            return v.page(e.status, "Audit", html! {
                         h1 { "Audit" } p.error role="alert" { (e.message) } p { a href="/console/audit" { "Show all events" } }
-                    },
-                ),
-            );
+                    });
         }
         Err(e) => return failed(&e),
     };
@@ -175,7 +167,7 @@ async fn render(state: &AppState, caller: Caller, f: &Filter, verified: Option<A
         }
         (pager(&format!("/console/audit?{base}"), page, PER_PAGE, list.total_count))
     };
-    html_response(StatusCode::OK, layout::page("Audit", &email, &token, staff, body))
+    v.page(StatusCode::OK, "Audit", body)
 }
 
 /// Where the chain stands: the last verification (this one, if the user
@@ -254,8 +246,8 @@ pub(super) async fn rows(
 
 /// One event in full, with its place in the chain.
 pub(super) async fn one(State(state): State<AppState>, Signed(caller): Signed, Path(seq): Path<i64>) -> Response {
-    let token = csrf::token(&state, &caller);
-    let (email, staff) = (caller.user.email.clone(), caller.role.is_some());
+    let v = Viewer::of(&state, &caller);
+
     let q = AuditQuery {
         after: Some(seq.saturating_sub(1)),
         limit: Some(1),
@@ -289,5 +281,5 @@ pub(super) async fn one(State(state): State<AppState>, Signed(caller): Signed, P
             a href=(format!("/console/audit/{}", e.seq + 1)) rel="next" { "Next event" }
         }
     };
-    html_response(StatusCode::OK, layout::page("Audit", &email, &token, staff, body))
+    v.page(StatusCode::OK, "Audit", body)
 }

@@ -119,6 +119,33 @@ pub(crate) fn given(s: &str) -> Option<String> {
     (!t.is_empty()).then(|| t.to_owned())
 }
 
+/// Who a page is drawn for: the frame's name and navigation, the token its
+/// forms carry, and whether it shows the controls that change things.
+pub(crate) struct Viewer {
+    pub(crate) email: String,
+    pub(crate) token: String,
+    /// A role on Infra: the administration pages.
+    pub(crate) staff: bool,
+    /// `admin` on Infra: their forms and buttons.
+    pub(crate) admin: bool,
+}
+
+impl Viewer {
+    pub(crate) fn of(state: &AppState, c: &Caller) -> Self {
+        Self {
+            email: c.user.email.clone(),
+            token: csrf::token(state, c),
+            staff: c.role.is_some(),
+            admin: c.role.is_some_and(|r| r.satisfies(infra_core::InfraRole::Admin)),
+        }
+    }
+
+    /// The page `title` with `body` in the console's frame.
+    pub(crate) fn page(&self, status: StatusCode, title: &str, body: Markup) -> Response {
+        html_response(status, layout::page(title, &self.email, &self.token, self.staff, body))
+    }
+}
+
 /// What went wrong with a form: which form and field, and the API's message.
 #[derive(Debug)]
 pub(crate) struct FieldError {

@@ -8,9 +8,9 @@ use axum::response::Response;
 use infra_api::{CreateGrantRequest, Grant, GrantQuery};
 use maud::{Markup, html};
 
-use super::form::{FieldError, Posted, Signed, enc, failed, field, given, pager, then_to, token_input};
-use super::people::{Outcome, PER_PAGE, is_admin};
-use super::{csrf, html_response, layout, readable_time};
+use super::form::{FieldError, Posted, Signed, Viewer, enc, failed, field, given, pager, then_to, token_input};
+use super::people::{Outcome, PER_PAGE};
+use super::readable_time;
 use crate::api::grants;
 use crate::authn::Caller;
 use crate::error::ApiResult;
@@ -210,14 +210,13 @@ pub(super) async fn page(
 }
 
 async fn render(state: &AppState, caller: Caller, f: &Filter, out: Outcome<AddGrant>) -> Response {
-    let token = csrf::token(state, &caller);
-    let admin = is_admin(&caller);
-    let email = caller.user.email.clone();
-    let staff = caller.role.is_some();
+    let v = Viewer::of(state, &caller);
+    let (token, admin) = (v.token.clone(), v.admin);
+
     let list = match grants::list(State(state.clone()), caller, Query(f.query())).await {
         Ok(l) => l.0,
         Err(e) if e.status.is_client_error() && e.status != StatusCode::FORBIDDEN => {
-            return render_error(&email, &token, staff, &e.message);
+            return render_error(&v, &e.message);
         }
         Err(e) => return failed(&e),
     };
@@ -280,19 +279,16 @@ async fn render(state: &AppState, caller: Caller, f: &Filter, out: Outcome<AddGr
         (pager(&f.base(), f.page.unwrap_or(1).max(1), PER_PAGE, list.total_count))
     };
     let status = out.error.as_ref().map_or(StatusCode::OK, |e| e.status);
-    html_response(status, layout::page("Grants", &email, &token, staff, body))
+    v.page(status, "Grants", body)
 }
 
-fn render_error(email: &str, token: &str, staff: bool, message: &str) -> Response {
+fn render_error(v: &Viewer, message: &str) -> Response {
     let body = html! {
         h1 { "Grants" }
         p.error role="alert" { (message) }
         p { a href="/console/grants" { "Show all grants" } }
     };
-    html_response(
-        StatusCode::BAD_REQUEST,
-        layout::page("Grants", email, token, staff, body),
-    )
+    v.page(StatusCode::BAD_REQUEST, "Grants", body)
 }
 
 pub(super) async fn add(State(state): State<AppState>, p: Posted<AddGrant>) -> Response {

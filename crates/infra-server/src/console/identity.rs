@@ -9,9 +9,9 @@ use infra_api::{ProviderCreate, SshCaRotate};
 use infra_auth::ssh_ca::CaKind;
 use maud::{Markup, html};
 
-use super::form::{FieldError, Posted, Signed, button_form, enc, failed, field, given, then_to, token_input};
-use super::people::{Outcome, is_admin};
-use super::{Done, csrf, html_response, layout, readable_time};
+use super::form::{FieldError, Posted, Signed, Viewer, button_form, enc, failed, field, given, then_to, token_input};
+use super::people::Outcome;
+use super::{Done, readable_time};
 use crate::api::{providers, ssh_api, workload};
 use crate::authn::Caller;
 use crate::extract::Body;
@@ -56,8 +56,9 @@ pub(super) async fn page(
 }
 
 async fn render(state: &AppState, caller: Caller, out: Outcome<AddProvider>) -> Response {
-    let token = csrf::token(state, &caller);
-    let (email, staff, admin) = (caller.user.email.clone(), caller.role.is_some(), is_admin(&caller));
+    let v = Viewer::of(state, &caller);
+    let (token, admin) = (v.token.clone(), v.admin);
+
     let issuers = match workload::list(State(state.clone()), caller).await {
         Ok(l) => l.0,
         Err(e) => return failed(&e),
@@ -149,7 +150,7 @@ async fn render(state: &AppState, caller: Caller, out: Outcome<AddProvider>) -> 
         @for (kind, keys) in &cas { (ca(*kind, keys, admin.then_some(token.as_str()))) }
     };
     let status = out.error.as_ref().map_or(StatusCode::OK, |e| e.status);
-    html_response(status, layout::page("Identity", &email, &token, staff, body))
+    v.page(status, "Identity", body)
 }
 
 fn ca(kind: CaKind, keys: &[String], token: Option<&str>) -> Markup {
@@ -237,7 +238,7 @@ pub(super) async fn remove_provider(
 ) -> Response {
     then_to(
         providers::remove(State(state), p.caller, Path(name)).await,
-        &format!("/console/identity?done={}", Done::Removed.word()),
+        &Done::Removed.after("/console/identity"),
     )
 }
 
@@ -248,7 +249,7 @@ pub(super) async fn remove_issuer(
 ) -> Response {
     then_to(
         workload::remove(State(state), p.caller, Path(name)).await,
-        &format!("/console/identity?done={}", Done::Removed.word()),
+        &Done::Removed.after("/console/identity"),
     )
 }
 

@@ -10,8 +10,10 @@ use axum::response::{IntoResponse, Redirect, Response};
 use infra_api::{CreateGroupRequest, CreateUserRequest, PageQuery, UserQuery};
 use maud::{Markup, html};
 
-use super::form::{FieldError, Posted, Signed, button_form, enc, failed, field, given, pager, then_to, token_input};
-use super::{Done, Shown, csrf, grants, html_response, layout, readable_time};
+use super::form::{
+    FieldError, Posted, Signed, Viewer, button_form, enc, failed, field, given, pager, then_to, token_input,
+};
+use super::{Done, Shown, grants, readable_time};
 use crate::api::{groups, users};
 use crate::authn::Caller;
 use crate::extract::{Body, Query};
@@ -19,11 +21,6 @@ use crate::state::AppState;
 
 /// Rows on a page of a list.
 pub(super) const PER_PAGE: u32 = 50;
-
-/// Whether the caller may change things (and so sees the controls).
-pub(super) fn is_admin(c: &Caller) -> bool {
-    c.role.is_some_and(|r| r.satisfies(infra_core::InfraRole::Admin))
-}
 
 fn page_query(page: u32) -> Query<PageQuery> {
     Query(PageQuery {
@@ -68,10 +65,8 @@ pub(super) async fn users_page(
 }
 
 async fn render_users(state: &AppState, caller: Caller, page: u32, out: Outcome<AddUser>) -> Response {
-    let token = csrf::token(state, &caller);
-    let admin = is_admin(&caller);
-    let email = caller.user.email.clone();
-    let staff = caller.role.is_some();
+    let v = Viewer::of(state, &caller);
+    let (token, admin) = (v.token.clone(), v.admin);
     let q = Query(UserQuery {
         kind: None,
         page: Some(page.max(1)),
@@ -121,7 +116,7 @@ async fn render_users(state: &AppState, caller: Caller, page: u32, out: Outcome<
         (pager("/console/users?", page, PER_PAGE, list.total_count))
     };
     let status = out.error.as_ref().map_or(StatusCode::OK, |e| e.status);
-    html_response(status, layout::page("Users", &email, &token, staff, body))
+    v.page(status, "Users", body)
 }
 
 pub(super) async fn add_user(State(state): State<AppState>, p: Posted<AddUser>) -> Response {
@@ -171,7 +166,7 @@ pub(super) async fn remove_user(
 ) -> Response {
     then_to(
         users::remove(State(state), p.caller, Path(email)).await,
-        &format!("/console/users?done={}", Done::Removed.word()),
+        &Done::Removed.after("/console/users"),
     )
 }
 
@@ -191,10 +186,9 @@ pub(super) async fn user_page(
     Signed(caller): Signed,
     Path(email): Path<String>,
 ) -> Response {
-    let token = csrf::token(&state, &caller);
-    let me = caller.user.email.clone();
-    let staff = caller.role.is_some();
-    let admin = is_admin(&caller);
+    let v = Viewer::of(&state, &caller);
+    let (token, admin) = (v.token.clone(), v.admin);
+
     let user = match users::get_one(State(state.clone()), caller.clone(), Path(email.clone())).await {
         Ok(u) => u.0,
         Err(e) => return failed(&e),
@@ -219,7 +213,7 @@ pub(super) async fn user_page(
         h2 { "What " (user.email) " can reach, and why" }
         (grants::table(&reach, true, admin.then_some((token.as_str(), back.as_str())), "This user holds no grant, directly or through a group."))
     };
-    html_response(StatusCode::OK, layout::page("Users", &me, &token, staff, body))
+    v.page(StatusCode::OK, "Users", body)
 }
 
 #[derive(Debug, Default, serde::Deserialize)]
@@ -247,10 +241,8 @@ pub(super) async fn groups_page(
 }
 
 async fn render_groups(state: &AppState, caller: Caller, page: u32, out: Outcome<AddGroup>) -> Response {
-    let token = csrf::token(state, &caller);
-    let admin = is_admin(&caller);
-    let email = caller.user.email.clone();
-    let staff = caller.role.is_some();
+    let v = Viewer::of(state, &caller);
+    let (token, admin) = (v.token.clone(), v.admin);
     let list = match groups::list(State(state.clone()), caller, page_query(page)).await {
         Ok(l) => l.0,
         Err(e) => return failed(&e),
@@ -292,7 +284,7 @@ async fn render_groups(state: &AppState, caller: Caller, page: u32, out: Outcome
         (pager("/console/groups?", page, PER_PAGE, list.total_count))
     };
     let status = out.error.as_ref().map_or(StatusCode::OK, |e| e.status);
-    html_response(status, layout::page("Groups", &email, &token, staff, body))
+    v.page(status, "Groups", body)
 }
 
 pub(super) async fn add_group(State(state): State<AppState>, p: Posted<AddGroup>) -> Response {
@@ -322,7 +314,7 @@ pub(super) async fn remove_group(
 ) -> Response {
     then_to(
         groups::remove(State(state), p.caller, Path(name)).await,
-        &format!("/console/groups?done={}", Done::Removed.word()),
+        &Done::Removed.after("/console/groups"),
     )
 }
 
@@ -342,10 +334,9 @@ pub(super) async fn group_page(
 
 /// One group: its members and its grants.
 async fn render_group(state: &AppState, caller: Caller, name: String, out: Outcome<AddMember>) -> Response {
-    let token = csrf::token(state, &caller);
-    let me = caller.user.email.clone();
-    let staff = caller.role.is_some();
-    let admin = is_admin(&caller);
+    let v = Viewer::of(state, &caller);
+    let (token, admin) = (v.token.clone(), v.admin);
+
     let group = match groups::get_one(State(state.clone()), caller.clone(), Path(name)).await {
         Ok(g) => g.0,
         Err(e) => return failed(&e),
@@ -385,7 +376,7 @@ async fn render_group(state: &AppState, caller: Caller, name: String, out: Outco
         @if admin { p { a.button href=(format!("/console/grants?group={}#add", enc(&group.name))) { "Grant this group access" } } }
     };
     let status = out.error.as_ref().map_or(StatusCode::OK, |e| e.status);
-    html_response(status, layout::page("Groups", &me, &token, staff, body))
+    v.page(status, "Groups", body)
 }
 
 pub(super) async fn add_member(

@@ -8,9 +8,9 @@ use axum::response::Response;
 use infra_api::PageQuery;
 use maud::html;
 
-use super::form::{Posted, Signed, button_form, enc, failed, pager, then_to};
-use super::people::{PER_PAGE, is_admin};
-use super::{Done, Shown, csrf, html_response, layout, readable_time};
+use super::form::{Posted, Signed, Viewer, button_form, enc, failed, pager, then_to};
+use super::people::PER_PAGE;
+use super::{Done, Shown, readable_time};
 use crate::api::destinations;
 use crate::extract::Query;
 use crate::state::AppState;
@@ -20,8 +20,9 @@ pub(super) async fn list(
     Signed(caller): Signed,
     axum::extract::Query(q): axum::extract::Query<Shown>,
 ) -> Response {
-    let token = csrf::token(&state, &caller);
-    let (email, staff, admin) = (caller.user.email.clone(), caller.role.is_some(), is_admin(&caller));
+    let v = Viewer::of(&state, &caller);
+    let (token, admin) = (v.token.clone(), v.admin);
+
     let page = q.page.unwrap_or(1).max(1);
     let query = Query(PageQuery {
         page: Some(page),
@@ -91,10 +92,7 @@ pub(super) async fn list(
             }
         }
     };
-    html_response(
-        StatusCode::OK,
-        layout::page("Destinations", &email, &token, staff, body),
-    )
+    v.page(StatusCode::OK, "Destinations", body)
 }
 
 /// One destination: who can reach it, and through what.
@@ -104,8 +102,9 @@ pub(super) async fn one(
     Path(name): Path<String>,
     axum::extract::Query(q): axum::extract::Query<Shown>,
 ) -> Response {
-    let token = csrf::token(&state, &caller);
-    let (email, staff, admin) = (caller.user.email.clone(), caller.role.is_some(), is_admin(&caller));
+    let v = Viewer::of(&state, &caller);
+    let (token, admin) = (v.token.clone(), v.admin);
+
     let page = q.page.unwrap_or(1).max(1);
     let query = Query(PageQuery {
         page: Some(page),
@@ -174,10 +173,7 @@ pub(super) async fn one(
         (pager(&format!("{back}?"), page, PER_PAGE, paths.total_count))
         @if admin { p { a.button href=(format!("/console/grants?resource={}#add", enc(&name))) { "Grant access to " (name) } } }
     };
-    html_response(
-        StatusCode::OK,
-        layout::page("Destinations", &email, &token, staff, body),
-    )
+    v.page(StatusCode::OK, "Destinations", body)
 }
 
 pub(super) async fn remove(
@@ -187,6 +183,6 @@ pub(super) async fn remove(
 ) -> Response {
     then_to(
         destinations::remove(State(state), p.caller, Path(name)).await,
-        &format!("/console/destinations?done={}", Done::Removed.word()),
+        &Done::Removed.after("/console/destinations"),
     )
 }

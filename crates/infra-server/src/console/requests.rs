@@ -9,9 +9,9 @@ use axum::response::{IntoResponse, Redirect, Response};
 use infra_api::{AccessPolicy, AccessRequest, CreateAccessRequest, RequestQuery, ReviewRequest};
 use maud::{Markup, html};
 
-use super::form::{FieldError, Posted, Signed, about_the_form, enc, failed, field, given, token_input};
+use super::form::{FieldError, Posted, Signed, Viewer, about_the_form, enc, failed, field, given, token_input};
 use super::people::Outcome;
-use super::{csrf, html_response, layout, readable_time};
+use super::readable_time;
 use crate::api::{request_policies, requests};
 use crate::authn::Caller;
 use crate::extract::{Body, Query};
@@ -133,8 +133,9 @@ pub(super) async fn page(
 }
 
 async fn render(state: &AppState, caller: Caller, out: Outcome<Ask>) -> Response {
-    let token = csrf::token(state, &caller);
-    let (email, staff) = (caller.user.email.clone(), caller.role.is_some());
+    let v = Viewer::of(state, &caller);
+    let token = v.token.clone();
+
     let offers = match offers(state, &caller).await {
         Ok(o) => o,
         Err(r) => return r,
@@ -188,7 +189,7 @@ async fn render(state: &AppState, caller: Caller, out: Outcome<Ask>) -> Response
         @if mine.is_empty() { div.empty { p { "You have asked for nothing yet." } } } @else { (list_table(&mine, false)) }
     };
     let status = out.error.as_ref().map_or(StatusCode::OK, |e| e.status);
-    html_response(status, layout::page("Requests", &email, &token, staff, body))
+    v.page(status, "Requests", body)
 }
 
 pub(super) async fn ask(State(state): State<AppState>, p: Posted<Ask>) -> Response {
@@ -235,13 +236,14 @@ pub(super) async fn one(State(state): State<AppState>, Signed(caller): Signed, P
 }
 
 async fn render_one(state: &AppState, caller: Caller, id: &str, problem: Option<String>) -> Response {
-    let token = csrf::token(state, &caller);
-    let (email, staff) = (caller.user.email.clone(), caller.role.is_some());
+    let v = Viewer::of(state, &caller);
+    let token = v.token.clone();
+
     let r = match requests::get_one(State(state.clone()), caller.clone(), Path(id.to_owned())).await {
         Ok(r) => r.0,
         Err(e) => return failed(&e),
     };
-    let mine = r.requester == email;
+    let mine = r.requester == v.email;
     let pending = r.state == "pending";
     let base = format!("/console/requests/{}", enc(&r.id));
     let held = |res: &str, role: &str| {
@@ -316,7 +318,7 @@ async fn render_one(state: &AppState, caller: Caller, id: &str, problem: Option<
     } else {
         StatusCode::OK
     };
-    html_response(status, layout::page("Requests", &email, &token, staff, body))
+    v.page(status, "Requests", body)
 }
 
 #[derive(Debug, serde::Deserialize)]

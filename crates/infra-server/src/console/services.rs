@@ -8,9 +8,11 @@ use axum::response::Response;
 use infra_api::{CreateKeyRequest, CreateUserRequest, UserQuery};
 use maud::html;
 
-use super::form::{FieldError, Posted, Signed, button_form, enc, failed, field, given, pager, then_to, token_input};
-use super::people::{Outcome, PER_PAGE, is_admin};
-use super::{Done, Shown, account, csrf, html_response, layout, readable_time};
+use super::form::{
+    FieldError, Posted, Signed, Viewer, button_form, enc, failed, field, given, pager, then_to, token_input,
+};
+use super::people::{Outcome, PER_PAGE};
+use super::{Done, Shown, account, readable_time};
 use crate::api::{keys_api, users};
 use crate::authn::Caller;
 use crate::extract::{Body, Query};
@@ -47,8 +49,9 @@ pub(super) async fn page(
 }
 
 async fn render(state: &AppState, caller: Caller, page: u32, out: Outcome<Sent>) -> Response {
-    let token = csrf::token(state, &caller);
-    let (email, staff, admin) = (caller.user.email.clone(), caller.role.is_some(), is_admin(&caller));
+    let v = Viewer::of(state, &caller);
+    let (token, admin) = (v.token.clone(), v.admin);
+
     let q = Query(UserQuery {
         kind: Some("service".into()),
         page: Some(page),
@@ -117,7 +120,7 @@ async fn render(state: &AppState, caller: Caller, page: u32, out: Outcome<Sent>)
         (pager("/console/service-accounts?", page, PER_PAGE, list.total_count))
     };
     let status = out.error.as_ref().map_or(StatusCode::OK, |e| e.status);
-    html_response(status, layout::page("Service accounts", &email, &token, staff, body))
+    v.page(status, "Service accounts", body)
 }
 
 pub(super) async fn add(State(state): State<AppState>, p: Posted<Sent>) -> Response {
@@ -206,6 +209,6 @@ pub(super) async fn end_key(
 ) -> Response {
     then_to(
         keys_api::remove(State(state), p.caller, Path(id)).await,
-        &format!("/console/service-accounts?done={}", Done::Removed.word()),
+        &Done::Removed.after("/console/service-accounts"),
     )
 }
