@@ -481,3 +481,76 @@ fn attack_a_burst_of_events_cannot_hide_one_from_the_followed_audit_page() {
     let (_, _, first) = curl(env, &format!("/console/audit/{}", before + 1), &["-H", &c]);
     assert!(first.contains("the-one") || first.contains("authz.deny"), "{first}");
 }
+
+#[test]
+fn attack_a_user_with_a_small_grant_reads_nothing_an_admin_page_or_its_api_shows() {
+    let w = web_env();
+    let env = &w.env;
+    let a = &env.admin;
+    let alice = user(env, "alice@example.com");
+    let viewer = user(env, "viewer@example.com");
+    a.run(&["grants", "add", "alice@example.com", "web", "--role", "user"])
+        .ok();
+    a.run(&["grants", "add", "viewer@example.com", "infra", "--role", "view"])
+        .ok();
+    a.run(&["groups", "add", "ops"]).ok();
+    a.run(&[
+        "request-webhooks",
+        "add",
+        "chan",
+        "--url",
+        "https://hooks.example.com/services/T0/B0/SECRETPATH",
+        "--format",
+        "slack",
+    ])
+    .ok();
+    let key = super::common::session_key(&alice);
+    // The reads the console's administration pages are built on: each
+    // needs a role on Infra, and a small grant is none.
+    for path in [
+        "/api/connectors",
+        "/api/destinations/web",
+        "/api/destinations/web/access",
+        "/api/groups/ops",
+        "/api/users?kind=service",
+        "/api/request-webhooks",
+        "/api/audit?request=abc",
+        "/api/audit?newestFirst=true&result=denied",
+    ] {
+        let (status, body) = env.server.get_json(path, Some(&key)).unwrap();
+        assert_eq!(status, 403, "{path}: {body}");
+    }
+    let cookie = sign_in(env, "alice@example.com");
+    for path in ADMIN_PAGES
+        .iter()
+        .filter(|p| !p.contains("alice"))
+        .chain(&["/console/audit/rows?after=0", "/console/users/viewer%40example.com"])
+    {
+        let (status, _, page) = curl(env, path, &["-H", &format!("Cookie: {cookie}")]);
+        assert_eq!(status, 403, "{path}: {page}");
+        assert!(!page.contains("viewer@example.com"), "{path} shows another user");
+    }
+    // Her own page is hers: what she can reach, and nobody else.
+    let (status, _, own) = curl(
+        env,
+        "/console/users/alice%40example.com",
+        &["-H", &format!("Cookie: {cookie}")],
+    );
+    assert_eq!(status, 200, "{own}");
+    assert!(own.contains(">web</a>") && !own.contains("viewer@example.com"), "{own}");
+    // A viewer sees the receiver, not its URL's secret path.
+    let hooks = json(viewer.run(&["request-webhooks", "list", "-o", "json"]).ok()).to_string();
+    assert!(
+        hooks.contains("hooks.example.com") && !hooks.contains("SECRETPATH"),
+        "{hooks}"
+    );
+    let audit = json(
+        viewer
+            .run(&["audit", "list", "--action", "request-webhook.create", "-o", "json"])
+            .ok(),
+    )
+    .to_string();
+    assert!(!audit.contains("SECRETPATH"), "{audit}");
+    let full = json(a.run(&["request-webhooks", "list", "-o", "json"]).ok()).to_string();
+    assert!(full.contains("SECRETPATH"), "an admin sees the whole URL: {full}");
+}
