@@ -70,10 +70,20 @@ fn moves_decisions(action: &str) -> bool {
 
 /// Appends `ev` as the last step of `tx`, commits, and emits it: the
 /// common end of every API call that changes state.
-pub(crate) async fn commit(state: &AppState, mut tx: WriteTx, ev: Event) -> Result<(), StoreError> {
-    let row = append(&mut tx, ev).await?;
+pub(crate) async fn commit(state: &AppState, tx: WriteTx, ev: Event) -> Result<(), StoreError> {
+    commit_all(state, tx, vec![ev]).await
+}
+
+/// The same for several events of one change, in order.
+pub(crate) async fn commit_all(state: &AppState, mut tx: WriteTx, events: Vec<Event>) -> Result<(), StoreError> {
+    let mut rows = Vec::with_capacity(events.len());
+    for ev in events {
+        rows.push(append(&mut tx, ev).await?);
+    }
     tx.commit().await?;
-    emit(state, &row);
+    for r in &rows {
+        emit(state, r);
+    }
     Ok(())
 }
 

@@ -265,5 +265,5 @@ async fn end_one(state: &AppState, id: &str, was: &str, now: i64) -> ApiResult<(
         ),
     };
     let ev = Event::new("system", action, &row.requester, "server").detail(detail);
-    super::requests::commit_all(state, tx, vec![ev]).await
+    Ok(crate::audit::commit(state, tx, ev).await?)
 }

@@ -164,7 +164,7 @@ pub(crate) async fn create(
         );
         row.state = "approved".into();
     }
-    commit_all(&state, tx, events).await?;
+    audit::commit_all(&state, tx, events).await?;
     let out = to_api(&state, &caller, &id).await?;
     Ok((StatusCode::CREATED, Json(out)))
 }
@@ -174,23 +174,6 @@ fn target_of(a: &Ask) -> String {
         Ask::Grant { resource, .. } => resource.as_str().to_owned(),
         Ask::Membership { group } => group.as_str().to_owned(),
     }
-}
-
-/// Appends every event in `tx`, commits, then emits them.
-pub(crate) async fn commit_all(
-    state: &AppState,
-    mut tx: infra_store::WriteTx,
-    events: Vec<audit::Event>,
-) -> ApiResult<()> {
-    let mut rows = Vec::with_capacity(events.len());
-    for ev in events {
-        rows.push(audit::append(&mut tx, ev).await?);
-    }
-    tx.commit().await?;
-    for r in &rows {
-        audit::emit(state, r);
-    }
-    Ok(())
 }
 
 /// List requests: your own (`mine`), those you may review (`toReview`),
@@ -540,7 +523,7 @@ async fn review(state: &AppState, caller: &Caller, id: &str, d: Decision, reason
         }
         _ => {}
     }
-    commit_all(state, tx, events).await
+    Ok(audit::commit_all(state, tx, events).await?)
 }
 
 /// Refuses to approve `row` unless it still fits `policy` as it is now:
@@ -596,6 +579,6 @@ pub(crate) async fn cancel(
     let ev = caller
         .event("request.cancel", &row.requester)
         .detail(format!("request={id}"));
-    commit_all(&state, tx, vec![ev]).await?;
+    audit::commit(&state, tx, ev).await?;
     Ok(Json(to_api(&state, &caller, &id).await?))
 }
