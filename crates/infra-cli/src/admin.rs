@@ -11,6 +11,7 @@ mod info;
 mod keys;
 mod providers;
 mod requests;
+mod sessions;
 mod signing_keys;
 mod ssh_ca;
 mod users;
@@ -25,6 +26,7 @@ use self::groups::GroupsCmd;
 use self::keys::KeysCmd;
 use self::providers::ProvidersCmd;
 use self::requests::{AccessPolicyCmd, RequestCmd, RequestWebhooksCmd};
+use self::sessions::SessionsCmd;
 use self::signing_keys::SigningKeysCmd;
 use self::ssh_ca::SshCaCmd;
 use self::users::UsersCmd;
@@ -113,6 +115,9 @@ pub enum Command {
     /// Read and verify the audit log.
     #[command(subcommand)]
     Audit(AuditCmd),
+    /// Recorded sessions (kubectl exec and attach, recorded SSH): list, play, export.
+    #[command(subcommand)]
+    Sessions(SessionsCmd),
     /// Ask for access for a while, and review others' requests.
     #[command(subcommand)]
     Request(RequestCmd),
@@ -151,6 +156,7 @@ pub(crate) async fn run(cmd: Command) -> anyhow::Result<()> {
         Command::Grants(c) => grants::run(c).await,
         Command::Keys(c) => keys::run(c).await,
         Command::Audit(c) => audit::run(c).await,
+        Command::Sessions(c) => sessions::run(c).await,
         Command::Request(c) => requests::run(c).await,
         Command::AccessPolicy(c) => requests::run_policy(c).await,
         Command::RequestWebhooks(c) => requests::run_webhooks(c).await,

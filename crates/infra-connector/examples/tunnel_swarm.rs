@@ -208,6 +208,8 @@ async fn open(
                             ControlMsg::AuditAck { seq } => {
                                 let _ = ack_tx.send(seq);
                             }
+                            // The swarm records no sessions.
+                            ControlMsg::RecordingAck { .. } => {}
                         }
                     }
                 });

@@ -33,6 +33,8 @@ pub(crate) struct Call {
     /// The path and query as sent, appended to the upstream URL.
     pub(crate) path: String,
     pub(crate) cluster: bool,
+    /// For a cluster: what the request is about (an `exec` is recorded).
+    pub(crate) info: Option<crate::kube::RequestInfo>,
     connector: String,
 }
 
@@ -41,16 +43,19 @@ impl Call {
         let path = req.uri().path_and_query().map_or("/", |p| p.as_str()).to_owned();
         let mut what = format!("{} {path}", req.method());
         let cluster = matches!(route.target, Target::Kube(_));
+        let mut info = None;
         if cluster {
             let query = req.uri().query().unwrap_or("");
-            let info = crate::kube::RequestInfo::parse(req.method(), req.uri().path(), query);
-            what = format!("{what} {}", info.describe(query));
+            let i = crate::kube::RequestInfo::parse(req.method(), req.uri().path(), query);
+            what = format!("{what} {}", i.describe(query));
+            info = Some(i);
         }
         Self {
             started: Instant::now(),
             what,
             path,
             cluster,
+            info,
             connector: connector.to_owned(),
         }
     }

@@ -106,7 +106,43 @@ pub(crate) struct DestinationConfig {
     /// SSH: a shell command that makes sshd load a new host certificate
     /// (OpenSSH 9.8+ reads it only at start or SIGHUP).
     pub(crate) sshd_reload: Option<String>,
+    /// Kubernetes: record exec and attach sessions (default true).
+    pub(crate) record: Option<bool>,
+    /// What a recorded destination does when the recording spool is full:
+    /// `refuse-new-sessions` (default) or `allow-unrecorded`.
+    pub(crate) on_full: Option<String>,
 }
+
+/// What a recorded destination does with a new session when the
+/// connector's recording spool is over its budget.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum OnFull {
+    /// Refuse it: nothing runs unrecorded.
+    RefuseNewSessions,
+    /// Let it run without a recording, and say so in the audit log.
+    AllowUnrecorded,
+}
+
+impl OnFull {
+    fn parse(s: &str) -> Option<Self> {
+        match s {
+            "refuse-new-sessions" => Some(Self::RefuseNewSessions),
+            "allow-unrecorded" => Some(Self::AllowUnrecorded),
+            _ => None,
+        }
+    }
+}
+
+/// `recordings:` as written in the file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RecordingsFile {
+    /// Most disk the recordings waiting to be shipped may take, such as `2GiB`.
+    budget: Option<String>,
+}
+
+/// Recordings kept when the server cannot take them, at most, by default.
+const RECORDING_BUDGET: u64 = 2 << 30;
 
 /// How a destination is reached.
 #[derive(Debug, Clone)]
@@ -168,6 +204,8 @@ struct FileConfig {
     admin_listen: Option<SocketAddr>,
     direct: Option<DirectConfig>,
     webhook: Option<WebhookFile>,
+    #[serde(default)]
+    recordings: RecordingsFile,
     #[serde(default)]
     destinations: Vec<DestinationConfig>,
 }
@@ -244,6 +282,9 @@ pub(crate) struct Destination {
     /// The value of the `Authorization` header to send upstream, if any.
     pub(crate) upstream_authorization: Option<String>,
     pub(crate) labels: BTreeMap<String, String>,
+    /// Sessions are recorded, and what happens when the spool is full;
+    /// `None` when they are not.
+    pub(crate) recording: Option<OnFull>,
 }
 
 #[derive(Debug, Clone)]
@@ -259,6 +300,8 @@ pub(crate) struct Settings {
     pub(crate) direct: Option<DirectConfig>,
     pub(crate) webhook: Option<WebhookConfig>,
     pub(crate) destinations: Vec<Destination>,
+    /// Most bytes of recordings kept waiting for the server.
+    pub(crate) recording_budget: u64,
 }
 
 pub(crate) fn read_secret(p: &Path, what: &str) -> anyhow::Result<String> {
@@ -357,6 +400,10 @@ impl Settings {
             direct: f.direct,
             webhook,
             destinations,
+            recording_budget: match f.recordings.budget {
+                Some(b) => infra_core::parse_size(&b).context("recordings.budget")?,
+                None => RECORDING_BUDGET,
+            },
         })
     }
 }

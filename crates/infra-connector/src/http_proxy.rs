@@ -45,6 +45,13 @@ pub(crate) async fn forward(
         Err(_) => return call.error(400, "request path is not valid"),
     };
     parts.version = http::Version::HTTP_11;
+    let recording = match crate::recording::tap::plan(&a, &call, upgrade.as_ref()) {
+        Ok(r) => r,
+        Err((status, message)) => {
+            a.audit.record(Outcome::Denied, call.detail(status, 0, &message));
+            return call.error(status, &message);
+        }
+    };
     let (upstream_req, client_bytes) = match &upgrade {
         // An upgrade: the GET goes upstream without a body; the client's
         // bytes (the tunnel request body) follow once the upstream agrees.
@@ -74,9 +81,9 @@ pub(crate) async fn forward(
     let status = resp.status().as_u16();
     let (upstream_body, mut out) = match (client_bytes, upgrade) {
         (Some(client_bytes), Some(proto)) if status == 101 => {
-            match switch(&a, &call, resp, client_bytes, proto).await {
+            match switch(&a, &call, resp, client_bytes, proto, recording).await {
                 Ok(switched) => switched,
-                Err(e) => return call.error(502, &format!("upstream upgrade failed: {e}")),
+                Err(e) => return call.error(502, &e),
             }
         }
         _ => {
@@ -154,24 +161,46 @@ async fn switch(
     resp: Response<Incoming>,
     client_bytes: Incoming,
     proto: HeaderValue,
-) -> Result<(Body, Response<Body>), hyper::Error> {
+    recording: Option<infra_tunnel::proto::RecordingMeta>,
+) -> Result<(Body, Response<Body>), String> {
     let mut head = Response::new(Body::default());
     *head.headers_mut() = resp.headers().clone();
     // The upstream never speaks in the reserved namespace: only the
     // connector tells the gateway that an upgrade happened.
     infra_tunnel::hygiene::strip_reserved(head.headers_mut());
-    let io = hyper_util::rt::TokioIo::new(hyper::upgrade::on(resp).await?);
+    let io = hyper_util::rt::TokioIo::new(
+        hyper::upgrade::on(resp)
+            .await
+            .map_err(|e| format!("upstream upgrade failed: {e}"))?,
+    );
     let (rd, wr) = tokio::io::split(io);
-    a.state
-        .tasks
-        .spawn(infra_tunnel::body::body_to_writer(client_bytes, wr));
     let (tx, rx) = infra_tunnel::body::bytes_channel(16);
-    a.state.tasks.spawn(infra_tunnel::body::reader_to_channel(rd, tx));
+    let mut started = "session started".to_owned();
+    match recording {
+        Some(meta) => {
+            // Recorded: the recording exists before a byte passes.
+            let title = crate::recording::tap::title(&meta);
+            let out = a.state.recordings.start(meta.clone(), title).map_err(|e| {
+                tracing::error!(error = %format!("{e:#}"), "cannot start a session recording");
+                format!("the session cannot be recorded, so it is refused: {e:#}")
+            })?;
+            started = format!("session started recording={}", out.id());
+            let tap = crate::recording::tap::Tap::new(out, meta.started_ms);
+            let tasks = &a.state.tasks;
+            tasks.spawn(crate::recording::tap::from_client(client_bytes, wr, tap.clone()));
+            tasks.spawn(crate::recording::tap::from_server(rd, tx, tap));
+        }
+        None => {
+            let tasks = &a.state.tasks;
+            tasks.spawn(infra_tunnel::body::body_to_writer(client_bytes, wr));
+            tasks.spawn(infra_tunnel::body::reader_to_channel(rd, tx));
+        }
+    }
     head.headers_mut().insert(HDR_UPGRADE, proto);
     if matches!(a.route.target, Target::Kube(_)) {
         // exec, attach, port-forward: the start is an event of its own;
         // the end (with bytes and duration) follows.
-        a.audit.record(Outcome::Success, call.detail(101, 0, "session started"));
+        a.audit.record(Outcome::Success, call.detail(101, 0, &started));
     }
     Ok((infra_tunnel::boxed(rx), head))
 }

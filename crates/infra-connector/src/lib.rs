@@ -23,6 +23,7 @@ mod pg_roles;
 mod pg_session;
 mod pg_upstream;
 mod rbac;
+mod recording;
 mod route;
 mod spool;
 mod ssh_host;
@@ -189,6 +190,7 @@ fn start_services(state: &Arc<state::State>, admin: tokio::net::TcpListener, shu
             st.spool.flush(true);
         }
     });
+    until_shutdown(state, shutdown, state.recordings.clone().ship());
     for (name, kube) in state.routes.kube() {
         until_shutdown(state, shutdown, kube.clone().reload_token_forever());
         until_shutdown(state, shutdown, rbac::run(state.clone(), name.to_owned(), kube.clone()));
@@ -312,6 +314,19 @@ async fn signals(token: CancellationToken) {
     std::process::exit(130);
 }
 
+/// The readiness answer: the state, and what waits for the server.
+fn health(state: &state::State, status: &str) -> String {
+    let w = state.recordings.waiting();
+    serde_json::json!({
+        "status": status,
+        "auditPending": state.spool.pending_len(),
+        "recordingsWaiting": w.recordings,
+        "recordingsWaitingBytes": w.bytes,
+        "recordingsBudgetBytes": state.recordings.budget(),
+    })
+    .to_string()
+}
+
 /// The admin listener: `/readyz` (and `/healthz`) 200 once a tunnel is up
 /// and grants have arrived, 503 while connecting; `/livez` 200 while the
 /// process answers (a reconnect is no reason to restart it); `/metrics`.
@@ -328,8 +343,8 @@ async fn admin_server(listener: tokio::net::TcpListener, state: Arc<state::State
                 async move {
                     let json = "application/json";
                     let (status, ctype, body) = match req.uri().path() {
-                        "/healthz" | "/readyz" if state.ready() => (200, json, r#"{"status":"ok"}"#.to_owned()),
-                        "/healthz" | "/readyz" => (503, json, r#"{"status":"connecting"}"#.to_owned()),
+                        "/healthz" | "/readyz" if state.ready() => (200, json, health(&state, "ok")),
+                        "/healthz" | "/readyz" => (503, json, health(&state, "connecting")),
                         "/livez" => (200, json, r#"{"status":"ok"}"#.to_owned()),
                         "/metrics" => (200, infra_metrics::CONTENT_TYPE, metrics::render(&state.metrics_now())),
                         _ => (

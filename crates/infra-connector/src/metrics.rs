@@ -40,6 +40,8 @@ pub(crate) struct Metrics {
     pub(crate) tunnels_connected: Gauge,
     pub(crate) snapshot_age: Gauge<f64, std::sync::atomic::AtomicU64>,
     pub(crate) audit_queue: Gauge,
+    pub(crate) recordings_waiting: Gauge,
+    pub(crate) recordings_waiting_bytes: Gauge,
     pub(crate) audit_ship_lag: Histogram,
     pub(crate) admission_duration: Histograms<ResultLabel>,
 }
@@ -59,6 +61,8 @@ pub(crate) static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         tunnels_connected: Gauge::default(),
         snapshot_age: Gauge::default(),
         audit_queue: Gauge::default(),
+        recordings_waiting: Gauge::default(),
+        recordings_waiting_bytes: Gauge::default(),
         audit_ship_lag: latency_histogram(),
         admission_duration: Family::new_with_constructor(latency_histogram),
     };
@@ -98,6 +102,16 @@ pub(crate) static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         "audit_queue_depth",
         "Audit events not yet stored by the server (queued or in the spool)",
         m.audit_queue.clone(),
+    );
+    p.register(
+        "recordings_waiting",
+        "Session recordings on this connector's disk that the server has not stored yet (running sessions included)",
+        m.recordings_waiting.clone(),
+    );
+    p.register(
+        "recordings_waiting_bytes",
+        "Bytes of those recordings; new recorded sessions follow the destination's onFull once this reaches the budget",
+        m.recordings_waiting_bytes.clone(),
     );
     p.register(
         "audit_ship_lag_seconds",
@@ -149,6 +163,7 @@ pub(crate) struct Now {
     pub(crate) tunnels: usize,
     pub(crate) snapshot_age: Option<std::time::Duration>,
     pub(crate) audit_pending: usize,
+    pub(crate) recordings: crate::recording::Waiting,
 }
 
 /// The scrape, with the gauges that mirror state set first.
@@ -159,5 +174,8 @@ pub(crate) fn render(now: &Now) -> String {
     m.tunnels_connected.set(int(now.tunnels));
     m.snapshot_age.set(now.snapshot_age.map_or(-1.0, |d| d.as_secs_f64()));
     m.audit_queue.set(int(now.audit_pending));
+    m.recordings_waiting.set(int(now.recordings.recordings));
+    m.recordings_waiting_bytes
+        .set(i64::try_from(now.recordings.bytes).unwrap_or(i64::MAX));
     infra_metrics::render(&m.registry)
 }

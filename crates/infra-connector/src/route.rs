@@ -60,6 +60,9 @@ pub(crate) struct Route {
     /// The value of the `Authorization` header to send upstream, if any.
     pub(crate) upstream_authorization: Option<String>,
     pub(crate) target: Target,
+    /// Its interactive sessions are recorded; what a new one does when
+    /// the recording spool is full.
+    pub(crate) recording: Option<crate::config::OnFull>,
 }
 
 /// Every destination by name: the one lookup a stream makes.
@@ -87,6 +90,7 @@ impl Routes {
                 authority: d.authority.clone(),
                 upstream_authorization: d.upstream_authorization.clone(),
                 target,
+                recording: d.recording,
             };
             routes.insert(d.name.clone(), Arc::new(route));
         }

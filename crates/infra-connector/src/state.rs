@@ -33,6 +33,8 @@ struct Active {
 pub(crate) struct State {
     pub(crate) settings: Settings,
     pub(crate) spool: Arc<Spool>,
+    /// Session recordings waiting for the server.
+    pub(crate) recordings: Arc<crate::recording::Recordings>,
     pub(crate) client: Client<HttpConnector, Body>,
     /// Every destination served, by name.
     pub(crate) routes: Routes,
@@ -122,8 +124,11 @@ impl State {
             .pool_idle_timeout(std::time::Duration::from_secs(60))
             .pool_max_idle_per_host(256)
             .build(http);
+        let recordings =
+            crate::recording::Recordings::open(&settings.data_dir.join("recordings"), settings.recording_budget)?;
         Ok(Self {
             routes: Routes::new(&settings.destinations)?,
+            recordings,
             settings,
             spool,
             client,
@@ -161,6 +166,7 @@ impl State {
             tunnels: self.tunnels_up.load(Ordering::Relaxed),
             snapshot_age: self.snapshot_age(),
             audit_pending: self.spool.pending_len(),
+            recordings: self.recordings.waiting(),
         }
     }
 

@@ -226,7 +226,10 @@ fn control(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
     let reader_state = state.clone();
     let ack_tx = tx.clone();
     let tasks = state.tasks.clone();
+    // Recordings go out on this stream while it is up.
+    let attached = state.recordings.attach(tx.clone());
     tasks.spawn(async move {
+        let _attached = attached;
         let mut lines = LineReader::new(req.into_body());
         loop {
             match lines.next::<ControlMsg>().await {
@@ -235,6 +238,12 @@ fn control(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
                     reader_state.apply(s);
                 }
                 Ok(Some(ControlMsg::AuditAck { seq })) => reader_state.spool.ack(seq),
+                Ok(Some(ControlMsg::RecordingAck {
+                    id,
+                    have,
+                    stored,
+                    error,
+                })) => reader_state.recordings.ack(&id, have, stored, error),
                 Ok(None) => break,
                 Err(e) => {
                     tracing::warn!(error = %e, "control stream failed");

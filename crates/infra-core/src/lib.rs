@@ -11,6 +11,7 @@ pub mod names;
 pub mod origin;
 pub mod redirect;
 pub mod request;
+pub mod size;
 pub mod workload;
 
 pub use access::{GrantIndex, GrantRule, InfraRole, Subject};
@@ -20,6 +21,7 @@ pub use kinds::{DestinationKind, SubjectKind, UnknownWord};
 pub use names::{Email, GroupName, NameError, Resource, Role, reserved_by_kubernetes};
 pub use origin::{AppOrigin, AppOriginError};
 pub use redirect::{ReturnPath, ReturnPathError};
+pub use size::parse_size;
 
 /// The resource that governs Infra itself.
 pub const INFRA_RESOURCE: &str = "infra";

@@ -10,6 +10,7 @@ pub(crate) mod keys_api;
 pub(crate) mod login;
 pub(crate) mod provider_login;
 pub(crate) mod providers;
+pub(crate) mod recordings_api;
 pub(crate) mod request_grants;
 pub(crate) mod request_policies;
 mod request_webhooks;
@@ -78,6 +79,9 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/connectors/jwks", get(destinations::assertion_keys))
         .route("/connectors/{name}/jwks", get(destinations::connector_assertion_keys))
         .route("/audit", get(audit_api::list))
+        .route("/recordings", get(recordings_api::list))
+        .route("/recordings/{id}", get(recordings_api::get_one))
+        .route("/recordings/{id}/cast", get(recordings_api::cast))
         .route(
             "/access-policies",
             get(request_policies::list).post(request_policies::create),
@@ -148,6 +152,7 @@ pub(crate) fn router(state: AppState) -> Router {
         keys_api::list, keys_api::create, keys_api::remove,
         tokens::issue, tokens::list_signing_keys, tokens::rotate,
         audit_api::list, audit_api::verify,
+        recordings_api::list, recordings_api::get_one, recordings_api::cast,
         request_policies::list, request_policies::create, request_policies::remove,
         request_webhooks::list, request_webhooks::create, request_webhooks::remove,
         requests::create, requests::list, requests::get_one, requests::approve, requests::deny, requests::cancel,

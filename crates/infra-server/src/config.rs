@@ -64,6 +64,10 @@ pub struct ServerArgs {
     /// How often retention looks for events to archive [default: 1m].
     #[arg(long, env = "INFRA_AUDIT_RETENTION_INTERVAL")]
     pub audit_retention_interval: Option<String>,
+    /// Where session recordings are stored [default: DATA_DIR/recordings].
+    /// Replicas share it (a shared volume).
+    #[arg(long, env = "INFRA_RECORDINGS_DIR")]
+    pub recordings_dir: Option<PathBuf>,
     /// URL clients use to reach this server; the token issuer (`iss`).
     /// Default: https://<listen address>, with localhost for loopback.
     #[arg(long, env = "INFRA_PUBLIC_URL")]
@@ -141,6 +145,7 @@ struct FileConfig {
     audit_retention_size: Option<String>,
     audit_archive_dir: Option<PathBuf>,
     audit_retention_interval: Option<String>,
+    recordings_dir: Option<PathBuf>,
     public_url: Option<String>,
     advertise_url: Option<String>,
     gateway_domain: Option<String>,
@@ -173,6 +178,8 @@ pub(crate) struct Settings {
     pub(crate) audit_retention: Option<Retention>,
     /// Where archived audit events are (read by verification too).
     pub(crate) audit_archive_dir: PathBuf,
+    /// Where session recordings are stored.
+    pub(crate) recordings_dir: PathBuf,
     pub(crate) public_url: String,
     pub(crate) advertise_url: String,
     /// The host part of `public_url`, lower-cased.
@@ -216,6 +223,10 @@ impl Settings {
             .audit_archive_dir
             .or(f.audit_archive_dir)
             .unwrap_or_else(|| data_dir.join("audit-archive"));
+        let recordings_dir = a
+            .recordings_dir
+            .or(f.recordings_dir)
+            .unwrap_or_else(|| data_dir.join("recordings"));
         let listen = a
             .listen
             .or(f.listen)
@@ -256,6 +267,7 @@ impl Settings {
                 a.audit_retention_interval.or(f.audit_retention_interval),
             )?,
             audit_archive_dir: archive_dir.clone(),
+            recordings_dir,
             audit_export: AuditExport {
                 file: a.audit_export_file.or(f.audit_export_file),
                 file_max_bytes: size(
@@ -360,29 +372,12 @@ fn retention(
     }))
 }
 
-/// A size: bytes, or a number with KB, MB or GB (powers of 1000) or KiB,
-/// MiB, GiB.
+/// A size from the file, or `default`.
 fn size(what: &str, given: Option<String>, default: u64) -> anyhow::Result<u64> {
-    let Some(s) = given else { return Ok(default) };
-    let t = s.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (n, unit) = t.split_at(split);
-    let n: u64 = n
-        .parse()
-        .with_context(|| format!("{what}: '{s}' is not a size such as 100MB"))?;
-    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "kb" => 1_000,
-        "mb" => 1_000_000,
-        "gb" => 1_000_000_000,
-        "kib" => 1 << 10,
-        "mib" => 1 << 20,
-        "gib" => 1 << 30,
-        other => anyhow::bail!("{what}: unknown unit '{other}' (use KB, MB, GB, KiB, MiB or GiB)"),
-    };
-    n.checked_mul(mult)
-        .filter(|b| *b > 0)
-        .with_context(|| format!("{what}: '{s}' is out of range"))
+    match given {
+        None => Ok(default),
+        Some(s) => infra_core::parse_size(&s).with_context(|| what.to_owned()),
+    }
 }
 
 /// The YAML file, if one is given.

@@ -29,6 +29,7 @@ mod idp;
 mod metrics;
 mod oidc;
 mod pg_gateway;
+mod recordings;
 mod request_events;
 mod serve;
 mod signing;

@@ -99,7 +99,9 @@ async fn open_state(settings: Settings) -> anyhow::Result<AppState> {
     let store = infra_store::Store::open(&settings.db_url)
         .await
         .with_context(|| format!("open database {}", redact_url(&settings.db_url)))?;
+    let recording_store = crate::recordings::storage::RecordingStore::dir(settings.recordings_dir.clone())?;
     Ok(AppState(Arc::new(Inner {
+        recording_store,
         store,
         root_key,
         settings,

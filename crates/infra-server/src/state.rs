@@ -27,6 +27,8 @@ pub(crate) struct Inner {
     pub(crate) audit_intake: crate::audit_intake::Intake,
     /// Forward-auth destinations and the decider over their grants.
     pub(crate) forward_auth: crate::forward_auth::Apps,
+    /// Where finished session recordings are kept.
+    pub(crate) recording_store: crate::recordings::storage::RecordingStore,
 }
 
 impl std::ops::Deref for AppState {

@@ -28,7 +28,10 @@ pub(crate) async fn state() -> TestState {
     let cli = Cli::parse_from(["infra", "--data-dir", &data_dir]);
     let settings = Settings::resolve(cli.args).expect("settings");
     let store = infra_store::Store::open(&settings.db_url).await.expect("store");
+    let recording_store =
+        crate::recordings::storage::RecordingStore::dir(settings.recordings_dir.clone()).expect("recordings");
     let state = AppState(Arc::new(Inner {
+        recording_store,
         store,
         root_key: infra_auth::envelope::RootKey::generate().expect("root key"),
         settings,

@@ -19,6 +19,7 @@ pub mod export;
 pub mod identity;
 pub mod keys;
 pub mod providers;
+pub mod recordings;
 pub mod requests;
 mod sql;
 

@@ -200,6 +200,86 @@ pub enum ControlMsg {
     AuditAck {
         seq: i64,
     },
+    /// The server holds recording `id` up to byte `have`; `stored` once the
+    /// whole recording is in the recording store and its digest in the
+    /// audit log (the connector may then forget it). `error` says why a
+    /// finished recording is not stored yet (the store is unreachable):
+    /// the connector keeps it and tries again.
+    RecordingAck {
+        id: String,
+        have: u64,
+        #[serde(default)]
+        stored: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+    },
+}
+
+/// A piece of a session recording: asciicast v2 text, whole lines, from
+/// byte `offset` of the recording. Every piece carries what the session is
+/// (small, and it spares the server a state machine); once `meta.ended_ms`
+/// is set, the recording ends with this piece.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RecordingChunk {
+    pub id: String,
+    pub offset: u64,
+    pub data: String,
+    pub meta: RecordingMeta,
+}
+
+/// What a recorded session was.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RecordingMeta {
+    pub kind: RecordingKind,
+    pub user: String,
+    pub destination: String,
+    pub source: String,
+    /// `namespace/pod/container` for Kubernetes, the login for SSH.
+    pub target: String,
+    /// What was run, when not a login shell.
+    #[serde(default)]
+    pub command: String,
+    pub started_ms: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended_ms: Option<i64>,
+    #[serde(default)]
+    pub bytes_in: u64,
+    #[serde(default)]
+    pub bytes_out: u64,
+    /// `exit 0`, `exit 2`, or how it ended.
+    #[serde(default)]
+    pub exit: String,
+    /// The recorder stopped before the session did (the connector was
+    /// killed): what is there is all there is.
+    #[serde(default)]
+    pub truncated: bool,
+}
+
+/// Which kind of session a recording is of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RecordingKind {
+    /// `kubectl exec`, `attach` or `debug`.
+    KubeExec,
+    /// An SSH session in recording mode.
+    Ssh,
+}
+
+impl RecordingKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RecordingKind::KubeExec => "kube-exec",
+            RecordingKind::Ssh => "ssh",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [RecordingKind::KubeExec, RecordingKind::Ssh]
+            .into_iter()
+            .find(|k| k.as_str() == s)
+    }
 }
 
 /// One proxied request, as the connector reports it.
@@ -262,6 +342,8 @@ pub enum ConnectorMsg {
     /// What a destination offers to grant, so the server can refuse a
     /// grant that could never work (an unknown namespace or role).
     Inventory(Inventory),
+    /// A piece of a session recording.
+    Recording(RecordingChunk),
 }
 
 /// The grantable parts of a destination, as its connector sees them.

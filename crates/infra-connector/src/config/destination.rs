@@ -64,6 +64,7 @@ impl Destination {
             );
         }
         let upstream_authorization = upstream_authorization(&d.name, d.upstream_auth)?;
+        let recording = recording(&d.name, &kind, d.record, d.on_full.as_deref())?;
         Ok(Destination {
             name: d.name,
             kind,
@@ -71,8 +72,29 @@ impl Destination {
             authority,
             upstream_authorization,
             labels: d.labels,
+            recording,
         })
     }
+}
+
+/// Whether a destination's sessions are recorded: Kubernetes `exec` and
+/// `attach` are, unless `record: false`.
+fn recording(name: &str, kind: &Kind, record: Option<bool>, on_full: Option<&str>) -> anyhow::Result<Option<OnFull>> {
+    let on = match (kind, record) {
+        (Kind::Kubernetes(_), r) => r.unwrap_or(true),
+        (_, None | Some(false)) => false,
+        (_, Some(true)) => bail!("destination {name}: 'record' is for kind kubernetes (exec and attach sessions)"),
+    };
+    let policy = match on_full {
+        None => OnFull::RefuseNewSessions,
+        Some(s) => OnFull::parse(s).with_context(|| {
+            format!("destination {name}: onFull '{s}' is not one of refuse-new-sessions, allow-unrecorded")
+        })?,
+    };
+    if !on && on_full.is_some() {
+        bail!("destination {name}: onFull applies only to a recorded destination");
+    }
+    Ok(on.then_some(policy))
 }
 
 /// The `Authorization` header a destination sends upstream, if any.

@@ -42,7 +42,9 @@ pub(crate) fn state(test: &str) -> Arc<State> {
             authority: "127.0.0.1:1".into(),
             upstream_authorization: None,
             labels: Default::default(),
+            recording: None,
         }],
+        recording_budget: 1 << 20,
     };
     Arc::new(State::new(settings, Spool::open(&dir).unwrap(), "instance".into(), None).unwrap())
 }

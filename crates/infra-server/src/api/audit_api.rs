@@ -28,7 +28,7 @@ fn to_api(r: AuditRow) -> AuditEvent {
 }
 
 /// A time (`what` = `since` or `until`): RFC 3339, or a duration ago.
-fn point(what: &str, s: &str) -> ApiResult<i64> {
+pub(crate) fn point(what: &str, s: &str) -> ApiResult<i64> {
     if let Ok(t) = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339) {
         return Ok(i64::try_from(t.unix_timestamp_nanos() / 1_000_000).unwrap_or(0));
     }
@@ -148,6 +148,7 @@ pub(crate) async fn verify(
                 message: format!("the verification could not finish: {}", e.message),
                 from_seq: 0,
                 archives_checked: 0,
+                recordings_checked: 0,
             },
         };
         {
@@ -236,13 +237,29 @@ async fn run_verify(
             } else {
                 "the whole chain".to_owned()
             };
-            AuditVerifyResponse {
-                ok: true,
-                events_checked: events,
-                bad_seq: None,
-                message: format!("audit log intact: {events} events checked ({scope}), hash chain verified"),
-                from_seq: v.from,
-                archives_checked: archives,
+            // Recordings can be changed at any time: every stored one is
+            // hashed again, each verification.
+            match crate::recordings::check_all(state).await.map_err(ApiError::internal)? {
+                Ok(recordings) => AuditVerifyResponse {
+                    ok: true,
+                    events_checked: events,
+                    bad_seq: None,
+                    message: format!(
+                        "audit log intact: {events} events checked ({scope}), hash chain verified; {recordings} session recordings match their digests"
+                    ),
+                    from_seq: v.from,
+                    archives_checked: archives,
+                    recordings_checked: recordings,
+                },
+                Err(t) => AuditVerifyResponse {
+                    ok: false,
+                    events_checked: events,
+                    bad_seq: Some(t.seq),
+                    message: t.message,
+                    from_seq: v.from,
+                    archives_checked: archives,
+                    recordings_checked: 0,
+                },
             }
         }
         VerifyOutcome::Broken { events, seq, reason } => AuditVerifyResponse {
@@ -252,6 +269,7 @@ async fn run_verify(
             message: reason,
             from_seq: v.from,
             archives_checked: archives,
+            recordings_checked: 0,
         },
     })
 }

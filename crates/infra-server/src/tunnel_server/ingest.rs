@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use infra_store::connectors;
 use infra_tunnel::body::{LineReader, LineSender};
-use infra_tunnel::proto::{ConnectorMsg, Hello};
+use infra_tunnel::proto::{ConnectorMsg, Hello, RecordingChunk};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -38,6 +38,19 @@ pub(super) fn start(
 /// store.
 async fn read(state: AppState, from: Arc<Source>, body: hyper::body::Incoming, closed: CancellationToken) {
     let mut lines = LineReader::new(body);
+    // Recording pieces are stored in order by a worker of this tunnel's, so
+    // a slow recording store does not hold up audit events.
+    let (pieces, mut queue) = tokio::sync::mpsc::channel::<RecordingChunk>(64);
+    let (st, src) = (state.clone(), from.clone());
+    let worker = tokio::spawn(async move {
+        while let Some(chunk) = queue.recv().await {
+            let ack = crate::recordings::take(&st, &src.hello, chunk).await;
+            if src.acks.send(&ack).await.is_err() {
+                return;
+            }
+        }
+    });
+    let _stop = AbortOnDrop(worker);
     loop {
         let msg = tokio::select! {
             m = lines.next::<ConnectorMsg>() => m,
@@ -46,6 +59,11 @@ async fn read(state: AppState, from: Arc<Source>, body: hyper::body::Incoming, c
         match msg {
             Ok(Some(ConnectorMsg::Audit(ev))) => {
                 if !state.audit_intake.send(&from, ev).await {
+                    return;
+                }
+            }
+            Ok(Some(ConnectorMsg::Recording(chunk))) => {
+                if pieces.send(chunk).await.is_err() {
                     return;
                 }
             }
@@ -58,6 +76,15 @@ async fn read(state: AppState, from: Arc<Source>, body: hyper::body::Incoming, c
                 return;
             }
         }
+    }
+}
+
+/// Ends a tunnel's recording worker with its reader.
+struct AbortOnDrop(JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

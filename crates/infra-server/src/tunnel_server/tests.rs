@@ -197,7 +197,7 @@ async fn wait_until_serving(to_server: &LineSender, from_server: &mut LineReader
                 assert_eq!(seq, 1);
                 return;
             }
-            Some(ControlMsg::Snapshot(_)) => {}
+            Some(ControlMsg::Snapshot(_) | ControlMsg::RecordingAck { .. }) => {}
             None => panic!("the control stream ended"),
         }
     }

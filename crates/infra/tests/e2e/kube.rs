@@ -4,6 +4,7 @@
 //! from grants, and Forbidden messages are Kubernetes' own.
 
 mod console;
+mod recording;
 mod requests;
 mod streams;
 mod workloads;

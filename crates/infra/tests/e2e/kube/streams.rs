@@ -113,9 +113,10 @@ fn exec_attach_port_forward_and_logs_through_infra() {
     let token_file = dir.path().join("sa-token");
     std::fs::write(&token_file, SA_TOKEN).unwrap();
     let mut extra = String::new();
-    for (name, d) in [("pods", &ws), ("pods-spdy", &spdy)] {
+    // SPDY streams cannot be recorded: that cluster is not.
+    for (name, d, record) in [("pods", &ws, true), ("pods-spdy", &spdy, false)] {
         extra.push_str(&format!(
-            "  - name: {name}\n    kind: kubernetes\n    url: {}\n    tokenFile: {}\n    caFile: {}\n    rbacSync: false\n",
+            "  - name: {name}\n    kind: kubernetes\n    url: {}\n    tokenFile: {}\n    caFile: {}\n    rbacSync: false\n    record: {record}\n",
             d.url(),
             token_file.display(),
             d.ca_file().display()

@@ -1,0 +1,293 @@
+//! The recorder on a Kubernetes `exec`/`attach` stream: both directions
+//! pass through it, each chunk is recorded before it is forwarded, and the
+//! recording closes when both directions have ended.
+//!
+//! A stream the recorder cannot read (not the WebSocket stream protocol)
+//! or cannot write down ends: a recorded destination never carries a
+//! session that is not recorded.
+
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use infra_record::asciicast::{Code, Event};
+use infra_record::exec::{Direction, ExecRecorder};
+use infra_tunnel::proto::{RecordingKind, RecordingMeta};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::mpsc;
+
+use super::Writing;
+use crate::admit::Admitted;
+use crate::answer::Call;
+use crate::clock::now_ms;
+use crate::config::OnFull;
+
+/// The most text one event holds: a large read of output becomes several
+/// events at the same time, so every line stays short.
+const EVENT_TEXT: usize = 16 * 1024;
+
+pub(crate) struct Tap {
+    inner: Mutex<Inner>,
+}
+
+struct Inner {
+    started_ms: i64,
+    last_ms: i64,
+    rec: ExecRecorder,
+    out: Option<Writing>,
+    exit: Option<String>,
+}
+
+impl Tap {
+    pub(crate) fn new(out: Writing, started_ms: i64) -> Arc<Self> {
+        Arc::new(Self {
+            inner: Mutex::new(Inner {
+                started_ms,
+                last_ms: started_ms,
+                rec: ExecRecorder::new(started_ms),
+                out: Some(out),
+                exit: None,
+            }),
+        })
+    }
+
+    /// Records `bytes` going `dir`; `Err` ends the session.
+    fn feed(&self, dir: Direction, bytes: &[u8]) -> Result<(), String> {
+        let mut g = self.inner.lock().map_err(|_| "recorder poisoned".to_owned())?;
+        let inner = &mut *g;
+        // Times never go back in a recording, whatever the clock does.
+        let at = now_ms().max(inner.last_ms);
+        inner.last_ms = at;
+        let events = match inner.rec.feed(dir, at, bytes) {
+            Ok(e) => e,
+            Err(e) => {
+                let why = format!("the stream cannot be recorded: {e}");
+                let time = (at - inner.started_ms).max(0) as f64 / 1000.0;
+                if let Some(out) = inner.out.as_mut() {
+                    let _ = out.append(&marker_line(time, &why));
+                }
+                return Err(why);
+            }
+        };
+        if events.is_empty() {
+            return Ok(());
+        }
+        let mut text = String::new();
+        for e in events {
+            if e.code == Code::Marker {
+                inner.exit = Some(e.data.clone());
+            }
+            for piece in split(e) {
+                text.push_str(&piece.line());
+                text.push('\n');
+            }
+        }
+        match inner.out.as_mut() {
+            Some(out) => out.append(&text).map_err(|e| format!("{e:#}")),
+            None => Err("the recording is closed".into()),
+        }
+    }
+
+    /// The recording's id.
+    pub(crate) fn id(&self) -> String {
+        self.inner
+            .lock()
+            .ok()
+            .and_then(|g| g.out.as_ref().map(|o| o.id().to_owned()))
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for Tap {
+    fn drop(&mut self) {
+        let inner = match self.inner.get_mut() {
+            Ok(i) => i,
+            Err(p) => p.into_inner(),
+        };
+        if let Some(out) = inner.out.take() {
+            let exit = inner.exit.clone().unwrap_or_else(|| "ended".into());
+            out.finish(exit, inner.rec.bytes_in, inner.rec.bytes_out);
+        }
+    }
+}
+
+/// A marker event at `time`, as a line.
+fn marker_line(time: f64, why: &str) -> String {
+    format!(
+        "{}\n",
+        Event {
+            time,
+            code: Code::Marker,
+            data: why.to_owned(),
+        }
+        .line()
+    )
+}
+
+/// `e` in events of at most [`EVENT_TEXT`] bytes, cut between characters.
+fn split(e: Event) -> Vec<Event> {
+    if e.data.len() <= EVENT_TEXT {
+        return vec![e];
+    }
+    let mut out = Vec::new();
+    let mut rest = e.data.as_str();
+    while !rest.is_empty() {
+        let mut cut = rest.len().min(EVENT_TEXT);
+        while !rest.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        out.push(Event {
+            time: e.time,
+            code: e.code,
+            data: rest[..cut].to_owned(),
+        });
+        rest = &rest[cut..];
+    }
+    out
+}
+
+/// The client's bytes (the tunnel request body) into the upstream,
+/// recorded on the way.
+pub(crate) async fn from_client<B, W>(mut body: B, mut w: W, tap: Arc<Tap>)
+where
+    B: http_body::Body<Data = Bytes> + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    while let Some(Ok(frame)) = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await {
+        let Ok(d) = frame.into_data() else { continue };
+        if let Err(why) = tap.feed(Direction::FromClient, &d) {
+            tracing::warn!(recording = %tap.id(), reason = %why, "ending a recorded session");
+            break;
+        }
+        if w.write_all(&d).await.is_err() {
+            break;
+        }
+    }
+    let _ = w.shutdown().await;
+}
+
+/// The upstream's bytes to the client, recorded on the way.
+pub(crate) async fn from_server<R: AsyncRead + Unpin>(mut r: R, tx: mpsc::Sender<Bytes>, tap: Arc<Tap>) {
+    let mut buf = bytes::BytesMut::new();
+    loop {
+        buf.reserve(infra_tunnel::body::READ_CHUNK);
+        match r.read_buf(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {
+                let chunk = buf.split().freeze();
+                if let Err(why) = tap.feed(Direction::FromServer, &chunk) {
+                    tracing::warn!(recording = %tap.id(), reason = %why, "ending a recorded session");
+                    return;
+                }
+                if tx.send(chunk).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Whether this request starts a session to record, and what it is: an
+/// `exec` or `attach` on a recorded cluster. `Err` is the refusal (status
+/// and message) of a session that cannot be recorded.
+pub(crate) fn plan(
+    a: &Admitted,
+    call: &Call,
+    upgrade: Option<&http::HeaderValue>,
+) -> Result<Option<RecordingMeta>, (u16, String)> {
+    let (Some(on_full), Some(info), Some(proto)) = (a.route.recording, &call.info, upgrade) else {
+        return Ok(None);
+    };
+    if !matches!(info.subresource.as_str(), "exec" | "attach") {
+        return Ok(None);
+    }
+    let name = &a.route.name;
+    if !proto.as_bytes().eq_ignore_ascii_case(b"websocket") {
+        return Err((
+            400,
+            format!(
+                "sessions on {name} are recorded, and the recorder reads kubectl's WebSocket stream protocol: use kubectl 1.30 or later against Kubernetes 1.30 or later (this client asked for SPDY)"
+            ),
+        ));
+    }
+    let recs = &a.state.recordings;
+    if recs.full() {
+        let waiting = recs.waiting();
+        match on_full {
+            OnFull::RefuseNewSessions => {
+                return Err((
+                    503,
+                    format!(
+                        "sessions on {name} are recorded, and this connector's recording spool is full ({} recordings, {} bytes waiting for the server; budget {} bytes): new sessions are refused until they are shipped",
+                        waiting.recordings,
+                        waiting.bytes,
+                        recs.budget()
+                    ),
+                ));
+            }
+            OnFull::AllowUnrecorded => {
+                a.audit.record(
+                    infra_tunnel::proto::Outcome::Success,
+                    call.detail(
+                        0,
+                        0,
+                        "warning=not-recorded: the recording spool is full (onFull: allow-unrecorded)",
+                    ),
+                );
+                return Ok(None);
+            }
+        }
+    }
+    let query = call.path.split_once('?').map_or("", |(_, q)| q);
+    let mut container = String::new();
+    let mut command = Vec::new();
+    for (k, v) in url::form_urlencoded::parse(query.as_bytes()) {
+        match &*k {
+            "container" => container = v.into_owned(),
+            "command" => command.push(v.into_owned()),
+            _ => {}
+        }
+    }
+    let mut target = format!("{}/{}", info.namespace, info.name);
+    if !container.is_empty() {
+        target = format!("{target}/{container}");
+    }
+    Ok(Some(RecordingMeta {
+        kind: RecordingKind::KubeExec,
+        user: a.ident.email.clone(),
+        destination: name.clone(),
+        source: a.source.clone(),
+        target,
+        command: command.join(" "),
+        started_ms: now_ms(),
+        ended_ms: None,
+        bytes_in: 0,
+        bytes_out: 0,
+        exit: String::new(),
+        truncated: false,
+    }))
+}
+
+/// The title a player shows.
+pub(crate) fn title(m: &RecordingMeta) -> String {
+    let what = if m.command.is_empty() { "attach" } else { &m.command };
+    format!("{} on {}: {} ({what})", m.user, m.destination, m.target)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_output_is_cut_between_characters() {
+        let data = "é".repeat(EVENT_TEXT);
+        let parts = split(Event {
+            time: 1.5,
+            code: Code::Output,
+            data: data.clone(),
+        });
+        assert!(parts.len() >= 2);
+        assert!(parts.iter().all(|p| p.data.len() <= EVENT_TEXT && p.time == 1.5));
+        assert_eq!(parts.iter().map(|p| p.data.as_str()).collect::<String>(), data);
+    }
+}

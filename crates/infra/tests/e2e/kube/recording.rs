@@ -1,0 +1,272 @@
+//! Recorded `kubectl exec` sessions: a real kubectl in a terminal (tmux)
+//! through the gateway and a connector to the kubelet double, the
+//! recording played back and exported, its digest checked by
+//! `infra audit verify`; and recordings that survive the server being down
+//! and the connector being killed.
+
+use std::io::{BufRead as _, Write as _};
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use infra_testkit::{Cli, Connector, KubeDouble, eventually};
+
+use super::path_with_infra;
+use crate::e2e::common::{self, Backend, Env, bin, start};
+use crate::e2e::gateway::{connector_key, user};
+
+const SA_TOKEN: &str = "connector-sa-token";
+
+/// A server, a connector serving `pods` (recorded, WebSocket double) and
+/// `pods-spdy` (recorded, a double that speaks only SPDY), and alice with
+/// `connect` on both.
+struct Setup {
+    env: Env,
+    connector: Connector,
+    alice: Cli,
+    _doubles: (KubeDouble, KubeDouble),
+    _dir: tempfile::TempDir,
+}
+
+fn setup() -> Setup {
+    let ws = KubeDouble::start(SA_TOKEN, "alice@example.com", true).unwrap();
+    let spdy = KubeDouble::start(SA_TOKEN, "alice@example.com", false).unwrap();
+    let env = start(Backend::Sqlite);
+    let key = connector_key(&env, "kc");
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("sa-token");
+    std::fs::write(&token_file, SA_TOKEN).unwrap();
+    let mut extra = String::new();
+    for (name, d) in [("pods", &ws), ("pods-spdy", &spdy)] {
+        extra.push_str(&format!(
+            "  - name: {name}\n    kind: kubernetes\n    url: {}\n    tokenFile: {}\n    caFile: {}\n    rbacSync: false\n",
+            d.url(),
+            token_file.display(),
+            d.ca_file().display()
+        ));
+    }
+    let connector = Connector::start_with(&bin(), &env.server, &key, "kc", &[], &extra).unwrap();
+    let alice = user(&env, "alice@example.com");
+    for d in ["pods", "pods-spdy"] {
+        env.admin
+            .run(&["grants", "add", "alice@example.com", d, "--role", "connect"])
+            .ok();
+    }
+    common::login(&alice, &env.server, "alice@example.com", "user-password-1").ok();
+    Setup {
+        env,
+        connector,
+        alice,
+        _doubles: (ws, spdy),
+        _dir: dir,
+    }
+}
+
+fn kubectl(cli: &Cli, dest: &str) -> Command {
+    let mut c = Command::new("kubectl");
+    c.env("HOME", cli.home())
+        .env_remove("KUBECONFIG")
+        .env("PATH", path_with_infra())
+        .args(["--context", &format!("infra:{dest}")]);
+    c
+}
+
+/// `tmux` on its own socket.
+fn tmux(sock: &Path, cli: &Cli, args: &[&str]) -> infra_testkit::Output {
+    let out = Command::new("tmux")
+        .arg("-S")
+        .arg(sock)
+        .args(args)
+        .env("HOME", cli.home())
+        .env("PATH", path_with_infra())
+        .env("TERM", "xterm-256color")
+        .env_remove("TMUX")
+        .output()
+        .expect("run tmux");
+    infra_testkit::Output {
+        status: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// The recordings the admin sees, newest first.
+fn recordings(env: &Env) -> Vec<serde_json::Value> {
+    let out = env.admin.run(&["sessions", "list", "-o", "json"]);
+    assert_eq!(out.status, 0, "{out:?}");
+    common::json(&out).as_array().cloned().unwrap_or_default()
+}
+
+/// The one stored recording whose `command` is `command`.
+fn stored(env: &Env, command: &str) -> serde_json::Value {
+    let mut found = None;
+    eventually!(30, || {
+        let all = recordings(env);
+        let r = all
+            .iter()
+            .find(|r| r["command"] == command)
+            .ok_or_else(|| anyhow::anyhow!("no recording of {command:?} in {all:#?}"))?;
+        anyhow::ensure!(r["state"] == "stored", "{r:#}");
+        found = Some(r.clone());
+        Ok(())
+    });
+    found.unwrap()
+}
+
+#[test]
+fn an_interactive_kubectl_exec_is_recorded_played_exported_and_verified() {
+    let s = setup();
+    let term = tempfile::tempdir().unwrap();
+    let sock = term.path().join("tmux.sock");
+    // kubectl exec -it in a terminal; the "pod" runs a shell on a pty of
+    // its own (script), as a container runtime gives a tty.
+    let cmd = "kubectl --context infra:pods exec -it web -n dev -- script -qfec sh /dev/null";
+    let out = tmux(
+        &sock,
+        &s.alice,
+        &["new-session", "-d", "-s", "rec", "-x", "100", "-y", "30", cmd],
+    );
+    assert_eq!(out.status, 0, "{out:?}");
+    let pane = |sock: &Path| tmux(sock, &s.alice, &["capture-pane", "-p", "-t", "rec"]).stdout;
+    eventually!(30, || {
+        let p = pane(&sock);
+        // tmux trims the space after the prompt.
+        let prompt = p
+            .lines()
+            .any(|l| matches!(l.trim_end().chars().last(), Some('#' | '$')));
+        anyhow::ensure!(prompt, "no prompt yet:\n{p}\n{}", s.connector.log());
+        Ok(())
+    });
+    tmux(
+        &sock,
+        &s.alice,
+        &["send-keys", "-t", "rec", "echo one-$((40+2))", "Enter"],
+    );
+    eventually!(15, || {
+        let p = pane(&sock);
+        anyhow::ensure!(p.contains("one-42"), "{p}");
+        Ok(())
+    });
+    tmux(&sock, &s.alice, &["send-keys", "-t", "rec", "exit 7", "Enter"]);
+    eventually!(15, || {
+        let out = tmux(&sock, &s.alice, &["has-session", "-t", "rec"]);
+        anyhow::ensure!(out.status != 0, "the session still runs");
+        Ok(())
+    });
+
+    let r = stored(&s.env, "script -qfec sh /dev/null");
+    assert_eq!(r["user"], "alice@example.com", "{r:#}");
+    assert_eq!(r["destination"], "pods", "{r:#}");
+    assert_eq!(r["target"], "dev/web/main", "{r:#}");
+    assert_eq!(r["kind"], "kube-exec", "{r:#}");
+    assert_eq!(r["exit"], "exit 7", "{r:#}");
+    assert_eq!(r["truncated"], false, "{r:#}");
+    let id = r["id"].as_str().unwrap().to_owned();
+
+    // Played back: the command as the terminal echoed it, then its output.
+    let out = s.env.admin.run(&["sessions", "play", &id, "--speed", "1000"]);
+    assert_eq!(out.status, 0, "{out:?}");
+    let typed = out
+        .stdout
+        .find("echo one-$((40+2))")
+        .expect("typed command in playback");
+    let result = out.stdout.rfind("one-42").expect("its output in playback");
+    assert!(typed < result, "{}", out.stdout);
+
+    // Exported: asciinema reads it.
+    let file = term.path().join("session.cast");
+    let out = s
+        .env
+        .admin
+        .run(&["sessions", "export", &id, "-f", file.to_str().unwrap()]);
+    assert_eq!(out.status, 0, "{out:?}");
+    let cat = Command::new("asciinema").arg("cat").arg(&file).output().unwrap();
+    assert!(cat.status.success(), "{cat:?}");
+    assert!(String::from_utf8_lossy(&cat.stdout).contains("one-42"));
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert!(text.lines().any(|l| l.contains(r#""r""#)), "no resize event:\n{text}");
+    assert!(text.lines().any(|l| l.contains(r#""i""#)), "no input event:\n{text}");
+
+    // Watching is audited; the digest is in the audit log.
+    let events = common::json(
+        &s.env
+            .admin
+            .run(&["audit", "list", "--action", "recording.view", "-o", "json"]),
+    );
+    assert_eq!(events.as_array().map(Vec::len), Some(2), "{events:#}");
+    let events = common::json(
+        &s.env
+            .admin
+            .run(&["audit", "list", "--action", "session.recorded", "-o", "json"]),
+    );
+    let detail = events[0]["detail"].as_str().unwrap_or_default().to_owned();
+    assert!(
+        detail.contains(&format!("recording={id}")) && detail.contains("sha256="),
+        "{detail}"
+    );
+
+    // infra audit verify hashes the recording again.
+    let out = s.env.admin.run(&["audit", "verify"]);
+    assert_eq!(out.status, 0, "{out:?}");
+    assert!(out.stdout.contains("1 session recordings match"), "{out:?}");
+    let path = s.env.server.data_dir.join("recordings").join(format!("{id}.cast"));
+    let original = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(&path, original.replace("one-42", "one-43")).unwrap();
+    let out = s.env.admin.run(&["audit", "verify"]);
+    assert_ne!(out.status, 0, "{out:?}");
+    assert!(out.stderr.contains("was changed in the recording store"), "{out:?}");
+    std::fs::remove_file(&path).unwrap();
+    let out = s.env.admin.run(&["audit", "verify"]);
+    assert_ne!(out.status, 0, "{out:?}");
+    assert!(out.stderr.contains("is missing from the recording store"), "{out:?}");
+    std::fs::write(&path, &original).unwrap();
+    let out = s.env.admin.run(&["audit", "verify"]);
+    assert_eq!(out.status, 0, "{out:?}");
+
+    // SPDY cannot be recorded: refused, and said so.
+    let out = kubectl(&s.alice, "pods-spdy")
+        .args(["exec", "web", "-n", "dev", "--", "true"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("recorded") && err.contains("WebSocket"), "{err}");
+
+    // A user whose grant is taken away mid-session is cut off at once, and
+    // the recording is closed, complete.
+    let mut child = kubectl(&s.alice, "pods")
+        .args([
+            "exec",
+            "-i",
+            "web",
+            "-n",
+            "dev",
+            "--",
+            "sh",
+            "-c",
+            "while read l; do echo \"got $l\"; done",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    stdin.write_all(b"before revoke\n").unwrap();
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    assert_eq!(line, "got before revoke\n");
+    s.env
+        .admin
+        .run(&["grants", "remove", "alice@example.com", "pods", "--role", "connect"])
+        .ok();
+    let mut ended = None;
+    eventually!(15, || {
+        ended = child.try_wait()?;
+        anyhow::ensure!(ended.is_some(), "kubectl still runs after the grant was removed");
+        Ok(())
+    });
+    assert!(!ended.unwrap().success());
+    let r = stored(&s.env, "sh -c while read l; do echo \"got $l\"; done");
+    assert_eq!(r["truncated"], false, "{r:#}");
+}
