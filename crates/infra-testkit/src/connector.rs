@@ -113,19 +113,28 @@ impl Connector {
 
     /// Whether `/healthz` answers 200 now.
     pub fn healthy(&self) -> bool {
-        let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", self.admin_port)) else {
-            return false;
-        };
-        let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+        self.admin_get("/healthz").is_some_and(|(status, _)| status == 200)
+    }
+
+    /// What `/readyz` says (the state, and what waits for the server),
+    /// whether ready or not.
+    pub fn health(&self) -> Option<serde_json::Value> {
+        let (_, body) = self.admin_get("/readyz")?;
+        serde_json::from_str(&body).ok()
+    }
+
+    /// `GET path` on the admin listener: the status and the body.
+    fn admin_get(&self, path: &str) -> Option<(u16, String)> {
         use std::io::{Read, Write};
-        if s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-            .is_err()
-        {
-            return false;
-        }
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", self.admin_port)).ok()?;
+        let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+        s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
+            .ok()?;
         let mut out = String::new();
         let _ = s.read_to_string(&mut out);
-        out.starts_with("HTTP/1.1 200")
+        let status = out.get(9..12)?.parse().ok()?;
+        let body = out.split_once("\r\n\r\n").map_or("", |(_, b)| b).to_owned();
+        Some((status, body))
     }
 
     pub fn wait_ready(&mut self) -> anyhow::Result<()> {

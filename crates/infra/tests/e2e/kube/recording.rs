@@ -270,3 +270,108 @@ fn an_interactive_kubectl_exec_is_recorded_played_exported_and_verified() {
     let r = stored(&s.env, "sh -c while read l; do echo \"got $l\"; done");
     assert_eq!(r["truncated"], false, "{r:#}");
 }
+
+/// `kubectl exec -i` of a loop that answers each line, as alice.
+fn echo_session(
+    alice: &Cli,
+) -> (
+    std::process::Child,
+    std::process::ChildStdin,
+    std::io::BufReader<std::process::ChildStdout>,
+) {
+    let mut child = kubectl(alice, "pods")
+        .args([
+            "exec",
+            "-i",
+            "web",
+            "-n",
+            "dev",
+            "--",
+            "sh",
+            "-c",
+            "while read l; do echo \"got $l\"; done",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdin = child.stdin.take().unwrap();
+    let stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    (child, stdin, stdout)
+}
+
+fn say(stdin: &mut std::process::ChildStdin, stdout: &mut impl std::io::BufRead, what: &str) {
+    stdin.write_all(format!("{what}\n").as_bytes()).unwrap();
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    assert_eq!(line, format!("got {what}\n"));
+}
+
+/// The text of recording `id`, as the admin exports it.
+fn cast(env: &Env, id: &str) -> String {
+    let out = env.admin.run(&["sessions", "export", id, "-f", "-"]);
+    assert_eq!(out.status, 0, "{out:?}");
+    out.stdout
+}
+
+#[test]
+fn recordings_survive_the_server_down_and_the_connector_killed() {
+    let mut s = setup();
+    const LOOP: &str = "sh -c while read l; do echo \"got $l\"; done";
+
+    // The server goes down mid-session: the session is cut (its data path
+    // ran through the server), the recording waits on the connector's
+    // disk, which its health says, and arrives once the server is back.
+    let (mut child, mut stdin, mut stdout) = echo_session(&s.alice);
+    say(&mut stdin, &mut stdout, "before the server went down");
+    s.env.server.kill();
+    let _ = child.wait();
+    eventually!(15, || {
+        let h = s.connector.health().ok_or_else(|| anyhow::anyhow!("no health"))?;
+        anyhow::ensure!(h["status"] == "connecting" && h["recordingsWaiting"] == 1, "{h}");
+        anyhow::ensure!(h["recordingsWaitingBytes"].as_u64() > Some(0), "{h}");
+        Ok(())
+    });
+    s.env.server.start_again().unwrap();
+    let r = stored(&s.env, LOOP);
+    assert_eq!(r["truncated"], false, "{r:#}");
+    let text = cast(&s.env, r["id"].as_str().unwrap());
+    assert!(text.contains("got before the server went down"), "{text}");
+    eventually!(15, || {
+        let h = s.connector.health().ok_or_else(|| anyhow::anyhow!("no health"))?;
+        anyhow::ensure!(h["recordingsWaiting"] == 0, "{h}");
+        Ok(())
+    });
+    eventually!(30, || {
+        anyhow::ensure!(s.connector.healthy(), "the connector is not back");
+        Ok(())
+    });
+
+    // The connector is killed mid-session: what it recorded up to the kill
+    // is shipped when it starts again, marked truncated.
+    common::login(&s.alice, &s.env.server, "alice@example.com", "user-password-1").ok();
+    let (mut child, mut stdin, mut stdout) = echo_session(&s.alice);
+    say(&mut stdin, &mut stdout, "before the connector was killed");
+    s.connector.kill();
+    let _ = child.wait();
+    s.connector.restart().unwrap();
+    let mut truncated = None;
+    eventually!(30, || {
+        let all = recordings(&s.env);
+        let r = all
+            .iter()
+            .find(|r| r["command"] == LOOP && r["truncated"] == true)
+            .ok_or_else(|| anyhow::anyhow!("no truncated recording in {all:#?}"))?;
+        anyhow::ensure!(r["state"] == "stored", "{r:#}");
+        truncated = Some(r.clone());
+        Ok(())
+    });
+    let r = truncated.unwrap();
+    let text = cast(&s.env, r["id"].as_str().unwrap());
+    assert!(text.contains("got before the connector was killed"), "{text}");
+    assert!(text.contains("recording truncated: the connector stopped"), "{text}");
+    let out = s.env.admin.run(&["audit", "verify"]);
+    assert_eq!(out.status, 0, "{out:?}");
+    assert!(out.stdout.contains("2 session recordings match"), "{out:?}");
+}
