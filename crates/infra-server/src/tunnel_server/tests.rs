@@ -21,6 +21,8 @@ use tower::ServiceExt;
 use crate::state::AppState;
 use crate::testing::{self, TestState};
 
+mod recordings;
+
 /// Bounds every wait, so a broken tunnel fails the test instead of
 /// hanging it; nothing waits on the clock to order events.
 const LIMIT: Duration = Duration::from_secs(20);
@@ -130,9 +132,16 @@ struct Connector {
 }
 
 async fn connect(t: &TestState) -> (Connector, JoinHandle<()>) {
-    let key = testing::add_key(&t.state, infra_store::KeyKind::Connector, "dc1").await;
+    connect_as(t, "dc1", "web").await
+}
+
+/// A connector named `name` serving `destination`.
+async fn connect_as(t: &TestState, name: &str, destination: &str) -> (Connector, JoinHandle<()>) {
+    let key = testing::add_key(&t.state, infra_store::KeyKind::Connector, name).await;
     let (io, server) = start(&t.state);
-    let (io, reply) = within(handshake::connect(io, &hello(&key, "dc1"))).await.unwrap();
+    let mut h = hello(&key, name);
+    h.destinations[0].name = destination.to_owned();
+    let (io, reply) = within(handshake::connect(io, &h)).await.unwrap();
     let gate = Arc::new(ControlGate::new(reply.control_secret.clone()));
     let (found, streams) = mpsc::unbounded_channel();
     let service = move |req: http::Request<Incoming>| {
@@ -181,11 +190,15 @@ async fn control_stream(c: &mut Connector) -> (LineSender, LineReader<Incoming>)
 /// stream is acknowledged only once the server reads it, which it starts
 /// after the tunnel is in the hub.
 async fn wait_until_serving(to_server: &LineSender, from_server: &mut LineReader<Incoming>) {
+    wait_until_serving_for(to_server, from_server, "web").await;
+}
+
+async fn wait_until_serving_for(to_server: &LineSender, from_server: &mut LineReader<Incoming>, destination: &str) {
     let ev = AccessEvent {
         seq: 1,
         time_ms: 0,
         user: "alice@example.com".into(),
-        destination: "web".into(),
+        destination: destination.into(),
         source: "127.0.0.1".into(),
         result: infra_tunnel::proto::Outcome::Success,
         detail: "GET /".into(),
