@@ -68,6 +68,19 @@ pub struct ServerArgs {
     /// Replicas share it (a shared volume).
     #[arg(long, env = "INFRA_RECORDINGS_DIR")]
     pub recordings_dir: Option<PathBuf>,
+    /// Store session recordings in this bucket instead: s3://BUCKET[/PREFIX].
+    /// Credentials and region from AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION.
+    #[arg(long, env = "INFRA_RECORDINGS_S3")]
+    pub recordings_s3: Option<String>,
+    /// The endpoint of an S3-compatible store other than AWS, such as http://minio:9000.
+    #[arg(long, env = "INFRA_RECORDINGS_S3_ENDPOINT")]
+    pub recordings_s3_endpoint: Option<String>,
+    /// Delete session recordings older than this (e.g. 90d), oldest first, each deletion audited [default: keep all].
+    #[arg(long, env = "INFRA_RECORDINGS_RETENTION")]
+    pub recordings_retention: Option<String>,
+    /// Keep the stored session recordings under this total size (e.g. 50GB), deleting the oldest first [default: no limit].
+    #[arg(long, env = "INFRA_RECORDINGS_RETENTION_SIZE")]
+    pub recordings_retention_size: Option<String>,
     /// URL clients use to reach this server; the token issuer (`iss`).
     /// Default: https://<listen address>, with localhost for loopback.
     #[arg(long, env = "INFRA_PUBLIC_URL")]
@@ -146,6 +159,10 @@ struct FileConfig {
     audit_archive_dir: Option<PathBuf>,
     audit_retention_interval: Option<String>,
     recordings_dir: Option<PathBuf>,
+    recordings_s3: Option<String>,
+    recordings_s3_endpoint: Option<String>,
+    recordings_retention: Option<String>,
+    recordings_retention_size: Option<String>,
     public_url: Option<String>,
     advertise_url: Option<String>,
     gateway_domain: Option<String>,
@@ -178,8 +195,12 @@ pub(crate) struct Settings {
     pub(crate) audit_retention: Option<Retention>,
     /// Where archived audit events are (read by verification too).
     pub(crate) audit_archive_dir: PathBuf,
-    /// Where session recordings are stored.
+    /// Where session recordings are stored: this directory, unless a
+    /// bucket is set.
     pub(crate) recordings_dir: PathBuf,
+    pub(crate) recordings_s3: Option<crate::recordings::storage::S3Settings>,
+    /// How long and how much of them is kept.
+    pub(crate) recordings_limits: infra_record::retention::Limits,
     pub(crate) public_url: String,
     pub(crate) advertise_url: String,
     /// The host part of `public_url`, lower-cased.
@@ -223,10 +244,16 @@ impl Settings {
             .audit_archive_dir
             .or(f.audit_archive_dir)
             .unwrap_or_else(|| data_dir.join("audit-archive"));
-        let recordings_dir = a
-            .recordings_dir
-            .or(f.recordings_dir)
-            .unwrap_or_else(|| data_dir.join("recordings"));
+        let recordings = Recordings::resolve(
+            [
+                a.recordings_s3.or(f.recordings_s3),
+                a.recordings_s3_endpoint.or(f.recordings_s3_endpoint),
+                a.recordings_retention.or(f.recordings_retention),
+                a.recordings_retention_size.or(f.recordings_retention_size),
+            ],
+            a.recordings_dir.or(f.recordings_dir),
+            &data_dir,
+        )?;
         let listen = a
             .listen
             .or(f.listen)
@@ -267,7 +294,9 @@ impl Settings {
                 a.audit_retention_interval.or(f.audit_retention_interval),
             )?,
             audit_archive_dir: archive_dir.clone(),
-            recordings_dir,
+            recordings_dir: recordings.dir,
+            recordings_s3: recordings.s3,
+            recordings_limits: recordings.limits,
             audit_export: AuditExport {
                 file: a.audit_export_file.or(f.audit_export_file),
                 file_max_bytes: size(
@@ -313,6 +342,33 @@ impl Settings {
                 a.shutdown_grace.or(f.shutdown_grace),
                 Duration::from_secs(10),
             )?,
+        })
+    }
+}
+
+/// Where session recordings go and how long they stay.
+struct Recordings {
+    dir: PathBuf,
+    s3: Option<crate::recordings::storage::S3Settings>,
+    limits: infra_record::retention::Limits,
+}
+
+impl Recordings {
+    /// From the settings: bucket, endpoint, age, size; and the directory.
+    fn resolve(given: [Option<String>; 4], dir: Option<PathBuf>, data_dir: &Path) -> anyhow::Result<Self> {
+        let [s3, endpoint, age, size_limit] = given;
+        Ok(Self {
+            dir: dir.unwrap_or_else(|| data_dir.join("recordings")),
+            s3: s3.map(|url| crate::recordings::storage::S3Settings { url, endpoint }),
+            limits: infra_record::retention::Limits {
+                max_age_ms: age
+                    .map(|s| dur("recordings retention", Some(s), Duration::ZERO))
+                    .transpose()?
+                    .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
+                max_total_bytes: size_limit
+                    .map(|s| size("recordings retention size", Some(s), 0))
+                    .transpose()?,
+            },
         })
     }
 }

@@ -10,6 +10,7 @@
 //! until then the connector keeps its copy. `infra audit verify` hashes
 //! every stored recording again and compares it with that event.
 
+pub(crate) mod retention;
 pub(crate) mod storage;
 
 use infra_store::recordings::{self as rec, Ending, RecordingRow};
@@ -207,6 +208,10 @@ async fn finish(state: &AppState, id: &str) -> Result<(), String> {
     match written.map_err(|e| format!("the audit log: {e}"))? {
         Some(row) => crate::audit::emit_quiet(&row),
         None => tracing::debug!(recording = id, "already stored by another replica"),
+    }
+    // A new recording may take the store past its size limit.
+    if let Err(e) = retention::apply(state).await {
+        tracing::warn!(error = %format!("{e:#}"), "recording retention failed; trying again later");
     }
     Ok(())
 }

@@ -72,6 +72,11 @@ pub(crate) async fn run(args: ServerArgs, init_logs: fn(bool)) -> anyhow::Result
             .background
             .spawn(crate::audit_retention::run(state.clone(), r, shutdown.clone()));
     }
+    state
+        .tasks
+        .background
+        .spawn(crate::recordings::retention::run(state.clone(), shutdown.clone()));
+    tracing::info!(store = %state.recording_store.describe(), "session recordings are kept in {}", state.recording_store.describe());
     let graceful = GracefulShutdown::new();
     connection::accept_loop(&listener, tls.acceptor, &state, &graceful, &shutdown).await;
     drain(&state, graceful).await;
@@ -99,7 +104,10 @@ async fn open_state(settings: Settings) -> anyhow::Result<AppState> {
     let store = infra_store::Store::open(&settings.db_url)
         .await
         .with_context(|| format!("open database {}", redact_url(&settings.db_url)))?;
-    let recording_store = crate::recordings::storage::RecordingStore::dir(settings.recordings_dir.clone())?;
+    let recording_store = match &settings.recordings_s3 {
+        Some(s3) => crate::recordings::storage::RecordingStore::s3(s3)?,
+        None => crate::recordings::storage::RecordingStore::dir(settings.recordings_dir.clone())?,
+    };
     Ok(AppState(Arc::new(Inner {
         recording_store,
         store,

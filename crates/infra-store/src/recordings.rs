@@ -196,3 +196,29 @@ fn filter(q: &mut Sql, f: &RecordingFilter) {
         None => q,
     };
 }
+
+/// Every recording not deleted: (id, started, size, live), for retention.
+pub async fn retention_view(c: &mut Conn) -> Result<Vec<(String, i64, i64, bool)>, StoreError> {
+    let rows: Vec<(String, i64, i64, String)> =
+        sqlx::query_as("SELECT id, started_ms, size, state FROM recordings WHERE state <> $1")
+            .bind(DELETED)
+            .fetch_all(c)
+            .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(id, started, size, state)| (id, started, size, state == LIVE))
+        .collect())
+}
+
+/// A stored recording is deleted (by retention); `false` if it was not
+/// stored (another replica deleted it first).
+pub async fn mark_deleted(c: &mut Conn, id: &str) -> Result<bool, StoreError> {
+    let n = sqlx::query("UPDATE recordings SET state = $1 WHERE id = $2 AND state = $3")
+        .bind(DELETED)
+        .bind(id)
+        .bind(STORED)
+        .execute(c)
+        .await?
+        .rows_affected();
+    Ok(n > 0)
+}

@@ -1,14 +1,32 @@
 //! Where finished recordings are kept: a directory (the default; replicas
-//! share it as a volume). Keys are recording ids, which are letters and
-//! digits only, so a key is never a path of its own.
+//! share it as a volume) or a bucket of any S3-compatible store. Keys are
+//! recording ids, which are letters and digits only, so a key is never a
+//! path of its own.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::Context;
+use object_store::aws::{AmazonS3, AmazonS3Builder};
+use object_store::{ObjectStoreExt as _, PutPayload};
 
 pub(crate) enum RecordingStore {
     Dir(PathBuf),
+    S3 { store: AmazonS3, prefix: String },
 }
+
+/// A bucket, as configured: `s3://BUCKET[/PREFIX]`, and for a store other
+/// than AWS its endpoint. Credentials and region come from the standard
+/// `AWS_*` environment variables.
+#[derive(Debug, Clone)]
+pub(crate) struct S3Settings {
+    pub(crate) url: String,
+    pub(crate) endpoint: Option<String>,
+}
+
+/// How long one attempt at the store may take: a store that does not
+/// answer is an outage, and the connector keeps the recording meanwhile.
+const ATTEMPT: Duration = Duration::from_secs(10);
 
 impl RecordingStore {
     pub(crate) fn dir(dir: PathBuf) -> anyhow::Result<Self> {
@@ -17,13 +35,55 @@ impl RecordingStore {
         Ok(Self::Dir(dir))
     }
 
+    pub(crate) fn s3(s: &S3Settings) -> anyhow::Result<Self> {
+        let rest = s
+            .url
+            .strip_prefix("s3://")
+            .context("the recordings bucket is s3://BUCKET or s3://BUCKET/PREFIX")?;
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        anyhow::ensure!(!bucket.is_empty(), "the recordings bucket has no name: s3://BUCKET");
+        let mut b = AmazonS3Builder::from_env()
+            .with_bucket_name(bucket)
+            .with_retry(object_store::RetryConfig {
+                max_retries: 2,
+                retry_timeout: ATTEMPT,
+                ..Default::default()
+            })
+            .with_client_options(
+                object_store::ClientOptions::new()
+                    .with_timeout(ATTEMPT)
+                    .with_connect_timeout(Duration::from_secs(3)),
+            );
+        if let Some(e) = &s.endpoint {
+            b = b
+                .with_endpoint(e)
+                .with_allow_http(e.starts_with("http://"))
+                .with_virtual_hosted_style_request(false);
+        }
+        let store = b.build().context("the recordings bucket")?;
+        Ok(Self::S3 {
+            store,
+            prefix: prefix.trim_matches('/').to_owned(),
+        })
+    }
+
     fn path(dir: &std::path::Path, id: &str) -> anyhow::Result<PathBuf> {
         anyhow::ensure!(super::valid_id(id), "not a recording id");
         Ok(dir.join(format!("{id}.cast")))
     }
 
-    /// Stores a recording durably (written, synced, then renamed into
-    /// place: a crash leaves the old state or the new, never half).
+    fn key(prefix: &str, id: &str) -> anyhow::Result<object_store::path::Path> {
+        anyhow::ensure!(super::valid_id(id), "not a recording id");
+        Ok(if prefix.is_empty() {
+            object_store::path::Path::from(format!("{id}.cast"))
+        } else {
+            object_store::path::Path::from(format!("{prefix}/{id}.cast"))
+        })
+    }
+
+    /// Stores a recording durably (a directory: written, synced, then
+    /// renamed into place; a crash leaves the old state or the new, never
+    /// half). Succeeds only once the store has it.
     pub(crate) async fn put(&self, id: &str, bytes: Vec<u8>) -> anyhow::Result<()> {
         match self {
             Self::Dir(dir) => {
@@ -41,6 +101,10 @@ impl RecordingStore {
                 })
                 .await?
             }
+            Self::S3 { store, prefix } => {
+                store.put(&Self::key(prefix, id)?, PutPayload::from(bytes)).await?;
+                Ok(())
+            }
         }
     }
 
@@ -52,6 +116,29 @@ impl RecordingStore {
                     .await
                     .with_context(|| format!("read {}", path.display()))
             }
+            Self::S3 { store, prefix } => Ok(store.get(&Self::key(prefix, id)?).await?.bytes().await?.to_vec()),
+        }
+    }
+
+    /// Deletes a recording (retention); one already gone is no error.
+    pub(crate) async fn delete(&self, id: &str) -> anyhow::Result<()> {
+        match self {
+            Self::Dir(dir) => match tokio::fs::remove_file(Self::path(dir, id)?).await {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
+                _ => Ok(()),
+            },
+            Self::S3 { store, prefix } => match store.delete(&Self::key(prefix, id)?).await {
+                Err(object_store::Error::NotFound { .. }) | Ok(()) => Ok(()),
+                Err(e) => Err(e.into()),
+            },
+        }
+    }
+
+    /// Where recordings go, for the log at start.
+    pub(crate) fn describe(&self) -> String {
+        match self {
+            Self::Dir(d) => d.display().to_string(),
+            Self::S3 { prefix, .. } => format!("an S3 bucket (prefix '{prefix}')"),
         }
     }
 }

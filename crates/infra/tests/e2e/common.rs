@@ -32,6 +32,11 @@ pub fn start(backend: Backend) -> Env {
 }
 
 pub fn start_with(backend: Backend, extra_args: Vec<String>) -> Env {
+    start_with_env(backend, extra_args, vec![])
+}
+
+/// [`start_with`], with environment variables for the server.
+pub fn start_with_env(backend: Backend, extra_args: Vec<String>, env: Vec<(String, String)>) -> Env {
     let pg = match backend {
         Backend::Sqlite => None,
         Backend::Postgres => Some(Postgres::start().expect("start PostgreSQL")),
@@ -46,6 +51,7 @@ pub fn start_with(backend: Backend, extra_args: Vec<String>) -> Env {
             admin_email: Some(ADMIN.into()),
             admin_password: Some(ADMIN_PW.into()),
             extra_args,
+            env,
             ..Default::default()
         },
     )

@@ -11,7 +11,7 @@ use std::process::{Command, Stdio};
 use infra_testkit::{Cli, Connector, KubeDouble, eventually};
 
 use super::path_with_infra;
-use crate::e2e::common::{self, Backend, Env, bin, start};
+use crate::e2e::common::{self, Backend, Env, bin};
 use crate::e2e::gateway::{connector_key, user};
 
 const SA_TOKEN: &str = "connector-sa-token";
@@ -28,9 +28,14 @@ struct Setup {
 }
 
 fn setup() -> Setup {
+    setup_with(vec![], vec![])
+}
+
+/// [`setup`] with the server's extra arguments and environment.
+fn setup_with(args: Vec<String>, server_env: Vec<(String, String)>) -> Setup {
     let ws = KubeDouble::start(SA_TOKEN, "alice@example.com", true).unwrap();
     let spdy = KubeDouble::start(SA_TOKEN, "alice@example.com", false).unwrap();
-    let env = start(Backend::Sqlite);
+    let env = common::start_with_env(Backend::Sqlite, args, server_env);
     let key = connector_key(&env, "kc");
     let dir = tempfile::tempdir().unwrap();
     let token_file = dir.path().join("sa-token");
@@ -374,4 +379,118 @@ fn recordings_survive_the_server_down_and_the_connector_killed() {
     let out = s.env.admin.run(&["audit", "verify"]);
     assert_eq!(out.status, 0, "{out:?}");
     assert!(out.stdout.contains("2 session recordings match"), "{out:?}");
+}
+
+/// Three sessions, each saying `what` and ending.
+fn short_session(alice: &Cli, what: &str) {
+    let (mut child, mut stdin, mut stdout) = echo_session(alice);
+    say(&mut stdin, &mut stdout, what);
+    drop(stdin);
+    let _ = child.wait();
+}
+
+#[test]
+fn recordings_go_to_an_s3_store_wait_out_its_outage_and_are_retained_by_size() {
+    let s3 = infra_testkit::S3::start("recordings").unwrap();
+    let args = vec![
+        "--recordings-s3".to_owned(),
+        "s3://recordings/casts".to_owned(),
+        "--recordings-s3-endpoint".to_owned(),
+        s3.endpoint(),
+        "--recordings-retention-size".to_owned(),
+        "600".to_owned(),
+    ];
+    let s = setup_with(args, s3.env());
+    const LOOP: &str = "sh -c while read l; do echo \"got $l\"; done";
+
+    short_session(&s.alice, "first");
+    let first = stored(&s.env, LOOP);
+    let first_id = first["id"].as_str().unwrap().to_owned();
+    let key = format!("casts/{first_id}.cast");
+    let object = s3.get(&key).unwrap().expect("the recording is in the bucket");
+    assert!(String::from_utf8_lossy(&object).contains("got first"));
+    assert!(
+        !s.env
+            .server
+            .data_dir
+            .join("recordings")
+            .join(format!("{first_id}.cast"))
+            .exists()
+    );
+
+    // The store hangs: the finished recording is not stored, and says so;
+    // the connector keeps it and tries again until the store is back.
+    s3.pause();
+    short_session(&s.alice, "during the outage");
+    eventually!(30, || {
+        let all = recordings(&s.env);
+        let r = all
+            .iter()
+            .find(|r| r["state"] == "live" && !r["ended"].as_str().unwrap_or_default().is_empty())
+            .ok_or_else(|| anyhow::anyhow!("no finished, unstored recording in {all:#?}"))?;
+        anyhow::ensure!(r["command"] == LOOP, "{r:#}");
+        let h = s.connector.health().ok_or_else(|| anyhow::anyhow!("no health"))?;
+        anyhow::ensure!(h["recordingsWaiting"] == 1, "{h}");
+        Ok(())
+    });
+    // The server gives up on the store (each attempt is bounded) and says
+    // why; the connector keeps the recording.
+    eventually!(60, || {
+        let log = s.connector.log();
+        anyhow::ensure!(log.contains("the server cannot store a recording yet"), "{log}");
+        Ok(())
+    });
+    s3.resume();
+    eventually!(90, || {
+        let all = recordings(&s.env);
+        anyhow::ensure!(all.len() == 2 && all.iter().all(|r| r["state"] == "stored"), "{all:#?}");
+        let h = s.connector.health().ok_or_else(|| anyhow::anyhow!("no health"))?;
+        anyhow::ensure!(h["recordingsWaiting"] == 0, "{h}");
+        Ok(())
+    });
+    let out = s.env.admin.run(&["audit", "verify"]);
+    assert_eq!(out.status, 0, "{out:?}");
+    assert!(out.stdout.contains("2 session recordings match"), "{out:?}");
+
+    // Edited in the bucket: caught.
+    let text = String::from_utf8(object).unwrap();
+    s3.put(&key, text.replace("got first", "got fir5t").as_bytes()).unwrap();
+    let out = s.env.admin.run(&["audit", "verify"]);
+    assert!(out.stderr.contains("was changed in the recording store"), "{out:?}");
+    s3.put(&key, text.as_bytes()).unwrap();
+
+    // Past the size limit the oldest go first, each deletion audited, and
+    // a deleted recording is no longer listed nor expected by verify.
+    short_session(&s.alice, "third");
+    short_session(&s.alice, "fourth");
+    let mut deleted = Vec::new();
+    eventually!(30, || {
+        let events = common::json(
+            &s.env
+                .admin
+                .run(&["audit", "list", "--action", "recording.delete", "-o", "json"]),
+        );
+        deleted = events.as_array().cloned().unwrap_or_default();
+        anyhow::ensure!(!deleted.is_empty(), "nothing deleted");
+        Ok(())
+    });
+    let detail = deleted[0]["detail"].as_str().unwrap_or_default();
+    assert!(
+        detail.contains(&format!("recording={first_id}")) && detail.contains("reason=size"),
+        "{detail}"
+    );
+    assert!(
+        s3.get(&key).unwrap().is_none(),
+        "the deleted recording is still in the bucket"
+    );
+    let listed = recordings(&s.env);
+    assert!(listed.iter().all(|r| r["id"] != first_id.as_str()), "{listed:#?}");
+    let total: i64 = listed
+        .iter()
+        .filter(|r| r["state"] == "stored")
+        .map(|r| r["size"].as_i64().unwrap_or(0))
+        .sum();
+    assert!(total <= 600, "{listed:#?}");
+    let out = s.env.admin.run(&["audit", "verify"]);
+    assert_eq!(out.status, 0, "{out:?}");
 }
