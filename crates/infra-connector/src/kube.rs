@@ -247,6 +247,7 @@ fn query_flag(query: &str, key: &str) -> bool {
 /// `Error from server (Forbidden): ...`.
 pub(crate) fn status(code: u16, message: &str) -> Response<Body> {
     let reason = match code {
+        400 => "BadRequest",
         401 => "Unauthorized",
         403 => "Forbidden",
         404 => "NotFound",

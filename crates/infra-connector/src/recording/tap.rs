@@ -202,14 +202,6 @@ pub(crate) fn plan(
         return Ok(None);
     }
     let name = &a.route.name;
-    if !proto.as_bytes().eq_ignore_ascii_case(b"websocket") {
-        return Err((
-            400,
-            format!(
-                "sessions on {name} are recorded, and the recorder reads kubectl's WebSocket stream protocol: use kubectl 1.30 or later against Kubernetes 1.30 or later (this client asked for SPDY)"
-            ),
-        ));
-    }
     let recs = &a.state.recordings;
     if recs.full() {
         let waiting = recs.waiting();
@@ -237,6 +229,16 @@ pub(crate) fn plan(
                 return Ok(None);
             }
         }
+    }
+    // After the spool check: kubectl retries a refused WebSocket with SPDY,
+    // and the user must hear why the first was refused.
+    if !proto.as_bytes().eq_ignore_ascii_case(b"websocket") {
+        return Err((
+            400,
+            format!(
+                "sessions on {name} are recorded, and the recorder reads kubectl's WebSocket stream protocol: use kubectl 1.30 or later against Kubernetes 1.30 or later (this client asked for SPDY)"
+            ),
+        ));
     }
     let query = call.path.split_once('?').map_or("", |(_, q)| q);
     let mut container = String::new();

@@ -28,11 +28,13 @@ struct Setup {
 }
 
 fn setup() -> Setup {
-    setup_with(vec![], vec![])
+    setup_with(vec![], vec![], "")
 }
 
-/// [`setup`] with the server's extra arguments and environment.
-fn setup_with(args: Vec<String>, server_env: Vec<(String, String)>) -> Setup {
+/// [`setup`] with the server's extra arguments and environment, and more
+/// of the connector's configuration (`{ws}` is the WebSocket double's
+/// destination settings).
+fn setup_with(args: Vec<String>, server_env: Vec<(String, String)>, connector: &str) -> Setup {
     let ws = KubeDouble::start(SA_TOKEN, "alice@example.com", true).unwrap();
     let spdy = KubeDouble::start(SA_TOKEN, "alice@example.com", false).unwrap();
     let env = common::start_with_env(Backend::Sqlite, args, server_env);
@@ -49,9 +51,16 @@ fn setup_with(args: Vec<String>, server_env: Vec<(String, String)>) -> Setup {
             d.ca_file().display()
         ));
     }
+    let ws_settings = format!(
+        "    url: {}\n    tokenFile: {}\n    caFile: {}\n    rbacSync: false\n",
+        ws.url(),
+        token_file.display(),
+        ws.ca_file().display()
+    );
+    extra.push_str(&connector.replace("{ws}", &ws_settings));
     let connector = Connector::start_with(&bin(), &env.server, &key, "kc", &[], &extra).unwrap();
     let alice = user(&env, "alice@example.com");
-    for d in ["pods", "pods-spdy"] {
+    for d in ["pods", "pods-spdy", "pods-open"] {
         env.admin
             .run(&["grants", "add", "alice@example.com", d, "--role", "connect"])
             .ok();
@@ -400,7 +409,10 @@ fn recordings_go_to_an_s3_store_wait_out_its_outage_and_are_retained_by_size() {
         "--recordings-retention-size".to_owned(),
         "600".to_owned(),
     ];
-    let s = setup_with(args, s3.env());
+    // A budget of one byte: any recording waiting fills it.
+    let more =
+        "  - name: pods-open\n    kind: kubernetes\n{ws}    onFull: allow-unrecorded\nrecordings:\n  budget: \"1\"\n";
+    let s = setup_with(args, s3.env(), more);
     const LOOP: &str = "sh -c while read l; do echo \"got $l\"; done";
 
     short_session(&s.alice, "first");
@@ -440,6 +452,34 @@ fn recordings_go_to_an_s3_store_wait_out_its_outage_and_are_retained_by_size() {
         anyhow::ensure!(log.contains("the server cannot store a recording yet"), "{log}");
         Ok(())
     });
+    // The spool is over its budget: the recorded destination refuses new
+    // sessions and says why; the one that allows it runs them unrecorded,
+    // with a warning in the audit log.
+    let out = kubectl(&s.alice, "pods")
+        .args(["exec", "web", "-n", "dev", "--", "echo", "refused"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("recording spool is full"), "{err}");
+    let out = kubectl(&s.alice, "pods-open")
+        .args(["exec", "web", "-n", "dev", "--", "echo", "unrecorded"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "unrecorded");
+    let events = common::json(
+        &s.env
+            .admin
+            .run(&["audit", "list", "--destination", "pods-open", "-o", "json"]),
+    );
+    assert!(
+        events.as_array().unwrap().iter().any(|e| e["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("warning=not-recorded")),
+        "{events:#}"
+    );
     s3.resume();
     eventually!(90, || {
         let all = recordings(&s.env);
