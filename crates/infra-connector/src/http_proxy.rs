@@ -161,7 +161,7 @@ async fn switch(
     resp: Response<Incoming>,
     client_bytes: Incoming,
     proto: HeaderValue,
-    recording: Option<infra_tunnel::proto::RecordingMeta>,
+    recording: Option<crate::recording::tap::Plan>,
 ) -> Result<(Body, Response<Body>), String> {
     let mut head = Response::new(Body::default());
     *head.headers_mut() = resp.headers().clone();
@@ -177,7 +177,7 @@ async fn switch(
     let (tx, rx) = infra_tunnel::body::bytes_channel(16);
     let mut started = "session started".to_owned();
     match recording {
-        Some(meta) => {
+        Some(crate::recording::tap::Plan { meta, tty }) => {
             // Recorded: the recording exists before a byte passes.
             let title = crate::recording::tap::title(&meta);
             let out = a.state.recordings.start(meta.clone(), title).map_err(|e| {
@@ -185,7 +185,7 @@ async fn switch(
                 format!("the session cannot be recorded, so it is refused: {e:#}")
             })?;
             started = format!("session started recording={}", out.id());
-            let tap = crate::recording::tap::Tap::new(out, meta.started_ms);
+            let tap = crate::recording::tap::Tap::new(out, meta.started_ms, tty);
             let tasks = &a.state.tasks;
             tasks.spawn(crate::recording::tap::from_client(client_bytes, wr, tap.clone()));
             tasks.spawn(crate::recording::tap::from_server(rd, tx, tap));

@@ -24,6 +24,7 @@ mod identity;
 mod layout;
 mod people;
 mod places;
+mod recordings;
 mod requests;
 mod services;
 
@@ -87,6 +88,9 @@ pub(crate) fn routes() -> axum::Router<AppState> {
         .route("/console/audit/rows", get(audit::rows))
         .route("/console/audit/verify", post(audit::verify))
         .route("/console/audit/{seq}", get(audit::one))
+        .route("/console/recordings", get(recordings::page))
+        .route("/console/recordings/{id}", get(recordings::one))
+        .route("/console/recordings/{id}/cast", get(recordings::cast))
         .route("/console/assets/console.css", get(|| asset(STYLESHEET, "text/css")))
         .route("/console/assets/console.js", get(|| asset(SCRIPT, "text/javascript")))
         .layer(axum::middleware::from_fn(headers))

@@ -31,6 +31,9 @@ pub(crate) struct Tap {
 }
 
 struct Inner {
+    /// Without a terminal on the far side, output has bare line feeds that
+    /// the user's own terminal showed as new lines: recorded that way.
+    tty: bool,
     started_ms: i64,
     last_ms: i64,
     rec: ExecRecorder,
@@ -39,9 +42,10 @@ struct Inner {
 }
 
 impl Tap {
-    pub(crate) fn new(out: Writing, started_ms: i64) -> Arc<Self> {
+    pub(crate) fn new(out: Writing, started_ms: i64, tty: bool) -> Arc<Self> {
         Arc::new(Self {
             inner: Mutex::new(Inner {
+                tty,
                 started_ms,
                 last_ms: started_ms,
                 rec: ExecRecorder::new(started_ms),
@@ -73,9 +77,12 @@ impl Tap {
             return Ok(());
         }
         let mut text = String::new();
-        for e in events {
+        for mut e in events {
             if e.code == Code::Marker {
                 inner.exit = Some(e.data.clone());
+            }
+            if e.code == Code::Output && !inner.tty {
+                e.data = as_shown(&e.data);
             }
             for piece in split(e) {
                 text.push_str(&piece.line());
@@ -122,6 +129,21 @@ fn marker_line(time: f64, why: &str) -> String {
         }
         .line()
     )
+}
+
+/// Output without a terminal as a terminal shows it: each bare line feed
+/// as a new line (`\r\n`), as the user's terminal turned it.
+fn as_shown(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 8);
+    let mut prev = '\0';
+    for c in s.chars() {
+        if c == '\n' && prev != '\r' {
+            out.push('\r');
+        }
+        out.push(c);
+        prev = c;
+    }
+    out
 }
 
 /// `e` in events of at most [`EVENT_TEXT`] bytes, cut between characters.
@@ -187,6 +209,12 @@ pub(crate) async fn from_server<R: AsyncRead + Unpin>(mut r: R, tx: mpsc::Sender
     }
 }
 
+/// A session to record: what it is, and whether it has a terminal.
+pub(crate) struct Plan {
+    pub(crate) meta: RecordingMeta,
+    pub(crate) tty: bool,
+}
+
 /// Whether this request starts a session to record, and what it is: an
 /// `exec` or `attach` on a recorded cluster. `Err` is the refusal (status
 /// and message) of a session that cannot be recorded.
@@ -194,7 +222,7 @@ pub(crate) fn plan(
     a: &Admitted,
     call: &Call,
     upgrade: Option<&http::HeaderValue>,
-) -> Result<Option<RecordingMeta>, (u16, String)> {
+) -> Result<Option<Plan>, (u16, String)> {
     let (Some(on_full), Some(info), Some(proto)) = (a.route.recording, &call.info, upgrade) else {
         return Ok(None);
     };
@@ -250,23 +278,27 @@ pub(crate) fn plan(
             _ => {}
         }
     }
+    let tty = url::form_urlencoded::parse(query.as_bytes()).any(|(k, v)| k == "tty" && (v == "true" || v == "1"));
     let mut target = format!("{}/{}", info.namespace, info.name);
     if !container.is_empty() {
         target = format!("{target}/{container}");
     }
-    Ok(Some(RecordingMeta {
-        kind: RecordingKind::KubeExec,
-        user: a.ident.email.clone(),
-        destination: name.clone(),
-        source: a.source.clone(),
-        target,
-        command: command.join(" "),
-        started_ms: now_ms(),
-        ended_ms: None,
-        bytes_in: 0,
-        bytes_out: 0,
-        exit: String::new(),
-        truncated: false,
+    Ok(Some(Plan {
+        tty,
+        meta: RecordingMeta {
+            kind: RecordingKind::KubeExec,
+            user: a.ident.email.clone(),
+            destination: name.clone(),
+            source: a.source.clone(),
+            target,
+            command: command.join(" "),
+            started_ms: now_ms(),
+            ended_ms: None,
+            bytes_in: 0,
+            bytes_out: 0,
+            exit: String::new(),
+            truncated: false,
+        },
     }))
 }
 
@@ -279,6 +311,11 @@ pub(crate) fn title(m: &RecordingMeta) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn output_without_a_terminal_is_recorded_as_shown() {
+        assert_eq!(as_shown("a\nb\r\nc\n"), "a\r\nb\r\nc\r\n");
+    }
 
     #[test]
     fn long_output_is_cut_between_characters() {

@@ -117,9 +117,52 @@ pub(crate) async fn cast(
     caller: Caller,
     Path(id): Path<String>,
 ) -> ApiResult<axum::response::Response> {
-    allowed(&state, &caller).await?;
-    let row = find(&state, &id).await?;
-    let bytes = crate::recordings::text(&state, &row).await.map_err(|e| {
+    let (bytes, ..) = read(&state, &caller, &id, 0, None).await?;
+    let mut r = bytes.into_response();
+    r.headers_mut().insert(
+        axum::http::header::CONTENT_TYPE,
+        axum::http::HeaderValue::from_static("application/x-asciicast"),
+    );
+    Ok(r)
+}
+
+/// What a reader of a recording holds once its reading is audited: bound
+/// to their session and the recording, it lets them follow what arrives
+/// next without an audit event per second.
+fn watch_token(state: &AppState, caller: &Caller, id: &str) -> String {
+    let mac = state
+        .root_key
+        .derive(&format!("infra recording watch v1:{}:{id}", caller.key_id));
+    mac.expose().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Recording `id` from byte `from`, whether it is still live, and the
+/// watch token. From 0 (all of it) the reading is audited; from further
+/// on (what arrived since, to follow a running session) only with the
+/// watch token that reading gave, so no byte is read unaudited. For
+/// `caller`, who needs `view`.
+pub(crate) async fn read(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+    from: u64,
+    watch: Option<&str>,
+) -> ApiResult<(Vec<u8>, bool, String)> {
+    allowed(state, caller).await?;
+    let row = find(state, id).await?;
+    let token = watch_token(state, caller, &row.id);
+    if from > 0 {
+        let ok = watch.is_some_and(|w| {
+            w.len() == token.len()
+                && aws_lc_rs::constant_time::verify_slices_are_equal(w.as_bytes(), token.as_bytes()).is_ok()
+        });
+        if !ok {
+            return Err(ApiError::forbidden(
+                "read a recording from its start first: that reading is what the audit log records",
+            ));
+        }
+    }
+    let mut bytes = crate::recordings::text(state, &row).await.map_err(|e| {
         tracing::error!(recording = %row.id, error = %format!("{e:#}"), "cannot read a recording");
         ApiError::new(
             axum::http::StatusCode::SERVICE_UNAVAILABLE,
@@ -129,15 +172,15 @@ pub(crate) async fn cast(
             ),
         )
     })?;
-    let ev = Event::new(&caller.user.email, "recording.view", &row.destination, &caller.source).detail(format!(
-        "recording={} of={} state={}",
-        row.id, row.user_email, row.state
-    ));
-    crate::audit::record(&state, ev).await?;
-    let mut r = bytes.into_response();
-    r.headers_mut().insert(
-        axum::http::header::CONTENT_TYPE,
-        axum::http::HeaderValue::from_static("application/x-asciicast"),
-    );
-    Ok(r)
+    if from == 0 {
+        let ev = Event::new(&caller.user.email, "recording.view", &row.destination, &caller.source).detail(format!(
+            "recording={} of={} state={}",
+            row.id, row.user_email, row.state
+        ));
+        crate::audit::record(state, ev).await?;
+    } else {
+        let from = usize::try_from(from).unwrap_or(usize::MAX).min(bytes.len());
+        bytes.drain(..from);
+    }
+    Ok((bytes, row.state == rec::LIVE, token))
 }

@@ -24,13 +24,14 @@ const SECTIONS: [(&str, &str); 3] = [
 ];
 
 /// The sections of those with a role on Infra (`view` or `admin`).
-const ADMIN_SECTIONS: [(&str, &str); 7] = [
+const ADMIN_SECTIONS: [(&str, &str); 8] = [
     ("/console/users", "Users"),
     ("/console/groups", "Groups"),
     ("/console/grants", "Grants"),
     ("/console/destinations", "Destinations"),
     ("/console/identity", "Identity"),
     ("/console/audit", "Audit"),
+    ("/console/recordings", "Recordings"),
     ("/console/service-accounts", "Service accounts"),
 ];
 

@@ -17,15 +17,20 @@ pub fn curl(env: &super::common::Env, path: &str, args: &[&str]) -> (u16, String
 /// Posts the console's sign-in form as `email` (password
 /// `user-password-1`) from the server's own origin: (status, headers).
 fn post_sign_in(env: &super::common::Env, email: &str) -> (u16, String) {
+    post_sign_in_with(env, email, "user-password-1")
+}
+
+fn post_sign_in_with(env: &super::common::Env, email: &str, password: &str) -> (u16, String) {
     let origin = format!("Origin: {}", env.server.url.trim_end_matches('/'));
     let email = format!("email={email}");
+    let password = format!("password={password}");
     let args = [
         "-H",
         origin.as_str(),
         "--data-urlencode",
         email.as_str(),
         "--data-urlencode",
-        "password=user-password-1",
+        password.as_str(),
     ];
     let (status, head, _) = curl(env, "/login", &args);
     (status, head)
@@ -34,7 +39,12 @@ fn post_sign_in(env: &super::common::Env, email: &str) -> (u16, String) {
 /// Signs in with the console's form as `email`; the session cookie,
 /// `name=value`.
 pub fn sign_in(env: &super::common::Env, email: &str) -> String {
-    let (status, head) = post_sign_in(env, email);
+    sign_in_with(env, email, "user-password-1")
+}
+
+/// [`sign_in`] with another password (the first admin's, say).
+pub fn sign_in_with(env: &super::common::Env, email: &str, password: &str) -> String {
+    let (status, head) = post_sign_in_with(env, email, password);
     assert_eq!(status, 303, "{head}");
     header(&head, "set-cookie")
         .unwrap()

@@ -4,6 +4,8 @@
 //! `infra audit verify`; and recordings that survive the server being down
 //! and the connector being killed.
 
+mod console;
+
 use std::io::{BufRead as _, Write as _};
 use std::path::Path;
 use std::process::{Command, Stdio};
