@@ -177,15 +177,15 @@ async fn switch(
     let (tx, rx) = infra_tunnel::body::bytes_channel(16);
     let mut started = "session started".to_owned();
     match recording {
-        Some(crate::recording::tap::Plan { meta, tty }) => {
+        Some(plan) => {
             // Recorded: the recording exists before a byte passes.
-            let title = crate::recording::tap::title(&meta);
-            let out = a.state.recordings.start(meta.clone(), title).map_err(|e| {
+            let title = crate::recording::tap::title(&plan.meta);
+            let out = a.state.recordings.start(plan.meta.clone(), title).map_err(|e| {
                 tracing::error!(error = %format!("{e:#}"), "cannot start a session recording");
                 format!("the session cannot be recorded, so it is refused: {e:#}")
             })?;
             started = format!("session started recording={}", out.id());
-            let tap = crate::recording::tap::Tap::new(out, meta.started_ms, tty);
+            let tap = crate::recording::tap::Tap::new(out, &plan);
             let tasks = &a.state.tasks;
             tasks.spawn(crate::recording::tap::from_client(client_bytes, wr, tap.clone()));
             tasks.spawn(crate::recording::tap::from_server(rd, tx, tap));

@@ -1,10 +1,35 @@
-//! A `kubectl exec` / `attach` / `debug` session over Kubernetes' WebSocket
-//! stream protocol as asciicast events: what the user typed (stdin, `i`),
+//! A `kubectl exec` / `attach` / `debug` session over either of
+//! Kubernetes' stream protocols (WebSocket, or SPDY/3.1 for older clients
+//! and clusters) as asciicast events: what the user typed (stdin, `i`),
 //! what came back (stdout and stderr, `o`), terminal resizes (`r`), and
 //! the command's final status (a marker, `m`).
 
 use crate::asciicast::{Code, Event, Utf8Stream};
 use crate::k8s_ws::{self, CLOSE, Decoder, ERROR, RESIZE, STDERR, STDIN, STDOUT};
+use crate::spdy;
+
+/// The stream's framing, as the upgrade named it.
+#[derive(Debug)]
+enum Framing {
+    WebSocket { from_client: Decoder, from_server: Decoder },
+    Spdy(Box<spdy::Session>),
+}
+
+/// Why a stream could not be read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Error {
+    WebSocket(k8s_ws::Error),
+    Spdy(spdy::Error),
+}
+
+impl std::fmt::Display for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Error::WebSocket(e) => e.fmt(f),
+            Error::Spdy(e) => e.fmt(f),
+        }
+    }
+}
 
 /// Which way bytes went.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -19,8 +44,7 @@ pub enum Direction {
 #[derive(Debug)]
 pub struct ExecRecorder {
     started_ms: i64,
-    from_client: Decoder,
-    from_server: Decoder,
+    framing: Framing,
     stdin: Utf8Stream,
     stdout: Utf8Stream,
     stderr: Utf8Stream,
@@ -32,11 +56,26 @@ pub struct ExecRecorder {
 }
 
 impl ExecRecorder {
+    /// A session over WebSocket (`v5.channel.k8s.io` and its predecessors).
     pub fn new(started_ms: i64) -> Self {
+        Self::with(
+            started_ms,
+            Framing::WebSocket {
+                from_client: Decoder::default(),
+                from_server: Decoder::default(),
+            },
+        )
+    }
+
+    /// A session over SPDY/3.1.
+    pub fn spdy(started_ms: i64) -> Self {
+        Self::with(started_ms, Framing::Spdy(Box::default()))
+    }
+
+    fn with(started_ms: i64, framing: Framing) -> Self {
         Self {
             started_ms,
-            from_client: Decoder::default(),
-            from_server: Decoder::default(),
+            framing,
             stdin: Utf8Stream::default(),
             stdout: Utf8Stream::default(),
             stderr: Utf8Stream::default(),
@@ -47,17 +86,21 @@ impl ExecRecorder {
     }
 
     /// The events `bytes`, seen going `dir` at `at_ms`, complete.
-    pub fn feed(&mut self, dir: Direction, at_ms: i64, bytes: &[u8]) -> Result<Vec<Event>, k8s_ws::Error> {
+    pub fn feed(&mut self, dir: Direction, at_ms: i64, bytes: &[u8]) -> Result<Vec<Event>, Error> {
         let time = (at_ms - self.started_ms).max(0) as f64 / 1000.0;
-        let messages = match dir {
-            Direction::FromClient => {
-                self.bytes_in += bytes.len() as u64;
-                self.from_client.push(bytes)?
+        match dir {
+            Direction::FromClient => self.bytes_in += bytes.len() as u64,
+            Direction::FromServer => self.bytes_out += bytes.len() as u64,
+        }
+        let messages = match (&mut self.framing, dir) {
+            (Framing::WebSocket { from_client, .. }, Direction::FromClient) => {
+                from_client.push(bytes).map_err(Error::WebSocket)?
             }
-            Direction::FromServer => {
-                self.bytes_out += bytes.len() as u64;
-                self.from_server.push(bytes)?
+            (Framing::WebSocket { from_server, .. }, Direction::FromServer) => {
+                from_server.push(bytes).map_err(Error::WebSocket)?
             }
+            (Framing::Spdy(s), Direction::FromClient) => s.push(spdy::Side::Client, bytes).map_err(Error::Spdy)?,
+            (Framing::Spdy(s), Direction::FromServer) => s.push(spdy::Side::Server, bytes).map_err(Error::Spdy)?,
         };
         let mut out = Vec::new();
         let mut emit = |code, data: String| {
@@ -69,9 +112,12 @@ impl ExecRecorder {
             match (dir, m.channel) {
                 (Direction::FromClient, STDIN) => emit(Code::Input, self.stdin.push(&m.data)),
                 (Direction::FromClient, RESIZE) => {
-                    if let Some((w, h)) = resize(&m.data) {
-                        self.size = Some((w, h));
-                        emit(Code::Resize, format!("{w}x{h}"));
+                    // SPDY carries a stream of JSON objects, one per line.
+                    for one in m.data.split(|b| *b == b'\n') {
+                        if let Some((w, h)) = resize(one) {
+                            self.size = Some((w, h));
+                            emit(Code::Resize, format!("{w}x{h}"));
+                        }
                     }
                 }
                 (Direction::FromServer, STDOUT) => emit(Code::Output, self.stdout.push(&m.data)),
@@ -167,6 +213,34 @@ mod tests {
             ]
         );
         assert_eq!(r.size, Some((120, 40)));
+    }
+
+    #[test]
+    fn a_spdy_session_reads_the_same() {
+        use crate::spdy::{data, deflater, syn_stream};
+        let mut z = deflater();
+        let mut r = ExecRecorder::spdy(0);
+        let mut opened = Vec::new();
+        for (id, t) in [(1, "error"), (3, "stdin"), (5, "stdout"), (7, "resize")] {
+            opened.extend(syn_stream(&mut z, id, &[("streamtype", t)]));
+        }
+        assert!(r.feed(Direction::FromClient, 0, &opened).unwrap().is_empty());
+        let typed = [data(7, b"{\"Width\":90,\"Height\":20}\n"), data(3, b"id\r")].concat();
+        let lines: Vec<String> = r
+            .feed(Direction::FromClient, 100, &typed)
+            .unwrap()
+            .iter()
+            .map(Event::line)
+            .collect();
+        assert_eq!(lines, [r#"[0.1,"r","90x20"]"#, r#"[0.1,"i","id\r"]"#]);
+        let shown = [data(5, b"uid=0\r\n"), data(1, br#"{"status":"Success"}"#)].concat();
+        let lines: Vec<String> = r
+            .feed(Direction::FromServer, 200, &shown)
+            .unwrap()
+            .iter()
+            .map(Event::line)
+            .collect();
+        assert_eq!(lines, [r#"[0.2,"o","uid=0\r\n"]"#, r#"[0.2,"m","exit 0"]"#]);
     }
 
     #[test]

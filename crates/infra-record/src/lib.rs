@@ -10,6 +10,7 @@
 //!   (`v5.channel.k8s.io` and its predecessors), read incrementally from
 //!   each direction: which channel (stdin, stdout, stderr, error, resize)
 //!   carried which bytes.
+//! - [`spdy`]: the same channels over SPDY/3.1, the older protocol.
 //! - [`exec`]: the two together: a `kubectl exec`/`attach` session as
 //!   asciicast events.
 //! - [`retention`]: which stored recordings to delete, by age and then
@@ -22,3 +23,4 @@ pub mod asciicast;
 pub mod exec;
 pub mod k8s_ws;
 pub mod retention;
+pub mod spdy;

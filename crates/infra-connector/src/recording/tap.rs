@@ -42,13 +42,18 @@ struct Inner {
 }
 
 impl Tap {
-    pub(crate) fn new(out: Writing, started_ms: i64, tty: bool) -> Arc<Self> {
+    pub(crate) fn new(out: Writing, plan: &Plan) -> Arc<Self> {
+        let started_ms = plan.meta.started_ms;
         Arc::new(Self {
             inner: Mutex::new(Inner {
-                tty,
+                tty: plan.tty,
                 started_ms,
                 last_ms: started_ms,
-                rec: ExecRecorder::new(started_ms),
+                rec: if plan.spdy {
+                    ExecRecorder::spdy(started_ms)
+                } else {
+                    ExecRecorder::new(started_ms)
+                },
                 out: Some(out),
                 exit: None,
             }),
@@ -213,6 +218,8 @@ pub(crate) async fn from_server<R: AsyncRead + Unpin>(mut r: R, tx: mpsc::Sender
 pub(crate) struct Plan {
     pub(crate) meta: RecordingMeta,
     pub(crate) tty: bool,
+    /// Framed as SPDY/3.1, not WebSocket.
+    pub(crate) spdy: bool,
 }
 
 /// Whether this request starts a session to record, and what it is: an
@@ -258,16 +265,8 @@ pub(crate) fn plan(
             }
         }
     }
-    // After the spool check: kubectl retries a refused WebSocket with SPDY,
-    // and the user must hear why the first was refused.
-    if !proto.as_bytes().eq_ignore_ascii_case(b"websocket") {
-        return Err((
-            400,
-            format!(
-                "sessions on {name} are recorded, and the recorder reads kubectl's WebSocket stream protocol: use kubectl 1.30 or later against Kubernetes 1.30 or later (this client asked for SPDY)"
-            ),
-        ));
-    }
+    // WebSocket (kubectl 1.30+ with clusters 1.30+) or SPDY/3.1 (the rest).
+    let spdy = !proto.as_bytes().eq_ignore_ascii_case(b"websocket");
     let query = call.path.split_once('?').map_or("", |(_, q)| q);
     let mut container = String::new();
     let mut command = Vec::new();
@@ -285,6 +284,7 @@ pub(crate) fn plan(
     }
     Ok(Some(Plan {
         tty,
+        spdy,
         meta: RecordingMeta {
             kind: RecordingKind::KubeExec,
             user: a.ident.email.clone(),

@@ -113,10 +113,9 @@ fn exec_attach_port_forward_and_logs_through_infra() {
     let token_file = dir.path().join("sa-token");
     std::fs::write(&token_file, SA_TOKEN).unwrap();
     let mut extra = String::new();
-    // SPDY streams cannot be recorded: that cluster is not.
-    for (name, d, record) in [("pods", &ws, true), ("pods-spdy", &spdy, false)] {
+    for (name, d) in [("pods", &ws), ("pods-spdy", &spdy)] {
         extra.push_str(&format!(
-            "  - name: {name}\n    kind: kubernetes\n    url: {}\n    tokenFile: {}\n    caFile: {}\n    rbacSync: false\n    record: {record}\n",
+            "  - name: {name}\n    kind: kubernetes\n    url: {}\n    tokenFile: {}\n    caFile: {}\n    rbacSync: false\n",
             d.url(),
             token_file.display(),
             d.ca_file().display()
