@@ -171,7 +171,7 @@ impl Recordings {
                 backoff: FIRST_RETRY,
             },
         );
-        w.append(&format!("{}\n", header.line()))?;
+        w.append(format!("{}\n", header.line()).as_bytes())?;
         Ok(w)
     }
 
@@ -343,11 +343,11 @@ pub(crate) struct Writing {
 impl Writing {
     /// Appends whole lines and offers them for shipping. A failed write
     /// fails the session: it must not go on unrecorded.
-    pub(crate) fn append(&mut self, lines: &str) -> anyhow::Result<()> {
+    pub(crate) fn append(&mut self, lines: &[u8]) -> anyhow::Result<()> {
         if self.failed {
             anyhow::bail!("the recording could not be written");
         }
-        if let Err(e) = self.file.write_all(lines.as_bytes()) {
+        if let Err(e) = self.file.write_all(lines) {
             self.failed = true;
             return Err(e).with_context(|| format!("write recording {}", self.id));
         }

@@ -76,10 +76,28 @@ pub struct Event {
 impl Event {
     /// The event's line: `[1.234567, "o", "text"]`.
     pub fn line(&self) -> String {
-        // Microseconds, as asciinema writes them.
-        let t = (self.time * 1e6).round() / 1e6;
-        serde_json::to_string(&(t, self.code.as_str(), &self.data)).unwrap_or_default()
+        let mut out = Vec::with_capacity(self.data.len() + 24);
+        self.write_line(&mut out);
+        out.pop();
+        // serde_json writes UTF-8.
+        String::from_utf8(out).unwrap_or_default()
     }
+
+    /// Appends the event's line and a line feed to `out`: no copy of its
+    /// own, for recorders that write many.
+    pub fn write_line(&self, out: &mut Vec<u8>) {
+        write_event(out, self.time, self.code, &self.data);
+    }
+}
+
+/// Appends the line of an event at `time` of `code` with `data`, and a
+/// line feed, to `out`.
+pub fn write_event(out: &mut Vec<u8>, time: f64, code: Code, data: &str) {
+    // Microseconds, as asciinema writes them.
+    let t = (time * 1e6).round() / 1e6;
+    // Writing numbers and strings into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *out, &(t, code.as_str(), data));
+    out.push(b'\n');
 }
 
 /// Why a text is not an asciicast v2 recording: the line (1-based) and
@@ -155,6 +173,12 @@ pub struct Utf8Stream {
 impl Utf8Stream {
     /// The text `bytes` completes (possibly empty).
     pub fn push(&mut self, bytes: &[u8]) -> String {
+        // The usual case: nothing pending and whole characters.
+        if self.pending.is_empty()
+            && let Ok(s) = std::str::from_utf8(bytes)
+        {
+            return s.to_owned();
+        }
         self.pending.extend_from_slice(bytes);
         let mut out = String::new();
         loop {

@@ -77,6 +77,9 @@ impl LineSender {
 pub struct LineReader<B> {
     body: B,
     buf: BytesMut,
+    /// How much of `buf` is known to hold no line feed: a long line that
+    /// arrives in many frames is scanned once, not once per frame.
+    scanned: usize,
 }
 
 impl<B> LineReader<B>
@@ -88,16 +91,20 @@ where
         Self {
             body,
             buf: BytesMut::new(),
+            scanned: 0,
         }
     }
 
     /// The next message, `Ok(None)` at the end of the body.
     pub async fn next<T: DeserializeOwned>(&mut self) -> Result<Option<T>, BoxError> {
         loop {
-            if let Some(i) = self.buf.iter().position(|b| *b == b'\n') {
+            if let Some(i) = self.buf[self.scanned..].iter().position(|b| *b == b'\n') {
+                let i = self.scanned + i;
+                self.scanned = 0;
                 let line = self.buf.split_to(i + 1);
                 return Ok(Some(serde_json::from_slice(&line[..i])?));
             }
+            self.scanned = self.buf.len();
             if self.buf.len() > MAX_MESSAGE {
                 return Err("control message too long".into());
             }

@@ -73,7 +73,7 @@ impl Tap {
                 let why = format!("the stream cannot be recorded: {e}");
                 let time = (at - inner.started_ms).max(0) as f64 / 1000.0;
                 if let Some(out) = inner.out.as_mut() {
-                    let _ = out.append(&marker_line(time, &why));
+                    let _ = out.append(marker_line(time, &why).as_bytes());
                 }
                 return Err(why);
             }
@@ -81,7 +81,7 @@ impl Tap {
         if events.is_empty() {
             return Ok(());
         }
-        let mut text = String::new();
+        let mut text = Vec::new();
         for mut e in events {
             if e.code == Code::Marker {
                 inner.exit = Some(e.data.clone());
@@ -89,9 +89,8 @@ impl Tap {
             if e.code == Code::Output && !inner.tty {
                 e.data = as_shown(&e.data);
             }
-            for piece in split(e) {
-                text.push_str(&piece.line());
-                text.push('\n');
+            for piece in pieces(&e.data) {
+                infra_record::asciicast::write_event(&mut text, e.time, e.code, piece);
             }
         }
         match inner.out.as_mut() {
@@ -139,38 +138,36 @@ fn marker_line(time: f64, why: &str) -> String {
 /// Output without a terminal as a terminal shows it: each bare line feed
 /// as a new line (`\r\n`), as the user's terminal turned it.
 fn as_shown(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 8);
-    let mut prev = '\0';
-    for c in s.chars() {
-        if c == '\n' && prev != '\r' {
-            out.push('\r');
+    let mut out = String::with_capacity(s.len() + s.len() / 16);
+    for (i, part) in s.split('\n').enumerate() {
+        if i > 0 {
+            if !out.ends_with('\r') {
+                out.push('\r');
+            }
+            out.push('\n');
         }
-        out.push(c);
-        prev = c;
+        out.push_str(part);
     }
     out
 }
 
-/// `e` in events of at most [`EVENT_TEXT`] bytes, cut between characters.
-fn split(e: Event) -> Vec<Event> {
-    if e.data.len() <= EVENT_TEXT {
-        return vec![e];
-    }
-    let mut out = Vec::new();
-    let mut rest = e.data.as_str();
-    while !rest.is_empty() {
+/// `data` in pieces of at most [`EVENT_TEXT`] bytes, cut between
+/// characters: a large read of output becomes several events at the same
+/// time.
+fn pieces(data: &str) -> impl Iterator<Item = &str> {
+    let mut rest = data;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
         let mut cut = rest.len().min(EVENT_TEXT);
         while !rest.is_char_boundary(cut) {
             cut -= 1;
         }
-        out.push(Event {
-            time: e.time,
-            code: e.code,
-            data: rest[..cut].to_owned(),
-        });
-        rest = &rest[cut..];
-    }
-    out
+        let (piece, after) = rest.split_at(cut);
+        rest = after;
+        Some(piece)
+    })
 }
 
 /// The client's bytes (the tunnel request body) into the upstream,
@@ -320,13 +317,10 @@ mod tests {
     #[test]
     fn long_output_is_cut_between_characters() {
         let data = "é".repeat(EVENT_TEXT);
-        let parts = split(Event {
-            time: 1.5,
-            code: Code::Output,
-            data: data.clone(),
-        });
+        let parts: Vec<&str> = pieces(&data).collect();
         assert!(parts.len() >= 2);
-        assert!(parts.iter().all(|p| p.data.len() <= EVENT_TEXT && p.time == 1.5));
-        assert_eq!(parts.iter().map(|p| p.data.as_str()).collect::<String>(), data);
+        assert!(parts.iter().all(|p| p.len() <= EVENT_TEXT));
+        assert_eq!(parts.concat(), data);
+        assert_eq!(pieces("").count(), 0);
     }
 }
