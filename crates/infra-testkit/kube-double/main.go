@@ -71,6 +71,7 @@ var legacyWS = []string{"", "channel.k8s.io", "base64.channel.k8s.io", "v4.chann
 var legacyPortForwardWS = []string{"", "v4.channel.k8s.io", "v4.base64.channel.k8s.io"}
 
 type server struct {
+	kubelet    bool // serves the kubelet's /exec and /attach to the API server
 	token      string
 	user       string
 	groups     []string // sorted; nil = not checked
@@ -87,10 +88,11 @@ func main() {
 	user := flag.String("expect-user", "", "required Impersonate-User (403 otherwise); empty: not checked")
 	groups := flag.String("expect-groups", "", "comma-separated set of Impersonate-Group values required exactly (403 otherwise); unset: not checked")
 	ver := flag.String("version", "v1.31.0", "gitVersion reported by /version (kubectl's version dispatcher picks its kubectl by it)")
+	kubeletCA := flag.String("kubelet-client-ca", "", "also serve the kubelet's /exec and /attach paths, only to clients (the API server) with a certificate from this CA")
 	ws := flag.Bool("websockets", true, "serve kubectl >= 1.30's WebSocket protocols (exec/attach "+v5Protocol+", port-forward "+tunnelProtocol+"); false answers like a pre-1.30 server, so kubectl falls back to SPDY")
 	flag.Parse()
 
-	s := &server{token: *token, user: *user, websockets: *ws, version: versionInfo(*ver)}
+	s := &server{kubelet: *kubeletCA != "", token: *token, user: *user, websockets: *ws, version: versionInfo(*ver)}
 	if flagSet("expect-groups") {
 		s.groups = splitSorted(*groups)
 	}
@@ -110,8 +112,22 @@ func main() {
 	}
 	// Tests read this line to learn the port (and that we are ready).
 	fmt.Printf("https://%s\n", ln.Addr())
-	srv := &http.Server{Handler: s, TLSConfig: &tls.Config{Certificates: []tls.Certificate{cert}},
-		ErrorLog: log.New(ioutil.Discard, "", 0)}
+	tlsConfig := &tls.Config{Certificates: []tls.Certificate{cert}}
+	if *kubeletCA != "" {
+		pem, err := ioutil.ReadFile(*kubeletCA)
+		if err != nil {
+			log.Fatalf("kubelet client CA: %v", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			log.Fatalf("kubelet client CA: no certificate in %s", *kubeletCA)
+		}
+		// As a kubelet: the API server proves itself with a client
+		// certificate; API-style requests (from the connector) carry none.
+		tlsConfig.ClientCAs = pool
+		tlsConfig.ClientAuth = tls.VerifyClientCertIfGiven
+	}
+	srv := &http.Server{Handler: s, TLSConfig: tlsConfig, ErrorLog: log.New(ioutil.Discard, "", 0)}
 	log.Fatal(srv.ServeTLS(ln, "", ""))
 }
 
@@ -131,6 +147,10 @@ func (s *server) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 	case "/healthz", "/livez", "/readyz":
 		w.Header().Set("Content-Type", "text/plain")
 		io.WriteString(w, "ok")
+		return
+	}
+	if s.kubelet && (strings.HasPrefix(r.URL.Path, "/exec/") || strings.HasPrefix(r.URL.Path, "/attach/")) {
+		s.kubeletStream(w, r)
 		return
 	}
 	if s.token != "" && r.Header.Get("Authorization") != "Bearer "+s.token {
@@ -165,6 +185,28 @@ func (s *server) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 	}
 }
 
+// kubeletStream serves /exec/{ns}/{pod}/{container} and /attach/..., as the
+// kubelet does for the API server, which has already authorized the user
+// (RBAC on pods/exec for the impersonated user) and rewritten the query
+// into the kubelet's (input=1, output=1, tty=1, command=...).
+func (s *server) kubeletStream(w *logWriter, r *http.Request) {
+	if r.TLS == nil || len(r.TLS.VerifiedChains) == 0 {
+		writeStatus(w, http.StatusUnauthorized, metav1.StatusReasonUnauthorized, "the kubelet serves only the API server, which proves itself with its client certificate")
+		return
+	}
+	p := strings.Split(strings.Trim(r.URL.Path, "/"), "/")
+	if len(p) != 4 || p[3] != container {
+		writeStatus(w, http.StatusNotFound, metav1.StatusReasonNotFound, "no such pod or container on this kubelet")
+		return
+	}
+	opts, err := remotecommandserver.NewOptions(r)
+	if err != nil {
+		writeStatus(w, http.StatusBadRequest, metav1.StatusReasonBadRequest, err.Error())
+		return
+	}
+	s.stream(w, r, p[0], p[2], opts)
+}
+
 // checkImpersonation returns why the request's impersonation headers are not
 // the expected ones ("" if they are).
 func (s *server) checkImpersonation(r *http.Request) string {
@@ -195,23 +237,7 @@ func (s *server) subresource(w *logWriter, r *http.Request, ns, name, sub string
 			writeStatus(w, http.StatusBadRequest, metav1.StatusReasonBadRequest, err.Error())
 			return
 		}
-		cmd := r.URL.Query()["command"]
-		run := func(in io.Reader, out, errOut io.WriteCloser, tty bool, resize <-chan remotecommand.TerminalSize) error {
-			if sub == "attach" {
-				return attach(in, out, tty, resize)
-			}
-			return runLocal(cmd, in, out, errOut, tty, resize)
-		}
-		switch {
-		case ws && s.websockets && offers(r, v5Protocol):
-			serveV5(w, r, opts, run)
-		case ws && !offers(r, legacyWS...):
-			refuseWebSocket(w, r)
-		case sub == "exec":
-			remotecommandserver.ServeExec(w, r, executor(run), name, uid, container, cmd, opts, idleTimeout, streamCreationTimeout, remotecommandconsts.SupportedStreamingProtocols)
-		default:
-			remotecommandserver.ServeAttach(w, r, executor(run), name, uid, container, opts, idleTimeout, streamCreationTimeout, remotecommandconsts.SupportedStreamingProtocols)
-		}
+		s.stream(w, r, sub, name, opts)
 	case "portforward":
 		var opts *portforward.V4Options
 		switch {
@@ -231,6 +257,30 @@ func (s *server) subresource(w *logWriter, r *http.Request, ns, name, sub string
 		portforward.ServePortForward(w, r, localForwarder{}, name, uid, opts, idleTimeout, streamCreationTimeout, portforward.SupportedProtocols)
 	default:
 		writeStatus(w, http.StatusNotFound, metav1.StatusReasonNotFound, "the server could not find the requested resource")
+	}
+}
+
+// stream answers an exec or attach upgrade with the kubelet's code (or the
+// v5 WebSocket protocol the 1.20 code predates).
+func (s *server) stream(w *logWriter, r *http.Request, sub, name string, opts *remotecommandserver.Options) {
+	uid := types.UID("uid-" + name)
+	ws := wsstream.IsWebSocketRequest(r)
+	cmd := r.URL.Query()["command"]
+	run := func(in io.Reader, out, errOut io.WriteCloser, tty bool, resize <-chan remotecommand.TerminalSize) error {
+		if sub == "attach" {
+			return attach(in, out, tty, resize)
+		}
+		return runLocal(cmd, in, out, errOut, tty, resize)
+	}
+	switch {
+	case ws && s.websockets && offers(r, v5Protocol):
+		serveV5(w, r, opts, run)
+	case ws && !offers(r, legacyWS...):
+		refuseWebSocket(w, r)
+	case sub == "exec":
+		remotecommandserver.ServeExec(w, r, executor(run), name, uid, container, cmd, opts, idleTimeout, streamCreationTimeout, remotecommandconsts.SupportedStreamingProtocols)
+	default:
+		remotecommandserver.ServeAttach(w, r, executor(run), name, uid, container, opts, idleTimeout, streamCreationTimeout, remotecommandconsts.SupportedStreamingProtocols)
 	}
 }
 

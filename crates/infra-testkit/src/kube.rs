@@ -114,6 +114,21 @@ impl KubeCluster {
     }
 
     /// `kubectl apply -f -` with `yaml` as input; the output on success.
+    /// The CA a kubelet trusts the API server's client certificate by.
+    pub fn kubelet_client_ca(&self) -> PathBuf {
+        self.dir.path().join("kubelet-client-ca.pem")
+    }
+
+    /// A Node whose kubelet listens on 127.0.0.1:`port` (the kubelet
+    /// double), Ready, and a Pod `namespace/pod` with one container `main`
+    /// scheduled on it: `kubectl exec` then goes API server → kubelet.
+    pub fn add_node_with_pod(&self, node: &str, port: u16, namespace: &str, pod: &str) -> anyhow::Result<()> {
+        self.apply(&format!(
+            "apiVersion: v1\nkind: Node\nmetadata:\n  name: {node}\nstatus:\n  addresses:\n  - type: InternalIP\n    address: 127.0.0.1\n  daemonEndpoints:\n    kubeletEndpoint:\n      Port: {port}\n  conditions:\n  - type: Ready\n    status: \"True\"\n    reason: KubeletReady\n    message: the kubelet double\n---\napiVersion: v1\nkind: Pod\nmetadata:\n  name: {pod}\n  namespace: {namespace}\nspec:\n  nodeName: {node}\n  containers:\n  - name: main\n    image: debian:12\n"
+        ))?;
+        Ok(())
+    }
+
     pub fn apply(&self, yaml: &str) -> anyhow::Result<String> {
         checked(self.kubectl_stdin(&["apply", "-f", "-"], Some(yaml)), "kubectl apply")
     }

@@ -32,6 +32,22 @@ impl KubeDouble {
     /// `expect_user`. `websockets: false` makes it refuse WebSocket
     /// upgrades, as a server before 1.30 would, so kubectl falls back to SPDY.
     pub fn start(token: &str, expect_user: &str, websockets: bool) -> anyhow::Result<KubeDouble> {
+        Self::start_with(token, expect_user, websockets, None)
+    }
+
+    /// A double that is also a kubelet for a real API server: it serves
+    /// `/exec/...` and `/attach/...` to clients with a certificate from
+    /// `kubelet_client_ca` (the API server's `--kubelet-client-certificate`).
+    pub fn start_kubelet(kubelet_client_ca: &Path) -> anyhow::Result<KubeDouble> {
+        Self::start_with("", "", false, Some(kubelet_client_ca))
+    }
+
+    fn start_with(
+        token: &str,
+        expect_user: &str,
+        websockets: bool,
+        kubelet_client_ca: Option<&Path>,
+    ) -> anyhow::Result<KubeDouble> {
         let bin = double_bin()?;
         let dir = tempfile::Builder::new().prefix("infra-kube-double-").tempdir()?;
         let log = std::fs::File::create(dir.path().join("double.log"))?;
@@ -56,6 +72,11 @@ impl KubeDouble {
             .arg("--key")
             .arg(dir.path().join("key.pem"))
             .arg(format!("--websockets={websockets}"))
+            .args(
+                kubelet_client_ca
+                    .map(|ca| vec![format!("--kubelet-client-ca={}", ca.display())])
+                    .unwrap_or_default(),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(log)
@@ -90,6 +111,11 @@ impl KubeDouble {
     /// `https://127.0.0.1:PORT`.
     pub fn url(&self) -> &str {
         &self.url
+    }
+
+    /// The port it listens on.
+    pub fn port(&self) -> u16 {
+        self.url.rsplit(':').next().and_then(|p| p.parse().ok()).unwrap_or(0)
     }
 
     /// The CA of its certificate.

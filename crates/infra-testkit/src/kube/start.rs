@@ -107,6 +107,10 @@ impl KubeCluster {
             .arg(format!("--tls-cert-file={}", file("apiserver.pem")))
             .arg(format!("--tls-private-key-file={}", file("apiserver-key.pem")))
             .arg(format!("--token-auth-file={}", file("tokens.csv")))
+            // How it proves itself to kubelets (the kubelet double).
+            .arg(format!("--kubelet-client-certificate={}", file("kubelet-client.pem")))
+            .arg(format!("--kubelet-client-key={}", file("kubelet-client-key.pem")))
+            .arg("--kubelet-preferred-address-types=InternalIP")
             .arg("--authorization-mode=RBAC")
             .arg(format!("--service-account-issuer={SA_ISSUER}"))
             .arg(format!("--service-account-key-file={}", file("sa-pub.pem")))
@@ -224,7 +228,11 @@ fn write_files(dir: &Path, admin_token: &str) -> anyhow::Result<()> {
     // (PKCS#8 is fine there) and verifies them with the public one, which
     // 1.20 cannot take from a PKCS#8 file: it gets its own PKIX file.
     let sa_key = rcgen::KeyPair::generate().context("generating the service-account key")?;
+    let (kubelet_ca, kubelet_cert, kubelet_key) = kubelet_client()?;
     let files = [
+        ("kubelet-client-ca.pem", kubelet_ca),
+        ("kubelet-client.pem", kubelet_cert),
+        ("kubelet-client-key.pem", kubelet_key),
         ("ca.pem", ca.cert_pem.clone()),
         ("apiserver.pem", serving.chain_pem.clone()),
         ("apiserver-key.pem", serving.key_pem.expose().clone()),
@@ -242,6 +250,26 @@ fn write_files(dir: &Path, admin_token: &str) -> anyhow::Result<()> {
         std::fs::write(&path, content).with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(())
+}
+
+/// A CA that kubelets trust, and the API server's client certificate and
+/// key from it: (CA, certificate, key) in PEM.
+fn kubelet_client() -> anyhow::Result<(String, String, String)> {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair};
+    let ca_key = KeyPair::generate()?;
+    let mut ca = CertificateParams::new(Vec::<String>::new())?;
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name.push(DnType::CommonName, "kubelet client CA");
+    let ca_cert = ca.self_signed(&ca_key)?;
+    let issuer = Issuer::new(ca, ca_key);
+    let key = KeyPair::generate()?;
+    let mut p = CertificateParams::new(Vec::<String>::new())?;
+    p.distinguished_name
+        .push(DnType::CommonName, "kube-apiserver-kubelet-client");
+    p.distinguished_name.push(DnType::OrganizationName, "system:masters");
+    p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    let cert = p.signed_by(&key, &issuer)?;
+    Ok((ca_cert.pem(), cert.pem(), key.serialize_pem()))
 }
 
 /// Spawns `cmd` with stdout and stderr written to `log` (truncated first).

@@ -4,6 +4,7 @@
 //! `infra audit verify`; and recordings that survive the server being down
 //! and the connector being killed.
 
+mod apiserver;
 mod console;
 
 use std::io::{BufRead as _, Write as _};

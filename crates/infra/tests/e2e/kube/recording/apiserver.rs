@@ -1,0 +1,111 @@
+//! A recorded `kubectl exec -it` the whole way a real cluster takes it:
+//! kubectl → gateway → connector (recording) → the real kube-apiserver,
+//! which checks the user's RBAC for pods/exec and opens the stream to the
+//! pod's kubelet (the kubelet double, with the kubelet's own streaming
+//! code, trusting only the API server's client certificate). The kubectl
+//! the machine picks for a 1.20 API server speaks SPDY.
+
+use std::path::Path;
+
+use infra_testkit::{KubeDouble, eventually};
+
+use super::super::{kubectl as kubectl_k8s, setup};
+use super::{cast, recordings, tmux};
+use crate::e2e::common;
+use crate::e2e::gateway::user;
+
+#[test]
+fn an_interactive_exec_through_the_real_api_server_is_recorded() {
+    let k = setup();
+    let kubelet = KubeDouble::start_kubelet(&k.cluster.kubelet_client_ca()).unwrap();
+    k.cluster
+        .add_node_with_pod("node-1", kubelet.port(), "dev", "shell")
+        .unwrap();
+    k.cluster
+        .apply(
+            "apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata:\n  name: pod-exec\n  labels:\n    infra.dev/grantable: \"true\"\nrules:\n- apiGroups: [\"\"]\n  resources: [pods]\n  verbs: [get, list]\n- apiGroups: [\"\"]\n  resources: [pods/exec, pods/attach]\n  verbs: [create, get]\n",
+        )
+        .unwrap();
+    let alice = user(&k.env, "alice@example.com");
+    // The connector offers the new ClusterRole once it has read it.
+    eventually!(30, || {
+        let out = k
+            .env
+            .admin
+            .run(&["grants", "add", "alice@example.com", "k8s.dev", "--role", "pod-exec"]);
+        anyhow::ensure!(out.status == 0, "{out:?}");
+        Ok(())
+    });
+    common::login(&alice, &k.env.server, "alice@example.com", "user-password-1").ok();
+    eventually!(30, || {
+        let out = kubectl_k8s(&alice, &["get", "pod", "shell", "-n", "dev"]);
+        anyhow::ensure!(out.status == 0, "{out:?}");
+        Ok(())
+    });
+
+    let term = tempfile::tempdir().unwrap();
+    let sock = term.path().join("tmux.sock");
+    let cmd = "kubectl --context infra:k8s exec -it shell -n dev -- script -qfec sh /dev/null";
+    let out = tmux(
+        &sock,
+        &alice,
+        &["new-session", "-d", "-s", "rec", "-x", "100", "-y", "30", cmd],
+    );
+    assert_eq!(out.status, 0, "{out:?}");
+    let pane = |sock: &Path| tmux(sock, &alice, &["capture-pane", "-p", "-t", "rec"]).stdout;
+    eventually!(30, || {
+        let p = pane(&sock);
+        let prompt = p
+            .lines()
+            .any(|l| matches!(l.trim_end().chars().last(), Some('#' | '$')));
+        anyhow::ensure!(prompt, "no prompt yet:\n{p}\n{}", kubelet.log());
+        Ok(())
+    });
+    tmux(
+        &sock,
+        &alice,
+        &["send-keys", "-t", "rec", "echo via-$((40+2))", "Enter"],
+    );
+    eventually!(15, || {
+        let p = pane(&sock);
+        anyhow::ensure!(p.contains("via-42"), "{p}");
+        Ok(())
+    });
+    tmux(&sock, &alice, &["send-keys", "-t", "rec", "exit 3", "Enter"]);
+    eventually!(15, || {
+        let out = tmux(&sock, &alice, &["has-session", "-t", "rec"]);
+        anyhow::ensure!(out.status != 0, "the session still runs");
+        Ok(())
+    });
+
+    // The API server reached the kubelet's own path, over SPDY.
+    let log = kubelet.log();
+    assert!(log.contains("/exec/dev/shell/main"), "{log}");
+    assert!(log.contains("SPDY/3.1"), "{log}");
+
+    let mut found = None;
+    eventually!(30, || {
+        let all = recordings(&k.env);
+        let r = all
+            .iter()
+            .find(|r| r["destination"] == "k8s" && r["state"] == "stored")
+            .ok_or_else(|| anyhow::anyhow!("no stored recording in {all:#?}"))?;
+        found = Some(r.clone());
+        Ok(())
+    });
+    let r = found.unwrap();
+    assert_eq!(r["exit"], "exit 3", "{r:#}");
+    assert!(r["target"].as_str().unwrap().starts_with("dev/shell"), "{r:#}");
+    let out = k
+        .env
+        .admin
+        .run(&["sessions", "play", r["id"].as_str().unwrap(), "--speed", "1000"]);
+    assert_eq!(out.status, 0, "{out:?}");
+    let typed = out
+        .stdout
+        .find("echo via-$((40+2))")
+        .expect("typed command in playback");
+    let result = out.stdout.rfind("via-42").expect("its output in playback");
+    assert!(typed < result, "{}", out.stdout);
+    assert!(cast(&k.env, r["id"].as_str().unwrap()).contains(r#""r""#));
+}
