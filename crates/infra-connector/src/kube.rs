@@ -158,7 +158,9 @@ impl RequestInfo {
     /// the method as verb and the path as resource.
     pub(crate) fn parse(method: &Method, path: &str, query: &str) -> Self {
         let mut info = Self::default();
-        let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+        // Decoded, as the API server reads it: `pods/web/%65xec` is exec.
+        let owned = infra_tunnel::path::segments(path);
+        let segs: Vec<&str> = owned.iter().map(String::as_str).collect();
         let rest = match segs.as_slice() {
             ["api", _version, rest @ ..] => rest,
             ["apis", group, _version, rest @ ..] => {

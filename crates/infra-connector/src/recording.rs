@@ -20,6 +20,7 @@ pub(crate) mod tap;
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -81,7 +82,17 @@ impl Recordings {
     /// Opens the spool in `dir`, closing the recordings a previous run
     /// left open as truncated.
     pub(crate) fn open(dir: &Path, budget: u64) -> anyhow::Result<Arc<Self>> {
-        std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+        // What was typed is in here: this user's only.
+        {
+            use std::os::unix::fs::{DirBuilderExt as _, PermissionsExt as _};
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .with_context(|| format!("create {}", dir.display()))?;
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+                .with_context(|| format!("make {} private", dir.display()))?;
+        }
         let mut local = BTreeMap::new();
         for entry in std::fs::read_dir(dir).with_context(|| format!("read {}", dir.display()))? {
             let path = entry?.path();
@@ -148,6 +159,7 @@ impl Recordings {
         let file = OpenOptions::new()
             .create_new(true)
             .append(true)
+            .mode(0o600)
             .open(&path)
             .with_context(|| format!("create {}", path.display()))?;
         let mut header = Header::new(80, 24, meta.started_ms / 1000);
@@ -250,8 +262,12 @@ impl Recordings {
             if l.in_flight.is_some_and(|(_, at)| now.duration_since(at) < ACK_WAIT) {
                 continue;
             }
+            // After a refusal, nothing of it goes again before its time.
+            if l.retry_at.is_some_and(|t| t > now) {
+                continue;
+            }
             let more = l.size > l.acked;
-            let finish = !l.open && l.retry_at.is_none_or(|t| t <= now);
+            let finish = !l.open;
             if !(more || finish) {
                 continue;
             }
@@ -382,7 +398,15 @@ impl Writing {
 
 fn write_meta(dir: &Path, id: &str, meta: &RecordingMeta) -> anyhow::Result<()> {
     let tmp = dir.join(format!("{id}.json.tmp"));
-    std::fs::write(&tmp, serde_json::to_vec(meta)?).with_context(|| format!("write {}", tmp.display()))?;
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .with_context(|| format!("write {}", tmp.display()))?;
+    f.write_all(&serde_json::to_vec(meta)?)?;
+    drop(f);
     std::fs::rename(&tmp, dir.join(format!("{id}.json")))?;
     Ok(())
 }
@@ -408,8 +432,14 @@ fn reopen(dir: &Path, id: &str) -> anyhow::Result<Local> {
             tail.push_str(&Header::new(80, 24, meta.started_ms / 1000).line());
             tail.push('\n');
         }
+        // Never before the last event, whatever the clock did.
+        let last_event = std::str::from_utf8(&text[..whole])
+            .ok()
+            .and_then(|t| t.lines().last())
+            .and_then(|l| serde_json::from_str::<(f64, String, String)>(l).ok())
+            .map_or(0.0, |e| e.0);
         let marker = Event {
-            time: (last - meta.started_ms).max(0) as f64 / 1000.0,
+            time: ((last - meta.started_ms).max(0) as f64 / 1000.0).max(last_event),
             code: Code::Marker,
             data: "recording truncated: the connector stopped".into(),
         };

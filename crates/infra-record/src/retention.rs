@@ -34,7 +34,9 @@ pub fn to_delete(stored: &[Stored], limits: Limits, now_ms: i64) -> Vec<(String,
     let mut out = Vec::new();
     let mut kept: Vec<&Stored> = Vec::new();
     for s in by_age {
-        let too_old = limits.max_age_ms.is_some_and(|max| now_ms - s.started_ms > max);
+        let too_old = limits
+            .max_age_ms
+            .is_some_and(|max| now_ms.saturating_sub(s.started_ms) > max);
         if too_old && !s.open {
             out.push((s.id.clone(), Why::Age));
         } else {
@@ -42,7 +44,10 @@ pub fn to_delete(stored: &[Stored], limits: Limits, now_ms: i64) -> Vec<(String,
         }
     }
     if let Some(max) = limits.max_total_bytes {
-        let mut total: u64 = kept.iter().map(|s| s.bytes).sum();
+        // Only what is stored counts: a session still being written (one
+        // that prints without end, say) must not push every finished
+        // recording out of the store.
+        let mut total: u64 = kept.iter().filter(|s| !s.open).map(|s| s.bytes).sum();
         for s in kept {
             if total <= max {
                 break;
@@ -110,5 +115,21 @@ mod tests {
             max_total_bytes: Some(1),
         };
         assert!(to_delete(&all, l, 1_000_000).is_empty());
+    }
+
+    #[test]
+    fn a_huge_running_session_pushes_nothing_out() {
+        let all = [rec("old", 0, 10, false), rec("live", 1, 1_000_000, true)];
+        let l = Limits {
+            max_age_ms: None,
+            max_total_bytes: Some(100),
+        };
+        assert!(to_delete(&all, l, 2).is_empty());
+        // And a start time from the far future does not overflow.
+        let l = Limits {
+            max_age_ms: Some(10),
+            max_total_bytes: None,
+        };
+        assert!(to_delete(&[rec("x", i64::MIN, 1, false)], l, i64::MAX).len() == 1);
     }
 }

@@ -104,13 +104,15 @@ impl Session {
                 }
             } else {
                 let id = head & 0x7fff_ffff;
-                if let Some(channel) = self.streams.get(&id)
-                    && !payload.is_empty()
-                {
-                    out.push(Message {
+                match self.streams.get(&id) {
+                    Some(channel) if !payload.is_empty() => out.push(Message {
                         channel: *channel,
                         data: payload.to_vec(),
-                    });
+                    }),
+                    Some(_) => {}
+                    // Whatever the other side makes of it, it is not in
+                    // the recording: the stream ends.
+                    None => break Err(Error::Protocol("data on a stream never opened")),
                 }
             }
             at += 8 + len;
@@ -133,20 +135,24 @@ impl Session {
             _ => return Ok(()),
         };
         let headers = self.inflate_block(block)?;
-        if kind == SYN_STREAM
-            && let Some(t) = header(&headers, b"streamtype")
-        {
-            let channel = match t {
-                b"stdin" => Some(STDIN),
-                b"stdout" => Some(STDOUT),
-                b"stderr" => Some(STDERR),
-                b"error" => Some(ERROR),
-                b"resize" => Some(RESIZE),
-                _ => None,
-            };
-            if let Some(c) = channel {
-                self.streams.insert(id, c);
-            }
+        if kind != SYN_STREAM {
+            return Ok(());
+        }
+        // As the server reads it: the first value, up to a NUL (SPDY's
+        // separator of several values).
+        let t = header(&headers, b"streamtype")
+            .and_then(|v| v.split(|b| *b == 0).next())
+            .unwrap_or_default();
+        let channel = match t {
+            b"stdin" => STDIN,
+            b"stdout" => STDOUT,
+            b"stderr" => STDERR,
+            b"error" => ERROR,
+            b"resize" => RESIZE,
+            _ => return Err(Error::Protocol("a stream of a type this recorder does not know")),
+        };
+        if self.streams.insert(id, channel).is_some() {
+            return Err(Error::Protocol("a stream opened twice"));
         }
         Ok(())
     }
@@ -161,6 +167,9 @@ impl Session {
                 .decompress_vec(input, &mut out, flate2::FlushDecompress::Sync);
             let used = usize::try_from(self.inflate.total_in() - before_in).unwrap_or(usize::MAX);
             input = input.get(used..).unwrap_or_default();
+            // Done once the input is used and zlib left room in the
+            // output: a full output may hide more to come.
+            let room = out.len() < out.capacity();
             match r {
                 Err(e) if e.needs_dictionary().is_some() && !self.dictionary_set => {
                     self.inflate
@@ -169,12 +178,12 @@ impl Session {
                     self.dictionary_set = true;
                 }
                 Err(_) => return Err(Error::Protocol("a header block that does not inflate")),
+                Ok(_) if out.len() >= MAX_HEADERS => return Err(Error::TooLarge),
                 // A block always holds its count of headers.
-                Ok(_) if input.is_empty() && out.len() < 4 => {
+                Ok(_) if input.is_empty() && room && out.len() < 4 => {
                     return Err(Error::Protocol("a header block that does not inflate"));
                 }
-                Ok(_) if input.is_empty() => return Ok(out),
-                Ok(_) if out.len() >= MAX_HEADERS => return Err(Error::TooLarge),
+                Ok(_) if input.is_empty() && room => return Ok(out),
                 Ok(_) => out.reserve(4096),
             }
         }
@@ -258,7 +267,6 @@ mod tests {
         }
         client.extend(data(3, b"ls\r"));
         client.extend(data(7, br#"{"Width":100,"Height":30}"#));
-        client.extend(data(9, b"an unknown stream: ignored"));
         let mut s = Session::default();
         let mut got = Vec::new();
         // One byte at a time: frames and header blocks are cut anywhere.
@@ -291,6 +299,41 @@ mod tests {
             }
         );
         assert_eq!(got[1].channel, ERROR);
+    }
+
+    #[test]
+    fn streams_the_server_reads_otherwise_end_the_recording() {
+        // A NUL-separated value: the server reads "stdin".
+        let mut z = deflater();
+        let mut s = Session::default();
+        let open = syn_stream(&mut z, 3, &[("streamtype", "stdin\0x")]);
+        assert!(s.push(Side::Client, &open).is_ok());
+        let got = s.push(Side::Client, &data(3, b"id\r")).unwrap();
+        assert_eq!(
+            got,
+            [Message {
+                channel: STDIN,
+                data: b"id\r".to_vec()
+            }]
+        );
+        // Data on a stream never opened, an unknown type, a stream opened twice.
+        assert!(s.push(Side::Client, &data(9, b"hidden")).is_err());
+        let mut z = deflater();
+        let mut s = Session::default();
+        assert!(
+            s.push(Side::Client, &syn_stream(&mut z, 1, &[("streamtype", "stdinx")]))
+                .is_err()
+        );
+        let mut z = deflater();
+        let mut s = Session::default();
+        assert!(
+            s.push(Side::Client, &syn_stream(&mut z, 1, &[("streamtype", "stdin")]))
+                .is_ok()
+        );
+        assert!(
+            s.push(Side::Client, &syn_stream(&mut z, 1, &[("streamtype", "stdout")]))
+                .is_err()
+        );
     }
 
     #[test]

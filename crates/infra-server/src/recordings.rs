@@ -22,7 +22,7 @@ use crate::state::AppState;
 /// The audit action whose event holds a recording's digest.
 pub(crate) const RECORDED: &str = "session.recorded";
 /// The most one piece may carry.
-const MAX_PIECE: usize = 1 << 20;
+pub(crate) const MAX_PIECE: usize = 1 << 20;
 
 /// A connector-made id: letters and digits, as `random_token` makes them.
 pub(crate) fn valid_id(id: &str) -> bool {
@@ -175,7 +175,7 @@ async fn finish(state: &AppState, id: &str) -> Result<(), String> {
         .map_err(|e| format!("the recording store: {e:#}"))?;
     let kind = RecordingKind::parse(&row.kind).map_or("unknown", |k| k.as_str());
     let mut detail = format!(
-        "recording={id} sha256={sha} bytes={len} kind={kind} target={} exit={:?}",
+        "recording={id} sha256={sha} bytes={len} kind={kind} target={:?} exit={:?}",
         row.target, row.exit
     );
     if !row.command.is_empty() {

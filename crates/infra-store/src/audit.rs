@@ -289,7 +289,7 @@ pub async fn actions_after(c: &mut Conn, seq: i64, prefix: &str, limit: i64) -> 
     let n = i64::try_from(prefix.chars().count()).unwrap_or(0);
     Ok(sqlx::query_as(
         "SELECT seq, time_ms, actor, action, target, source, result, detail, prev_hash, hash FROM audit_events \
-         WHERE seq > $1 AND SUBSTR(action, 1, $2) = $3 AND result <> 'denied' ORDER BY seq LIMIT $4",
+         WHERE seq > $1 AND SUBSTR(action, 1, CAST($2 AS INTEGER)) = $3 AND result <> 'denied' ORDER BY seq LIMIT $4",
     )
     .bind(seq)
     .bind(n)

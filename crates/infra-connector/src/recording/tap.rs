@@ -230,7 +230,11 @@ pub(crate) fn plan(
     let (Some(on_full), Some(info), Some(proto)) = (a.route.recording, &call.info, upgrade) else {
         return Ok(None);
     };
-    if !matches!(info.subresource.as_str(), "exec" | "attach") {
+    // Fail closed: every upgraded stream of a recorded cluster is recorded
+    // (exec, attach, and any other, such as a proxy's, which ends if the
+    // recorder cannot read it), except port-forward, which carries a
+    // connection's bytes and no terminal.
+    if info.subresource == "portforward" {
         return Ok(None);
     }
     let name = &a.route.name;
@@ -265,16 +269,21 @@ pub(crate) fn plan(
     // WebSocket (kubectl 1.30+ with clusters 1.30+) or SPDY/3.1 (the rest).
     let spdy = !proto.as_bytes().eq_ignore_ascii_case(b"websocket");
     let query = call.path.split_once('?').map_or("", |(_, q)| q);
-    let mut container = String::new();
+    let mut container = None;
     let mut command = Vec::new();
     for (k, v) in url::form_urlencoded::parse(query.as_bytes()) {
         match &*k {
-            "container" => container = v.into_owned(),
+            // The first, as the API server takes it.
+            "container" if container.is_none() => container = Some(v.into_owned()),
             "command" => command.push(v.into_owned()),
             _ => {}
         }
     }
-    let tty = url::form_urlencoded::parse(query.as_bytes()).any(|(k, v)| k == "tty" && (v == "true" || v == "1"));
+    let container = container.unwrap_or_default();
+    // As the API server reads it: the first `tty`, anything but false.
+    let tty = url::form_urlencoded::parse(query.as_bytes())
+        .find(|(k, _)| k == "tty")
+        .is_some_and(|(_, v)| !matches!(&*v, "" | "0" | "false" | "False" | "FALSE"));
     let mut target = format!("{}/{}", info.namespace, info.name);
     if !container.is_empty() {
         target = format!("{target}/{container}");

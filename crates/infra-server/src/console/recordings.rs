@@ -196,7 +196,16 @@ pub(super) async fn cast(
     Signed(caller): Signed,
     Path(id): Path<String>,
     axum::extract::Query(q): axum::extract::Query<From>,
+    headers: axum::http::HeaderMap,
 ) -> Response {
+    // A page of another site cannot make a signed-in admin's browser read
+    // (and so be audited as reading) a recording.
+    let site = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok());
+    if site.is_some_and(|s| s != "same-origin" && s != "none") {
+        return failed(&crate::error::ApiError::forbidden(
+            "open recordings from the console's own pages",
+        ));
+    }
     match recordings_api::read(&state, &caller, &id, q.from, q.watch.as_deref()).await {
         Ok((bytes, live, watch)) => {
             let mut r = bytes.into_response();

@@ -63,6 +63,20 @@ async fn read(state: AppState, from: Arc<Source>, body: hyper::body::Incoming, c
                 }
             }
             Ok(Some(ConnectorMsg::Recording(chunk))) => {
+                // Refused before it waits in the queue: the queue holds
+                // pieces of a bounded size only.
+                if chunk.data.len() > crate::recordings::MAX_PIECE {
+                    let ack = infra_tunnel::proto::ControlMsg::RecordingAck {
+                        id: chunk.id,
+                        have: 0,
+                        stored: false,
+                        error: Some("a piece is at most 1 MiB".into()),
+                    };
+                    if from.acks.send(&ack).await.is_err() {
+                        return;
+                    }
+                    continue;
+                }
                 if pieces.send(chunk).await.is_err() {
                     return;
                 }

@@ -80,6 +80,8 @@ class Term {
   }
   resize(w, h) {
     if (!(w > 0 && h > 0)) return;
+    // A recording says what size it likes; the page keeps it sane.
+    w = Math.min(w, 500); h = Math.min(h, 200);
     this.rows = this.rows.slice(-h).map((r) => r.slice(0, w).concat(Array(Math.max(0, w - r.length)).fill(" ")));
     while (this.rows.length < h) this.rows.push(Array(w).fill(" "));
     this.w = w; this.h = h;
@@ -127,7 +129,9 @@ class Term {
   csi(f) {
     const priv = /^[?>=]/.test(this.params);
     const p = this.params.replace(/^[?>=]/, "").split(";").map((n) => parseInt(n, 10));
-    const n = (i) => (p[i] > 0 ? p[i] : 1);
+    // Counts past the screen do no more than the screen: a recording cannot
+    // make the page loop for ever.
+    const n = (i) => Math.min(p[i] > 0 ? p[i] : 1, Math.max(this.w, this.h));
     const row = this.rows[this.y];
     const fill = (r, a, b) => { for (let i = Math.max(0, a); i < Math.min(this.w, b); i++) r[i] = " "; };
     switch (f) {
@@ -199,7 +203,13 @@ document.addEventListener("DOMContentLoaded", () => {
       if (!line.trim()) continue;
       let v;
       try { v = JSON.parse(line); } catch { continue; }
-      if (!header) { header = v; term = new Term(v.width || 80, v.height || 24); continue; }
+      if (!header) {
+        header = v;
+        header.width = Math.min(Number(v.width) || 80, 500);
+        header.height = Math.min(Number(v.height) || 24, 200);
+        term = new Term(header.width, header.height);
+        continue;
+      }
       if (Array.isArray(v) && (v[1] === "o" || v[1] === "r") && typeof v[2] === "string") events.push(v);
     }
   };

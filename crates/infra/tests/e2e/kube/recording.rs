@@ -373,6 +373,17 @@ fn recordings_survive_the_server_down_and_the_connector_killed() {
     common::login(&s.alice, &s.env.server, "alice@example.com", "user-password-1").ok();
     let (mut child, mut stdin, mut stdout) = echo_session(&s.alice);
     say(&mut stdin, &mut stdout, "before the connector was killed");
+    // What was typed is on disk: the connector's own user's only.
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let spool = s.connector.data_dir.join("data/recordings");
+        let mode = std::fs::metadata(&spool).unwrap().permissions().mode();
+        assert_eq!(mode & 0o077, 0, "{spool:?} is {mode:o}");
+        for f in std::fs::read_dir(&spool).unwrap() {
+            let mode = f.unwrap().metadata().unwrap().permissions().mode();
+            assert_eq!(mode & 0o077, 0, "a spool file is {mode:o}");
+        }
+    }
     s.connector.kill();
     let _ = child.wait();
     s.connector.restart().unwrap();

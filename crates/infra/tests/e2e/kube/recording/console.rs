@@ -77,6 +77,13 @@ fn the_console_follows_a_running_session_and_plays_it_back() {
     let admin = sign_in_with(&s.env, ADMIN, ADMIN_PW);
     let (status, _, body) = curl(&s.env, &format!("{path}?from=10"), &["-H", &format!("Cookie: {admin}")]);
     assert_eq!(status, 403, "{body}");
+    // Another site's page cannot make the admin's browser read one.
+    let (status, _, body) = curl(
+        &s.env,
+        &path,
+        &["-H", &format!("Cookie: {admin}"), "-H", "Sec-Fetch-Site: cross-site"],
+    );
+    assert_eq!(status, 403, "{body}");
     let (status, head, _) = curl(&s.env, &path, &["-H", &format!("Cookie: {admin}")]);
     assert_eq!(status, 200);
     let watch = crate::e2e::console::header(&head, "x-infra-watch").unwrap().to_owned();
