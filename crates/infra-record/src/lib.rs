@@ -13,6 +13,9 @@
 //! - [`spdy`]: the same channels over SPDY/3.1, the older protocol.
 //! - [`exec`]: the two together: a `kubectl exec`/`attach` session as
 //!   asciicast events.
+//! - [`ssh`]: an SSH connection, as a recorder that terminates it sees it
+//!   (terminal channels as text, file transfers and forwardings as
+//!   markers).
 //! - [`retention`]: which stored recordings to delete, by age and then
 //!   by total size, oldest first, never one being written.
 //!
@@ -24,3 +27,4 @@ pub mod exec;
 pub mod k8s_ws;
 pub mod retention;
 pub mod spdy;
+pub mod ssh;
