@@ -213,7 +213,7 @@ mod tests {
                 r#"[1.0,"m","exit 0"]"#,
             ]
         );
-        assert_eq!((r.bytes_in, r.bytes_out), (12, 27));
+        assert_eq!((r.bytes_in, r.bytes_out), (12, 26));
         assert_eq!(r.exit.as_deref(), Some("exit 0"));
     }
 
