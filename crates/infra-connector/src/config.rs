@@ -139,10 +139,14 @@ impl OnFull {
 struct RecordingsFile {
     /// Most disk the recordings waiting to be shipped may take, such as `2GiB`.
     budget: Option<String>,
+    /// Most one recording may hold; a session that would pass it ends.
+    max_size: Option<String>,
 }
 
 /// Recordings kept when the server cannot take them, at most, by default.
 const RECORDING_BUDGET: u64 = 2 << 30;
+/// One recording, at most, by default.
+const RECORDING_MAX: u64 = 1 << 30;
 
 /// How a destination is reached.
 #[derive(Debug, Clone)]
@@ -302,6 +306,8 @@ pub(crate) struct Settings {
     pub(crate) destinations: Vec<Destination>,
     /// Most bytes of recordings kept waiting for the server.
     pub(crate) recording_budget: u64,
+    /// Most bytes of one recording.
+    pub(crate) recording_max: u64,
 }
 
 pub(crate) fn read_secret(p: &Path, what: &str) -> anyhow::Result<String> {
@@ -403,6 +409,10 @@ impl Settings {
             recording_budget: match f.recordings.budget {
                 Some(b) => infra_core::parse_size(&b).context("recordings.budget")?,
                 None => RECORDING_BUDGET,
+            },
+            recording_max: match f.recordings.max_size {
+                Some(b) => infra_core::parse_size(&b).context("recordings.maxSize")?,
+                None => RECORDING_MAX,
             },
         })
     }

@@ -44,6 +44,8 @@ const LAST_RETRY: Duration = Duration::from_secs(30);
 pub(crate) struct Recordings {
     dir: PathBuf,
     budget: u64,
+    /// The most one recording may hold.
+    max: u64,
     inner: Mutex<Inner>,
     wake: Notify,
 }
@@ -81,7 +83,7 @@ pub(crate) struct Waiting {
 impl Recordings {
     /// Opens the spool in `dir`, closing the recordings a previous run
     /// left open as truncated.
-    pub(crate) fn open(dir: &Path, budget: u64) -> anyhow::Result<Arc<Self>> {
+    pub(crate) fn open(dir: &Path, budget: u64, max: u64) -> anyhow::Result<Arc<Self>> {
         // What was typed is in here: this user's only.
         {
             use std::os::unix::fs::{DirBuilderExt as _, PermissionsExt as _};
@@ -121,6 +123,7 @@ impl Recordings {
         Ok(Arc::new(Self {
             dir: dir.to_owned(),
             budget,
+            max,
             inner: Mutex::new(Inner {
                 local,
                 ..Inner::default()
@@ -170,6 +173,7 @@ impl Recordings {
             file,
             meta: meta.clone(),
             failed: false,
+            size: 0,
         };
         self.lock().local.insert(
             id,
@@ -354,9 +358,16 @@ pub(crate) struct Writing {
     file: File,
     meta: RecordingMeta,
     failed: bool,
+    size: u64,
 }
 
 impl Writing {
+    /// Whether `len` more bytes stay within the most one recording may
+    /// hold (`recordings.maxSize`).
+    pub(crate) fn has_room(&self, len: usize) -> bool {
+        self.size.saturating_add(len as u64) <= self.recs.max
+    }
+
     /// Appends whole lines and offers them for shipping. A failed write
     /// fails the session: it must not go on unrecorded.
     pub(crate) fn append(&mut self, lines: &[u8]) -> anyhow::Result<()> {
@@ -367,6 +378,7 @@ impl Writing {
             self.failed = true;
             return Err(e).with_context(|| format!("write recording {}", self.id));
         }
+        self.size += lines.len() as u64;
         if let Some(l) = self.recs.lock().local.get_mut(&self.id) {
             l.size += lines.len() as u64;
         }

@@ -124,8 +124,11 @@ impl State {
             .pool_idle_timeout(std::time::Duration::from_secs(60))
             .pool_max_idle_per_host(256)
             .build(http);
-        let recordings =
-            crate::recording::Recordings::open(&settings.data_dir.join("recordings"), settings.recording_budget)?;
+        let recordings = crate::recording::Recordings::open(
+            &settings.data_dir.join("recordings"),
+            settings.recording_budget,
+            settings.recording_max,
+        )?;
         Ok(Self {
             routes: Routes::new(&settings.destinations)?,
             recordings,

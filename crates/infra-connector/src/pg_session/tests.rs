@@ -45,6 +45,7 @@ pub(crate) fn state(test: &str) -> Arc<State> {
             recording: None,
         }],
         recording_budget: 1 << 20,
+        recording_max: 1 << 20,
     };
     Arc::new(State::new(settings, Spool::open(&dir).unwrap(), "instance".into(), None).unwrap())
 }

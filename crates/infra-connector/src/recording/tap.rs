@@ -93,10 +93,17 @@ impl Tap {
                 infra_record::asciicast::write_event(&mut text, e.time, e.code, piece);
             }
         }
-        match inner.out.as_mut() {
-            Some(out) => out.append(&text).map_err(|e| format!("{e:#}")),
-            None => Err("the recording is closed".into()),
+        let Some(out) = inner.out.as_mut() else {
+            return Err("the recording is closed".into());
+        };
+        if !out.has_room(text.len()) {
+            // Fail closed: the session ends with its recording, marked.
+            let time = (at - inner.started_ms).max(0) as f64 / 1000.0;
+            let why = "the recording reached its size limit (recordings.maxSize): the session ends";
+            let _ = out.append(marker_line(time, why).as_bytes());
+            return Err(why.into());
         }
+        out.append(&text).map_err(|e| format!("{e:#}"))
     }
 
     /// The recording's id.

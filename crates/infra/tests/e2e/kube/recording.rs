@@ -551,3 +551,27 @@ fn recordings_go_to_an_s3_store_wait_out_its_outage_and_are_retained_by_size() {
     let out = s.env.admin.run(&["audit", "verify"]);
     assert_eq!(out.status, 0, "{out:?}");
 }
+
+#[test]
+fn a_session_that_outgrows_the_recording_limit_ends_with_it() {
+    let s = setup_with(vec![], vec![], "recordings:\n  maxSize: \"4000\"\n");
+    let out = kubectl(&s.alice, "pods")
+        .args([
+            "exec",
+            "web",
+            "-n",
+            "dev",
+            "--",
+            "sh",
+            "-c",
+            "yes a-line-of-output | head -c 200000",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "the session ran past the limit");
+    assert!(out.stdout.len() < 200_000, "{} bytes shown", out.stdout.len());
+    let r = stored(&s.env, "sh -c yes a-line-of-output | head -c 200000");
+    let text = cast(&s.env, r["id"].as_str().unwrap());
+    assert!(text.contains("reached its size limit"), "{text}");
+    assert!(text.len() < 6000, "{} bytes", text.len());
+}
