@@ -89,10 +89,19 @@ impl RecordingStore {
             Self::Dir(dir) => {
                 let path = Self::path(dir, id)?;
                 let dir = dir.clone();
+                let tmp = dir.join(format!("{id}.{}.tmp", infra_auth::random_token(12)?));
                 tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
                     use std::io::Write as _;
-                    let tmp = path.with_extension("cast.tmp");
-                    let mut f = std::fs::File::create(&tmp).with_context(|| format!("create {}", tmp.display()))?;
+                    use std::os::unix::fs::OpenOptionsExt as _;
+                    // A fresh name, created here (never a file or a link
+                    // someone placed), then renamed over the recording.
+                    let mut f = std::fs::OpenOptions::new()
+                        .write(true)
+                        .create_new(true)
+                        .mode(0o600)
+                        .custom_flags(libc::O_NOFOLLOW)
+                        .open(&tmp)
+                        .with_context(|| format!("create {}", tmp.display()))?;
                     f.write_all(&bytes)?;
                     f.sync_all()?;
                     std::fs::rename(&tmp, &path)?;
@@ -112,9 +121,21 @@ impl RecordingStore {
         match self {
             Self::Dir(dir) => {
                 let path = Self::path(dir, id)?;
-                tokio::fs::read(&path)
-                    .await
-                    .with_context(|| format!("read {}", path.display()))
+                tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<u8>> {
+                    use std::io::Read as _;
+                    use std::os::unix::fs::OpenOptionsExt as _;
+                    // A link in place of a recording is not followed: it
+                    // could point at any file the server can read.
+                    let mut f = std::fs::OpenOptions::new()
+                        .read(true)
+                        .custom_flags(libc::O_NOFOLLOW)
+                        .open(&path)
+                        .with_context(|| format!("read {}", path.display()))?;
+                    let mut out = Vec::new();
+                    f.read_to_end(&mut out)?;
+                    Ok(out)
+                })
+                .await?
             }
             Self::S3 { store, prefix } => Ok(store.get(&Self::key(prefix, id)?).await?.bytes().await?.to_vec()),
         }

@@ -235,6 +235,16 @@ fn an_interactive_kubectl_exec_is_recorded_played_exported_and_verified() {
     let out = s.env.admin.run(&["audit", "verify"]);
     assert_ne!(out.status, 0, "{out:?}");
     assert!(out.stderr.contains("is missing from the recording store"), "{out:?}");
+    // A link put in a recording's place is not followed (it could point
+    // at the root key): reading fails, and verification says so.
+    std::os::unix::fs::symlink(s.env.server.data_dir.join("root.key"), &path).unwrap();
+    let out = s.env.admin.run(&["sessions", "export", &id, "-f", "-"]);
+    assert_ne!(out.status, 0, "{out:?}");
+    let key = std::fs::read_to_string(s.env.server.data_dir.join("root.key")).unwrap();
+    assert!(!out.stdout.contains(key.trim()) && !out.stderr.contains(key.trim()));
+    let out = s.env.admin.run(&["audit", "verify"]);
+    assert!(out.stderr.contains("is missing from the recording store"), "{out:?}");
+    std::fs::remove_file(&path).unwrap();
     std::fs::write(&path, &original).unwrap();
     let out = s.env.admin.run(&["audit", "verify"]);
     assert_eq!(out.status, 0, "{out:?}");
