@@ -20,6 +20,9 @@ enum Framing {
 pub enum Error {
     WebSocket(k8s_ws::Error),
     Spdy(spdy::Error),
+    /// Bytes on a channel this recorder does not read (a base64
+    /// subprotocol's `'0'`, say): not recorded, so the stream must end.
+    Channel(u8),
 }
 
 impl std::fmt::Display for Error {
@@ -27,6 +30,7 @@ impl std::fmt::Display for Error {
         match self {
             Error::WebSocket(e) => e.fmt(f),
             Error::Spdy(e) => e.fmt(f),
+            Error::Channel(c) => write!(f, "data on channel {c}, which this recorder does not read"),
         }
     }
 }
@@ -124,7 +128,9 @@ impl ExecRecorder {
                 (Direction::FromServer, STDERR) => emit(Code::Output, self.stderr.push(&m.data)),
                 (Direction::FromServer, ERROR) => emit(Code::Marker, status(&m.data)),
                 (_, CLOSE) => {}
-                _ => {}
+                // Empty messages carry nothing (the server's "ready").
+                _ if m.data.is_empty() => {}
+                (_, other) => return Err(Error::Channel(other)),
             }
         }
         Ok(out)
@@ -241,6 +247,25 @@ mod tests {
             .map(Event::line)
             .collect();
         assert_eq!(lines, [r#"[0.2,"o","uid=0\r\n"]"#, r#"[0.2,"m","exit 0"]"#]);
+    }
+
+    #[test]
+    fn a_channel_it_does_not_read_ends_the_stream() {
+        // v4.base64.channel.k8s.io: the channel is an ASCII digit.
+        let mut r = ExecRecorder::new(0);
+        let typed = encode(true, 1, b"0aWQK", Some([1, 2, 3, 4]));
+        assert_eq!(r.feed(Direction::FromClient, 0, &typed), Err(Error::Channel(b'0')));
+        let mut r = ExecRecorder::new(0);
+        assert_eq!(
+            r.feed(Direction::FromClient, 0, &client(STDOUT, b"x")),
+            Err(Error::Channel(STDOUT))
+        );
+        let mut r = ExecRecorder::new(0);
+        assert!(
+            r.feed(Direction::FromServer, 0, &server(STDOUT, b""))
+                .unwrap()
+                .is_empty()
+        );
     }
 
     #[test]
