@@ -27,6 +27,7 @@ mod recording;
 mod route;
 mod spool;
 mod ssh_host;
+mod ssh_record;
 mod state;
 mod streams;
 mod trust;

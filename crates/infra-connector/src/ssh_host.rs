@@ -67,11 +67,12 @@ pub(crate) async fn run(state: Arc<State>, destination: String, cfg: SshConfig) 
         ..Default::default()
     });
     let Some(dir) = cfg.sshd_dir.clone() else { return };
+    let recorder_ca = state.ssh_recorders.get(&destination).map(|k| k.ca_public());
     let mut snapshots = state.subscribe_snapshots();
     loop {
         let snap = snapshots.borrow_and_update().clone();
         if let Some(s) = snap
-            && let Err(e) = write_files(&dir, &destination, &s, cfg.reload.as_deref())
+            && let Err(e) = write_files(&dir, &destination, &s, cfg.reload.as_deref(), recorder_ca.as_deref())
         {
             tracing::warn!(destination = %destination, dir = %dir.display(), error = %format!("{e:#}"), "cannot update sshd files");
         }
@@ -81,7 +82,15 @@ pub(crate) async fn run(state: Arc<State>, destination: String, cfg: SshConfig) 
     }
 }
 
-fn write_files(dir: &Path, destination: &str, pushed: &Pushed, reload: Option<&str>) -> anyhow::Result<()> {
+/// `recorder_ca`: in recording mode, the connector's own CA, trusted
+/// beside Infra's (its per-session certificates carry the same principals).
+fn write_files(
+    dir: &Path,
+    destination: &str,
+    pushed: &Pushed,
+    reload: Option<&str>,
+    recorder_ca: Option<&str>,
+) -> anyhow::Result<()> {
     let s = &pushed.snapshot;
     let principals = dir.join("principals");
     std::fs::create_dir_all(&principals).with_context(|| format!("create {}", principals.display()))?;
@@ -111,11 +120,24 @@ fn write_files(dir: &Path, destination: &str, pushed: &Pushed, reload: Option<&s
             tracing::info!(destination, login = %name, "login no longer granted: sshd will refuse it");
         }
     }
-    write_if_changed(&dir.join("sshd_config"), &sshd_snippet(destination, dir))?;
-    if !s.ssh.user_ca.is_empty() {
-        write_if_changed(&dir.join("user_ca.pub"), &(s.ssh.user_ca.join("\n") + "\n"))?;
+    let mut snippet = sshd_snippet(destination, dir);
+    if recorder_ca.is_some() {
+        // Only the connector connects, and it checks sshd's key itself.
+        snippet = snippet
+            .lines()
+            .filter(|l| !l.starts_with("HostCertificate"))
+            .map(|l| format!("{l}\n"))
+            .collect();
     }
+    write_if_changed(&dir.join("sshd_config"), &snippet)?;
+    if !s.ssh.user_ca.is_empty() {
+        let mut cas = s.ssh.user_ca.clone();
+        cas.extend(recorder_ca.map(str::to_owned));
+        write_if_changed(&dir.join("user_ca.pub"), &(cas.join("\n") + "\n"))?;
+    }
+    // In recording mode the host certificate is the connector's own.
     if let Some(cert) = s.ssh.host_certs.get(destination).and_then(|c| c.first())
+        && recorder_ca.is_none()
         && write_if_changed(&dir.join("host-cert.pub"), &format!("{cert}\n"))?
         && let Some(cmd) = reload
     {

@@ -35,6 +35,8 @@ pub(crate) struct State {
     pub(crate) spool: Arc<Spool>,
     /// Session recordings waiting for the server.
     pub(crate) recordings: Arc<crate::recording::Recordings>,
+    /// The recorder keys of each SSH host in recording mode.
+    pub(crate) ssh_recorders: HashMap<String, Arc<crate::ssh_record::RecorderKeys>>,
     pub(crate) client: Client<HttpConnector, Body>,
     /// Every destination served, by name.
     pub(crate) routes: Routes,
@@ -129,9 +131,17 @@ impl State {
             settings.recording_budget,
             settings.recording_max,
         )?;
+        let mut ssh_recorders = HashMap::new();
+        for d in &settings.destinations {
+            if matches!(d.kind, crate::config::Kind::Ssh(_)) && d.recording.is_some() {
+                let keys = crate::ssh_record::RecorderKeys::load_or_make(&settings.data_dir, &d.name)?;
+                ssh_recorders.insert(d.name.clone(), Arc::new(keys));
+            }
+        }
         Ok(Self {
             routes: Routes::new(&settings.destinations)?,
             recordings,
+            ssh_recorders,
             settings,
             spool,
             client,

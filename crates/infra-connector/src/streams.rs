@@ -35,7 +35,12 @@ pub(crate) fn postgres(a: Admitted, req: Request<Incoming>, proto: HeaderValue) 
 /// An SSH session: bytes relayed to the host's sshd.
 pub(crate) async fn ssh(a: Admitted, req: Request<Incoming>, proto: HeaderValue) -> Response<Body> {
     let audit = a.audit.clone();
-    match crate::ssh_host::session(a, req).await {
+    let session = if a.route.recording.is_some() {
+        crate::ssh_record::proxy::serve(a, req).await
+    } else {
+        crate::ssh_host::session(a, req).await
+    };
+    match session {
         Ok(mut r) => {
             r.headers_mut().insert(HDR_UPGRADE, proto);
             r

@@ -165,8 +165,12 @@ async fn connect_once(
                                 .unwrap_or_else(|| format!("https://{}.localhost:{}/", d.name, x.listen.port()))
                         }),
                     },
-                    ssh_host_keys: match &d.kind {
-                        crate::config::Kind::Ssh(c) => crate::ssh_host::host_key(&d.name, c).into_iter().collect(),
+                    ssh_host_keys: match (&d.kind, state.ssh_recorders.get(&d.name)) {
+                        // Recording mode: users meet the connector's key.
+                        (crate::config::Kind::Ssh(_), Some(keys)) => vec![keys.host_public()],
+                        (crate::config::Kind::Ssh(c), None) => {
+                            crate::ssh_host::host_key(&d.name, c).into_iter().collect()
+                        }
                         _ => Vec::new(),
                     },
                     webhook: match (&s.webhook, &state.webhook_key) {

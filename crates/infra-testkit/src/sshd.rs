@@ -93,13 +93,20 @@ impl Sshd {
     /// Waits (≤ `secs`) for the connector to have written the snippet,
     /// the user CA and the host certificate.
     pub fn wait_for_infra_files(&self, secs: u64) -> anyhow::Result<()> {
+        self.wait_for(&["sshd_config", "user_ca.pub", "host-cert.pub"], secs)
+    }
+
+    /// The same for a host in recording mode, which has no host
+    /// certificate of its own (users meet the connector's).
+    pub fn wait_for_recording_files(&self, secs: u64) -> anyhow::Result<()> {
+        self.wait_for(&["sshd_config", "user_ca.pub"], secs)
+    }
+
+    fn wait_for(&self, files: &[&str], secs: u64) -> anyhow::Result<()> {
         let deadline = Instant::now() + Duration::from_secs(secs);
         let d = self.infra_dir();
         loop {
-            if ["sshd_config", "user_ca.pub", "host-cert.pub"]
-                .iter()
-                .all(|f| d.join(f).exists())
-            {
+            if files.iter().all(|f| d.join(f).exists()) {
                 return Ok(());
             }
             if Instant::now() > deadline {

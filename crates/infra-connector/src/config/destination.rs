@@ -82,8 +82,12 @@ impl Destination {
 fn recording(name: &str, kind: &Kind, record: Option<bool>, on_full: Option<&str>) -> anyhow::Result<Option<OnFull>> {
     let on = match (kind, record) {
         (Kind::Kubernetes(_), r) => r.unwrap_or(true),
+        // SSH: recording mode, where the connector terminates SSH.
+        (Kind::Ssh(_), r) => r.unwrap_or(false),
         (_, None | Some(false)) => false,
-        (_, Some(true)) => bail!("destination {name}: 'record' is for kind kubernetes (exec and attach sessions)"),
+        (_, Some(true)) => {
+            bail!("destination {name}: 'record' is for kinds kubernetes (exec and attach) and ssh (recording mode)")
+        }
     };
     let policy = match on_full {
         None => OnFull::RefuseNewSessions,

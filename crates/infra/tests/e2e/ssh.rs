@@ -9,6 +9,7 @@
 //! and each test user has a temporary home.
 
 mod changes;
+mod recording;
 mod refusals;
 
 use std::path::Path;
