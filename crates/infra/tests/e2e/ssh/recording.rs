@@ -4,12 +4,12 @@
 
 use infra_testkit::{Connector, Sshd, current_login, eventually};
 
-use super::{grant, relogin, wait_for_access};
+use super::{grant, relogin, run_as, wait_for_access};
 use crate::e2e::common::{self, Backend, bin};
 use crate::e2e::gateway::{connector_key, user};
 
 #[test]
-fn a_command_through_a_recorded_host_is_recorded() {
+fn a_command_and_scp_through_a_recorded_host_are_recorded() {
     let env = common::start_with(Backend::Sqlite, vec![]);
     let key = connector_key(&env, "sshc");
     let mut h = Sshd::prepare().expect("prepare sshd");
