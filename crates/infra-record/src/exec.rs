@@ -5,7 +5,8 @@
 //! the command's final status (a marker, `m`).
 
 use crate::asciicast::{Code, Event, Utf8Stream};
-use crate::k8s_ws::{self, CLOSE, Decoder, ERROR, RESIZE, STDERR, STDIN, STDOUT};
+use crate::framing::StreamError;
+use crate::k8s_ws::{CLOSE, Decoder, ERROR, RESIZE, STDERR, STDIN, STDOUT};
 use crate::spdy;
 
 /// The stream's framing, as the upgrade named it.
@@ -18,8 +19,7 @@ enum Framing {
 /// Why a stream could not be read.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Error {
-    WebSocket(k8s_ws::Error),
-    Spdy(spdy::Error),
+    Stream(StreamError),
     /// Bytes on a channel this recorder does not read (a base64
     /// subprotocol's `'0'`, say): not recorded, so the stream must end.
     Channel(u8),
@@ -28,8 +28,7 @@ pub enum Error {
 impl std::fmt::Display for Error {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Error::WebSocket(e) => e.fmt(f),
-            Error::Spdy(e) => e.fmt(f),
+            Error::Stream(e) => e.fmt(f),
             Error::Channel(c) => write!(f, "data on channel {c}, which this recorder does not read"),
         }
     }
@@ -98,13 +97,13 @@ impl ExecRecorder {
         }
         let messages = match (&mut self.framing, dir) {
             (Framing::WebSocket { from_client, .. }, Direction::FromClient) => {
-                from_client.push(bytes).map_err(Error::WebSocket)?
+                from_client.push(bytes).map_err(Error::Stream)?
             }
             (Framing::WebSocket { from_server, .. }, Direction::FromServer) => {
-                from_server.push(bytes).map_err(Error::WebSocket)?
+                from_server.push(bytes).map_err(Error::Stream)?
             }
-            (Framing::Spdy(s), Direction::FromClient) => s.push(spdy::Side::Client, bytes).map_err(Error::Spdy)?,
-            (Framing::Spdy(s), Direction::FromServer) => s.push(spdy::Side::Server, bytes).map_err(Error::Spdy)?,
+            (Framing::Spdy(s), Direction::FromClient) => s.push(spdy::Side::Client, bytes).map_err(Error::Stream)?,
+            (Framing::Spdy(s), Direction::FromServer) => s.push(spdy::Side::Server, bytes).map_err(Error::Stream)?,
         };
         let mut out = Vec::new();
         let mut emit = |code, data: String| {

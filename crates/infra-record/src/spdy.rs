@@ -12,6 +12,7 @@
 
 use std::collections::HashMap;
 
+use crate::framing::{Protocol, StreamError};
 use crate::k8s_ws::{ERROR, Message, RESIZE, STDERR, STDIN, STDOUT};
 
 /// The zlib dictionary of SPDY/3 header blocks (its specification,
@@ -23,20 +24,10 @@ const MAX_HEADERS: usize = 64 << 10;
 const SYN_STREAM: u16 = 1;
 const HEADERS: u16 = 8;
 
-/// Why a stream could not be read as SPDY.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Error {
-    TooLarge,
-    Protocol(&'static str),
-}
+const TOO_LARGE: StreamError = StreamError::TooLarge(Protocol::Spdy);
 
-impl std::fmt::Display for Error {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Error::TooLarge => write!(f, "a SPDY frame or header block over its limit"),
-            Error::Protocol(what) => write!(f, "not the SPDY/3.1 protocol: {what}"),
-        }
-    }
+fn bad(what: &'static str) -> StreamError {
+    StreamError::Malformed(Protocol::Spdy, what)
 }
 
 /// Which way a frame went.
@@ -76,7 +67,7 @@ impl Default for Session {
 
 impl Session {
     /// The channel messages `bytes` (going `side`) completes, in order.
-    pub fn push(&mut self, side: Side, bytes: &[u8]) -> Result<Vec<Message>, Error> {
+    pub fn push(&mut self, side: Side, bytes: &[u8]) -> Result<Vec<Message>, StreamError> {
         let mut buf = std::mem::take(match side {
             Side::Client => &mut self.from_client,
             Side::Server => &mut self.from_server,
@@ -112,7 +103,7 @@ impl Session {
                     Some(_) => {}
                     // Whatever the other side makes of it, it is not in
                     // the recording: the stream ends.
-                    None => break Err(Error::Protocol("data on a stream never opened")),
+                    None => break Err(bad("data on a stream never opened")),
                 }
             }
             at += 8 + len;
@@ -127,11 +118,11 @@ impl Session {
 
     /// A control frame from the client: streams it opens, and every header
     /// block it sends (to keep the zlib context in step).
-    fn control(&mut self, kind: u16, payload: &[u8]) -> Result<(), Error> {
+    fn control(&mut self, kind: u16, payload: &[u8]) -> Result<(), StreamError> {
         let (id, block) = match kind {
             SYN_STREAM if payload.len() >= 10 => (read_id(payload), &payload[10..]),
             HEADERS if payload.len() >= 4 => (read_id(payload), &payload[4..]),
-            SYN_STREAM | HEADERS => return Err(Error::Protocol("a short frame")),
+            SYN_STREAM | HEADERS => return Err(bad("a short frame")),
             _ => return Ok(()),
         };
         let headers = self.inflate_block(block)?;
@@ -149,15 +140,15 @@ impl Session {
             b"stderr" => STDERR,
             b"error" => ERROR,
             b"resize" => RESIZE,
-            _ => return Err(Error::Protocol("a stream of a type this recorder does not know")),
+            _ => return Err(bad("a stream of a type this recorder does not know")),
         };
         if self.streams.insert(id, channel).is_some() {
-            return Err(Error::Protocol("a stream opened twice"));
+            return Err(bad("a stream opened twice"));
         }
         Ok(())
     }
 
-    fn inflate_block(&mut self, block: &[u8]) -> Result<Vec<u8>, Error> {
+    fn inflate_block(&mut self, block: &[u8]) -> Result<Vec<u8>, StreamError> {
         let mut out = Vec::with_capacity(1024);
         let mut input = block;
         loop {
@@ -174,14 +165,14 @@ impl Session {
                 Err(e) if e.needs_dictionary().is_some() && !self.dictionary_set => {
                     self.inflate
                         .set_dictionary(DICTIONARY)
-                        .map_err(|_| Error::Protocol("the header dictionary was refused"))?;
+                        .map_err(|_| bad("the header dictionary was refused"))?;
                     self.dictionary_set = true;
                 }
-                Err(_) => return Err(Error::Protocol("a header block that does not inflate")),
-                Ok(_) if out.len() >= MAX_HEADERS => return Err(Error::TooLarge),
+                Err(_) => return Err(bad("a header block that does not inflate")),
+                Ok(_) if out.len() >= MAX_HEADERS => return Err(TOO_LARGE),
                 // A block always holds its count of headers.
                 Ok(_) if input.is_empty() && room && out.len() < 4 => {
-                    return Err(Error::Protocol("a header block that does not inflate"));
+                    return Err(bad("a header block that does not inflate"));
                 }
                 Ok(_) if input.is_empty() && room => return Ok(out),
                 Ok(_) => out.reserve(4096),
