@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Response};
 use infra_api::{AuditEvent, AuditQuery, AuditVerifyResponse};
 use maud::{Markup, html};
 
-use super::form::{Posted, Signed, Viewer, enc, failed, field, given, pager, token_input};
+use super::form::{Posted, Signed, Viewer, failed, field, filter_query, given, pager, token_input};
 use super::people::PER_PAGE;
 use super::readable_time;
 use crate::api::audit_api;
@@ -54,20 +54,14 @@ impl Filter {
 
     /// The filters as a query string (ending in `&`), for links.
     fn base(&self) -> String {
-        let mut s = String::new();
-        for (k, v) in [
-            ("user", &self.user),
-            ("destination", &self.destination),
-            ("action", &self.action),
-            ("result", &self.result),
-            ("since", &self.since),
-            ("until", &self.until),
-        ] {
-            if !v.trim().is_empty() {
-                s.push_str(&format!("{k}={}&", enc(v.trim())));
-            }
-        }
-        s
+        filter_query(&[
+            ("user", self.user.as_str()),
+            ("destination", self.destination.as_str()),
+            ("action", self.action.as_str()),
+            ("result", self.result.as_str()),
+            ("since", self.since.as_str()),
+            ("until", self.until.as_str()),
+        ])
     }
 }
 

@@ -242,6 +242,18 @@ pub(crate) fn enc(s: &str) -> String {
     out
 }
 
+/// The filters of a list page as a query string for its links (each
+/// `key=value&`, empty ones left out).
+pub(crate) fn filter_query(filters: &[(&str, &str)]) -> String {
+    let mut s = String::new();
+    for (k, v) in filters {
+        if !v.trim().is_empty() {
+            s.push_str(&format!("{k}={}&", enc(v.trim())));
+        }
+    }
+    s
+}
+
 #[cfg(test)]
 mod tests {
     use super::enc;

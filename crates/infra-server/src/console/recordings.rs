@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use infra_api::{Recording, RecordingQuery};
 use maud::{Markup, html};
 
-use super::form::{Signed, Viewer, enc, failed, field, given, pager};
+use super::form::{Signed, Viewer, failed, field, filter_query, given, pager};
 use super::people::PER_PAGE;
 use super::readable_time;
 use crate::api::recordings_api;
@@ -46,17 +46,11 @@ impl Filter {
     }
 
     fn base(&self) -> String {
-        let mut s = String::new();
-        for (k, v) in [
-            ("user", &self.user),
-            ("destination", &self.destination),
-            ("show", &self.show),
-        ] {
-            if !v.trim().is_empty() {
-                s.push_str(&format!("{k}={}&", enc(v.trim())));
-            }
-        }
-        s
+        filter_query(&[
+            ("user", self.user.as_str()),
+            ("destination", self.destination.as_str()),
+            ("show", self.show.as_str()),
+        ])
     }
 }
 
