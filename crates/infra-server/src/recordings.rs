@@ -136,6 +136,8 @@ async fn take_inner(state: &AppState, hello: &Hello, chunk: RecordingChunk) -> R
         bytes_out: i64::try_from(meta.bytes_out).unwrap_or(i64::MAX),
         exit: meta.exit.clone(),
         truncated: meta.truncated,
+        target: meta.target.clone(),
+        command: meta.command.clone(),
     };
     if !new.is_empty() || complete {
         let took = rec::append(&mut c, &id, row.size, new, &ending).await?;
@@ -216,14 +218,24 @@ async fn finish(state: &AppState, id: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// The text of a recording: from the store once stored, from the pieces
-/// received while it runs.
-pub(crate) async fn text(state: &AppState, row: &RecordingRow) -> anyhow::Result<Vec<u8>> {
+/// The text of a recording from byte `from` on (0: all of it): from the
+/// store once stored, from the pieces received while it runs. Following a
+/// running session reads only what is new.
+pub(crate) async fn text(state: &AppState, row: &RecordingRow, from: u64) -> anyhow::Result<Vec<u8>> {
+    let size = u64::try_from(row.size).unwrap_or(0);
+    if from > 0 && from >= size {
+        return Ok(Vec::new());
+    }
     if row.state == rec::STORED {
-        return state.recording_store.get(&row.id).await;
+        return state.recording_store.get(&row.id, from).await;
     }
     let mut c = state.store.conn().await?;
-    Ok(rec::pieces(&mut c, &row.id).await?.into_bytes())
+    let at = i64::try_from(from).unwrap_or(i64::MAX);
+    let (start, text) = rec::pieces_from(&mut c, &row.id, at).await?;
+    let mut bytes = text.into_bytes();
+    let skip = usize::try_from(at.saturating_sub(start).max(0)).unwrap_or(usize::MAX);
+    bytes.drain(..skip.min(bytes.len()));
+    Ok(bytes)
 }
 
 /// What `infra audit verify` found wrong with a stored recording.
@@ -259,7 +271,7 @@ pub(crate) async fn check_all(state: &AppState) -> anyhow::Result<Result<u64, Ta
                 "recording {id} (of {} on {}, audit event {})",
                 ev.actor, ev.target, ev.seq
             );
-            match state.recording_store.get(id).await {
+            match state.recording_store.get(id, 0).await {
                 Ok(bytes) if infra_auth::sha256_hex(&bytes) == sha => checked += 1,
                 Ok(_) => {
                     return Ok(Err(Tampered {

@@ -76,6 +76,10 @@ pub struct Ending {
     pub bytes_out: i64,
     pub exit: String,
     pub truncated: bool,
+    /// What the session was on and ran, once known (an SSH login is known
+    /// only after the recording began); a value already kept stays.
+    pub target: String,
+    pub command: String,
 }
 
 /// Appends `data` at byte `at`, if the recording has exactly `at` bytes
@@ -86,7 +90,9 @@ pub async fn append(c: &mut Conn, id: &str, at: i64, data: &str, end: &Ending) -
     let mut tx = c.begin().await?;
     let n = sqlx::query(
         "UPDATE recordings SET size = size + $1, ended_ms = $2, bytes_in = $3, bytes_out = $4, exit = $5, \
-         truncated = $6 WHERE id = $7 AND size = $8 AND state = $9",
+         truncated = $6, target = CASE WHEN target = '' THEN $10 ELSE target END, \
+         command = CASE WHEN command = '' THEN $11 ELSE command END \
+         WHERE id = $7 AND size = $8 AND state = $9",
     )
     .bind(data.len() as i64)
     .bind(end.ended_ms)
@@ -97,6 +103,8 @@ pub async fn append(c: &mut Conn, id: &str, at: i64, data: &str, end: &Ending) -
     .bind(id)
     .bind(at)
     .bind(LIVE)
+    .bind(&end.target)
+    .bind(&end.command)
     .execute(&mut *tx)
     .await?
     .rows_affected();
@@ -113,6 +121,21 @@ pub async fn append(c: &mut Conn, id: &str, at: i64, data: &str, end: &Ending) -
     }
     tx.commit().await?;
     Ok(true)
+}
+
+/// The text received from byte `from` on: the pieces from the one that
+/// holds `from`, and the byte that piece starts at.
+pub async fn pieces_from(c: &mut Conn, id: &str, from: i64) -> Result<(i64, String), StoreError> {
+    let rows: Vec<(i64, String)> = sqlx::query_as(
+        "SELECT at, data FROM recording_pieces WHERE recording_id = $1 AND at >= \
+         (SELECT COALESCE(MAX(at), 0) FROM recording_pieces WHERE recording_id = $1 AND at <= $2) ORDER BY at",
+    )
+    .bind(id)
+    .bind(from)
+    .fetch_all(c)
+    .await?;
+    let start = rows.first().map_or(from, |r| r.0);
+    Ok((start, rows.into_iter().map(|r| r.1).collect()))
 }
 
 /// The text received, in order; the whole recording once it has ended.

@@ -172,7 +172,7 @@ pub(crate) async fn read(
             ));
         }
     }
-    let mut bytes = crate::recordings::text(state, &row).await.map_err(|e| {
+    let bytes = crate::recordings::text(state, &row, from).await.map_err(|e| {
         tracing::error!(recording = %row.id, error = %format!("{e:#}"), "cannot read a recording");
         ApiError::new(
             axum::http::StatusCode::SERVICE_UNAVAILABLE,
@@ -188,9 +188,6 @@ pub(crate) async fn read(
             row.id, row.user_email, row.state
         ));
         crate::audit::record(state, ev).await?;
-    } else {
-        let from = usize::try_from(from).unwrap_or(usize::MAX).min(bytes.len());
-        bytes.drain(..from);
     }
     Ok((bytes, row.state == rec::LIVE, token))
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use object_store::aws::{AmazonS3, AmazonS3Builder};
-use object_store::{ObjectStoreExt as _, PutPayload};
+use object_store::{ObjectStore as _, ObjectStoreExt as _, PutPayload};
 
 pub(crate) enum RecordingStore {
     Dir(PathBuf),
@@ -117,12 +117,13 @@ impl RecordingStore {
         }
     }
 
-    pub(crate) async fn get(&self, id: &str) -> anyhow::Result<Vec<u8>> {
+    /// Recording `id` from byte `from` on (0: all of it).
+    pub(crate) async fn get(&self, id: &str, from: u64) -> anyhow::Result<Vec<u8>> {
         match self {
             Self::Dir(dir) => {
                 let path = Self::path(dir, id)?;
                 tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<u8>> {
-                    use std::io::Read as _;
+                    use std::io::{Read as _, Seek as _};
                     use std::os::unix::fs::OpenOptionsExt as _;
                     // A link in place of a recording is not followed: it
                     // could point at any file the server can read.
@@ -131,13 +132,26 @@ impl RecordingStore {
                         .custom_flags(libc::O_NOFOLLOW)
                         .open(&path)
                         .with_context(|| format!("read {}", path.display()))?;
+                    f.seek(std::io::SeekFrom::Start(from))?;
                     let mut out = Vec::new();
                     f.read_to_end(&mut out)?;
                     Ok(out)
                 })
                 .await?
             }
-            Self::S3 { store, prefix } => Ok(store.get(&Self::key(prefix, id)?).await?.bytes().await?.to_vec()),
+            Self::S3 { store, prefix } => {
+                let key = Self::key(prefix, id)?;
+                let got = if from == 0 {
+                    store.get(&key).await?
+                } else {
+                    let opts = object_store::GetOptions {
+                        range: Some(object_store::GetRange::Offset(from)),
+                        ..Default::default()
+                    };
+                    store.get_opts(&key, opts).await?
+                };
+                Ok(got.bytes().await?.to_vec())
+            }
         }
     }
 
