@@ -32,6 +32,7 @@ use infra_tunnel::proto::{ConnectorMsg, RecordingChunk, RecordingMeta};
 use tokio::sync::Notify;
 
 use crate::clock::now_ms;
+use crate::config::OnFull;
 
 /// The most one piece carries; lines are far shorter (see `tap`).
 const PIECE: u64 = 256 * 1024;
@@ -71,6 +72,17 @@ struct Local {
     in_flight: Option<(u64, Instant)>,
     retry_at: Option<Instant>,
     backoff: Duration,
+}
+
+/// What [`Recordings::admit`] says of a new session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Admission {
+    /// It runs, recorded.
+    Record,
+    /// It runs unrecorded; the audit detail says why.
+    Unrecorded(String),
+    /// It is refused, with this message for the user.
+    Refused(String),
 }
 
 /// What a metrics scrape or a health check reads.
@@ -145,13 +157,27 @@ impl Recordings {
         }
     }
 
-    /// Whether the recordings waiting here have spent the disk budget.
-    pub(crate) fn full(&self) -> bool {
-        self.waiting().bytes >= self.budget
-    }
-
     pub(crate) fn budget(&self) -> u64 {
         self.budget
+    }
+
+    /// Whether a new session on `destination` may start, and recorded or
+    /// not: the one rule for every kind of recorded session. While the
+    /// spool has spent its budget, the destination's `onFull` decides.
+    pub(crate) fn admit(&self, destination: &str, on_full: OnFull) -> Admission {
+        let waiting = self.waiting();
+        if waiting.bytes < self.budget {
+            return Admission::Record;
+        }
+        match on_full {
+            OnFull::RefuseNewSessions => Admission::Refused(format!(
+                "sessions on {destination} are recorded, and this connector's recording spool is full ({} recordings, {} bytes waiting for the server; budget {} bytes): new sessions are refused until they are shipped",
+                waiting.recordings, waiting.bytes, self.budget
+            )),
+            OnFull::AllowUnrecorded => Admission::Unrecorded(
+                "warning=not-recorded: the recording spool is full (onFull: allow-unrecorded)".into(),
+            ),
+        }
     }
 
     /// Starts a recording: its description, then its header line.
@@ -406,6 +432,31 @@ impl Writing {
     pub(crate) fn id(&self) -> &str {
         &self.id
     }
+
+    /// Fills in what is learnt once the session runs (an SSH login is known
+    /// only after authentication): kept here and sent with the next piece.
+    pub(crate) fn describe(&mut self, f: impl FnOnce(&mut RecordingMeta)) {
+        f(&mut self.meta);
+        if let Err(e) = write_meta(&self.recs.dir, &self.id, &self.meta) {
+            tracing::error!(recording = %self.id, error = %format!("{e:#}"), "cannot write a recording's description");
+        }
+        if let Some(l) = self.recs.lock().local.get_mut(&self.id) {
+            l.meta = self.meta.clone();
+        }
+    }
+}
+
+/// A marker event at `time` (seconds into the recording), as a line.
+pub(crate) fn marker_line(time: f64, why: &str) -> String {
+    format!(
+        "{}\n",
+        Event {
+            time,
+            code: Code::Marker,
+            data: why.to_owned(),
+        }
+        .line()
+    )
 }
 
 fn write_meta(dir: &Path, id: &str, meta: &RecordingMeta) -> anyhow::Result<()> {
@@ -476,4 +527,50 @@ fn reopen(dir: &Path, id: &str) -> anyhow::Result<Local> {
         retry_at: None,
         backoff: FIRST_RETRY,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta() -> RecordingMeta {
+        RecordingMeta {
+            kind: infra_tunnel::proto::RecordingKind::Ssh,
+            user: "alice@example.com".into(),
+            destination: "web".into(),
+            source: String::new(),
+            target: String::new(),
+            command: String::new(),
+            started_ms: 0,
+            ended_ms: None,
+            bytes_in: 0,
+            bytes_out: 0,
+            exit: String::new(),
+            truncated: false,
+        }
+    }
+
+    #[test]
+    fn a_spent_budget_refuses_or_lets_through_as_the_destination_says() {
+        let dir = tempfile::tempdir().unwrap();
+        let recs = Recordings::open(dir.path(), 1, 1 << 20).unwrap();
+        for on_full in [OnFull::RefuseNewSessions, OnFull::AllowUnrecorded] {
+            assert_eq!(recs.admit("web", on_full), Admission::Record);
+        }
+        // A running session's header alone passes one byte.
+        let mut w = recs.start(meta(), "title".into()).unwrap();
+        match recs.admit("web", OnFull::RefuseNewSessions) {
+            Admission::Refused(why) => assert!(why.contains("recording spool is full"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+        match recs.admit("web", OnFull::AllowUnrecorded) {
+            Admission::Unrecorded(why) => assert!(why.starts_with("warning=not-recorded"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+        // What is learnt later is kept with it, on disk too.
+        w.describe(|m| m.target = "deploy".into());
+        let on_disk: RecordingMeta =
+            serde_json::from_slice(&std::fs::read(dir.path().join(format!("{}.json", w.id()))).unwrap()).unwrap();
+        assert_eq!(on_disk.target, "deploy");
+    }
 }

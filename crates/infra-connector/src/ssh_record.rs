@@ -86,12 +86,25 @@ pub(crate) struct RecorderKeys {
     pub(crate) host: PrivateKey,
     /// The CA sshd trusts for the connector's own logins.
     ca: PrivateKey,
+    /// The host key sshd must present (`hostKeyFile`), read at start.
+    pub(crate) sshd: Option<PublicKey>,
 }
 
 impl RecorderKeys {
     /// Loads `DIR/ssh-recorder-DEST-{host,ca}`, making them the first time
-    /// (Ed25519, mode 0600).
-    pub(crate) fn load_or_make(dir: &Path, destination: &str) -> anyhow::Result<Self> {
+    /// (Ed25519, mode 0600), and sshd's host key from `sshd_key_file`.
+    pub(crate) fn load_or_make(dir: &Path, destination: &str, sshd_key_file: Option<&Path>) -> anyhow::Result<Self> {
+        let sshd = match sshd_key_file {
+            None => None,
+            Some(path) => {
+                let text = std::fs::read_to_string(path).with_context(|| format!("read {}", path.display()))?;
+                let line = text.lines().next().unwrap_or_default().trim();
+                Some(
+                    PublicKey::from_openssh(line)
+                        .with_context(|| format!("{}: not an OpenSSH public key", path.display()))?,
+                )
+            }
+        };
         let one = |what: &str| -> anyhow::Result<PrivateKey> {
             let path = dir.join(format!("ssh-recorder-{destination}-{what}"));
             if let Ok(text) = std::fs::read_to_string(&path) {
@@ -105,6 +118,7 @@ impl RecorderKeys {
         Ok(Self {
             host: one("host")?,
             ca: one("ca")?,
+            sshd,
         })
     }
 
@@ -217,8 +231,8 @@ mod tests {
     #[test]
     fn the_recorder_signs_what_its_own_check_accepts() {
         let dir = tempfile::tempdir().unwrap();
-        let keys = RecorderKeys::load_or_make(dir.path(), "web").unwrap();
-        let again = RecorderKeys::load_or_make(dir.path(), "web").unwrap();
+        let keys = RecorderKeys::load_or_make(dir.path(), "web", None).unwrap();
+        let again = RecorderKeys::load_or_make(dir.path(), "web", None).unwrap();
         assert_eq!(keys.ca_public(), again.ca_public());
         assert_eq!(keys.host_public(), again.host_public());
         let session = PrivateKey::random(&mut rand::rng(), Algorithm::Ed25519).unwrap();

@@ -1,6 +1,7 @@
 //! The connector's shared state: settings, the decision state pushed by the
 //! server, open streams (so revocation can cut them), and the audit spool.
 
+use anyhow::Context as _;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -133,8 +134,15 @@ impl State {
         )?;
         let mut ssh_recorders = HashMap::new();
         for d in &settings.destinations {
-            if matches!(d.kind, crate::config::Kind::Ssh(_)) && d.recording.is_some() {
-                let keys = crate::ssh_record::RecorderKeys::load_or_make(&settings.data_dir, &d.name)?;
+            if let crate::config::Kind::Ssh(ssh) = &d.kind
+                && d.recording.is_some()
+            {
+                let keys = crate::ssh_record::RecorderKeys::load_or_make(
+                    &settings.data_dir,
+                    &d.name,
+                    ssh.host_key_file.as_deref(),
+                )
+                .with_context(|| format!("destination {}: recording mode's keys", d.name))?;
                 ssh_recorders.insert(d.name.clone(), Arc::new(keys));
             }
         }

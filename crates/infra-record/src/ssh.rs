@@ -84,6 +84,11 @@ impl SshRecorder {
         }
     }
 
+    /// A note in the recording at `at_ms`, such as why the session ended.
+    pub fn marker(&self, at_ms: i64, text: impl Into<String>) -> Event {
+        self.event(at_ms, Code::Marker, text.into())
+    }
+
     /// A terminal of `cols`×`rows` (a pty request or a window change).
     pub fn size(&mut self, at_ms: i64, cols: u32, rows: u32) -> Vec<Event> {
         self.size = Some((cols, rows));

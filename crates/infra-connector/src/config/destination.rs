@@ -82,8 +82,18 @@ impl Destination {
 fn recording(name: &str, kind: &Kind, record: Option<bool>, on_full: Option<&str>) -> anyhow::Result<Option<OnFull>> {
     let on = match (kind, record) {
         (Kind::Kubernetes(_), r) => r.unwrap_or(true),
-        // SSH: recording mode, where the connector terminates SSH.
-        (Kind::Ssh(_), r) => r.unwrap_or(false),
+        // SSH: recording mode, where the connector terminates SSH, and so
+        // must know sshd's host key: without it, anyone between the
+        // connector and sshd could read and change the session.
+        (Kind::Ssh(ssh), r) => {
+            let on = r.unwrap_or(false);
+            if on && ssh.host_key_file.is_none() {
+                bail!(
+                    "destination {name}: recording mode needs hostKeyFile (sshd's public key, which the connector checks when it logs in), or sshdDir for the default /etc/ssh/ssh_host_ed25519_key.pub"
+                );
+            }
+            on
+        }
         (_, None | Some(false)) => false,
         (_, Some(true)) => {
             bail!("destination {name}: 'record' is for kinds kubernetes (exec and attach) and ssh (recording mode)")
@@ -396,5 +406,18 @@ mod tests {
             }
             assert!(e.contains(why), "{yaml:?}: {e}");
         }
+    }
+
+    #[test]
+    fn recording_mode_needs_sshds_host_key() {
+        let key = tempfile::NamedTempFile::new().unwrap();
+        let record = |yaml: &str| {
+            let c = ssh(yaml).map_err(|e| e.to_string())?;
+            recording("host1", &Kind::Ssh(c), Some(true), None).map_err(|e| format!("{e:#}"))
+        };
+        let e = record("address: a:22\n").unwrap_err();
+        assert!(e.contains("recording mode needs hostKeyFile"), "{e}");
+        let with_key = format!("address: a:22\nhostKeyFile: {}\n", key.path().display());
+        assert_eq!(record(&with_key), Ok(Some(OnFull::RefuseNewSessions)));
     }
 }

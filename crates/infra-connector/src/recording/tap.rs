@@ -10,17 +10,16 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use infra_record::asciicast::{Code, Event};
+use infra_record::asciicast::Code;
 use infra_record::exec::{Direction, ExecRecorder};
 use infra_tunnel::proto::{RecordingKind, RecordingMeta};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 
-use super::Writing;
+use super::{Admission, Writing, marker_line};
 use crate::admit::Admitted;
 use crate::answer::Call;
 use crate::clock::now_ms;
-use crate::config::OnFull;
 
 /// The most text one event holds: a large read of output becomes several
 /// events at the same time, so every line stays short.
@@ -129,19 +128,6 @@ impl Drop for Tap {
     }
 }
 
-/// A marker event at `time`, as a line.
-fn marker_line(time: f64, why: &str) -> String {
-    format!(
-        "{}\n",
-        Event {
-            time,
-            code: Code::Marker,
-            data: why.to_owned(),
-        }
-        .line()
-    )
-}
-
 /// Output without a terminal as a terminal shows it: each bare line feed
 /// as a new line (`\r\n`), as the user's terminal turned it.
 fn as_shown(s: &str) -> String {
@@ -245,32 +231,13 @@ pub(crate) fn plan(
         return Ok(None);
     }
     let name = &a.route.name;
-    let recs = &a.state.recordings;
-    if recs.full() {
-        let waiting = recs.waiting();
-        match on_full {
-            OnFull::RefuseNewSessions => {
-                return Err((
-                    503,
-                    format!(
-                        "sessions on {name} are recorded, and this connector's recording spool is full ({} recordings, {} bytes waiting for the server; budget {} bytes): new sessions are refused until they are shipped",
-                        waiting.recordings,
-                        waiting.bytes,
-                        recs.budget()
-                    ),
-                ));
-            }
-            OnFull::AllowUnrecorded => {
-                a.audit.record(
-                    infra_tunnel::proto::Outcome::Success,
-                    call.detail(
-                        0,
-                        0,
-                        "warning=not-recorded: the recording spool is full (onFull: allow-unrecorded)",
-                    ),
-                );
-                return Ok(None);
-            }
+    match a.state.recordings.admit(name, on_full) {
+        Admission::Record => {}
+        Admission::Refused(why) => return Err((503, why)),
+        Admission::Unrecorded(why) => {
+            a.audit
+                .record(infra_tunnel::proto::Outcome::Success, call.detail(0, 0, &why));
+            return Ok(None);
         }
     }
     // WebSocket (kubectl 1.30+ with clusters 1.30+) or SPDY/3.1 (the rest).

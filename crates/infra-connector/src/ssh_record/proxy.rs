@@ -16,7 +16,7 @@ use russh::{Channel, ChannelId, ChannelMsg, client};
 
 use super::{RecorderKeys, check_user_cert};
 use crate::clock::now_ms;
-use crate::recording::Writing;
+use crate::recording::{Admission, Writing, marker_line};
 
 /// sshd, as the connector's client sees it.
 pub(crate) struct Sshd {
@@ -41,23 +41,48 @@ impl client::Handler for Sshd {
 /// What the recording is written to, shared by the channels' tasks.
 pub(crate) struct Tape {
     pub(crate) rec: SshRecorder,
+    /// `None` once closed, and for a session let run unrecorded.
     pub(crate) out: Option<Writing>,
+    /// `onFull: allow-unrecorded` let this session run with no recording.
+    pub(crate) unrecorded: bool,
 }
 
 impl Tape {
+    /// Writes `events` down; `Err` ends the session (fail closed).
     fn put(&mut self, events: Vec<infra_record::asciicast::Event>) -> Result<(), String> {
-        if events.is_empty() {
+        if events.is_empty() || self.unrecorded {
             return Ok(());
         }
         let mut text = Vec::new();
         for e in &events {
             e.write_line(&mut text);
         }
-        match self.out.as_mut() {
-            Some(out) if out.has_room(text.len()) => out.append(&text).map_err(|e| format!("{e:#}")),
-            Some(_) => Err("the recording reached its size limit".into()),
-            None => Err("the recording is closed".into()),
+        let Some(out) = self.out.as_mut() else {
+            return Err("the recording is closed".into());
+        };
+        if !out.has_room(text.len()) {
+            let why = "the recording reached its size limit (recordings.maxSize): the session ends";
+            let time = events.first().map_or(0.0, |e| e.time);
+            let _ = out.append(marker_line(time, why).as_bytes());
+            return Err(why.into());
         }
+        out.append(&text).map_err(|e| format!("{e:#}"))
+    }
+
+    /// Closes the recording: a last marker when the session did not end by
+    /// itself, then how it ended.
+    fn close(&mut self, ended: &str) {
+        let Some(mut out) = self.out.take() else { return };
+        if ended != "closed" {
+            let note = match ended {
+                "revoked" => "session ended: access revoked",
+                _ => "session ended: connection error",
+            };
+            let e = self.rec.marker(now_ms(), note);
+            let _ = out.append(format!("{}\n", e.line()).as_bytes());
+        }
+        let exit = self.rec.exit.clone().unwrap_or_else(|| ended.to_owned());
+        out.finish(exit, self.rec.bytes_in, self.rec.bytes_out);
     }
 }
 
@@ -67,7 +92,6 @@ pub(crate) struct Front {
     pub(crate) user_id: String,
     pub(crate) user_cas: Vec<String>,
     pub(crate) sshd_address: String,
-    pub(crate) sshd_key: Option<PublicKey>,
     pub(crate) keys: Arc<RecorderKeys>,
     pub(crate) tape: Arc<Mutex<Tape>>,
     upstream: Option<client::Handle<Sshd>>,
@@ -81,7 +105,6 @@ impl Front {
         user_id: String,
         user_cas: Vec<String>,
         sshd_address: String,
-        sshd_key: Option<PublicKey>,
         keys: Arc<RecorderKeys>,
         tape: Arc<Mutex<Tape>>,
     ) -> Self {
@@ -90,7 +113,6 @@ impl Front {
             user_id,
             user_cas,
             sshd_address,
-            sshd_key,
             keys,
             tape,
             upstream: None,
@@ -121,7 +143,7 @@ impl Front {
             config,
             tcp,
             Sshd {
-                expected: self.sshd_key.clone(),
+                expected: self.keys.sshd.clone(),
             },
         )
         .await?;
@@ -134,6 +156,11 @@ impl Front {
         anyhow::ensure!(ok.success(), "sshd refused the recorder's certificate for {login}");
         self.upstream = Some(handle);
         self.login = Some(login.to_owned());
+        if let Ok(mut t) = self.tape.lock()
+            && let Some(out) = t.out.as_mut()
+        {
+            out.describe(|m| m.target = login.to_owned());
+        }
         Ok(())
     }
 
@@ -368,6 +395,17 @@ impl Front {
         let at = now_ms();
         let events = self.recorder(|r| r.start(u32::from(channel), at, what.clone()))?;
         self.record(events)?;
+        if let Start::Exec(command) | Start::Subsystem(command) = &what
+            && let Ok(mut t) = self.tape.lock()
+            && let Some(out) = t.out.as_mut()
+        {
+            // The first command names the recording.
+            out.describe(|m| {
+                if m.command.is_empty() {
+                    m.command = command.clone();
+                }
+            });
+        }
         let Some(up) = self.channels.get(&channel) else {
             session.channel_failure(channel)?;
             return Ok(());
@@ -414,38 +452,35 @@ pub(crate) async fn serve(
         .flatten()
         .filter_map(|l| Certificate::from_openssh(l).ok())
         .collect();
-    if a.state.recordings.full() {
-        return Err((
-            503,
-            format!(
-                "sessions on {destination} are recorded, and this connector's recording spool is full: new sessions are refused until it empties"
-            ),
-        ));
-    }
-    let out = start_recording(&a)?;
-    a.audit.record(
-        infra_tunnel::proto::Outcome::Success,
-        format!(
-            "session start recording={} connector={}",
-            out.id(),
-            a.state.settings.name
-        ),
-    );
+    let on_full = a.route.recording.unwrap_or(crate::config::OnFull::RefuseNewSessions);
+    let (out, unrecorded) = match a.state.recordings.admit(&destination, on_full) {
+        Admission::Record => {
+            let out = start_recording(&a)?;
+            let detail = format!(
+                "session start recording={} connector={}",
+                out.id(),
+                a.state.settings.name
+            );
+            a.audit.record(infra_tunnel::proto::Outcome::Success, detail);
+            (Some(out), false)
+        }
+        Admission::Refused(why) => return Err((503, why)),
+        Admission::Unrecorded(why) => {
+            let detail = format!("session start {why} connector={}", a.state.settings.name);
+            a.audit.record(infra_tunnel::proto::Outcome::Success, detail);
+            (None, true)
+        }
+    };
     let tape = Arc::new(Mutex::new(Tape {
         rec: SshRecorder::new(now_ms()),
-        out: Some(out),
+        out,
+        unrecorded,
     }));
-    let sshd_key = cfg
-        .host_key_file
-        .as_ref()
-        .and_then(|p| std::fs::read_to_string(p).ok())
-        .and_then(|l| PublicKey::from_openssh(l.trim()).ok());
     let front = Front::new(
         destination.clone(),
         a.ident.user_id.clone(),
         ssh.user_ca.clone(),
         cfg.address.clone(),
-        sshd_key,
         keys.clone(),
         tape.clone(),
     );
@@ -462,29 +497,43 @@ pub(crate) async fn serve(
     let (client_side, server_side) = tokio::io::duplex(256 * 1024);
     let (rd, wr) = tokio::io::split(client_side);
     let tasks = a.state.tasks.clone();
-    tasks.spawn(infra_tunnel::body::body_to_writer(req.into_body(), wr));
+    // Revocation cuts the user's stream here whatever the SSH session
+    // does: the pipes end with `cut`.
+    let cut = tokio_util::sync::CancellationToken::new();
+    tasks.spawn(until(
+        cut.clone(),
+        infra_tunnel::body::body_to_writer(req.into_body(), wr),
+    ));
     let (tx, rx) = infra_tunnel::body::bytes_channel(16);
-    tasks.spawn(infra_tunnel::body::reader_to_channel(rd, tx));
+    tasks.spawn(until(cut.clone(), infra_tunnel::body::reader_to_channel(rd, tx)));
     tasks.spawn(async move {
         let ended = match russh::server::run_stream(config, server_side, front).await {
-            Ok(running) => tokio::select! {
-                r = running => if r.is_ok() { "closed" } else { "error" },
-                () = a.watch.token().cancelled() => "revoked",
-            },
+            Ok(mut running) => {
+                let handle = running.handle();
+                tokio::select! {
+                    r = &mut running => if r.is_ok() { "closed" } else { "error" },
+                    () = a.watch.token().cancelled() => {
+                        // The session runs on a task of russh's own, which
+                        // dropping does not stop: tell the user why, give
+                        // it a moment to go, then cut.
+                        let _ = handle
+                            .disconnect(russh::Disconnect::ByApplication, "access revoked".into(), String::new())
+                            .await;
+                        let _ = tokio::time::timeout(std::time::Duration::from_millis(500), &mut running).await;
+                        cut.cancel();
+                        "revoked"
+                    }
+                }
+            }
             Err(_) => "error",
         };
-        let (exit, bytes_in, bytes_out, out) = match tape.lock() {
-            Ok(mut t) => (
-                t.rec.exit.clone().unwrap_or_else(|| ended.to_owned()),
-                t.rec.bytes_in,
-                t.rec.bytes_out,
-                t.out.take(),
-            ),
+        let (bytes_in, bytes_out) = match tape.lock() {
+            Ok(mut t) => {
+                t.close(ended);
+                (t.rec.bytes_in, t.rec.bytes_out)
+            }
             Err(_) => return,
         };
-        if let Some(out) = out {
-            out.finish(exit, bytes_in, bytes_out);
-        }
         let outcome = if ended == "revoked" {
             infra_tunnel::proto::Outcome::Denied
         } else {
@@ -496,6 +545,14 @@ pub(crate) async fn serve(
         );
     });
     Ok(http::Response::new(infra_tunnel::boxed(rx)))
+}
+
+/// Runs `f` until `cut` is cancelled.
+async fn until(cut: tokio_util::sync::CancellationToken, f: impl std::future::Future<Output = ()>) {
+    tokio::select! {
+        () = f => {}
+        () = cut.cancelled() => {}
+    }
 }
 
 /// The recording of a new SSH connection by the admitted user.
