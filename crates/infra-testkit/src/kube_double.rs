@@ -58,6 +58,7 @@ impl KubeDouble {
         std::fs::write(dir.path().join("ca.pem"), &ca.cert_pem)?;
         std::fs::write(dir.path().join("cert.pem"), &cert.chain_pem)?;
         std::fs::write(dir.path().join("key.pem"), cert.key_pem.expose())?;
+        std::fs::write(dir.path().join("sa-token"), token)?;
         let mut child = Command::new(&bin)
             .args([
                 "--listen",
@@ -106,6 +107,24 @@ impl KubeDouble {
             dir,
             child: Some(child),
         })
+    }
+
+    /// A connector's settings for this double as a Kubernetes cluster
+    /// (`url`, `caFile`, and `tokenFile` with the token it accepts), each
+    /// line indented under a destination; `rbacSync: false`, as a double
+    /// has no RBAC API.
+    pub fn settings(&self) -> String {
+        format!(
+            "    url: {}\n    tokenFile: {}\n    caFile: {}\n    rbacSync: false\n",
+            self.url,
+            self.dir.path().join("sa-token").display(),
+            self.ca_file().display()
+        )
+    }
+
+    /// A connector's destination `name` for this double (see [`settings`](Self::settings)).
+    pub fn destination(&self, name: &str) -> String {
+        format!("  - name: {name}\n    kind: kubernetes\n{}", self.settings())
     }
 
     /// `https://127.0.0.1:PORT`.

@@ -18,6 +18,7 @@ pub mod proxy;
 mod s3;
 mod server;
 mod sshd;
+mod terminal;
 mod upstream;
 
 use std::net::TcpListener;
@@ -35,6 +36,7 @@ pub use proxy::{Proxy, ProxyKind};
 pub use s3::S3;
 pub use server::{Server, ServerOpts};
 pub use sshd::{Sshd, current_login};
+pub use terminal::Terminal;
 pub use upstream::Upstream;
 
 /// A TCP port on 127.0.0.1 that was free a moment ago.

@@ -127,3 +127,39 @@ pub fn curl_response(args: &[&str], url: &str) -> (u16, String, String) {
     let (head, body) = rest.split_once("\r\n\r\n").unwrap_or((rest, ""));
     (code.trim().parse().unwrap_or(0), head.to_owned(), body.to_owned())
 }
+
+/// `PATH` with this build's `infra` first.
+pub fn path_with_infra() -> String {
+    let dir = bin().parent().map(std::path::Path::to_path_buf).unwrap_or_default();
+    format!("{}:{}", dir.display(), std::env::var("PATH").unwrap_or_default())
+}
+
+/// An interactive shell session as a person has it: `command` (which
+/// ends in a shell) runs in a real terminal as the user of `cli`; once a
+/// prompt shows, `typed` is typed and its output `expect` awaited, then
+/// `exit` ends the shell and the command. `context` is shown on failure.
+pub fn shell_session(cli: &Cli, command: &str, typed: &str, expect: &str, exit: &str, context: impl Fn() -> String) {
+    let t = infra_testkit::Terminal::start(cli.home(), &path_with_infra(), command).expect("start a terminal");
+    t.wait_for_prompt(30, &context).unwrap();
+    t.type_line(typed);
+    t.wait_for_text(expect, 15).unwrap();
+    t.type_line(exit);
+    t.wait_for_end(15).unwrap();
+}
+
+/// `asciinema cat FILE`, the reference player reading a recording, in a
+/// terminal of its own (`script`): it opens `/dev/tty`, which a test run
+/// without a terminal lacks. A status of 0 means it read the whole file.
+pub fn asciinema_cat(file: &std::path::Path) -> Output {
+    let cmd = format!("asciinema cat '{}'", file.display());
+    let out = std::process::Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run script");
+    Output {
+        status: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}

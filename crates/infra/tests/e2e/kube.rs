@@ -9,13 +9,13 @@ mod requests;
 mod streams;
 mod workloads;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::Instant;
 
 use infra_testkit::{Cli, Connector, KubeCluster, eventually};
 
-use super::common::{Backend, Env, bin, start};
+use super::common::{Backend, Env, bin, path_with_infra, start};
 use super::gateway::{connector_key, user};
 
 const CLUSTER: &str = "k8s";
@@ -67,11 +67,6 @@ pub fn kubectl(cli: &Cli, args: &[&str]) -> infra_testkit::Output {
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
     }
-}
-
-fn path_with_infra() -> String {
-    let dir = bin().parent().map(Path::to_path_buf).unwrap_or_default();
-    format!("{}:{}", dir.display(), std::env::var("PATH").unwrap_or_default())
 }
 
 /// The RoleBindings (all namespaces) and ClusterRoleBindings Infra manages.

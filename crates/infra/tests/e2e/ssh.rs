@@ -137,38 +137,44 @@ fn wait_for_access(cli: &Cli, host: &str) {
 /// ssh straight to a host's sshd with a key and certificate, trusting the
 /// host by Infra's host CA under `alias`.
 fn raw_ssh(cli: &Cli, h: &Sshd, alias: &str, login: &str, cert: &Path) -> Output {
-    let ssh_dir = cli.home().join(".infra/ssh");
     let port = h.port.to_string();
+    ssh_with_cert(cli, alias, cert, &["-p", &port, "-l", login, "127.0.0.1", "echo", "in"])
+}
+
+/// ssh to `alias` through the gateway (`infra ssh-proxy`) with a key and
+/// certificate chosen here, not the ones Infra's config names.
+fn gateway_ssh(cli: &Cli, alias: &str, login: &str, cert: &Path) -> Output {
+    let proxy = format!("ProxyCommand=infra ssh-proxy {alias} %p");
+    ssh_with_cert(cli, alias, cert, &["-o", &proxy, "-l", login, alias, "echo", "in"])
+}
+
+fn ssh_with_cert(cli: &Cli, alias: &str, cert: &Path, rest: &[&str]) -> Output {
+    let ssh_dir = cli.home().join(".infra/ssh");
     let key = ssh_dir.join("id_ed25519");
-    let args = [
-        "-F",
-        "/dev/null",
-        "-o",
-        "BatchMode=yes",
-        "-o",
-        "IdentitiesOnly=yes",
-        "-o",
-        "IdentityAgent=none",
-        "-i",
-        key.to_str().unwrap(),
-        "-o",
-        &format!("CertificateFile={}", cert.display()),
-        "-o",
-        &format!("UserKnownHostsFile={}", ssh_dir.join("known_hosts").display()),
-        "-o",
-        "GlobalKnownHostsFile=/dev/null",
-        "-o",
-        "StrictHostKeyChecking=yes",
-        "-o",
-        &format!("HostKeyAlias={alias}"),
-        "-p",
-        &port,
-        "-l",
-        login,
-        "127.0.0.1",
-        "echo",
-        "in",
+    let mut args = vec![
+        "-F".to_owned(),
+        "/dev/null".into(),
+        "-o".into(),
+        "BatchMode=yes".into(),
+        "-o".into(),
+        "IdentitiesOnly=yes".into(),
+        "-o".into(),
+        "IdentityAgent=none".into(),
+        "-i".into(),
+        key.display().to_string(),
+        "-o".into(),
+        format!("CertificateFile={}", cert.display()),
+        "-o".into(),
+        format!("UserKnownHostsFile={}", ssh_dir.join("known_hosts").display()),
+        "-o".into(),
+        "GlobalKnownHostsFile=/dev/null".into(),
+        "-o".into(),
+        "StrictHostKeyChecking=yes".into(),
+        "-o".into(),
+        format!("HostKeyAlias={alias}"),
     ];
+    args.extend(rest.iter().map(|a| (*a).to_owned()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     run_as(cli, "ssh", &args, None)
 }
 

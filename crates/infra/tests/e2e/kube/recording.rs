@@ -8,7 +8,6 @@ mod apiserver;
 mod console;
 
 use std::io::{BufRead as _, Write as _};
-use std::path::Path;
 use std::process::{Command, Stdio};
 
 use infra_testkit::{Cli, Connector, KubeDouble, eventually};
@@ -27,7 +26,6 @@ struct Setup {
     connector: Connector,
     alice: Cli,
     _doubles: (KubeDouble, KubeDouble),
-    _dir: tempfile::TempDir,
 }
 
 fn setup() -> Setup {
@@ -42,25 +40,8 @@ fn setup_with(args: Vec<String>, server_env: Vec<(String, String)>, connector: &
     let spdy = KubeDouble::start(SA_TOKEN, "alice@example.com", false).unwrap();
     let env = common::start_with_env(Backend::Sqlite, args, server_env);
     let key = connector_key(&env, "kc");
-    let dir = tempfile::tempdir().unwrap();
-    let token_file = dir.path().join("sa-token");
-    std::fs::write(&token_file, SA_TOKEN).unwrap();
-    let mut extra = String::new();
-    for (name, d) in [("pods", &ws), ("pods-spdy", &spdy)] {
-        extra.push_str(&format!(
-            "  - name: {name}\n    kind: kubernetes\n    url: {}\n    tokenFile: {}\n    caFile: {}\n    rbacSync: false\n",
-            d.url(),
-            token_file.display(),
-            d.ca_file().display()
-        ));
-    }
-    let ws_settings = format!(
-        "    url: {}\n    tokenFile: {}\n    caFile: {}\n    rbacSync: false\n",
-        ws.url(),
-        token_file.display(),
-        ws.ca_file().display()
-    );
-    extra.push_str(&connector.replace("{ws}", &ws_settings));
+    let mut extra = ws.destination("pods") + &spdy.destination("pods-spdy");
+    extra.push_str(&connector.replace("{ws}", &ws.settings()));
     let connector = Connector::start_with(&bin(), &env.server, &key, "kc", &[], &extra).unwrap();
     let alice = user(&env, "alice@example.com");
     for d in ["pods", "pods-spdy", "pods-open"] {
@@ -74,7 +55,6 @@ fn setup_with(args: Vec<String>, server_env: Vec<(String, String)>, connector: &
         connector,
         alice,
         _doubles: (ws, spdy),
-        _dir: dir,
     }
 }
 
@@ -85,25 +65,6 @@ fn kubectl(cli: &Cli, dest: &str) -> Command {
         .env("PATH", path_with_infra())
         .args(["--context", &format!("infra:{dest}")]);
     c
-}
-
-/// `tmux` on its own socket.
-fn tmux(sock: &Path, cli: &Cli, args: &[&str]) -> infra_testkit::Output {
-    let out = Command::new("tmux")
-        .arg("-S")
-        .arg(sock)
-        .args(args)
-        .env("HOME", cli.home())
-        .env("PATH", path_with_infra())
-        .env("TERM", "xterm-256color")
-        .env_remove("TMUX")
-        .output()
-        .expect("run tmux");
-    infra_testkit::Output {
-        status: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
 }
 
 /// The recordings the admin sees, newest first.
@@ -133,41 +94,11 @@ fn stored(env: &Env, command: &str) -> serde_json::Value {
 fn an_interactive_kubectl_exec_is_recorded_played_exported_and_verified() {
     let s = setup();
     let term = tempfile::tempdir().unwrap();
-    let sock = term.path().join("tmux.sock");
     // kubectl exec -it in a terminal; the "pod" runs a shell on a pty of
     // its own (script), as a container runtime gives a tty.
     let cmd = "kubectl --context infra:pods exec -it web -n dev -- script -qfec sh /dev/null";
-    let out = tmux(
-        &sock,
-        &s.alice,
-        &["new-session", "-d", "-s", "rec", "-x", "100", "-y", "30", cmd],
-    );
-    assert_eq!(out.status, 0, "{out:?}");
-    let pane = |sock: &Path| tmux(sock, &s.alice, &["capture-pane", "-p", "-t", "rec"]).stdout;
-    eventually!(30, || {
-        let p = pane(&sock);
-        // tmux trims the space after the prompt.
-        let prompt = p
-            .lines()
-            .any(|l| matches!(l.trim_end().chars().last(), Some('#' | '$')));
-        anyhow::ensure!(prompt, "no prompt yet:\n{p}\n{}", s.connector.log());
-        Ok(())
-    });
-    tmux(
-        &sock,
-        &s.alice,
-        &["send-keys", "-t", "rec", "echo one-$((40+2))", "Enter"],
-    );
-    eventually!(15, || {
-        let p = pane(&sock);
-        anyhow::ensure!(p.contains("one-42"), "{p}");
-        Ok(())
-    });
-    tmux(&sock, &s.alice, &["send-keys", "-t", "rec", "exit 7", "Enter"]);
-    eventually!(15, || {
-        let out = tmux(&sock, &s.alice, &["has-session", "-t", "rec"]);
-        anyhow::ensure!(out.status != 0, "the session still runs");
-        Ok(())
+    common::shell_session(&s.alice, cmd, "echo one-$((40+2))", "one-42", "exit 7", || {
+        s.connector.log()
     });
 
     let r = stored(&s.env, "script -qfec sh /dev/null");
@@ -196,9 +127,9 @@ fn an_interactive_kubectl_exec_is_recorded_played_exported_and_verified() {
         .admin
         .run(&["sessions", "export", &id, "-f", file.to_str().unwrap()]);
     assert_eq!(out.status, 0, "{out:?}");
-    let cat = Command::new("asciinema").arg("cat").arg(&file).output().unwrap();
-    assert!(cat.status.success(), "{cat:?}");
-    assert!(String::from_utf8_lossy(&cat.stdout).contains("one-42"));
+    let cat = common::asciinema_cat(&file);
+    assert_eq!(cat.status, 0, "{cat:?}");
+    assert!(cat.stdout.contains("one-42"), "{cat:?}");
     let text = std::fs::read_to_string(&file).unwrap();
     assert!(text.lines().any(|l| l.contains(r#""r""#)), "no resize event:\n{text}");
     assert!(text.lines().any(|l| l.contains(r#""i""#)), "no input event:\n{text}");

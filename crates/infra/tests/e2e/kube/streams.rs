@@ -109,18 +109,7 @@ fn exec_attach_port_forward_and_logs_through_infra() {
     let spdy = infra_testkit::KubeDouble::start(SA_TOKEN, "alice@example.com", false).unwrap();
     let env = start(Backend::Sqlite);
     let key = connector_key(&env, "kc");
-    let dir = tempfile::tempdir().unwrap();
-    let token_file = dir.path().join("sa-token");
-    std::fs::write(&token_file, SA_TOKEN).unwrap();
-    let mut extra = String::new();
-    for (name, d) in [("pods", &ws), ("pods-spdy", &spdy)] {
-        extra.push_str(&format!(
-            "  - name: {name}\n    kind: kubernetes\n    url: {}\n    tokenFile: {}\n    caFile: {}\n    rbacSync: false\n",
-            d.url(),
-            token_file.display(),
-            d.ca_file().display()
-        ));
-    }
+    let extra = ws.destination("pods") + &spdy.destination("pods-spdy");
     let c = Connector::start_with(&bin(), &env.server, &key, "kc", &[], &extra).unwrap();
     let alice = user(&env, "alice@example.com");
     for d in ["pods", "pods-spdy"] {

@@ -5,12 +5,10 @@
 //! code, trusting only the API server's client certificate). The kubectl
 //! the machine picks for a 1.20 API server speaks SPDY.
 
-use std::path::Path;
-
 use infra_testkit::{KubeDouble, eventually};
 
 use super::super::{kubectl as kubectl_k8s, setup};
-use super::{cast, recordings, tmux};
+use super::{cast, recordings};
 use crate::e2e::common;
 use crate::e2e::gateway::user;
 
@@ -43,40 +41,8 @@ fn an_interactive_exec_through_the_real_api_server_is_recorded() {
         Ok(())
     });
 
-    let term = tempfile::tempdir().unwrap();
-    let sock = term.path().join("tmux.sock");
     let cmd = "kubectl --context infra:k8s exec -it shell -n dev -- script -qfec sh /dev/null";
-    let out = tmux(
-        &sock,
-        &alice,
-        &["new-session", "-d", "-s", "rec", "-x", "100", "-y", "30", cmd],
-    );
-    assert_eq!(out.status, 0, "{out:?}");
-    let pane = |sock: &Path| tmux(sock, &alice, &["capture-pane", "-p", "-t", "rec"]).stdout;
-    eventually!(30, || {
-        let p = pane(&sock);
-        let prompt = p
-            .lines()
-            .any(|l| matches!(l.trim_end().chars().last(), Some('#' | '$')));
-        anyhow::ensure!(prompt, "no prompt yet:\n{p}\n{}", kubelet.log());
-        Ok(())
-    });
-    tmux(
-        &sock,
-        &alice,
-        &["send-keys", "-t", "rec", "echo via-$((40+2))", "Enter"],
-    );
-    eventually!(15, || {
-        let p = pane(&sock);
-        anyhow::ensure!(p.contains("via-42"), "{p}");
-        Ok(())
-    });
-    tmux(&sock, &alice, &["send-keys", "-t", "rec", "exit 3", "Enter"]);
-    eventually!(15, || {
-        let out = tmux(&sock, &alice, &["has-session", "-t", "rec"]);
-        anyhow::ensure!(out.status != 0, "the session still runs");
-        Ok(())
-    });
+    common::shell_session(&alice, cmd, "echo via-$((40+2))", "via-42", "exit 3", || kubelet.log());
 
     // The API server reached the kubelet's own path, over SPDY.
     let log = kubelet.log();
