@@ -21,19 +21,11 @@ fn main() -> anyhow::Result<()> {
     let bin =
         PathBuf::from(std::env::var("INFRA_BIN").map_err(|_| anyhow::anyhow!("set INFRA_BIN to the infra binary"))?);
     let double = KubeDouble::start(SA_TOKEN, "alice@example.com", true)?;
-    let dir = tempfile::tempdir()?;
-    let token_file = dir.path().join("sa-token");
-    std::fs::write(&token_file, SA_TOKEN)?;
     let (server, admin) = server_with_admin(&bin)?;
     let key = admin.connector_key("kc");
     let mut extra = String::new();
     for (name, record) in [("pods", true), ("pods-plain", false)] {
-        extra.push_str(&format!(
-            "  - name: {name}\n    kind: kubernetes\n    url: {}\n    tokenFile: {}\n    caFile: {}\n    rbacSync: false\n    record: {record}\n",
-            double.url(),
-            token_file.display(),
-            double.ca_file().display()
-        ));
+        extra.push_str(&format!("{}    record: {record}\n", double.destination(name)));
     }
     let connector = Connector::start_with(&bin, &server, &key, "kc", &[], &extra)?;
     admin.add_user("alice@example.com", "user-password-1");
