@@ -79,6 +79,16 @@ pub(crate) fn check_user_cert(
     Ok(())
 }
 
+/// The permissions of a user's certificate the recorder passes on to its
+/// own login (agent and X11 forwarding it does not carry).
+const PASSED_ON: &[&str] = &["permit-pty", "permit-port-forwarding"];
+
+/// Whether the user's certificate grants `permission`, among those the
+/// recorder carries.
+pub(crate) fn permits(user_cert: &Certificate, permission: &str) -> bool {
+    PASSED_ON.contains(&permission) && user_cert.extensions().contains_key(permission)
+}
+
 /// The connector's keys for one recorded host, kept in its data directory.
 pub(crate) struct RecorderKeys {
     /// What the connector presents as the host (its certificate comes from
@@ -134,13 +144,17 @@ impl RecorderKeys {
 
     /// A certificate for `key` to log in to sshd as `login` on `host` for
     /// `user_id`: the principal sshd's principals file holds for that user,
-    /// valid five minutes (a session outlives it: sshd checks at login).
+    /// valid five minutes (a session outlives it: sshd checks at login),
+    /// with the permissions of the user's own certificate (`user_cert`)
+    /// that the recorder passes on: sshd allows through the recorder what
+    /// it would allow the user directly, no more.
     pub(crate) fn sign_login(
         &self,
         key: &PublicKey,
         host: &str,
         login: &str,
         user_id: &str,
+        user_cert: &Certificate,
         now: u64,
     ) -> anyhow::Result<Certificate> {
         let mut b = Builder::new_with_random_nonce(
@@ -152,8 +166,11 @@ impl RecorderKeys {
         b.cert_type(CertType::User)?;
         b.key_id(format!("infra-recorder:{host}:{login}:{user_id}"))?;
         b.valid_principal(infra_auth::ssh_ca::principal(host, login, user_id))?;
-        b.extension("permit-pty", "")?;
-        b.extension("permit-port-forwarding", "")?;
+        for name in PASSED_ON {
+            if user_cert.extensions().contains_key(*name) {
+                b.extension(*name, "")?;
+            }
+        }
         Ok(b.sign(&self.ca)?)
     }
 }
@@ -236,9 +253,25 @@ mod tests {
         assert_eq!(keys.ca_public(), again.ca_public());
         assert_eq!(keys.host_public(), again.host_public());
         let session = PrivateKey::random(&mut rand::rng(), Algorithm::Ed25519).unwrap();
+        // The user's certificate allows a terminal and agent forwarding,
+        // not port forwarding: the recorder's passes on the terminal only.
+        let user = {
+            let k = PrivateKey::random(&mut rand::rng(), Algorithm::Ed25519).unwrap();
+            let mut b =
+                Builder::new_with_random_nonce(&mut rand::rng(), k.public_key().key_data().clone(), 0, 5_000).unwrap();
+            b.valid_principal("p").unwrap();
+            b.extension("permit-pty", "").unwrap();
+            b.extension("permit-agent-forwarding", "").unwrap();
+            b.sign(&ca()).unwrap()
+        };
         let c = keys
-            .sign_login(session.public_key(), "web", "deploy", "u1", 1_000)
+            .sign_login(session.public_key(), "web", "deploy", "u1", &user, 1_000)
             .unwrap();
+        let passed: Vec<&String> = c.extensions().keys().collect();
+        assert_eq!(passed, ["permit-pty"]);
+        assert!(permits(&user, "permit-pty"));
+        assert!(!permits(&user, "permit-port-forwarding"));
+        assert!(!permits(&user, "permit-agent-forwarding"));
         let cas = vec![keys.ca_public()];
         assert_eq!(check_user_cert(&c, &cas, "web", "deploy", "u1", 1_100), Ok(()));
         assert_eq!(

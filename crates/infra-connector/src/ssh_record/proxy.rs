@@ -97,6 +97,11 @@ pub(crate) struct Front {
     upstream: Option<client::Handle<Sshd>>,
     channels: HashMap<ChannelId, russh::ChannelWriteHalf<client::Msg>>,
     login: Option<String>,
+    /// The user's certificate allows port forwarding (sshd checks the
+    /// recorder's certificate too, which says the same).
+    forwarding: bool,
+    /// The user's certificate allows a terminal.
+    pty: bool,
 }
 
 impl Front {
@@ -118,6 +123,8 @@ impl Front {
             upstream: None,
             channels: HashMap::new(),
             login: None,
+            forwarding: false,
+            pty: false,
         }
     }
 
@@ -134,8 +141,9 @@ impl Front {
         Ok(f(&mut t.rec))
     }
 
-    /// Logs in to sshd as `login` with a certificate of the recorder's.
-    async fn connect_upstream(&mut self, login: &str) -> anyhow::Result<()> {
+    /// Logs in to sshd as `login` with a certificate of the recorder's,
+    /// carrying the permissions of the user's `user_cert`.
+    async fn connect_upstream(&mut self, login: &str, user_cert: &Certificate) -> anyhow::Result<()> {
         let tcp = tokio::net::TcpStream::connect(&self.sshd_address).await?;
         let _ = tcp.set_nodelay(true);
         let config = Arc::new(client::Config::default());
@@ -149,9 +157,14 @@ impl Front {
         .await?;
         let key = russh::keys::PrivateKey::random(&mut rand::rng(), russh::keys::Algorithm::Ed25519)?;
         let now = u64::try_from(now_ms() / 1000).unwrap_or(0);
-        let cert = self
-            .keys
-            .sign_login(key.public_key(), &self.destination, login, &self.user_id, now)?;
+        let cert = self.keys.sign_login(
+            key.public_key(),
+            &self.destination,
+            login,
+            &self.user_id,
+            user_cert,
+            now,
+        )?;
         let ok = handle.authenticate_openssh_cert(login, Arc::new(key), cert).await?;
         anyhow::ensure!(ok.success(), "sshd refused the recorder's certificate for {login}");
         self.upstream = Some(handle);
@@ -244,7 +257,9 @@ impl russh::server::Handler for Front {
             tracing::info!(destination = %self.destination, login = user, reason = %why, "SSH certificate refused");
             return Ok(Auth::reject());
         }
-        if let Err(e) = self.connect_upstream(user).await {
+        self.forwarding = super::permits(certificate, "permit-port-forwarding");
+        self.pty = super::permits(certificate, "permit-pty");
+        if let Err(e) = self.connect_upstream(user, certificate).await {
             tracing::warn!(destination = %self.destination, login = user, error = %format!("{e:#}"), "cannot log in to sshd for a recorded session");
             return Ok(Auth::reject());
         }
@@ -274,6 +289,10 @@ impl russh::server::Handler for Front {
         reply: ChannelOpenHandle,
         session: &mut Session,
     ) -> Result<(), Self::Error> {
+        if !self.forwarding {
+            tracing::info!(destination = %self.destination, "port forwarding refused: the user's certificate does not allow it");
+            return Ok(());
+        }
         let direct = Some((
             host_to_connect.to_owned(),
             port_to_connect,
@@ -298,6 +317,10 @@ impl russh::server::Handler for Front {
         modes: &[(russh::Pty, u32)],
         session: &mut Session,
     ) -> Result<(), Self::Error> {
+        if !self.pty {
+            session.channel_failure(channel)?;
+            return Ok(());
+        }
         let at = now_ms();
         let events = self.recorder(|r| r.size(at, col_width, row_height))?;
         self.record(events)?;

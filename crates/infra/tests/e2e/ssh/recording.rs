@@ -307,3 +307,40 @@ fn recording_mode_refuses_bad_certificates_and_ends_a_revoked_session() {
     let out = s.env.admin.run(&["audit", "verify"]);
     assert_eq!(out.status, 0, "{out:?}");
 }
+
+#[test]
+fn forwarding_through_a_recorded_host_is_what_the_host_allows_and_is_recorded() {
+    // rec does not allow port forwarding; rec2 does.
+    let s = recorded_with("    allow: [port-forwarding]\n", "");
+    let cfg = s.alice.home().join(".ssh/config");
+    let cfg = cfg.to_str().unwrap();
+    let out = s.alice.run(&["ssh", "rec2", "--", "true"]);
+    assert_eq!(out.status, 0, "{out:?}");
+    let target = format!("127.0.0.1:{}", s._hosts.1.port);
+    // `ssh -W`: a direct-tcpip channel to sshd's own port; what comes back
+    // is its banner.
+    let forward = |host: &str| {
+        run_as(
+            &s.alice,
+            "ssh",
+            &["-F", cfg, "-o", "BatchMode=yes", "-W", &target, host],
+            None,
+        )
+    };
+    let out = forward("rec");
+    assert_ne!(out.status, 0, "a forwarding the host does not allow: {out:?}");
+    assert!(!out.stdout.contains("SSH-2.0-"), "{out:?}");
+    let out = forward("rec2");
+    assert!(out.stdout.starts_with("SSH-2.0-"), "{out:?}\n{}", s.connector.log());
+    // The forwarding is in the recording as a marker, with its byte counts.
+    let marker = format!("port forwarding to {target} closed");
+    eventually!(30, || {
+        let items = ssh_recordings(&s.env);
+        let found = items
+            .iter()
+            .filter(|r| r["destination"] == "rec2" && r["state"] == "stored")
+            .any(|r| cast(&s.env, r["id"].as_str().unwrap_or_default()).contains(&marker));
+        anyhow::ensure!(found, "no recording with {marker:?} in {items:#?}");
+        Ok(())
+    });
+}
