@@ -15,6 +15,7 @@
 //!   five-minute certificate for exactly the login the user was allowed.
 
 pub(crate) mod proxy;
+pub(crate) mod tape;
 
 use std::path::Path;
 
