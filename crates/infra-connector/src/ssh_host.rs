@@ -82,8 +82,9 @@ pub(crate) async fn run(state: Arc<State>, destination: String, cfg: SshConfig) 
     }
 }
 
-/// `recorder_ca`: in recording mode, the connector's own CA, trusted
-/// beside Infra's (its per-session certificates carry the same principals).
+/// `recorder_ca`: in recording mode, the connector's own CA, which sshd
+/// then trusts instead of Infra's (its per-session certificates carry the
+/// same principals).
 fn write_files(
     dir: &Path,
     destination: &str,
@@ -130,9 +131,14 @@ fn write_files(
             .collect();
     }
     write_if_changed(&dir.join("sshd_config"), &snippet)?;
-    if !s.ssh.user_ca.is_empty() {
-        let mut cas = s.ssh.user_ca.clone();
-        cas.extend(recorder_ca.map(str::to_owned));
+    let cas = match recorder_ca {
+        // Recording mode: sshd trusts the recorder only, so an Infra
+        // certificate taken straight to sshd (bypassing the recorder) is
+        // refused; every session is recorded.
+        Some(ca) => vec![ca.to_owned()],
+        None => s.ssh.user_ca.clone(),
+    };
+    if !cas.is_empty() {
         write_if_changed(&dir.join("user_ca.pub"), &(cas.join("\n") + "\n"))?;
     }
     // In recording mode the host certificate is the connector's own.

@@ -57,11 +57,26 @@ pub struct SshRecorder {
     pub exit: Option<String>,
 }
 
-/// Commands that move files, not a terminal's text.
+/// Commands that move files, not a terminal's text: exactly the forms
+/// scp, rsync and sftp send (`scp … -t|-f PATH`, `rsync --server …`,
+/// `…/sftp-server`), and nothing a shell could read as more than one
+/// command. Anything else is recorded as text: a command line that only
+/// looks like a transfer (`scp; bash -i`) must not hide a shell.
 fn transfers_files(command: &str) -> bool {
-    let first = command.split_whitespace().next().unwrap_or_default();
-    let name = first.rsplit('/').next().unwrap_or(first);
-    matches!(name, "scp" | "rsync" | "sftp-server") || command.contains("rsync --server")
+    // Shell syntax that could run, redirect or substitute anything else.
+    if command.contains([
+        ';', '&', '|', '$', '`', '(', ')', '<', '>', '\n', '\r', '\\', '\'', '"', '{', '}',
+    ]) {
+        return false;
+    }
+    let words: Vec<&str> = command.split_whitespace().collect();
+    let Some(first) = words.first() else { return false };
+    match first.rsplit('/').next().unwrap_or(first) {
+        "scp" => words[1..].iter().any(|w| matches!(*w, "-t" | "-f")),
+        "rsync" => words.get(1) == Some(&"--server"),
+        "sftp-server" => true,
+        _ => false,
+    }
 }
 
 impl SshRecorder {
@@ -229,5 +244,19 @@ mod tests {
         assert!(transfers_files("rsync --server -vlogDtpre.iLsfxC . /tmp"));
         assert!(!transfers_files("uptime"));
         assert!(!transfers_files("echo scp"));
+        // What only looks like a transfer is recorded as text.
+        for hidden in [
+            "scp 2>/dev/null; bash -i",
+            "scp -t /tmp && sh",
+            "true rsync --server; sh -i",
+            "rsync --server $(sh)",
+            "scp -t `sh`",
+            "scp -t /tmp\nsh",
+            "scp -t x | sh",
+            "scp",
+            "rsync --daemon",
+        ] {
+            assert!(!transfers_files(hidden), "{hidden:?}");
+        }
     }
 }

@@ -6,7 +6,7 @@
 //!
 //! `streams::ssh` sends a recorded host's sessions here.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use infra_record::ssh::{Direction, SshRecorder, Start};
@@ -18,6 +18,9 @@ use super::tape::Tape;
 use super::{RecorderKeys, check_user_cert};
 use crate::clock::now_ms;
 use crate::recording::{Admission, Writing};
+
+/// How long logging in to sshd may take.
+const UPSTREAM_LOGIN: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// sshd, as the connector's client sees it.
 pub(crate) struct Sshd {
@@ -44,6 +47,8 @@ pub(crate) struct Front {
     pub(crate) destination: String,
     pub(crate) user_id: String,
     pub(crate) user_cas: Vec<String>,
+    /// The logins the stream was admitted with (the user's roles here).
+    logins: Vec<String>,
     pub(crate) sshd_address: String,
     pub(crate) keys: Arc<RecorderKeys>,
     pub(crate) tape: Arc<Mutex<Tape>>,
@@ -55,6 +60,10 @@ pub(crate) struct Front {
     forwarding: bool,
     /// The user's certificate allows a terminal.
     pty: bool,
+    /// Channels that have started a shell, command, subsystem or
+    /// forwarding: each starts once (a second request would relabel what
+    /// runs, and sshd ignores it anyway).
+    started: HashSet<ChannelId>,
 }
 
 impl Front {
@@ -62,6 +71,7 @@ impl Front {
         destination: String,
         user_id: String,
         user_cas: Vec<String>,
+        logins: Vec<String>,
         sshd_address: String,
         keys: Arc<RecorderKeys>,
         tape: Arc<Mutex<Tape>>,
@@ -70,6 +80,7 @@ impl Front {
             destination,
             user_id,
             user_cas,
+            logins,
             sshd_address,
             keys,
             tape,
@@ -78,6 +89,7 @@ impl Front {
             login: None,
             forwarding: false,
             pty: false,
+            started: HashSet::new(),
         }
     }
 
@@ -97,6 +109,12 @@ impl Front {
     /// Logs in to sshd as `login` with a certificate of the recorder's,
     /// carrying the permissions of the user's `user_cert`.
     async fn connect_upstream(&mut self, login: &str, user_cert: &Certificate) -> anyhow::Result<()> {
+        tokio::time::timeout(UPSTREAM_LOGIN, self.login_upstream(login, user_cert))
+            .await
+            .map_err(|_| anyhow::anyhow!("sshd at {} did not answer within {UPSTREAM_LOGIN:?}", self.sshd_address))?
+    }
+
+    async fn login_upstream(&mut self, login: &str, user_cert: &Certificate) -> anyhow::Result<()> {
         let tcp = tokio::net::TcpStream::connect(&self.sshd_address).await?;
         let _ = tcp.set_nodelay(true);
         let config = Arc::new(client::Config::default());
@@ -148,6 +166,7 @@ impl Front {
         let Ok(upstream) = opened else { return Ok(false) };
         let id = channel.id();
         if let Some((host, port, ..)) = direct {
+            self.started.insert(id);
             let at = now_ms();
             let events = self.recorder(|r| r.start(u32::from(id), at, Start::DirectTcpip { host, port }))?;
             self.record(events)?;
@@ -208,6 +227,12 @@ impl russh::server::Handler for Front {
         let now = u64::try_from(now_ms() / 1000).unwrap_or(0);
         if let Err(why) = check_user_cert(certificate, &self.user_cas, &self.destination, user, &self.user_id, now) {
             tracing::info!(destination = %self.destination, login = user, reason = %why, "SSH certificate refused");
+            return Ok(Auth::reject());
+        }
+        // A certificate outlives a grant: the login must be granted now,
+        // as the stream was admitted.
+        if !self.logins.iter().any(|l| l == user) {
+            tracing::info!(destination = %self.destination, login = user, "SSH certificate refused: the login is not granted now");
             return Ok(Auth::reject());
         }
         self.forwarding = super::permits(certificate, "permit-port-forwarding");
@@ -368,6 +393,10 @@ impl Front {
     /// A shell, command or subsystem on `channel`: recorded, then asked of
     /// sshd; the user hears sshd's answer.
     async fn start(&mut self, channel: ChannelId, what: Start, session: &mut Session) -> Result<(), russh::Error> {
+        if !self.channels.contains_key(&channel) || !self.started.insert(channel) {
+            session.channel_failure(channel)?;
+            return Ok(());
+        }
         let at = now_ms();
         let events = self.recorder(|r| r.start(u32::from(channel), at, what.clone()))?;
         self.record(events)?;
@@ -428,25 +457,7 @@ pub(crate) async fn serve(
         .flatten()
         .filter_map(|l| Certificate::from_openssh(l).ok())
         .collect();
-    let on_full = a.route.recording.unwrap_or(crate::config::OnFull::RefuseNewSessions);
-    let (out, unrecorded) = match a.state.recordings.admit(&destination, on_full) {
-        Admission::Record => {
-            let out = start_recording(&a)?;
-            let detail = format!(
-                "session start recording={} connector={}",
-                out.id(),
-                a.state.settings.name
-            );
-            a.audit.record(infra_tunnel::proto::Outcome::Success, detail);
-            (Some(out), false)
-        }
-        Admission::Refused(why) => return Err((503, why)),
-        Admission::Unrecorded(why) => {
-            let detail = format!("session start {why} connector={}", a.state.settings.name);
-            a.audit.record(infra_tunnel::proto::Outcome::Success, detail);
-            (None, true)
-        }
-    };
+    let (out, unrecorded) = admit(&a)?;
     let tape = Arc::new(Mutex::new(Tape {
         rec: SshRecorder::new(now_ms()),
         out,
@@ -456,6 +467,7 @@ pub(crate) async fn serve(
         destination.clone(),
         a.ident.user_id.clone(),
         ssh.user_ca.clone(),
+        a.ident.roles.clone(),
         cfg.address.clone(),
         keys.clone(),
         tape.clone(),
@@ -492,10 +504,12 @@ pub(crate) async fn serve(
                         // The session runs on a task of russh's own, which
                         // dropping does not stop: tell the user why, give
                         // it a moment to go, then cut.
-                        let _ = handle
-                            .disconnect(russh::Disconnect::ByApplication, "access revoked".into(), String::new())
-                            .await;
-                        let _ = tokio::time::timeout(std::time::Duration::from_millis(500), &mut running).await;
+                        let bye = handle.disconnect(russh::Disconnect::ByApplication, "access revoked".into(), String::new());
+                        let grace = std::time::Duration::from_millis(500);
+                        // Neither may hold the cut back: a client that
+                        // stops reading can fill russh's queue.
+                        let _ = tokio::time::timeout(grace, bye).await;
+                        let _ = tokio::time::timeout(grace, &mut running).await;
                         cut.cancel();
                         "revoked"
                     }
@@ -529,6 +543,33 @@ async fn until(cut: tokio_util::sync::CancellationToken, f: impl std::future::Fu
         () = f => {}
         () = cut.cancelled() => {}
     }
+}
+
+/// Whether the admitted user's new connection may start, and the
+/// recording it writes to (`None`, `true`: let run unrecorded by the
+/// host's `onFull`); audited either way.
+fn admit(a: &crate::admit::Admitted) -> Result<(Option<Writing>, bool), (u16, String)> {
+    let destination = &a.route.name;
+    let on_full = a.route.recording.unwrap_or(crate::config::OnFull::RefuseNewSessions);
+    let admitted = match a.state.recordings.admit(destination, on_full) {
+        Admission::Record => {
+            let out = start_recording(a)?;
+            let detail = format!(
+                "session start recording={} connector={}",
+                out.id(),
+                a.state.settings.name
+            );
+            a.audit.record(infra_tunnel::proto::Outcome::Success, detail);
+            (Some(out), false)
+        }
+        Admission::Refused(why) => return Err((503, why)),
+        Admission::Unrecorded(why) => {
+            let detail = format!("session start {why} connector={}", a.state.settings.name);
+            a.audit.record(infra_tunnel::proto::Outcome::Success, detail);
+            (None, true)
+        }
+    };
+    Ok(admitted)
 }
 
 /// The recording of a new SSH connection by the admitted user.

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use infra_testkit::{Cli, Connector, Sshd, Terminal, current_login, eventually};
 
-use super::{gateway_ssh, grant, relogin, request_cert, run_as, wait_for_access};
+use super::{gateway_ssh, grant, relogin, request_cert, run_as};
 use crate::e2e::common::{self, Backend, Env, bin, path_with_infra};
 use crate::e2e::gateway::{connector_key, user};
 
@@ -54,7 +54,12 @@ fn recorded_with(rec2: &str, more: &str) -> Recorded {
     grant(&env, "alice@example.com", "rec", &current_login());
     grant(&env, "alice@example.com", "rec2", &current_login());
     relogin(&env, &alice, "alice@example.com");
-    wait_for_access(&alice, "rec");
+    // The grants reach the connector and sshd's files.
+    eventually!(30, || {
+        let out = alice.run(&["ssh", "rec", "-l", &current_login(), "--", "true"]);
+        anyhow::ensure!(out.status == 0, "{out:?}\n{}\n{}", connector.log(), hosts.0.log());
+        Ok(())
+    });
     Recorded {
         env,
         connector,
@@ -247,6 +252,44 @@ fn recording_mode_refuses_bad_certificates_and_ends_a_revoked_session() {
     let out = gateway_ssh(&s.alice, "rec", "daemon", &rec_cert);
     assert_ne!(out.status, 0, "another login: {out:?}");
     assert!(out.stderr.contains("Permission denied"), "{out:?}");
+
+    // Straight to sshd, around the recorder, with the same certificate
+    // (any host key taken): sshd trusts only the recorder's CA.
+    let port = s._hosts.0.port.to_string();
+    let key = ssh_dir.join("id_ed25519");
+    let cert_opt = format!("CertificateFile={}", rec_cert.display());
+    let around = run_as(
+        &s.alice,
+        "ssh",
+        &[
+            "-F",
+            "/dev/null",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "IdentitiesOnly=yes",
+            "-o",
+            "IdentityAgent=none",
+            "-i",
+            key.to_str().unwrap(),
+            "-o",
+            &cert_opt,
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-p",
+            &port,
+            "-l",
+            &login,
+            "127.0.0.1",
+            "echo",
+            "in",
+        ],
+        None,
+    );
+    assert_ne!(around.status, 0, "an unrecorded login straight to sshd: {around:?}");
+    assert!(around.stderr.contains("Permission denied"), "{around:?}");
 
     // A five-second certificate: accepted at once, refused once expired.
     let public = std::fs::read_to_string(ssh_dir.join("id_ed25519.pub")).unwrap();
