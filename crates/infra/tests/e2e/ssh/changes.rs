@@ -2,7 +2,7 @@
 //! and one user's grant removed.
 
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use infra_testkit::{current_login, eventually};
 
@@ -17,32 +17,31 @@ fn revoking_closes_a_tunneled_session() {
     let alice = user(&h.env, "alice@example.com");
     grant(&h.env, "alice@example.com", "host1", &login);
     wait_for_access(&alice, "host1");
-    let home = alice.home().to_owned();
-    let long = std::thread::spawn(move || {
-        let out = Command::new(bin())
-            .env("HOME", &home)
-            .args(["ssh", "host1", "--", "echo", "started;", "sleep", "60"])
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
-        (Instant::now(), out)
-    });
-    eventually!(15, || {
-        let text = serde_json::to_string(&audit(&h.env, "ssh.request"))?;
-        anyhow::ensure!(text.matches("session start").count() >= 2, "{text}");
-        Ok(())
-    });
-    std::thread::sleep(Duration::from_millis(500));
+    let mut long = Command::new(bin())
+        .env("HOME", alice.home())
+        .args(["ssh", "host1", "--", "echo", "started;", "sleep", "60"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The session runs: its first output has arrived.
+    let mut stdout = std::io::BufReader::new(long.stdout.take().unwrap());
+    let mut first = String::new();
+    std::io::BufRead::read_line(&mut stdout, &mut first).unwrap();
+    assert_eq!(first.trim(), "started");
     let grants = json(alice.run(&["list", "-o", "json"]).ok());
     let id = grants[0]["id"].as_str().unwrap().to_owned();
     let revoked = Instant::now();
     h.env.admin.run(&["grants", "remove", "--id", &id]).ok();
-    let (ended, out) = long.join().unwrap();
-    let took = ended.duration_since(revoked);
+    let mut status = None;
+    eventually!(15, || {
+        status = long.try_wait()?;
+        anyhow::ensure!(status.is_some(), "ssh still runs after the grant was removed");
+        Ok(())
+    });
+    let took = revoked.elapsed();
     eprintln!("ssh session ended {took:?} after the grant was removed");
-    assert!(took < Duration::from_secs(10), "the session outlived its grant");
-    assert_ne!(out.status.code(), Some(0));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("started"));
+    assert_ne!(status.unwrap().code(), Some(0));
     // New certificates and sessions are refused, and sshd no longer has
     // a principals file for the login.
     let out = alice.run(&["ssh", "host1", "--", "true"]);
