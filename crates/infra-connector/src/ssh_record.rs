@@ -119,6 +119,7 @@ impl RecorderKeys {
         let one = |what: &str| -> anyhow::Result<PrivateKey> {
             let path = dir.join(format!("ssh-recorder-{destination}-{what}"));
             if let Ok(text) = std::fs::read_to_string(&path) {
+                private_only(&path)?;
                 return PrivateKey::from_openssh(text).with_context(|| format!("read {}", path.display()));
             }
             let key = PrivateKey::random(&mut rand::rng(), Algorithm::Ed25519)?;
@@ -174,6 +175,21 @@ impl RecorderKeys {
         }
         Ok(b.sign(&self.ca)?)
     }
+}
+
+/// Refuses a key file others may read: whoever reads the recorder CA can
+/// sign logins sshd accepts.
+fn private_only(path: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = std::fs::metadata(path)?.permissions().mode();
+    anyhow::ensure!(
+        mode & 0o077 == 0,
+        "{} may be read by others (mode {:o}): make it the connector's only (chmod 600 {})",
+        path.display(),
+        mode & 0o777,
+        path.display()
+    );
+    Ok(())
 }
 
 fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
@@ -253,6 +269,15 @@ mod tests {
         let again = RecorderKeys::load_or_make(dir.path(), "web", None).unwrap();
         assert_eq!(keys.ca_public(), again.ca_public());
         assert_eq!(keys.host_public(), again.host_public());
+        // A key file others may read is refused.
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            let ca = dir.path().join("ssh-recorder-web-ca");
+            std::fs::set_permissions(&ca, std::fs::Permissions::from_mode(0o644)).unwrap();
+            let e = RecorderKeys::load_or_make(dir.path(), "web", None).err().unwrap();
+            assert!(format!("{e:#}").contains("may be read by others"), "{e:#}");
+            std::fs::set_permissions(&ca, std::fs::Permissions::from_mode(0o600)).unwrap();
+        }
         let session = PrivateKey::random(&mut rand::rng(), Algorithm::Ed25519).unwrap();
         // The user's certificate allows a terminal and agent forwarding,
         // not port forwarding: the recorder's passes on the terminal only.

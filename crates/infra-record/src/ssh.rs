@@ -104,6 +104,13 @@ impl SshRecorder {
         self.event(at_ms, Code::Marker, text.into())
     }
 
+    /// The client set `name` to `value` for a channel (sshd's
+    /// `AcceptEnv` decides whether it takes it): recorded, as it can change
+    /// what the session runs.
+    pub fn env(&self, at_ms: i64, name: &str, value: &str) -> Event {
+        self.event(at_ms, Code::Marker, format!("env {name}={value}"))
+    }
+
     /// A terminal of `cols`×`rows` (a pty request or a window change).
     pub fn size(&mut self, at_ms: i64, cols: u32, rows: u32) -> Vec<Event> {
         self.size = Some((cols, rows));
@@ -235,6 +242,12 @@ mod tests {
         );
         assert_eq!((r.bytes_in, r.bytes_out), (12, 26));
         assert_eq!(r.exit.as_deref(), Some("exit 0"));
+    }
+
+    #[test]
+    fn an_environment_request_is_a_marker() {
+        let r = SshRecorder::new(1_000);
+        assert_eq!(r.env(1_500, "LC_X", "1").line(), r#"[0.5,"m","env LC_X=1"]"#);
     }
 
     #[test]

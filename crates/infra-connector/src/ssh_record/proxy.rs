@@ -335,6 +335,9 @@ impl russh::server::Handler for Front {
         variable_value: &str,
         _session: &mut Session,
     ) -> Result<(), Self::Error> {
+        let at = now_ms();
+        let event = self.recorder(|r| r.env(at, variable_name, variable_value))?;
+        self.record(vec![event])?;
         if let Some(up) = self.channels.get(&channel) {
             up.set_env(false, variable_name, variable_value).await?;
         }
