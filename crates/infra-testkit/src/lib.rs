@@ -158,6 +158,18 @@ pub(crate) fn tail(path: &Path, n: usize) -> String {
     }
 }
 
+/// For a benchmark's environment program: prints `info` (what the script
+/// needs: addresses, paths) as one JSON line, then holds everything up
+/// until the script closes its standard input.
+pub fn hold_until_stdin_closes(info: &serde_json::Value) {
+    use std::io::{Read as _, Write as _};
+    let mut out = std::io::stdout();
+    let _ = writeln!(out, "{info}");
+    let _ = out.flush();
+    let mut sink = Vec::new();
+    let _ = std::io::stdin().read_to_end(&mut sink);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

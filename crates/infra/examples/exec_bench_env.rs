@@ -10,7 +10,6 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::Read as _;
 use std::path::PathBuf;
 
 use infra_testkit::{Cli, Connector, KubeDouble, server_with_admin};
@@ -48,9 +47,7 @@ fn main() -> anyhow::Result<()> {
         "serverPid": server.pid(),
         "connectorPid": connector.pid(),
     });
-    println!("{info}");
-    let mut sink = Vec::new();
-    let _ = std::io::stdin().read_to_end(&mut sink);
+    infra_testkit::hold_until_stdin_closes(&info);
     drop(connector);
     drop(server);
     drop(double);

@@ -8,7 +8,6 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::Read as _;
 use std::path::PathBuf;
 
 use infra_testkit::{Cli, Connector, Postgres, free_port, server_with_admin};
@@ -88,9 +87,7 @@ fn main() -> anyhow::Result<()> {
         "connectorPid": connector.pid(),
         "proxyPid": proxy.id(),
     });
-    println!("{info}");
-    let mut sink = Vec::new();
-    let _ = std::io::stdin().read_to_end(&mut sink);
+    infra_testkit::hold_until_stdin_closes(&info);
     let _ = proxy.kill();
     let _ = proxy.wait();
     drop(connector);

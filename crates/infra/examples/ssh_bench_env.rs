@@ -11,7 +11,6 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::Read as _;
 use std::path::PathBuf;
 
 use infra_testkit::{Cli, Connector, Sshd, current_login, server_with_admin};
@@ -83,9 +82,7 @@ fn main() -> anyhow::Result<()> {
         "serverPid": server.pid(),
         "connectorPid": connector.pid(),
     });
-    println!("{info}");
-    let mut sink = Vec::new();
-    let _ = std::io::stdin().read_to_end(&mut sink);
+    infra_testkit::hold_until_stdin_closes(&info);
     drop(a);
     drop(b);
     drop(c);

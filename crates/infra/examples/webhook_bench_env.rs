@@ -12,7 +12,6 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::Read as _;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -103,9 +102,7 @@ fn main() -> anyhow::Result<()> {
         "connectorAdminPort": connector.admin_port,
         "connectorPid": connector.pid(),
     });
-    println!("{info}");
-    let mut sink = Vec::new();
-    let _ = std::io::stdin().read_to_end(&mut sink);
+    infra_testkit::hold_until_stdin_closes(&info);
     drop(connector);
     drop(server);
     drop(cluster);

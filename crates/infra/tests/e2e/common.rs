@@ -163,3 +163,28 @@ pub fn asciinema_cat(file: &std::path::Path) -> Output {
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
     }
 }
+
+/// The text of recording `id`, as the admin exports it.
+pub fn cast(env: &Env, id: &str) -> String {
+    let out = env.admin.run(&["sessions", "export", id, "-f", "-"]);
+    assert_eq!(out.status, 0, "{out:?}");
+    out.stdout
+}
+
+/// `infra sessions play ID` shows `typed` (as the terminal echoed it) and,
+/// after it, `shown` (its output).
+pub fn assert_plays_in_order(env: &Env, id: &str, typed: &str, shown: &str) {
+    let out = env.admin.run(&["sessions", "play", id, "--speed", "1000"]);
+    assert_eq!(out.status, 0, "{out:?}");
+    let at = out.stdout.find(typed).expect("the typed command in playback");
+    let then = out.stdout.rfind(shown).expect("its output in playback");
+    assert!(at < then, "{}", out.stdout);
+}
+
+/// One line to a session that answers each with `got LINE`, and its answer.
+pub fn say(stdin: &mut impl std::io::Write, stdout: &mut impl std::io::BufRead, what: &str) {
+    stdin.write_all(format!("{what}\n").as_bytes()).unwrap();
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    assert_eq!(line, format!("got {what}\n"));
+}

@@ -13,7 +13,7 @@ use std::process::{Command, Stdio};
 use infra_testkit::{Cli, Connector, KubeDouble, eventually};
 
 use super::path_with_infra;
-use crate::e2e::common::{self, Backend, Env, bin};
+use crate::e2e::common::{self, Backend, Env, bin, cast, say};
 use crate::e2e::gateway::{connector_key, user};
 
 const SA_TOKEN: &str = "connector-sa-token";
@@ -111,14 +111,7 @@ fn an_interactive_kubectl_exec_is_recorded_played_exported_and_verified() {
     let id = r["id"].as_str().unwrap().to_owned();
 
     // Played back: the command as the terminal echoed it, then its output.
-    let out = s.env.admin.run(&["sessions", "play", &id, "--speed", "1000"]);
-    assert_eq!(out.status, 0, "{out:?}");
-    let typed = out
-        .stdout
-        .find("echo one-$((40+2))")
-        .expect("typed command in playback");
-    let result = out.stdout.rfind("one-42").expect("its output in playback");
-    assert!(typed < result, "{}", out.stdout);
+    common::assert_plays_in_order(&s.env, &id, "echo one-$((40+2))", "one-42");
 
     // Exported: asciinema reads it.
     let file = term.path().join("session.cast");
@@ -260,20 +253,6 @@ fn echo_session(
     let stdin = child.stdin.take().unwrap();
     let stdout = std::io::BufReader::new(child.stdout.take().unwrap());
     (child, stdin, stdout)
-}
-
-fn say(stdin: &mut std::process::ChildStdin, stdout: &mut impl std::io::BufRead, what: &str) {
-    stdin.write_all(format!("{what}\n").as_bytes()).unwrap();
-    let mut line = String::new();
-    stdout.read_line(&mut line).unwrap();
-    assert_eq!(line, format!("got {what}\n"));
-}
-
-/// The text of recording `id`, as the admin exports it.
-fn cast(env: &Env, id: &str) -> String {
-    let out = env.admin.run(&["sessions", "export", id, "-f", "-"]);
-    assert_eq!(out.status, 0, "{out:?}");
-    out.stdout
 }
 
 #[test]

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use infra_testkit::{Cli, Connector, Sshd, Terminal, current_login, eventually};
 
 use super::{gateway_ssh, grant, relogin, request_cert, run_as};
-use crate::e2e::common::{self, Backend, Env, bin, path_with_infra};
+use crate::e2e::common::{self, Backend, Env, bin, cast, path_with_infra};
 use crate::e2e::gateway::{connector_key, user};
 
 /// A server, a connector with two hosts in recording mode (`rec` and
@@ -88,13 +88,6 @@ fn stored_ssh(env: &Env, pick: impl Fn(&serde_json::Value) -> bool) -> serde_jso
         Ok(())
     });
     found.unwrap()
-}
-
-/// The text of recording `id`, as the admin exports it.
-fn cast(env: &Env, id: &str) -> String {
-    let out = env.admin.run(&["sessions", "export", id, "-f", "-"]);
-    assert_eq!(out.status, 0, "{out:?}");
-    out.stdout
 }
 
 #[test]
@@ -203,14 +196,7 @@ fn an_interactive_shell_through_a_recorded_host_is_recorded_and_played() {
     let id = r["id"].as_str().unwrap().to_owned();
 
     // Played back: the command as the terminal echoed it, then its output.
-    let out = s.env.admin.run(&["sessions", "play", &id, "--speed", "1000"]);
-    assert_eq!(out.status, 0, "{out:?}");
-    let typed = out
-        .stdout
-        .find("echo typed-$((6*7))")
-        .expect("the typed command in playback");
-    let result = out.stdout.rfind("typed-42").expect("its output in playback");
-    assert!(typed < result, "{}", out.stdout);
+    common::assert_plays_in_order(&s.env, &id, "echo typed-$((6*7))", "typed-42");
     let text = cast(&s.env, &id);
     assert!(text.contains("\"shell\""), "{text}");
     assert!(

@@ -8,7 +8,7 @@
 use infra_testkit::{KubeDouble, eventually};
 
 use super::super::{kubectl as kubectl_k8s, setup};
-use super::{cast, recordings};
+use super::recordings;
 use crate::e2e::common;
 use crate::e2e::gateway::user;
 
@@ -62,16 +62,7 @@ fn an_interactive_exec_through_the_real_api_server_is_recorded() {
     let r = found.unwrap();
     assert_eq!(r["exit"], "exit 3", "{r:#}");
     assert!(r["target"].as_str().unwrap().starts_with("dev/shell"), "{r:#}");
-    let out = k
-        .env
-        .admin
-        .run(&["sessions", "play", r["id"].as_str().unwrap(), "--speed", "1000"]);
-    assert_eq!(out.status, 0, "{out:?}");
-    let typed = out
-        .stdout
-        .find("echo via-$((40+2))")
-        .expect("typed command in playback");
-    let result = out.stdout.rfind("via-42").expect("its output in playback");
-    assert!(typed < result, "{}", out.stdout);
-    assert!(cast(&k.env, r["id"].as_str().unwrap()).contains(r#""r""#));
+    let id = r["id"].as_str().unwrap();
+    common::assert_plays_in_order(&k.env, id, "echo via-$((40+2))", "via-42");
+    assert!(common::cast(&k.env, id).contains(r#""r""#));
 }

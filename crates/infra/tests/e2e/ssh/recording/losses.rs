@@ -1,13 +1,12 @@
 //! Recorded SSH sessions that lose their server or their connector midway:
 //! the recording arrives whole, or whole up to a kill and marked truncated.
 
-use std::io::{BufRead, Write as _};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 
 use infra_testkit::{Cli, eventually};
 
-use super::{cast, recorded, recorded_with, ssh_recordings, stored_ssh};
-use crate::e2e::common::{self, bin};
+use super::{recorded, recorded_with, ssh_recordings, stored_ssh};
+use crate::e2e::common::{self, bin, cast, say};
 
 /// The remote command: a loop that answers each line.
 const LOOP: &str = "sh -c 'while read l; do echo \"got $l\"; done'";
@@ -26,13 +25,6 @@ fn echo_session(alice: &Cli) -> (Child, ChildStdin, std::io::BufReader<ChildStdo
     let stdin = child.stdin.take().unwrap();
     let stdout = std::io::BufReader::new(child.stdout.take().unwrap());
     (child, stdin, stdout)
-}
-
-fn say(stdin: &mut ChildStdin, stdout: &mut impl BufRead, what: &str) {
-    stdin.write_all(format!("{what}\n").as_bytes()).unwrap();
-    let mut line = String::new();
-    stdout.read_line(&mut line).unwrap();
-    assert_eq!(line, format!("got {what}\n"));
 }
 
 #[test]
