@@ -433,6 +433,11 @@ impl Writing {
         &self.id
     }
 
+    /// What the recording is of, as known now.
+    pub(crate) fn meta(&self) -> &RecordingMeta {
+        &self.meta
+    }
+
     /// Fills in what is learnt once the session runs (an SSH login is known
     /// only after authentication): kept here and sent with the next piece.
     pub(crate) fn describe(&mut self, f: impl FnOnce(&mut RecordingMeta)) {

@@ -406,13 +406,10 @@ impl Front {
         if let Start::Exec(command) | Start::Subsystem(command) = &what
             && let Ok(mut t) = self.tape.lock()
             && let Some(out) = t.out.as_mut()
+            && out.meta().command.is_empty()
         {
             // The first command names the recording.
-            out.describe(|m| {
-                if m.command.is_empty() {
-                    m.command = command.clone();
-                }
-            });
+            out.describe(|m| m.command = command.clone());
         }
         let Some(up) = self.channels.get(&channel) else {
             session.channel_failure(channel)?;
